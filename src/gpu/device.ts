@@ -1,0 +1,258 @@
+// The WebGPU runtime: adapter and device acquisition, uploads, readback, and one-off dispatches.
+//
+// `createDevice()` asks for the adapter's own limits where they exceed WebGPU's defaults (large
+// storage buffers hold embedding tables and activations; workgroup memory holds matmul tiles) and
+// fails with WebGPUUnavailableError, saying why and what to do, when WebGPU is missing or an
+// adapter is below what the toolkit needs. Device loss is surfaced as an event, never swallowed.
+
+import { DeviceLostError, GpuExecutionError, WebGPUUnavailableError } from '../errors.js';
+import { BufferPool } from './buffers.js';
+import { packUniforms, type Program } from './kernel.js';
+import { PipelineCache } from './pipelines.js';
+
+/** The limits below which the toolkit refuses an adapter (WebGPU's guaranteed minimums). */
+const REQUIRED = {
+  maxStorageBufferBindingSize: 128 * 1024 * 1024,
+  maxComputeWorkgroupStorageSize: 16384,
+  maxComputeInvocationsPerWorkgroup: 256,
+  maxStorageBuffersPerShaderStage: 8,
+} as const;
+
+/** Limits requested at the adapter's maximum when it offers more than the default. */
+const RAISED: readonly (keyof GPUSupportedLimits)[] = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxStorageBuffersPerShaderStage',
+];
+
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** True for software rasterisers (SwiftShader, llvmpipe, WARP). */
+  isSoftware: boolean;
+}
+
+export interface CreateDeviceOptions {
+  powerPreference?: GPUPowerPreference;
+  /** Use this adapter instead of requesting one. */
+  adapter?: GPUAdapter;
+  /** The `navigator.gpu` object to use (for workers or Node's `webgpu` package). */
+  gpu?: GPU;
+}
+
+export type DeviceLostListener = (error: DeviceLostError) => void;
+
+/** A WebGPU device with the toolkit's pipeline cache and buffer pool. */
+export class GpuContext {
+  readonly pipelines: PipelineCache;
+  readonly buffers: BufferPool;
+  readonly hasF16: boolean;
+  readonly hasTimestamps: boolean;
+  private readonly lostListeners = new Set<DeviceLostListener>();
+  private lostError: DeviceLostError | undefined;
+
+  constructor(
+    readonly device: GPUDevice,
+    readonly adapterInfo: AdapterDescription,
+  ) {
+    this.pipelines = new PipelineCache(device);
+    this.buffers = new BufferPool(device);
+    this.hasF16 = device.features.has('shader-f16');
+    this.hasTimestamps = device.features.has('timestamp-query');
+    void device.lost.then((info) => {
+      if (info.reason === 'destroyed') return;
+      this.lostError = new DeviceLostError(
+        info.reason,
+        `the GPU device was lost (${info.reason}): ${info.message || 'no message'}. Reload the page or call createDevice() again; saved adapters are unaffected.`,
+      );
+      for (const l of this.lostListeners) l(this.lostError);
+    });
+  }
+
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  /** Calls `listener` if the device is lost; returns a function that unsubscribes. */
+  onLost(listener: DeviceLostListener): () => void {
+    if (this.lostError) listener(this.lostError);
+    this.lostListeners.add(listener);
+    return () => this.lostListeners.delete(listener);
+  }
+
+  /** Throws the device-lost error if the device is gone. */
+  assertAlive(): void {
+    if (this.lostError) throw this.lostError;
+  }
+
+  /** A pooled buffer holding `data` (padded to 4 bytes). */
+  upload(data: ArrayBufferView, label?: string): GPUBuffer {
+    const buffer = this.buffers.acquire(Math.max(4, data.byteLength), label);
+    this.write(buffer, data);
+    return buffer;
+  }
+
+  /** Writes `data` at `offset` bytes into `buffer` (the write is padded to a multiple of 4). */
+  write(buffer: GPUBuffer, data: ArrayBufferView, offset = 0): void {
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 === 0) {
+      this.device.queue.writeBuffer(buffer, offset, bytes);
+    } else {
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      this.device.queue.writeBuffer(buffer, offset, padded);
+    }
+  }
+
+  /** Copies `bytes` bytes of `buffer` (from `offset`) back to the CPU. */
+  async read(buffer: GPUBuffer, bytes: number, offset = 0): Promise<ArrayBuffer> {
+    this.assertAlive();
+    const size = Math.ceil(bytes / 4) * 4;
+    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const enc = this.device.createCommandEncoder({ label: 'readback' });
+    enc.copyBufferToBuffer(buffer, offset, staging, 0, size);
+    this.device.queue.submit([enc.finish()]);
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+      return staging.getMappedRange().slice(0, bytes);
+    } finally {
+      staging.destroy();
+    }
+  }
+
+  /** A uniform buffer holding the program's packed uniforms, or undefined if it has none. */
+  uniformBuffer(program: Program): GPUBuffer | undefined {
+    if (program.kernel.uniforms.length === 0) return undefined;
+    const bytes = packUniforms(program.kernel, program.uniforms);
+    const buffer = this.device.createBuffer({
+      label: `${program.kernel.name}.uniforms`,
+      size: bytes.byteLength,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    this.device.queue.writeBuffer(buffer, 0, bytes);
+    return buffer;
+  }
+
+  /**
+   * A bind group for `program` over `buffers` (the kernel's inputs then outputs, in order) and
+   * its uniform buffer. The pipeline must have been prepared with `pipelines.get`.
+   */
+  bindGroup(program: Program, buffers: readonly GPUBuffer[], uniforms: GPUBuffer | undefined): GPUBindGroup {
+    const k = program.kernel;
+    const expected = k.inputs.length + k.outputs.length;
+    if (buffers.length !== expected) {
+      throw new Error(`kernel ${k.name}: ${buffers.length} buffers bound, ${expected} expected`);
+    }
+    const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+    if (uniforms) entries.push({ binding: buffers.length, resource: { buffer: uniforms } });
+    return this.device.createBindGroup({ label: k.name, layout: this.pipelines.bindGroupLayout(k), entries });
+  }
+
+  /**
+   * Runs programs in order in one compute pass and waits for validation. Each entry binds a
+   * program to its buffers. For tests, benchmarks and one-off work; plans prebuild bind groups.
+   */
+  async run(steps: readonly { program: Program; buffers: readonly GPUBuffer[] }[]): Promise<void> {
+    this.assertAlive();
+    await Promise.all(steps.map((s) => this.pipelines.get(s.program)));
+    const uniforms = steps.map((s) => this.uniformBuffer(s.program));
+    this.device.pushErrorScope('validation');
+    this.device.pushErrorScope('out-of-memory');
+    const enc = this.device.createCommandEncoder();
+    const pass = enc.beginComputePass();
+    steps.forEach((s, i) => {
+      if (s.program.workgroups.some((n) => n === 0)) return;
+      pass.setPipeline(this.pipelines.getReady(s.program));
+      pass.setBindGroup(0, this.bindGroup(s.program, s.buffers, uniforms[i]));
+      pass.dispatchWorkgroups(...s.program.workgroups);
+    });
+    pass.end();
+    this.device.queue.submit([enc.finish()]);
+    const oom = await this.device.popErrorScope();
+    const invalid = await this.device.popErrorScope();
+    for (const u of uniforms) u?.destroy();
+    const err = invalid ?? oom;
+    if (err) {
+      throw new GpuExecutionError(
+        `GPU work failed (${steps.map((s) => s.program.kernel.name).join(', ')}): ${err.message}`,
+      );
+    }
+  }
+
+  destroy(): void {
+    this.buffers.destroy();
+    this.device.destroy();
+  }
+}
+
+function describeAdapter(adapter: GPUAdapter): AdapterDescription {
+  const info = adapter.info;
+  const text = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`.toLowerCase();
+  return {
+    vendor: info.vendor,
+    architecture: info.architecture,
+    device: info.device,
+    description: info.description,
+    isSoftware: /swiftshader|llvmpipe|lavapipe|warp|software/.test(text) || (info as { isFallbackAdapter?: boolean }).isFallbackAdapter === true,
+  };
+}
+
+/** One-line name of an adapter, e.g. `google swiftshader`. */
+export function adapterName(info: AdapterDescription): string {
+  return [info.vendor, info.architecture, info.device, info.description].filter((s) => s).join(' ') || 'unknown adapter';
+}
+
+/**
+ * Requests a WebGPU adapter and device with the limits the toolkit needs.
+ * @throws WebGPUUnavailableError when WebGPU is absent, no adapter is granted, or it is too small.
+ */
+export async function createDevice(options: CreateDeviceOptions = {}): Promise<GpuContext> {
+  const gpu = options.gpu ?? (globalThis.navigator as Navigator | undefined)?.gpu;
+  if (!gpu) {
+    throw new WebGPUUnavailableError(
+      'WebGPU is not available here (navigator.gpu is undefined). Use a browser with WebGPU enabled ' +
+        '(Chrome or Edge 113+, Safari 26+, Firefox 141+ on Windows), served over https or localhost; ' +
+        'in Chromium on Linux start it with --enable-unsafe-webgpu.',
+    );
+  }
+  let adapter: GPUAdapter | null | undefined = options.adapter;
+  if (!adapter) {
+    try {
+      adapter = await gpu.requestAdapter({ powerPreference: options.powerPreference ?? 'high-performance' });
+    } catch (cause) {
+      throw new WebGPUUnavailableError(`requestAdapter() failed: ${String(cause)}`, { cause });
+    }
+  }
+  if (!adapter) {
+    throw new WebGPUUnavailableError(
+      'WebGPU is present but no GPU adapter was granted (blocklisted driver, or GPU disabled). ' +
+        'Check chrome://gpu, update the GPU driver, or enable the software adapter with --enable-unsafe-webgpu.',
+    );
+  }
+  for (const [name, min] of Object.entries(REQUIRED) as [keyof typeof REQUIRED, number][]) {
+    if (adapter.limits[name] < min) {
+      throw new WebGPUUnavailableError(`the GPU adapter offers ${name} = ${adapter.limits[name]}, the toolkit needs ${min}`);
+    }
+  }
+  const requiredLimits: Record<string, number> = {};
+  for (const name of RAISED) {
+    const v = adapter.limits[name];
+    if (typeof v === 'number') requiredLimits[name] = v;
+  }
+  const requiredFeatures: GPUFeatureName[] = [];
+  for (const f of ['shader-f16', 'timestamp-query'] as GPUFeatureName[]) {
+    if (adapter.features.has(f)) requiredFeatures.push(f);
+  }
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredLimits, requiredFeatures, label: 'ia3-webgpu' });
+  } catch (cause) {
+    throw new WebGPUUnavailableError(`requestDevice() failed: ${String(cause)}`, { cause });
+  }
+  return new GpuContext(device, describeAdapter(adapter));
+}

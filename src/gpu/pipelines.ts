@@ -1,0 +1,115 @@
+// Pipeline cache: one compute pipeline per (kernel, override constants).
+//
+// Pipelines are built with createComputePipelineAsync so compilation never blocks the thread, and
+// concurrent requests for the same key share one in-flight promise. Bind group layouts are
+// explicit (not 'auto') so a binding the shader happens not to read still validates. A compile
+// failure is raised as ShaderCompileError with the offending WGSL line.
+
+import { ShaderCompileError } from '../errors.js';
+import type { KernelDef, Program } from './kernel.js';
+
+export class PipelineCache {
+  private readonly modules = new Map<string, GPUShaderModule>();
+  private readonly layouts = new Map<string, GPUBindGroupLayout>();
+  private readonly ready = new Map<string, GPUComputePipeline>();
+  private readonly inFlight = new Map<string, Promise<GPUComputePipeline>>();
+  /** Number of pipelines compiled so far (a figure tests use to prove nothing recompiles). */
+  compiled = 0;
+
+  constructor(private readonly device: GPUDevice) {}
+
+  static key(kernel: KernelDef, overrides?: Readonly<Record<string, number>>): string {
+    if (!overrides) return kernel.name;
+    const keys = Object.keys(overrides).sort();
+    return `${kernel.name}|${keys.map((k) => `${k}=${overrides[k]}`).join(',')}`;
+  }
+
+  bindGroupLayout(kernel: KernelDef): GPUBindGroupLayout {
+    let layout = this.layouts.get(kernel.name);
+    if (!layout) {
+      const entries: GPUBindGroupLayoutEntry[] = [];
+      let b = 0;
+      for (let i = 0; i < kernel.inputs.length; i++) {
+        entries.push({ binding: b++, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'read-only-storage' } });
+      }
+      for (let i = 0; i < kernel.outputs.length; i++) {
+        entries.push({ binding: b++, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } });
+      }
+      if (kernel.uniforms.length > 0) {
+        entries.push({ binding: b++, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
+      }
+      layout = this.device.createBindGroupLayout({ label: kernel.name, entries });
+      this.layouts.set(kernel.name, layout);
+    }
+    return layout;
+  }
+
+  /** The pipeline for a program, compiling it on first use. */
+  get(program: Pick<Program, 'kernel' | 'overrides'>): Promise<GPUComputePipeline> {
+    const key = PipelineCache.key(program.kernel, program.overrides);
+    const done = this.ready.get(key);
+    if (done) return Promise.resolve(done);
+    let pending = this.inFlight.get(key);
+    if (!pending) {
+      pending = this.build(program.kernel, program.overrides).then(
+        (p) => {
+          this.ready.set(key, p);
+          this.inFlight.delete(key);
+          return p;
+        },
+        (e: unknown) => {
+          this.inFlight.delete(key);
+          throw e;
+        },
+      );
+      this.inFlight.set(key, pending);
+    }
+    return pending;
+  }
+
+  /** A pipeline already built by `get`; throws if it was not prepared (a planning bug). */
+  getReady(program: Pick<Program, 'kernel' | 'overrides'>): GPUComputePipeline {
+    const p = this.ready.get(PipelineCache.key(program.kernel, program.overrides));
+    if (!p) throw new Error(`pipeline ${PipelineCache.key(program.kernel, program.overrides)} was not prepared`);
+    return p;
+  }
+
+  private module(kernel: KernelDef): GPUShaderModule {
+    let m = this.modules.get(kernel.name);
+    if (!m) {
+      m = this.device.createShaderModule({ label: kernel.name, code: kernel.source });
+      this.modules.set(kernel.name, m);
+    }
+    return m;
+  }
+
+  private async build(kernel: KernelDef, overrides?: Readonly<Record<string, number>>): Promise<GPUComputePipeline> {
+    const module = this.module(kernel);
+    try {
+      const pipeline = await this.device.createComputePipelineAsync({
+        label: PipelineCache.key(kernel, overrides),
+        layout: this.device.createPipelineLayout({ bindGroupLayouts: [this.bindGroupLayout(kernel)] }),
+        compute: { module, entryPoint: kernel.entryPoint ?? 'main', constants: overrides ? { ...overrides } : {} },
+      });
+      this.compiled++;
+      return pipeline;
+    } catch (cause) {
+      throw await describeCompileFailure(kernel, module, cause);
+    }
+  }
+}
+
+async function describeCompileFailure(kernel: KernelDef, module: GPUShaderModule, cause: unknown): Promise<Error> {
+  const info = await module.getCompilationInfo();
+  const errors = info.messages.filter((m) => m.type === 'error');
+  if (errors.length === 0) {
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    return new ShaderCompileError(kernel.name, `kernel ${kernel.name}: pipeline creation failed: ${detail}`);
+  }
+  const lines = kernel.source.split('\n');
+  const first = errors[0]!;
+  const text = errors
+    .map((m) => `  line ${m.lineNum}:${m.linePos}: ${m.message}\n    ${(lines[m.lineNum - 1] ?? '').trim()}`)
+    .join('\n');
+  return new ShaderCompileError(kernel.name, `kernel ${kernel.name}: WGSL compile error\n${text}`, first.lineNum);
+}

@@ -1,0 +1,40 @@
+// Test projects: `unit` runs in Node (no GPU); `gpu` runs in headless Chromium with a real WebGPU
+// adapter through Playwright. Chromium comes from the system (Debian's package ships SwiftShader,
+// a software Vulkan that exposes a WebGPU adapter); CHROME_PATH overrides it, and without either
+// Playwright's own Chromium is used.
+import { defineConfig } from 'vitest/config';
+import { playwright } from '@vitest/browser-playwright';
+import { chromiumLaunchOptions } from './tests/util/chromium.js';
+
+export default defineConfig({
+  test: {
+    reporters: ['default', './tests/util/summary-reporter.ts'],
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['tests/unit/**/*.test.ts'],
+          environment: 'node',
+        },
+      },
+      {
+        test: {
+          name: 'gpu',
+          include: ['tests/gpu/**/*.test.ts'],
+          setupFiles: ['tests/util/gpu-setup.ts'],
+          // SwiftShader runs WGSL on the CPU: a single kernel test can take seconds.
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+          browser: {
+            enabled: true,
+            headless: true,
+            screenshotFailures: false,
+            provider: playwright({ launchOptions: chromiumLaunchOptions() }),
+            instances: [{ browser: 'chromium' }],
+          },
+        },
+      },
+    ],
+  },
+});
