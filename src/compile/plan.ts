@@ -1,0 +1,277 @@
+// Static execution plans: a shape-specialised graph compiled once, replayed as one command buffer.
+//
+// Compilation lowers every node through the op registry, then assigns GPU buffers by liveness:
+// a value's buffer is taken from the pool at its defining node and handed back after its last use,
+// so later values reuse it (views such as Reshape share their source's buffer and extend its life).
+// Weights and constants are uploaded once and stay resident; graph inputs get their own buffers
+// that `execute` overwrites. Pipelines, uniform buffers and bind groups are all built here, so a
+// step only records dispatches: no allocation, no compilation, no CPU readback.
+
+import { GpuExecutionError, ShapeError } from '../errors.js';
+import type { GpuContext } from '../gpu/device.js';
+import { sizeClass } from '../gpu/buffers.js';
+import { sizeOf, type Program } from '../gpu/kernel.js';
+import { OPS, isOpType } from '../ops/registry.js';
+import { gpuStorage, type Attrs, type BufferRef, type OpContext, type RefTensor, type TensorType, type ValueInfo } from '../ops/types.js';
+
+/** A node of a plan's graph (after specialisation; topological order). */
+export interface PlanNode {
+  readonly name: string;
+  readonly opType: string;
+  readonly inputs: readonly string[];
+  readonly outputs: readonly string[];
+  readonly attrs: Attrs;
+  readonly opset: number;
+}
+
+/** Resident data the plan uploads once: weights (typed arrays) or folded constants. */
+export type ResidentData = { readonly type: TensorType; readonly data: Float32Array | Int32Array };
+
+/** What a plan is compiled from. */
+export interface PlanGraph {
+  /** Runtime inputs (fed at every execution). */
+  readonly inputs: readonly { readonly name: string; readonly type: TensorType }[];
+  /** Values the caller may read after execution. */
+  readonly outputs: readonly string[];
+  readonly nodes: readonly PlanNode[];
+  /** Static type of every value produced or consumed by a node. */
+  readonly types: ReadonlyMap<string, TensorType>;
+  /** Known constant values (small folded tensors) a lowering may read at compile time. */
+  readonly constants: ReadonlyMap<string, RefTensor>;
+  /** Resident tensors: weights and constants, by value name. */
+  readonly resident: ReadonlyMap<string, ResidentData>;
+  /**
+   * Resident buffers shared with other plans (e.g. the same weights in a forward plan and a
+   * training plan of another shape). Looked up before `resident`; the plan never frees them.
+   */
+  readonly shared?: ReadonlyMap<string, GPUBuffer>;
+}
+
+interface Dispatch {
+  pipeline: GPUComputePipeline;
+  bindGroup: GPUBindGroup;
+  workgroups: readonly [number, number, number];
+}
+
+export interface PlanMemory {
+  /** Bytes of resident tensors this plan uploaded (weights and constants it owns). */
+  residentBytes: number;
+  /** Peak bytes of activations and scratch buffers live at once during a step. */
+  activationBytes: number;
+  /** Bytes of the runtime input buffers. */
+  inputBytes: number;
+}
+
+/** A compiled plan. Create with `compilePlan`; release GPU memory with `destroy`. */
+export class Plan {
+  private constructor(
+    private readonly gpu: GpuContext,
+    readonly graph: PlanGraph,
+    private readonly dispatches: readonly Dispatch[],
+    /** Buffer holding each value (aliases share). */
+    readonly buffers: ReadonlyMap<string, GPUBuffer>,
+    private readonly owned: readonly GPUBuffer[],
+    private readonly uniformBuffers: readonly GPUBuffer[],
+    readonly memory: PlanMemory,
+  ) {}
+
+  /** Number of GPU dispatches one execution records. */
+  get dispatchCount(): number {
+    return this.dispatches.length;
+  }
+
+  static async compile(gpu: GpuContext, graph: PlanGraph): Promise<Plan> {
+    gpu.assertAlive();
+    const pool = gpu.buffers;
+    const buffers = new Map<string, GPUBuffer>();
+    const owned: GPUBuffer[] = [];
+    const memory: PlanMemory = { residentBytes: 0, activationBytes: 0, inputBytes: 0 };
+
+    // Resident tensors referenced by the nodes, uploaded once.
+    const consumed = new Set(graph.nodes.flatMap((n) => n.inputs).filter((s) => s !== ''));
+    for (const name of consumed) {
+      if (buffers.has(name)) continue;
+      const shared = graph.shared?.get(name);
+      if (shared) {
+        buffers.set(name, shared);
+        continue;
+      }
+      const r = graph.resident.get(name);
+      if (!r) continue;
+      const b = gpu.upload(r.data, name);
+      buffers.set(name, b);
+      owned.push(b);
+      memory.residentBytes += b.size;
+    }
+    for (const inp of graph.inputs) {
+      const b = pool.acquire(4 * Math.max(1, sizeOf(inp.type.dims)), inp.name);
+      buffers.set(inp.name, b);
+      owned.push(b);
+      memory.inputBytes += b.size;
+    }
+
+    // Liveness: index of the last node reading each value (outputs live to the end).
+    const lastUse = new Map<string, number>();
+    graph.nodes.forEach((n, i) => n.inputs.forEach((v) => v && lastUse.set(v, i)));
+    for (const o of graph.outputs) lastUse.set(o, Infinity);
+    // Views share a buffer with their source: the root value owns it, and lives as long as any view.
+    const root = new Map<string, string>();
+    const rootOf = (v: string): string => root.get(v) ?? v;
+
+    // Activation buffers come from a plan-local free list, so values whose lives do not overlap
+    // share memory, while the pool never hands a plan's buffer to anyone else.
+    const free = new Map<number, GPUBuffer[]>();
+    const activations: GPUBuffer[] = [];
+    const alloc = (bytes: number, label: string): GPUBuffer => {
+      const size = sizeClass(Math.max(4, bytes));
+      const b = free.get(size)?.pop() ?? pool.acquire(size, label);
+      if (!activations.includes(b)) activations.push(b);
+      return b;
+    };
+    const recycle = (b: GPUBuffer): void => {
+      let list = free.get(b.size);
+      if (!list) free.set(b.size, (list = []));
+      list.push(b);
+    };
+    const steps: { program: Program; buffers: GPUBuffer[] }[] = [];
+    const persistent = new Set<string>([...graph.inputs.map((x) => x.name), ...buffers.keys()]);
+
+    const infoOf = (name: string): ValueInfo | undefined => {
+      if (name === '') return undefined;
+      const type = graph.types.get(name);
+      if (!type) throw new Error(`plan: value '${name}' has no type`);
+      const value = graph.constants.get(name);
+      return value ? { ...type, value } : type;
+    };
+
+    for (let i = 0; i < graph.nodes.length; i++) {
+      const node = graph.nodes[i]!;
+      const ctx: OpContext = { opType: node.opType, nodeName: node.name, opset: node.opset };
+      if (!isOpType(node.opType)) throw new ShapeError(node.opType, node.name, 'no such op in the registry');
+      const def = OPS[node.opType];
+      if (def.gpu === 'fold') {
+        throw new ShapeError(node.opType, node.name, 'is computed on the CPU at specialisation and cannot run in a plan');
+      }
+      const inInfos = node.inputs.map(infoOf);
+      const outTypes = node.outputs.map((o) => {
+        const t = graph.types.get(o);
+        if (!t) throw new Error(`plan: output '${o}' of ${node.name} has no type`);
+        return t;
+      });
+      const lowering = def.gpu(inInfos, outTypes, node.attrs, ctx);
+      if ('alias' in lowering) {
+        const src = node.inputs[lowering.alias]!;
+        const b = buffers.get(src);
+        if (!b) throw new Error(`plan: ${node.name} aliases '${src}', which has no buffer`);
+        buffers.set(node.outputs[0]!, b);
+        const r = rootOf(src);
+        root.set(node.outputs[0]!, r);
+        lastUse.set(r, Math.max(lastUse.get(r) ?? -1, lastUse.get(node.outputs[0]!) ?? -1));
+      } else {
+        const outBufs = node.outputs.map((o, k) => {
+          const b = alloc(4 * sizeOf(outTypes[k]!.dims), o);
+          buffers.set(o, b);
+          return b;
+        });
+        const temps = (lowering.temps ?? []).map((bytes) => alloc(bytes, `${node.name}.tmp`));
+        const resolve = (r: BufferRef): GPUBuffer => {
+          if ('in' in r) {
+            const name = node.inputs[r.in];
+            const b = name ? buffers.get(name) : undefined;
+            if (!b) throw new Error(`plan: ${node.name} input ${r.in} ('${name}') has no buffer`);
+            return b;
+          }
+          if ('out' in r) return outBufs[r.out]!;
+          return temps[r.tmp]!;
+        };
+        for (const st of lowering.steps) steps.push({ program: st.program, buffers: st.bindings.map(resolve) });
+        for (const t of temps) recycle(t);
+      }
+      // Values whose last use is this node (or that nothing reads) return to the free list.
+      for (const v of new Set([...node.inputs, ...node.outputs])) {
+        if (!v) continue;
+        const r = rootOf(v);
+        if ((lastUse.get(r) ?? -1) <= i && !persistent.has(r)) {
+          const b = buffers.get(r);
+          if (b) recycle(b);
+          persistent.add(r); // recycled once only
+        }
+      }
+    }
+    owned.push(...activations);
+    memory.activationBytes = activations.reduce((s, b) => s + b.size, 0);
+
+    await Promise.all(steps.map((s) => gpu.pipelines.get(s.program)));
+    const uniformBuffers: GPUBuffer[] = [];
+    const dispatches: Dispatch[] = [];
+    for (const s of steps) {
+      if (s.program.workgroups.some((w) => w === 0)) continue;
+      const u = gpu.uniformBuffer(s.program);
+      if (u) uniformBuffers.push(u);
+      dispatches.push({
+        pipeline: gpu.pipelines.getReady(s.program),
+        bindGroup: gpu.bindGroup(s.program, s.buffers, u),
+        workgroups: s.program.workgroups,
+      });
+    }
+    return new Plan(gpu, graph, dispatches, buffers, [...new Set(owned)], uniformBuffers, memory);
+  }
+
+  /** Writes runtime inputs into their buffers. */
+  writeInputs(feeds: ReadonlyMap<string, Float32Array | Int32Array>): void {
+    for (const inp of this.graph.inputs) {
+      const data = feeds.get(inp.name);
+      if (!data) throw new Error(`plan: input '${inp.name}' not fed`);
+      this.gpu.write(this.buffers.get(inp.name)!, data);
+    }
+  }
+
+  /** Records every dispatch of one execution into `encoder` (one compute pass). */
+  encode(encoder: GPUCommandEncoder): void {
+    const pass = encoder.beginComputePass();
+    for (const d of this.dispatches) {
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bindGroup);
+      pass.dispatchWorkgroups(...d.workgroups);
+    }
+    pass.end();
+  }
+
+  /** Runs the plan once on `feeds` and reads back the named outputs. */
+  async execute(
+    feeds: ReadonlyMap<string, Float32Array | Int32Array>,
+    read: readonly string[] = this.graph.outputs,
+  ): Promise<Map<string, Float32Array | Int32Array>> {
+    this.gpu.assertAlive();
+    this.writeInputs(feeds);
+    const device = this.gpu.device;
+    device.pushErrorScope('validation');
+    const enc = device.createCommandEncoder({ label: 'plan' });
+    this.encode(enc);
+    device.queue.submit([enc.finish()]);
+    const err = await device.popErrorScope();
+    if (err) throw new GpuExecutionError(`plan execution failed: ${err.message}`);
+    const out = new Map<string, Float32Array | Int32Array>();
+    await Promise.all(
+      read.map(async (name) => {
+        const type = this.graph.types.get(name);
+        const buf = this.buffers.get(name);
+        if (!type || !buf) throw new Error(`plan: '${name}' is not a value of this plan`);
+        const n = sizeOf(type.dims);
+        const bytes = await this.gpu.read(buf, 4 * n);
+        out.set(name, toGpuArrayType(type, bytes));
+      }),
+    );
+    return out;
+  }
+
+  /** Frees the plan's GPU memory (resident tensors it uploaded, activations, uniforms). */
+  destroy(): void {
+    for (const b of this.owned) this.gpu.buffers.release(b);
+    for (const u of this.uniformBuffers) u.destroy();
+  }
+}
+
+function toGpuArrayType(type: TensorType, bytes: ArrayBuffer): Float32Array | Int32Array {
+  return gpuStorage(type.dtype) === 'f32' ? new Float32Array(bytes) : new Int32Array(bytes);
+}

@@ -1,0 +1,62 @@
+// Benchmark harness helpers: GPU timing by wall clock around whole submissions (median of
+// trials, each trial many repetitions in one command buffer), and the result rows.
+import type { GpuContext } from '../../src/gpu/device.js';
+
+export interface BenchRow {
+  suite: string;
+  name: string;
+  value: number;
+  unit: string;
+  /** value(this) / value(baseline) oriented so that > 1 means better than the baseline. */
+  ratio?: number;
+  baseline?: string;
+  goal?: string;
+  extra?: Record<string, unknown>;
+}
+
+export interface BenchContext {
+  gpu: GpuContext;
+  quick: boolean;
+  rows: BenchRow[];
+  log: (msg: string) => void;
+}
+
+/** Median seconds per repetition of `encode` (which records one repetition into the encoder). */
+export async function timeGpu(
+  gpu: GpuContext,
+  encode: (enc: GPUCommandEncoder) => void,
+  { reps = 10, trials = 5 }: { reps?: number; trials?: number } = {},
+): Promise<number> {
+  const run = async (n: number): Promise<number> => {
+    const enc = gpu.device.createCommandEncoder();
+    for (let i = 0; i < n; i++) encode(enc);
+    const t0 = performance.now();
+    gpu.device.queue.submit([enc.finish()]);
+    await gpu.device.queue.onSubmittedWorkDone();
+    return (performance.now() - t0) / 1000 / n;
+  };
+  await run(1); // warm-up: pipelines, first-touch of buffers
+  const times: number[] = [];
+  for (let t = 0; t < trials; t++) times.push(await run(reps));
+  return median(times);
+}
+
+/** Median seconds per call of an async function. */
+export async function timeAsync(fn: () => Promise<unknown>, { reps = 10, trials = 3 } = {}): Promise<number> {
+  await fn();
+  const times: number[] = [];
+  for (let t = 0; t < trials; t++) {
+    const t0 = performance.now();
+    for (let i = 0; i < reps; i++) await fn();
+    times.push((performance.now() - t0) / 1000 / reps);
+  }
+  return median(times);
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+export const round = (x: number, digits = 3): number => Number(x.toPrecision(digits));
