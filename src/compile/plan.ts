@@ -12,7 +12,7 @@ import type { GpuContext } from '../gpu/device.js';
 import { sizeClass } from '../gpu/buffers.js';
 import { sizeOf, type Program } from '../gpu/kernel.js';
 import { OPS, isOpType } from '../ops/registry.js';
-import { gpuStorage, type Attrs, type BufferRef, type OpContext, type RefTensor, type TensorType, type ValueInfo } from '../ops/types.js';
+import { gpuStorage, type Attrs, type BufferRef, type OpContext, type OpDef, type RefTensor, type TensorType, type ValueInfo } from '../ops/types.js';
 
 /** A node of a plan's graph (after specialisation; topological order). */
 export interface PlanNode {
@@ -146,9 +146,9 @@ export class Plan {
 
     for (let i = 0; i < graph.nodes.length; i++) {
       const node = graph.nodes[i]!;
-      const ctx: OpContext = { opType: node.opType, nodeName: node.name, opset: node.opset };
+      const ctx: OpContext = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length };
       if (!isOpType(node.opType)) throw new ShapeError(node.opType, node.name, 'no such op in the registry');
-      const def = OPS[node.opType];
+      const def: OpDef = OPS[node.opType];
       if (def.gpu === 'fold') {
         throw new ShapeError(node.opType, node.name, 'is computed on the CPU at specialisation and cannot run in a plan');
       }

@@ -13,6 +13,7 @@ export class PipelineCache {
   private readonly layouts = new Map<string, GPUBindGroupLayout>();
   private readonly ready = new Map<string, GPUComputePipeline>();
   private readonly inFlight = new Map<string, Promise<GPUComputePipeline>>();
+  private readonly moduleErrors = new Map<string, Promise<GPUError | null>>();
   /** Number of pipelines compiled so far (a figure tests use to prove nothing recompiles). */
   compiled = 0;
 
@@ -77,7 +78,11 @@ export class PipelineCache {
   private module(kernel: KernelDef): GPUShaderModule {
     let m = this.modules.get(kernel.name);
     if (!m) {
+      // The validation error scope around creation is the reliable signal of a compile failure:
+      // pipeline creation on an invalid module may never settle on some implementations.
+      this.device.pushErrorScope('validation');
       m = this.device.createShaderModule({ label: kernel.name, code: kernel.source });
+      this.moduleErrors.set(kernel.name, this.device.popErrorScope());
       this.modules.set(kernel.name, m);
     }
     return m;
@@ -85,6 +90,8 @@ export class PipelineCache {
 
   private async build(kernel: KernelDef, overrides?: Readonly<Record<string, number>>): Promise<GPUComputePipeline> {
     const module = this.module(kernel);
+    const moduleError = await this.moduleErrors.get(kernel.name);
+    if (moduleError) throw await describeCompileFailure(kernel, module, moduleError);
     try {
       const pipeline = await this.device.createComputePipelineAsync({
         label: PipelineCache.key(kernel, overrides),
@@ -100,16 +107,21 @@ export class PipelineCache {
 }
 
 async function describeCompileFailure(kernel: KernelDef, module: GPUShaderModule, cause: unknown): Promise<Error> {
-  const info = await module.getCompilationInfo();
-  const errors = info.messages.filter((m) => m.type === 'error');
+  const detail = typeof (cause as { message?: unknown })?.message === 'string' ? (cause as { message: string }).message : String(cause);
+  // getCompilationInfo gives structured messages; bounded, since it is a diagnostic only.
+  const info = await Promise.race([
+    module.getCompilationInfo(),
+    new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 2000)),
+  ]);
+  const lines = kernel.source.split('\n');
+  let errors = (info?.messages ?? []).filter((m) => m.type === 'error').map((m) => ({ line: m.lineNum, col: m.linePos, text: m.message }));
   if (errors.length === 0) {
-    const detail = cause instanceof Error ? cause.message : String(cause);
+    // Fall back to the validation message, which quotes ':line:col error: text'.
+    errors = [...detail.matchAll(/:(\d+):(\d+) error: ([^\n]*)/g)].map((x) => ({ line: Number(x[1]), col: Number(x[2]), text: x[3]! }));
+  }
+  if (errors.length === 0) {
     return new ShaderCompileError(kernel.name, `kernel ${kernel.name}: pipeline creation failed: ${detail}`);
   }
-  const lines = kernel.source.split('\n');
-  const first = errors[0]!;
-  const text = errors
-    .map((m) => `  line ${m.lineNum}:${m.linePos}: ${m.message}\n    ${(lines[m.lineNum - 1] ?? '').trim()}`)
-    .join('\n');
-  return new ShaderCompileError(kernel.name, `kernel ${kernel.name}: WGSL compile error\n${text}`, first.lineNum);
+  const text = errors.map((e) => `  line ${e.line}:${e.col}: ${e.text}\n    ${(lines[e.line - 1] ?? '').trim()}`).join('\n');
+  return new ShaderCompileError(kernel.name, `kernel ${kernel.name}: WGSL compile error\n${text}`, errors[0]!.line);
 }

@@ -57,7 +57,17 @@ export async function runOnGpu(
   if (def.gpu === 'fold') return def.reference(inputs, attrs, ctx);
   const lowering = def.gpu(infos, outTypes, attrs, ctx);
   const pool = gpu.buffers;
-  const inBufs = inputs.map((t) => (t === undefined ? undefined : gpu.upload(toGpuArray(t))));
+  // Compile-time constants are uploaded only when they fit GPU storage (an INT64_MAX Slice end
+  // does not); a lowering that binds one that did not fit fails below, naming the input.
+  const inBufs = inputs.map((t, i) => {
+    if (t === undefined) return undefined;
+    if (!constants.has(i)) return gpu.upload(toGpuArray(t));
+    try {
+      return gpu.upload(toGpuArray(t));
+    } catch {
+      return undefined;
+    }
+  });
   try {
     if ('alias' in lowering) {
       const src = inputs[lowering.alias]!;

@@ -1,3 +1,495 @@
-import type { OpDef } from './types.js';
+// Matrix products: ONNX MatMul and Gemm, and the internal FusedMatMul that the compiler emits for
+// `x·W + b` with IA3 scales and for backward products such as dX = dY·Wᵀ (transB, no copy).
+//
+// All three reduce to one batched problem, Y[z] = (alpha·(opA(A[z]) ⊙ inScale)·opB(B[z]) + beta·C)
+// ⊙ outScale, lowered to shaders/matmul.wgsl (tiled, workgroup memory, vec4 loads) or, for at most
+// 8 rows, shaders/matmul-gemv.wgsl (K split across a workgroup, B streamed once). Lowering folds
+// batch dims into M when B is shared across the batch (x·W on [batch, seq, hidden] is one 2-D
+// GEMM with more rows), merges batch dims that index both operands alike, and splits grids past
+// WebGPU's 65535 workgroups per dimension into several dispatches of the same pipeline.
 
-export const matmulOps = {} satisfies Record<string, OpDef>;
+import gemvSource from '../../shaders/matmul-gemv.wgsl?raw';
+import tiledSource from '../../shaders/matmul.wgsl?raw';
+import { ShapeError, UnsupportedOpError } from '../errors.js';
+import { defineKernel, MAX_WORKGROUPS_PER_DIM, type KernelDef, type Program, type UniformField } from '../gpu/kernel.js';
+import type { Attrs, BufferRef, DataType, Inputs, LoweringSteps, OpContext, OpDef, RefTensor, TensorType } from './types.js';
+import { FLOAT_TYPES } from './types.js';
+import { attrFloat, attrInt, broadcastShapes, broadcastStrides, need, sizeOf, stridesOf, tensor } from './util.js';
+
+const BINDINGS = { inputs: ['a', 'b', 'c', 'inScale', 'outScale'], outputs: ['y'] } as const;
+
+const UNIFORMS: readonly UniformField[] = [
+  ['M', 'u32'],
+  ['N', 'u32'],
+  ['K', 'u32'],
+  ['zBase', 'u32'],
+  ['mBase', 'u32'],
+  ['nBase', 'u32'],
+  ['aBase', 'u32'],
+  ['bBase', 'u32'],
+  ['yBase', 'u32'],
+  ['cStrideM', 'u32'],
+  ['cStrideN', 'u32'],
+  ['alpha', 'f32'],
+  ['beta', 'f32'],
+  ['flags', 'u32'],
+  ['batchDims', { array: 'u32', length: 4 }],
+  ['aStrides', { array: 'u32', length: 4 }],
+  ['bStrides', { array: 'u32', length: 4 }],
+];
+
+/** Tiled kernel storing vec4 rows of Y (N a multiple of 4). */
+export const matmulKernel = defineKernel({
+  name: 'matmul',
+  source: tiledSource,
+  entryPoint: 'main',
+  inputs: [...BINDINGS.inputs],
+  outputs: [...BINDINGS.outputs],
+  uniforms: UNIFORMS,
+});
+
+/** Tiled kernel storing scalars (any N). */
+export const matmulScalarStoreKernel = defineKernel({
+  name: 'matmul-scalar-store',
+  source: tiledSource,
+  entryPoint: 'main_scalar',
+  inputs: [...BINDINGS.inputs],
+  outputs: [...BINDINGS.outputs],
+  uniforms: UNIFORMS,
+});
+
+/** Small-M kernel (M ≤ 8). */
+export const matmulGemvKernel = defineKernel({
+  name: 'matmul-gemv',
+  source: gemvSource,
+  inputs: [...BINDINGS.inputs],
+  outputs: [...BINDINGS.outputs],
+  uniforms: UNIFORMS,
+});
+
+/**
+ * Tile configurations of the tiled kernel, largest first: WG_X×WG_Y invocations, each an RM×4
+ * block of Y, K tiles of depth KT. Bigger tiles reuse each loaded value more, smaller ones make
+ * more workgroups; the first whose grid has at least MIN_WORKGROUPS workgroups is used (enough to
+ * fill the compute units of a large GPU a couple of times over), else the smallest.
+ */
+const TILES = [
+  { WG_X: 16, WG_Y: 16, KT: 16, RM: 8 }, // 128×64, 12 KiB of workgroup memory
+  { WG_X: 16, WG_Y: 16, KT: 16, RM: 4 }, // 64×64, 8 KiB
+  { WG_X: 8, WG_Y: 8, KT: 32, RM: 4 }, // 32×32, 8 KiB
+] as const;
+const MIN_WORKGROUPS = 256;
+/** Rows up to which the GEMV-style kernel runs instead of the tiled one. */
+export const GEMV_MAX_ROWS = 8;
+const GEMV_COLS = { n: 32, t: 8 } as const; // columns per workgroup, B [K,N] / B [N,K]
+
+// ---------------------------------------------------------------------------------------------
+// Shapes
+
+/** The geometry of a (batched) product: opA(A) is [..., M, K], opB(B) is [..., K, N]. */
+export interface MatmulGeometry {
+  /** A and B dims after promoting 1-D operands to matrices. */
+  readonly aDims: readonly number[];
+  readonly bDims: readonly number[];
+  /** Broadcast batch dims of the output. */
+  readonly batch: readonly number[];
+  readonly M: number;
+  readonly K: number;
+  readonly N: number;
+  /** Output dims (promoted dims removed again). */
+  readonly outDims: readonly number[];
+}
+
+function fmt(d: readonly number[]): string {
+  return `[${d.join(',')}]`;
+}
+
+/**
+ * Shape rule shared by the three ops: numpy matmul semantics on opA(A), opB(B). A 1-D A is a row
+ * [1,K] and a 1-D B a column [K,1], the added dim removed from the result; a 1-D operand cannot be
+ * transposed.
+ */
+export function matmulGeometry(
+  aDims: readonly number[],
+  bDims: readonly number[],
+  transA: boolean,
+  transB: boolean,
+  ctx: OpContext,
+): MatmulGeometry {
+  if (aDims.length === 0 || bDims.length === 0) {
+    throw new ShapeError(ctx.opType, ctx.nodeName, `operands must have rank ≥ 1, got A ${fmt(aDims)} and B ${fmt(bDims)}`);
+  }
+  if ((aDims.length === 1 && transA) || (bDims.length === 1 && transB)) {
+    throw new ShapeError(ctx.opType, ctx.nodeName, `a 1-D operand cannot be transposed (A ${fmt(aDims)}, B ${fmt(bDims)})`);
+  }
+  const a = aDims.length === 1 ? [1, aDims[0]!] : [...aDims];
+  const b = bDims.length === 1 ? [bDims[0]!, 1] : [...bDims];
+  const ra = a.length;
+  const rb = b.length;
+  const M = transA ? a[ra - 1]! : a[ra - 2]!;
+  const Ka = transA ? a[ra - 2]! : a[ra - 1]!;
+  const Kb = transB ? b[rb - 1]! : b[rb - 2]!;
+  const N = transB ? b[rb - 2]! : b[rb - 1]!;
+  if (Ka !== Kb) {
+    throw new ShapeError(
+      ctx.opType,
+      ctx.nodeName,
+      `inner dimensions differ: A ${fmt(aDims)}${transA ? 'ᵀ' : ''} has K = ${Ka}, B ${fmt(bDims)}${transB ? 'ᵀ' : ''} has K = ${Kb}`,
+    );
+  }
+  const batch = broadcastShapes([a.slice(0, -2), b.slice(0, -2)], ctx);
+  const outDims = [...batch];
+  if (aDims.length > 1) outDims.push(M);
+  if (bDims.length > 1) outDims.push(N);
+  return { aDims: a, bDims: b, batch, M, K: Ka, N, outDims };
+}
+
+function floatOperands(ctx: OpContext, ...ts: (TensorType | undefined)[]): DataType {
+  const present = ts.filter((t): t is TensorType => t !== undefined);
+  const dtype = present[0]!.dtype;
+  for (const t of present) {
+    if (!FLOAT_TYPES.has(t.dtype)) {
+      throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `only float tensors are supported, got ${t.dtype}`, ctx.opset);
+    }
+    if (t.dtype !== dtype) {
+      throw new ShapeError(ctx.opType, ctx.nodeName, `inputs must share one dtype, got ${present.map((x) => x.dtype).join(' and ')}`);
+    }
+  }
+  return dtype;
+}
+
+function flag(attrs: Attrs, name: string): boolean {
+  return attrInt(attrs, name, 0) !== 0;
+}
+
+/** Gemm's C: unidirectionally broadcast to [M,N]; returns its (row, column) element strides. */
+function gemmCStrides(c: readonly number[], M: number, N: number, broadcast: boolean, ctx: OpContext): [number, number] {
+  const bad = (): never => {
+    throw new ShapeError(ctx.opType, ctx.nodeName, `C ${fmt(c)} does not broadcast to [${M},${N}]`);
+  };
+  if (c.length > 2) bad();
+  const cm = c.length === 2 ? c[0]! : 1;
+  const cn = c.length >= 1 ? c[c.length - 1]! : 1;
+  if (!broadcast && (c.length !== 2 || cm !== M || cn !== N)) bad();
+  if ((cm !== 1 && cm !== M) || (cn !== 1 && cn !== N)) bad();
+  return [cm === 1 ? 0 : cn, cn === 1 ? 0 : 1];
+}
+
+function checkVector(t: TensorType | undefined, n: number, what: string, ctx: OpContext): void {
+  if (t !== undefined && sizeOf(t.dims) !== n) {
+    throw new ShapeError(ctx.opType, ctx.nodeName, `${what} ${fmt(t.dims)} must have exactly ${n} elements`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The problem every op lowers to
+
+/** One batched product with its fused prologue/epilogue; inputs are op input indices. */
+interface Problem {
+  readonly geo: MatmulGeometry;
+  readonly transA: boolean;
+  readonly transB: boolean;
+  readonly alpha: number;
+  readonly beta: number;
+  readonly a: number;
+  readonly b: number;
+  /** C or bias: input index and element strides along M and N. */
+  readonly c?: { readonly index: number; readonly strideM: number; readonly strideN: number };
+  readonly inScale?: number;
+  readonly outScale?: number;
+}
+
+/** float64 reference of a Problem, on reference tensors indexed like the op's inputs. */
+function referenceProblem(p: Problem, inputs: Inputs<RefTensor>, dtype: DataType): RefTensor {
+  const { geo, transA, transB } = p;
+  const { M, K, N, batch } = geo;
+  const A = inputs[p.a]!.data;
+  const B = inputs[p.b]!.data;
+  const C = p.c ? inputs[p.c.index]!.data : undefined;
+  const sIn = p.inScale === undefined ? undefined : inputs[p.inScale]!.data;
+  const sOut = p.outScale === undefined ? undefined : inputs[p.outScale]!.data;
+  const ra = geo.aDims.length;
+  const rb = geo.bDims.length;
+  const aStr = broadcastStrides(geo.aDims.slice(0, -2), batch).map((s) => s * geo.aDims[ra - 1]! * geo.aDims[ra - 2]!);
+  const bStr = broadcastStrides(geo.bDims.slice(0, -2), batch).map((s) => s * geo.bDims[rb - 1]! * geo.bDims[rb - 2]!);
+  const out = tensor(dtype, geo.outDims);
+  const Y = out.data;
+  const nb = sizeOf(batch);
+  const bStrides = stridesOf(batch);
+  for (let z = 0; z < nb; z++) {
+    let ao = 0;
+    let bo = 0;
+    for (let d = 0; d < batch.length; d++) {
+      const c = Math.floor(z / bStrides[d]!) % batch[d]!;
+      ao += c * aStr[d]!;
+      bo += c * bStr[d]!;
+    }
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) {
+          const av = A[ao + (transA ? k * M + m : m * K + k)]!;
+          const bv = B[bo + (transB ? n * K + k : k * N + n)]!;
+          s += (sIn ? av * sIn[k]! : av) * bv;
+        }
+        let v = p.alpha * s;
+        if (C) v += p.beta * C[m * p.c!.strideM + n * p.c!.strideN]!;
+        if (sOut) v *= sOut[n]!;
+        Y[(z * M + m) * N + n] = v;
+      }
+    }
+  }
+  return out;
+}
+
+/** One merged batch dim: output extent and element strides into A and B. */
+interface BatchDim {
+  size: number;
+  a: number;
+  b: number;
+}
+
+/** Batch dims innermost first, size-1 dims dropped, neighbours merged where both strides allow. */
+function mergedBatch(geo: MatmulGeometry): BatchDim[] {
+  const ra = geo.aDims.length;
+  const rb = geo.bDims.length;
+  const aStr = broadcastStrides(geo.aDims.slice(0, -2), geo.batch).map((s) => s * geo.aDims[ra - 1]! * geo.aDims[ra - 2]!);
+  const bStr = broadcastStrides(geo.bDims.slice(0, -2), geo.batch).map((s) => s * geo.bDims[rb - 1]! * geo.bDims[rb - 2]!);
+  const dims: BatchDim[] = [];
+  for (let d = geo.batch.length - 1; d >= 0; d--) {
+    const size = geo.batch[d]!;
+    if (size === 1) continue;
+    const inner = dims[dims.length - 1];
+    // An outer dim continues the inner one when each operand's stride steps over the inner extent.
+    if (inner && aStr[d] === inner.a * inner.size && bStr[d] === inner.b * inner.size) inner.size *= size;
+    else dims.push({ size, a: aStr[d]!, b: bStr[d]! });
+  }
+  return dims;
+}
+
+/** Bits of the kernels' `flags` uniform (see shaders/matmul.wgsl). */
+const F_TRANS_A = 1;
+const F_TRANS_B = 2;
+const F_C = 4;
+const F_IN_SCALE = 8;
+const F_OUT_SCALE = 16;
+
+/** Lowers a Problem to dispatches of the tiled or GEMV kernel. */
+function lowerProblem(p: Problem, ctx: OpContext, maxPerDim: number): LoweringSteps {
+  const { geo, transA, transB } = p;
+  let { M } = geo;
+  const { K, N } = geo;
+  let batch = mergedBatch(geo);
+  // B shared by every batch entry and A contiguous across them (its batch dims then merge into
+  // one of stride M·K): the batch is just more rows of one 2-D product.
+  if (!transA && batch.length === 1 && batch[0]!.b === 0 && batch[0]!.a === M * K) {
+    M *= batch[0]!.size;
+    batch = [];
+  }
+  const nBatch = batch.reduce((x, d) => x * d.size, 1);
+  if (M === 0 || N === 0 || nBatch === 0) return { steps: [] };
+
+  const flags =
+    (transA ? F_TRANS_A : 0) |
+    (transB ? F_TRANS_B : 0) |
+    (p.c ? F_C : 0) |
+    (p.inScale === undefined ? 0 : F_IN_SCALE) |
+    (p.outScale === undefined ? 0 : F_OUT_SCALE);
+  const vecB = (transB ? K : N) % 4 === 0;
+  let kernel: KernelDef;
+  let overrides: Record<string, number>;
+  let tilesM: number;
+  let tilesN: number;
+  if (M <= GEMV_MAX_ROWS) {
+    kernel = matmulGemvKernel;
+    overrides = { TRANS_B: transB ? 1 : 0, VEC_B: vecB ? 1 : 0, ROW_GROUPS: M <= 4 ? 1 : 2 };
+    tilesM = 1;
+    tilesN = Math.ceil(N / (transB ? GEMV_COLS.t : GEMV_COLS.n));
+  } else {
+    const count = (t: (typeof TILES)[number]): number => Math.ceil(M / (t.RM * t.WG_Y)) * Math.ceil(N / (4 * t.WG_X)) * nBatch;
+    const tile = TILES.find((t) => count(t) >= MIN_WORKGROUPS) ?? TILES[TILES.length - 1]!;
+    kernel = N % 4 === 0 ? matmulKernel : matmulScalarStoreKernel;
+    overrides = { ...tile, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0 };
+    tilesM = Math.ceil(M / (tile.RM * tile.WG_Y));
+    tilesN = Math.ceil(N / (4 * tile.WG_X));
+  }
+
+  // Up to four batch dims go to the kernel; outer ones become separate dispatches.
+  const inner = batch.slice(0, 4);
+  const outer = batch.slice(4);
+  const nInner = inner.reduce((x, d) => x * d.size, 1);
+  const nOuter = outer.reduce((x, d) => x * d.size, 1);
+  const pad = (xs: number[], fill: number): number[] => [...xs, ...new Array<number>(4 - xs.length).fill(fill)];
+  const base = {
+    M,
+    N,
+    K,
+    cStrideM: p.c?.strideM ?? 0,
+    cStrideN: p.c?.strideN ?? 0,
+    alpha: p.alpha,
+    beta: p.beta,
+    flags,
+    batchDims: pad(inner.map((d) => d.size), 1),
+    aStrides: pad(inner.map((d) => d.a), 0),
+    bStrides: pad(inner.map((d) => d.b), 0),
+  };
+  const maxElems = Math.max(sizeOf(geo.aDims), sizeOf(geo.bDims), nBatch * M * N);
+  if (maxElems > 0xffffffff) {
+    throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `tensors of ${maxElems} elements exceed 32-bit indexing`, ctx.opset);
+  }
+
+  const CH = maxPerDim;
+  const steps: Program[] = [];
+  for (let o = 0; o < nOuter; o++) {
+    let aBase = 0;
+    let bBase = 0;
+    let rem = o;
+    for (const d of outer) {
+      const c = rem % d.size;
+      rem = Math.floor(rem / d.size);
+      aBase += c * d.a;
+      bBase += c * d.b;
+    }
+    const yBase = o * nInner * M * N;
+    for (let zBase = 0; zBase < nInner; zBase += CH) {
+      for (let mBase = 0; mBase < tilesM; mBase += CH) {
+        for (let nBase = 0; nBase < tilesN; nBase += CH) {
+          steps.push({
+            kernel,
+            overrides,
+            uniforms: { ...base, zBase, mBase, nBase, aBase, bBase, yBase },
+            workgroups: [Math.min(CH, tilesN - nBase), Math.min(CH, tilesM - mBase), Math.min(CH, nInner - zBase)],
+          });
+        }
+      }
+    }
+  }
+  // Absent optional inputs bind A in their slot; their selectors keep the kernel from reading it.
+  const bindings: BufferRef[] = [
+    { in: p.a },
+    { in: p.b },
+    { in: p.c?.index ?? p.a },
+    { in: p.inScale ?? p.a },
+    { in: p.outScale ?? p.a },
+    { out: 0 },
+  ];
+  return { steps: steps.map((program) => ({ program, bindings })) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ops
+
+function matmulProblem(inputs: Inputs<TensorType>, ctx: OpContext): Problem {
+  const a = need(inputs, 0, ctx);
+  const b = need(inputs, 1, ctx);
+  floatOperands(ctx, a, b);
+  return { geo: matmulGeometry(a.dims, b.dims, false, false, ctx), transA: false, transB: false, alpha: 1, beta: 1, a: 0, b: 1 };
+}
+
+function gemmProblem(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext): Problem {
+  if (ctx.opset < 11 && inputs[2] === undefined) {
+    throw new ShapeError(ctx.opType, ctx.nodeName, `input C is required before opset 11 (opset ${ctx.opset})`);
+  }
+  const a = need(inputs, 0, ctx);
+  const b = need(inputs, 1, ctx);
+  const c = inputs[2];
+  floatOperands(ctx, a, b, c);
+  if (a.dims.length !== 2 || b.dims.length !== 2) {
+    throw new ShapeError(ctx.opType, ctx.nodeName, `A and B must be 2-D, got A ${fmt(a.dims)} and B ${fmt(b.dims)}`);
+  }
+  const transA = flag(attrs, 'transA');
+  const transB = flag(attrs, 'transB');
+  const geo = matmulGeometry(a.dims, b.dims, transA, transB, ctx);
+  // Before opset 7, C broadcasts only when the `broadcast` attribute says so.
+  const broadcast = ctx.opset >= 7 || flag(attrs, 'broadcast');
+  const cs = c ? gemmCStrides(c.dims, geo.M, geo.N, broadcast, ctx) : undefined;
+  return {
+    geo,
+    transA,
+    transB,
+    alpha: attrFloat(attrs, 'alpha', 1),
+    beta: attrFloat(attrs, 'beta', 1),
+    a: 0,
+    b: 1,
+    ...(cs ? { c: { index: 2, strideM: cs[0], strideN: cs[1] } } : {}),
+  };
+}
+
+function fusedProblem(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext): Problem {
+  const a = need(inputs, 0, ctx);
+  const b = need(inputs, 1, ctx);
+  const [bias, inScale, outScale] = [inputs[2], inputs[3], inputs[4]];
+  floatOperands(ctx, a, b, bias, inScale, outScale);
+  for (const name of ['transA', 'transB']) {
+    const v = attrInt(attrs, name, 0);
+    if (v !== 0 && v !== 1) throw new ShapeError(ctx.opType, ctx.nodeName, `attribute ${name} must be 0 or 1, got ${v}`);
+  }
+  const transA = flag(attrs, 'transA');
+  const transB = flag(attrs, 'transB');
+  const geo = matmulGeometry(a.dims, b.dims, transA, transB, ctx);
+  checkVector(bias, geo.N, 'bias', ctx);
+  checkVector(inScale, geo.K, 'inScale', ctx);
+  checkVector(outScale, geo.N, 'outScale', ctx);
+  return {
+    geo,
+    transA,
+    transB,
+    alpha: attrFloat(attrs, 'alpha', 1),
+    beta: 1,
+    a: 0,
+    b: 1,
+    ...(bias ? { c: { index: 2, strideM: 0, strideN: 1 } } : {}),
+    ...(inScale ? { inScale: 3 } : {}),
+    ...(outScale ? { outScale: 4 } : {}),
+  };
+}
+
+const PROBLEMS = {
+  MatMul: (inputs: Inputs<TensorType>, _attrs: Attrs, ctx: OpContext) => matmulProblem(inputs, ctx),
+  Gemm: gemmProblem,
+  FusedMatMul: fusedProblem,
+} as const;
+
+export type MatmulOpType = keyof typeof PROBLEMS;
+
+/**
+ * The GPU lowering of MatMul, Gemm or FusedMatMul. `maxWorkgroupsPerDim` (WebGPU's 65535 by
+ * default) bounds each grid dimension; larger grids become several dispatches of one pipeline.
+ */
+export function lowerMatmul(
+  opType: MatmulOpType,
+  inputs: Inputs<TensorType>,
+  attrs: Attrs,
+  ctx: OpContext,
+  maxWorkgroupsPerDim = MAX_WORKGROUPS_PER_DIM,
+): LoweringSteps {
+  return lowerProblem(PROBLEMS[opType](inputs, attrs, ctx), ctx, maxWorkgroupsPerDim);
+}
+
+function defineMatmulOp(opType: MatmulOpType, domain: string, doc: string): OpDef {
+  const problem = PROBLEMS[opType];
+  return {
+    domain,
+    doc,
+    shape(inputs, attrs, ctx) {
+      const p = problem(inputs, attrs, ctx);
+      return [{ dtype: inputs[0]!.dtype, dims: [...p.geo.outDims] }];
+    },
+    reference(inputs, attrs, ctx) {
+      return [referenceProblem(problem(inputs, attrs, ctx), inputs, inputs[0]!.dtype)];
+    },
+    gpu(inputs, _outputs, attrs, ctx) {
+      return lowerMatmul(opType, inputs, attrs, ctx);
+    },
+  };
+}
+
+export const matmulOps = {
+  MatMul: defineMatmulOp('MatMul', '', 'Matrix product with numpy semantics: 1-D operands promoted, batch dims broadcast.'),
+  Gemm: defineMatmulOp('Gemm', '', 'Y = alpha·opA(A)·opB(B) + beta·C on 2-D A and B, C unidirectionally broadcast to [M,N].'),
+  FusedMatMul: defineMatmulOp(
+    'FusedMatMul',
+    'ia3',
+    'Y = ((alpha·(opA(A) ⊙ inScale)·opB(B)) + bias) ⊙ outScale: batched matmul with transposes, IA3 input scale (K), bias and IA3 output scale (N).',
+  ),
+} satisfies Record<string, OpDef>;

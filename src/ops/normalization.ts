@@ -1,3 +1,761 @@
-import type { OpDef } from './types.js';
+// Softmax and normalisation ops.
+//
+// ONNX: Softmax, LogSoftmax (both opset regimes), LayerNormalization (17), and onnxruntime's
+// SimplifiedLayerNormalization (RMSNorm; onnxruntime registers it in the ai.onnx domain).
+// Internal (domain 'ia3'): MaskedSoftmax — softmax(x·scale + mask), the attention pattern in one
+// kernel — and the backward ops SoftmaxGrad, LayerNormalizationGrad, SimplifiedLayerNormalizationGrad.
+//
+// Row conventions shared with the kernels (shaders/softmax.wgsl, shaders/normalization.wgsl):
+//   - A softmax row with no finite value (every argument −∞) is written as zeros by Softmax and
+//     MaskedSoftmax, and as −∞ by LogSoftmax; never NaN. (onnxruntime gives NaN there; torch gives
+//     NaN for −∞ masks and a uniform row for finfo.min masks, which stay finite and so are uniform
+//     here too.) Rows that mix −∞ and finite values are ordinary softmaxes.
+//   - Layer-norm statistics (Mean, InvStdDev) are float32 with the normalised dims kept as 1.
+//   - Float inputs are bound as vec4 arrays, so GPU buffers must be padded to 16 bytes.
 
-export const normalizationOps = {} satisfies Record<string, OpDef>;
+import normSource from '../../shaders/normalization.wgsl?raw';
+import softmaxSource from '../../shaders/softmax.wgsl?raw';
+import { ShapeError, UnsupportedOpError } from '../errors.js';
+import { defineKernel, grid, type Program, type UniformField } from '../gpu/kernel.js';
+import {
+  attrFloat,
+  attrInt,
+  broadcastShapes,
+  broadcastStrides,
+  need,
+  normAxis,
+  sizeOf,
+  tensor,
+} from './util.js';
+import {
+  FLOAT_TYPES,
+  type Attrs,
+  type BufferRef,
+  type Inputs,
+  type LoweringSteps,
+  type OpContext,
+  type OpDef,
+  type RefTensor,
+  type TensorType,
+  type ValueInfo,
+} from './types.js';
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers (also used by loss.ts and rotary.ts)
+
+/** Invocations per workgroup of the row kernels. */
+export const ROW_WG = 256;
+
+/** Most merged leading dims a broadcast view passes to a kernel (two vec4<u32> uniforms). */
+export const MAX_VIEW_RANK = 8;
+
+/**
+ * Invocations that share one row of `units` loads (vec4s or scalars): few for short rows, so that
+ * several rows fill a workgroup, and a whole workgroup for long rows. A power of two dividing
+ * ROW_WG; three values only, to keep the number of pipelines small.
+ */
+export function threadsPerRow(units: number): number {
+  return units <= 32 ? 8 : units <= 256 ? 64 : ROW_WG;
+}
+
+/** Workgroup grid of a row kernel over `rows` rows with `tpr` invocations per row. */
+export function rowGrid(rows: number, tpr: number): [number, number, number] {
+  return grid(Math.ceil(rows / (ROW_WG / tpr)));
+}
+
+/** Throws a ShapeError unless `t` has a float dtype. */
+export function requireFloat(t: TensorType, what: string, ctx: OpContext): void {
+  if (!FLOAT_TYPES.has(t.dtype)) {
+    throw new ShapeError(ctx.opType, ctx.nodeName, `${what} must be a float tensor, got ${t.dtype}`);
+  }
+}
+
+function sameDims(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((d, i) => d === b[i]);
+}
+
+/** Throws a ShapeError unless `t` has exactly the dims `dims`. */
+export function requireDims(t: TensorType, dims: readonly number[], what: string, ctx: OpContext): void {
+  if (!sameDims(t.dims, dims)) {
+    throw new ShapeError(ctx.opType, ctx.nodeName, `${what} has shape [${t.dims.join(',')}], expected [${dims.join(',')}]`);
+  }
+}
+
+/**
+ * How operands numpy-broadcast to `full` are read row by row (a row = full's last axis): for each
+ * operand a stride along the last axis (0 or 1) and strides over full's leading dims, with size-1
+ * dims dropped and adjacent dims merged wherever every operand allows it (so a kernel walks at most
+ * a few dims to find a row's base offset).
+ */
+export interface RowBroadcast {
+  readonly dims: number[];
+  readonly strides: number[][];
+  readonly last: number[];
+}
+
+export function rowBroadcast(full: readonly number[], operands: readonly (readonly number[])[], ctx: OpContext): RowBroadcast {
+  const r = full.length;
+  const all = operands.map((d) => broadcastStrides(d, full));
+  const dims: number[] = [];
+  const strides: number[][] = operands.map(() => []);
+  for (let i = 0; i < r - 1; i++) {
+    const d = full[i]!;
+    if (d === 1) continue;
+    const k = dims.length;
+    // Row-major merge of (previous, this): valid when prevStride == thisStride · thisDim.
+    if (k > 0 && all.every((s, o) => strides[o]![k - 1] === s[i]! * d)) {
+      dims[k - 1]! *= d;
+      strides.forEach((st, o) => (st[k - 1] = all[o]![i]!));
+    } else {
+      dims.push(d);
+      strides.forEach((st, o) => st.push(all[o]![i]!));
+    }
+  }
+  if (dims.length > MAX_VIEW_RANK) {
+    throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `broadcast over more than ${MAX_VIEW_RANK} distinct dims`);
+  }
+  return { dims, strides, last: all.map((s) => (r === 0 ? 0 : s[r - 1]!)) };
+}
+
+/**
+ * Binding of output `k` of a node that may declare fewer outputs than the op can produce
+ * (ctx.numOutputs: e.g. a LayerNormalization exported for inference has only Y): the output when
+ * declared, else a new scratch buffer of `bytes` appended to `temps` (kernels write every slot).
+ */
+export function outOrScratch(k: number, ctx: OpContext, temps: number[], bytes: number): BufferRef {
+  return k < (ctx.numOutputs ?? Infinity) ? { out: k } : { tmp: temps.push(bytes) - 1 };
+}
+
+/** Offset of row `row` (row-major over `dims`) under `strides`: the reference of the kernels' walk. */
+export function rowOffset(row: number, dims: readonly number[], strides: readonly number[]): number {
+  let off = 0;
+  let rem = row;
+  for (let k = dims.length - 1; k >= 0; k--) {
+    off += (rem % dims[k]!) * strides[k]!;
+    rem = Math.floor(rem / dims[k]!);
+  }
+  return off;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Softmax family
+
+const SOFTMAX = 0;
+const LOG_SOFTMAX = 1;
+const MASKED = 2;
+const SOFTMAX_GRAD = 3;
+
+const softmaxUniforms: readonly UniformField[] = [
+  ['rows', 'u32'],
+  ['len', 'u32'],
+  ['inner', 'u32'],
+  ['scale', 'f32'],
+  ['mrank', 'u32'],
+  ['mlast', 'u32'],
+  ['mdims', { array: 'u32', length: MAX_VIEW_RANK }],
+  ['mstrides', { array: 'u32', length: MAX_VIEW_RANK }],
+];
+
+const softmaxRowsKernel = defineKernel({
+  name: 'softmax.rows',
+  source: softmaxSource,
+  entryPoint: 'rows',
+  inputs: ['a', 'b'],
+  outputs: ['dst'],
+  uniforms: softmaxUniforms,
+});
+
+const softmaxColsKernel = defineKernel({
+  name: 'softmax.cols',
+  source: softmaxSource,
+  entryPoint: 'cols',
+  inputs: ['a', 'b'],
+  outputs: ['dst'],
+  uniforms: softmaxUniforms,
+});
+
+/** A softmax problem: the tensor as [outer, len, inner] around the reduced axis. */
+interface SoftmaxView {
+  readonly outer: number;
+  readonly len: number;
+  readonly inner: number;
+}
+
+/**
+ * The softmax view of an ONNX Softmax/LogSoftmax input. Opset ≥ 13 reduces one axis (default -1);
+ * older opsets coerce the input to 2-D at `axis` (default 1) and reduce the whole trailing block.
+ */
+function onnxSoftmaxView(dims: readonly number[], attrs: Attrs, ctx: OpContext): SoftmaxView {
+  if (ctx.opset < 13) {
+    const a = normAxis(attrInt(attrs, 'axis', 1), dims.length, ctx);
+    return { outer: sizeOf(dims.slice(0, a)), len: sizeOf(dims.slice(a)), inner: 1 };
+  }
+  return axisView(dims, attrInt(attrs, 'axis', -1), ctx);
+}
+
+function axisView(dims: readonly number[], axis: number, ctx: OpContext): SoftmaxView {
+  const a = normAxis(axis, dims.length, ctx);
+  return { outer: sizeOf(dims.slice(0, a)), len: dims[a]!, inner: sizeOf(dims.slice(a + 1)) };
+}
+
+/** Float64 softmax / log-softmax of `z` over the view (the −∞-row convention of this module). */
+function softmaxRef(z: Float64Array, v: SoftmaxView, log: boolean): Float64Array {
+  const out = new Float64Array(z.length);
+  for (let o = 0; o < v.outer; o++) {
+    for (let i = 0; i < v.inner; i++) {
+      const at = (k: number) => (o * v.len + k) * v.inner + i;
+      let m = -Infinity;
+      for (let k = 0; k < v.len; k++) m = Math.max(m, z[at(k)]!);
+      if (m === -Infinity) {
+        for (let k = 0; k < v.len; k++) out[at(k)] = log ? -Infinity : 0;
+        continue;
+      }
+      let s = 0;
+      for (let k = 0; k < v.len; k++) s += Math.exp(z[at(k)]! - m);
+      for (let k = 0; k < v.len; k++) {
+        out[at(k)] = log ? z[at(k)]! - m - Math.log(s) : Math.exp(z[at(k)]! - m) / s;
+      }
+    }
+  }
+  return out;
+}
+
+interface MaskView {
+  readonly scale: number;
+  readonly bc: RowBroadcast;
+}
+
+/** Lowers one softmax-family op over a view: the `rows` kernel when inner == 1, else `cols`. */
+function softmaxLowering(op: number, v: SoftmaxView, bindings: readonly BufferRef[], mask?: MaskView): LoweringSteps {
+  if (v.outer * v.len * v.inner === 0) return { steps: [] };
+  const common = {
+    len: v.len,
+    inner: v.inner,
+    scale: mask?.scale ?? 1,
+    mrank: mask?.bc.dims.length ?? 0,
+    mlast: mask?.bc.last[0] ?? 0,
+    mdims: mask?.bc.dims ?? [],
+    mstrides: mask?.bc.strides[0] ?? [],
+  };
+  let program: Program;
+  if (v.inner === 1) {
+    const vec = v.len % 4 === 0 ? 1 : 0;
+    const tpr = threadsPerRow(vec ? v.len / 4 : v.len);
+    program = {
+      kernel: softmaxRowsKernel,
+      overrides: { WG: ROW_WG, TPR: tpr, OP: op, VEC: vec },
+      uniforms: { rows: v.outer, ...common },
+      workgroups: rowGrid(v.outer, tpr),
+    };
+  } else {
+    const wg = 64;
+    const rows = v.outer * v.inner;
+    program = {
+      kernel: softmaxColsKernel,
+      overrides: { WG: wg, TPR: wg, OP: op, VEC: 0 },
+      uniforms: { rows, ...common },
+      workgroups: grid(Math.ceil(rows / wg)),
+    };
+  }
+  return { steps: [{ program, bindings }] };
+}
+
+const UNARY: readonly BufferRef[] = [{ in: 0 }, { in: 0 }, { out: 0 }];
+const BINARY: readonly BufferRef[] = [{ in: 0 }, { in: 1 }, { out: 0 }];
+
+function softmaxShape(inputs: Inputs<ValueInfo>, attrs: Attrs, ctx: OpContext): TensorType[] {
+  const x = need(inputs, 0, ctx);
+  requireFloat(x, 'input', ctx);
+  onnxSoftmaxView(x.dims, attrs, ctx); // validates the axis
+  return [{ dtype: x.dtype, dims: [...x.dims] }];
+}
+
+function onnxSoftmax(log: boolean, doc: string): OpDef {
+  return {
+    domain: '',
+    sinceVersion: 1,
+    doc,
+    shape: softmaxShape,
+    reference(inputs, attrs, ctx) {
+      const x = need(inputs, 0, ctx);
+      const out = softmaxRef(x.data, onnxSoftmaxView(x.dims, attrs, ctx), log);
+      return [{ dtype: x.dtype, dims: [...x.dims], data: out }];
+    },
+    gpu(inputs, _outputs, attrs, ctx) {
+      const x = need(inputs, 0, ctx);
+      return softmaxLowering(log ? LOG_SOFTMAX : SOFTMAX, onnxSoftmaxView(x.dims, attrs, ctx), UNARY);
+    },
+  };
+}
+
+function maskedView(x: TensorType, mask: TensorType, attrs: Attrs, ctx: OpContext): MaskView {
+  return { scale: attrFloat(attrs, 'scale', 1), bc: rowBroadcast(x.dims, [mask.dims], ctx) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer normalisation family
+
+const LAYER_NORM = 0;
+const RMS_NORM = 1;
+const COL_WG = 64;
+
+const normUniforms: readonly UniformField[] = [
+  ['rows', 'u32'],
+  ['n', 'u32'],
+  ['eps', 'f32'],
+  ['flags', 'u32'],
+  ['chunk', 'u32'],
+  ['nchunks', 'u32'],
+  ['cblocks', 'u32'],
+  ['which', 'u32'],
+];
+
+const normFwdKernel = defineKernel({
+  name: 'norm.fwd',
+  source: normSource,
+  entryPoint: 'fwd',
+  inputs: ['x', 'scale', 'bias'],
+  outputs: ['y', 'mean', 'rstd'],
+  uniforms: normUniforms,
+});
+
+const normBwdKernel = defineKernel({
+  name: 'norm.bwd',
+  source: normSource,
+  entryPoint: 'bwd',
+  inputs: ['dy', 'x', 'scale', 'mean', 'rstd'],
+  outputs: ['dx'],
+  uniforms: normUniforms,
+});
+
+const normWPartKernel = defineKernel({
+  name: 'norm.wpart',
+  source: normSource,
+  entryPoint: 'wpart',
+  inputs: ['dy', 'x', 'mean', 'rstd'],
+  outputs: ['part'],
+  uniforms: normUniforms,
+});
+
+const normWFinalKernel = defineKernel({
+  name: 'norm.wfinal',
+  source: normSource,
+  entryPoint: 'wfinal',
+  inputs: ['part'],
+  outputs: ['out'],
+  uniforms: normUniforms,
+});
+
+/** A layer-norm problem: `rows` rows of `n` normalised values (n = Π dims[axis:]). */
+interface NormView {
+  readonly axis: number;
+  readonly rows: number;
+  readonly n: number;
+  readonly statDims: number[];
+}
+
+function normView(dims: readonly number[], attrs: Attrs, ctx: OpContext): NormView {
+  const axis = normAxis(attrInt(attrs, 'axis', -1), dims.length, ctx);
+  const n = sizeOf(dims.slice(axis));
+  if (n === 0) throw new ShapeError(ctx.opType, ctx.nodeName, `the normalised dims [${dims.slice(axis).join(',')}] are empty`);
+  return {
+    axis,
+    rows: sizeOf(dims.slice(0, axis)),
+    n,
+    statDims: dims.map((d, i) => (i < axis ? d : 1)),
+  };
+}
+
+/**
+ * Scale and bias must hold one value per normalised element in the same layout: their dims must
+ * broadcast to X's normalised dims without repeating any value (equal sizes).
+ */
+function requireParam(t: TensorType, x: TensorType, v: NormView, what: string, ctx: OpContext): void {
+  requireFloat(t, what, ctx);
+  const normDims = x.dims.slice(v.axis);
+  const ok =
+    sizeOf(t.dims) === v.n &&
+    t.dims.every((d, i) => {
+      const j = normDims.length - t.dims.length + i;
+      return j < 0 ? d === 1 : d === normDims[j] || d === 1;
+    });
+  if (!ok) {
+    throw new ShapeError(
+      ctx.opType,
+      ctx.nodeName,
+      `${what} of shape [${t.dims.join(',')}] does not match the normalised dims [${normDims.join(',')}]`,
+    );
+  }
+}
+
+function requireStash(attrs: Attrs, ctx: OpContext): void {
+  const stash = attrInt(attrs, 'stash_type', 1);
+  if (stash !== 1) {
+    throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `stash_type ${stash} (only 1, float32 statistics, is supported)`, ctx.opset);
+  }
+}
+
+function weightGrad(attrs: Attrs, ctx: OpContext): boolean {
+  const w = attrInt(attrs, 'weight_grad', 0);
+  if (w !== 0 && w !== 1) throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `weight_grad must be 0 or 1, got ${w}`);
+  return w === 1;
+}
+
+/** Float64 layer norm (rms: RMSNorm, mean fixed at 0). Returns Y, Mean (unused for RMS), InvStdDev. */
+function normForwardRef(x: RefTensor, scale: RefTensor, bias: RefTensor | undefined, v: NormView, eps: number, rms: boolean) {
+  const y = new Float64Array(x.data.length);
+  const mean = new Float64Array(v.rows);
+  const rstd = new Float64Array(v.rows);
+  for (let r = 0; r < v.rows; r++) {
+    const o = r * v.n;
+    let mu = 0;
+    if (!rms) {
+      for (let j = 0; j < v.n; j++) mu += x.data[o + j]!;
+      mu /= v.n;
+    }
+    let ss = 0;
+    for (let j = 0; j < v.n; j++) ss += (x.data[o + j]! - mu) ** 2;
+    const rs = 1 / Math.sqrt(ss / v.n + eps);
+    for (let j = 0; j < v.n; j++) {
+      y[o + j] = (x.data[o + j]! - mu) * rs * scale.data[j]! + (bias ? bias.data[j]! : 0);
+    }
+    mean[r] = mu;
+    rstd[r] = rs;
+  }
+  return { y, mean, rstd };
+}
+
+/** Float64 backward of layer norm / RMSNorm from the saved statistics. */
+function normBackwardRef(
+  dy: RefTensor,
+  x: RefTensor,
+  scale: RefTensor,
+  mean: RefTensor | undefined,
+  rstd: RefTensor,
+  v: NormView,
+) {
+  const dx = new Float64Array(x.data.length);
+  const dScale = new Float64Array(v.n);
+  const dBias = new Float64Array(v.n);
+  for (let r = 0; r < v.rows; r++) {
+    const o = r * v.n;
+    const mu = mean ? mean.data[r]! : 0;
+    const rs = rstd.data[r]!;
+    let sg = 0;
+    let sgx = 0;
+    for (let j = 0; j < v.n; j++) {
+      const g = dy.data[o + j]! * scale.data[j]!;
+      const xh = (x.data[o + j]! - mu) * rs;
+      sg += g;
+      sgx += g * xh;
+      dScale[j] += dy.data[o + j]! * xh;
+      dBias[j] += dy.data[o + j]!;
+    }
+    const mg = mean ? sg / v.n : 0;
+    const mgx = sgx / v.n;
+    for (let j = 0; j < v.n; j++) {
+      const g = dy.data[o + j]! * scale.data[j]!;
+      const xh = (x.data[o + j]! - mu) * rs;
+      dx[o + j] = rs * (g - mg - xh * mgx);
+    }
+  }
+  return { dx, dScale, dBias };
+}
+
+function rowProgramOverrides(op: number, n: number) {
+  const vec = n % 4 === 0 ? 1 : 0;
+  const tpr = threadsPerRow(vec ? n / 4 : n);
+  return { overrides: { WG: ROW_WG, TPR: tpr, OP: op, VEC: vec }, tpr };
+}
+
+function normUniformValues(v: NormView, extra: Partial<Record<'eps' | 'flags' | 'chunk' | 'nchunks' | 'cblocks' | 'which', number>> = {}) {
+  return { rows: v.rows, n: v.n, eps: 0, flags: 0, chunk: 1, nchunks: 0, cblocks: 1, which: 0, ...extra };
+}
+
+/**
+ * The forward row kernel. Its Mean and InvStdDev slots go to scratch buffers (rows floats each)
+ * when the node does not declare them, and Mean always does for RMSNorm, which has none.
+ */
+function normForwardLowering(op: number, v: NormView, eps: number, hasBias: boolean, ctx: OpContext): LoweringSteps {
+  if (v.rows === 0) return { steps: [] };
+  const { overrides, tpr } = rowProgramOverrides(op, v.n);
+  const temps: number[] = [];
+  const stats: BufferRef[] =
+    op === LAYER_NORM
+      ? [outOrScratch(1, ctx, temps, 4 * v.rows), outOrScratch(2, ctx, temps, 4 * v.rows)]
+      : [{ tmp: temps.push(4 * v.rows) - 1 }, outOrScratch(1, ctx, temps, 4 * v.rows)];
+  const bindings: BufferRef[] = [{ in: 0 }, { in: 1 }, { in: hasBias ? 2 : 1 }, { out: 0 }, ...stats];
+  return {
+    temps,
+    steps: [
+      {
+        program: {
+          kernel: normFwdKernel,
+          overrides,
+          uniforms: normUniformValues(v, { eps, flags: hasBias ? 1 : 0 }),
+          workgroups: rowGrid(v.rows, tpr),
+        },
+        bindings,
+      },
+    ],
+  };
+}
+
+/**
+ * dX (row kernel), then, with weight gradients, the two-stage column sums into dScale (and dBias for
+ * layer norm). `statRefs` are the bindings of Mean and InvStdDev (RMS: InvStdDev twice).
+ */
+function normBackwardLowering(
+  op: number,
+  v: NormView,
+  weights: boolean,
+  statRefs: readonly [BufferRef, BufferRef],
+  ctx: OpContext,
+): LoweringSteps {
+  const steps: { program: Program; bindings: BufferRef[] }[] = [];
+  if (v.rows > 0) {
+    const { overrides, tpr } = rowProgramOverrides(op, v.n);
+    steps.push({
+      program: { kernel: normBwdKernel, overrides, uniforms: normUniformValues(v), workgroups: rowGrid(v.rows, tpr) },
+      bindings: [{ in: 0 }, { in: 1 }, { in: 2 }, statRefs[0], statRefs[1], { out: 0 }],
+    });
+  }
+  // Weight gradients the node does not declare are not computed.
+  const outs = Math.min(op === LAYER_NORM ? 2 : 1, (ctx.numOutputs ?? Infinity) - 1);
+  if (!weights || outs <= 0) return { steps };
+  // ~128 chunks: enough columns × chunks in flight, and a short serial sum in `wfinal`.
+  const chunk = Math.max(1, Math.ceil(v.rows / 128));
+  const nchunks = Math.ceil(v.rows / chunk);
+  const cblocks = Math.ceil(v.n / COL_WG);
+  const uniforms = normUniformValues(v, { chunk, nchunks, cblocks });
+  const col = { WG: COL_WG, TPR: COL_WG, OP: op, VEC: 0 };
+  steps.push({
+    program: { kernel: normWPartKernel, overrides: col, uniforms, workgroups: grid(cblocks * nchunks) },
+    bindings: [{ in: 0 }, { in: 1 }, statRefs[0], statRefs[1], { tmp: 0 }],
+  });
+  for (let which = 0; which < outs; which++) {
+    steps.push({
+      program: { kernel: normWFinalKernel, overrides: col, uniforms: { ...uniforms, which }, workgroups: grid(cblocks) },
+      bindings: [{ tmp: 0 }, { out: 1 + which }],
+    });
+  }
+  return { temps: [4 * Math.max(1, nchunks * 2 * v.n)], steps };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The op table
+
+export const normalizationOps = {
+  Softmax: onnxSoftmax(false, 'softmax along one axis (opset ≥ 13) or over the 2-D coercion at axis (opset < 13)'),
+
+  LogSoftmax: onnxSoftmax(true, 'log-softmax along one axis (opset ≥ 13) or over the 2-D coercion at axis (opset < 13)'),
+
+  MaskedSoftmax: {
+    domain: 'ia3',
+    doc: 'softmax(x·scale + mask) over the last axis, mask numpy-broadcast to x; rows with no finite argument give zeros',
+    shape(inputs, attrs, ctx) {
+      const x = need(inputs, 0, ctx);
+      const mask = need(inputs, 1, ctx);
+      requireFloat(x, 'x', ctx);
+      requireFloat(mask, 'mask', ctx);
+      if (x.dims.length === 0) throw new ShapeError(ctx.opType, ctx.nodeName, 'x must have at least one dim');
+      requireDims({ dtype: x.dtype, dims: broadcastShapes([x.dims, mask.dims], ctx) }, x.dims, 'x broadcast with mask', ctx);
+      maskedView(x, mask, attrs, ctx);
+      return [{ dtype: x.dtype, dims: [...x.dims] }];
+    },
+    reference(inputs, attrs, ctx) {
+      const x = need(inputs, 0, ctx);
+      const mask = need(inputs, 1, ctx);
+      const scale = attrFloat(attrs, 'scale', 1);
+      const len = x.dims[x.dims.length - 1]!;
+      const rows = sizeOf(x.dims) / Math.max(1, len);
+      const bc = rowBroadcast(x.dims, [mask.dims], ctx);
+      const z = new Float64Array(x.data.length);
+      for (let r = 0; r < rows; r++) {
+        const mb = rowOffset(r, bc.dims, bc.strides[0]!);
+        for (let j = 0; j < len; j++) z[r * len + j] = x.data[r * len + j]! * scale + mask.data[mb + j * bc.last[0]!]!;
+      }
+      return [{ dtype: x.dtype, dims: [...x.dims], data: softmaxRef(z, { outer: rows, len, inner: 1 }, false) }];
+    },
+    gpu(inputs, _outputs, attrs, ctx) {
+      const x = need(inputs, 0, ctx);
+      const len = x.dims[x.dims.length - 1]!;
+      const view = { outer: sizeOf(x.dims.slice(0, -1)), len, inner: 1 };
+      return softmaxLowering(MASKED, view, BINARY, maskedView(x, need(inputs, 1, ctx), attrs, ctx));
+    },
+  },
+
+  SoftmaxGrad: {
+    domain: 'ia3',
+    doc: 'softmax backward: inputs (dy, y), attr axis (default -1); dx = y ⊙ (dy − Σ_axis dy⊙y)',
+    shape(inputs, attrs, ctx) {
+      const dy = need(inputs, 0, ctx);
+      const y = need(inputs, 1, ctx);
+      requireFloat(dy, 'dy', ctx);
+      requireFloat(y, 'y', ctx);
+      requireDims(y, dy.dims, 'y', ctx);
+      axisView(dy.dims, attrInt(attrs, 'axis', -1), ctx);
+      return [{ dtype: dy.dtype, dims: [...dy.dims] }];
+    },
+    reference(inputs, attrs, ctx) {
+      const dy = need(inputs, 0, ctx);
+      const y = need(inputs, 1, ctx);
+      const v = axisView(dy.dims, attrInt(attrs, 'axis', -1), ctx);
+      const dx = tensor(dy.dtype, dy.dims);
+      for (let o = 0; o < v.outer; o++) {
+        for (let i = 0; i < v.inner; i++) {
+          const at = (k: number) => (o * v.len + k) * v.inner + i;
+          let s = 0;
+          for (let k = 0; k < v.len; k++) s += dy.data[at(k)]! * y.data[at(k)]!;
+          for (let k = 0; k < v.len; k++) dx.data[at(k)] = y.data[at(k)]! * (dy.data[at(k)]! - s);
+        }
+      }
+      return [dx];
+    },
+    gpu(inputs, _outputs, attrs, ctx) {
+      const dy = need(inputs, 0, ctx);
+      return softmaxLowering(SOFTMAX_GRAD, axisView(dy.dims, attrInt(attrs, 'axis', -1), ctx), BINARY);
+    },
+  },
+
+  LayerNormalization: {
+    domain: '',
+    sinceVersion: 17,
+    doc: 'layer normalisation over dims[axis:]; outputs Y, Mean, InvStdDev (float32, normalised dims kept as 1)',
+    shape(inputs, attrs, ctx) {
+      const x = need(inputs, 0, ctx);
+      requireFloat(x, 'X', ctx);
+      const v = normView(x.dims, attrs, ctx);
+      requireParam(need(inputs, 1, ctx), x, v, 'Scale', ctx);
+      const b = inputs[2];
+      if (b) requireParam(b, x, v, 'B', ctx);
+      requireStash(attrs, ctx);
+      return [
+        { dtype: x.dtype, dims: [...x.dims] },
+        { dtype: 'float32', dims: v.statDims },
+        { dtype: 'float32', dims: v.statDims },
+      ];
+    },
+    reference(inputs, attrs, ctx) {
+      const x = need(inputs, 0, ctx);
+      const v = normView(x.dims, attrs, ctx);
+      const r = normForwardRef(x, need(inputs, 1, ctx), inputs[2], v, attrFloat(attrs, 'epsilon', 1e-5), false);
+      return [
+        { dtype: x.dtype, dims: [...x.dims], data: r.y },
+        { dtype: 'float32', dims: v.statDims, data: r.mean },
+        { dtype: 'float32', dims: v.statDims, data: r.rstd },
+      ];
+    },
+    gpu(inputs, _outputs, attrs, ctx) {
+      const v = normView(need(inputs, 0, ctx).dims, attrs, ctx);
+      return normForwardLowering(LAYER_NORM, v, attrFloat(attrs, 'epsilon', 1e-5), inputs[2] !== undefined, ctx);
+    },
+  },
+
+  LayerNormalizationGrad: {
+    domain: 'ia3',
+    doc: 'layer-norm backward: inputs (dY, X, Scale, Mean, InvStdDev), attrs axis, weight_grad; outputs dX, [dScale, dBias]',
+    shape(inputs, attrs, ctx) {
+      const dy = need(inputs, 0, ctx);
+      const x = need(inputs, 1, ctx);
+      requireFloat(dy, 'dY', ctx);
+      requireFloat(x, 'X', ctx);
+      requireDims(dy, x.dims, 'dY', ctx);
+      const v = normView(x.dims, attrs, ctx);
+      const scale = need(inputs, 2, ctx);
+      requireParam(scale, x, v, 'Scale', ctx);
+      for (const [i, what] of [[3, 'Mean'], [4, 'InvStdDev']] as const) {
+        const t = need(inputs, i, ctx);
+        requireFloat(t, what, ctx);
+        if (sizeOf(t.dims) !== v.rows) {
+          throw new ShapeError(ctx.opType, ctx.nodeName, `${what} has ${sizeOf(t.dims)} values, expected ${v.rows} (one per row)`);
+        }
+      }
+      const out: TensorType[] = [{ dtype: x.dtype, dims: [...x.dims] }];
+      if (weightGrad(attrs, ctx)) out.push({ dtype: scale.dtype, dims: [...scale.dims] }, { dtype: scale.dtype, dims: [...scale.dims] });
+      return out;
+    },
+    reference(inputs, attrs, ctx) {
+      const x = need(inputs, 1, ctx);
+      const scale = need(inputs, 2, ctx);
+      const v = normView(x.dims, attrs, ctx);
+      const r = normBackwardRef(need(inputs, 0, ctx), x, scale, need(inputs, 3, ctx), need(inputs, 4, ctx), v);
+      const out: RefTensor[] = [{ dtype: x.dtype, dims: [...x.dims], data: r.dx }];
+      if (weightGrad(attrs, ctx)) {
+        out.push({ dtype: scale.dtype, dims: [...scale.dims], data: r.dScale });
+        out.push({ dtype: scale.dtype, dims: [...scale.dims], data: r.dBias });
+      }
+      return out;
+    },
+    gpu(inputs, _outputs, attrs, ctx) {
+      const v = normView(need(inputs, 1, ctx).dims, attrs, ctx);
+      return normBackwardLowering(LAYER_NORM, v, weightGrad(attrs, ctx), [{ in: 3 }, { in: 4 }], ctx);
+    },
+  },
+
+  SimplifiedLayerNormalization: {
+    domain: '',
+    sinceVersion: 1,
+    doc: "onnxruntime's RMSNorm over dims[axis:]: Y = X·rstd·Scale, rstd = 1/√(mean(X²) + ε); outputs Y, InvStdDev",
+    shape(inputs, attrs, ctx) {
+      const x = need(inputs, 0, ctx);
+      requireFloat(x, 'X', ctx);
+      const v = normView(x.dims, attrs, ctx);
+      requireParam(need(inputs, 1, ctx), x, v, 'scale', ctx);
+      requireStash(attrs, ctx);
+      return [
+        { dtype: x.dtype, dims: [...x.dims] },
+        { dtype: 'float32', dims: v.statDims },
+      ];
+    },
+    reference(inputs, attrs, ctx) {
+      const x = need(inputs, 0, ctx);
+      const v = normView(x.dims, attrs, ctx);
+      const r = normForwardRef(x, need(inputs, 1, ctx), undefined, v, attrFloat(attrs, 'epsilon', 1e-5), true);
+      return [
+        { dtype: x.dtype, dims: [...x.dims], data: r.y },
+        { dtype: 'float32', dims: v.statDims, data: r.rstd },
+      ];
+    },
+    gpu(inputs, _outputs, attrs, ctx) {
+      const v = normView(need(inputs, 0, ctx).dims, attrs, ctx);
+      return normForwardLowering(RMS_NORM, v, attrFloat(attrs, 'epsilon', 1e-5), false, ctx);
+    },
+  },
+
+  SimplifiedLayerNormalizationGrad: {
+    domain: 'ia3',
+    doc: 'RMSNorm backward: inputs (dY, X, Scale, InvStdDev), attrs axis, weight_grad; outputs dX, [dScale]',
+    shape(inputs, attrs, ctx) {
+      const dy = need(inputs, 0, ctx);
+      const x = need(inputs, 1, ctx);
+      requireFloat(dy, 'dY', ctx);
+      requireFloat(x, 'X', ctx);
+      requireDims(dy, x.dims, 'dY', ctx);
+      const v = normView(x.dims, attrs, ctx);
+      const scale = need(inputs, 2, ctx);
+      requireParam(scale, x, v, 'Scale', ctx);
+      const rstd = need(inputs, 3, ctx);
+      requireFloat(rstd, 'InvStdDev', ctx);
+      if (sizeOf(rstd.dims) !== v.rows) {
+        throw new ShapeError(ctx.opType, ctx.nodeName, `InvStdDev has ${sizeOf(rstd.dims)} values, expected ${v.rows} (one per row)`);
+      }
+      const out: TensorType[] = [{ dtype: x.dtype, dims: [...x.dims] }];
+      if (weightGrad(attrs, ctx)) out.push({ dtype: scale.dtype, dims: [...scale.dims] });
+      return out;
+    },
+    reference(inputs, attrs, ctx) {
+      const x = need(inputs, 1, ctx);
+      const scale = need(inputs, 2, ctx);
+      const v = normView(x.dims, attrs, ctx);
+      const r = normBackwardRef(need(inputs, 0, ctx), x, scale, undefined, need(inputs, 3, ctx), v);
+      const out: RefTensor[] = [{ dtype: x.dtype, dims: [...x.dims], data: r.dx }];
+      if (weightGrad(attrs, ctx)) out.push({ dtype: scale.dtype, dims: [...scale.dims], data: r.dScale });
+      return out;
+    },
+    gpu(inputs, _outputs, attrs, ctx) {
+      const v = normView(need(inputs, 1, ctx).dims, attrs, ctx);
+      return normBackwardLowering(RMS_NORM, v, weightGrad(attrs, ctx), [{ in: 3 }, { in: 3 }], ctx);
+    },
+  },
+} satisfies Record<string, OpDef>;

@@ -58,6 +58,8 @@ export interface OpContext {
   readonly nodeName: string;
   /** Opset version of the node's domain (ai.onnx for ONNX ops). */
   readonly opset: number;
+  /** Number of outputs the node declares (Split without sizes divides by it). */
+  readonly numOutputs?: number;
 }
 
 export type Inputs<T> = readonly (T | undefined)[];

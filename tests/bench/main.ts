@@ -2,6 +2,7 @@
 import { adapterName, createDevice } from '../../src/gpu/device.js';
 import type { BenchContext, BenchRow } from './harness.js';
 import { kernelSuite } from './kernels.js';
+import { modelSuite } from './models.js';
 
 declare global {
   interface Window {
@@ -11,6 +12,7 @@ declare global {
 
 const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
   kernels: kernelSuite,
+  models: modelSuite,
 };
 
 const params = new URLSearchParams(location.search);

@@ -48,7 +48,12 @@ export function closeness(actual: ArrayLike<number>, expected: ArrayLike<number>
     const a = actual[i]!;
     const b = expected[i]!;
     const err = Math.abs(a - b);
-    const score = Number.isNaN(a) !== Number.isNaN(b) ? Infinity : Number.isNaN(a) ? 0 : err / (atol + rtol * Math.abs(b));
+    const score =
+      a === b || (Number.isNaN(a) && Number.isNaN(b))
+        ? 0
+        : Number.isNaN(a) || Number.isNaN(b) || !Number.isFinite(err)
+          ? Infinity
+          : err / (atol + rtol * Math.abs(b));
     if (!(score <= worst)) {
       worst = score;
       at = i;

@@ -1,0 +1,57 @@
+// Gather and GatherElements: out[i] = data[data_offset(c) + index(c)·axis_stride].
+//
+// Both ops read one word of `data` per output element, at an offset that is an affine function of
+// the output coordinate c plus an index taken from `indices`:
+//   Gather:          iteration [outer, n_indices, inner]; indices at [0, 1, 0]·c;
+//                    data offset [axis_dim·inner, 0, 1]·c; axis_stride = inner.
+//   GatherElements:  iteration = the indices' dims; indices contiguous; data offset uses the data
+//                    strides with the gathered axis's stride zeroed; axis_stride = that stride.
+// The host drops dims of 1, so the rank (≤ 8) is what the per-element index arithmetic pays.
+// Indices are i32; a negative index counts from the end of the axis (ONNX), and an index still out
+// of range after that is CLAMPED to [0, axis_dim - 1]: a kernel cannot raise, and clamping keeps
+// the read inside the tensor (the float64 reference throws instead, naming the index).
+// Consecutive invocations handle consecutive output words, so embedding lookups (inner = hidden
+// size) read and write whole contiguous rows.
+
+override WG: u32 = 256u;
+
+struct Params {
+  n: u32,
+  rank: u32,
+  axis_dim: i32,
+  axis_stride: u32,
+  dims: array<vec4<u32>, 2>,
+  idx_strides: array<vec4<u32>, 2>,
+  data_strides: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<storage, read> data: array<u32>;
+@group(0) @binding(1) var<storage, read> indices: array<i32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+@group(0) @binding(3) var<uniform> P: Params;
+
+@compute @workgroup_size(WG)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i >= P.n) { return; }
+  var rem = i;
+  var ii = 0u;
+  var dd = 0u;
+  for (var k = i32(P.rank) - 1; k >= 0; k--) {
+    let q = k / 4;
+    let r = k % 4;
+    let dim = P.dims[q][r];
+    let c = rem % dim;
+    rem = rem / dim;
+    ii += c * P.idx_strides[q][r];
+    dd += c * P.data_strides[q][r];
+  }
+  var j = indices[ii];
+  if (j < 0) { j += P.axis_dim; }
+  j = clamp(j, 0, P.axis_dim - 1);
+  out[i] = data[dd + u32(j) * P.axis_stride];
+}

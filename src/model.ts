@@ -1,0 +1,214 @@
+// The frozen base model: an imported ONNX graph that runs forward on WebGPU.
+//
+// `loadModel` decodes the file once; `run` specialises the graph to the feeds' shapes, compiles a
+// plan for that shape (cached, so a repeated shape costs one command buffer and the readback) and
+// executes it. Weights are uploaded once per model and shared by every shape's plan.
+
+import { fuseGraph } from './compile/fuse.js';
+import { Plan } from './compile/plan.js';
+import { InputError } from './errors.js';
+import { createDevice, type GpuContext } from './gpu/device.js';
+import { sizeOf } from './gpu/kernel.js';
+import { describeGraph } from './onnx/describe.js';
+import { initializerGpuData, type Graph } from './onnx/graph.js';
+import { loadOnnx, type LoadOnnxOptions, type ModelSource } from './onnx/load.js';
+import { detectModelType, findModules, type ModuleInfo } from './onnx/modules.js';
+import { runReferenceGraph } from './onnx/executor.js';
+import { specialize, type SpecializedGraph } from './onnx/specialize.js';
+import { FLOAT_TYPES, gpuStorage, type DataType, type RefTensor } from './ops/types.js';
+
+/** Tensors cross the public API as plain data. */
+export interface TensorData {
+  data: Float32Array | Int32Array | BigInt64Array | Uint8Array;
+  dims: number[];
+}
+
+/** A feed: a tensor, or (for ids and masks) nested number arrays such as `number[][]`. */
+export type Feed = TensorData | number[] | number[][] | number[][][];
+
+export interface LoadModelOptions extends LoadOnnxOptions {
+  /** The GPU to run on; a new device is created when omitted. */
+  device?: GpuContext;
+  /** Explicit module paths for MatMul/Gemm nodes whose path cannot be recovered: node name → path. */
+  moduleMap?: Record<string, string>;
+}
+
+/** A frozen transformer imported from ONNX. */
+export class Model {
+  private readonly plans = new Map<string, Promise<{ spec: SpecializedGraph; plan: Plan }>>();
+  private readonly weightBuffers = new Map<string, GPUBuffer>();
+
+  constructor(
+    readonly gpu: GpuContext,
+    readonly graph: Graph,
+    /** Parsed `config.json` of a Hugging Face model folder, when there was one. */
+    readonly config: Record<string, unknown> | undefined,
+    /** Linear modules (MatMul/Gemm with a weight) with their PyTorch paths. */
+    readonly modules: readonly ModuleInfo[],
+    /** `model_type` from config.json, else inferred from module paths. */
+    readonly modelType: string | undefined,
+  ) {}
+
+  /** PyTorch module paths of the linear layers, in graph order. */
+  moduleNames(): string[] {
+    return this.modules.map((m) => m.path);
+  }
+
+  /** A readable summary: inputs, outputs, op histogram, parameter count, modules. */
+  describe(): string {
+    return describeGraph(this.graph, this.modules);
+  }
+
+  /** Names and declared types of the runtime inputs. */
+  get inputNames(): string[] {
+    return this.graph.inputs.map((i) => i.name);
+  }
+
+  get outputNames(): string[] {
+    return this.graph.outputs.map((o) => o.name);
+  }
+
+  /**
+   * Runs the frozen model forward on the GPU.
+   * @param feeds one entry per graph input the outputs depend on; ids may be `number[][]`.
+   * @returns every graph output (or those named in `outputs`).
+   */
+  async run(feeds: Record<string, Feed>, outputs: readonly string[] = this.outputNames): Promise<Record<string, TensorData>> {
+    const tensors = this.normaliseFeeds(feeds);
+    const shapes = Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims]));
+    const { spec, plan } = await this.planFor(shapes);
+    for (const o of outputs) {
+      if (!spec.outputNames.includes(o)) throw new InputError(`'${o}' is not an output of the model (outputs: ${spec.outputNames.join(', ')})`);
+    }
+    const valueOf = (o: string): string => spec.outputs[spec.outputNames.indexOf(o)]!;
+    const toRead = outputs.map(valueOf).filter((v) => !spec.constants.has(v) && plan.buffers.has(v));
+    const gpuFeeds = new Map([...tensors].filter(([k]) => spec.inputs.some((i) => i.name === k)).map(([k, v]) => [k, v.data]));
+    const read = await plan.execute(gpuFeeds, toRead);
+    const result: Record<string, TensorData> = {};
+    for (const o of outputs) {
+      const v = valueOf(o);
+      const type = spec.types.get(v)!;
+      const constant = spec.constants.get(v);
+      if (constant) {
+        result[o] = { data: gpuStorage(constant.dtype) === 'f32' ? Float32Array.from(constant.data) : Int32Array.from(constant.data), dims: [...constant.dims] };
+      } else {
+        const data = read.get(v);
+        if (!data) throw new InputError(`output '${o}' does not depend on the inputs given`);
+        result[o] = { data, dims: [...type.dims] };
+      }
+    }
+    return result;
+  }
+
+  /** Runs the same specialised graph on the float64 CPU reference executor (the test oracle). */
+  runReference(feeds: Record<string, Feed>): Record<string, RefTensor> {
+    const tensors = this.normaliseFeeds(feeds);
+    const spec = specialize(this.graph, Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])));
+    const refFeeds: Record<string, RefTensor> = {};
+    for (const [k, v] of tensors) refFeeds[k] = { dtype: v.dtype, dims: v.dims, data: Float64Array.from(v.data) };
+    return runReferenceGraph(spec, refFeeds);
+  }
+
+  /** The specialised graph and compiled plan for a set of input shapes (compiled once per shape). */
+  planFor(shapes: Record<string, readonly number[]>): Promise<{ spec: SpecializedGraph; plan: Plan }> {
+    const spec = specialize(this.graph, shapes);
+    let entry = this.plans.get(spec.key);
+    if (!entry) {
+      entry = Plan.compile(this.gpu, fuseGraph({ ...spec, shared: this.sharedWeights(spec) })).then((plan) => ({ spec, plan }));
+      entry.catch(() => this.plans.delete(spec.key));
+      this.plans.set(spec.key, entry);
+    }
+    return entry;
+  }
+
+  /** Frees every plan and the uploaded weights. The model cannot run afterwards. */
+  async dispose(): Promise<void> {
+    for (const p of this.plans.values()) (await p).plan.destroy();
+    this.plans.clear();
+    for (const b of this.weightBuffers.values()) this.gpu.buffers.release(b);
+    this.weightBuffers.clear();
+  }
+
+  /** Bytes of weights resident on the GPU. */
+  get weightBytes(): number {
+    let n = 0;
+    for (const b of this.weightBuffers.values()) n += b.size;
+    return n;
+  }
+
+  private sharedWeights(spec: SpecializedGraph): Map<string, GPUBuffer> {
+    for (const name of spec.weights) {
+      if (this.weightBuffers.has(name)) continue;
+      const init = this.graph.initializers.get(name)!;
+      const data = initializerGpuData(init);
+      if (!data) continue; // int64 values beyond 32 bits are only read on the CPU
+      this.weightBuffers.set(name, this.gpu.upload(data, name));
+    }
+    return this.weightBuffers;
+  }
+
+  private normaliseFeeds(feeds: Record<string, Feed>): Map<string, { dtype: DataType; dims: number[]; data: Float32Array | Int32Array }> {
+    const out = new Map<string, { dtype: DataType; dims: number[]; data: Float32Array | Int32Array }>();
+    for (const [name, feed] of Object.entries(feeds)) {
+      const decl = this.graph.inputs.find((i) => i.name === name);
+      if (!decl) throw new InputError(`'${name}' is not an input of the model (inputs: ${this.inputNames.join(', ')})`);
+      out.set(name, { dtype: decl.dtype, ...toGpuFeed(name, decl.dtype, feed) });
+    }
+    return out;
+  }
+}
+
+/** Converts a feed to the GPU storage of `dtype` (f32, or i32 for integer and bool types). */
+function toGpuFeed(name: string, dtype: DataType, feed: Feed): { dims: number[]; data: Float32Array | Int32Array } {
+  let dims: number[];
+  let values: ArrayLike<number | bigint>;
+  if (Array.isArray(feed)) {
+    dims = [];
+    let level: unknown = feed;
+    while (Array.isArray(level)) {
+      dims.push(level.length);
+      level = level[0];
+    }
+    const flat = (feed as unknown[]).flat(dims.length) as unknown[];
+    if (flat.length !== sizeOf(dims) || flat.some((v) => typeof v !== 'number')) {
+      throw new InputError(`input '${name}': nested arrays must be rectangular arrays of numbers`);
+    }
+    values = flat as number[];
+  } else {
+    dims = [...feed.dims];
+    values = feed.data;
+    if (values.length !== sizeOf(dims)) {
+      throw new InputError(`input '${name}': ${values.length} values for dims [${dims.join(', ')}]`);
+    }
+  }
+  const isFloat = FLOAT_TYPES.has(dtype);
+  if (!isFloat && (values instanceof Float32Array || values instanceof Float64Array)) {
+    throw new InputError(`input '${name}' is ${dtype}; got floating-point data`);
+  }
+  if (isFloat && (values instanceof BigInt64Array || values instanceof Int32Array)) {
+    throw new InputError(`input '${name}' is ${dtype}; got integer data`);
+  }
+  if (isFloat) return { dims, data: values instanceof Float32Array ? values : Float32Array.from(values as ArrayLike<number>) };
+  if (values instanceof Int32Array) return { dims, data: values };
+  const data = new Int32Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = Number(values[i]!);
+    if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) {
+      throw new InputError(`input '${name}': element ${i} (${String(values[i])}) is not a 32-bit integer`);
+    }
+    data[i] = v;
+  }
+  return { dims, data };
+}
+
+/**
+ * Loads a frozen transformer exported to ONNX.
+ * @param source URL of a Hugging Face model folder or of an `.onnx` file, the file's bytes, or
+ *   `File`s (a picked folder); external data is found by its location name.
+ */
+export async function loadModel(source: ModelSource, options: LoadModelOptions = {}): Promise<Model> {
+  const { graph, config } = await loadOnnx(source, options);
+  const modules = findModules(graph, options.moduleMap ? { moduleMap: options.moduleMap } : {});
+  const gpu = options.device ?? (await createDevice());
+  return new Model(gpu, graph, config as Record<string, unknown> | undefined, modules, detectModelType(modules, config));
+}

@@ -1,0 +1,558 @@
+// ONNX bytes → Graph, strictly.
+//
+// Decoding is two-phase so a loader can fetch external weights only once it knows their names:
+// `parseModel` runs the protobuf decoder (onnx-proto's generated static code) and the structural
+// checks, `externalDataRefs` lists the external files the initializers name, and `buildGraph`
+// turns the message into the IR with every tensor checked against its declared size.
+//
+// Every malformed input is a typed error: FormatError with the byte offset for a truncated or
+// corrupt file (protobufjs' errors carry the reader position), a size mismatch, an
+// out-of-range external reference or an unknown dtype (naming the tensor); InputError for an
+// external file that was not provided; one UnsupportedOpError listing every op type the registry
+// lacks, or an ai.onnx opset outside 7..21.
+//
+// Tensor bytes are used in place: raw_data is a subarray of the file, and a typed view over it is
+// taken whenever its offset is aligned (little-endian hosts, as every WebGPU platform is).
+
+import { onnx } from 'onnx-proto';
+import { FormatError, InputError, UnsupportedOpError } from '../errors.js';
+import { sizeOf } from '../gpu/kernel.js';
+import { OPS, isOpType } from '../ops/registry.js';
+import type { AttrValue, Attrs, DataType, OpDef } from '../ops/types.js';
+import {
+  halfToFloat,
+  initializerToRef,
+  normDomain,
+  topoSort,
+  uniqueNodeNames,
+  type Dim,
+  type Graph,
+  type Initializer,
+  type InitializerData,
+  type InputDecl,
+  type Node,
+  type ValueDecl,
+} from './graph.js';
+
+/** The ai.onnx opsets whose semantics the registry implements. */
+export const MIN_OPSET = 7;
+export const MAX_OPSET = 21;
+
+/** Ops the importer itself handles: folded on load (Constant) or dropped by the specialiser. */
+export const IMPORTER_OPS: ReadonlySet<string> = new Set(['Constant', 'Identity', 'Dropout']);
+
+type Long = number | { toNumber(): number } | null | undefined;
+
+const toNum = (v: Long): number => (v == null ? 0 : typeof v === 'number' ? v : v.toNumber());
+
+/** ONNX TensorProto.DataType → the toolkit's dtype (absent: not supported). */
+const DTYPES: Readonly<Record<number, DataType>> = {
+  1: 'float32',
+  2: 'uint8',
+  3: 'int8',
+  6: 'int32',
+  7: 'int64',
+  9: 'bool',
+  10: 'float16',
+  11: 'float64',
+};
+
+const DTYPE_NAMES = [
+  'UNDEFINED', 'FLOAT', 'UINT8', 'INT8', 'UINT16', 'INT16', 'INT32', 'INT64', 'STRING', 'BOOL', 'FLOAT16',
+  'DOUBLE', 'UINT32', 'UINT64', 'COMPLEX64', 'COMPLEX128', 'BFLOAT16', 'FLOAT8E4M3FN', 'FLOAT8E4M3FNUZ',
+  'FLOAT8E5M2', 'FLOAT8E5M2FNUZ', 'UINT4', 'INT4',
+];
+
+/** Bytes per element in the file. */
+const ELEMENT_BYTES: Readonly<Record<DataType, number>> = {
+  float32: 4, float16: 2, float64: 8, int64: 8, int32: 4, int8: 1, uint8: 1, bool: 1,
+};
+
+function dtypeOf(code: number, what: string, file: string): DataType {
+  const t = DTYPES[code];
+  if (!t) {
+    const name = DTYPE_NAMES[code] ?? 'unknown';
+    throw new FormatError(file, `${what} has data type ${code} (${name}), which the toolkit does not support`);
+  }
+  return t;
+}
+
+/** A decoded ModelProto with the bytes it views. */
+export interface ParsedModel {
+  readonly proto: onnx.ModelProto;
+  readonly bytes: Uint8Array;
+  readonly file: string;
+}
+
+/** An external data reference of a tensor. */
+export interface ExternalDataRef {
+  readonly tensor: string;
+  readonly location: string;
+}
+
+export interface DecodeOptions {
+  /** Name used in error messages (default 'model.onnx'). */
+  readonly fileName?: string;
+  /** External data files by `location` (as written in the model, e.g. 'model.onnx_data'). */
+  readonly externalData?: Readonly<Record<string, Uint8Array>>;
+  /**
+   * Build the graph even when it uses ops the registry lacks (for inspection: describeGraph,
+   * module paths). Such a graph cannot be specialised.
+   */
+  readonly allowUnsupported?: boolean;
+}
+
+/** Decodes the protobuf and checks the model's frame: IR version, graph, opsets. */
+export function parseModel(bytes: Uint8Array, fileName = 'model.onnx'): ParsedModel {
+  let proto: onnx.ModelProto;
+  try {
+    // Bytes, not a Reader of our own: a bundler may give onnx-proto its own copy of protobufjs,
+    // whose decode rejects another copy's Reader. The errors carry the positions instead.
+    proto = onnx.ModelProto.decode(bytes);
+  } catch (e) {
+    throw protobufError(e, bytes.length, fileName);
+  }
+  if (toNum(proto.irVersion) <= 0) throw new FormatError(fileName, 'not an ONNX model: ir_version is missing');
+  if (!proto.graph) throw new FormatError(fileName, 'not an ONNX model: it has no graph');
+  if (proto.opsetImport.length === 0) throw new FormatError(fileName, 'the model declares no opset_import');
+  const opset = proto.opsetImport.find((o) => normDomain(o.domain) === '');
+  if (opset) {
+    const v = toNum(opset.version);
+    if (v < MIN_OPSET || v > MAX_OPSET) {
+      throw new UnsupportedOpError(
+        'ai.onnx',
+        fileName,
+        `the model imports ai.onnx opset ${v}; the toolkit implements opsets ${MIN_OPSET} to ${MAX_OPSET}`,
+        v,
+      );
+    }
+  }
+  return { proto, bytes, file: fileName };
+}
+
+function protobufError(e: unknown, length: number, file: string): FormatError {
+  const msg = e instanceof Error ? e.message : String(e);
+  const range = /index out of range: (\d+) \+ (\d+) > (\d+)/.exec(msg);
+  if (range) {
+    const at = Number(range[1]);
+    return new FormatError(
+      file,
+      `truncated or corrupt protobuf: a field needs ${range[2]} more bytes, but the data ends at byte ${range[3]}`,
+      at,
+    );
+  }
+  const at = /at offset (\d+)/.exec(msg); // invalid wire types; a bad varint has no position
+  return new FormatError(file, `corrupt protobuf (${msg}; ${length} bytes in all)`, at ? Number(at[1]) : undefined);
+}
+
+/** The external files the model's initializers (and Constant tensors) read, without duplicates. */
+export function externalDataRefs(parsed: ParsedModel): ExternalDataRef[] {
+  const out: ExternalDataRef[] = [];
+  const seen = new Set<string>();
+  const visit = (t: onnx.ITensorProto): void => {
+    if (t.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) return;
+    const location = externalEntries(t, parsed.file).location;
+    if (!seen.has(location)) {
+      seen.add(location);
+      out.push({ tensor: t.name ?? '', location });
+    }
+  };
+  const g = parsed.proto.graph!;
+  for (const t of g.initializer ?? []) visit(t);
+  for (const n of g.node ?? []) for (const a of n.attribute ?? []) if (a.t) visit(a.t);
+  return out;
+}
+
+/** Decodes bytes into a Graph (parseModel + buildGraph). */
+export function decodeOnnx(bytes: Uint8Array | ArrayBuffer, options: DecodeOptions = {}): Graph {
+  const u8 = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
+  return buildGraph(parseModel(u8, options.fileName), options.externalData ?? {}, options);
+}
+
+/** Normalises an external data location ('./x' and 'x' are the same file). */
+export function normLocation(location: string): string {
+  return location.replace(/\\/g, '/').replace(/^(\.\/)+/, '');
+}
+
+function externalEntries(t: onnx.ITensorProto, file: string): { location: string; offset?: number; length?: number } {
+  const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
+  const location = kv.get('location');
+  if (!location) throw new FormatError(file, `tensor '${t.name}' has external data without a location`);
+  const num = (key: string): number | undefined => {
+    const s = kv.get(key);
+    if (s === undefined) return undefined;
+    const v = Number(s);
+    if (!/^\d+$/.test(s.trim()) || !Number.isSafeInteger(v)) {
+      throw new FormatError(file, `tensor '${t.name}' has external data ${key} '${s}', which is not a byte count`);
+    }
+    return v;
+  };
+  return { location: normLocation(location), offset: num('offset'), length: num('length') };
+}
+
+interface TensorContext {
+  readonly file: string;
+  readonly bytes: Uint8Array;
+  readonly external: ReadonlyMap<string, Uint8Array>;
+}
+
+/** A typed array over `n` elements of `dtype` stored little-endian in `src` (a view when aligned). */
+function typedFromBytes(dtype: DataType, src: Uint8Array, n: number): InitializerData {
+  const size = ELEMENT_BYTES[dtype];
+  let buf = src;
+  if (src.byteOffset % size !== 0) {
+    // Not Uint8Array.slice: on a Node Buffer that is a view, still unaligned.
+    buf = new Uint8Array(src.length);
+    buf.set(src);
+  }
+  switch (dtype) {
+    case 'float32':
+      return new Float32Array(buf.buffer, buf.byteOffset, n);
+    case 'float64':
+      return new Float64Array(buf.buffer, buf.byteOffset, n);
+    case 'int64':
+      return new BigInt64Array(buf.buffer, buf.byteOffset, n);
+    case 'int32':
+      return new Int32Array(buf.buffer, buf.byteOffset, n);
+    case 'int8':
+      return new Int8Array(src.buffer, src.byteOffset, n);
+    case 'uint8':
+    case 'bool':
+      return src.subarray(0, n);
+    case 'float16': {
+      const half = new Uint16Array(buf.buffer, buf.byteOffset, n);
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = halfToFloat(half[i]!);
+      return out;
+    }
+  }
+}
+
+/** Decodes a TensorProto (initializer or attribute) to an Initializer, checking every size. */
+function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext, name = t.name ?? ''): Initializer {
+  const what = `tensor '${name}'`;
+  const dtype = dtypeOf(t.dataType ?? 0, what, ctx.file);
+  const dims = (t.dims ?? []).map(toNum);
+  for (const d of dims) {
+    if (!Number.isSafeInteger(d) || d < 0) throw new FormatError(ctx.file, `${what} has an invalid dim ${d} in [${dims.join(',')}]`);
+  }
+  const n = sizeOf(dims);
+  const bytesNeeded = n * ELEMENT_BYTES[dtype];
+  if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
+    const ref = externalEntries(t, ctx.file);
+    const file = ctx.external.get(ref.location);
+    if (!file) {
+      throw new InputError(
+        `${what} of ${ctx.file} stores its data in the external file '${ref.location}', which was not provided ` +
+          `(keep it next to the model, or pass it in options.externalData['${ref.location}'])`,
+      );
+    }
+    const offset = ref.offset ?? 0;
+    const length = ref.length ?? bytesNeeded;
+    if (offset + length > file.length) {
+      throw new FormatError(
+        ref.location,
+        `${what} needs bytes ${offset}..${offset + length} but the file has ${file.length} bytes`,
+        offset,
+      );
+    }
+    if (length !== bytesNeeded) {
+      throw new FormatError(
+        ref.location,
+        `${what} has ${length} bytes of external data, but ${dtype} [${dims.join(',')}] needs ${bytesNeeded}`,
+        offset,
+      );
+    }
+    const data = typedFromBytes(dtype, file.subarray(offset, offset + length), n);
+    return { name, dtype, dims, data, external: { location: ref.location, offset, length } };
+  }
+  if (Object.prototype.hasOwnProperty.call(t, 'rawData') && t.rawData) {
+    const raw = t.rawData;
+    if (raw.length !== bytesNeeded) {
+      const at = raw.buffer === ctx.bytes.buffer ? raw.byteOffset - ctx.bytes.byteOffset : undefined;
+      throw new FormatError(
+        ctx.file,
+        `${what} has ${raw.length} bytes of raw_data, but ${dtype} [${dims.join(',')}] needs ${bytesNeeded}`,
+        at,
+      );
+    }
+    return { name, dtype, dims, data: typedFromBytes(dtype, raw, n) };
+  }
+  // Typed repeated fields (small tensors, old exporters). float16 travels as uint16 bits in int32_data.
+  const field = (values: ArrayLike<number | Long> | null | undefined, fieldName: string): ArrayLike<number | Long> => {
+    const v = values ?? [];
+    if (v.length !== n) {
+      throw new FormatError(ctx.file, `${what} has ${v.length} values in ${fieldName}, but [${dims.join(',')}] has ${n} elements`);
+    }
+    return v;
+  };
+  const hasAny = [t.floatData, t.int32Data, t.int64Data, t.doubleData, t.uint64Data].some((v) => v && v.length > 0);
+  if (!hasAny) {
+    if (n === 0) return { name, dtype, dims, data: typedFromBytes(dtype, new Uint8Array(8), 0) };
+    throw new FormatError(ctx.file, `${what} (${dtype} [${dims.join(',')}]) has no data`);
+  }
+  let data: InitializerData;
+  switch (dtype) {
+    case 'float32':
+      data = Float32Array.from(field(t.floatData, 'float_data') as ArrayLike<number>);
+      break;
+    case 'float64':
+      data = Float64Array.from(field(t.doubleData, 'double_data') as ArrayLike<number>);
+      break;
+    case 'int64': {
+      const v = field(t.int64Data, 'int64_data');
+      data = BigInt64Array.from({ length: n }, (_, i) => BigInt(toNum(v[i] as Long)));
+      break;
+    }
+    case 'int32':
+      data = Int32Array.from(field(t.int32Data, 'int32_data') as ArrayLike<number>);
+      break;
+    case 'int8':
+      data = Int8Array.from(field(t.int32Data, 'int32_data') as ArrayLike<number>);
+      break;
+    case 'uint8':
+    case 'bool':
+      data = Uint8Array.from(field(t.int32Data, 'int32_data') as ArrayLike<number>);
+      break;
+    case 'float16': {
+      const v = field(t.int32Data, 'int32_data') as ArrayLike<number>;
+      data = Float32Array.from({ length: n }, (_, i) => halfToFloat(v[i]! & 0xffff));
+      break;
+    }
+  }
+  return { name, dtype, dims, data };
+}
+
+function decodeString(b: Uint8Array | null | undefined): string {
+  return b ? new TextDecoder().decode(b) : '';
+}
+
+const AT = onnx.AttributeProto.AttributeType;
+
+/** Decodes one attribute; undefined for kinds the op contract has no type for (graphs, types). */
+function decodeAttr(a: onnx.IAttributeProto, nodeName: string, ctx: TensorContext): AttrValue | undefined {
+  let type = a.type ?? AT.UNDEFINED;
+  if (type === AT.UNDEFINED) {
+    // IR < 3 files omit the type: infer it from the field that is set.
+    if (a.t) type = AT.TENSOR;
+    else if (a.ints?.length) type = AT.INTS;
+    else if (a.floats?.length) type = AT.FLOATS;
+    else if (a.strings?.length) type = AT.STRINGS;
+    else if (a.s?.length) type = AT.STRING;
+    else if (Object.prototype.hasOwnProperty.call(a, 'f')) type = AT.FLOAT;
+    else type = AT.INT;
+  }
+  switch (type) {
+    case AT.FLOAT:
+      return a.f ?? 0;
+    case AT.INT:
+      return toNum(a.i);
+    case AT.STRING:
+      return decodeString(a.s);
+    case AT.FLOATS:
+      return [...(a.floats ?? [])];
+    case AT.INTS:
+      return (a.ints ?? []).map(toNum);
+    case AT.STRINGS:
+      return (a.strings ?? []).map(decodeString);
+    case AT.TENSOR:
+      return initializerToRef(decodeTensor(a.t!, ctx, a.t!.name || `${nodeName}.${a.name}`));
+    default:
+      return undefined;
+  }
+}
+
+/** Folds a Constant node's value attribute; undefined for values the toolkit has no dtype for. */
+function constantValue(node: onnx.INodeProto, name: string, out: string, ctx: TensorContext): Initializer | undefined {
+  const a = (node.attribute ?? [])[0];
+  if (!a || (node.attribute ?? []).length !== 1) {
+    throw new FormatError(ctx.file, `Constant node '${name}' must have exactly one value attribute`);
+  }
+  switch (a.name) {
+    case 'value': {
+      if (!a.t) throw new FormatError(ctx.file, `Constant node '${name}' has an empty 'value'`);
+      const t = decodeTensor(a.t, ctx, out);
+      return { ...t, constant: true };
+    }
+    case 'value_float':
+      return { name: out, dtype: 'float32', dims: [], data: Float32Array.of(a.f ?? 0), constant: true };
+    case 'value_floats':
+      return { name: out, dtype: 'float32', dims: [a.floats?.length ?? 0], data: Float32Array.from(a.floats ?? []), constant: true };
+    case 'value_int':
+      return { name: out, dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(toNum(a.i))), constant: true };
+    case 'value_ints':
+      return {
+        name: out,
+        dtype: 'int64',
+        dims: [a.ints?.length ?? 0],
+        data: BigInt64Array.from((a.ints ?? []).map((v) => BigInt(toNum(v)))),
+        constant: true,
+      };
+    default:
+      return undefined; // value_string(s), sparse_value
+  }
+}
+
+function decodeValue(v: onnx.IValueInfoProto, file: string, role: string): ValueDecl {
+  const name = v.name ?? '';
+  const tt = v.type?.tensorType;
+  if (!tt) throw new FormatError(file, `graph ${role} '${name}' is not a tensor`);
+  const dtype = tt.elemType ? dtypeOf(tt.elemType, `graph ${role} '${name}'`, file) : undefined;
+  let dims: Dim[] | undefined;
+  if (tt.shape) {
+    dims = (tt.shape.dim ?? []).map((d, axis): Dim => {
+      if (d.dimParam) return d.dimParam;
+      if (Object.prototype.hasOwnProperty.call(d, 'dimValue')) return toNum(d.dimValue);
+      return `?${name}:${axis}`; // unknown and unnamed: a symbol of its own
+    });
+  }
+  return { name, ...(dtype ? { dtype } : {}), ...(dims ? { dims } : {}) };
+}
+
+interface Unsupported {
+  opType: string;
+  domain: string;
+  nodes: string[];
+  reason?: string;
+}
+
+/** Whether the registry runs `opType` of `domain` at `opset`; a reason when it does not. */
+export function supportReason(opType: string, domain: string, opset: number): string | undefined {
+  const d = normDomain(domain);
+  if (d === '' && IMPORTER_OPS.has(opType)) return undefined;
+  if (d !== '' && d !== 'com.microsoft') return `domain '${d}' is not supported`;
+  if (!isOpType(opType)) return 'not implemented';
+  const def: OpDef = OPS[opType];
+  if (normDomain(def.domain) !== d) return `not implemented in domain '${d || 'ai.onnx'}'`;
+  const since = def.sinceVersion ?? 1;
+  if (opset < since) return `implemented from opset ${since}; the model uses opset ${opset}`;
+  return undefined;
+}
+
+/** Builds the Graph IR from a parsed model and its external files (by normalised location). */
+export function buildGraph(
+  parsed: ParsedModel,
+  externalData: Readonly<Record<string, Uint8Array>>,
+  options: { readonly allowUnsupported?: boolean } = {},
+): Graph {
+  const { proto, file } = parsed;
+  const g = proto.graph!;
+  const external = new Map(Object.entries(externalData).map(([k, v]) => [normLocation(k), v]));
+  const ctx: TensorContext = { file, bytes: parsed.bytes, external };
+
+  const opsets = new Map<string, number>();
+  for (const o of proto.opsetImport) opsets.set(normDomain(o.domain), toNum(o.version));
+
+  if ((g.sparseInitializer ?? []).length > 0) {
+    throw new FormatError(file, `sparse initializers are not supported ('${g.sparseInitializer![0]!.values?.name ?? ''}')`);
+  }
+  const initializers = new Map<string, Initializer>();
+  for (const t of g.initializer ?? []) {
+    const init = decodeTensor(t, ctx);
+    if (init.name === '') throw new FormatError(file, 'an initializer has no name');
+    if (initializers.has(init.name)) throw new FormatError(file, `initializer '${init.name}' is defined twice`);
+    initializers.set(init.name, init);
+  }
+
+  // IR < 4 lists initializers among the inputs too; those are weights, not runtime inputs.
+  const inputs: InputDecl[] = [];
+  for (const v of g.input ?? []) {
+    if (initializers.has(v.name ?? '')) continue;
+    const d = decodeValue(v, file, 'input');
+    if (!d.dtype) throw new FormatError(file, `graph input '${d.name}' has no element type`);
+    inputs.push(d as InputDecl);
+  }
+  const outputs = (g.output ?? []).map((v) => decodeValue(v, file, 'output'));
+
+  const rawNodes = g.node ?? [];
+  const names = uniqueNodeNames(
+    rawNodes.map((n) => n.name ?? ''),
+    rawNodes.map((n) => n.opType ?? ''),
+  );
+  const unsupported = new Map<string, Unsupported>();
+  const note = (opType: string, domain: string, node: string, reason?: string): void => {
+    const key = `${domain}::${opType}`;
+    const u = unsupported.get(key) ?? { opType, domain, nodes: [], ...(reason ? { reason } : {}) };
+    u.nodes.push(node);
+    unsupported.set(key, u);
+  };
+
+  const nodes: Node[] = [];
+  rawNodes.forEach((n, i) => {
+    const opType = n.opType ?? '';
+    const domain = normDomain(n.domain);
+    const name = names[i]!;
+    const outs = [...(n.output ?? [])];
+    if (opType === '') throw new FormatError(file, `node '${name}' has no op_type`);
+    if (opType === 'Constant' && domain === '') {
+      if (outs.length !== 1 || outs[0] === '') throw new FormatError(file, `Constant node '${name}' must have one output`);
+      const value = constantValue(n, name, outs[0]!, ctx);
+      if (value) {
+        if (initializers.has(outs[0]!)) throw new FormatError(file, `value '${outs[0]}' is produced twice (node '${name}')`);
+        initializers.set(outs[0]!, value);
+        return;
+      }
+      // A string or sparse constant stays a node, reported as unsupported.
+      note(opType, domain, name, `'${n.attribute![0]!.name}' values are not supported`);
+    } else {
+      const reason = supportReason(opType, domain, opsets.get(domain) ?? 1);
+      if (reason !== undefined) note(opType, domain, name, reason);
+    }
+    const attrs: Record<string, AttrValue> = {};
+    for (const a of n.attribute ?? []) {
+      const v = decodeAttr(a, name, ctx);
+      if (v !== undefined) attrs[a.name ?? ''] = v;
+    }
+    nodes.push({ name, opType, domain, inputs: [...(n.input ?? [])], outputs: outs, attrs: attrs as Attrs });
+  });
+
+  if (nodes.some((n) => n.domain === '') && !opsets.has('')) {
+    throw new FormatError(file, 'the model uses ai.onnx ops but does not import the ai.onnx opset');
+  }
+  const available = new Set<string>([...inputs.map((v) => v.name), ...initializers.keys()]);
+  const sorted = topoSort(nodes, available, file);
+  const produced = new Set([...available, ...nodes.flatMap((n) => n.outputs)]);
+  for (const o of outputs) {
+    if (!produced.has(o.name)) throw new FormatError(file, `graph output '${o.name}' is not produced by any node`);
+  }
+
+  if (unsupported.size > 0 && !options.allowUnsupported) throw unsupportedError([...unsupported.values()], opsets.get('') ?? 0);
+
+  return {
+    name: g.name ?? '',
+    opsets,
+    irVersion: toNum(proto.irVersion),
+    producer: `${proto.producerName ?? ''} ${proto.producerVersion ?? ''}`.trim(),
+    inputs,
+    outputs,
+    initializers,
+    nodes: sorted,
+  };
+}
+
+/** One UnsupportedOpError naming every unsupported op type, a node of each, and the opset. */
+function unsupportedError(list: Unsupported[], opset: number): UnsupportedOpsError {
+  const parts = list.map((u) => {
+    const where = u.nodes.length === 1 ? `node '${u.nodes[0]}'` : `${u.nodes.length} nodes, e.g. '${u.nodes[0]}'`;
+    const dom = u.domain ? `${u.domain}.` : '';
+    return `${dom}${u.opType} (${where}${u.reason && u.reason !== 'not implemented' ? `: ${u.reason}` : ''})`;
+  });
+  return new UnsupportedOpsError(
+    list.map((u) => ({ opType: u.opType, domain: u.domain, nodes: u.nodes, ...(u.reason ? { reason: u.reason } : {}) })),
+    `the model uses ${list.length} op type${list.length === 1 ? '' : 's'} the toolkit does not run ` +
+      `(ai.onnx opset ${opset}): ${parts.join(', ')}; see docs/supported-ops.md`,
+    opset,
+  );
+}
+
+/**
+ * The UnsupportedOpError of a whole model: `opType`/`nodeName` name the first unsupported op,
+ * `ops` lists all of them. (A subclass, so `instanceof UnsupportedOpError` holds.)
+ */
+export class UnsupportedOpsError extends UnsupportedOpError {
+  readonly ops: readonly { opType: string; domain: string; nodes: readonly string[]; reason?: string }[];
+  constructor(ops: UnsupportedOpsError['ops'], detail: string, opset: number) {
+    super(ops[0]!.opType, ops[0]!.nodes[0]!, detail, opset);
+    this.ops = ops;
+  }
+}

@@ -1,0 +1,100 @@
+// A readable summary of an imported graph: what it takes, what it returns, which ops it runs, how
+// many parameters it holds and which linear layers (IA3 targets) were found under which paths.
+
+import { sizeOf } from '../gpu/kernel.js';
+import type { DataType } from '../ops/types.js';
+import { opsetOf, type Graph } from './graph.js';
+import { unnamedLinears, type ModuleInfo } from './modules.js';
+
+const BYTES: Readonly<Record<DataType, number>> = {
+  float32: 4, float16: 2, float64: 8, int64: 8, int32: 4, int8: 1, uint8: 1, bool: 1,
+};
+
+const FLOATS = new Set<DataType>(['float32', 'float16', 'float64']);
+
+function group(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+}
+
+function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+function table(rows: string[][], indent = '  '): string[] {
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => r[c]!.length))) ?? [];
+  return rows.map((r) => indent + r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c]!))).join('  ').trimEnd());
+}
+
+/**
+ * A multi-line summary: inputs, outputs, op histogram, parameter count and bytes, and the modules
+ * (path, op, in → out, bias), plus linear layers for which no module path was found.
+ */
+export function describeGraph(graph: Graph, modules: readonly ModuleInfo[]): string {
+  const lines: string[] = [];
+  const opsets = [...graph.opsets].map(([d, v]) => `${d || 'ai.onnx'} ${v}`).join(', ');
+  lines.push(`ONNX graph '${graph.name}'${graph.producer ? ` from ${graph.producer}` : ''} (IR ${graph.irVersion}; opsets: ${opsets})`);
+
+  const dims = (d: readonly (number | string)[] | undefined): string => (d ? `[${d.join(', ')}]` : '[?]');
+  lines.push(`Inputs (${graph.inputs.length}):`);
+  lines.push(...table(graph.inputs.map((v) => [v.name, v.dtype, dims(v.dims)])));
+  lines.push(`Outputs (${graph.outputs.length}):`);
+  lines.push(...table(graph.outputs.map((v) => [v.name, v.dtype ?? '?', dims(v.dims)])));
+
+  // Parameters: the initializer list's float tensors (Constant-node values are not parameters).
+  let params = 0;
+  let paramBytes = 0;
+  let weights = 0;
+  for (const init of graph.initializers.values()) {
+    if (init.constant || !FLOATS.has(init.dtype)) continue;
+    const n = sizeOf(init.dims);
+    params += n;
+    paramBytes += n * BYTES[init.dtype];
+    weights++;
+  }
+  const external = new Set([...graph.initializers.values()].flatMap((i) => (i.external ? [i.external.location] : [])));
+  lines.push(
+    `Parameters: ${group(params)} in ${weights} float tensors (${bytes(paramBytes)})` +
+      (external.size ? `, external data: ${[...external].join(', ')}` : ''),
+  );
+
+  const hist = new Map<string, number>();
+  for (const n of graph.nodes) {
+    const key = n.domain ? `${n.domain}.${n.opType}` : n.opType;
+    hist.set(key, (hist.get(key) ?? 0) + 1);
+  }
+  const constants = [...graph.initializers.values()].filter((i) => i.constant).length;
+  const ops = [...hist].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  lines.push(
+    `Ops: ${graph.nodes.length} nodes of ${ops.length} types (ai.onnx opset ${opsetOf(graph, '')})` +
+      (constants ? `, plus ${constants} Constant nodes folded on load` : ''),
+  );
+  for (let i = 0; i < ops.length; i += 6) {
+    lines.push(`  ${ops.slice(i, i + 6).map(([op, n]) => `${op} ×${n}`).join(', ')}`);
+  }
+
+  lines.push(`Modules (${modules.length} linear layers):`);
+  lines.push(
+    ...table(
+      modules.map((m) => [
+        m.path,
+        m.kind,
+        `${m.inFeatures} → ${m.outFeatures}`,
+        m.bias ? 'bias' : 'no bias',
+        `weight ${m.weight} (${m.weightLayout})`,
+      ]),
+    ),
+  );
+  const unnamed = unnamedLinears(graph, modules);
+  if (unnamed.length > 0) {
+    lines.push(`Linear layers without a module path (${unnamed.length}; name them with moduleMap):`);
+    lines.push(...table(unnamed.map((l) => [l.node, l.kind, `${l.inFeatures} → ${l.outFeatures}`, `weight ${l.weight}`])));
+  }
+  return lines.join('\n');
+}

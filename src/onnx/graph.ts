@@ -1,0 +1,196 @@
+// The graph IR of an imported ONNX model.
+//
+// A Graph is what decode.ts builds from the protobuf: declared inputs and outputs (symbolic dims
+// kept as strings), frozen initializers as typed arrays (views into the file bytes wherever the
+// alignment allows, so a large model is not copied), and nodes in topological order with their
+// attributes decoded to the `Attrs` type of the op contract. `Constant` nodes are already folded
+// into initializers (flagged `constant`), so every node left is an op of the registry (or one the
+// specialiser drops: Identity, Dropout).
+//
+// Invariants: value names are unique (SSA); node names are unique and non-empty; every node input
+// is a graph input, an initializer, an earlier node's output, or '' (an omitted optional input).
+
+import { FormatError } from '../errors.js';
+import { sizeOf } from '../gpu/kernel.js';
+import type { Attrs, DataType, RefTensor } from '../ops/types.js';
+
+/** Element storage of an initializer. float16 is widened to Float32Array on load. */
+export type InitializerData = Float32Array | Float64Array | Int32Array | BigInt64Array | Int8Array | Uint8Array;
+
+/** A dim of a declared input or output: a size, or a symbol such as 'batch'. */
+export type Dim = number | string;
+
+/** A declared graph output: dtype and dims as the file states them (either may be absent). */
+export interface ValueDecl {
+  readonly name: string;
+  readonly dtype?: DataType;
+  /** Absent when the file does not state the rank. */
+  readonly dims?: readonly Dim[];
+}
+
+/** A declared graph input: its dtype is always known. */
+export interface InputDecl extends ValueDecl {
+  readonly dtype: DataType;
+}
+
+/** Where an external initializer's bytes live (ONNX `external_data`). */
+export interface ExternalRef {
+  readonly location: string;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** A frozen tensor of the model: a weight, or the value of a folded `Constant` node. */
+export interface Initializer {
+  readonly name: string;
+  /** The ONNX dtype; a float16 tensor keeps 'float16' while its data is widened to float32. */
+  readonly dtype: DataType;
+  readonly dims: readonly number[];
+  readonly data: InitializerData;
+  /** True when the value came from a `Constant` node rather than the initializer list. */
+  readonly constant?: boolean;
+  /** Set when the bytes came from an external data file. */
+  readonly external?: ExternalRef;
+}
+
+export interface Node {
+  /** The ONNX node name, or a generated unique `${opType}_${index}` when the file has none. */
+  readonly name: string;
+  readonly opType: string;
+  /** '' for the default ONNX domain ('ai.onnx' is normalised to ''). */
+  readonly domain: string;
+  /** Value names; '' marks an omitted optional input. */
+  readonly inputs: readonly string[];
+  readonly outputs: readonly string[];
+  readonly attrs: Attrs;
+}
+
+export interface Graph {
+  readonly name: string;
+  /** Opset version per domain ('' is ai.onnx). */
+  readonly opsets: ReadonlyMap<string, number>;
+  readonly irVersion: number;
+  readonly producer: string;
+  /** Runtime inputs (initializers that old IR versions also list as inputs are excluded). */
+  readonly inputs: readonly InputDecl[];
+  readonly outputs: readonly ValueDecl[];
+  readonly initializers: ReadonlyMap<string, Initializer>;
+  /** Topologically sorted. */
+  readonly nodes: readonly Node[];
+}
+
+/** Normalises an ONNX domain name: 'ai.onnx' and '' are the same domain. */
+export function normDomain(domain: string | null | undefined): string {
+  return !domain || domain === 'ai.onnx' ? '' : domain;
+}
+
+/** Opset version of a domain in a graph (ONNX's default of 1 for an undeclared non-default domain). */
+export function opsetOf(graph: Pick<Graph, 'opsets'>, domain: string): number {
+  return graph.opsets.get(normDomain(domain)) ?? 1;
+}
+
+/** Converts an IEEE half-precision bit pattern to a number. */
+export function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24; // subnormal
+  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
+/** The float64 reference tensor of an initializer (a copy; integer types are exact). */
+export function initializerToRef(init: Initializer): RefTensor {
+  const n = sizeOf(init.dims);
+  const out = new Float64Array(n);
+  const d = init.data;
+  if (d instanceof BigInt64Array) for (let i = 0; i < n; i++) out[i] = Number(d[i]!);
+  else out.set(d as ArrayLike<number>);
+  return { dtype: init.dtype, dims: [...init.dims], data: out };
+}
+
+/**
+ * The initializer's values in GPU storage (f32 for float types, i32 otherwise), without a copy
+ * when the data already is f32 or i32. Returns undefined when an integer value does not fit 32
+ * bits (such tensors are only ever read on the CPU, e.g. Slice's INT64_MAX ends).
+ */
+export function initializerGpuData(init: Initializer): Float32Array | Int32Array | undefined {
+  const d = init.data;
+  if (d instanceof Float32Array || d instanceof Int32Array) return d;
+  if (d instanceof Float64Array) return Float32Array.from(d);
+  const out = new Int32Array(d.length);
+  for (let i = 0; i < d.length; i++) {
+    const v = Number(d[i]!);
+    if (v < -0x80000000 || v > 0x7fffffff) return undefined;
+    out[i] = v;
+  }
+  return out;
+}
+
+/**
+ * Sorts nodes so that every node follows the producers of its inputs. Already-sorted input keeps
+ * its order (depth-first from each node in file order), so module order stays the file's order.
+ * `available` holds the values that exist before any node runs (graph inputs, initializers).
+ * Throws FormatError on a cycle, a value produced twice, or an input nothing produces.
+ */
+export function topoSort(nodes: readonly Node[], available: ReadonlySet<string>, file: string): Node[] {
+  const producer = new Map<string, number>();
+  nodes.forEach((n, i) => {
+    for (const o of n.outputs) {
+      if (o === '') continue;
+      if (producer.has(o) || available.has(o)) {
+        throw new FormatError(file, `value '${o}' is produced twice (node '${n.name}')`);
+      }
+      producer.set(o, i);
+    }
+  });
+  for (const n of nodes) {
+    for (const v of n.inputs) {
+      if (v !== '' && !producer.has(v) && !available.has(v)) {
+        throw new FormatError(file, `node '${n.name}' (${n.opType}) reads '${v}', which is not a graph input, an initializer or a node output`);
+      }
+    }
+  }
+  // Iterative DFS: 0 = unvisited, 1 = on the stack, 2 = emitted.
+  const state = new Uint8Array(nodes.length);
+  const order: Node[] = [];
+  for (let root = 0; root < nodes.length; root++) {
+    if (state[root] !== 0) continue;
+    const stack: [node: number, nextInput: number][] = [[root, 0]];
+    state[root] = 1;
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      const node = nodes[top[0]]!;
+      if (top[1] < node.inputs.length) {
+        const p = producer.get(node.inputs[top[1]++]!);
+        if (p === undefined || state[p] === 2) continue;
+        if (state[p] === 1) {
+          const cycle = stack.slice(stack.findIndex((s) => s[0] === p)).map((s) => `'${nodes[s[0]]!.name}'`);
+          throw new FormatError(file, `the graph has a cycle through nodes ${cycle.join(' → ')}`);
+        }
+        state[p] = 1;
+        stack.push([p, 0]);
+      } else {
+        state[top[0]] = 2;
+        order.push(node);
+        stack.pop();
+      }
+    }
+  }
+  return order;
+}
+
+/** Names every node: keeps unique file names, generates `${opType}_${index}` otherwise. */
+export function uniqueNodeNames(names: readonly string[], opTypes: readonly string[]): string[] {
+  const taken = new Set(names.filter((n) => n !== ''));
+  const seen = new Set<string>();
+  return names.map((name, i) => {
+    let candidate = name !== '' && !seen.has(name) ? name : `${opTypes[i]}_${i}`;
+    // A generated name could collide with a name in the file: add suffixes until free.
+    for (let k = 1; (candidate !== name && taken.has(candidate)) || seen.has(candidate); k++) {
+      candidate = `${opTypes[i]}_${i}_${k}`;
+    }
+    seen.add(candidate);
+    return candidate;
+  });
+}

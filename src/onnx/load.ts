@@ -1,0 +1,270 @@
+// Loading a model from wherever the user has it: a URL of a Hugging Face style folder
+// (`config.json`, `onnx/model.onnx`, `onnx/model.onnx_data` — the layout transformers.js uses), a
+// URL of an .onnx file, bytes, a File, or the files of a folder picked with `webkitdirectory`.
+//
+// The .onnx is parsed first, so external data is fetched (or looked up among the given files) only
+// for the locations its initializers actually name; a missing one is an InputError naming both the
+// location and a tensor stored there. Files are kept as Uint8Arrays: the graph's weights are views
+// into them, so they are not copied again.
+
+import { FormatError, InputError } from '../errors.js';
+import { buildGraph, externalDataRefs, normLocation, parseModel } from './decode.js';
+import type { Graph } from './graph.js';
+
+/** A model: URL (folder or .onnx), bytes, a File, or the files of a folder. */
+export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob | readonly File[] | FileList;
+
+/** Bytes of a file, in any of the forms a browser hands out. */
+export type FileData = Uint8Array | ArrayBuffer | Blob;
+
+export interface LoadOnnxOptions {
+  /** External data files by location (as the model names them, e.g. 'model.onnx_data'). */
+  readonly externalData?: Readonly<Record<string, FileData>>;
+  /** The .onnx inside a folder (default 'onnx/model.onnx', then 'model.onnx'). */
+  readonly modelFile?: string;
+  /** fetch used for URLs (default: globalThis.fetch); injectable for tests and custom auth. */
+  readonly fetch?: (url: string) => Promise<Response>;
+  /** Build the graph even with unsupported ops (inspection only; see DecodeOptions). */
+  readonly allowUnsupported?: boolean;
+}
+
+export interface LoadedOnnx {
+  readonly graph: Graph;
+  /** The parsed config.json, when the source had one. */
+  readonly config: Record<string, unknown> | undefined;
+  /** Every file read, by path relative to the model folder (e.g. 'onnx/model.onnx'). */
+  readonly files: Readonly<Record<string, Uint8Array>>;
+  /** Key of the .onnx in `files`. */
+  readonly modelPath: string;
+}
+
+const DEFAULT_MODEL_FILES = ['onnx/model.onnx', 'model.onnx'];
+
+async function bytesOf(d: FileData): Promise<Uint8Array> {
+  if (d instanceof Uint8Array) return d;
+  if (d instanceof ArrayBuffer) return new Uint8Array(d);
+  return new Uint8Array(await d.arrayBuffer());
+}
+
+function isBlob(x: unknown): x is Blob {
+  return typeof Blob !== 'undefined' && x instanceof Blob;
+}
+
+function parseConfig(bytes: Uint8Array, path: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new FormatError(path, `not valid JSON (${e instanceof Error ? e.message : String(e)})`);
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new FormatError(path, 'must hold a JSON object');
+  return v as Record<string, unknown>;
+}
+
+/** Joins a relative path to a URL, keeping its query string (signed URLs). */
+function joinUrl(base: string, rel: string): string {
+  const cut = base.search(/[?#]/);
+  const path = cut < 0 ? base : base.slice(0, cut);
+  const suffix = cut < 0 ? '' : base.slice(cut);
+  const dir = path.replace(/\/+$/, '');
+  return `${dir === '' && !path.startsWith('/') ? '' : `${dir}/`}${rel}${suffix}`;
+}
+
+function urlPath(url: string): string {
+  const cut = url.search(/[?#]/);
+  return cut < 0 ? url : url.slice(0, cut);
+}
+
+function dirname(path: string): string {
+  const i = path.lastIndexOf('/');
+  return i < 0 ? '' : path.slice(0, i);
+}
+
+function joinPath(dir: string, rel: string): string {
+  const parts = (dir ? `${dir}/${rel}` : rel).split('/');
+  const out: string[] = [];
+  for (const p of parts) {
+    if (p === '' || p === '.') continue;
+    if (p === '..') out.pop();
+    else out.push(p);
+  }
+  return out.join('/');
+}
+
+/**
+ * Loads an ONNX model and its config. See ModelSource for the accepted sources.
+ * Throws FormatError for malformed files, InputError for missing ones, UnsupportedOpError for ops
+ * the toolkit does not run.
+ */
+export async function loadOnnx(source: ModelSource, options: LoadOnnxOptions = {}): Promise<LoadedOnnx> {
+  const given = new Map<string, FileData>();
+  for (const [k, v] of Object.entries(options.externalData ?? {})) given.set(normLocation(k), v);
+
+  if (typeof source === 'string' || source instanceof URL) return loadUrl(String(source), given, options);
+  if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
+    return finish(await bytesOf(source), 'model.onnx', undefined, given, async () => undefined, options);
+  }
+  if (isBlob(source)) {
+    const name = (source as File).name || 'model.onnx';
+    return finish(await bytesOf(source), name, undefined, given, async () => undefined, options);
+  }
+  if (Array.isArray(source) || (typeof source === 'object' && source !== null && 'length' in source)) {
+    return loadFileList(Array.from(source as ArrayLike<File>), given, options);
+  }
+  throw new InputError('loadOnnx: the source must be a URL, bytes, a File or a list of Files');
+}
+
+/** Parses the model, resolves its external data, builds the graph. */
+async function finish(
+  bytes: Uint8Array,
+  modelPath: string,
+  config: Record<string, unknown> | undefined,
+  given: ReadonlyMap<string, FileData>,
+  find: (location: string) => Promise<{ path: string; bytes: Uint8Array } | undefined>,
+  options: LoadOnnxOptions,
+  extraFiles: Record<string, Uint8Array> = {},
+): Promise<LoadedOnnx> {
+  const fileName = modelPath.split('/').pop() ?? modelPath;
+  const parsed = parseModel(bytes, fileName);
+  const files: Record<string, Uint8Array> = { ...extraFiles, [modelPath]: bytes };
+  const external: Record<string, Uint8Array> = {};
+  for (const ref of externalDataRefs(parsed)) {
+    const base = ref.location.split('/').pop()!;
+    const g = given.get(ref.location) ?? [...given].find(([k]) => k.split('/').pop() === base)?.[1];
+    if (g) {
+      external[ref.location] = await bytesOf(g);
+      files[joinPath(dirname(modelPath), ref.location)] = external[ref.location]!;
+      continue;
+    }
+    const found = await find(ref.location);
+    if (!found) {
+      throw new InputError(
+        `tensor '${ref.tensor}' of ${fileName} stores its data in the external file '${ref.location}', which was not found ` +
+          `(keep it next to the model, or pass it in options.externalData['${ref.location}'])`,
+      );
+    }
+    external[ref.location] = found.bytes;
+    files[found.path] = found.bytes;
+  }
+  const graph = buildGraph(parsed, external, options);
+  return { graph, config, files, modelPath };
+}
+
+async function loadUrl(url: string, given: ReadonlyMap<string, FileData>, options: LoadOnnxOptions): Promise<LoadedOnnx> {
+  const fetchFn = options.fetch ?? ((u: string) => globalThis.fetch(u));
+  const get = async (u: string): Promise<Uint8Array | undefined> => {
+    let res: Response;
+    try {
+      res = await fetchFn(u);
+    } catch (e) {
+      throw new InputError(`could not fetch ${u}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (res.status === 404) return undefined;
+    if (!res.ok) throw new InputError(`could not fetch ${u}: HTTP ${res.status}`);
+    return new Uint8Array(await res.arrayBuffer());
+  };
+  const optional = async (u: string): Promise<Uint8Array | undefined> => {
+    try {
+      return await get(u);
+    } catch {
+      return undefined; // an optional file (config.json) may be absent or blocked
+    }
+  };
+
+  let modelUrl: string;
+  let modelPath: string;
+  let bytes: Uint8Array | undefined;
+  let config: Record<string, unknown> | undefined;
+  const extra: Record<string, Uint8Array> = {};
+  if (/\.onnx$/i.test(urlPath(url))) {
+    modelUrl = url;
+    bytes = await get(url);
+    if (!bytes) throw new InputError(`could not fetch ${url}: HTTP 404`);
+    const dir = dirname(urlPath(url));
+    const name = urlPath(url).split('/').pop()!;
+    modelPath = name;
+    // The HF layout keeps config.json one level above onnx/.
+    if (/(^|\/)onnx$/.test(dir)) {
+      modelPath = `onnx/${name}`;
+      const c = await optional(joinUrl(dirname(dir) + url.slice(urlPath(url).length), 'config.json'));
+      if (c) {
+        config = parseConfig(c, 'config.json');
+        extra['config.json'] = c;
+      }
+    }
+  } else {
+    const c = await optional(joinUrl(url, 'config.json'));
+    if (c) {
+      config = parseConfig(c, 'config.json');
+      extra['config.json'] = c;
+    }
+    const tried: string[] = [];
+    modelUrl = '';
+    modelPath = '';
+    for (const candidate of options.modelFile ? [options.modelFile] : DEFAULT_MODEL_FILES) {
+      const u = joinUrl(url, candidate);
+      tried.push(u);
+      bytes = await get(u);
+      if (bytes) {
+        modelUrl = u;
+        modelPath = candidate;
+        break;
+      }
+    }
+    if (!bytes) throw new InputError(`no ONNX model found: tried ${tried.join(', ')} (HTTP 404)`);
+  }
+  const suffix = modelUrl.slice(urlPath(modelUrl).length);
+  const find = async (location: string) => {
+    const b = await get(joinUrl(dirname(urlPath(modelUrl)) + suffix, location));
+    return b ? { path: joinPath(dirname(modelPath), location), bytes: b } : undefined;
+  };
+  return finish(bytes, modelPath, config, given, find, options, extra);
+}
+
+async function loadFileList(list: File[], given: ReadonlyMap<string, FileData>, options: LoadOnnxOptions): Promise<LoadedOnnx> {
+  const pathOf = (f: File): string => (f as File & { webkitRelativePath?: string }).webkitRelativePath || f.name;
+  const entries = list.map((f) => ({ file: f, path: pathOf(f).replace(/\\/g, '/') }));
+  const onnxFiles = entries.filter((e) => /\.onnx$/i.test(e.path));
+  const endsWith = (path: string, tail: string): boolean => path === tail || path.endsWith(`/${tail}`);
+  let model: (typeof entries)[number] | undefined;
+  if (options.modelFile) {
+    model = entries.find((e) => endsWith(e.path, options.modelFile!));
+  } else {
+    for (const tail of DEFAULT_MODEL_FILES) {
+      model ??= onnxFiles.find((e) => endsWith(e.path, tail));
+    }
+    if (!model && onnxFiles.length === 1) model = onnxFiles[0];
+  }
+  if (!model) {
+    const names = onnxFiles.map((e) => `'${e.path}'`).join(', ') || 'none';
+    throw new InputError(
+      `no ONNX model among the ${list.length} files (.onnx files: ${names})` +
+        (onnxFiles.length > 1 ? '; choose one with options.modelFile' : ''),
+    );
+  }
+  // Paths relative to the folder root: the picked folder's own name is the first segment.
+  const modelDir = dirname(model.path);
+  const root = /(^|\/)onnx$/.test(modelDir) ? dirname(modelDir) : modelDir;
+  const rel = (p: string): string => (root && p.startsWith(`${root}/`) ? p.slice(root.length + 1) : p);
+
+  let config: Record<string, unknown> | undefined;
+  const extra: Record<string, Uint8Array> = {};
+  const configEntry =
+    entries.find((e) => e.path === joinPath(root, 'config.json')) ??
+    entries.find((e) => e.path === joinPath(modelDir, 'config.json')) ??
+    entries
+      .filter((e) => e.path === 'config.json' || e.path.endsWith('/config.json'))
+      .sort((a, b) => a.path.length - b.path.length)[0];
+  if (configEntry) {
+    const b = await bytesOf(configEntry.file);
+    config = parseConfig(b, configEntry.path);
+    extra[rel(configEntry.path)] = b;
+  }
+  const find = async (location: string) => {
+    const want = joinPath(modelDir, location);
+    const base = location.split('/').pop()!;
+    const e = entries.find((x) => x.path === want) ?? entries.find((x) => x.path.split('/').pop() === base);
+    return e ? { path: rel(e.path), bytes: await bytesOf(e.file) } : undefined;
+  };
+  return finish(await bytesOf(model.file), rel(model.path), config, given, find, options, extra);
+}

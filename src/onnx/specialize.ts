@@ -1,0 +1,422 @@
+// Shape specialisation: a Graph plus concrete input shapes → a static graph.
+//
+// Training pads to a few (batch, sequence) buckets, so each bucket gets its own fully static graph:
+// every value's dtype and dims are known (from the registry's shape rules), the shape arithmetic
+// an exporter leaves in the graph (Shape → Gather → Unsqueeze → Concat → Reshape) is evaluated on
+// the CPU with the float64 references, Identity and Dropout disappear (their consumers read the
+// source), and nodes that no output depends on are removed. What is left is the work of the GPU,
+// in topological order, with the constants and weights it reads.
+//
+// Folding rule: a node is evaluated on the CPU when all its inputs are known there and no input or
+// output exceeds FOLD_LIMIT elements; a Transpose of a big embedding stays for the GPU. Ops whose
+// lowering is 'fold' (Shape, Range, ConstantOfShape) must fold, or specialisation fails.
+//
+// The result satisfies the compiler's PlanGraph contract, and is cached per graph and shape key.
+
+import { IA3Error, InputError, ShapeError, UnsupportedOpError } from '../errors.js';
+import type { PlanGraph, PlanNode, ResidentData } from '../compile/plan.js';
+import { sizeOf } from '../gpu/kernel.js';
+import { toGpuArray } from '../ops/execute.js';
+import { OPS, isOpType } from '../ops/registry.js';
+import type { Inputs, OpContext, OpDef, RefTensor, TensorType, ValueInfo } from '../ops/types.js';
+import { initializerGpuData, initializerToRef, normDomain, opsetOf, type Graph, type Node } from './graph.js';
+
+/** Largest tensor (elements) a CPU fold reads or writes. */
+export const FOLD_LIMIT = 1 << 20;
+/** Largest initializer whose values shape rules and lowerings see (`ValueInfo.value`). */
+export const VALUE_LIMIT = 1 << 16;
+
+export interface SpecNode extends PlanNode {
+  readonly domain: string;
+}
+
+export interface SpecializedGraph extends PlanGraph {
+  /** The graph this was specialised from. */
+  readonly source: Graph;
+  /** Cache key: the input shapes. */
+  readonly key: string;
+  /** Runtime inputs the remaining nodes read, with their concrete types. */
+  readonly inputs: readonly { readonly name: string; readonly type: TensorType }[];
+  /** Value names of the graph outputs (the same as `outputNames` unless an output aliases an input or constant). */
+  readonly outputs: readonly string[];
+  /** The graph's output names, in order. */
+  readonly outputNames: readonly string[];
+  readonly nodes: readonly SpecNode[];
+  /** Type of every value the nodes read or write, and of every output. */
+  readonly types: ReadonlyMap<string, TensorType>;
+  /** CPU-known values the nodes read (folded results, small initializers) and constant outputs. */
+  readonly constants: ReadonlyMap<string, RefTensor>;
+  /** Initializers the nodes read (their data stays in `source.initializers`). */
+  readonly weights: readonly string[];
+  /** GPU-storage copies (views for f32 weights) of every non-runtime value the nodes read. */
+  readonly resident: ReadonlyMap<string, ResidentData>;
+  /** Size bound to each symbolic dim. */
+  readonly symbols: Readonly<Record<string, number>>;
+}
+
+export interface SpecializeOptions {
+  /** Override FOLD_LIMIT (elements). */
+  readonly foldLimit?: number;
+}
+
+const cache = new WeakMap<Graph, Map<string, SpecializedGraph>>();
+
+/** The cache key of a set of input shapes. */
+export function shapeKey(inputShapes: Readonly<Record<string, readonly number[]>>, options: SpecializeOptions = {}): string {
+  const parts = Object.keys(inputShapes)
+    .sort()
+    .map((k) => `${k}:[${inputShapes[k]!.join(',')}]`);
+  if (options.foldLimit !== undefined) parts.push(`fold:${options.foldLimit}`);
+  return parts.join(';');
+}
+
+const fmt = (dims: readonly (number | string)[]): string => `[${dims.join(', ')}]`;
+
+/**
+ * Specialises `graph` to concrete input shapes. Inputs no remaining node reads may be omitted.
+ * Throws InputError for unknown inputs, missing inputs, wrong rank, a static dim mismatch or a
+ * symbolic dim bound to two sizes; ShapeError/UnsupportedOpError from the op rules.
+ */
+export function specialize(
+  graph: Graph,
+  inputShapes: Readonly<Record<string, readonly number[]>>,
+  options: SpecializeOptions = {},
+): SpecializedGraph {
+  const key = shapeKey(inputShapes, options);
+  let perGraph = cache.get(graph);
+  const hit = perGraph?.get(key);
+  if (hit) return hit;
+  const spec = build(graph, inputShapes, key, options.foldLimit ?? FOLD_LIMIT);
+  if (!perGraph) cache.set(graph, (perGraph = new Map()));
+  perGraph.set(key, spec);
+  return spec;
+}
+
+/** Binds declared dims to concrete ones, recording symbols; returns an error text on mismatch. */
+class SymbolTable {
+  readonly sizes = new Map<string, { size: number; from: string }>();
+
+  bind(decl: readonly (number | string)[], dims: readonly number[], what: string): string | undefined {
+    if (decl.length !== dims.length) return `expected rank ${decl.length} (${fmt(decl)}), got ${fmt(dims)}`;
+    for (let i = 0; i < decl.length; i++) {
+      const d = decl[i]!;
+      const got = dims[i]!;
+      if (typeof d === 'number') {
+        if (d !== got) return `expected ${fmt(decl)}, got ${fmt(dims)} (dim ${i} must be ${d})`;
+        continue;
+      }
+      const prev = this.sizes.get(d);
+      if (prev && prev.size !== got) {
+        return `dim ${i} is '${d}', which ${prev.from} sets to ${prev.size}, but got ${got} (shape ${fmt(dims)})`;
+      }
+      if (!prev) this.sizes.set(d, { size: got, from: what });
+    }
+    return undefined;
+  }
+}
+
+/** Calls a shape rule or reference, turning stray errors (bad attributes) into ShapeErrors. */
+function guarded<T>(node: Node, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof IA3Error) throw e;
+    throw new ShapeError(node.opType, node.name, e instanceof Error ? e.message : String(e));
+  }
+}
+
+/** Shape and Size read only dims: their values are known at specialisation even for runtime inputs. */
+function dimsOnlyValue(node: Node, dims: readonly number[], opset: number): RefTensor | undefined {
+  if (node.domain !== '') return undefined;
+  if (node.opType === 'Size') return { dtype: 'int64', dims: [], data: Float64Array.of(sizeOf(dims)) };
+  if (node.opType !== 'Shape') return undefined;
+  const r = dims.length;
+  const clamp = (v: number): number => Math.min(r, Math.max(0, v < 0 ? v + r : v));
+  // Shape-15 added start/end; earlier opsets return every dim.
+  const start = opset >= 15 ? clamp(Number(node.attrs.start ?? 0)) : 0;
+  const end = opset >= 15 && node.attrs.end !== undefined ? clamp(Number(node.attrs.end)) : r;
+  const out = dims.slice(start, Math.max(start, end));
+  return { dtype: 'int64', dims: [out.length], data: Float64Array.from(out) };
+}
+
+function sameType(a: TensorType, b: TensorType): boolean {
+  return a.dtype === b.dtype && a.dims.length === b.dims.length && a.dims.every((d, i) => d === b.dims[i]);
+}
+
+function build(graph: Graph, inputShapes: Readonly<Record<string, readonly number[]>>, key: string, foldLimit: number): SpecializedGraph {
+  // 1. Inputs: names, ranks, static dims, symbols.
+  const declared = new Map(graph.inputs.map((d) => [d.name, d]));
+  for (const name of Object.keys(inputShapes)) {
+    if (!declared.has(name)) {
+      throw new InputError(`unknown input '${name}'; the model's inputs are ${graph.inputs.map((d) => `'${d.name}'`).join(', ')}`);
+    }
+  }
+  const symbols = new SymbolTable();
+  const info = new Map<string, ValueInfo>();
+  for (const d of graph.inputs) {
+    const dims = inputShapes[d.name];
+    if (dims === undefined) continue;
+    if (!Array.isArray(dims) || !dims.every((x) => Number.isInteger(x) && x >= 1)) {
+      throw new InputError(`input '${d.name}': dims must be positive integers, got ${JSON.stringify(dims)}`);
+    }
+    const err = d.dims ? symbols.bind(d.dims, dims, `input '${d.name}'`) : undefined;
+    if (err) throw new InputError(`input '${d.name}': ${err}`);
+    info.set(d.name, { dtype: d.dtype, dims: [...dims] });
+  }
+
+  // 2. Nodes the outputs depend on (before folding; folding can only remove more).
+  const producer = new Map<string, Node>();
+  for (const n of graph.nodes) for (const o of n.outputs) if (o) producer.set(o, n);
+  const liveNodes = new Set<Node>();
+  const stack = graph.outputs.map((o) => o.name);
+  const seen = new Set<string>();
+  while (stack.length > 0) {
+    const v = stack.pop()!;
+    if (seen.has(v)) continue;
+    seen.add(v);
+    const p = producer.get(v);
+    if (p && !liveNodes.has(p)) {
+      liveNodes.add(p);
+      for (const i of p.inputs) if (i) stack.push(i);
+    }
+  }
+
+  // 3. Walk in topological order: infer types, fold on the CPU, drop Identity/Dropout.
+  const alias = new Map<string, string>();
+  const resolve = (v: string): string => alias.get(v) ?? v;
+  const inputNames = new Set(graph.inputs.map((d) => d.name));
+  const valueOf = (name: string, reader: string): ValueInfo => {
+    const known = info.get(name);
+    if (known) return known;
+    const init = graph.initializers.get(name);
+    if (init) {
+      const v: ValueInfo = sizeOf(init.dims) <= VALUE_LIMIT
+        ? { dtype: init.dtype, dims: init.dims, value: initializerToRef(init) }
+        : { dtype: init.dtype, dims: init.dims };
+      info.set(name, v);
+      return v;
+    }
+    if (inputNames.has(name)) {
+      const d = declared.get(name)!;
+      throw new InputError(`missing input '${name}' (${d.dtype} ${d.dims ? fmt(d.dims) : ''}), which '${reader}' reads`);
+    }
+    throw new Error(`specialize: value '${name}' has no type (read by '${reader}')`);
+  };
+  // CPU values for folding: known values, or mid-sized initializers converted on demand.
+  const cpuValue = (name: string): RefTensor | undefined => {
+    const v = info.get(name)?.value;
+    if (v) return v;
+    const init = graph.initializers.get(name);
+    return init && sizeOf(init.dims) <= foldLimit ? initializerToRef(init) : undefined;
+  };
+  const cpuKnown = (name: string): boolean => {
+    if (info.get(name)?.value) return true;
+    const init = graph.initializers.get(name);
+    return init !== undefined && sizeOf(init.dims) <= foldLimit;
+  };
+  const consumed = new Set<string>();
+  for (const n of liveNodes) for (const i of n.inputs) if (i) consumed.add(i);
+  for (const o of graph.outputs) consumed.add(o.name);
+
+  const kept: SpecNode[] = [];
+  for (const node of graph.nodes) {
+    if (!liveNodes.has(node)) continue;
+    const opset = opsetOf(graph, node.domain);
+    const ctx: OpContext = { opType: node.opType, nodeName: node.name, opset, numOutputs: node.outputs.length };
+    // Inference: Dropout is the identity. Only a Dropout whose mask is read stays a node.
+    const maskRead = node.opType === 'Dropout' && !!node.outputs[1] && consumed.has(node.outputs[1]);
+    if (node.domain === '' && (node.opType === 'Identity' || node.opType === 'Dropout') && !maskRead) {
+      const src = resolve(node.inputs[0] ?? '');
+      if (!src) throw new ShapeError(node.opType, node.name, 'required input 0 is missing');
+      valueOf(src, node.name);
+      alias.set(node.outputs[0]!, src);
+      continue;
+    }
+    // Re-checked here for graphs built in code (IA3 insertion, autograd) or decoded with
+    // allowUnsupported: the registry entry must be of the node's domain and opset.
+    if (!isOpType(node.opType)) {
+      throw new UnsupportedOpError(node.opType, node.name, 'not implemented', opset);
+    }
+    const def: OpDef = OPS[node.opType];
+    if (normDomain(def.domain) !== node.domain) {
+      throw new UnsupportedOpError(node.opType, node.name, `not implemented in domain '${node.domain || 'ai.onnx'}'`, opset);
+    }
+    if (opset < (def.sinceVersion ?? 1)) {
+      throw new UnsupportedOpError(node.opType, node.name, `implemented from opset ${def.sinceVersion}`, opset);
+    }
+    const inNames = node.inputs.map((v) => (v === '' ? '' : resolve(v)));
+    const inInfos: Inputs<ValueInfo> = inNames.map((v) => (v === '' ? undefined : valueOf(v, node.name)));
+    const outTypes = guarded(node, () => def.shape(inInfos, node.attrs, ctx)) as ValueInfo[];
+    node.outputs.forEach((o, i) => {
+      if (o && !outTypes[i]) {
+        throw new ShapeError(node.opType, node.name, `declares output ${i} ('${o}') but the op produces ${outTypes.length}`);
+      }
+    });
+
+    let values: (RefTensor | undefined)[] | undefined;
+    const dimsOnly = dimsOnlyValue(node, inInfos[0]?.dims ?? [], opset);
+    if (dimsOnly) {
+      values = [dimsOnly];
+    } else if (outTypes.every((t, i) => !node.outputs[i] || t.value !== undefined)) {
+      values = outTypes.map((t) => t.value); // the shape rule computed the values itself
+    } else {
+      const allKnown = inNames.every((v) => v === '' || cpuKnown(v));
+      const small =
+        inInfos.every((t) => !t || sizeOf(t.dims) <= foldLimit) && outTypes.every((t) => sizeOf(t.dims) <= foldLimit);
+      if (def.gpu === 'fold' && !allKnown) {
+        const runtime = inNames.find((v) => v !== '' && !cpuKnown(v));
+        throw new UnsupportedOpError(
+          node.opType,
+          node.name,
+          `is evaluated on the CPU, but its input '${runtime}' is only known at run time`,
+          opset,
+        );
+      }
+      if (allKnown && (small || def.gpu === 'fold')) {
+        const refs = inNames.map((v) => (v === '' ? undefined : cpuValue(v)));
+        values = guarded(node, () => def.reference(refs, node.attrs, ctx));
+      }
+    }
+    if (values) {
+      node.outputs.forEach((o, i) => {
+        if (!o) return;
+        const v = values![i]!;
+        if (!sameType(v, outTypes[i]!)) {
+          throw new ShapeError(
+            node.opType,
+            node.name,
+            `reference output ${i} is ${v.dtype} ${fmt(v.dims)} but the shape rule says ${outTypes[i]!.dtype} ${fmt(outTypes[i]!.dims)}`,
+          );
+        }
+        info.set(o, { dtype: v.dtype, dims: v.dims, value: v });
+      });
+      continue;
+    }
+    node.outputs.forEach((o, i) => {
+      if (o) info.set(o, { dtype: outTypes[i]!.dtype, dims: [...outTypes[i]!.dims] });
+    });
+    kept.push({ name: node.name, opType: node.opType, domain: node.domain, inputs: inNames, outputs: [...node.outputs], attrs: node.attrs, opset });
+  }
+
+  // 4. Outputs: check against the declared types, binding output-only symbols.
+  const outputNames = graph.outputs.map((o) => o.name);
+  let outputs = outputNames.map(resolve);
+  graph.outputs.forEach((o, i) => {
+    const t = valueOf(outputs[i]!, `graph output '${o.name}'`);
+    if (o.dtype && o.dtype !== t.dtype) throw new ShapeError('Output', o.name, `declared ${o.dtype}, computed ${t.dtype}`);
+    const err = o.dims ? symbols.bind(o.dims, t.dims, `graph output '${o.name}'`) : undefined;
+    if (err) throw new ShapeError('Output', o.name, err);
+  });
+
+  // 5. Dead nodes after folding.
+  const live = new Set(outputs);
+  const final: SpecNode[] = [];
+  for (let i = kept.length - 1; i >= 0; i--) {
+    const n = kept[i]!;
+    if (!n.outputs.some((o) => live.has(o))) continue;
+    final.push(n);
+    for (const v of n.inputs) if (v) live.add(v);
+  }
+  final.reverse();
+
+  // 6. Keep the graph's output names where an Identity renamed them: the producer writes the output name.
+  const producedBy = new Map<string, SpecNode>();
+  for (const n of final) for (const o of n.outputs) if (o) producedBy.set(o, n);
+  const rename = new Map<string, string>();
+  outputNames.forEach((o, i) => {
+    const v = outputs[i]!;
+    if (v !== o && producedBy.has(v) && !rename.has(v) && !outputNames.includes(v)) rename.set(v, o);
+  });
+  const rn = (v: string): string => rename.get(v) ?? v;
+  const nodes: SpecNode[] = rename.size === 0 ? final : final.map((n) => ({ ...n, inputs: n.inputs.map(rn), outputs: n.outputs.map(rn) }));
+  outputs = outputs.map(rn);
+  const infoOf = (v: string): ValueInfo => {
+    for (const [from, to] of rename) if (to === v) return info.get(from)!;
+    return info.get(v)!;
+  };
+
+  // 7. Collect types, constants, weights, resident data and runtime inputs.
+  const types = new Map<string, TensorType>();
+  const constants = new Map<string, RefTensor>();
+  const weights: string[] = [];
+  const resident = new Map<string, ResidentData>();
+  const runtime: { name: string; type: TensorType }[] = [];
+  const addValue = (v: string, readByNode: boolean): void => {
+    if (!v || types.has(v)) return;
+    const t = infoOf(v);
+    const type: TensorType = { dtype: t.dtype, dims: t.dims };
+    types.set(v, type);
+    if (inputNames.has(v)) {
+      runtime.push({ name: v, type });
+      return;
+    }
+    if (t.value) constants.set(v, t.value);
+    const init = graph.initializers.get(v);
+    if (!readByNode || producedBy.has(v) || rename.has(v)) return;
+    if (init) {
+      weights.push(v);
+      const data = initializerGpuData(init);
+      if (data) resident.set(v, { type, data });
+    } else if (t.value) {
+      const data = gpuData(t.value);
+      if (data) resident.set(v, { type, data });
+    }
+  };
+  for (const n of nodes) {
+    for (const v of n.inputs) addValue(v, true);
+    for (const v of n.outputs) addValue(v, false);
+  }
+  for (const v of outputs) addValue(v, false);
+  runtime.sort((a, b) => graph.inputs.findIndex((d) => d.name === a.name) - graph.inputs.findIndex((d) => d.name === b.name));
+
+  const bound: Record<string, number> = {};
+  for (const [s, { size }] of symbols.sizes) bound[s] = size;
+  return {
+    source: graph,
+    key,
+    inputs: runtime,
+    outputs,
+    outputNames,
+    nodes,
+    types,
+    constants,
+    weights,
+    resident,
+    symbols: bound,
+  };
+}
+
+/** GPU storage of a folded constant, or undefined when an integer does not fit 32 bits. */
+function gpuData(t: RefTensor): Float32Array | Int32Array | undefined {
+  try {
+    return toGpuArray(t);
+  } catch (e) {
+    if (e instanceof RangeError) return undefined;
+    throw e;
+  }
+}
+
+/** Validates feeds against a specialised graph: every runtime input present, dtype and dims equal. */
+export function validateFeeds(spec: SpecializedGraph, feeds: Readonly<Record<string, { readonly dtype: string; readonly dims: readonly number[] }>>): void {
+  const declared = new Map(spec.source.inputs.map((d) => [d.name, d]));
+  for (const [name, t] of Object.entries(feeds)) {
+    const d = declared.get(name);
+    if (!d) throw new InputError(`unknown input '${name}'; the model's inputs are ${[...declared.keys()].map((k) => `'${k}'`).join(', ')}`);
+    if (t.dtype !== d.dtype) throw new InputError(`input '${name}': expected dtype ${d.dtype}, got ${t.dtype}`);
+  }
+  for (const inp of spec.inputs) {
+    const t = feeds[inp.name];
+    if (!t) throw new InputError(`missing input '${inp.name}' (${inp.type.dtype} ${fmt(inp.type.dims)})`);
+    if (t.dims.length !== inp.type.dims.length || t.dims.some((x, i) => x !== inp.type.dims[i])) {
+      throw new InputError(`input '${inp.name}': this graph is specialised to ${fmt(inp.type.dims)}, got ${fmt(t.dims)}`);
+    }
+  }
+}
+
+/** The input shapes of a set of feeds (for `specialize`). */
+export function shapesOf(feeds: Readonly<Record<string, { readonly dims: readonly number[] }>>): Record<string, number[]> {
+  const out: Record<string, number[]> = {};
+  for (const [k, v] of Object.entries(feeds)) out[k] = [...v.dims];
+  return out;
+}
+

@@ -1,0 +1,198 @@
+// MatMul, Gemm and FusedMatMul on the GPU against the float64 reference: awkward shapes (dims of
+// 1, primes, non-multiples of the tiles, K = 1, large K), both kernels (tiled and small-M), both
+// tile sizes, batch broadcasting of either operand, every transpose, and every fused input.
+import { describe, expect, it } from 'vitest';
+import { context, fromGpuBytes, runOnGpu, runReference, toGpuArray } from '../../src/ops/execute.js';
+import { lowerMatmul, matmulOps } from '../../src/ops/matmul.js';
+import type { Attrs, BufferRef, LoweringSteps, OpDef, RefTensor } from '../../src/ops/types.js';
+import { getGpu } from '../util/gpu.js';
+import { expectClose, randomTensor } from '../util/tensors.js';
+
+let seed = 1;
+
+/** Runs `op` on both backends and compares; f32 accumulation error grows with K. */
+async function check(op: OpDef, name: string, inputs: (RefTensor | undefined)[], attrs: Attrs, K: number, what: string): Promise<RefTensor> {
+  const ctx = context(name, what);
+  const expected = runReference(op, inputs, attrs, ctx)[0]!;
+  const [actual] = await runOnGpu(await getGpu(), op, inputs, attrs, ctx);
+  expectClose(actual!, expected, { rtol: 1e-4, atol: 1e-5 + 2e-6 * K }, what);
+  return expected;
+}
+
+function rand(dims: number[]): RefTensor {
+  return randomTensor(dims, seed++);
+}
+
+/** The kernel the lowering picks, to make sure each test exercises the path it names. */
+function kernelOf(op: OpDef, inputs: (RefTensor | undefined)[], attrs: Attrs, name: string): string {
+  const infos = inputs.map((t) => (t ? { dtype: t.dtype, dims: t.dims } : undefined));
+  const ctx = context(name);
+  const low = (op.gpu as Exclude<OpDef['gpu'], 'fold'>)(infos, op.shape(infos, attrs, ctx), attrs, ctx) as LoweringSteps;
+  return low.steps
+    .map((s) => {
+      const o = s.program.overrides ?? {};
+      return o.RM === undefined ? s.program.kernel.name : `${s.program.kernel.name}/${o.RM * o.WG_Y!}x${4 * o.WG_X!}`;
+    })
+    .join(',');
+}
+
+/** Runs a lowering's dispatches on fresh buffers (what runOnGpu does, for a custom lowering). */
+async function runSteps(low: LoweringSteps, inputs: (RefTensor | undefined)[], dims: readonly number[]): Promise<RefTensor> {
+  const gpu = await getGpu();
+  const bufs = inputs.map((t) => (t ? gpu.upload(toGpuArray(t)) : undefined));
+  const n = dims.reduce((a, b) => a * b, 1);
+  const out = gpu.buffers.acquire(4 * n);
+  const resolve = (r: BufferRef): GPUBuffer => ('in' in r ? bufs[r.in]! : out);
+  await gpu.run(low.steps.map((s) => ({ program: s.program, buffers: s.bindings.map(resolve) })));
+  const y = fromGpuBytes({ dtype: 'float32', dims }, await gpu.read(out, 4 * n));
+  for (const b of [...bufs, out]) if (b) gpu.buffers.release(b);
+  return y;
+}
+
+describe('MatMul on the GPU', () => {
+  const MatMul = matmulOps.MatMul;
+
+  it('2-D products of awkward sizes on every kernel path', async () => {
+    const cases: [number, number, number, string][] = [
+      [1, 1, 1, 'matmul-gemv'],
+      [7, 13, 17, 'matmul-gemv'],
+      [8, 5, 4, 'matmul-gemv'],
+      [3, 3072, 20, 'matmul-gemv'],
+      [9, 13, 17, 'matmul-scalar-store/32x32'],
+      [33, 1, 65, 'matmul-scalar-store/32x32'],
+      [65, 31, 67, 'matmul-scalar-store/32x32'],
+      [64, 64, 64, 'matmul/32x32'],
+      [37, 12, 36, 'matmul/32x32'],
+      [9, 3072, 12, 'matmul/32x32'],
+      [128, 256, 256, 'matmul/32x32'],
+      [1030, 20, 2052, 'matmul/128x64'],
+      [1030, 7, 2049, 'matmul-scalar-store/128x64'],
+      [520, 12, 2048, 'matmul/64x64'],
+      [1, 40, 1, 'matmul-gemv'],
+      [300, 17, 1, 'matmul-scalar-store/32x32'],
+    ];
+    for (const [M, K, N, path] of cases) {
+      const ins = [rand([M, K]), rand([K, N])];
+      expect(kernelOf(MatMul, ins, {}, 'MatMul'), `${M}x${K}x${N}`).toBe(path);
+      await check(MatMul, 'MatMul', ins, {}, K, `MatMul ${M}x${K}x${N}`);
+    }
+  });
+
+  it('promotes 1-D operands and removes the added dim', async () => {
+    const cases: [number[], number[], number[]][] = [
+      [[13], [13, 17], [17]],
+      [[5, 13], [13], [5]],
+      [[13], [13], []],
+      [[2, 3, 13], [13], [2, 3]],
+      [[13], [2, 13, 5], [2, 5]],
+      [[20, 13], [13], [20]],
+    ];
+    for (const [a, b, out] of cases) {
+      const k = a[a.length - 1]!;
+      const y = await check(MatMul, 'MatMul', [rand(a), rand(b)], {}, k, `MatMul [${a}]·[${b}]`);
+      expect(y.dims).toEqual(out);
+    }
+  });
+
+  it('broadcasts batch dims of either operand, at any rank', async () => {
+    const cases: [number[], number[]][] = [
+      [[2, 1, 9, 13], [3, 13, 10]], // both broadcast
+      [[9, 13], [4, 13, 10]], // A shared across B's batch
+      [[2, 3, 20, 12], [12, 16]], // B shared: folded into rows
+      [[1, 20, 12], [3, 12, 16]],
+      [[3, 1, 4], [3, 4, 2]], // small-M batched
+      [[5, 17, 24], [5, 24, 19]],
+      [[2, 1, 2, 1, 2, 1, 9, 5], [1, 2, 1, 2, 1, 2, 5, 6]], // six unmergeable batch dims
+      [[2, 3, 4, 5, 2, 11, 7], [7, 3]],
+    ];
+    for (const [a, b] of cases) {
+      await check(MatMul, 'MatMul', [rand(a), rand(b)], {}, a[a.length - 1]!, `MatMul [${a}]·[${b}]`);
+    }
+  });
+
+  it('splits grids over the per-dimension workgroup limit into several dispatches', async () => {
+    // A limit of 2 workgroups per dimension stands in for WebGPU's 65535 (a grid that large takes
+    // minutes on a software adapter); every chunk offset (z, M and N tiles, outer batch) is used.
+    const cases: [string, (RefTensor | undefined)[], Attrs][] = [
+      ['MatMul', [rand([5, 40, 9]), rand([5, 9, 70])], {}],
+      ['MatMul', [rand([2, 1, 2, 1, 2, 1, 9, 5]), rand([1, 2, 1, 2, 1, 2, 5, 6])], {}],
+      ['MatMul', [rand([3, 2, 5]), rand([3, 5, 70])], {}],
+      ['FusedMatMul', [rand([3, 40, 9]), rand([70, 9]), rand([70]), undefined, rand([70])], { transB: 1 }],
+    ];
+    for (const [name, ins, attrs] of cases) {
+      const op = matmulOps[name as 'MatMul'];
+      const ctx = context(name);
+      const infos = ins.map((t) => (t ? { dtype: t.dtype, dims: t.dims } : undefined));
+      const low = lowerMatmul(name as 'MatMul', infos, attrs, ctx, 2);
+      expect(low.steps.length).toBeGreaterThan(1);
+      for (const s of low.steps) expect(Math.max(...s.program.workgroups)).toBeLessThanOrEqual(2);
+      const expected = runReference(op, ins, attrs, ctx)[0]!;
+      const actual = await runSteps(low, ins, expected.dims);
+      expectClose(actual, expected, { rtol: 1e-4, atol: 1e-4 }, `${name} chunked [${ins[0]!.dims}]·[${ins[1]!.dims}]`);
+    }
+  });
+});
+
+describe('Gemm on the GPU', () => {
+  const Gemm = matmulOps.Gemm;
+  it('transposes, alpha, beta and every broadcast form of C', async () => {
+    for (const [M, K, N] of [
+      [21, 19, 23],
+      [4, 9, 6],
+      [16, 32, 24],
+    ] as const) {
+      for (const transA of [0, 1]) {
+        for (const transB of [0, 1]) {
+          const a = rand(transA ? [K, M] : [M, K]);
+          const b = rand(transB ? [N, K] : [K, N]);
+          const cs: (number[] | undefined)[] = [undefined, [N], [1, N], [M, 1], [M, N], [], [1]];
+          for (const c of cs) {
+            const attrs = { transA, transB, alpha: 0.75, beta: -1.5 };
+            await check(Gemm, 'Gemm', [a, b, c && rand(c)], attrs, K, `Gemm ${M}x${K}x${N} tA${transA} tB${transB} C[${c ?? '-'}]`);
+          }
+        }
+      }
+    }
+  });
+});
+
+describe('FusedMatMul on the GPU', () => {
+  const Fused = matmulOps.FusedMatMul;
+  it('every combination of bias, inScale, outScale and transposes, on both kernels', async () => {
+    for (const [batch, M, K, N] of [
+      [[2], 11, 13, 9],
+      [[], 3, 10, 7],
+      [[3], 40, 36, 20],
+    ] as [number[], number, number, number][]) {
+      for (let mask = 0; mask < 8; mask++) {
+        for (const transA of [0, 1]) {
+          for (const transB of [0, 1]) {
+            const a = rand([...batch, ...(transA ? [K, M] : [M, K])]);
+            const b = rand(transB ? [N, K] : [K, N]);
+            // PEFT's vector shapes: (1, in) for the input scale, (out, 1) for the output scale.
+            const bias = mask & 1 ? rand([N]) : undefined;
+            const inScale = mask & 2 ? randomTensor([1, K], seed++, 0.5, 1.5) : undefined;
+            const outScale = mask & 4 ? randomTensor([N, 1], seed++, 0.5, 1.5) : undefined;
+            const attrs = { transA, transB, alpha: mask === 5 ? 0.5 : 1 };
+            await check(Fused, 'FusedMatMul', [a, b, bias, inScale, outScale], attrs, K, `FusedMatMul [${batch}] ${M}x${K}x${N} mask${mask} tA${transA} tB${transB}`);
+          }
+        }
+      }
+    }
+  });
+
+  it('runs both transposes and every fused input on the largest tiles', async () => {
+    const ins = [rand([20, 1030]), rand([2052, 20]), rand([2052]), randomTensor([20], seed++, 0.5, 1.5), randomTensor([2052], seed++, 0.5, 1.5)];
+    const attrs = { transA: 1, transB: 1, alpha: 1.25 };
+    expect(kernelOf(Fused, ins, attrs, 'FusedMatMul')).toBe('matmul/128x64');
+    await check(Fused, 'FusedMatMul', ins, attrs, 20, 'FusedMatMul 1030x20x2052 tA1 tB1');
+  });
+
+  it('computes dX = dY·Wᵀ with transB and a batched dY, at large K', async () => {
+    const dY = rand([2, 24, 3072]);
+    const W = rand([40, 3072]); // [in, out] as ONNX stores it; dX = dY·Wᵀ
+    const s = randomTensor([40], seed++, 0.5, 1.5);
+    expect(kernelOf(Fused, [dY, W, undefined, undefined, s], { transB: 1 }, 'FusedMatMul')).toBe('matmul/32x32');
+    await check(Fused, 'FusedMatMul', [dY, W, undefined, undefined, s], { transB: 1 }, 3072, 'dX = dY·Wᵀ');
+  });
+});
