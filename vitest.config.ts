@@ -19,6 +19,15 @@ export default defineConfig({
       },
       {
         test: {
+          name: 'e2e',
+          include: ['tests/e2e/**/*.test.ts'],
+          environment: 'node',
+          testTimeout: 300_000,
+          hookTimeout: 300_000,
+        },
+      },
+      {
+        test: {
           name: 'gpu',
           include: ['tests/gpu/**/*.test.ts'],
           setupFiles: ['tests/util/gpu-setup.ts'],

@@ -1,5 +1,6 @@
 // Model forward benchmarks: latency of our compiled plan vs onnxruntime-web (WebGPU provider, and
-// WASM provider) on the same ONNX file, the same input, in the same page. ORT shares our GPU device.
+// WASM provider) on the same ONNX file, the same input, in the same page; outputs read back to the
+// CPU on both sides, as a caller of `run` gets them.
 //
 // `gpt2-bench` (6 layers × 384 hidden) keeps its weights in external data that the repository does
 // not ship (44 MB): this page refills `model.onnx_data` with seeded random weights (LayerNorm gains
@@ -56,7 +57,6 @@ interface Case {
 export async function modelSuite({ gpu, quick, rows, log }: BenchContext): Promise<void> {
   ort.env.wasm.numThreads = 1;
   ort.env.logLevel = 'error';
-  ort.env.webgpu.device = gpu.device;
   const cases: Case[] = quick
     ? [{ fixture: 'gpt2', batch: 1, seq: 16 }]
     : [
