@@ -4,6 +4,7 @@
 // plan for that shape (cached, so a repeated shape costs one command buffer and the readback) and
 // executes it. Weights are uploaded once per model and shared by every shape's plan.
 
+import { buildBackward } from './autograd/grad.js';
 import { fuseGraph } from './compile/fuse.js';
 import { Plan } from './compile/plan.js';
 import { InputError } from './errors.js';
@@ -36,7 +37,10 @@ export interface LoadModelOptions extends LoadOnnxOptions {
 /** A frozen transformer imported from ONNX. */
 export class Model {
   private readonly plans = new Map<string, Promise<{ spec: SpecializedGraph; plan: Plan }>>();
-  private readonly weightBuffers = new Map<string, GPUBuffer>();
+  private readonly gradPlans = new Map<
+    string,
+    Promise<{ plan: Plan; lossValue: string; gradients: ReadonlyMap<string, string>; inputs: string[] }>
+  >();
 
   constructor(
     readonly gpu: GpuContext,
@@ -47,6 +51,11 @@ export class Model {
     readonly modules: readonly ModuleInfo[],
     /** `model_type` from config.json, else inferred from module paths. */
     readonly modelType: string | undefined,
+    /**
+     * GPU copies of initializers by name, uploaded on first use. Models that share frozen weights
+     * (a PEFT model and its base) share this map, so each weight is uploaded once.
+     */
+    readonly weightBuffers: Map<string, GPUBuffer> = new Map(),
   ) {}
 
   /** PyTorch module paths of the linear layers, in graph order. */
@@ -121,10 +130,51 @@ export class Model {
     return entry;
   }
 
+  /**
+   * Runs the graph and the backward of `loss` (a scalar output) with respect to `wrt` (float
+   * initializers or inputs) on the GPU, in one command buffer; returns the loss and the gradients.
+   * The backward graph and its plan are built once per input shape.
+   */
+  async lossAndGradients(
+    feeds: Record<string, Feed>,
+    loss: string,
+    wrt: readonly string[],
+  ): Promise<{ loss: number; gradients: Map<string, Float32Array> }> {
+    const tensors = this.normaliseFeeds(feeds);
+    const shapes = Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims]));
+    const spec = specialize(this.graph, shapes);
+    const key = `grad:${loss}:${wrt.join(',')}:${spec.key}`;
+    let entry = this.gradPlans.get(key);
+    if (!entry) {
+      const backward = buildBackward(spec, loss, wrt);
+      entry = Plan.compile(this.gpu, fuseGraph({ ...backward.graph, shared: this.sharedWeights(backward.graph) })).then((plan) => ({
+        plan,
+        lossValue: backward.graph.outputs[backward.graph.outputNames.indexOf(loss)]!,
+        gradients: backward.gradients,
+        inputs: backward.graph.inputs.map((i) => i.name),
+      }));
+      entry.catch(() => this.gradPlans.delete(key));
+      this.gradPlans.set(key, entry);
+    }
+    const { plan, lossValue, gradients, inputs } = await entry;
+    const gpuFeeds = new Map([...tensors].filter(([k]) => inputs.includes(k)).map(([k, v]) => [k, v.data]));
+    const read = await plan.execute(gpuFeeds, [lossValue, ...gradients.values()]);
+    const out = new Map<string, Float32Array>();
+    for (const [w, g] of gradients) out.set(w, read.get(g) as Float32Array);
+    return { loss: read.get(lossValue)![0]!, gradients: out };
+  }
+
+  /** Frees every compiled plan (weights stay uploaded). Plans are rebuilt on the next run. */
+  async releasePlans(): Promise<void> {
+    const plans = [...this.plans.values(), ...this.gradPlans.values()];
+    this.plans.clear();
+    this.gradPlans.clear();
+    for (const p of plans) (await p).plan.destroy();
+  }
+
   /** Frees every plan and the uploaded weights. The model cannot run afterwards. */
   async dispose(): Promise<void> {
-    for (const p of this.plans.values()) (await p).plan.destroy();
-    this.plans.clear();
+    await this.releasePlans();
     for (const b of this.weightBuffers.values()) this.gpu.buffers.release(b);
     this.weightBuffers.clear();
   }
@@ -136,7 +186,7 @@ export class Model {
     return n;
   }
 
-  private sharedWeights(spec: SpecializedGraph): Map<string, GPUBuffer> {
+  private sharedWeights(spec: Pick<SpecializedGraph, 'weights'>): Map<string, GPUBuffer> {
     for (const name of spec.weights) {
       if (this.weightBuffers.has(name)) continue;
       const init = this.graph.initializers.get(name)!;

@@ -1,0 +1,60 @@
+// Task losses appended to a model's graph, as Hugging Face models compute them.
+//
+//   CAUSAL_LM  loss = CrossEntropy(logits[:, :-1], labels[:, 1:]), ignore_index −100, mean over the
+//              tokens not ignored (labels are the input ids with padding set to −100)
+//   SEQ_CLS    loss = CrossEntropy(logits [batch, num_labels], labels [batch])
+//
+// The loss nodes are ordinary IR nodes (Slice + the fused CrossEntropyLoss kernel), so the same
+// graph runs on the GPU plan and on the float64 CPU executor, and autograd differentiates it.
+
+import { InputError } from '../errors.js';
+import type { Graph, Initializer, Node } from '../onnx/graph.js';
+
+export type LossTask = 'CAUSAL_LM' | 'SEQ_CLS';
+
+/** Name of the labels input and of the loss output added by `withLoss`. */
+export const LABELS = 'labels';
+export const LOSS = 'loss';
+
+const i64 = (name: string, values: bigint[]): Initializer => ({ name, dtype: 'int64', dims: [values.length], data: BigInt64Array.from(values) });
+
+/** `graph` with an int64 `labels` input and a scalar float `loss` output for `task`. */
+export function withLoss(graph: Graph, task: LossTask, logits = 'logits'): Graph {
+  if (!graph.outputs.some((o) => o.name === logits)) {
+    throw new InputError(`the model has no output '${logits}' to compute the ${task} loss from`);
+  }
+  if (graph.inputs.some((i) => i.name === LABELS)) throw new InputError(`the model already has an input named '${LABELS}'`);
+  const nodes: Node[] = [...graph.nodes];
+  const initializers = new Map(graph.initializers);
+  let scores = logits;
+  let targets = LABELS;
+  if (task === 'CAUSAL_LM') {
+    // Predict token t+1 from positions ≤ t: drop the last position of the logits, the first label.
+    for (const t of [i64('loss/zero', [0n]), i64('loss/one', [1n]), i64('loss/minus_one', [-1n]), i64('loss/end', [2n ** 62n])]) {
+      initializers.set(t.name, t);
+    }
+    nodes.push(
+      { name: 'loss/shift_logits', opType: 'Slice', domain: '', inputs: [logits, 'loss/zero', 'loss/minus_one', 'loss/one'], outputs: ['loss/logits'], attrs: {} },
+      { name: 'loss/shift_labels', opType: 'Slice', domain: '', inputs: [LABELS, 'loss/one', 'loss/end', 'loss/one'], outputs: ['loss/labels'], attrs: {} },
+    );
+    scores = 'loss/logits';
+    targets = 'loss/labels';
+  }
+  nodes.push({
+    name: 'loss/cross_entropy',
+    opType: 'CrossEntropyLoss',
+    domain: 'ia3',
+    inputs: [scores, targets],
+    outputs: [LOSS, 'loss/count'],
+    attrs: { ignore_index: -100, reduction: 'mean' },
+  });
+  // Symbols of their own: the loss's shape rule checks labels against the logits.
+  const labelDims = task === 'CAUSAL_LM' ? ['labels_batch', 'labels_sequence'] : ['labels_batch'];
+  return {
+    ...graph,
+    nodes,
+    initializers,
+    inputs: [...graph.inputs, { name: LABELS, dtype: 'int64', dims: labelDims }],
+    outputs: [...graph.outputs, { name: LOSS, dtype: 'float32', dims: [] }],
+  };
+}
