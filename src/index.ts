@@ -4,6 +4,9 @@
 //   const model = await loadModel('/models/my-model/', { device: gpu });
 //   model.moduleNames();
 //   const { logits } = await model.run({ input_ids: [[1, 2, 3]] });
+//   const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
+//   peft.printTrainableParameters();
+//   await new Trainer(peft, { learningRate: 3e-3, maxSteps: 200 }).train(examples);
 
 export { createDevice, adapterName, GpuContext } from './gpu/device.js';
 export type { AdapterDescription, CreateDeviceOptions } from './gpu/device.js';
@@ -11,6 +14,13 @@ export { loadModel, Model } from './model.js';
 export type { Feed, LoadModelOptions, TensorData } from './model.js';
 export type { ModelSource } from './onnx/load.js';
 export type { ModuleInfo } from './onnx/modules.js';
+export { IA3Config } from './peft/config.js';
+export type { IA3ConfigOptions, TaskType } from './peft/config.js';
+export { getPeftModel, PeftModel } from './peft/model.js';
+export type { IA3Target } from './peft/model.js';
+export { Trainer, NonFiniteError } from './train/trainer.js';
+export type { TrainingArguments, StepEvent, LogEvent, EvalResult, EndEvent } from './train/trainer.js';
+export type { Example } from './train/data.js';
 export {
   IA3Error,
   WebGPUUnavailableError,

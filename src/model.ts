@@ -4,7 +4,7 @@
 // plan for that shape (cached, so a repeated shape costs one command buffer and the readback) and
 // executes it. Weights are uploaded once per model and shared by every shape's plan.
 
-import { buildBackward } from './autograd/grad.js';
+import { buildBackward, type BackwardSummary } from './autograd/grad.js';
 import { fuseGraph } from './compile/fuse.js';
 import { Plan } from './compile/plan.js';
 import { InputError } from './errors.js';
@@ -24,6 +24,18 @@ export interface TensorData {
   dims: number[];
 }
 
+/** A compiled forward + backward plan (see `Model.gradientPlan`). */
+export interface GradientPlan {
+  readonly plan: Plan;
+  /** Value holding the loss. */
+  readonly loss: string;
+  /** Trainable value → value holding its gradient. */
+  readonly gradients: ReadonlyMap<string, string>;
+  /** Runtime inputs the plan reads. */
+  readonly inputs: readonly string[];
+  readonly summary: BackwardSummary;
+}
+
 /** A feed: a tensor, or (for ids and masks) nested number arrays such as `number[][]`. */
 export type Feed = TensorData | number[] | number[][] | number[][][];
 
@@ -37,10 +49,7 @@ export interface LoadModelOptions extends LoadOnnxOptions {
 /** A frozen transformer imported from ONNX. */
 export class Model {
   private readonly plans = new Map<string, Promise<{ spec: SpecializedGraph; plan: Plan }>>();
-  private readonly gradPlans = new Map<
-    string,
-    Promise<{ plan: Plan; lossValue: string; gradients: ReadonlyMap<string, string>; inputs: string[] }>
-  >();
+  private readonly gradPlans = new Map<string, Promise<GradientPlan>>();
 
   constructor(
     readonly gpu: GpuContext,
@@ -131,17 +140,11 @@ export class Model {
   }
 
   /**
-   * Runs the graph and the backward of `loss` (a scalar output) with respect to `wrt` (float
-   * initializers or inputs) on the GPU, in one command buffer; returns the loss and the gradients.
-   * The backward graph and its plan are built once per input shape.
+   * The compiled forward + backward plan of `loss` (a scalar output) with respect to `wrt` (float
+   * initializers or inputs) for the feeds' shapes, built once per shape. Callers that replay it
+   * inside larger command buffers (the Trainer) write inputs and encode it themselves.
    */
-  async lossAndGradients(
-    feeds: Record<string, Feed>,
-    loss: string,
-    wrt: readonly string[],
-  ): Promise<{ loss: number; gradients: Map<string, Float32Array> }> {
-    const tensors = this.normaliseFeeds(feeds);
-    const shapes = Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims]));
+  gradientPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[]): Promise<GradientPlan> {
     const spec = specialize(this.graph, shapes);
     const key = `grad:${loss}:${wrt.join(',')}:${spec.key}`;
     let entry = this.gradPlans.get(key);
@@ -149,19 +152,38 @@ export class Model {
       const backward = buildBackward(spec, loss, wrt);
       entry = Plan.compile(this.gpu, fuseGraph({ ...backward.graph, shared: this.sharedWeights(backward.graph) })).then((plan) => ({
         plan,
-        lossValue: backward.graph.outputs[backward.graph.outputNames.indexOf(loss)]!,
+        loss: backward.graph.outputs[backward.graph.outputNames.indexOf(loss)]!,
         gradients: backward.gradients,
         inputs: backward.graph.inputs.map((i) => i.name),
+        summary: backward.summary,
       }));
       entry.catch(() => this.gradPlans.delete(key));
       this.gradPlans.set(key, entry);
     }
-    const { plan, lossValue, gradients, inputs } = await entry;
-    const gpuFeeds = new Map([...tensors].filter(([k]) => inputs.includes(k)).map(([k, v]) => [k, v.data]));
-    const read = await plan.execute(gpuFeeds, [lossValue, ...gradients.values()]);
+    return entry;
+  }
+
+  /** Feeds converted to GPU storage (validated against the declared inputs), with their dims. */
+  gpuFeeds(feeds: Record<string, Feed>): Map<string, { dims: number[]; data: Float32Array | Int32Array }> {
+    return this.normaliseFeeds(feeds);
+  }
+
+  /**
+   * Runs the graph and the backward of `loss` with respect to `wrt` on the GPU in one command
+   * buffer, and reads back the loss and the gradients.
+   */
+  async lossAndGradients(
+    feeds: Record<string, Feed>,
+    loss: string,
+    wrt: readonly string[],
+  ): Promise<{ loss: number; gradients: Map<string, Float32Array> }> {
+    const tensors = this.normaliseFeeds(feeds);
+    const g = await this.gradientPlan(Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), loss, wrt);
+    const gpuFeeds = new Map([...tensors].filter(([k]) => g.inputs.includes(k)).map(([k, v]) => [k, v.data]));
+    const read = await g.plan.execute(gpuFeeds, [g.loss, ...g.gradients.values()]);
     const out = new Map<string, Float32Array>();
-    for (const [w, g] of gradients) out.set(w, read.get(g) as Float32Array);
-    return { loss: read.get(lossValue)![0]!, gradients: out };
+    for (const [w, name] of g.gradients) out.set(w, read.get(name) as Float32Array);
+    return { loss: read.get(g.loss)![0]!, gradients: out };
   }
 
   /** Frees every compiled plan (weights stay uploaded). Plans are rebuilt on the next run. */

@@ -142,13 +142,14 @@ export class GpuContext {
    * A bind group for `program` over `buffers` (the kernel's inputs then outputs, in order) and
    * its uniform buffer. The pipeline must have been prepared with `pipelines.get`.
    */
-  bindGroup(program: Program, buffers: readonly GPUBuffer[], uniforms: GPUBuffer | undefined): GPUBindGroup {
+  bindGroup(program: Program, buffers: readonly (GPUBuffer | GPUBufferBinding)[], uniforms: GPUBuffer | undefined): GPUBindGroup {
     const k = program.kernel;
     const expected = k.inputs.length + k.outputs.length;
     if (buffers.length !== expected) {
       throw new Error(`kernel ${k.name}: ${buffers.length} buffers bound, ${expected} expected`);
     }
-    const entries: GPUBindGroupEntry[] = buffers.map((buffer, binding) => ({ binding, resource: { buffer } }));
+    // A GPUBufferBinding binds a sub-range (offsets aligned to minStorageBufferOffsetAlignment).
+    const entries: GPUBindGroupEntry[] = buffers.map((b, binding) => ({ binding, resource: 'buffer' in b ? b : { buffer: b } }));
     if (uniforms) entries.push({ binding: buffers.length, resource: { buffer: uniforms } });
     return this.device.createBindGroup({ label: k.name, layout: this.pipelines.bindGroupLayout(k), entries });
   }

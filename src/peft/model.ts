@@ -323,15 +323,8 @@ export class PeftModel {
     gradients: Record<string, TensorData>;
     adapterGradients: Record<string, Record<string, TensorData>>;
   }> {
-    if (this.disabled) throw new InputError('adapters are disabled: there is nothing to differentiate');
-    const key = this.active.join('+');
-    let lossModel = this.lossModels.get(key);
-    if (!lossModel) {
-      const variant = this.current();
-      lossModel = new Model(variant.gpu, withLoss(variant.graph, this.lossTask()), variant.config, variant.modules, variant.modelType, this.base.weightBuffers);
-      this.lossModels.set(key, lossModel);
-    }
-    const wrt = this.active.flatMap((a) => this.adapter(a).targets.map((t) => vectorName(a, t.module.path)));
+    const { model: lossModel, trainables } = this.trainingModel();
+    const wrt = trainables.map((t) => t.name);
     const { loss, gradients } = await lossModel.lossAndGradients({ ...inputs, [LABELS]: labels }, LOSS, wrt);
     const adapterGradients: Record<string, Record<string, TensorData>> = {};
     for (const a of this.active) {
@@ -340,6 +333,37 @@ export class PeftModel {
       adapterGradients[a] = g;
     }
     return { loss, gradients: adapterGradients[this.active[0]!]!, adapterGradients };
+  }
+
+  /**
+   * The model with the task loss appended for the active adapters (output `loss`, input `labels`),
+   * and the trainable vectors: their value names in its graph, adapters and targets.
+   */
+  trainingModel(): { model: Model; trainables: { name: string; adapter: string; target: IA3Target }[] } {
+    if (this.disabled) throw new InputError('adapters are disabled: there is nothing to train');
+    const key = this.active.join('+');
+    let model = this.lossModels.get(key);
+    if (!model) {
+      const variant = this.current();
+      model = new Model(variant.gpu, withLoss(variant.graph, this.lossTask()), variant.config, variant.modules, variant.modelType, this.base.weightBuffers);
+      this.lossModels.set(key, model);
+    }
+    const trainables = this.active.flatMap((a) => this.adapter(a).targets.map((target) => ({ name: vectorName(a, target.module.path), adapter: a, target })));
+    return { model, trainables };
+  }
+
+  /** One vector's current values on the CPU side (a view: do not modify). */
+  vectorValues(adapter: string, path: string): Float32Array {
+    const v = this.adapter(adapter).vectors.get(path);
+    if (!v) throw new InputError(`adapter '${adapter}' has no vector at '${path}'`);
+    return v;
+  }
+
+  /** Sets one vector's values on the CPU side (the GPU copy is the caller's: the Trainer writes it). */
+  setVectorValues(adapter: string, path: string, values: Float32Array): void {
+    const v = this.adapter(adapter).vectors.get(path);
+    if (!v || v.length !== values.length) throw new InputError(`adapter '${adapter}' has no vector of ${values.length} values at '${path}'`);
+    v.set(values);
   }
 
   /** The loss `lossAndGradients` computes: from the first active adapter's task type, else the logits' rank. */
