@@ -214,7 +214,7 @@ export class Model {
       const init = this.graph.initializers.get(name)!;
       const data = initializerGpuData(init);
       if (!data) continue; // int64 values beyond 32 bits are only read on the CPU
-      this.weightBuffers.set(name, this.gpu.upload(data, name));
+      this.weightBuffers.set(name, this.gpu.upload(data, name, true));
     }
     return this.weightBuffers;
   }

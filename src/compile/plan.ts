@@ -98,7 +98,7 @@ export class Plan {
       }
       const r = graph.resident.get(name);
       if (!r) continue;
-      const b = gpu.upload(r.data, name);
+      const b = gpu.upload(r.data, name, true);
       buffers.set(name, b);
       owned.push(b);
       memory.residentBytes += b.size;

@@ -21,6 +21,7 @@ export const STORAGE_USAGE = 0x80 | 0x04 | 0x08;
 export class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();
   private readonly owned = new Map<GPUBuffer, number>();
+  private readonly exact = new Set<GPUBuffer>();
   liveBytes = 0;
   peakLiveBytes = 0;
   pooledBytes = 0;
@@ -37,6 +38,21 @@ export class BufferPool {
     } else {
       buffer = this.device.createBuffer({ label, size, usage: STORAGE_USAGE });
     }
+    return this.track(buffer, size);
+  }
+
+  /**
+   * A buffer of exactly `bytes` (rounded up to 16) that is destroyed, not pooled, on release: for
+   * long-lived tensors such as weights, where size classes would waste up to half the memory.
+   */
+  acquireExact(bytes: number, label?: string): GPUBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    const buffer = this.device.createBuffer({ label, size, usage: STORAGE_USAGE });
+    this.exact.add(buffer);
+    return this.track(buffer, size);
+  }
+
+  private track(buffer: GPUBuffer, size: number): GPUBuffer {
     this.owned.set(buffer, size);
     this.liveBytes += size;
     this.peakLiveBytes = Math.max(this.peakLiveBytes, this.liveBytes);
@@ -49,6 +65,10 @@ export class BufferPool {
     if (size === undefined) throw new Error(`BufferPool.release: buffer '${buffer.label}' is not live in this pool`);
     this.owned.delete(buffer);
     this.liveBytes -= size;
+    if (this.exact.delete(buffer)) {
+      buffer.destroy();
+      return;
+    }
     let list = this.free.get(size);
     if (!list) this.free.set(size, (list = []));
     list.push(buffer);

@@ -90,9 +90,10 @@ export class GpuContext {
     if (this.lostError) throw this.lostError;
   }
 
-  /** A pooled buffer holding `data` (padded to 4 bytes). */
-  upload(data: ArrayBufferView, label?: string): GPUBuffer {
-    const buffer = this.buffers.acquire(Math.max(4, data.byteLength), label);
+  /** A pooled buffer holding `data` (padded to 4 bytes); `exact` sizes it to the data (weights). */
+  upload(data: ArrayBufferView, label?: string, exact = false): GPUBuffer {
+    const bytes = Math.max(4, data.byteLength);
+    const buffer = exact ? this.buffers.acquireExact(bytes, label) : this.buffers.acquire(bytes, label);
     this.write(buffer, data);
     return buffer;
   }

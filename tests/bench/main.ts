@@ -3,6 +3,7 @@ import { adapterName, createDevice } from '../../src/gpu/device.js';
 import type { BenchContext, BenchRow } from './harness.js';
 import { kernelSuite } from './kernels.js';
 import { modelSuite } from './models.js';
+import { trainSuite } from './train.js';
 
 declare global {
   interface Window {
@@ -13,6 +14,7 @@ declare global {
 const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
   kernels: kernelSuite,
   models: modelSuite,
+  train: trainSuite,
 };
 
 const params = new URLSearchParams(location.search);

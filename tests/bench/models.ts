@@ -20,7 +20,7 @@ function rngNormal(seed: number): () => number {
 }
 
 /** Builds the external data file an ONNX model points at, with seeded random float32 weights. */
-function syntheticExternalData(modelBytes: Uint8Array): { location: string; bytes: Uint8Array } {
+export function syntheticExternalData(modelBytes: Uint8Array): { location: string; bytes: Uint8Array } {
   const model = onnx.ModelProto.decode(modelBytes);
   let location = '';
   let total = 0;

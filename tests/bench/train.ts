@@ -1,0 +1,58 @@
+// Training benchmarks on the realistic-width fixture (gpt2-bench: 6 layers × 384 hidden, weights
+// refilled with seeded random values): one training step (forward + causal-LM loss + backward of
+// the IA3 vectors, one command buffer) as a ratio to the same model's forward pass (goal ≤ 2.2×:
+// IA3 needs no weight gradients), tokens per second, and GPU memory of the training plan as a
+// ratio to the frozen weights' size.
+import { getPeftModel, IA3Config, loadModel, type TensorData } from '../../src/index.js';
+import { type BenchContext, round, timeGpu } from './harness.js';
+import { syntheticExternalData } from './models.js';
+
+export async function trainSuite({ gpu, quick, rows, log }: BenchContext): Promise<void> {
+  const bytes = new Uint8Array(await (await fetch('/tests/fixtures/gpt2-bench/onnx/model.onnx')).arrayBuffer());
+  const external = syntheticExternalData(bytes);
+  const model = await loadModel(bytes, { device: gpu, externalData: { [external.location]: external.bytes } });
+  const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
+  const [batch, seq] = quick ? [1, 32] : [4, 128];
+  const n = batch * seq;
+  const ids = new BigInt64Array(n).map((_, i) => BigInt(1 + ((i * 7919) % 500)));
+  const feeds: Record<string, TensorData> = { input_ids: { data: ids, dims: [batch, seq] }, attention_mask: { data: new BigInt64Array(n).fill(1n), dims: [batch, seq] } };
+  const shapes = { input_ids: [batch, seq], attention_mask: [batch, seq] };
+
+  // Forward of the adapted model (IA3 scales fused into the matmuls), no readback.
+  const { plan: forward } = await peft.current().planFor(shapes);
+  forward.writeInputs(new Map(Object.entries(feeds).map(([k, v]) => [k, Int32Array.from(v.data as BigInt64Array, Number)])));
+  const reps = quick ? 2 : 5;
+  const tForward = await timeGpu(gpu, (enc) => forward.encode(enc), { reps, trials: 3 });
+
+  // Forward + loss + backward to every IA3 vector.
+  const { model: lossModel, trainables } = peft.trainingModel();
+  const g = await lossModel.gradientPlan({ ...shapes, labels: [batch, seq] }, 'loss', trainables.map((t) => t.name));
+  const trainFeeds = lossModel.gpuFeeds({ ...feeds, labels: feeds.input_ids! });
+  g.plan.writeInputs(new Map([...trainFeeds].filter(([k]) => g.inputs.includes(k)).map(([k, v]) => [k, v.data])));
+  const tStep = await timeGpu(gpu, (enc) => g.plan.encode(enc), { reps, trials: 3 });
+
+  const label = `gpt2-bench b${batch}×s${seq}`;
+  rows.push({
+    suite: 'train',
+    name: `${label} training step / forward`,
+    value: round(tStep * 1000),
+    unit: 'ms',
+    ratio: round(tStep / tForward),
+    baseline: `forward (${round(tForward * 1000)} ms); lower is better`,
+    goal: '≤ 2.2×',
+    extra: { forwardDispatches: forward.dispatchCount, stepDispatches: g.plan.dispatchCount, backwardNodes: g.summary.nodeCounts, savedActivations: g.summary.savedActivations.length },
+  });
+  rows.push({ suite: 'train', name: `${label} tokens/s (training)`, value: round(n / tStep), unit: 'tok/s' });
+  const weights = model.weightBytes;
+  const trainMemory = weights + g.plan.memory.activationBytes + g.plan.memory.inputBytes + g.plan.memory.residentBytes;
+  rows.push({
+    suite: 'train',
+    name: `${label} GPU memory of a training step / weights`,
+    value: round(trainMemory / 2 ** 20),
+    unit: 'MiB',
+    ratio: round(trainMemory / weights),
+    baseline: `frozen weights (${round(weights / 2 ** 20)} MiB); lower is better`,
+  });
+  log(`train: step ${(tStep * 1000).toFixed(1)} ms vs forward ${(tForward * 1000).toFixed(1)} ms (${(tStep / tForward).toFixed(2)}×), ${(n / tStep).toFixed(0)} tok/s, memory ${(trainMemory / 2 ** 20).toFixed(1)} MiB vs weights ${(weights / 2 ** 20).toFixed(1)} MiB`);
+  await model.dispose();
+}
