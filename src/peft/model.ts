@@ -18,8 +18,8 @@ import type { ModuleInfo } from '../onnx/modules.js';
 import { Model, type Feed, type TensorData } from '../model.js';
 import { LABELS, LOSS, withLoss, type LossTask } from '../train/loss.js';
 import { IA3Config } from './config.js';
-import { selectModules } from './match.js';
-import { formatTrainableParameters, ia3ParamCount } from './params.js';
+import { isModuleToSave, selectModules } from './match.js';
+import { formatTrainableParameters } from './params.js';
 
 /** PEFT's state-dict prefix of a model wrapped by PeftModel. */
 export const KEY_PREFIX = 'base_model.model.';
@@ -34,11 +34,37 @@ export interface IA3Target {
   readonly dims: readonly [number, number];
 }
 
+/**
+ * A trainable tensor of an adapter: an IA3 vector, or a parameter of a `modules_to_save` copy.
+ * Values live in the ONNX layout the graph reads; the state dict uses PyTorch's layout, which for
+ * a Linear weight the exporter stored as [in, out] is the transpose.
+ */
+export interface AdapterParam {
+  /** Initializer name in the rewritten graph. */
+  readonly name: string;
+  /** PEFT state-dict key. */
+  readonly key: string;
+  /** PEFT (PyTorch) shape. */
+  readonly dims: readonly number[];
+  /** True when the PEFT layout is the transpose of the 2-D ONNX layout. */
+  readonly transposed: boolean;
+  /** Values in the ONNX layout. */
+  readonly values: Float32Array;
+  /** The IA3 vector's target, or the module-to-save copy's source initializer. */
+  readonly target?: IA3Target;
+  readonly saved?: { readonly module: ModuleInfo; readonly initializer: string; readonly onnxDims: readonly number[] };
+}
+
 interface Adapter {
   readonly config: IA3Config;
   readonly targets: readonly IA3Target[];
-  /** Vector values by module path (float32, PEFT layout). */
-  readonly vectors: Map<string, Float32Array>;
+  readonly params: readonly AdapterParam[];
+}
+
+function transpose2d(data: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(data.length);
+  for (let i = 0; i < rows; i++) for (let j = 0; j < cols; j++) out[j * rows + i] = data[i * cols + j]!;
+  return out;
 }
 
 /** Deterministic standard normal samples (Box–Muller over a 32-bit LCG), for init_ia3_weights=false. */
@@ -97,12 +123,23 @@ function isCopyOrTranspose(a: Initializer, b: Initializer): boolean {
 }
 
 /**
- * Rewrites `graph` with IA3 scale nodes for the given targets. `vectors(path)` gives the vector
- * initializer names to multiply at that module (one per active adapter that targets it).
+ * Rewrites `graph` with IA3 scale nodes for the given targets (each with the vectors of every
+ * active adapter that targets it, which multiply) and with modules_to_save copies.
  */
-export function insertIA3(graph: Graph, targets: readonly { module: ModuleInfo; feedforward: boolean; vectors: readonly Initializer[] }[]): Graph {
-  const nodes: Node[] = [...graph.nodes];
+export function insertIA3(
+  graph: Graph,
+  targets: readonly { module: ModuleInfo; feedforward: boolean; vectors: readonly Initializer[] }[],
+  saved: readonly { module: ModuleInfo; replace: string; by: Initializer }[] = [],
+): Graph {
+  let nodes: Node[] = [...graph.nodes];
   const initializers = new Map(graph.initializers);
+  // modules_to_save: the module's own nodes read the adapter's trainable copy of each parameter
+  // (other readers of a tied weight keep the frozen original).
+  for (const s of saved) {
+    initializers.set(s.by.name, s.by);
+    const own = new Set([s.module.node, s.module.transpose, s.module.bias?.node].filter((n): n is string => !!n));
+    nodes = nodes.map((n) => (own.has(n.name) && n.inputs.includes(s.replace) ? { ...n, inputs: n.inputs.map((i) => (i === s.replace ? s.by.name : i)) } : n));
+  }
   const indexOf = (name: string): number => {
     const i = nodes.findIndex((n) => n.name === name);
     if (i < 0) throw new InputError(`IA3: node '${name}' not found in the graph`);
@@ -178,10 +215,7 @@ export class PeftModel {
   addAdapter(name: string, config: IA3Config): void {
     if (this.adapters.has(name)) throw new InputError(`adapter '${name}' already exists`);
     if (!/^[\w.-]+$/.test(name)) throw new InputError(`adapter name '${name}' must be letters, digits, '_', '.' or '-'`);
-    const resolved = config.targetModules === null || config.feedforwardModules === null ? config.resolveForModelType(this.base.modelType ?? '') : config;
-    if (resolved.modulesToSave !== null && resolved.modulesToSave.length > 0) {
-      throw new InputError(`adapter '${name}': modules_to_save (${resolved.modulesToSave.join(', ')}) is not supported by this version`);
-    }
+    const resolved = (config.targetModules === null || config.feedforwardModules === null ? config.resolveForModelType(this.base.modelType ?? '') : config).withTaskModulesToSave();
     const byPath = new Map(this.base.modules.map((m) => [m.path, m]));
     const selected = selectModules(resolved, this.base.modules.map((m) => ({ path: m.path })));
     const targets: IA3Target[] = selected.map((s) => {
@@ -189,12 +223,41 @@ export class PeftModel {
       const dims: [number, number] = s.feedforward ? [1, module.inFeatures] : [module.outFeatures, 1];
       return { module, feedforward: s.feedforward, key: `${KEY_PREFIX}${s.path}.ia3_l`, dims };
     });
-    const vectors = new Map<string, Float32Array>();
-    for (const t of targets) {
+    const params: AdapterParam[] = targets.map((t) => {
       const n = t.dims[0] * t.dims[1];
-      vectors.set(t.module.path, resolved.initIa3Weights ? new Float32Array(n).fill(1) : randn(n, hashString(`${name}:${t.module.path}`)));
+      const values = resolved.initIa3Weights ? new Float32Array(n).fill(1) : randn(n, hashString(`${name}:${t.module.path}`));
+      return { name: vectorName(name, t.module.path), key: t.key, dims: t.dims, transposed: false, values, target: t };
+    });
+    // modules_to_save (PEFT's task wrapper adds the classifier head for SEQ_CLS): trainable
+    // copies of the linear modules that match, initialised from the frozen weights.
+    for (const module of this.base.modules.filter((m) => isModuleToSave(resolved, m.path))) {
+      const weight = this.base.graph.initializers.get(module.weight)!;
+      // An [in, out] weight is PyTorch's layout for GPT-2's Conv1D (named like a parameter), and
+      // the exporter's transpose of a Linear's [out, in] weight otherwise.
+      const conv1d = module.weightLayout === 'in_out' && module.weight.endsWith('.weight');
+      const transposed = module.weightLayout === 'in_out' && !conv1d;
+      const wDims = [...weight.dims];
+      params.push({
+        name: `mts::${name}::${module.path}.weight`,
+        key: `${KEY_PREFIX}${module.path}.weight`,
+        dims: transposed ? [wDims[1]!, wDims[0]!] : wDims,
+        transposed,
+        values: Float32Array.from(weight.data as ArrayLike<number>),
+        saved: { module, initializer: module.weight, onnxDims: wDims },
+      });
+      if (module.bias) {
+        const bias = this.base.graph.initializers.get(module.bias.initializer)!;
+        params.push({
+          name: `mts::${name}::${module.path}.bias`,
+          key: `${KEY_PREFIX}${module.path}.bias`,
+          dims: [...bias.dims],
+          transposed: false,
+          values: Float32Array.from(bias.data as ArrayLike<number>),
+          saved: { module, initializer: module.bias.initializer, onnxDims: [...bias.dims] },
+        });
+      }
     }
-    this.adapters.set(name, { config: resolved, targets, vectors });
+    this.adapters.set(name, { config: resolved, targets, params });
   }
 
   /** Activates one adapter, or several whose vectors multiply. */
@@ -233,7 +296,7 @@ export class PeftModel {
       }
     }
     for (const [k, b] of this.base.weightBuffers) {
-      if (k.startsWith(`ia3::${name}::`)) {
+      if (k.startsWith(`ia3::${name}::`) || k.startsWith(`mts::${name}::`)) {
         this.base.gpu.buffers.release(b);
         this.base.weightBuffers.delete(k);
       }
@@ -242,7 +305,7 @@ export class PeftModel {
 
   /** [trainable, all] parameter counts as PEFT's `get_nb_trainable_parameters`. */
   getNbTrainableParameters(): [number, number] {
-    const count = (a: Adapter): number => ia3ParamCount(a.targets.map((t) => ({ inFeatures: t.module.inFeatures, outFeatures: t.module.outFeatures, feedforward: t.feedforward })));
+    const count = (a: Adapter): number => a.params.reduce((s, p) => s + p.values.length, 0);
     const trainable = this.disabled ? 0 : this.active.reduce((s, n) => s + count(this.adapter(n)), 0);
     let adaptersTotal = 0;
     for (const a of this.adapters.values()) adaptersTotal += count(a);
@@ -257,48 +320,47 @@ export class PeftModel {
     return line;
   }
 
-  /** The adapter's vectors under PEFT's keys and shapes (copies). */
+  /** The adapter's trainable tensors under PEFT's keys, shapes and layouts (copies). */
   stateDict(adapter = this.active[0]!): Record<string, TensorData> {
-    const a = this.adapter(adapter);
     const out: Record<string, TensorData> = {};
-    for (const t of a.targets) out[t.key] = { data: a.vectors.get(t.module.path)!.slice(), dims: [...t.dims] };
+    for (const p of this.adapter(adapter).params) out[p.key] = { data: this.toPeftLayout(p, p.values), dims: [...p.dims] };
     return out;
   }
 
+  private toPeftLayout(p: AdapterParam, values: Float32Array): Float32Array {
+    return p.transposed ? transpose2d(values, p.dims[1]!, p.dims[0]!) : values.slice();
+  }
+
   /**
-   * Sets an adapter's vectors from PEFT-keyed tensors (with or without the `base_model.model.`
-   * prefix). Every missing key, unexpected key and shape or dtype mismatch is reported in one
-   * InputError, and nothing changes unless everything fits.
+   * Sets an adapter's trainable tensors from PEFT-keyed tensors (with or without the
+   * `base_model.model.` prefix). Every missing key, unexpected key and shape or dtype mismatch is
+   * reported in one InputError, and nothing changes unless everything fits.
    */
   loadStateDict(tensors: Readonly<Record<string, TensorData>>, adapter = this.active[0]!): void {
     const a = this.adapter(adapter);
-    const byKey = new Map(a.targets.map((t) => [t.key, t]));
+    const byKey = new Map(a.params.map((p) => [p.key, p]));
     const problems: string[] = [];
-    const staged = new Map<string, Float32Array>();
+    const staged = new Map<AdapterParam, Float32Array>();
     const seen = new Set<string>();
     for (const [rawKey, tensor] of Object.entries(tensors)) {
       const key = rawKey.startsWith(KEY_PREFIX) ? rawKey : `${KEY_PREFIX}${rawKey}`;
-      const t = byKey.get(key);
-      if (!t) {
+      const p = byKey.get(key);
+      if (!p) {
         problems.push(`unexpected key '${rawKey}'`);
         continue;
       }
       if (seen.has(key)) problems.push(`key '${rawKey}' given twice (with and without the prefix)`);
       seen.add(key);
+      const n = p.values.length;
       if (!(tensor.data instanceof Float32Array)) problems.push(`'${rawKey}': dtype must be float32`);
-      else if (tensor.dims.length !== 2 || tensor.dims[0] !== t.dims[0] || tensor.dims[1] !== t.dims[1]) {
-        problems.push(`'${rawKey}': shape [${tensor.dims.join(', ')}], expected [${t.dims.join(', ')}]`);
-      } else if (tensor.data.length !== t.dims[0] * t.dims[1]) problems.push(`'${rawKey}': ${tensor.data.length} values for shape [${t.dims.join(', ')}]`);
-      else staged.set(t.module.path, tensor.data);
+      else if (tensor.dims.length !== p.dims.length || tensor.dims.some((d, i) => d !== p.dims[i])) {
+        problems.push(`'${rawKey}': shape [${tensor.dims.join(', ')}], expected [${p.dims.join(', ')}]`);
+      } else if (tensor.data.length !== n) problems.push(`'${rawKey}': ${tensor.data.length} values for shape [${p.dims.join(', ')}]`);
+      else staged.set(p, p.transposed ? transpose2d(tensor.data, p.dims[0]!, p.dims[1]!) : tensor.data);
     }
-    for (const t of a.targets) if (!seen.has(t.key)) problems.push(`missing key '${t.key}'`);
+    for (const p of a.params) if (!seen.has(p.key)) problems.push(`missing key '${p.key}'`);
     if (problems.length > 0) throw new InputError(`adapter '${adapter}': cannot load the state dict:\n  ${problems.join('\n  ')}`);
-    for (const [path, data] of staged) {
-      const v = a.vectors.get(path)!;
-      v.set(data);
-      const buffer = this.base.weightBuffers.get(vectorName(adapter, path));
-      if (buffer) this.base.gpu.write(buffer, v);
-    }
+    for (const [p, data] of staged) this.setParamValues(p.name, data);
   }
 
   /** Forward pass with the active adapters (the base model's when disabled). */
@@ -327,19 +389,19 @@ export class PeftModel {
     const wrt = trainables.map((t) => t.name);
     const { loss, gradients } = await lossModel.lossAndGradients({ ...inputs, [LABELS]: labels }, LOSS, wrt);
     const adapterGradients: Record<string, Record<string, TensorData>> = {};
-    for (const a of this.active) {
-      const g: Record<string, TensorData> = {};
-      for (const t of this.adapter(a).targets) g[t.key] = { data: gradients.get(vectorName(a, t.module.path))!, dims: [...t.dims] };
-      adapterGradients[a] = g;
+    for (const t of trainables) {
+      const g = (adapterGradients[t.adapter] ??= {});
+      g[t.param.key] = { data: this.toPeftLayout(t.param, gradients.get(t.name)!), dims: [...t.param.dims] };
     }
     return { loss, gradients: adapterGradients[this.active[0]!]!, adapterGradients };
   }
 
   /**
    * The model with the task loss appended for the active adapters (output `loss`, input `labels`),
-   * and the trainable vectors: their value names in its graph, adapters and targets.
+   * and the trainable tensors it reads: every active adapter's IA3 vectors and the
+   * modules_to_save copies in use (those of the first active adapter that has each module).
    */
-  trainingModel(): { model: Model; trainables: { name: string; adapter: string; target: IA3Target }[] } {
+  trainingModel(): { model: Model; trainables: { name: string; adapter: string; param: AdapterParam }[] } {
     if (this.disabled) throw new InputError('adapters are disabled: there is nothing to train');
     const key = this.active.join('+');
     let model = this.lossModels.get(key);
@@ -348,22 +410,47 @@ export class PeftModel {
       model = new Model(variant.gpu, withLoss(variant.graph, this.lossTask()), variant.config, variant.modules, variant.modelType, this.base.weightBuffers);
       this.lossModels.set(key, model);
     }
-    const trainables = this.active.flatMap((a) => this.adapter(a).targets.map((target) => ({ name: vectorName(a, target.module.path), adapter: a, target })));
+    const used = new Set(this.savedInUse().map((s) => s.by.name));
+    const trainables = this.active.flatMap((a) =>
+      this.adapter(a)
+        .params.filter((p) => p.target || used.has(p.name))
+        .map((param) => ({ name: param.name, adapter: a, param })),
+    );
     return { model, trainables };
   }
 
-  /** One vector's current values on the CPU side (a view: do not modify). */
-  vectorValues(adapter: string, path: string): Float32Array {
-    const v = this.adapter(adapter).vectors.get(path);
-    if (!v) throw new InputError(`adapter '${adapter}' has no vector at '${path}'`);
-    return v;
+  /** A trainable tensor's current values (ONNX layout, a view: do not modify). */
+  paramValues(name: string): Float32Array {
+    return this.param(name).values;
   }
 
-  /** Sets one vector's values on the CPU side (the GPU copy is the caller's: the Trainer writes it). */
-  setVectorValues(adapter: string, path: string, values: Float32Array): void {
-    const v = this.adapter(adapter).vectors.get(path);
-    if (!v || v.length !== values.length) throw new InputError(`adapter '${adapter}' has no vector of ${values.length} values at '${path}'`);
-    v.set(values);
+  /** Sets a trainable tensor (ONNX layout) on the CPU side and in its GPU buffer when uploaded. */
+  setParamValues(name: string, values: Float32Array): void {
+    const p = this.param(name);
+    if (values.length !== p.values.length) throw new InputError(`'${p.key}' has ${p.values.length} values, got ${values.length}`);
+    p.values.set(values);
+    const buffer = this.base.weightBuffers.get(name);
+    if (buffer) this.base.gpu.write(buffer, p.values);
+  }
+
+  private param(name: string): AdapterParam {
+    for (const a of this.adapters.values()) {
+      const p = a.params.find((x) => x.name === name);
+      if (p) return p;
+    }
+    throw new InputError(`no trainable tensor named '${name}'`);
+  }
+
+  /** modules_to_save replacements for the active adapters: the first active adapter's copy wins. */
+  private savedInUse(): { module: ModuleInfo; replace: string; by: Initializer }[] {
+    const out = new Map<string, { module: ModuleInfo; replace: string; by: Initializer }>();
+    for (const a of this.active) {
+      for (const p of this.adapter(a).params) {
+        if (!p.saved || out.has(p.saved.initializer)) continue;
+        out.set(p.saved.initializer, { module: p.saved.module, replace: p.saved.initializer, by: { name: p.name, dtype: 'float32', dims: [...p.saved.onnxDims], data: p.values } });
+      }
+    }
+    return [...out.values()];
   }
 
   /** The loss `lossAndGradients` computes: from the first active adapter's task type, else the logits' rank. */
@@ -390,11 +477,12 @@ export class PeftModel {
           if (entry.feedforward !== t.feedforward) {
             throw new InputError(`module '${t.module.path}' is feed-forward in one active adapter and not in another`);
           }
-          entry.vectors.push({ name: vectorName(name, t.module.path), dtype: 'float32', dims: [...t.dims], data: a.vectors.get(t.module.path)! });
+          const p = a.params.find((x) => x.target === t)!;
+          entry.vectors.push({ name: p.name, dtype: 'float32', dims: [...t.dims], data: p.values });
           targets.set(t.module.path, entry);
         }
       }
-      const graph = insertIA3(this.base.graph, [...targets.values()]);
+      const graph = insertIA3(this.base.graph, [...targets.values()], this.savedInUse());
       m = new Model(this.base.gpu, graph, this.base.config, this.base.modules, this.base.modelType, this.base.weightBuffers);
       this.variants.set(key, m);
     }

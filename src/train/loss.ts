@@ -15,6 +15,8 @@ export type LossTask = 'CAUSAL_LM' | 'SEQ_CLS';
 /** Name of the labels input and of the loss output added by `withLoss`. */
 export const LABELS = 'labels';
 export const LOSS = 'loss';
+/** For SEQ_CLS with a decoder: the pooled class scores [batch, classes] (a graph output). */
+export const SCORES = 'loss/scores';
 
 const i64 = (name: string, values: bigint[]): Initializer => ({ name, dtype: 'int64', dims: [values.length], data: BigInt64Array.from(values) });
 
@@ -40,6 +42,32 @@ export function withLoss(graph: Graph, task: LossTask, logits = 'logits'): Graph
     scores = 'loss/logits';
     targets = 'loss/labels';
   }
+  const logitsRank = graph.outputs.find((o) => o.name === logits)?.dims?.length;
+  if (task === 'SEQ_CLS' && logitsRank === 3) {
+    // A decoder's classification head scores every position; Hugging Face pools the last real
+    // token. Its one-hot weight is relu(mask[t] − mask[t+1]) (right or left padding alike), so
+    // the pooled scores Σ_t logits[b, t, :] · w[b, t] stay differentiable with ordinary ops.
+    if (!graph.inputs.some((i) => i.name === 'attention_mask')) {
+      throw new InputError('sequence classification with a decoder needs an attention_mask input to find the last token');
+    }
+    if ((graph.opsets.get('') ?? 0) < 13) throw new InputError('sequence classification with a decoder needs an opset ≥ 13 model');
+    for (const t of [i64('loss/zero', [0n]), i64('loss/one', [1n]), i64('loss/end', [2n ** 62n]), i64('loss/axis2', [2n])]) initializers.set(t.name, t);
+    initializers.set('loss/zero_f', { name: 'loss/zero_f', dtype: 'float32', dims: [], data: new Float32Array([0]) });
+    const n = (name: string, opType: string, inputs: string[], outputs: string[], attrs: Node['attrs'] = {}): Node => ({ name, opType, domain: '', inputs, outputs, attrs });
+    nodes.push(
+      n('loss/mask', 'Cast', ['attention_mask'], ['loss/mask_f'], { to: 1 }),
+      n('loss/mask_next', 'Slice', ['loss/mask_f', 'loss/one', 'loss/end', 'loss/one'], ['loss/mask_next']),
+      n('loss/mask_first', 'Slice', ['loss/mask_f', 'loss/zero', 'loss/one', 'loss/one'], ['loss/mask_first']),
+      n('loss/zero_col', 'Mul', ['loss/mask_first', 'loss/zero_f'], ['loss/zero_col']),
+      n('loss/mask_shift', 'Concat', ['loss/mask_next', 'loss/zero_col'], ['loss/mask_shift'], { axis: 1 }),
+      n('loss/last_diff', 'Sub', ['loss/mask_f', 'loss/mask_shift'], ['loss/last_diff']),
+      n('loss/last', 'Relu', ['loss/last_diff'], ['loss/last']),
+      n('loss/last_w', 'Unsqueeze', ['loss/last', 'loss/axis2'], ['loss/last_w']),
+      n('loss/weighted', 'Mul', [logits, 'loss/last_w'], ['loss/weighted']),
+      n('loss/pool', 'ReduceSum', ['loss/weighted', 'loss/one'], [SCORES], { keepdims: 0 }),
+    );
+    scores = SCORES;
+  }
   nodes.push({
     name: 'loss/cross_entropy',
     opType: 'CrossEntropyLoss',
@@ -55,6 +83,6 @@ export function withLoss(graph: Graph, task: LossTask, logits = 'logits'): Graph
     nodes,
     initializers,
     inputs: [...graph.inputs, { name: LABELS, dtype: 'int64', dims: labelDims }],
-    outputs: [...graph.outputs, { name: LOSS, dtype: 'float32', dims: [] }],
+    outputs: [...graph.outputs, { name: LOSS, dtype: 'float32', dims: [] }, ...(scores === SCORES ? [{ name: SCORES, dtype: 'float32' as const, dims: ['labels_batch', 'classes'] }] : [])],
   };
 }

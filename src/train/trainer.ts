@@ -20,7 +20,7 @@ import { adamwProgram, gradNormPrograms } from '../ops/optim.js';
 import type { PeftModel } from '../peft/model.js';
 import { batches, bucketsUpTo, type Batch, type Example } from './data.js';
 import { accumulateProgram } from './kernels.js';
-import { LABELS, LOSS, type LossTask } from './loss.js';
+import { LABELS, LOSS, SCORES, type LossTask } from './loss.js';
 import { learningRateAt, warmupStepsFrom, type ScheduleName } from './schedule.js';
 
 /** Training hyper-parameters (defaults as the Hugging Face Trainer's, lr 3e-3 as for IA3). */
@@ -100,8 +100,6 @@ export class NonFiniteError extends IA3Error {
 
 interface Trainable {
   name: string;
-  adapter: string;
-  path: string;
   n: number;
   /** Element offset in the flat buffers (a multiple of the storage offset alignment). */
   offset: number;
@@ -204,8 +202,8 @@ export class Trainer {
     const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
     let total = 0;
     const trainables: Trainable[] = list.map((t) => {
-      const n = t.target.dims[0] * t.target.dims[1];
-      const entry = { name: t.name, adapter: t.adapter, path: t.target.module.path, n, offset: total };
+      const n = t.param.values.length;
+      const entry = { name: t.name, n, offset: total };
       total = alignUp(total + n, align);
       return entry;
     });
@@ -382,7 +380,8 @@ export class Trainer {
     let correct = 0;
     let examples = 0;
     for (const b of batches(dataset, { ...collate, batchSize: this.args.batchSize, seed: 0, epoch: 0, shuffle: false })) {
-      const out = await model.run({ ...b.inputs, [LABELS]: b.labels }, [LOSS, 'logits']);
+      const scoresName = model.outputNames.includes(SCORES) ? SCORES : 'logits';
+      const out = await model.run({ ...b.inputs, [LABELS]: b.labels }, [LOSS, scoresName]);
       // The loss is a mean over the batch's counted labels: weight batches by that count.
       const labels = b.labels.data;
       let counted = 0;
@@ -391,8 +390,8 @@ export class Trainer {
         for (let r = 0; r < rows; r++) for (let c = 1; c < cols; c++) if (labels[r * cols + c] !== -100n) counted++;
       } else {
         counted = labels.length;
-        const logits = out.logits!.data as Float32Array;
-        const classes = out.logits!.dims[1]!;
+        const logits = out[scoresName]!.data as Float32Array;
+        const classes = out[scoresName]!.dims[1]!;
         for (let r = 0; r < labels.length; r++) {
           let best = 0;
           for (let c = 1; c < classes; c++) if (logits[r * classes + c]! > logits[r * classes + best]!) best = c;
@@ -420,7 +419,7 @@ export class Trainer {
   private uploadParams(gpu: GpuContext, model: Model, trainables: readonly Trainable[], flat: Flat): void {
     const values = new Float32Array(flat.n);
     for (const t of trainables) {
-      const v = this.peft.vectorValues(t.adapter, t.path);
+      const v = this.peft.paramValues(t.name);
       values.set(v, t.offset);
       const buffer = model.weightBuffers.get(t.name);
       if (!buffer) throw new Error(`trainer: vector '${t.name}' was not uploaded by the plan`);
@@ -431,6 +430,6 @@ export class Trainer {
 
   private async downloadParams(gpu: GpuContext, trainables: readonly Trainable[], flat: Flat): Promise<void> {
     const values = new Float32Array(await gpu.read(flat.params, 4 * flat.n));
-    for (const t of trainables) this.peft.setVectorValues(t.adapter, t.path, values.subarray(t.offset, t.offset + t.n));
+    for (const t of trainables) this.peft.setParamValues(t.name, values.subarray(t.offset, t.offset + t.n));
   }
 }
