@@ -186,6 +186,19 @@ export class Model {
     return { loss: read.get(g.loss)![0]!, gradients: out };
   }
 
+  /** The loss and gradients of `lossAndGradients` from the float64 CPU executor on the same backward IR (the oracle). */
+  lossAndGradientsReference(feeds: Record<string, Feed>, loss: string, wrt: readonly string[]): { loss: number; gradients: Map<string, Float64Array> } {
+    const tensors = this.normaliseFeeds(feeds);
+    const spec = specialize(this.graph, Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])));
+    const backward = buildBackward(spec, loss, wrt);
+    const refFeeds: Record<string, RefTensor> = {};
+    for (const [k, v] of tensors) if (backward.graph.inputs.some((i) => i.name === k)) refFeeds[k] = { dtype: v.dtype, dims: v.dims, data: Float64Array.from(v.data) };
+    const out = runReferenceGraph(backward.graph, refFeeds);
+    const gradients = new Map<string, Float64Array>();
+    for (const w of wrt) gradients.set(w, out[`grad/${w}`]!.data);
+    return { loss: out[loss]!.data[0]!, gradients };
+  }
+
   /** Frees every compiled plan (weights stay uploaded). Plans are rebuilt on the next run. */
   async releasePlans(): Promise<void> {
     const plans = [...this.plans.values(), ...this.gradPlans.values()];

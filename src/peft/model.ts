@@ -396,6 +396,18 @@ export class PeftModel {
     return { loss, gradients: adapterGradients[this.active[0]!]!, adapterGradients };
   }
 
+  /** `lossAndGradients` on the float64 CPU executor (same IR; the oracle of the GPU result). */
+  lossAndGradientsReference({ inputs, labels }: { inputs: Record<string, Feed>; labels: Feed }): { loss: number; gradients: Record<string, Float64Array> } {
+    const { model, trainables } = this.trainingModel();
+    const { loss, gradients } = model.lossAndGradientsReference({ ...inputs, [LABELS]: labels }, LOSS, trainables.map((t) => t.name));
+    const out: Record<string, Float64Array> = {};
+    for (const t of trainables) {
+      const g = Float32Array.from(gradients.get(t.name)!);
+      out[`${t.adapter}/${t.param.key}`] = Float64Array.from(this.toPeftLayout(t.param, g));
+    }
+    return { loss, gradients: out };
+  }
+
   /**
    * The model with the task loss appended for the active adapters (output `loss`, input `labels`),
    * and the trainable tensors it reads: every active adapter's IA3 vectors and the

@@ -1,7 +1,8 @@
 // Gradients of every IA3 vector on WebGPU equal PyTorch's (float64, PEFT placement, computed by
 // tests/fixtures/generate.py) on every fixture: causal-LM loss for GPT-2 and Llama, sequence
 // classification for BERT and DistilBERT, with padding in the attention mask and with two active
-// adapters (whose vectors multiply). Relative error per vector: ‖g − g_torch‖ / ‖g_torch‖ < 1e-3.
+// adapters (whose vectors multiply). Relative error per vector: ‖g − g_torch‖ / ‖g_torch‖ < 1e-3;
+// and against the float64 CPU executor running the same backward IR (< 1e-4).
 import { describe, expect, it } from 'vitest';
 import { loadModel, type TensorData } from '../../src/index.js';
 import { IA3Config } from '../../src/peft/config.js';
@@ -57,6 +58,14 @@ describe.each(['bert', 'gpt2', 'llama', 'distilbert'])('%s', (name) => {
       peft.setAdapter(c.active_adapters);
       const inputs = Object.fromEntries(Object.entries(c.inputs).map(([k, v]) => [k, ints(v)]));
       const { loss, adapterGradients } = await peft.lossAndGradients({ inputs, labels: ints(c.labels) });
+      // The float64 CPU executor on the same backward IR agrees with the GPU.
+      const cpu = peft.lossAndGradientsReference({ inputs, labels: ints(c.labels) });
+      expect(Math.abs(loss - cpu.loss) / Math.abs(cpu.loss), `${name}/${c.name}: loss vs CPU`).toBeLessThan(1e-5);
+      for (const adapter of c.active_adapters) {
+        for (const [key, got] of Object.entries(adapterGradients[adapter]!)) {
+          expect(relativeError(got.data as Float32Array, Array.from(cpu.gradients[`${adapter}/${key}`]!)), `${name}/${c.name}: ${key} vs CPU`).toBeLessThan(1e-4);
+        }
+      }
       expect(Math.abs(loss - c.loss) / Math.abs(c.loss), `${name}/${c.name}: loss ${loss} vs ${c.loss}`).toBeLessThan(1e-4);
       for (const adapter of c.active_adapters) {
         for (const [key, want] of Object.entries(c.grads[adapter]!)) {
