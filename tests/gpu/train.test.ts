@@ -97,6 +97,35 @@ describe('Trainer', () => {
     await model.dispose();
   });
 
+  it('accumulates gradients: 2 micro-batches of 4 make the same step as one batch of 8', async () => {
+    const data = toyData(8, 8, 21);
+    const step = async (batchSize: number, gradientAccumulationSteps: number) => {
+      const model = await gpt2();
+      const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
+      await new Trainer(peft, { learningRate: 0.01, batchSize, gradientAccumulationSteps, maxSteps: 1, seed: 4, lrScheduler: 'constant' }).train(data);
+      const state = peft.stateDict();
+      await model.dispose();
+      return Object.values(state).flatMap((t) => Array.from(t.data as Float32Array));
+    };
+    const one = await step(8, 1);
+    const two = await step(4, 2);
+    expect(one.some((v) => v !== 1)).toBe(true);
+    expect(Math.max(...one.map((v, i) => Math.abs(v - two[i]!)))).toBeLessThan(1e-5);
+  });
+
+  it('stop() ends training after the step in flight, with an end event', async () => {
+    const model = await gpt2();
+    const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
+    const trainer = new Trainer(peft, { batchSize: 4, maxSteps: 50, loggingSteps: 1 });
+    const ends: { step: number; reason: string }[] = [];
+    trainer.on('step', (e) => e.step === 3 && trainer.stop());
+    trainer.on('end', (e) => ends.push(e));
+    const result = await trainer.train(toyData(16, 8, 9));
+    expect(result.steps).toBeLessThanOrEqual(4);
+    expect(ends).toEqual([{ step: result.steps, reason: 'stopped' }]);
+    await model.dispose();
+  });
+
   it('stops with NonFiniteError naming the step and keeps the last good values', async () => {
     const model = await gpt2();
     const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
