@@ -17,6 +17,7 @@ import type { Graph, Initializer, Node } from '../onnx/graph.js';
 import type { ModuleInfo } from '../onnx/modules.js';
 import { Model, type Feed, type TensorData } from '../model.js';
 import { LABELS, LOSS, withLoss, type LossTask } from '../train/loss.js';
+import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
 import { IA3Config } from './config.js';
 import { isModuleToSave, selectModules } from './match.js';
 import { formatTrainableParameters } from './params.js';
@@ -363,6 +364,28 @@ export class PeftModel {
     for (const [p, data] of staged) this.setParamValues(p.name, data);
   }
 
+  /** PEFT's two files for an adapter (`save_pretrained`): safetensors weights and the config. */
+  saveAdapter(adapter = this.active[0]!): AdapterFiles {
+    const a = this.adapter(adapter);
+    const config = a.config.baseModelNameOrPath === null && typeof this.base.config?._name_or_path === 'string' ? a.config.with({ baseModelNameOrPath: this.base.config._name_or_path }) : a.config;
+    return writeAdapterFiles(config, this.stateDict(adapter));
+  }
+
+  /**
+   * Loads an adapter saved by PEFT or by `saveAdapter` under `name` (like PEFT's `load_adapter`).
+   * A config that does not fit the model, or tensors that do not fit the config, change nothing.
+   */
+  async loadAdapter(files: AdapterSource, name: string): Promise<void> {
+    const { config, tensors } = await readAdapterFiles(files);
+    this.addAdapter(name, config.with({ inferenceMode: false }));
+    try {
+      this.loadStateDict(tensors, name);
+    } catch (e) {
+      this.adapters.delete(name);
+      throw e;
+    }
+  }
+
   /** Forward pass with the active adapters (the base model's when disabled). */
   async run(feeds: Record<string, Feed>, outputs?: readonly string[]): Promise<Record<string, TensorData>> {
     return this.current().run(feeds, outputs);
@@ -506,6 +529,14 @@ export class PeftModel {
     if (!a) throw new InputError(`no adapter named '${name}' (adapters: ${[...this.adapters.keys()].join(', ')})`);
     return a;
   }
+}
+
+/** A PeftModel with a saved adapter loaded and active, like PEFT's `PeftModel.from_pretrained`. */
+export async function loadPeftModel(model: Model, files: AdapterSource, adapterName = 'default'): Promise<PeftModel> {
+  const { config, tensors } = await readAdapterFiles(files);
+  const peft = new PeftModel(model, config.with({ inferenceMode: false }), adapterName);
+  peft.loadStateDict(tensors, adapterName);
+  return peft;
 }
 
 /** Wraps a model with an IA3 adapter, like PEFT's `get_peft_model`. */

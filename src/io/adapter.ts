@@ -1,0 +1,72 @@
+// PEFT adapter files: `adapter_model.safetensors` + `adapter_config.json`, exactly as PEFT writes
+// them (keys `base_model.model.<module path>.ia3_l` and modules_to_save parameters, float32,
+// metadata {"format": "pt"}; the config with PEFT's field names, sorted keys, indent 2,
+// inference_mode true and resolved module lists), and their loading, all-or-nothing.
+
+import { FormatError, InputError } from '../errors.js';
+import { IA3Config, serializeConfig } from '../peft/config.js';
+import type { TensorData } from '../model.js';
+import { readSafetensors, tensorToFloat32, writeSafetensors, type TensorToWrite } from './safetensors.js';
+
+export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
+export const ADAPTER_CONFIG = 'adapter_config.json';
+
+/** The two files of a saved adapter. */
+export interface AdapterFiles {
+  'adapter_model.safetensors': Uint8Array;
+  'adapter_config.json': string;
+}
+
+/** Serialises a config and PEFT-keyed float32 tensors into PEFT's two files. */
+export function writeAdapterFiles(config: IA3Config, tensors: Readonly<Record<string, TensorData>>): AdapterFiles {
+  const toWrite: Record<string, TensorToWrite> = {};
+  for (const [key, t] of Object.entries(tensors)) {
+    if (!(t.data instanceof Float32Array)) throw new InputError(`adapter tensor '${key}' must be float32`);
+    toWrite[key] = { dtype: 'F32', shape: t.dims, data: t.data };
+  }
+  return {
+    [ADAPTER_WEIGHTS]: writeSafetensors(toWrite, { format: 'pt' }),
+    [ADAPTER_CONFIG]: serializeConfig(config.with({ inferenceMode: true })),
+  };
+}
+
+/** Files as a user hands them over: bytes or text, or `File`s / `Blob`s by name. */
+export type AdapterSource =
+  | { readonly 'adapter_model.safetensors': Uint8Array | ArrayBuffer | Blob; readonly 'adapter_config.json': string | Uint8Array | Blob }
+  | readonly File[]
+  | FileList;
+
+async function bytesOf(d: Uint8Array | ArrayBuffer | Blob): Promise<Uint8Array> {
+  if (d instanceof Uint8Array) return d;
+  if (d instanceof ArrayBuffer) return new Uint8Array(d);
+  return new Uint8Array(await d.arrayBuffer());
+}
+
+/** Parses an adapter's files: its config and its tensors (float32, PEFT keys and shapes). */
+export async function readAdapterFiles(source: AdapterSource): Promise<{ config: IA3Config; tensors: Record<string, TensorData> }> {
+  let weights: Uint8Array | ArrayBuffer | Blob | undefined;
+  let config: string | Uint8Array | Blob | undefined;
+  if (Array.isArray(source) || (typeof FileList !== 'undefined' && source instanceof FileList)) {
+    for (const f of source as Iterable<File>) {
+      if (f.name === ADAPTER_WEIGHTS) weights = f;
+      if (f.name === ADAPTER_CONFIG) config = f;
+    }
+  } else {
+    const s = source as Exclude<AdapterSource, readonly File[] | FileList>;
+    weights = s[ADAPTER_WEIGHTS];
+    config = s[ADAPTER_CONFIG];
+  }
+  if (weights === undefined) throw new InputError(`the adapter has no ${ADAPTER_WEIGHTS}`);
+  if (config === undefined) throw new InputError(`the adapter has no ${ADAPTER_CONFIG}`);
+  const configText = typeof config === 'string' ? config : new TextDecoder('utf-8', { fatal: false }).decode(await bytesOf(config));
+  const parsed = IA3Config.fromJSON(configText);
+  const file = readSafetensors(await bytesOf(weights), ADAPTER_WEIGHTS);
+  const tensors: Record<string, TensorData> = Object.create(null) as Record<string, TensorData>;
+  for (const [key, t] of file.tensors) {
+    if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16' && t.dtype !== 'F64') {
+      throw new FormatError(ADAPTER_WEIGHTS, `tensor '${key}' has dtype ${t.dtype}; adapter tensors are floating point`);
+    }
+    tensors[key] = { data: tensorToFloat32(t, key), dims: [...t.shape] };
+  }
+  return { config: parsed, tensors };
+}
