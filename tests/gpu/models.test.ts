@@ -73,3 +73,15 @@ describe.each(FIXTURES)('%s fixture', (name) => {
     });
   }
 });
+
+describe('loading', () => {
+  it('loads a Hugging Face model folder by URL (config.json + onnx/model.onnx)', async () => {
+    const model = await loadModel('/tests/fixtures/gpt2/', { device: await getGpu() });
+    expect(model.modelType).toBe('gpt2');
+    expect(model.config?.n_layer).toBe(2);
+    expect(model.moduleNames()).toContain('transformer.h.1.mlp.c_proj');
+    const { logits } = await model.run({ input_ids: [[46, 32, 18]], attention_mask: [[1, 1, 1]] });
+    expect(logits!.dims).toEqual([1, 3, 120]);
+    await model.dispose();
+  });
+});
