@@ -10,12 +10,18 @@
 // t = wid.y·nwg.x + wid.x. Workgroup t owns column block t % colBlocks (CT lanes wide) and row
 // chunk t / colBlocks (chunkRows rows). Thread (lid.x, lid.y) owns one lane and visits the rows
 // r0+lid.y, r0+lid.y+RT, … of its chunk, so a warp reads consecutive lanes of one row (coalesced)
-// and loads its column's scale s once for all its rows.
+// and loads its column's scale s once for all its rows. The row loops step a flat index by RT·lanes
+// with every uniform read into a register first: storage writes in the loop may alias the uniform
+// buffer as far as a compiler knows, and a reload plus multiply per element is a measurable share
+// of the work on CPU-emulated adapters.
 //
 // The backward is one fused pass: each thread writes dx for its elements and accumulates dy·x in a
 // register; the RT row groups are summed by a fixed-order tree in workgroup memory and written as
 // partials[chunk][c]. A second small pass (`finish`) sums the chunks of each column in fixed order
 // and applies Π_{j≠k} l_j, once per vector k. No atomics: results are deterministic run to run.
+// With RT = 1 (the software-adapter tiling) the tree and its barriers are compiled out: a software
+// adapter runs a workgroup's SIMD groups one after another, and any barrier makes it suspend and
+// resume each of them as a coroutine, which costs ~10× the streaming itself.
 //
 // Bindings (inputs, outputs, uniforms in group 0; entries share slots, never within one entry):
 //   slot | scale_s / scale_v4 | grad_s / grad_v4   | finish
@@ -85,7 +91,8 @@ fn scale4_at(lane: u32) -> vec4<f32> {
   return vec4<f32>(scale_at(c, 4u), scale_at(c + 1u, 4u), scale_at(c + 2u, 4u), scale_at(c + 3u, 4u));
 }
 
-// Sums red[0..RT)[lid.x] over the row groups by a fixed-order tree; every invocation must call it.
+// Sums red[0..RT)[lid.x] over the row groups by a fixed-order tree; every invocation must call it
+// (callers skip it when RT == 1: one row group needs no sum, and the barriers would remain).
 fn tree(lid: vec3<u32>) -> f32 {
   for (var h = RT / 2u; h > 0u; h = h / 2u) {
     workgroupBarrier();
@@ -108,13 +115,13 @@ fn tree4(lid: vec3<u32>) -> vec4<f32> {
 fn scale_s(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
   let t = wid.y * nwg.x + wid.x;
+  let lanes = S.lanes;
   let lane = (t % S.colBlocks) * CT + lid.x;
-  if (t >= S.tiles || lane >= S.lanes) { return; }
+  if (t >= S.tiles || lane >= lanes) { return; }
   let s = scale_at(lane, 4u);
   let r0 = (t / S.colBlocks) * S.chunkRows;
-  let r1 = min(r0 + S.chunkRows, S.rows);
-  for (var r = r0 + lid.y; r < r1; r += RT) {
-    let i = r * S.lanes + lane;
+  let end = min(r0 + S.chunkRows, S.rows) * lanes;
+  for (var i = (r0 + lid.y) * lanes + lane; i < end; i += RT * lanes) {
     y[i] = x[i] * s;
   }
 }
@@ -123,13 +130,13 @@ fn scale_s(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
 fn scale_v4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
   let t = wid.y * nwg.x + wid.x;
+  let lanes = S.lanes;
   let lane = (t % S.colBlocks) * CT + lid.x;
-  if (t >= S.tiles || lane >= S.lanes) { return; }
+  if (t >= S.tiles || lane >= lanes) { return; }
   let s = scale4_at(lane);
   let r0 = (t / S.colBlocks) * S.chunkRows;
-  let r1 = min(r0 + S.chunkRows, S.rows);
-  for (var r = r0 + lid.y; r < r1; r += RT) {
-    let i = r * S.lanes + lane;
+  let end = min(r0 + S.chunkRows, S.rows) * lanes;
+  for (var i = (r0 + lid.y) * lanes + lane; i < end; i += RT * lanes) {
     y4[i] = x4[i] * s;
   }
 }
@@ -140,23 +147,25 @@ fn grad_s(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
   let t = wid.y * nwg.x + wid.x;
   // t is uniform over the workgroup, so this exit keeps the barriers below in uniform control flow.
   if (t >= G.tiles) { return; }
+  let lanes = G.lanes;
   let chunk = t / G.colBlocks;
   let lane = (t % G.colBlocks) * CT + lid.x;
   var acc = 0.0;
-  if (lane < G.lanes) {
+  if (lane < lanes) {
     let s = scale_at(lane, 4u);
     let r0 = chunk * G.chunkRows;
-    let r1 = min(r0 + G.chunkRows, G.rows);
-    for (var r = r0 + lid.y; r < r1; r += RT) {
-      let i = r * G.lanes + lane;
+    let end = min(r0 + G.chunkRows, G.rows) * lanes;
+    for (var i = (r0 + lid.y) * lanes + lane; i < end; i += RT * lanes) {
       let g = dy[i];
       acc += g * x[i];
       if (DX != 0u) { dx[i] = g * s; }
     }
   }
-  red[lid.y * CT + lid.x] = acc;
-  let total = tree(lid);
-  if (lid.y == 0u && lane < G.lanes) { part[chunk * G.lanes + lane] = total; }
+  if (RT > 1u) {
+    red[lid.y * CT + lid.x] = acc;
+    acc = tree(lid);
+  }
+  if (lid.y == 0u && lane < lanes) { part[chunk * lanes + lane] = acc; }
 }
 
 @compute @workgroup_size(CT, RT)
@@ -164,29 +173,31 @@ fn grad_v4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
            @builtin(num_workgroups) nwg: vec3<u32>) {
   let t = wid.y * nwg.x + wid.x;
   if (t >= G.tiles) { return; }
+  let lanes = G.lanes;
   let chunk = t / G.colBlocks;
   let lane = (t % G.colBlocks) * CT + lid.x;
   var acc = vec4<f32>(0.0);
-  if (lane < G.lanes) {
+  if (lane < lanes) {
     let s = scale4_at(lane);
     let r0 = chunk * G.chunkRows;
-    let r1 = min(r0 + G.chunkRows, G.rows);
-    for (var r = r0 + lid.y; r < r1; r += RT) {
-      let i = r * G.lanes + lane;
+    let end = min(r0 + G.chunkRows, G.rows) * lanes;
+    for (var i = (r0 + lid.y) * lanes + lane; i < end; i += RT * lanes) {
       let g = dy4[i];
       acc += g * x4[i];
       if (DX != 0u) { dx4[i] = g * s; }
     }
   }
-  red4[lid.y * CT + lid.x] = acc;
-  let total = tree4(lid);
-  if (lid.y == 0u && lane < G.lanes) {
+  if (RT > 1u) {
+    red4[lid.y * CT + lid.x] = acc;
+    acc = tree4(lid);
+  }
+  if (lid.y == 0u && lane < lanes) {
     // Partials are laid out per column ([chunks, C] floats) whichever entry wrote them.
-    let o = chunk * 4u * G.lanes + 4u * lane;
-    part[o] = total.x;
-    part[o + 1u] = total.y;
-    part[o + 2u] = total.z;
-    part[o + 3u] = total.w;
+    let o = chunk * 4u * lanes + 4u * lane;
+    part[o] = acc.x;
+    part[o + 1u] = acc.y;
+    part[o + 2u] = acc.z;
+    part[o + 3u] = acc.w;
   }
 }
 
@@ -202,7 +213,9 @@ fn finish(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
   if (c < F.cols) {
     for (var k = lid.y; k < F.chunks; k += RT) { acc += psum[k * F.cols + c]; }
   }
-  red[lid.y * CT + lid.x] = acc;
-  let total = tree(lid);
-  if (lid.y == 0u && c < F.cols) { dl[c] = total * scale_at(c, F.skip); }
+  if (RT > 1u) {
+    red[lid.y * CT + lid.x] = acc;
+    acc = tree(lid);
+  }
+  if (lid.y == 0u && c < F.cols) { dl[c] = acc * scale_at(c, F.skip); }
 }

@@ -8,6 +8,7 @@
 // step only records dispatches: no allocation, no compilation, no CPU readback.
 
 import { GpuExecutionError, ShapeError } from '../errors.js';
+import { tuneKernelsFor } from './tuning.js';
 import type { GpuContext } from '../gpu/device.js';
 import { sizeClass } from '../gpu/buffers.js';
 import { sizeOf, type Program } from '../gpu/kernel.js';
@@ -82,6 +83,7 @@ export class Plan {
 
   static async compile(gpu: GpuContext, graph: PlanGraph): Promise<Plan> {
     gpu.assertAlive();
+    tuneKernelsFor(gpu);
     const pool = gpu.buffers;
     const buffers = new Map<string, GPUBuffer>();
     const owned: GPUBuffer[] = [];

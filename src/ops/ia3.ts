@@ -11,8 +11,8 @@
 //
 // Lowering (shaders/ia3.wgsl): the forward is one streaming pass; the backward is one fused pass
 // (dx plus per-chunk column partials of dy ⊙ x) and one small pass per vector that sums the chunks
-// in fixed order. `ia3Tiling` chooses the tile shape from (rows, C) alone, so a shape bucket maps to
-// fixed pipelines and uniforms.
+// in fixed order. `ia3Tiling` chooses the tile shape from (rows, C) and the device tuning set once
+// by `setIA3Tuning` (GPU or software adapter), so a shape bucket maps to fixed pipelines and uniforms.
 
 import source from '../../shaders/ia3.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
@@ -57,8 +57,40 @@ const finishKernel = kernel('ia3_scale_grad_finish', 'finish', ['partials', ...L
 const WG_THREADS = 256;
 /** Workgroups a dispatch aims for: a few waves on a large GPU (≈1000 resident workgroups). */
 const TARGET_TILES = 2048;
+/** Workgroups a dispatch aims for on a software adapter: a few per CPU core. */
+const SOFTWARE_TARGET_TILES = 32;
 
 const pow2ceil = (v: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, v)));
+
+/** Device traits the IA3 tiling adapts to; see `setIA3Tuning`. */
+export interface IA3Tuning {
+  /**
+   * The device is a software adapter (SwiftShader, llvmpipe, WARP: `GpuContext.adapterInfo.isSoftware`).
+   * It runs the invocations of a workgroup one SIMD group after another on a CPU core, so a
+   * workgroup barrier turns every group into a coroutine that must be suspended and resumed (the
+   * row-group tree then costs ~10× the streaming itself), and each workgroup has a fixed launch
+   * cost. Its tiling has one row group (rt = 1: no barrier, no workgroup memory) and a few dozen
+   * workgroups whose threads each walk many rows. Results are bit-identical run to run either way.
+   */
+  readonly softwareAdapter: boolean;
+}
+
+let tuning: IA3Tuning = { softwareAdapter: false };
+
+/**
+ * Sets how later IA3 lowerings tile their passes (lowerings see no GpuContext, so the caller that
+ * owns the device sets this once, before compiling plans for it). Returns the previous tuning.
+ */
+export function setIA3Tuning(next: Partial<IA3Tuning>): IA3Tuning {
+  const previous = tuning;
+  tuning = { ...tuning, ...next };
+  return previous;
+}
+
+/** The tuning IA3 lowerings currently use. */
+export function getIA3Tuning(): IA3Tuning {
+  return tuning;
+}
 
 /** The tile shape of an IA3 pass over x viewed as [rows, C]; see shaders/ia3.wgsl. */
 export interface IA3Tiling {
@@ -79,16 +111,23 @@ export interface IA3Tiling {
 
 /**
  * Chooses the tiling of an IA3 pass. `minRowsPerThread` trades parallelism for less reduction work
- * (the backward wants each thread to sum several rows before the workgroup tree).
+ * (the backward wants each thread to sum several rows before the workgroup tree). `softwareAdapter`
+ * defaults to the current `setIA3Tuning` value.
  */
-export function ia3Tiling(rows: number, C: number, minRowsPerThread: number): IA3Tiling {
+export function ia3Tiling(
+  rows: number,
+  C: number,
+  minRowsPerThread: number,
+  softwareAdapter = tuning.softwareAdapter,
+): IA3Tiling {
   const vec4 = C % 4 === 0 && C > 0;
   const lanes = vec4 ? C / 4 : C;
   const ct = Math.min(64, pow2ceil(lanes));
   // Few rows: shrink the workgroup rather than leave row groups idle.
-  const rt = Math.min(WG_THREADS / ct, pow2ceil(rows));
+  const rt = softwareAdapter ? 1 : Math.min(WG_THREADS / ct, pow2ceil(rows));
   const colBlocks = Math.max(1, Math.ceil(lanes / ct));
-  const chunksWanted = Math.max(1, Math.floor(TARGET_TILES / colBlocks));
+  const target = softwareAdapter ? SOFTWARE_TARGET_TILES : TARGET_TILES;
+  const chunksWanted = Math.max(1, Math.floor(target / colBlocks));
   const rowsPerChunk = Math.max(rt * minRowsPerThread, Math.ceil(rows / chunksWanted));
   const chunkRows = Math.ceil(rowsPerChunk / rt) * rt;
   const chunks = rows === 0 || lanes === 0 ? 0 : Math.ceil(rows / chunkRows);
@@ -259,7 +298,8 @@ const IA3ScaleGrad: OpDef = {
   gpu(inputs, _outputs, attrs, ctx): LoweringSteps {
     const { rows, C, first, count } = vectorLayout(inputs, 1, ctx);
     const inputGrad = inputGradAttr(attrs, ctx);
-    const t = ia3Tiling(rows, C, BACKWARD_ROWS_PER_THREAD);
+    const software = tuning.softwareAdapter;
+    const t = ia3Tiling(rows, C, BACKWARD_ROWS_PER_THREAD, software);
     const ls = vectorBindings(first, count);
     // temp 0: partials [chunks, C]; temp 1 (input_grad = 0): a 16-byte stand-in for the dx binding,
     // which the kernel never writes (DX = 0) but the bind group layout still requires.
@@ -271,8 +311,9 @@ const IA3ScaleGrad: OpDef = {
       workgroups: grid(t.tiles),
     };
     const fct = Math.min(64, pow2ceil(C));
-    // The finish pass is tiny; a fixed shape keeps its pipeline count down.
-    const frt = WG_THREADS / fct;
+    // The finish pass is tiny; a fixed shape keeps its pipeline count down. Its row groups split
+    // the chunks, except on a software adapter (rt = 1, no barrier), where chunks are few anyway.
+    const frt = software ? 1 : WG_THREADS / fct;
     const steps: LoweringSteps['steps'][number][] = [
       { program: main, bindings: [{ in: 1 }, ...ls, { in: 0 }, inputGrad ? { out: 0 } : { tmp: 1 }, { tmp: 0 }] },
     ];

@@ -6,7 +6,8 @@
 // 8 rows, shaders/matmul-gemv.wgsl (K split across a workgroup, B streamed once). Lowering folds
 // batch dims into M when B is shared across the batch (x·W on [batch, seq, hidden] is one 2-D
 // GEMM with more rows), merges batch dims that index both operands alike, and splits grids past
-// WebGPU's 65535 workgroups per dimension into several dispatches of the same pipeline.
+// WebGPU's 65535 workgroups per dimension into several dispatches of the same pipeline. The tile
+// is chosen for occupancy on GPUs, or for work per output on software adapters (setMatmulTuning).
 
 import gemvSource from '../../shaders/matmul-gemv.wgsl?raw';
 import tiledSource from '../../shaders/matmul.wgsl?raw';
@@ -67,18 +68,96 @@ export const matmulGemvKernel = defineKernel({
   uniforms: UNIFORMS,
 });
 
+/** A tile configuration of the tiled kernel: WG_X×WG_Y invocations, each an RM×CN block of Y. */
+export interface MatmulTile {
+  readonly WG_X: number;
+  readonly WG_Y: number;
+  /** K tile depth. */
+  readonly KT: number;
+  /** Rows and columns per invocation: 4 or 8. */
+  readonly RM: 4 | 8;
+  readonly CN: 4 | 8;
+  /**
+   * Time per output element on a software adapter, relative to SOFTWARE_TILE (SwiftShader, 2
+   * cores, 256×768×768): what the software rule weighs padded work by.
+   */
+  readonly swCost: number;
+}
+
 /**
- * Tile configurations of the tiled kernel, largest first: WG_X×WG_Y invocations, each an RM×4
- * block of Y, K tiles of depth KT. Bigger tiles reuse each loaded value more, smaller ones make
- * more workgroups; the first whose grid has at least MIN_WORKGROUPS workgroups is used (enough to
- * fill the compute units of a large GPU a couple of times over), else the smallest.
+ * Tile configurations for GPUs, largest first. Bigger tiles reuse each loaded value more, smaller
+ * ones make more workgroups; the first whose grid has at least MIN_WORKGROUPS workgroups is used
+ * (enough to fill the compute units of a large GPU a couple of times over), else the smallest.
  */
-const TILES = [
-  { WG_X: 16, WG_Y: 16, KT: 16, RM: 8 }, // 128×64, 12 KiB of workgroup memory
-  { WG_X: 16, WG_Y: 16, KT: 16, RM: 4 }, // 64×64, 8 KiB
-  { WG_X: 8, WG_Y: 8, KT: 32, RM: 4 }, // 32×32, 8 KiB
-] as const;
+export const MATMUL_TILES: readonly MatmulTile[] = [
+  { WG_X: 16, WG_Y: 16, KT: 16, RM: 8, CN: 8, swCost: 1.1 }, // 128×128, 16 KiB of workgroup memory
+  { WG_X: 16, WG_Y: 16, KT: 16, RM: 8, CN: 4, swCost: 1.4 }, // 128×64, 12 KiB
+  { WG_X: 16, WG_Y: 16, KT: 16, RM: 4, CN: 4, swCost: 1.6 }, // 64×64, 8 KiB
+  { WG_X: 8, WG_Y: 8, KT: 32, RM: 4, CN: 4, swCost: 1.5 }, // 32×32, 8 KiB
+];
 const MIN_WORKGROUPS = 256;
+
+/**
+ * The tile a CPU runs best: a software adapter runs a handful of workgroups at a time, so filling
+ * compute units is moot; what costs is work per output (workgroup-memory reads, staging, barriers),
+ * lowest with 8×8 blocks. 64×64, 8 KiB.
+ */
+export const SOFTWARE_TILE: MatmulTile = { WG_X: 8, WG_Y: 8, KT: 16, RM: 8, CN: 8, swCost: 1 };
+
+/** Choices of the lowering that depend on the adapter (lowerings receive no device). */
+export interface MatmulTuning {
+  /**
+   * The adapter runs shaders on the CPU (SwiftShader, llvmpipe, WARP: `GpuContext.adapterInfo
+   * .isSoftware`). Tiles are then picked by padded work × measured cost instead of by occupancy.
+   */
+  softwareAdapter: boolean;
+  /** Use this tile for every tiled product instead of choosing one (tests, benchmarks). */
+  tile?: MatmulTile | undefined;
+}
+
+const tuning: MatmulTuning = { softwareAdapter: false, tile: undefined };
+
+/**
+ * Sets how MatMul, Gemm and FusedMatMul are lowered from now on; whoever owns the device calls it
+ * before lowering, e.g. `setMatmulTuning({ softwareAdapter: gpu.adapterInfo.isSoftware })`.
+ * Returns the previous tuning. Any tuning is correct on any adapter; it only changes speed.
+ */
+export function setMatmulTuning(t: Partial<MatmulTuning>): MatmulTuning {
+  if (t.tile) checkTile(t.tile);
+  const previous = { ...tuning };
+  Object.assign(tuning, t);
+  return previous;
+}
+
+/** The tiled kernel's constraints on a tile (see shaders/matmul.wgsl); throws when one fails. */
+export function checkTile(t: MatmulTile): void {
+  const NT = t.WG_X * t.WG_Y;
+  const TM = t.RM * t.WG_Y;
+  const TN = t.CN * t.WG_X;
+  const LA = (TM * t.KT) / 4 / NT;
+  const LB = (TN * t.KT) / 4 / NT;
+  const ok =
+    t.KT % 4 === 0 &&
+    NT % t.KT === 0 &&
+    NT % (TM / 4) === 0 &&
+    NT % (TN / 4) === 0 &&
+    [1, 2, 3, 4].includes(LA) &&
+    [1, 2, 3, 4].includes(LB);
+  if (!ok) throw new Error(`matmul tile ${JSON.stringify(t)} breaks the tiled kernel's staging constraints`);
+}
+
+/** The tile for an M×N product of `batch` entries under the current tuning. */
+export function pickTile(M: number, N: number, batch: number): MatmulTile {
+  if (tuning.tile) return tuning.tile;
+  const tm = (t: MatmulTile): number => Math.ceil(M / (t.RM * t.WG_Y));
+  const tn = (t: MatmulTile): number => Math.ceil(N / (t.CN * t.WG_X));
+  if (tuning.softwareAdapter) {
+    const cost = (t: MatmulTile): number => tm(t) * t.RM * t.WG_Y * tn(t) * t.CN * t.WG_X * t.swCost;
+    return [SOFTWARE_TILE, ...MATMUL_TILES].reduce((best, t) => (cost(t) < cost(best) ? t : best));
+  }
+  return MATMUL_TILES.find((t) => tm(t) * tn(t) * batch >= MIN_WORKGROUPS) ?? MATMUL_TILES[MATMUL_TILES.length - 1]!;
+}
+
 /** Rows up to which the GEMV-style kernel runs instead of the tiled one. */
 export const GEMV_MAX_ROWS = 8;
 const GEMV_COLS = { n: 32, t: 8 } as const; // columns per workgroup, B [K,N] / B [N,K]
@@ -306,12 +385,12 @@ function lowerProblem(p: Problem, ctx: OpContext, maxPerDim: number): LoweringSt
     tilesM = 1;
     tilesN = Math.ceil(N / (transB ? GEMV_COLS.t : GEMV_COLS.n));
   } else {
-    const count = (t: (typeof TILES)[number]): number => Math.ceil(M / (t.RM * t.WG_Y)) * Math.ceil(N / (4 * t.WG_X)) * nBatch;
-    const tile = TILES.find((t) => count(t) >= MIN_WORKGROUPS) ?? TILES[TILES.length - 1]!;
+    const tile = pickTile(M, N, nBatch);
+    const { WG_X, WG_Y, KT, RM, CN } = tile;
     kernel = N % 4 === 0 ? matmulKernel : matmulScalarStoreKernel;
-    overrides = { ...tile, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0 };
-    tilesM = Math.ceil(M / (tile.RM * tile.WG_Y));
-    tilesN = Math.ceil(N / (4 * tile.WG_X));
+    overrides = { WG_X, WG_Y, KT, RM, CN, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0 };
+    tilesM = Math.ceil(M / (RM * WG_Y));
+    tilesN = Math.ceil(N / (CN * WG_X));
   }
 
   // Up to four batch dims go to the kernel; outer ones become separate dispatches.

@@ -1,10 +1,12 @@
 // IA3Scale and IA3ScaleGrad on the GPU against the float64 reference: awkward row counts (1, 7,
 // more rows than one workgroup or chunk covers), C on and off the vec4 path, 1–3 active vectors in
-// PEFT's (C,1) and (1,C) layouts, with and without dx.
-import { describe, expect, it } from 'vitest';
+// PEFT's (C,1) and (1,C) layouts, with and without dx. Every check runs under both tilings: the GPU
+// one (row groups summed by a workgroup tree) and the software-adapter one (one row group, no
+// barrier, few long chunks), whichever adapter runs the tests.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { grid, type Program } from '../../src/gpu/kernel.js';
 import { context, fromGpuBytes, runOnGpu, runReference, toGpuArray } from '../../src/ops/execute.js';
-import { ia3Ops, ia3Tiling } from '../../src/ops/ia3.js';
+import { ia3Ops, ia3Tiling, setIA3Tuning, type IA3Tuning } from '../../src/ops/ia3.js';
 import type { BufferRef, LoweringSteps, RefTensor, ValueInfo } from '../../src/ops/types.js';
 import { sizeOf } from '../../src/ops/util.js';
 import { getGpu } from '../util/gpu.js';
@@ -54,53 +56,6 @@ const CASES: Case[] = [];
 const ctxScale = context('IA3Scale', 'ia3');
 const ctxGrad = context('IA3ScaleGrad', 'ia3_grad');
 
-describe('IA3Scale (GPU)', () => {
-  it('matches the reference over rows × C × vectors × layouts', async () => {
-    const gpu = await getGpu();
-    for (const [n, c] of CASES.entries()) {
-      const x = randomTensor([...c.lead, c.C], 100 + n);
-      const inputs = [x, ...vectors(c, 900 + n)];
-      const [got] = await runOnGpu(gpu, IA3Scale, inputs, {}, ctxScale);
-      const [want] = runReference(IA3Scale, inputs, {}, ctxScale);
-      expectClose(got!, want!, { rtol: 1e-6, atol: 1e-7 }, `IA3Scale ${name(c)}`);
-    }
-  });
-});
-
-describe('IA3ScaleGrad (GPU)', () => {
-  it('matches the reference for dx and every dl, with and without dx', async () => {
-    const gpu = await getGpu();
-    for (const [n, c] of CASES.entries()) {
-      const x = randomTensor([...c.lead, c.C], 200 + n);
-      const dy = randomTensor([...c.lead, c.C], 300 + n);
-      const inputs = [dy, x, ...vectors(c, 400 + n)];
-      const rows = sizeOf(c.lead);
-      for (const inputGrad of [1, 0]) {
-        const attrs = { input_grad: inputGrad };
-        const got = await runOnGpu(gpu, IA3ScaleGrad, inputs, attrs, ctxGrad);
-        const want = runReference(IA3ScaleGrad, inputs, attrs, ctxGrad);
-        expect(got.length).toBe(1 + c.nl);
-        expect(got[0]!.dims).toEqual(inputGrad ? [...c.lead, c.C] : [0]);
-        expectClose(got[0]!, want[0]!, { rtol: 1e-6, atol: 1e-7 }, `dx ${name(c)}`);
-        for (let k = 0; k < c.nl; k++) {
-          // f32 sums over `rows` products of magnitude ≤ 1.5^nl.
-          expectClose(got[1 + k]!, want[1 + k]!, { rtol: 1e-4, atol: 2e-6 * rows }, `dl${k + 1} ${name(c)} input_grad=${inputGrad}`);
-        }
-      }
-    }
-  });
-
-  it('is deterministic: two runs agree bit for bit', async () => {
-    const gpu = await getGpu();
-    for (const C of [768, 33]) {
-      const inputs = [randomTensor([1500, C], 5), randomTensor([1500, C], 6), randomTensor([C, 1], 7), randomTensor([1, C], 8)];
-      const a = await runOnGpu(gpu, IA3ScaleGrad, inputs, {}, ctxGrad);
-      const b = await runOnGpu(gpu, IA3ScaleGrad, inputs, {}, ctxGrad);
-      for (let k = 1; k < a.length; k++) expect(Array.from(a[k]!.data)).toEqual(Array.from(b[k]!.data));
-    }
-  });
-});
-
 /**
  * Runs a lowering with every dispatch folded into a 2-D grid that overshoots the workgroup count,
  * as `grid()` does past 65535 on a real GPU: checks that the kernels ignore the extra workgroups.
@@ -133,24 +88,85 @@ async function runFolded(
   return result;
 }
 
-describe('IA3 kernels on a folded grid', () => {
-  it('ignore the workgroups a 2-D grid fold adds past the end', async () => {
-    const C = 260; // 65 vec4 lanes: two column blocks, the second one lane wide
-    const rows = 300;
-    const x = randomTensor([rows, C], 11);
-    const dy = randomTensor([rows, C], 12);
-    const l = randomTensor([C, 1], 13);
-    const info = (t: RefTensor): ValueInfo => ({ dtype: t.dtype, dims: t.dims });
-    expect(ia3Tiling(rows, C, 8).tiles).toBeGreaterThan(3);
+for (const softwareAdapter of [false, true]) {
+  describe(`IA3 on the GPU, ${softwareAdapter ? 'software-adapter' : 'GPU'} tiling`, () => {
+    let previous: IA3Tuning;
+    beforeAll(() => {
+      previous = setIA3Tuning({ softwareAdapter });
+    });
+    afterAll(() => {
+      setIA3Tuning(previous);
+    });
 
-    const fwd = (IA3Scale.gpu as Exclude<typeof IA3Scale.gpu, 'fold'>)([x, l].map(info), [], {}, ctxScale) as LoweringSteps;
-    const [y] = await runFolded(fwd, [x, l], [[rows, C]]);
-    expectClose(y!, runReference(IA3Scale, [x, l], {}, ctxScale)[0]!, { rtol: 1e-6, atol: 1e-7 }, 'folded IA3Scale');
+    describe('IA3Scale (GPU)', () => {
+      it('matches the reference over rows × C × vectors × layouts', async () => {
+        const gpu = await getGpu();
+        for (const [n, c] of CASES.entries()) {
+          const x = randomTensor([...c.lead, c.C], 100 + n);
+          const inputs = [x, ...vectors(c, 900 + n)];
+          const [got] = await runOnGpu(gpu, IA3Scale, inputs, {}, ctxScale);
+          const [want] = runReference(IA3Scale, inputs, {}, ctxScale);
+          expectClose(got!, want!, { rtol: 1e-6, atol: 1e-7 }, `IA3Scale ${name(c)}`);
+        }
+      });
+    });
 
-    const bwd = (IA3ScaleGrad.gpu as Exclude<typeof IA3ScaleGrad.gpu, 'fold'>)([dy, x, l].map(info), [], {}, ctxGrad) as LoweringSteps;
-    const [dx, dl] = await runFolded(bwd, [dy, x, l], [[rows, C], [C, 1]]);
-    const want = runReference(IA3ScaleGrad, [dy, x, l], {}, ctxGrad);
-    expectClose(dx!, want[0]!, { rtol: 1e-6, atol: 1e-7 }, 'folded dx');
-    expectClose(dl!, want[1]!, { rtol: 1e-4, atol: 1e-4 }, 'folded dl');
+    describe('IA3ScaleGrad (GPU)', () => {
+      it('matches the reference for dx and every dl, with and without dx', async () => {
+        const gpu = await getGpu();
+        for (const [n, c] of CASES.entries()) {
+          const x = randomTensor([...c.lead, c.C], 200 + n);
+          const dy = randomTensor([...c.lead, c.C], 300 + n);
+          const inputs = [dy, x, ...vectors(c, 400 + n)];
+          const rows = sizeOf(c.lead);
+          for (const inputGrad of [1, 0]) {
+            const attrs = { input_grad: inputGrad };
+            const got = await runOnGpu(gpu, IA3ScaleGrad, inputs, attrs, ctxGrad);
+            const want = runReference(IA3ScaleGrad, inputs, attrs, ctxGrad);
+            expect(got.length).toBe(1 + c.nl);
+            expect(got[0]!.dims).toEqual(inputGrad ? [...c.lead, c.C] : [0]);
+            expectClose(got[0]!, want[0]!, { rtol: 1e-6, atol: 1e-7 }, `dx ${name(c)}`);
+            for (let k = 0; k < c.nl; k++) {
+              // f32 sums over `rows` products of magnitude ≤ 1.5^nl.
+              expectClose(got[1 + k]!, want[1 + k]!, { rtol: 1e-4, atol: 2e-6 * rows }, `dl${k + 1} ${name(c)} input_grad=${inputGrad}`);
+            }
+          }
+        }
+      });
+
+      it('is deterministic: two runs agree bit for bit', async () => {
+        const gpu = await getGpu();
+        for (const C of [768, 33]) {
+          const inputs = [randomTensor([1500, C], 5), randomTensor([1500, C], 6), randomTensor([C, 1], 7), randomTensor([1, C], 8)];
+          const a = await runOnGpu(gpu, IA3ScaleGrad, inputs, {}, ctxGrad);
+          const b = await runOnGpu(gpu, IA3ScaleGrad, inputs, {}, ctxGrad);
+          for (let k = 1; k < a.length; k++) expect(Array.from(a[k]!.data)).toEqual(Array.from(b[k]!.data));
+        }
+      });
+    });
+
+    describe('IA3 kernels on a folded grid', () => {
+      it('ignore the workgroups a 2-D grid fold adds past the end', async () => {
+        const C = 260; // 65 vec4 lanes: two column blocks, the second one lane wide
+        const rows = 300;
+        const x = randomTensor([rows, C], 11);
+        const dy = randomTensor([rows, C], 12);
+        const l = randomTensor([C, 1], 13);
+        const info = (t: RefTensor): ValueInfo => ({ dtype: t.dtype, dims: t.dims });
+        expect(ia3Tiling(rows, C, 8).tiles).toBeGreaterThan(3);
+
+        const fwd = (IA3Scale.gpu as Exclude<typeof IA3Scale.gpu, 'fold'>)([x, l].map(info), [], {}, ctxScale) as LoweringSteps;
+        const [y] = await runFolded(fwd, [x, l], [[rows, C]]);
+        expectClose(y!, runReference(IA3Scale, [x, l], {}, ctxScale)[0]!, { rtol: 1e-6, atol: 1e-7 }, 'folded IA3Scale');
+
+        const bwd = (IA3ScaleGrad.gpu as Exclude<typeof IA3ScaleGrad.gpu, 'fold'>)([dy, x, l].map(info), [], {}, ctxGrad) as LoweringSteps;
+        // The tiling under test: one row group (no workgroup tree) exactly on the software side.
+        for (const step of bwd.steps) expect(step.program.overrides!['RT'] === 1).toBe(softwareAdapter);
+        const [dx, dl] = await runFolded(bwd, [dy, x, l], [[rows, C], [C, 1]]);
+        const want = runReference(IA3ScaleGrad, [dy, x, l], {}, ctxGrad);
+        expectClose(dx!, want[0]!, { rtol: 1e-6, atol: 1e-7 }, 'folded dx');
+        expectClose(dl!, want[1]!, { rtol: 1e-4, atol: 1e-4 }, 'folded dl');
+      });
+    });
   });
-});
+}

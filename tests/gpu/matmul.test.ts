@@ -1,9 +1,9 @@
 // MatMul, Gemm and FusedMatMul on the GPU against the float64 reference: awkward shapes (dims of
-// 1, primes, non-multiples of the tiles, K = 1, large K), both kernels (tiled and small-M), both
-// tile sizes, batch broadcasting of either operand, every transpose, and every fused input.
+// 1, primes, non-multiples of the tiles, K = 1, large K), both kernels (tiled and small-M), every
+// tile configuration, batch broadcasting of either operand, every transpose, and every fused input.
 import { describe, expect, it } from 'vitest';
 import { context, fromGpuBytes, runOnGpu, runReference, toGpuArray } from '../../src/ops/execute.js';
-import { lowerMatmul, matmulOps } from '../../src/ops/matmul.js';
+import { lowerMatmul, MATMUL_TILES, type MatmulTile, matmulOps, setMatmulTuning, SOFTWARE_TILE } from '../../src/ops/matmul.js';
 import type { Attrs, BufferRef, LoweringSteps, OpDef, RefTensor } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
 import { expectClose, randomTensor } from '../util/tensors.js';
@@ -31,7 +31,7 @@ function kernelOf(op: OpDef, inputs: (RefTensor | undefined)[], attrs: Attrs, na
   return low.steps
     .map((s) => {
       const o = s.program.overrides ?? {};
-      return o.RM === undefined ? s.program.kernel.name : `${s.program.kernel.name}/${o.RM * o.WG_Y!}x${4 * o.WG_X!}`;
+      return o.RM === undefined ? s.program.kernel.name : `${s.program.kernel.name}/${o.RM * o.WG_Y!}x${o.CN! * o.WG_X!}`;
     })
     .join(',');
 }
@@ -66,8 +66,6 @@ describe('MatMul on the GPU', () => {
       [9, 3072, 12, 'matmul/32x32'],
       [128, 256, 256, 'matmul/32x32'],
       [1030, 20, 2052, 'matmul/128x64'],
-      [1030, 7, 2049, 'matmul-scalar-store/128x64'],
-      [520, 12, 2048, 'matmul/64x64'],
       [1, 40, 1, 'matmul-gemv'],
       [300, 17, 1, 'matmul-scalar-store/32x32'],
     ];
@@ -181,11 +179,51 @@ describe('FusedMatMul on the GPU', () => {
     }
   });
 
-  it('runs both transposes and every fused input on the largest tiles', async () => {
-    const ins = [rand([20, 1030]), rand([2052, 20]), rand([2052]), randomTensor([20], seed++, 0.5, 1.5), randomTensor([2052], seed++, 0.5, 1.5)];
-    const attrs = { transA: 1, transB: 1, alpha: 1.25 };
-    expect(kernelOf(Fused, ins, attrs, 'FusedMatMul')).toBe('matmul/128x64');
-    await check(Fused, 'FusedMatMul', ins, attrs, 20, 'FusedMatMul 1030x20x2052 tA1 tB1');
+  it('runs every tile configuration (4×4 and 8×8 blocks) with transposes, fused inputs and partial tiles', async () => {
+    const gpu = await getGpu();
+    // [M, K, N, transA, transB, fused-input mask] relative to the tile: a second, partial tile
+    // along M and N, K not a multiple of the K tile. The first two use vec4 loads and stores, the
+    // others scalar ones; 4×4-block tiles run only the latter (their vec4 path runs above).
+    const shapes = (TM: number, TN: number): [number, number, number, number, number, number][] => [
+      [TM + 1, 23, TN + 9, 1, 1, 7],
+      [TM / 2 + 3, 37, TN - 3, 0, 0, 3],
+      [TM + 5, 36, TN + 4, 0, 0, 0],
+      [TM + 4, 36, TN + 8, 1, 1, 7],
+    ];
+    const runs: { tile: MatmulTile; ins: (RefTensor | undefined)[]; attrs: Attrs; K: number; what: string; path: string }[] = [];
+    for (const tile of [SOFTWARE_TILE, ...MATMUL_TILES]) {
+      const TM = tile.RM * tile.WG_Y;
+      const TN = tile.CN * tile.WG_X;
+      const blocks8 = tile.RM === 8 && tile.CN === 8;
+      for (const [M, K, N, transA, transB, mask] of shapes(TM, TN).slice(0, blocks8 ? 4 : 2)) {
+        const ins = [
+          rand(transA ? [K, M] : [M, K]),
+          rand(transB ? [N, K] : [K, N]),
+          mask & 1 ? rand([N]) : undefined,
+          mask & 2 ? randomTensor([K], seed++, 0.5, 1.5) : undefined,
+          mask & 4 ? randomTensor([N], seed++, 0.5, 1.5) : undefined,
+        ];
+        const what = `FusedMatMul ${M}x${K}x${N} tA${transA} tB${transB} mask${mask} on ${TM}x${TN}`;
+        runs.push({ tile, ins, attrs: { transA, transB, alpha: 1.25 }, K, what, path: `${N % 4 === 0 ? 'matmul' : 'matmul-scalar-store'}/${TM}x${TN}` });
+      }
+    }
+    // Compile every pipeline at once: compiles dominate this test on a software adapter.
+    const lowerings = runs.map((r) => {
+      const previous = setMatmulTuning({ tile: r.tile });
+      try {
+        expect(kernelOf(Fused, r.ins, r.attrs, 'FusedMatMul'), r.what).toBe(r.path);
+        const infos = r.ins.map((t) => (t ? { dtype: t.dtype, dims: t.dims } : undefined));
+        return lowerMatmul('FusedMatMul', infos, r.attrs, context('FusedMatMul'));
+      } finally {
+        setMatmulTuning(previous);
+      }
+    });
+    await Promise.all(lowerings.flatMap((l) => l.steps.map((s) => gpu.pipelines.get(s.program))));
+    for (const [i, r] of runs.entries()) {
+      const expected = runReference(Fused, r.ins, r.attrs, context('FusedMatMul'))[0]!;
+      const actual = await runSteps(lowerings[i]!, r.ins, expected.dims);
+      expectClose(actual, expected, { rtol: 1e-4, atol: 1e-5 + 2e-6 * r.K }, r.what);
+    }
   });
 
   it('computes dX = dY·Wᵀ with transB and a batched dY, at large K', async () => {

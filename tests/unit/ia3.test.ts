@@ -1,9 +1,9 @@
 // The IA3 ops on the CPU: reference gradients against finite differences of the reference forward,
-// shape rules and their errors, and the tiling the GPU lowering picks.
+// shape rules and their errors, and the tilings the GPU lowering picks (GPU and software adapter).
 import { describe, expect, it } from 'vitest';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
 import { context, runReference } from '../../src/ops/execute.js';
-import { ia3Ops, ia3Tiling } from '../../src/ops/ia3.js';
+import { getIA3Tuning, ia3Ops, ia3Tiling, setIA3Tuning } from '../../src/ops/ia3.js';
 import type { LoweringSteps, RefTensor, TensorType, ValueInfo } from '../../src/ops/types.js';
 import { tensor } from '../../src/ops/util.js';
 import { dot, expectClose, numericGradient, randomTensor } from '../util/tensors.js';
@@ -100,23 +100,49 @@ describe('IA3 shape rules', () => {
 describe('IA3 tiling', () => {
   const cases: [number, number][] = [[0, 8], [1, 1], [7, 3], [1, 768], [1000, 33], [4099, 1], [16384, 1024], [4096, 4096], [1 << 24, 1], [1, 1 << 24], [21845, 768]];
   for (const [rows, C] of cases) {
-    it(`covers [${rows}, ${C}] with a valid workgroup shape and bounded grid`, () => {
-      for (const minRows of [4, 8]) {
-        const t = ia3Tiling(rows, C, minRows);
-        expect(t.vec4).toBe(C % 4 === 0);
-        expect(t.ct * t.rt).toBeLessThanOrEqual(256);
-        expect(Number.isInteger(Math.log2(t.rt))).toBe(true);
-        expect(t.chunkRows % t.rt).toBe(0);
-        expect(t.colBlocks * t.ct).toBeGreaterThanOrEqual(t.lanes);
-        expect(t.chunks * t.chunkRows).toBeGreaterThanOrEqual(rows);
-        expect(Math.max(0, t.chunks - 1) * t.chunkRows).toBeLessThan(Math.max(1, rows));
-        expect(t.tiles).toBe(t.chunks * t.colBlocks);
-        // Enough workgroups to fill a large GPU when the problem allows, and a small partials buffer.
-        if (rows * C >= 1 << 24) expect(t.tiles).toBeGreaterThanOrEqual(1024);
-        if (rows * C >= 1 << 20) expect(t.chunks * C).toBeLessThanOrEqual(Math.max(C, (rows * C) / 8));
-      }
-    });
+    for (const software of [false, true]) {
+      it(`covers [${rows}, ${C}] with a valid workgroup shape and bounded grid (${software ? 'software' : 'GPU'} tiling)`, () => {
+        for (const minRows of [4, 8]) {
+          const t = ia3Tiling(rows, C, minRows, software);
+          expect(t.vec4).toBe(C % 4 === 0);
+          expect(t.ct * t.rt).toBeLessThanOrEqual(256);
+          expect(Number.isInteger(Math.log2(t.rt))).toBe(true);
+          expect(t.chunkRows % t.rt).toBe(0);
+          expect(t.chunkRows).toBeGreaterThanOrEqual(t.rt * minRows);
+          expect(t.colBlocks * t.ct).toBeGreaterThanOrEqual(t.lanes);
+          expect((t.colBlocks - 1) * t.ct).toBeLessThan(Math.max(1, t.lanes));
+          expect(t.chunks * t.chunkRows).toBeGreaterThanOrEqual(rows);
+          expect(Math.max(0, t.chunks - 1) * t.chunkRows).toBeLessThan(Math.max(1, rows));
+          expect(t.tiles).toBe(t.chunks * t.colBlocks);
+          if (rows * C >= 1 << 20) expect(t.chunks * C).toBeLessThanOrEqual(Math.max(C, (rows * C) / 8));
+          if (software) {
+            // No workgroup tree (no barrier) and a few dozen workgroups: enough for a multicore CPU,
+            // few enough that each one streams a long run of rows.
+            expect(t.rt).toBe(1);
+            expect(t.tiles).toBeLessThanOrEqual(Math.max(32, t.colBlocks));
+            if (rows >= 32 * minRows) expect(t.tiles).toBeGreaterThanOrEqual(16);
+          } else {
+            // Enough workgroups to fill a large GPU when the problem allows.
+            if (rows * C >= 1 << 24) expect(t.tiles).toBeGreaterThanOrEqual(1024);
+            if (rows >= 256) expect(t.rt).toBeGreaterThan(1);
+          }
+        }
+      });
+    }
   }
+
+  it('follows setIA3Tuning, which returns the previous tuning', () => {
+    expect(getIA3Tuning()).toEqual({ softwareAdapter: false });
+    const before = setIA3Tuning({ softwareAdapter: true });
+    try {
+      expect(before).toEqual({ softwareAdapter: false });
+      expect(getIA3Tuning()).toEqual({ softwareAdapter: true });
+      expect(ia3Tiling(16384, 1024, 8)).toEqual(ia3Tiling(16384, 1024, 8, true));
+    } finally {
+      setIA3Tuning(before);
+    }
+    expect(ia3Tiling(16384, 1024, 8)).toEqual(ia3Tiling(16384, 1024, 8, false));
+  });
 
   it('lowers the backward to one fused pass plus one finishing pass per vector', () => {
     const info = (dims: number[]): ValueInfo => ({ dtype: 'float32', dims });
@@ -130,5 +156,26 @@ describe('IA3 tiling', () => {
     expect(noDx.steps[0]!.bindings).toContainEqual({ tmp: 1 });
     const scalar = lower([info([5, 7]), info([5, 7]), info([7])], [], {}, ctxGrad) as LoweringSteps;
     expect(scalar.steps[0]!.program.kernel.name).toBe('ia3_scale_grad');
+    // GPU tiling: the fused pass and the finishing passes sum row groups with a workgroup tree.
+    expect(l.steps.map((s) => s.program.overrides!['RT'])).toEqual([4, 4, 4]);
+  });
+
+  it('lowers without any workgroup tree, in few workgroups, on a software adapter', () => {
+    const info = (dims: number[]): ValueInfo => ({ dtype: 'float32', dims });
+    const before = setIA3Tuning({ softwareAdapter: true });
+    try {
+      const ins = [info([4096, 1024]), info([4096, 1024]), info([1024, 1]), info([1, 1024])];
+      const bwd = (IA3ScaleGrad.gpu as Exclude<typeof IA3ScaleGrad.gpu, 'fold'>)(ins, [], {}, ctxGrad) as LoweringSteps;
+      expect(bwd.steps.map((s) => s.program.kernel.name)).toEqual(['ia3_scale_grad_v4', 'ia3_scale_grad_finish', 'ia3_scale_grad_finish']);
+      expect(bwd.steps.map((s) => s.program.overrides!['RT'])).toEqual([1, 1, 1]);
+      expect(bwd.steps[0]!.program.workgroups).toEqual([32, 1, 1]);
+      // The partials buffer holds one row per chunk: 8 chunks × 4 column blocks here.
+      expect(bwd.temps).toEqual([4 * 8 * 1024]);
+      const fwd = (IA3Scale.gpu as Exclude<typeof IA3Scale.gpu, 'fold'>)([info([4096, 1024]), info([1024])], [], {}, ctxScale) as LoweringSteps;
+      expect(fwd.steps[0]!.program.overrides).toMatchObject({ RT: 1 });
+      expect(fwd.steps[0]!.program.workgroups).toEqual([32, 1, 1]);
+    } finally {
+      setIA3Tuning(before);
+    }
   });
 });

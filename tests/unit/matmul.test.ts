@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
 import { context, runReference } from '../../src/ops/execute.js';
-import { lowerMatmul, matmulOps } from '../../src/ops/matmul.js';
+import { checkTile, lowerMatmul, MATMUL_TILES, matmulOps, pickTile, setMatmulTuning, SOFTWARE_TILE } from '../../src/ops/matmul.js';
 import type { Attrs, DataType, OpContext, RefTensor, TensorType } from '../../src/ops/types.js';
 import { tensor } from '../../src/ops/util.js';
 import { dot, expectClose, numericGradient, randomTensor } from '../util/tensors.js';
@@ -162,20 +162,55 @@ describe('GPU lowering choices', () => {
   const lower = (op: 'MatMul' | 'FusedMatMul', a: number[], b: number[], attrs: Attrs = {}, extra: (number[] | undefined)[] = []) =>
     lowerMatmul(op, [t(a), t(b), ...extra.map((d) => (d ? t(d) : undefined))], attrs, context(op));
 
-  it('runs transformer shapes as one vec4 dispatch of the tiled kernel', () => {
-    for (const [M, K, N, wg, rm] of [
-      [512, 768, 768, 8, 4],
-      [512, 768, 3072, 16, 4],
-      [512, 3072, 768, 8, 4],
-      [4096, 768, 3072, 16, 8],
+  it('runs transformer shapes as one vec4 dispatch of the tiled kernel, tiles chosen for occupancy', () => {
+    for (const [M, K, N, wg, rm, cn] of [
+      [512, 768, 768, 8, 4, 4],
+      [512, 768, 3072, 16, 4, 4],
+      [512, 3072, 768, 8, 4, 4],
+      [1030, 20, 2052, 16, 8, 4],
+      [4096, 768, 3072, 16, 8, 8],
     ] as const) {
       const { steps } = lower('MatMul', [M, K], [K, N]);
       expect(steps).toHaveLength(1);
       const p = steps[0]!.program;
       expect(p.kernel.name).toBe('matmul');
-      expect(p.overrides).toMatchObject({ VEC_A: 1, VEC_B: 1, WG_X: wg, WG_Y: wg, RM: rm });
-      expect(p.workgroups).toEqual([N / (4 * wg), M / (rm * wg), 1]);
+      expect(p.overrides).toMatchObject({ VEC_A: 1, VEC_B: 1, WG_X: wg, WG_Y: wg, RM: rm, CN: cn });
+      expect(p.workgroups).toEqual([Math.ceil(N / (cn * wg)), Math.ceil(M / (rm * wg)), 1]);
     }
+  });
+
+  it('on a software adapter, picks tiles by padded work: 8×8 blocks unless the padding outweighs them', () => {
+    const previous = setMatmulTuning({ softwareAdapter: true });
+    try {
+      for (const [M, K, N] of [
+        [128, 768, 768],
+        [512, 768, 768],
+        [512, 768, 3072],
+        [512, 3072, 768],
+      ] as const) {
+        const p = lower('MatMul', [M, K], [K, N]).steps[0]!.program;
+        expect(p.overrides).toMatchObject({ WG_X: 8, WG_Y: 8, KT: 16, RM: 8, CN: 8 });
+        expect(p.workgroups).toEqual([N / 64, M / 64, 1]);
+      }
+      // 20×20 pads to 32×32 on the smallest tile but to 64×64 on the software one.
+      expect(lower('MatMul', [20, 8], [8, 20]).steps[0]!.program.overrides).toMatchObject({ WG_X: 8, RM: 4, CN: 4 });
+      expect(pickTile(2048, 2048, 1)).toBe(SOFTWARE_TILE);
+    } finally {
+      setMatmulTuning(previous);
+    }
+    expect(pickTile(512, 768, 1)).toMatchObject({ WG_X: 8, WG_Y: 8, RM: 4, CN: 4 });
+  });
+
+  it('keeps every tile within the kernel\'s staging constraints and 16 KiB of workgroup memory', () => {
+    for (const tile of [SOFTWARE_TILE, ...MATMUL_TILES]) {
+      expect(() => checkTile(tile)).not.toThrow();
+      const quads = ((tile.RM * tile.WG_Y + tile.CN * tile.WG_X) * tile.KT) / 4;
+      expect(16 * quads).toBeLessThanOrEqual(16384);
+    }
+    // A K tile that 16 invocations do not split evenly; 16 quads of A per invocation and K tile,
+    // more than its 4 staging registers hold.
+    expect(() => setMatmulTuning({ tile: { WG_X: 4, WG_Y: 4, KT: 20, RM: 4, CN: 4, swCost: 1 } })).toThrow(/staging constraints/);
+    expect(() => checkTile({ WG_X: 8, WG_Y: 8, KT: 64, RM: 8, CN: 8, swCost: 1 })).toThrow(/staging constraints/);
   });
 
   it('folds the batch into rows when B is shared, and keeps it in z otherwise', () => {
