@@ -19,7 +19,7 @@ import { Model, type Feed, type TensorData } from '../model.js';
 import { LABELS, LOSS, withLoss, type LossTask } from '../train/loss.js';
 import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
 import { IA3Config } from './config.js';
-import { isModuleToSave, selectModules } from './match.js';
+import { expandAllLinear, isModuleToSave, selectModules } from './match.js';
 import { formatTrainableParameters } from './params.js';
 
 /** PEFT's state-dict prefix of a model wrapped by PeftModel. */
@@ -216,7 +216,10 @@ export class PeftModel {
   addAdapter(name: string, config: IA3Config): void {
     if (this.adapters.has(name)) throw new InputError(`adapter '${name}' already exists`);
     if (!/^[\w.-]+$/.test(name)) throw new InputError(`adapter name '${name}' must be letters, digits, '_', '.' or '-'`);
-    const resolved = (config.targetModules === null || config.feedforwardModules === null ? config.resolveForModelType(this.base.modelType ?? '') : config).withTaskModulesToSave();
+    let resolved = (config.targetModules === null || config.feedforwardModules === null ? config.resolveForModelType(this.base.modelType ?? '') : config).withTaskModulesToSave();
+    // 'all-linear': every linear module but the output layer (lm_head), as PEFT expands it.
+    const paths = this.base.modules.map((m) => m.path);
+    resolved = expandAllLinear(resolved, { linearModules: paths, outputLayer: paths.find((p) => p === 'lm_head' || p.endsWith('.lm_head')) ?? null });
     const byPath = new Map(this.base.modules.map((m) => [m.path, m]));
     const selected = selectModules(resolved, this.base.modules.map((m) => ({ path: m.path })));
     const targets: IA3Target[] = selected.map((s) => {

@@ -65,6 +65,20 @@ describe.each(['bert', 'gpt2', 'llama', 'distilbert'])('%s with IA3', (name) => 
   });
 });
 
+describe('all-linear', () => {
+  it('targets every linear module but the output layer, feed-forward ones by the model type', async () => {
+    const model = await loadModel('/tests/fixtures/gpt2/onnx/model_opset17.onnx', { device: await getGpu() });
+    const peft = getPeftModel(model, new IA3Config({ targetModules: 'all-linear' }));
+    const targets = peft.targets().map((t) => `${t.module.path}${t.feedforward ? ' (ff)' : ''}`);
+    expect(targets).toEqual(
+      [0, 1].flatMap((i) => [`transformer.h.${i}.attn.c_attn`, `transformer.h.${i}.attn.c_proj`, `transformer.h.${i}.mlp.c_fc`, `transformer.h.${i}.mlp.c_proj (ff)`]),
+    );
+    const { logits } = await peft.run({ input_ids: [[3, 4, 5]], attention_mask: [[1, 1, 1]] });
+    expect(logits!.dims).toEqual([1, 3, 120]);
+    await model.dispose();
+  });
+});
+
 describe('state dict validation', () => {
   it('reports every missing, unexpected and misshapen key at once and changes nothing', async () => {
     const gpu = await getGpu();
