@@ -30,7 +30,8 @@ const server = await createServer({
   root,
   configFile: false,
   logLevel: 'warn',
-  server: { port: 0, host: '127.0.0.1' },
+  // No hot reload: an edit elsewhere in the tree must not restart a running benchmark.
+  server: { port: 0, host: '127.0.0.1', hmr: false, watch: null },
 });
 await server.listen();
 const { port } = server.httpServer.address();
