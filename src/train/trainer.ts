@@ -118,12 +118,24 @@ interface Flat {
 
 const alignUp = (x: number, a: number): number => Math.ceil(x / a) * a;
 
+/** What `train` keeps between calls so that a stopped run resumes exactly where it was. */
+interface Session {
+  /** The trainable tensors the flat buffers hold, in order; another set starts a fresh optimizer. */
+  key: string;
+  flat: Flat;
+  dataset: readonly Example[];
+  epoch: number;
+  /** Micro-batches of `epoch` already consumed. */
+  consumed: number;
+}
+
 export class Trainer {
   readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId'>> & Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId'>;
   private readonly listeners: { [K in keyof Events]: Set<(e: Events[K]) => void> } = { step: new Set(), log: new Set(), evaluate: new Set(), end: new Set() };
   private stopRequested = false;
   /** Optimizer steps taken by this trainer. */
   globalStep = 0;
+  private session: Session | undefined;
 
   constructor(
     readonly peft: PeftModel,
@@ -185,7 +197,13 @@ export class Trainer {
     };
   }
 
-  /** Trains on tokenised examples; resolves when `maxSteps` (or the epochs) are done or `stop` is called. */
+  /**
+   * Trains on tokenised examples; resolves when `maxSteps` (or the epochs) are done or `stop` is
+   * called. Calling it again after a stop resumes: the step count, the learning-rate schedule, the
+   * AdamW moments and the position in the (same) dataset carry on, so a run stopped and resumed
+   * ends bit-identical to one never stopped. The current values of the vectors are always the
+   * starting point (a `loadStateDict` between calls is honoured).
+   */
   async train(dataset: readonly Example[]): Promise<{ steps: number; loss: number | undefined }> {
     if (dataset.length === 0) throw new InputError('the training dataset is empty');
     this.stopRequested = false;
@@ -207,7 +225,12 @@ export class Trainer {
       total = alignUp(total + n, align);
       return entry;
     });
-    const flat = this.allocate(gpu, total);
+    const key = trainables.map((t) => `${t.name}:${t.n}`).join('|');
+    if (this.session && (this.session.key !== key || this.session.flat.n !== Math.max(4, total))) this.releaseSession();
+    this.session ??= { key, flat: this.allocate(gpu, total), dataset, epoch: 0, consumed: 0 };
+    const session = this.session;
+    if (session.dataset !== dataset) Object.assign(session, { dataset, epoch: 0, consumed: 0 });
+    const flat = session.flat;
     const wrt = trainables.map((t) => t.name);
     const hyper = { lr: a.learningRate, beta1: a.adamBeta1, beta2: a.adamBeta2, eps: a.adamEpsilon, weightDecay: a.weightDecay };
     const clip = gradNormPrograms(flat.n, a.maxGradNorm);
@@ -293,13 +316,18 @@ export class Trainer {
     };
 
     try {
-      let epoch = 0;
       let micro: Batch[] = [];
       const accum = a.gradientAccumulationSteps;
       outer: while (this.globalStep < totalSteps) {
+        const epoch = session.epoch;
+        let index = 0;
         for (const batch of batches(dataset, { ...collate, batchSize: a.batchSize, seed: a.seed, epoch, shuffle: true })) {
+          // Resuming: the shuffle is a pure function of (seed, epoch), so skipping what was consumed
+          // puts us exactly where the stopped run was.
+          if (index++ < session.consumed) continue;
           micro.push(batch);
           if (micro.length < accum) continue;
+          session.consumed = index;
           const step = this.globalStep;
           const lr = learningRateAt(step, { name: a.lrScheduler, baseLr: a.learningRate, warmupSteps: warmup, totalSteps });
           const plans: GradientPlan[] = [];
@@ -351,7 +379,11 @@ export class Trainer {
           }
           if (this.stopRequested || this.globalStep >= totalSteps) break outer;
         }
-        epoch++;
+        // A trailing group smaller than gradientAccumulationSteps makes no step (stepsPerEpoch
+        // counts whole groups only).
+        micro = [];
+        session.epoch++;
+        session.consumed = 0;
       }
       await pendingRead;
       if (failure) throw failure;
@@ -364,9 +396,21 @@ export class Trainer {
       await this.downloadParams(gpu, trainables, flat).catch(() => undefined);
       throw e;
     } finally {
-      for (const b of [flat.params, flat.grads, flat.m, flat.v, flat.normScale, flat.partials, flat.lossAcc]) gpu.buffers.release(b);
       for (const u of owned) u.destroy();
     }
+  }
+
+  /** Frees the optimizer state kept for resuming; the next `train` starts a fresh optimizer. */
+  dispose(): void {
+    this.releaseSession();
+  }
+
+  private releaseSession(): void {
+    const s = this.session;
+    if (!s) return;
+    const gpu = this.peft.base.gpu;
+    for (const b of [s.flat.params, s.flat.grads, s.flat.m, s.flat.v, s.flat.normScale, s.flat.partials, s.flat.lossAcc]) gpu.buffers.release(b);
+    this.session = undefined;
   }
 
   /** Loss (and accuracy or perplexity) of the active adapters on a dataset; no gradients. */

@@ -126,6 +126,34 @@ describe('Trainer', () => {
     await model.dispose();
   });
 
+  it('resumes after stop(): the run ends bit-identical to one never stopped', async () => {
+    const data = toyData(12, 8, 13);
+    const args = { learningRate: 0.05, batchSize: 4, maxSteps: 7, loggingSteps: 1, seed: 3, warmupSteps: 2 };
+    const vectors = (peft: ReturnType<typeof getPeftModel>) => Object.values(peft.stateDict()).flatMap((t) => Array.from(t.data as Float32Array));
+    const straightModel = await gpt2();
+    const straight = getPeftModel(straightModel, new IA3Config({ taskType: 'CAUSAL_LM' }));
+    await new Trainer(straight, args).train(data);
+    const expected = vectors(straight);
+    await straightModel.dispose();
+
+    const model = await gpt2();
+    const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
+    const trainer = new Trainer(peft, args);
+    const off = trainer.on('step', (e) => e.step === 2 && trainer.stop());
+    const first = await trainer.train(data);
+    off();
+    // 7 steps of 4 over 12 examples cross two epoch boundaries after the stop.
+    expect(first.steps).toBeLessThan(7);
+    const losses: number[] = [];
+    trainer.on('step', (e) => losses.push(e.step));
+    const second = await trainer.train(data);
+    expect(second.steps).toBe(7);
+    expect(losses[0]).toBe(first.steps + 1);
+    expect(vectors(peft)).toEqual(expected);
+    trainer.dispose();
+    await model.dispose();
+  });
+
   it('stops with NonFiniteError naming the step and keeps the last good values', async () => {
     const model = await gpt2();
     const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
