@@ -46,6 +46,16 @@ export interface LoadModelOptions extends LoadOnnxOptions {
   moduleMap?: Record<string, string>;
 }
 
+/** The ONNX file a model was decoded from, kept to write it back with merged weights. */
+export interface OnnxFile {
+  /** The .onnx bytes as read (the graph's weights may be views into them; never modified). */
+  readonly bytes: Uint8Array;
+  /** File name used in error messages. */
+  readonly fileName: string;
+  /** External data files by the location the tensors name. */
+  readonly externalData: Readonly<Record<string, Uint8Array>>;
+}
+
 /** A frozen transformer imported from ONNX. */
 export class Model {
   private readonly plans = new Map<string, Promise<{ spec: SpecializedGraph; plan: Plan }>>();
@@ -65,6 +75,8 @@ export class Model {
      * (a PEFT model and its base) share this map, so each weight is uploaded once.
      */
     readonly weightBuffers: Map<string, GPUBuffer> = new Map(),
+    /** The file `loadModel` decoded (absent for graphs built in code). */
+    readonly onnxFile?: OnnxFile,
   ) {}
 
   /** PyTorch module paths of the linear layers, in graph order. */
@@ -292,8 +304,9 @@ function toGpuFeed(name: string, dtype: DataType, feed: Feed): { dims: number[];
  *   `File`s (a picked folder); external data is found by its location name.
  */
 export async function loadModel(source: ModelSource, options: LoadModelOptions = {}): Promise<Model> {
-  const { graph, config } = await loadOnnx(source, options);
+  const { graph, config, files, modelPath, externalData } = await loadOnnx(source, options);
   const modules = findModules(graph, options.moduleMap ? { moduleMap: options.moduleMap } : {});
   const gpu = options.device ?? (await createDevice());
-  return new Model(gpu, graph, config as Record<string, unknown> | undefined, modules, detectModelType(modules, config));
+  const onnxFile: OnnxFile = { bytes: files[modelPath]!, fileName: modelPath.split('/').pop() ?? modelPath, externalData };
+  return new Model(gpu, graph, config as Record<string, unknown> | undefined, modules, detectModelType(modules, config), new Map(), onnxFile);
 }

@@ -36,6 +36,8 @@ export interface LoadedOnnx {
   readonly files: Readonly<Record<string, Uint8Array>>;
   /** Key of the .onnx in `files`. */
   readonly modelPath: string;
+  /** The external data files by location, as the model's tensors name them. */
+  readonly externalData: Readonly<Record<string, Uint8Array>>;
 }
 
 const DEFAULT_MODEL_FILES = ['onnx/model.onnx', 'model.onnx'];
@@ -147,7 +149,7 @@ async function finish(
     files[found.path] = found.bytes;
   }
   const graph = buildGraph(parsed, external, options);
-  return { graph, config, files, modelPath };
+  return { graph, config, files, modelPath, externalData: external };
 }
 
 async function loadUrl(url: string, given: ReadonlyMap<string, FileData>, options: LoadOnnxOptions): Promise<LoadedOnnx> {

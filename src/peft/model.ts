@@ -13,13 +13,15 @@
 
 import { InputError, UnsupportedOpError } from '../errors.js';
 import { sizeOf } from '../gpu/kernel.js';
-import type { Graph, Initializer, Node } from '../onnx/graph.js';
+import { rewriteOnnxTensors, type OnnxWithExternalData } from '../onnx/export.js';
+import { initializerGpuData, type Graph, type Initializer, type Node } from '../onnx/graph.js';
 import type { ModuleInfo } from '../onnx/modules.js';
 import { Model, type Feed, type TensorData } from '../model.js';
 import { LABELS, LOSS, withLoss, type LossTask } from '../train/loss.js';
 import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
-import { IA3Config } from './config.js';
+import { IA3Config, type ModuleSelection } from './config.js';
 import { expandAllLinear, isModuleToSave, selectModules } from './match.js';
+import { checkMergeable, firstNonFinite, MergeError, mergeSteps, scaleCpu, scaleGpu, unmergeDivisor, type ScaleStep } from './merge.js';
 import { formatTrainableParameters } from './params.js';
 
 /** PEFT's state-dict prefix of a model wrapped by PeftModel. */
@@ -84,6 +86,19 @@ function hashString(s: string): number {
   let h = 2166136261;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
   return h >>> 0;
+}
+
+/** PEFT's warnings (Python `warnings.warn`) go to the console. */
+function warn(message: string): void {
+  console.warn(message);
+}
+
+/** Options of `PeftModel.merge` (PEFT's `merge_adapter(adapter_names, safe_merge)`). */
+export interface MergeOptions {
+  /** Compute into copies and refuse non-finite results (MergeError), changing nothing. */
+  readonly safe?: boolean;
+  /** Adapters to merge, in order (default: the active adapters). */
+  readonly adapterNames?: readonly string[];
 }
 
 /** Internal initializer name of an adapter's vector. */
@@ -184,6 +199,12 @@ export class PeftModel {
   private readonly variants = new Map<string, Model>();
   /** The same with the task loss appended, for `lossAndGradients`. */
   private readonly lossModels = new Map<string, Model>();
+  /** Adapters folded into the frozen weights, in merge order (PEFT's `merged_adapters`). */
+  private mergedList: string[] = [];
+  /** Initializers whose values merge / unmerge replaced (written by `exportMergedOnnx` as they are). */
+  private readonly touched = new Set<string>();
+  /** Set by `mergeAndUnload`: the base model now holds the merged weights on its own. */
+  private unloaded = false;
 
   constructor(
     readonly base: Model,
@@ -207,6 +228,16 @@ export class PeftModel {
     return [...this.adapters.keys()];
   }
 
+  /** True while adapters are folded into the frozen weights (PEFT's `merged`). */
+  get merged(): boolean {
+    return this.mergedList.length > 0;
+  }
+
+  /** The adapters folded into the frozen weights, in merge order. */
+  get mergedAdapters(): readonly string[] {
+    return [...this.mergedList];
+  }
+
   /** The targeted modules of an adapter. */
   targets(adapter = this.active[0]!): readonly IA3Target[] {
     return this.adapter(adapter).targets;
@@ -214,12 +245,22 @@ export class PeftModel {
 
   /** Adds an adapter initialised as PEFT does (ones, or standard normal when initIa3Weights is false). */
   addAdapter(name: string, config: IA3Config): void {
-    if (this.adapters.has(name)) throw new InputError(`adapter '${name}' already exists`);
-    if (!/^[\w.-]+$/.test(name)) throw new InputError(`adapter name '${name}' must be letters, digits, '_', '.' or '-'`);
+    this.checkNewName(name);
     let resolved = (config.targetModules === null || config.feedforwardModules === null ? config.resolveForModelType(this.base.modelType ?? '') : config).withTaskModulesToSave();
     // 'all-linear': every linear module but the output layer (lm_head), as PEFT expands it.
     const paths = this.base.modules.map((m) => m.path);
     resolved = expandAllLinear(resolved, { linearModules: paths, outputLayer: paths.find((p) => p === 'lm_head' || p.endsWith('.lm_head')) ?? null });
+    this.register(name, resolved);
+  }
+
+  private checkNewName(name: string): void {
+    this.assertLive();
+    if (this.adapters.has(name)) throw new InputError(`adapter '${name}' already exists`);
+    if (!/^[\w.-]+$/.test(name)) throw new InputError(`adapter name '${name}' must be letters, digits, '_', '.' or '-'`);
+  }
+
+  /** Adds an adapter for a config already resolved for the model (module lists filled in). */
+  private register(name: string, resolved: IA3Config): void {
     const byPath = new Map(this.base.modules.map((m) => [m.path, m]));
     const selected = selectModules(resolved, this.base.modules.map((m) => ({ path: m.path })));
     const targets: IA3Target[] = selected.map((s) => {
@@ -266,14 +307,22 @@ export class PeftModel {
 
   /** Activates one adapter, or several whose vectors multiply. */
   setAdapter(names: string | readonly string[]): void {
+    this.assertLive();
     const list = typeof names === 'string' ? [names] : [...names];
     if (list.length === 0) throw new InputError('setAdapter needs at least one adapter name');
+    if (new Set(list).size !== list.length) throw new InputError(`setAdapter: adapter names repeat (${list.join(', ')})`);
     for (const n of list) this.adapter(n);
+    if (this.merged) {
+      warn('Adapter cannot be set when the model is merged. Unmerging the model first.'); // PEFT's warning
+      this.unmerge();
+    }
     this.active = list;
   }
 
-  /** Runs the base model (adapters bypassed) until `enableAdapter`. */
+  /** Runs the base model (adapters bypassed) until `enableAdapter`; merged adapters are unmerged first, as PEFT does. */
   disableAdapter(): void {
+    this.assertLive();
+    if (this.merged) this.unmerge();
     this.disabled = true;
   }
 
@@ -282,9 +331,15 @@ export class PeftModel {
   }
 
   async deleteAdapter(name: string): Promise<void> {
+    this.assertLive();
     this.adapter(name);
+    if (this.mergedList.includes(name)) {
+      throw new InputError(`Cannot delete adapter(s) ['${name}'] while they are merged. Please unmerge them first.`); // PEFT's message
+    }
     if (this.active.includes(name) && this.active.length === 1 && this.adapters.size > 1) {
-      this.active = [[...this.adapters.keys()].find((k) => k !== name)!];
+      // PEFT picks the first of the remaining adapter names, sorted.
+      this.active = [[...this.adapters.keys()].filter((k) => k !== name).sort()[0]!];
+      warn(`Adapter ${name} was active which is now deleted. Setting active adapter to ${this.active[0]}.`); // PEFT's warning
     } else if (this.adapters.size === 1) {
       throw new InputError(`cannot delete '${name}', the only adapter`);
     } else {
@@ -293,7 +348,7 @@ export class PeftModel {
     this.adapters.delete(name);
     for (const cache of [this.variants, this.lossModels]) {
       for (const [key, m] of cache) {
-        if (key.split('+').includes(name)) {
+        if (key.split('|')[0]!.split('+').includes(name)) {
           await m.releasePlans();
           cache.delete(key);
         }
@@ -396,7 +451,10 @@ export class PeftModel {
 
   /** The same forward on the float64 CPU reference executor (the test oracle). */
   runReference(feeds: Record<string, Feed>) {
-    return this.current().runReference(feeds);
+    // A fresh graph object: specialisations are cached per graph with copies of small weights and
+    // vectors, which loading, merging or unmerging since would have made stale.
+    const m = this.current();
+    return new Model(m.gpu, { ...m.graph }, m.config, m.modules, m.modelType, m.weightBuffers).runReference(feeds);
   }
 
   /**
@@ -440,7 +498,9 @@ export class PeftModel {
    * modules_to_save copies in use (those of the first active adapter that has each module).
    */
   trainingModel(): { model: Model; trainables: { name: string; adapter: string; param: AdapterParam }[] } {
+    this.assertLive();
     if (this.disabled) throw new InputError('adapters are disabled: there is nothing to train');
+    if (this.merged) throw new InputError(`cannot train while adapters are merged (${this.mergedList.join(', ')}): call unmerge() first`);
     const key = this.active.join('+');
     let model = this.lossModels.get(key);
     if (!model) {
@@ -466,6 +526,10 @@ export class PeftModel {
   setParamValues(name: string, values: Float32Array): void {
     const p = this.param(name);
     if (values.length !== p.values.length) throw new InputError(`'${p.key}' has ${p.values.length} values, got ${values.length}`);
+    const owner = [...this.adapters].find(([, a]) => a.params.includes(p))![0];
+    if (p.target && this.mergedList.includes(owner)) {
+      throw new InputError(`adapter '${owner}' is merged into the weights: unmerge() before changing its vector '${p.key}'`);
+    }
     p.values.set(values);
     const buffer = this.base.weightBuffers.get(name);
     if (buffer) this.base.gpu.write(buffer, p.values);
@@ -503,7 +567,20 @@ export class PeftModel {
 
   /** The model (graph rewritten for the active adapters) that `run` executes. */
   current(): Model {
+    this.assertLive();
     if (this.disabled) return this.base;
+    if (this.merged) {
+      // Merged: the base graph on the merged weights, with the active modules_to_save copies.
+      const saved = this.savedInUse();
+      if (saved.length === 0) return this.base;
+      const key = `${this.active.join('+')}|merged`;
+      let m = this.variants.get(key);
+      if (!m) {
+        m = new Model(this.base.gpu, insertIA3(this.base.graph, [], saved), this.base.config, this.base.modules, this.base.modelType, this.base.weightBuffers);
+        this.variants.set(key, m);
+      }
+      return m;
+    }
     const key = this.active.join('+');
     let m = this.variants.get(key);
     if (!m) {
@@ -525,6 +602,240 @@ export class PeftModel {
       this.variants.set(key, m);
     }
     return m;
+  }
+
+  /**
+   * PEFT's `add_weighted_adapter` for IA3: a new adapter whose vector on each module is
+   * Σ weight_i · l_i over the given adapters that target it (an adapter without the module adds
+   * nothing; weights are not normalised and may be negative). Its target and feed-forward modules
+   * are the unions (lists joined, regexes or-ed as PEFT does); its other settings, modules_to_save
+   * included, are the first adapter's, with copies initialised from the frozen weights as PEFT's
+   * fresh ModulesToSaveWrapper copies are. The new adapter is not activated.
+   * Unlike PEFT, which silently returns when `adapterName` exists, that is an InputError.
+   */
+  addWeightedAdapter(adapters: readonly string[], weights: readonly number[], adapterName: string): void {
+    this.checkNewName(adapterName);
+    if (adapters.length === 0) throw new InputError('addWeightedAdapter needs at least one adapter');
+    if (adapters.length !== weights.length) throw new InputError(`addWeightedAdapter: ${adapters.length} adapters but ${weights.length} weights`);
+    const bad = weights.findIndex((w) => typeof w !== 'number' || !Number.isFinite(w));
+    if (bad >= 0) throw new InputError(`addWeightedAdapter: weight ${bad} (${String(weights[bad])}) is not a finite number`);
+    const missing = adapters.filter((a) => !this.adapters.has(a));
+    if (missing.length > 0) throw new InputError(`Adapter ${missing.join(', ')} does not exist (adapters: ${this.listAdapters().join(', ')})`);
+    const sources = adapters.map((a) => this.adapter(a));
+    // PEFT's checks (_check_add_weighted_adapter), with its messages.
+    const savedBy = new Map<string, Set<string>>();
+    adapters.forEach((a, i) => {
+      for (const p of sources[i]!.params) if (p.saved) savedBy.set(p.saved.module.path, (savedBy.get(p.saved.module.path) ?? new Set()).add(a));
+    });
+    const clashes = [...savedBy].filter(([, by]) => by.size > 1).map(([m, by]) => `'${m}' (${[...by].join(', ')})`);
+    if (clashes.length > 0) throw new InputError(`Cannot add weighted adapters targeting the same module with modules_to_save: ${clashes.join(', ')}`);
+    const kind = (sel: ModuleSelection): string => (typeof sel === 'string' ? 'regex' : 'list');
+    const kinds = (f: (c: IA3Config) => ModuleSelection): Set<string> => new Set(sources.map((s) => kind(f(s.config))));
+    if (kinds((c) => c.targetModules).size > 1 || kinds((c) => c.feedforwardModules).size > 1) {
+      throw new InputError('All adapter configs should have the same type for target and feedforward modules.');
+    }
+    const union = (f: (c: IA3Config) => ModuleSelection): ModuleSelection =>
+      typeof f(sources[0]!.config) === 'string'
+        ? sources.map((s) => `(${f(s.config) as string})`).join('|')
+        : new Set(sources.flatMap((s) => [...((f(s.config) as ReadonlySet<string> | null) ?? [])]));
+    const config = sources[0]!.config.with({ targetModules: union((c) => c.targetModules), feedforwardModules: union((c) => c.feedforwardModules) });
+    this.register(adapterName, config);
+    const created = this.adapter(adapterName);
+    // A module scaled on its output in one adapter and on its input in another has vectors of
+    // different lengths and meanings: their sum means nothing (PEFT would fail on the shapes).
+    const disagree: string[] = [];
+    for (const t of created.targets) {
+      adapters.forEach((a, i) => {
+        const other = sources[i]!.targets.find((x) => x.module.path === t.module.path);
+        if (other && other.feedforward !== t.feedforward) disagree.push(`'${t.module.path}' is ${other.feedforward ? '' : 'not '}feed-forward in '${a}'`);
+      });
+    }
+    if (disagree.length > 0) {
+      this.adapters.delete(adapterName);
+      throw new InputError(`cannot combine adapters that disagree on feed-forward modules: ${disagree.join(', ')} but not in the combination`);
+    }
+    for (const p of created.params) {
+      if (!p.target) continue;
+      const sum = new Float32Array(p.values.length);
+      adapters.forEach((_, i) => {
+        const src = sources[i]!.params.find((x) => x.target?.module.path === p.target!.module.path);
+        if (!src) return;
+        // float32 arithmetic as PyTorch's `ia3_l += l_i * w_i`: the weight cast to float32, the
+        // product rounded, then the sum rounded (the Float32Array store rounds).
+        const w = Math.fround(weights[i]!);
+        for (let k = 0; k < sum.length; k++) sum[k] = sum[k]! + Math.fround(src.values[k]! * w);
+      });
+      p.values.set(sum);
+    }
+  }
+
+  /**
+   * Folds adapters' vectors into the frozen weights on the GPU (PEFT's `merge_adapter`): each
+   * targeted weight scaled along its output axis (and its bias) or, for feed-forward modules,
+   * along its input axis, adapter after adapter; the CPU copies get the same float32 products.
+   * While merged, `run` executes the base graph on the merged weights (only modules_to_save copies
+   * are still substituted), so the adapters add no latency. Adapters already merged are skipped
+   * with PEFT's warning. `safe` refuses non-finite results with a MergeError and changes nothing
+   * (every merge is all-or-nothing: the results are computed and checked before anything is written).
+   * Tied weights (an initializer also read by another node) are refused with an InputError.
+   */
+  async merge({ safe = false, adapterNames }: MergeOptions = {}): Promise<void> {
+    this.assertLive();
+    if (this.disabled) throw new InputError('adapters are disabled: enableAdapter() before merging');
+    let names = [...new Set(adapterNames ?? this.active)];
+    for (const n of names) this.adapter(n);
+    if (this.merged) {
+      names = names.filter((n) => !this.mergedList.includes(n));
+      if (names.length === 0) {
+        warn('All adapters are already merged, nothing to do.'); // PEFT's warning
+        return;
+      }
+      warn(`Already following adapters were merged ${this.mergedList.join(',')}. You are now additionally merging ${names.join(',')}.`);
+    }
+    if (names.length === 0) return;
+    const graph = this.base.graph;
+    const rounds = names.map((n) => ({ adapter: n, steps: this.vectorSteps(n, (v) => v) }));
+    const modules = [...new Map(names.flatMap((n) => this.adapter(n).targets.map((t) => [t.module.path, t.module] as const))).values()];
+    checkMergeable(graph, modules, { gpu: true });
+    const replaced = new Set(this.savedInUse().map((s) => s.replace));
+    const clash = modules.filter((m) => replaced.has(m.weight) || (m.bias && replaced.has(m.bias.initializer)));
+    if (clash.length > 0) throw new InputError(`cannot merge into modules whose weights a modules_to_save copy replaces: ${clash.map((m) => `'${m.path}'`).join(', ')}`);
+    // CPU first: every result computed (and checked when safe) before anything changes.
+    const values = new Map<string, Float32Array>();
+    for (const r of rounds) {
+      for (const s of r.steps) {
+        const next = scaleCpu(values.get(s.initializer) ?? (graph.initializers.get(s.initializer)!.data as Float32Array), s.dims, s.axis, s.vector);
+        const at = safe ? firstNonFinite(next) : -1;
+        if (at >= 0) throw new MergeError(r.adapter, `'${s.initializer}' element ${at} would be ${next[at]}`);
+        values.set(s.initializer, next);
+      }
+    }
+    for (const r of rounds) await scaleGpu(this.base.gpu, r.steps.map((s) => ({ ...s, buffer: this.weightBuffer(s.initializer) })));
+    for (const [name, data] of values) this.replaceInitializer(name, data);
+    this.mergedList.push(...names);
+  }
+
+  /**
+   * Divides the merged vectors out again (PEFT's `unmerge_adapter`: by l + 1e-8, last merged
+   * first), warning like PEFT that the result can be inaccurate: a vector element near 0 loses the
+   * weights it scaled. Computed on the CPU with correctly rounded float32 division (WGSL's division
+   * is only accurate to 2.5 ULP) and written to the GPU copies, so both stay identical.
+   */
+  unmerge(): void {
+    this.assertLive();
+    if (!this.merged) {
+      warn('Already unmerged. Nothing to do.'); // PEFT's warning
+      return;
+    }
+    warn('Unmerge result can be inaccurate for (IA)^3.'); // PEFT's warning
+    const graph = this.base.graph;
+    const values = new Map<string, Float32Array>();
+    for (const adapter of [...this.mergedList].reverse()) {
+      for (const s of this.vectorSteps(adapter, unmergeDivisor)) {
+        values.set(s.initializer, scaleCpu(values.get(s.initializer) ?? (graph.initializers.get(s.initializer)!.data as Float32Array), s.dims, s.axis, s.vector, 'div'));
+      }
+    }
+    for (const [name, data] of values) {
+      this.replaceInitializer(name, data);
+      const buffer = this.base.weightBuffers.get(name);
+      if (buffer) this.base.gpu.write(buffer, data);
+    }
+    this.mergedList = [];
+  }
+
+  /**
+   * PEFT's `merge_and_unload`: merges the active adapters (or `adapterNames`) and returns the base
+   * model, whose weights are now the merged ones and whose modules_to_save modules hold the active
+   * adapter's trained copies. This PeftModel cannot be used afterwards.
+   */
+  async mergeAndUnload(options: MergeOptions = {}): Promise<Model> {
+    await this.merge(options);
+    const saved = this.savedInUse();
+    checkMergeable(this.base.graph, [...new Set(saved.map((s) => s.module))], { gpu: false });
+    for (const s of saved) {
+      const data = Float32Array.from(s.by.data as Float32Array);
+      this.replaceInitializer(s.replace, data);
+      const buffer = this.base.weightBuffers.get(s.replace);
+      if (buffer) this.base.gpu.write(buffer, data);
+    }
+    for (const cache of [this.variants, this.lossModels]) {
+      for (const m of cache.values()) await m.releasePlans();
+      cache.clear();
+    }
+    for (const [k, b] of this.base.weightBuffers) {
+      if (k.startsWith('ia3::') || k.startsWith('mts::')) {
+        this.base.gpu.buffers.release(b);
+        this.base.weightBuffers.delete(k);
+      }
+    }
+    this.unloaded = true;
+    return this.base;
+  }
+
+  /**
+   * The original ONNX file with the weights `run` uses written in place: the active adapters'
+   * vectors folded in (whether or not `merge` was called; while merged, the merged weights) and
+   * the active modules_to_save copies in their modules. Same graph, node list, input and output
+   * names; raw_data, float_data and external data each written where they were (external files
+   * returned under their locations, with the same offsets). onnxruntime-web runs the result with
+   * no IA3 op. Needs a model from `loadModel` (which keeps the file's bytes).
+   */
+  async exportMergedOnnx(): Promise<OnnxWithExternalData> {
+    this.assertLive();
+    const file = this.base.onnxFile;
+    if (!file) throw new InputError('exportMergedOnnx needs a model loaded from an ONNX file by loadModel (this graph was built in code)');
+    const graph = this.base.graph;
+    const values = new Map<string, Float32Array>();
+    for (const name of this.touched) values.set(name, graph.initializers.get(name)!.data as Float32Array);
+    if (!this.disabled) {
+      if (!this.merged) {
+        checkMergeable(graph, [...new Map(this.active.flatMap((n) => this.adapter(n).targets.map((t) => [t.module.path, t.module] as const))).values()], { gpu: false });
+        for (const a of this.active) {
+          for (const s of this.vectorSteps(a, (v) => v)) {
+            values.set(s.initializer, scaleCpu(values.get(s.initializer) ?? (graph.initializers.get(s.initializer)!.data as Float32Array), s.dims, s.axis, s.vector));
+          }
+        }
+      }
+      const saved = this.savedInUse();
+      checkMergeable(graph, [...new Set(saved.map((s) => s.module))], { gpu: false });
+      for (const s of saved) values.set(s.replace, s.by.data as Float32Array);
+    }
+    return rewriteOnnxTensors(file, values);
+  }
+
+  /** The weight and bias scalings of an adapter's vectors (each vector mapped by `f`). */
+  private vectorSteps(adapter: string, f: (v: Float32Array) => Float32Array): ScaleStep[] {
+    const a = this.adapter(adapter);
+    return a.targets.flatMap((t) => mergeSteps(this.base.graph, t.module, t.feedforward, f(a.params.find((p) => p.target === t)!.values)));
+  }
+
+  /** The GPU copy of a frozen weight, uploaded now if no plan has needed it yet. */
+  private weightBuffer(name: string): GPUBuffer {
+    let b = this.base.weightBuffers.get(name);
+    if (!b) {
+      const data = initializerGpuData(this.base.graph.initializers.get(name)!);
+      if (!data) throw new InputError(`weight '${name}' has no GPU form`);
+      b = this.base.gpu.upload(data, name, true);
+      this.base.weightBuffers.set(name, b);
+    }
+    return b;
+  }
+
+  /**
+   * Gives a frozen initializer new values: a new Initializer object (the old data may be a view
+   * into the file's bytes, which must stay the original for export) in every graph that holds it.
+   */
+  private replaceInitializer(name: string, data: Float32Array): void {
+    const old = this.base.graph.initializers.get(name)!;
+    const next: Initializer = old.constant ? { name, dtype: old.dtype, dims: old.dims, data, constant: true } : { name, dtype: old.dtype, dims: old.dims, data };
+    for (const g of [this.base.graph, ...[...this.variants.values(), ...this.lossModels.values()].map((m) => m.graph)]) {
+      if (g.initializers.get(name) === old) (g.initializers as Map<string, Initializer>).set(name, next);
+    }
+    this.touched.add(name);
+  }
+
+  private assertLive(): void {
+    if (this.unloaded) throw new InputError('this PeftModel was unloaded by mergeAndUnload(); use the model it returned');
   }
 
   private adapter(name: string): Adapter {

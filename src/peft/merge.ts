@@ -1,0 +1,159 @@
+// Folding IA3 vectors into the frozen weights (PEFT's merge / unmerge), on the GPU and on the CPU.
+//
+// IA3 scales a linear module's output (y·l: the weight's output axis and the bias) or, for a
+// feed-forward module, its input (x·l: the weight's input axis). Which axis of the stored 2-D
+// weight that is depends on its layout (ModuleInfo.weightLayout): [in, out] for MatMul and GPT-2's
+// Conv1D (Gemm transB = 0), [out, in] for Gemm transB = 1. A fused QKV projection is one module
+// whose output axis holds q, k and v: its vector covers all three, so nothing special is needed.
+//
+// The GPU scales with the registry's element-wise Mul (broadcasting the vector as [n] or [n, 1])
+// into a scratch buffer, then copies the result over the weight's buffer, so every compiled plan
+// that reads the weight sees the merged values without being rebuilt. The CPU copy is computed
+// with the same single float32 product per element (Math.fround of an exact double product), and
+// WGSL's f32 multiplication is correctly rounded, so both copies hold the same bits.
+
+import { GpuExecutionError, IA3Error, InputError } from '../errors.js';
+import type { GpuContext } from '../gpu/device.js';
+import { sizeOf } from '../gpu/kernel.js';
+import type { Graph } from '../onnx/graph.js';
+import type { ModuleInfo } from '../onnx/modules.js';
+import { OPS } from '../ops/registry.js';
+import type { BufferRef, LoweringSteps, ValueInfo } from '../ops/types.js';
+
+/** `merge({ safe: true })` found non-finite merged values (PEFT's message); nothing was changed. */
+export class MergeError extends IA3Error {
+  readonly adapter: string;
+  constructor(adapter: string, detail: string) {
+    super('MERGE_NON_FINITE', `NaNs detected in the merged weights. The adapter ${adapter} seems to be broken (${detail})`);
+    this.adapter = adapter;
+  }
+}
+
+/** PEFT's tolerance added to the vector when dividing it out again (ia3/layer.py `unmerge`). */
+export const UNMERGE_EPSILON = 1e-8;
+
+/** One scaling of a weight or bias tensor: every slice along `axis` multiplied by one vector element. */
+export interface ScaleStep {
+  readonly initializer: string;
+  readonly dims: readonly number[];
+  /** The axis the vector runs along (0 or 1 of a 2-D weight; 0 of a bias). */
+  readonly axis: number;
+  readonly vector: Float32Array;
+}
+
+/** The tensors an IA3 vector of `module` scales, with their axes (PEFT's Linear.merge). */
+export function mergeSteps(graph: Graph, module: ModuleInfo, feedforward: boolean, vector: Float32Array): ScaleStep[] {
+  const weight = graph.initializers.get(module.weight);
+  if (!weight) throw new InputError(`module '${module.path}': weight initializer '${module.weight}' not found`);
+  // [in, out] stores the output axis last; [out, in] stores it first.
+  const outAxis = module.weightLayout === 'in_out' ? 1 : 0;
+  const axis = feedforward ? 1 - outAxis : outAxis;
+  const steps: ScaleStep[] = [{ initializer: module.weight, dims: weight.dims, axis, vector }];
+  if (!feedforward && module.bias) {
+    const bias = graph.initializers.get(module.bias.initializer);
+    if (!bias) throw new InputError(`module '${module.path}': bias initializer '${module.bias.initializer}' not found`);
+    steps.push({ initializer: module.bias.initializer, dims: bias.dims, axis: 0, vector });
+  }
+  for (const s of steps) {
+    if (s.dims[s.axis] !== vector.length || (s.dims.length !== 2 && s.dims.length !== 1)) {
+      throw new InputError(`module '${module.path}': a vector of ${vector.length} values cannot scale axis ${s.axis} of '${s.initializer}' [${s.dims.join(', ')}]`);
+    }
+  }
+  return steps;
+}
+
+/**
+ * Checks that folding vectors into these modules' weights changes nothing but the modules: float32
+ * weights read only by the module's own node (a tied weight would also change its other readers),
+ * and no Transpose between weight and MatMul (a compiled plan may hold the transposed weight as a
+ * constant folded on the CPU, which writing the weight's buffer would not update).
+ */
+export function checkMergeable(graph: Graph, modules: readonly ModuleInfo[], options: { readonly gpu: boolean }): void {
+  const readers = new Map<string, string[]>();
+  for (const n of graph.nodes) {
+    for (const i of new Set(n.inputs)) if (i) readers.set(i, [...(readers.get(i) ?? []), n.name]);
+  }
+  const problems: string[] = [];
+  for (const m of modules) {
+    const own = new Set([m.node, m.transpose, m.bias?.node].filter((n): n is string => !!n));
+    for (const name of [m.weight, m.bias?.initializer].filter((n): n is string => !!n)) {
+      const init = graph.initializers.get(name)!;
+      if (init.dtype !== 'float32') problems.push(`'${name}' of module '${m.path}' is ${init.dtype}; merging supports float32 weights`);
+      const others = (readers.get(name) ?? []).filter((r) => !own.has(r));
+      if (others.length > 0) {
+        problems.push(`initializer '${name}' of module '${m.path}' is also read by node${others.length > 1 ? 's' : ''} ${others.map((o) => `'${o}'`).join(', ')} (tied weights): merging would change ${others.length > 1 ? 'them' : 'it'} too`);
+      }
+    }
+    if (options.gpu && m.transpose) {
+      problems.push(`module '${m.path}' reads its weight '${m.weight}' through Transpose node '${m.transpose}', whose folded result compiled plans keep`);
+    }
+  }
+  if (problems.length > 0) throw new InputError(`cannot merge the adapters into the weights:\n  ${problems.join('\n  ')}`);
+}
+
+/** `data` (shape `dims`) with every slice along `axis` multiplied (or divided) by `vector`, in float32. */
+export function scaleCpu(data: ArrayLike<number>, dims: readonly number[], axis: number, vector: Float32Array, op: 'mul' | 'div' = 'mul'): Float32Array {
+  const out = new Float32Array(data.length);
+  // Row-major: along axis 0 of [r, c] the vector index is i / c; along the last axis it is i % c.
+  const inner = axis === 0 && dims.length === 2 ? dims[1]! : 1;
+  const n = vector.length;
+  for (let i = 0; i < out.length; i++) {
+    const v = vector[inner === 1 ? i % n : Math.floor(i / inner)]!;
+    out[i] = op === 'mul' ? data[i]! * v : data[i]! / v;
+  }
+  return out;
+}
+
+/** PEFT's unmerge divisor, `l + 1e-8` in float32 (PyTorch adds the scalar in the tensor's dtype). */
+export function unmergeDivisor(vector: Float32Array): Float32Array {
+  const eps = Math.fround(UNMERGE_EPSILON);
+  return vector.map((v) => v + eps);
+}
+
+/** True when every value is finite; else the index of the first that is not. */
+export function firstNonFinite(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) return i;
+  return -1;
+}
+
+/**
+ * Scales GPU buffers in place: for each job, `buffer ← buffer ⊙ vector` (broadcast along `axis`),
+ * with the registry's Mul lowering writing a scratch buffer that is then copied over `buffer`.
+ * The jobs' buffers must be distinct. Returns once the GPU has validated the work.
+ */
+export async function scaleGpu(gpu: GpuContext, jobs: readonly (ScaleStep & { readonly buffer: GPUBuffer })[]): Promise<void> {
+  if (jobs.length === 0) return;
+  const pool = gpu.buffers;
+  const held: GPUBuffer[] = [];
+  try {
+    const steps: { program: LoweringSteps['steps'][number]['program']; buffers: GPUBuffer[] }[] = [];
+    const copies: { from: GPUBuffer; to: GPUBuffer; bytes: number }[] = [];
+    for (const job of jobs) {
+      const x: ValueInfo = { dtype: 'float32', dims: [...job.dims] };
+      const l: ValueInfo = { dtype: 'float32', dims: job.axis === 0 && job.dims.length === 2 ? [job.vector.length, 1] : [job.vector.length] };
+      const ctx = { opType: 'Mul', nodeName: `merge/${job.initializer}`, opset: 17 };
+      const outTypes = OPS.Mul.shape([x, l], {}, ctx);
+      const lowering = OPS.Mul.gpu === 'fold' ? undefined : OPS.Mul.gpu([x, l], outTypes, {}, ctx);
+      if (!lowering || 'alias' in lowering) throw new Error('merge: the Mul lowering is not a GPU kernel');
+      const bytes = 4 * sizeOf(job.dims);
+      const vec = gpu.upload(job.vector);
+      const out = pool.acquire(bytes, `merge/${job.initializer}`);
+      const temps = (lowering.temps ?? []).map((b) => pool.acquire(Math.max(4, b)));
+      held.push(vec, out, ...temps);
+      const ins = [job.buffer, vec];
+      const resolve = (r: BufferRef): GPUBuffer => ('in' in r ? ins[r.in]! : 'out' in r ? out : temps[r.tmp]!);
+      for (const s of lowering.steps) steps.push({ program: s.program, buffers: s.bindings.map(resolve) });
+      copies.push({ from: out, to: job.buffer, bytes });
+    }
+    await gpu.run(steps);
+    gpu.device.pushErrorScope('validation');
+    const enc = gpu.device.createCommandEncoder({ label: 'merge' });
+    for (const c of copies) enc.copyBufferToBuffer(c.from, 0, c.to, 0, c.bytes);
+    gpu.device.queue.submit([enc.finish()]);
+    const err = await gpu.device.popErrorScope();
+    if (err) throw new GpuExecutionError(`merge: copying the merged weights failed: ${err.message}`);
+  } finally {
+    // Released buffers may be reused by later submissions only, which the queue orders after this one.
+    for (const b of held) pool.release(b);
+  }
+}

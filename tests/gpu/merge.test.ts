@@ -1,0 +1,292 @@
+// Merging IA3 adapters into the frozen weights on WebGPU, and the merged ONNX export.
+//
+// On the BERT, GPT-2 and Llama fixtures with two active adapters (random, non-one vectors;
+// feed-forward modules; biases; BERT also Gemm [out, in] weights and a modules_to_save copy):
+// merged outputs equal the unmerged IA3 forward; the GPU and CPU copies of the merged weights hold
+// the same bits and equal an independent float32 computation; merging twice changes nothing;
+// unmerge restores the weights; exportMergedOnnx() run in onnxruntime-web equals the IA3 forward
+// with the original graph's nodes and IO names. Plus: safe merge of a NaN vector, disabling while
+// merged, weighted adapters and adapter names, switching without recompiling, mergeAndUnload, and
+// the adapter download helper.
+import * as ort from 'onnxruntime-web';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { downloadAdapter, loadModel, MergeError, type Model, type TensorData } from '../../src/index.js';
+import { decodeOnnx } from '../../src/onnx/decode.js';
+import { IA3Config } from '../../src/peft/config.js';
+import { mergeSteps, scaleCpu } from '../../src/peft/merge.js';
+import { getPeftModel, vectorName, type PeftModel } from '../../src/peft/model.js';
+import { getGpu } from '../util/gpu.js';
+import { closeness } from '../util/tensors.js';
+
+ort.env.wasm.numThreads = 1;
+ort.env.logLevel = 'error';
+
+interface Json {
+  dims: number[];
+  data: number[];
+}
+interface IA3Reference {
+  adapters: Record<string, Record<string, Json>>;
+  cases: { inputs: Record<string, Json> }[];
+}
+
+const toTensors = (t: Record<string, Json>): Record<string, TensorData> =>
+  Object.fromEntries(Object.entries(t).map(([k, v]) => [k, { data: Float32Array.from(v.data), dims: v.dims }]));
+
+function expectNear(actual: ArrayLike<number>, expected: ArrayLike<number>, what: string, rtol: number, atol: number): void {
+  expect(actual.length, `${what}: length`).toBe(expected.length);
+  const { worst, at } = closeness(actual, expected, { rtol, atol });
+  expect(worst, `${what}: element ${at} is ${actual[at]} vs ${expected[at]}`).toBeLessThanOrEqual(1);
+}
+
+function rand(seed: number, n: number, lo = -1.5, hi = 1.5): Float32Array {
+  let s = seed >>> 0;
+  return new Float32Array(n).map(() => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return lo + (s / 2 ** 32) * (hi - lo);
+  });
+}
+
+const bits = (a: Float32Array | ArrayBuffer): number[] => Array.from(new Uint32Array(a instanceof Float32Array ? a.slice().buffer : a));
+
+interface Setup {
+  model: Model;
+  peft: PeftModel;
+  feeds: Record<string, TensorData>;
+  url: string;
+}
+
+async function setup(name: string): Promise<Setup> {
+  const gpu = await getGpu();
+  const url = `/tests/fixtures/${name}/onnx/model_opset17.onnx`;
+  const ref = (await (await fetch(`/tests/fixtures/${name}/ia3_reference.json`)).json()) as IA3Reference;
+  const model = await loadModel(url, { device: gpu });
+  const peft = getPeftModel(model, new IA3Config());
+  peft.loadStateDict(toTensors(ref.adapters.default!));
+  peft.addAdapter('second', new IA3Config());
+  peft.loadStateDict(toTensors(ref.adapters.second!), 'second');
+  peft.setAdapter(['default', 'second']);
+  if (name === 'bert') {
+    // Every dense layer (the pooler is a Gemm with an [out, in] weight) and the classifier as a
+    // modules_to_save copy with new values.
+    peft.addAdapter('third', new IA3Config({ targetModules: ['key', 'value', 'dense', 'output.dense'], feedforwardModules: ['output.dense'], taskType: 'SEQ_CLS', initIa3Weights: false }));
+    const w = peft.paramValues('mts::third::classifier.weight');
+    peft.setParamValues('mts::third::classifier.weight', rand(5, w.length, -0.5, 0.5));
+    peft.setAdapter(['default', 'third']);
+  }
+  const c = ref.cases[0]!;
+  const feeds = Object.fromEntries(Object.entries(c.inputs).map(([k, v]) => [k, { data: BigInt64Array.from(v.data.map(BigInt)), dims: v.dims }]));
+  return { model, peft, feeds, url };
+}
+
+/** The frozen initializers the active adapters scale, with the steps for each. */
+function scaledInitializers(peft: PeftModel, model: Model): Map<string, { dims: readonly number[]; axis: number; vector: Float32Array }[]> {
+  const out = new Map<string, { dims: readonly number[]; axis: number; vector: Float32Array }[]>();
+  for (const a of peft.activeAdapters) {
+    for (const t of peft.targets(a)) {
+      for (const s of mergeSteps(model.graph, t.module, t.feedforward, peft.paramValues(vectorName(a, t.module.path)))) {
+        out.set(s.initializer, [...(out.get(s.initializer) ?? []), s]);
+      }
+    }
+  }
+  return out;
+}
+
+async function expectGpuEqualsCpu(model: Model, names: Iterable<string>): Promise<void> {
+  for (const name of names) {
+    const cpu = model.graph.initializers.get(name)!.data as Float32Array;
+    const gpu = await model.gpu.read(model.weightBuffers.get(name)!, cpu.byteLength);
+    expect(bits(gpu), `GPU copy of '${name}'`).toEqual(bits(cpu));
+  }
+}
+
+async function runOrt(bytes: Uint8Array, feeds: Record<string, TensorData>): Promise<Float32Array> {
+  const session = await ort.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
+  const ortFeeds: Record<string, ort.Tensor> = {};
+  for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = new ort.Tensor('int64', v.data as BigInt64Array, v.dims);
+  const out = await session.run(ortFeeds);
+  await session.release();
+  return out.logits!.data as Float32Array;
+}
+
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+describe.each(['bert', 'gpt2', 'llama'])('merge on %s', (name) => {
+  it('merged = unmerged outputs, GPU = CPU copies, idempotent, export runs in onnxruntime-web, unmerge restores', async () => {
+    const { model, peft, feeds, url } = await setup(name);
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    const unmerged = (await peft.run(feeds)).logits!.data as Float32Array;
+    const scaled = scaledInitializers(peft, model);
+    expect([...scaled.keys()].some((k) => k.endsWith('bias') || model.graph.initializers.get(k)!.dims.length === 1)).toBe(name !== 'llama');
+    const original = new Map([...scaled.keys()].map((k) => [k, Float32Array.from(model.graph.initializers.get(k)!.data as Float32Array)]));
+
+    await peft.merge();
+    expect(peft.merged).toBe(true);
+    expect(peft.mergedAdapters).toEqual(peft.activeAdapters);
+    expect(peft.current().graph.nodes.some((n) => n.opType === 'IA3Scale')).toBe(false);
+    expect(peft.current().graph.nodes.map((n) => n.opType)).toEqual(model.graph.nodes.map((n) => n.opType));
+    const merged = (await peft.run(feeds)).logits!.data as Float32Array;
+    expectNear(merged, unmerged, `${name} merged vs IA3`, 1e-4, 1e-5);
+    // Each merged weight is the float32 product with each adapter's vector in turn, on both copies.
+    for (const [init, steps] of scaled) {
+      let want = original.get(init)!;
+      for (const s of steps) {
+        const inner = s.axis === 0 && s.dims.length === 2 ? s.dims[1]! : 1;
+        want = want.map((w, i) => w * s.vector[inner === 1 ? i % s.vector.length : Math.floor(i / inner)]!);
+      }
+      expect(bits(model.graph.initializers.get(init)!.data as Float32Array), init).toEqual(bits(want));
+    }
+    await expectGpuEqualsCpu(model, scaled.keys());
+
+    // Merging again is a no-op with PEFT's warning.
+    const before = [...scaled.keys()].map((k) => model.graph.initializers.get(k)!.data);
+    await peft.merge();
+    expect(warn).toHaveBeenLastCalledWith('All adapters are already merged, nothing to do.');
+    expect([...scaled.keys()].map((k) => model.graph.initializers.get(k)!.data)).toEqual(before);
+    expect(bits((await peft.run(feeds)).logits!.data as Float32Array)).toEqual(bits(merged));
+
+    if (name !== 'llama') {
+      // The export, from the merged state: the original graph with merged weights, run by onnxruntime-web.
+      const { onnx: bytes, externalData } = await peft.exportMergedOnnx();
+      expect(externalData).toBeUndefined();
+      const src = decodeOnnx(new Uint8Array(await (await fetch(url)).arrayBuffer()));
+      const out = decodeOnnx(bytes);
+      expect(out.nodes).toEqual(src.nodes);
+      expect(out.inputs).toEqual(src.inputs);
+      expect(out.outputs).toEqual(src.outputs);
+      expectNear(await runOrt(bytes, feeds), unmerged, `${name} exported (merged) in onnxruntime-web vs IA3`, 2e-3, 2e-4);
+    }
+
+    peft.unmerge();
+    expect(warn).toHaveBeenLastCalledWith('Unmerge result can be inaccurate for (IA)^3.');
+    expect(peft.merged).toBe(false);
+    await expectGpuEqualsCpu(model, scaled.keys());
+    for (const [init, steps] of scaled) {
+      // Exact to 1e-6 relative where every vector element is away from 0; elsewhere PEFT's 1e-8
+      // tolerance in the divisor costs about 1e-8 / |l| relative (the inaccuracy PEFT warns of).
+      const n = original.get(init)!.length;
+      const factor = steps.reduce((f, s) => scaleCpu(new Float32Array(n).fill(1), s.dims, s.axis, s.vector.map(Math.abs)).map((v, i) => Math.min(v, f[i]!)), new Float32Array(n).fill(Infinity));
+      const got = model.graph.initializers.get(init)!.data as Float32Array;
+      const orig = original.get(init)!;
+      for (let i = 0; i < got.length; i++) {
+        const tol = factor[i]! >= 0.1 ? 1e-6 * Math.abs(orig[i]!) : Math.max(1e-6, 4e-8 / factor[i]!) * Math.abs(orig[i]!);
+        if (Math.abs(got[i]! - orig[i]!) > tol) expect.fail(`${init}[${i}] unmerged to ${got[i]}, was ${orig[i]} (|l| ≥ ${factor[i]})`);
+      }
+    }
+    expectNear((await peft.run(feeds)).logits!.data as Float32Array, unmerged, `${name} unmerged vs IA3`, 1e-4, 1e-5);
+
+    if (name === 'gpt2') {
+      // The export without merge() writes the same merged weights.
+      const { onnx: bytes } = await peft.exportMergedOnnx();
+      expectNear(await runOrt(bytes, feeds), unmerged, 'gpt2 exported (not merged) in onnxruntime-web vs IA3', 2e-3, 2e-4);
+      // Disabling while merged unmerges first (PEFT), then runs the base model.
+      await peft.merge();
+      peft.disableAdapter();
+      expect(peft.merged).toBe(false);
+      peft.enableAdapter();
+      peft.disableAdapter();
+      const base = (await model.run(feeds)).logits!.data as Float32Array;
+      expect(bits((await peft.run(feeds)).logits!.data as Float32Array)).toEqual(bits(base));
+    }
+    await model.dispose();
+  });
+});
+
+describe('merge on gpt2', () => {
+  it('safe merge refuses a NaN vector with PEFT message and changes nothing', async () => {
+    const { model, peft, feeds } = await setup('gpt2');
+    await peft.run(feeds); // uploads the weights
+    const t = peft.targets('second')[1]!;
+    const v = Float32Array.from(peft.paramValues(vectorName('second', t.module.path)));
+    v[3] = NaN;
+    peft.setParamValues(vectorName('second', t.module.path), v);
+    const names = [...scaledInitializers(peft, model).keys()];
+    const data = names.map((n) => model.graph.initializers.get(n)!.data);
+    const gpuBefore = await Promise.all(names.map((n) => model.gpu.read(model.weightBuffers.get(n)!, 4 * model.graph.initializers.get(n)!.data.length)));
+    const err = await peft.merge({ safe: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MergeError);
+    expect((err as Error).message).toMatch(/^NaNs detected in the merged weights\. The adapter second seems to be broken/);
+    expect(peft.merged).toBe(false);
+    expect(names.map((n) => model.graph.initializers.get(n)!.data)).toEqual(data);
+    const gpuAfter = await Promise.all(names.map((n) => model.gpu.read(model.weightBuffers.get(n)!, 4 * model.graph.initializers.get(n)!.data.length)));
+    expect(gpuAfter.map((b) => bits(b))).toEqual(gpuBefore.map((b) => bits(b)));
+    // Without the NaN vector the first adapter merges, and the weights can no longer be trained.
+    peft.setAdapter('default');
+    await peft.merge({ safe: true });
+    expect(peft.mergedAdapters).toEqual(['default']);
+    expect(() => peft.trainingModel()).toThrow(/cannot train while adapters are merged/);
+    expect(() => peft.setParamValues(vectorName('default', t.module.path), v)).toThrow(/unmerge\(\) before changing its vector/);
+    await expect(peft.deleteAdapter('default')).rejects.toThrow("Cannot delete adapter(s) ['default'] while they are merged. Please unmerge them first.");
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    peft.setAdapter('second');
+    expect(warn).toHaveBeenCalledWith('Adapter cannot be set when the model is merged. Unmerging the model first.');
+    expect(peft.merged).toBe(false);
+    await model.dispose();
+  });
+
+  it('switching adapters compiles no pipeline and uploads no frozen weight; names change no output; weighted = CPU sum', async () => {
+    const { model, peft, feeds } = await setup('gpt2');
+    const gpu = model.gpu;
+    peft.setAdapter('default');
+    const outDefault = (await peft.run(feeds)).logits!.data as Float32Array;
+    peft.setAdapter('second');
+    await peft.run(feeds);
+    const pipelines = gpu.pipelines.compiled;
+    const live = gpu.buffers.liveBytes;
+    const frozen = new Map([...model.weightBuffers].filter(([k]) => !k.startsWith('ia3::')));
+    for (const a of ['default', 'second', 'default', 'second']) {
+      peft.setAdapter(a);
+      const out = (await peft.run(feeds)).logits!.data as Float32Array;
+      if (a === 'default') expect(bits(out)).toEqual(bits(outDefault));
+    }
+    expect(gpu.pipelines.compiled).toBe(pipelines);
+    expect(gpu.buffers.liveBytes).toBe(live);
+    for (const [k, b] of frozen) expect(model.weightBuffers.get(k), k).toBe(b);
+
+    // A weighted combination with a negative weight equals the same vectors summed on the CPU and
+    // loaded under another name: identical outputs.
+    peft.addWeightedAdapter(['default', 'second'], [0.6, -0.3], 'weighted');
+    expect(peft.activeAdapters).toEqual(['second']);
+    peft.addAdapter('by_hand', new IA3Config());
+    for (const t of peft.targets('by_hand')) {
+      const a = peft.paramValues(vectorName('default', t.module.path));
+      const b = peft.paramValues(vectorName('second', t.module.path));
+      peft.setParamValues(vectorName('by_hand', t.module.path), a.map((x, i) => Math.fround(x * Math.fround(0.6)) + Math.fround(b[i]! * Math.fround(-0.3))));
+    }
+    peft.setAdapter('weighted');
+    const w = (await peft.run(feeds)).logits!.data as Float32Array;
+    peft.setAdapter('by_hand');
+    expect(bits((await peft.run(feeds)).logits!.data as Float32Array)).toEqual(bits(w));
+    expect(closeness(w, outDefault, { rtol: 1e-3, atol: 1e-4 }).worst).toBeGreaterThan(1);
+    await model.dispose();
+  });
+
+  it('mergeAndUnload returns the base model with the merged weights', async () => {
+    const { model, peft, feeds } = await setup('gpt2');
+    const ia3 = (await peft.run(feeds)).logits!.data as Float32Array;
+    const base = await peft.mergeAndUnload();
+    expect(base).toBe(model);
+    expectNear((await base.run(feeds)).logits!.data as Float32Array, ia3, 'merged and unloaded vs IA3', 1e-4, 1e-5);
+    expect([...model.weightBuffers.keys()].some((k) => k.startsWith('ia3::'))).toBe(false);
+    await expect(peft.run(feeds)).rejects.toThrow(/unloaded by mergeAndUnload/);
+    await model.dispose();
+  });
+});
+
+describe('downloadAdapter', () => {
+  it('offers both files as downloads with their bytes', async () => {
+    const clicked: { name: string; href: string }[] = [];
+    vi.spyOn(HTMLAnchorElement.prototype, 'click').mockImplementation(function (this: HTMLAnchorElement) {
+      clicked.push({ name: this.download, href: this.href });
+    });
+    const names = downloadAdapter({ 'adapter_model.safetensors': Uint8Array.of(1, 2, 3), 'adapter_config.json': '{"peft_type": "IA3"}' }, { prefix: 'run1-' });
+    expect(names).toEqual(['run1-adapter_model.safetensors', 'run1-adapter_config.json']);
+    expect(clicked.map((c) => c.name)).toEqual(names);
+    expect(Array.from(new Uint8Array(await (await fetch(clicked[0]!.href)).arrayBuffer()))).toEqual([1, 2, 3]);
+    expect(await (await fetch(clicked[1]!.href)).text()).toBe('{"peft_type": "IA3"}');
+    expect(document.querySelectorAll('a[download]').length).toBe(0);
+    expect(() => downloadAdapter({ 'adapter_model.safetensors': Uint8Array.of(1), 'adapter_config.json': '{}' }, { prefix: 'a/b' })).toThrow(/path separator/);
+  });
+});
