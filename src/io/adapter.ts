@@ -4,7 +4,7 @@
 // inference_mode true and resolved module lists), and their loading, all-or-nothing.
 
 import { FormatError, InputError } from '../errors.js';
-import { IA3Config, serializeConfig } from '../peft/config.js';
+import { IA3Config, MAX_CONFIG_BYTES, serializeConfig } from '../peft/config.js';
 import type { TensorData } from '../model.js';
 import { readSafetensors, tensorToFloat32, writeSafetensors, type TensorToWrite } from './safetensors.js';
 
@@ -36,6 +36,13 @@ export type AdapterSource =
   | readonly File[]
   | FileList;
 
+// Accepts the value types AdapterSource allows; anything else (from untyped callers) is an InputError.
+function checkPart(file: string, d: unknown, text: boolean): Uint8Array | ArrayBuffer | Blob | string {
+  if (d instanceof Uint8Array || d instanceof ArrayBuffer || (typeof Blob !== 'undefined' && d instanceof Blob) || (text && typeof d === 'string')) return d;
+  const kind = d === null ? 'null' : typeof d === 'object' ? (d.constructor?.name ?? 'object') : typeof d;
+  throw new InputError(`${file} must be ${text ? 'a string, ' : ''}a Uint8Array, an ArrayBuffer or a Blob, got ${kind}`);
+}
+
 async function bytesOf(d: Uint8Array | ArrayBuffer | Blob): Promise<Uint8Array> {
   if (d instanceof Uint8Array) return d;
   if (d instanceof ArrayBuffer) return new Uint8Array(d);
@@ -44,23 +51,36 @@ async function bytesOf(d: Uint8Array | ArrayBuffer | Blob): Promise<Uint8Array> 
 
 /** Parses an adapter's files: its config and its tensors (float32, PEFT keys and shapes). */
 export async function readAdapterFiles(source: AdapterSource): Promise<{ config: IA3Config; tensors: Record<string, TensorData> }> {
-  let weights: Uint8Array | ArrayBuffer | Blob | undefined;
-  let config: string | Uint8Array | Blob | undefined;
+  let weights: unknown;
+  let config: unknown;
   if (Array.isArray(source) || (typeof FileList !== 'undefined' && source instanceof FileList)) {
     for (const f of source as Iterable<File>) {
+      // Two files of one name would make the choice arbitrary: refuse rather than guess.
+      if ((f.name === ADAPTER_WEIGHTS && weights !== undefined) || (f.name === ADAPTER_CONFIG && config !== undefined)) {
+        throw new InputError(`the adapter's files hold ${f.name} twice`);
+      }
       if (f.name === ADAPTER_WEIGHTS) weights = f;
       if (f.name === ADAPTER_CONFIG) config = f;
     }
-  } else {
+  } else if (source !== null && typeof source === 'object') {
     const s = source as Exclude<AdapterSource, readonly File[] | FileList>;
     weights = s[ADAPTER_WEIGHTS];
     config = s[ADAPTER_CONFIG];
+  } else {
+    throw new InputError(`an adapter is given as { '${ADAPTER_WEIGHTS}', '${ADAPTER_CONFIG}' } or as Files, got ${source === null ? 'null' : typeof source}`);
   }
   if (weights === undefined) throw new InputError(`the adapter has no ${ADAPTER_WEIGHTS}`);
   if (config === undefined) throw new InputError(`the adapter has no ${ADAPTER_CONFIG}`);
-  const configText = typeof config === 'string' ? config : new TextDecoder('utf-8', { fatal: false }).decode(await bytesOf(config));
-  const parsed = IA3Config.fromJSON(configText);
-  const file = readSafetensors(await bytesOf(weights), ADAPTER_WEIGHTS);
+  const weightsPart = checkPart(ADAPTER_WEIGHTS, weights, false) as Uint8Array | ArrayBuffer | Blob;
+  const configPart = checkPart(ADAPTER_CONFIG, config, true);
+  // Bytes go to fromJSON undecoded: it bounds their size and refuses invalid UTF-8 (a lenient
+  // decode would turn a corrupt file into silently different module names). A Blob is bounded
+  // before it is read.
+  if (typeof Blob !== 'undefined' && configPart instanceof Blob && configPart.size > MAX_CONFIG_BYTES) {
+    throw new FormatError(ADAPTER_CONFIG, `${configPart.size} bytes, larger than the ${MAX_CONFIG_BYTES}-byte limit for a config file`);
+  }
+  const parsed = IA3Config.fromJSON(typeof configPart === 'string' ? configPart : await bytesOf(configPart), ADAPTER_CONFIG);
+  const file = readSafetensors(await bytesOf(weightsPart), ADAPTER_WEIGHTS);
   const tensors: Record<string, TensorData> = Object.create(null) as Record<string, TensorData>;
   for (const [key, t] of file.tensors) {
     if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16' && t.dtype !== 'F64') {

@@ -61,6 +61,14 @@ export interface SpecializeOptions {
 
 const cache = new WeakMap<Graph, Map<string, SpecializedGraph>>();
 
+/**
+ * Drops the cached specialisations of `graph`: they hold copies of small initializers (folded
+ * constants for the CPU executor), so whoever replaces an initializer's values must call this.
+ */
+export function forgetSpecializations(graph: Graph): void {
+  cache.delete(graph);
+}
+
 /** The cache key of a set of input shapes. */
 export function shapeKey(inputShapes: Readonly<Record<string, readonly number[]>>, options: SpecializeOptions = {}): string {
   const parts = Object.keys(inputShapes)

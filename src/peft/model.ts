@@ -16,6 +16,7 @@ import { sizeOf } from '../gpu/kernel.js';
 import { rewriteOnnxTensors, type OnnxWithExternalData } from '../onnx/export.js';
 import { initializerGpuData, type Graph, type Initializer, type Node } from '../onnx/graph.js';
 import type { ModuleInfo } from '../onnx/modules.js';
+import { forgetSpecializations } from '../onnx/specialize.js';
 import { Model, type Feed, type TensorData } from '../model.js';
 import { LABELS, LOSS, withLoss, type LossTask } from '../train/loss.js';
 import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
@@ -830,6 +831,7 @@ export class PeftModel {
     const next: Initializer = old.constant ? { name, dtype: old.dtype, dims: old.dims, data, constant: true } : { name, dtype: old.dtype, dims: old.dims, data };
     for (const g of [this.base.graph, ...[...this.variants.values(), ...this.lossModels.values()].map((m) => m.graph)]) {
       if (g.initializers.get(name) === old) (g.initializers as Map<string, Initializer>).set(name, next);
+      forgetSpecializations(g);
     }
     this.touched.add(name);
   }
