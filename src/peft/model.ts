@@ -426,7 +426,13 @@ export class PeftModel {
   /** PEFT's two files for an adapter (`save_pretrained`): safetensors weights and the config. */
   saveAdapter(adapter = this.active[0]!): AdapterFiles {
     const a = this.adapter(adapter);
-    const config = a.config.baseModelNameOrPath === null && typeof this.base.config?._name_or_path === 'string' ? a.config.with({ baseModelNameOrPath: this.base.config._name_or_path }) : a.config;
+    let config = a.config.baseModelNameOrPath === null && typeof this.base.config?._name_or_path === 'string' ? a.config.with({ baseModelNameOrPath: this.base.config._name_or_path }) : a.config;
+    // PEFT records the base model's class when there is no task type (save_pretrained's auto_mapping).
+    const architecture = (this.base.config?.architectures as unknown[] | undefined)?.[0];
+    if (config.taskType === null && config.autoMapping === null && typeof architecture === 'string' && this.base.modelType) {
+      const type = this.base.modelType.replace(/-/g, '_');
+      config = config.with({ autoMapping: { base_model_class: architecture, parent_library: `transformers.models.${type}.modeling_${type}` } });
+    }
     return writeAdapterFiles(config, this.stateDict(adapter));
   }
 

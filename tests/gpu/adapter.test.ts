@@ -67,3 +67,11 @@ it('a load that does not fit the model changes nothing', async () => {
   expect(peft.listAdapters()).toEqual(['default']);
   await model.dispose();
 });
+
+it('without a task type, records the base model class in auto_mapping as PEFT does', async () => {
+  const model = await loadModel('/tests/fixtures/gpt2/onnx/model_opset17.onnx', { device: await getGpu() });
+  const config = JSON.parse(getPeftModel(model, new IA3Config({})).saveAdapter()['adapter_config.json']) as Record<string, unknown>;
+  expect(config.task_type).toBeNull();
+  expect(config.auto_mapping).toEqual({ base_model_class: 'GPT2LMHeadModel', parent_library: 'transformers.models.gpt2.modeling_gpt2' });
+  await model.dispose();
+});
