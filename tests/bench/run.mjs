@@ -4,7 +4,7 @@
 // Usage: npm run bench [-- --suite kernels,models] [--quick]
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { createServer } from 'vite';
+import { createServer, runnerImport } from 'vite';
 import { chromium } from 'playwright';
 
 const root = resolve(import.meta.dirname, '../..');
@@ -13,18 +13,8 @@ const suiteArg = args.find((a) => a.startsWith('--suite'));
 const suites = suiteArg ? (suiteArg.includes('=') ? suiteArg.split('=')[1] : args[args.indexOf(suiteArg) + 1]) : '';
 const quick = args.includes('--quick');
 
-const CHROMIUM_ARGS = [
-  '--headless=new',
-  '--no-sandbox',
-  '--enable-unsafe-webgpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
-const candidates = [process.env.CHROME_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser'];
-const { existsSync } = await import('node:fs');
-const executablePath = candidates.find((p) => p && existsSync(p));
+// The same Chromium and flags as the tests (tests/util/chromium.ts, TypeScript: loaded via Vite).
+const { module: chromiumUtil } = await runnerImport(resolve(root, 'tests/util/chromium.ts'));
 
 const server = await createServer({
   root,
@@ -35,7 +25,7 @@ const server = await createServer({
 });
 await server.listen();
 const { port } = server.httpServer.address();
-const browser = await chromium.launch({ executablePath, args: CHROMIUM_ARGS, headless: true });
+const browser = await chromium.launch({ ...chromiumUtil.chromiumLaunchOptions(), headless: true });
 let exitCode = 0;
 try {
   const page = await browser.newPage();
