@@ -19,6 +19,8 @@ export default defineConfig(({ mode }) => {
   return {
     root: 'demo',
     base: './',
+    // A missing file is a 404, not the page's HTML (the page reports what a model folder lacks).
+    appType: 'mpa',
     resolve: { alias: { 'ia3-webgpu': resolve(import.meta.dirname, 'src/index.ts') } },
     server: { fs: { allow: ['..'] } },
     build: { outDir: resolve(import.meta.dirname, 'demo-dist'), emptyOutDir: true, target: 'es2022' },

@@ -5,18 +5,22 @@
 // the problem precisely: the op, the node, the tensor, the byte offset. `code` is stable and meant
 // for programs; the message is meant for people.
 
-/** Base class of every error this package throws on purpose. */
+/**
+ * Base class of every error this package throws on purpose. Every subclass sets `name` to a
+ * literal: bundlers rename classes, and `name` is what users see and match on.
+ */
 export class IA3Error extends Error {
+  override readonly name: string = 'IA3Error';
   readonly code: string;
   constructor(code: string, message: string, options?: { cause?: unknown }) {
     super(message, options);
-    this.name = new.target.name;
     this.code = code;
   }
 }
 
 /** WebGPU is missing, no adapter was granted, or the adapter lacks a limit the toolkit needs. */
 export class WebGPUUnavailableError extends IA3Error {
+  override readonly name: string = 'WebGPUUnavailableError';
   constructor(message: string, options?: { cause?: unknown }) {
     super('WEBGPU_UNAVAILABLE', message, options);
   }
@@ -24,6 +28,7 @@ export class WebGPUUnavailableError extends IA3Error {
 
 /** The GPU device was lost (driver reset, tab backgrounded too long, out of memory). */
 export class DeviceLostError extends IA3Error {
+  override readonly name: string = 'DeviceLostError';
   readonly reason: string;
   constructor(reason: string, message: string) {
     super('DEVICE_LOST', message);
@@ -33,6 +38,7 @@ export class DeviceLostError extends IA3Error {
 
 /** A WGSL kernel failed to compile; carries the offending line and the compiler's message. */
 export class ShaderCompileError extends IA3Error {
+  override readonly name: string = 'ShaderCompileError';
   readonly kernel: string;
   readonly line: number | undefined;
   constructor(kernel: string, message: string, line?: number) {
@@ -44,6 +50,7 @@ export class ShaderCompileError extends IA3Error {
 
 /** A GPU operation failed validation or ran out of memory (from an error scope). */
 export class GpuExecutionError extends IA3Error {
+  override readonly name: string = 'GpuExecutionError';
   constructor(message: string, options?: { cause?: unknown }) {
     super('GPU_EXECUTION', message, options);
   }
@@ -51,6 +58,7 @@ export class GpuExecutionError extends IA3Error {
 
 /** Shapes, dtypes or attributes of an op do not fit together. Names the op and the node. */
 export class ShapeError extends IA3Error {
+  override readonly name: string = 'ShapeError';
   readonly opType: string;
   readonly nodeName: string;
   constructor(opType: string, nodeName: string, detail: string) {
@@ -62,6 +70,7 @@ export class ShapeError extends IA3Error {
 
 /** The model uses an op type, attribute value or opset the toolkit does not implement. */
 export class UnsupportedOpError extends IA3Error {
+  override readonly name: string = 'UnsupportedOpError';
   readonly opType: string;
   readonly nodeName: string;
   readonly opset: number | undefined;
@@ -78,6 +87,7 @@ export class UnsupportedOpError extends IA3Error {
 
 /** A file (ONNX, safetensors, JSON config) is malformed. Names the byte offset where known. */
 export class FormatError extends IA3Error {
+  override readonly name: string = 'FormatError';
   readonly file: string;
   readonly byteOffset: number | undefined;
   constructor(file: string, detail: string, byteOffset?: number) {
@@ -89,6 +99,7 @@ export class FormatError extends IA3Error {
 
 /** A user-supplied argument (feeds, config, options) is invalid. */
 export class InputError extends IA3Error {
+  override readonly name: string = 'InputError';
   constructor(message: string) {
     super('INPUT', message);
   }

@@ -22,6 +22,7 @@ import type { BufferRef, LoweringSteps, ValueInfo } from '../ops/types.js';
 
 /** `merge({ safe: true })` found non-finite merged values (PEFT's message); nothing was changed. */
 export class MergeError extends IA3Error {
+  override readonly name: string = 'MergeError';
   readonly adapter: string;
   constructor(adapter: string, detail: string) {
     super('MERGE_NON_FINITE', `NaNs detected in the merged weights. The adapter ${adapter} seems to be broken (${detail})`);

@@ -91,6 +91,7 @@ interface Events {
 
 /** Training met a NaN or infinite loss or gradient; the trainable values are those before that step. */
 export class NonFiniteError extends IA3Error {
+  override readonly name: string = 'NonFiniteError';
   readonly step: number;
   constructor(step: number, what: string) {
     super('NON_FINITE', `step ${step}: the ${what} is not finite; training stopped and the values from before that step are kept`);

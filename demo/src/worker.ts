@@ -1,0 +1,545 @@
+// The demo's worker: every piece of model work happens here (WebGPU device, models, tokenizer,
+// PEFT adapters, training, evaluation, generation), so the page's main thread only renders.
+// It speaks the protocol of ./protocol.ts and uses the library only through its public entry.
+import { Tokenizer } from '@huggingface/tokenizers';
+import {
+  adapterFilesFromFileList,
+  adapterName,
+  createDevice,
+  getPeftModel,
+  IA3Config,
+  DeviceLostError,
+  FormatError,
+  GpuExecutionError,
+  IA3Error,
+  InputError,
+  NonFiniteError,
+  ShaderCompileError,
+  ShapeError,
+  UnsupportedOpError,
+  WebGPUUnavailableError,
+  loadModel,
+  loadPeftModel,
+  Trainer,
+  type Example,
+  type GpuContext,
+  type Model,
+  type PeftModel,
+  type TensorData,
+} from 'ia3-webgpu';
+import { DataFileError, parseDataFile } from './datafile.js';
+import type { AccuracyResult, DataInfo, FromWorker, ModelInfo, ModelSource, Request, Requests, Task, ToWorker, TrainOutcome, TrainSettings, WorkerError } from './protocol.js';
+import { mulberry32, sampleTopK, seededShuffle, softmax } from './sampling.js';
+
+// The worker global, typed by hand: the project compiles against the DOM lib, not WebWorker.
+const scope = self as unknown as { postMessage(message: FromWorker, transfer?: Transferable[]): void; onmessage: ((ev: MessageEvent<ToWorker>) => void) | null };
+const post = (m: FromWorker, transfer?: Transferable[]): void => scope.postMessage(m, transfer);
+
+const SHIPPED_MODEL = 'models/sotu-gpt2/';
+const SHIPPED_SPAM = 'data/spam-assassin.jsonl';
+/** Characters of an example kept before tokenising: enough for any sequence length offered. */
+const CHARS_PER_TOKEN_BOUND = 8;
+/** Validation subsets are drawn with this fixed seed, so "before" and "after" see the same mails. */
+const EVAL_SUBSET_SEED = 1234;
+
+interface TaskState {
+  model: Model;
+  tokenizer: Tokenizer;
+  name: string;
+  peft: PeftModel;
+  /** The run in progress or stopped (for Resume), with the data it trains on. */
+  trainer?: Trainer;
+  trainData?: Example[];
+  totalSteps?: number;
+  settings?: TrainSettings;
+}
+
+interface LabelledText {
+  text: string;
+  label: number;
+}
+
+let base = '';
+let gpu: GpuContext | undefined;
+const tasks: Partial<Record<Task, TaskState>> = {};
+let spamData: { name: string; train: LabelledText[]; validation: LabelledText[]; test: LabelledText[]; labels: string[] } | undefined;
+let styleText: { name: string; text: string } | undefined;
+let training: Trainer | undefined;
+/** Accuracy of the base model (the adapter at its identity init) by subset key: it never changes. */
+const baseAccuracy = new Map<string, AccuracyResult>();
+
+function state(task: Task): TaskState {
+  const s = tasks[task];
+  if (!s) throw new InputError(`the ${task} model is not loaded`);
+  return s;
+}
+
+// The library names its errors after their classes (`new.target.name`), which a minifying build
+// renames: the page gets the name from the class itself.
+const ERROR_CLASSES: [new (...args: never[]) => IA3Error, string][] = [
+  [WebGPUUnavailableError, 'WebGPUUnavailableError'],
+  [DeviceLostError, 'DeviceLostError'],
+  [ShaderCompileError, 'ShaderCompileError'],
+  [GpuExecutionError, 'GpuExecutionError'],
+  [ShapeError, 'ShapeError'],
+  [UnsupportedOpError, 'UnsupportedOpError'],
+  [FormatError, 'FormatError'],
+  [InputError, 'InputError'],
+  [NonFiniteError, 'NonFiniteError'],
+];
+
+function serialiseError(e: unknown): WorkerError {
+  if (e instanceof DataFileError) return e.line === null ? { name: 'DataFileError', code: 'DATA_FILE', message: e.message } : { name: 'DataFileError', code: 'DATA_FILE', message: e.message, line: e.line };
+  if (e instanceof IA3Error) return { name: ERROR_CLASSES.find(([c]) => e instanceof c)?.[1] ?? 'IA3Error', code: e.code, message: e.message };
+  if (e instanceof Error) return { name: e.name, code: 'ERROR', message: e.message };
+  return { name: 'Error', code: 'ERROR', message: String(e) };
+}
+
+async function fetchOk(url: string): Promise<Response> {
+  const res = await fetch(url);
+  if (!res.ok) throw new InputError(`could not fetch ${url}: HTTP ${res.status}`);
+  return res;
+}
+
+async function readJson(file: File | undefined, what: string): Promise<unknown> {
+  if (!file) throw new InputError(`the model folder has no ${what}`);
+  try {
+    return JSON.parse(await file.text()) as unknown;
+  } catch (e) {
+    throw new InputError(`${what}: not valid JSON (${e instanceof Error ? e.message : String(e)})`);
+  }
+}
+
+/** Model file per task: the shipped folder has both heads; a user's folder its own onnx/model.onnx. */
+const modelFileFor = (task: Task, source: ModelSource): string | undefined => (source.kind === 'shipped' && task === 'spam' ? 'onnx/model_seqcls.onnx' : undefined);
+
+async function loadTask(task: Task, source: ModelSource): Promise<ModelInfo> {
+  if (!gpu) throw new InputError('no WebGPU device');
+  let model: Model;
+  let tokJson: unknown;
+  let tokConfig: unknown;
+  let name: string;
+  const modelFile = modelFileFor(task, source);
+  if (source.kind === 'files') {
+    const byName = (n: string): File | undefined => source.files.find((f) => (f.webkitRelativePath || f.name).split('/').slice(1).join('/') === n || f.name === n);
+    tokJson = await readJson(byName('tokenizer.json'), 'tokenizer.json');
+    tokConfig = byName('tokenizer_config.json') ? await readJson(byName('tokenizer_config.json'), 'tokenizer_config.json') : {};
+    model = await loadModel(source.files, { device: gpu });
+    name = source.files[0]?.webkitRelativePath.split('/')[0] || 'your model';
+  } else {
+    const url = source.kind === 'shipped' ? new URL(SHIPPED_MODEL, base).href : new URL(source.url.endsWith('/') ? source.url : `${source.url}/`, base).href;
+    tokJson = await (await fetchOk(new URL('tokenizer.json', url).href)).json();
+    const cfg = await fetch(new URL('tokenizer_config.json', url).href);
+    tokConfig = cfg.ok ? await cfg.json() : {};
+    model = await loadModel(url, modelFile ? { device: gpu, modelFile } : { device: gpu });
+    name = source.kind === 'shipped' ? 'sotu-gpt2 (shipped)' : url;
+  }
+  const tokenizer = new Tokenizer(tokJson as object, tokConfig as object);
+  const old = tasks[task];
+  const peft = getPeftModel(model, new IA3Config({ taskType: task === 'spam' ? 'SEQ_CLS' : 'CAUSAL_LM' }));
+  tasks[task] = { model, tokenizer, name, peft };
+  if (old && old.model !== model && old.model !== tasks[task === 'spam' ? 'style' : 'spam']?.model) await old.model.dispose();
+  baseAccuracy.clear();
+  return modelInfo(task);
+}
+
+function modelInfo(task: Task): ModelInfo {
+  const s = state(task);
+  const resolved = s.peft.peftConfig.default!;
+  const list = (sel: unknown): string[] => (sel instanceof Set ? [...(sel as Set<string>)].sort() : typeof sel === 'string' ? [sel] : []);
+  const cfg = s.model.config ?? {};
+  const layers = Number(cfg.n_layer ?? cfg.num_hidden_layers ?? NaN);
+  return {
+    task,
+    name: s.name,
+    modelType: s.model.modelType ?? null,
+    summary: s.model.describe(),
+    layers: Number.isFinite(layers) ? layers : null,
+    parameters: s.peft.getNbTrainableParameters()[1],
+    trainableLine: s.peft.printTrainableParameters(),
+    defaultTargetModules: list(resolved.targetModules),
+    defaultFeedforwardModules: list(resolved.feedforwardModules),
+  };
+}
+
+function spamInfo(): DataInfo {
+  const d = spamData!;
+  return { task: 'spam', name: d.name, train: d.train.length, validation: d.validation.length, test: d.test.length, labels: d.labels };
+}
+
+function styleInfo(): DataInfo {
+  const t = styleText!;
+  return { task: 'style', name: t.name, train: t.text.length, validation: 0, test: 0, labels: null };
+}
+
+// --- tokenisation ------------------------------------------------------------------------------
+
+function encode(tokenizer: Tokenizer, text: string, maxTokens: number): number[] {
+  const ids = tokenizer.encode(text.slice(0, maxTokens * CHARS_PER_TOKEN_BOUND)).ids;
+  return ids.slice(0, maxTokens);
+}
+
+/**
+ * A mail's ids for classification. A decoder's class scores are read at the last real token;
+ * ending every mail with the model's end-of-text token makes that position the same token each
+ * time, one that attends to the whole (truncated) mail, rather than whichever word the truncation
+ * happened to stop at.
+ */
+function classIds(model: Model, tokenizer: Tokenizer, text: string, seqLen: number): number[] {
+  const eos = model.config?.eos_token_id;
+  if (typeof eos !== 'number') return encode(tokenizer, text, seqLen);
+  return [...encode(tokenizer, text, seqLen - 1), eos];
+}
+
+function classExamples(s: TaskState, items: readonly LabelledText[], seqLen: number): Example[] {
+  return items.filter((x) => x.text.length > 0).map((x) => ({ input_ids: classIds(s.model, s.tokenizer, x.text, seqLen), label: x.label }));
+}
+
+/** Non-overlapping windows of seqLen tokens over the text (enough of it for the run). */
+function lmExamples(tokenizer: Tokenizer, text: string, seqLen: number, wanted: number): Example[] {
+  const ids = tokenizer.encode(text.slice(0, Math.max(4096, wanted * seqLen * CHARS_PER_TOKEN_BOUND))).ids;
+  const out: Example[] = [];
+  for (let i = 0; i + 2 <= ids.length; i += seqLen) out.push({ input_ids: ids.slice(i, i + seqLen) });
+  if (out.length === 0) throw new InputError('the style text is too short: it needs at least two tokens');
+  return out;
+}
+
+function evalSubset(split: 'validation' | 'test', size: number): LabelledText[] {
+  const all = spamData![split];
+  return split === 'validation' ? seededShuffle(all, EVAL_SUBSET_SEED).slice(0, Math.max(1, Math.min(size, all.length))) : all;
+}
+
+function trainerFor(peft: PeftModel, s: TrainSettings): Trainer {
+  return new Trainer(peft, {
+    learningRate: s.learningRate,
+    batchSize: s.batchSize,
+    maxSteps: s.steps,
+    seed: s.seed,
+    maxLength: s.seqLen,
+    buckets: [s.seqLen], // one padded length: one compiled plan serves every step
+    // Each read of the losses is a progress update: about one per step (these are seconds long on
+    // a software adapter), fewer on long runs.
+    loggingSteps: Math.min(10, 1 + Math.floor(s.steps / 300)),
+    warmupSteps: Math.min(10, Math.floor(s.steps / 10)),
+  });
+}
+
+function configFor(task: Task, s: TrainSettings): IA3Config {
+  const opts = { taskType: task === 'spam' ? ('SEQ_CLS' as const) : ('CAUSAL_LM' as const) };
+  if (s.targetModules.length === 0 && s.feedforwardModules.length === 0) return new IA3Config(opts);
+  return new IA3Config({ ...opts, targetModules: s.targetModules, feedforwardModules: s.feedforwardModules });
+}
+
+/** Accuracy of the task's current adapter on a validation subset (or the whole test split). */
+async function evaluate(settings: TrainSettings, split: 'validation' | 'test'): Promise<AccuracyResult> {
+  const s = state('spam');
+  if (!spamData) throw new InputError('no spam data loaded');
+  const examples = classExamples(s, evalSubset(split, settings.evalSize), settings.seqLen);
+  const r = await trainerFor(s.peft, settings).evaluate(examples);
+  return { split, accuracy: r.accuracy ?? 0, loss: r.loss, examples: r.examples };
+}
+
+/**
+ * Replaces a task's adapter. Adapters of one model share its GPU buffers by name, so the new
+ * adapter's values are written to them now, and the old adapter's compiled plans are freed.
+ */
+async function usePeft(task: Task, peft: PeftModel): Promise<void> {
+  const s = state(task);
+  const old = s.peft;
+  s.peft = peft;
+  s.trainer?.dispose(); // the stopped run's optimizer state, kept for Resume
+  s.trainer = undefined;
+  s.trainData = undefined;
+  if (old !== peft) {
+    old.enableAdapter();
+    await old.current().releasePlans();
+    await old.trainingModel().model.releasePlans();
+  }
+  for (const t of peft.trainingModel().trainables) peft.setParamValues(t.name, Float32Array.from(t.param.values));
+}
+
+// --- training ----------------------------------------------------------------------------------
+
+async function runTrainer(task: Task): Promise<TrainOutcome> {
+  const s = state(task);
+  const trainer = s.trainer!;
+  const total = s.totalSteps!;
+  const t0 = performance.now();
+  const startStep = trainer.globalStep;
+  let points: [number, number][] = [];
+  let lastPost = 0;
+  const flush = (step: number): void => {
+    const now = performance.now();
+    const done = step - startStep;
+    const sps = done / Math.max(1e-3, (now - t0) / 1000);
+    post({ type: 'progress', task, points, step, totalSteps: total, stepsPerSecond: sps, eta: sps > 0 ? (total - step) / sps : Infinity });
+    points = [];
+    lastPost = now;
+  };
+  const off = trainer.on('step', (e) => {
+    points.push([e.step, e.loss]);
+    // Batched: the page gets a handful of messages a second, however fast the steps are.
+    if (performance.now() - lastPost > 100 || e.step >= total) flush(e.step);
+  });
+  training = trainer;
+  try {
+    post({ type: 'phase', task, text: trainer.globalStep === 0 ? 'compiling the training step…' : 'resuming…' });
+    const r = await trainer.train(s.trainData!);
+    if (points.length) flush(trainer.globalStep);
+    const reason = r.steps >= total ? 'completed' : 'stopped';
+    return { steps: r.steps, reason, seconds: (performance.now() - t0) / 1000 };
+  } finally {
+    off();
+    training = undefined;
+  }
+}
+
+async function train(task: Task, settings: TrainSettings): Promise<TrainOutcome> {
+  const s = state(task);
+  if (training) throw new InputError('a training run is already in progress');
+  // A fresh adapter from the settings: the previous run's values and optimizer state are dropped.
+  await usePeft(task, getPeftModel(s.model, configFor(task, settings)));
+  s.settings = settings;
+  s.totalSteps = settings.steps;
+  if (task === 'spam') {
+    if (!spamData) throw new InputError('no spam data loaded');
+    // Before training the adapter is the identity (vectors of ones, the head as shipped): the
+    // base model's accuracy, which only depends on the subset and the padded length.
+    const key = `${settings.evalSize}:${settings.seqLen}`;
+    let before = baseAccuracy.get(key);
+    if (!before) {
+      post({ type: 'phase', task, text: 'measuring validation accuracy before training…' });
+      before = await evaluate(settings, 'validation');
+      baseAccuracy.set(key, before);
+    }
+    post({ type: 'accuracy', phase: 'before', result: before });
+    post({ type: 'phase', task, text: 'tokenising the training mails…' });
+    s.trainData = classExamples(s, spamData.train, settings.seqLen);
+  } else {
+    if (!styleText) throw new InputError('no style text chosen');
+    s.trainData = lmExamples(s.tokenizer, styleText.text, settings.seqLen, settings.steps * settings.batchSize);
+  }
+  s.trainer = trainerFor(s.peft, settings);
+  return finishRun(task);
+}
+
+async function finishRun(task: Task): Promise<TrainOutcome> {
+  const s = state(task);
+  const outcome = await runTrainer(task);
+  if (outcome.reason === 'completed') s.trainer!.dispose(); // nothing left to resume
+  if (outcome.reason === 'completed' && task === 'spam') {
+    post({ type: 'phase', task, text: 'measuring validation accuracy after training…' });
+    post({ type: 'accuracy', phase: 'after', result: await evaluate(s.settings!, 'validation') });
+  }
+  return outcome;
+}
+
+async function resume(task: Task): Promise<TrainOutcome> {
+  const s = state(task);
+  if (!s.trainer || !s.trainData) throw new InputError('there is no stopped run to resume');
+  if (training) throw new InputError('a training run is already in progress');
+  if (s.trainer.globalStep >= s.totalSteps!) throw new InputError('the run has already completed');
+  return finishRun(task);
+}
+
+// --- inference ---------------------------------------------------------------------------------
+
+/** Feeds for one right-padded row of `len` real tokens at the fixed length `padded`. */
+function feedsFor(model: Model, ids: readonly number[], padded: number): Record<string, TensorData> {
+  const pad = Number((model.config?.pad_token_id as number | null | undefined) ?? 0);
+  const feeds: Record<string, TensorData> = {};
+  for (const name of model.inputNames) {
+    const data = new BigInt64Array(padded);
+    for (let t = 0; t < padded; t++) {
+      const real = t < ids.length;
+      if (name === 'input_ids') data[t] = BigInt(real ? ids[t]! : pad);
+      else if (name === 'attention_mask') data[t] = real ? 1n : 0n;
+      else if (name === 'position_ids') data[t] = BigInt(t);
+      else if (name === 'token_type_ids') data[t] = 0n;
+      else throw new InputError(`the model has an input '${name}' the demo does not know how to fill`);
+    }
+    feeds[name] = { data, dims: [1, padded] };
+  }
+  return feeds;
+}
+
+/** Logits of position `pos` of a [1, T, C] output. */
+function rowAt(out: TensorData, pos: number): Float32Array {
+  const dims = out.dims;
+  const classes = dims[dims.length - 1]!;
+  const data = out.data as Float32Array;
+  return dims.length === 3 ? data.subarray(pos * classes, (pos + 1) * classes) : data.subarray(0, classes);
+}
+
+function spamIndex(model: Model): number {
+  const id2label = model.config?.id2label as Record<string, string> | undefined;
+  const hit = id2label && Object.entries(id2label).find(([, v]) => /spam/i.test(v));
+  return hit ? Number(hit[0]) : 1;
+}
+
+async function classify(text: string, settings: TrainSettings): Promise<{ withAdapter: number; withoutAdapter: number }> {
+  const s = state('spam');
+  if (text.trim() === '') throw new InputError('the mail is empty');
+  const ids = classIds(s.model, s.tokenizer, text, settings.seqLen);
+  const feeds = feedsFor(s.model, ids, settings.seqLen);
+  const k = spamIndex(s.model);
+  const p = async (): Promise<number> => softmax([...rowAt((await s.peft.run(feeds, ['logits'])).logits!, ids.length - 1)])[k]!;
+  const withAdapter = await p();
+  s.peft.disableAdapter();
+  try {
+    return { withAdapter, withoutAdapter: await p() };
+  } finally {
+    s.peft.enableAdapter();
+  }
+}
+
+const TOP_K = 40;
+const TEMPERATURE = 0.8;
+
+async function generate(prompt: string, tokens: number, settings: TrainSettings, which: 'before' | 'after'): Promise<string> {
+  const s = state('style');
+  const L = settings.seqLen;
+  const promptIds = encode(s.tokenizer, prompt, L - 1);
+  if (promptIds.length === 0) throw new InputError('the prompt is empty');
+  const random = mulberry32(settings.seed);
+  const ids = [...promptIds];
+  const generated: number[] = [];
+  if (which === 'before') s.peft.disableAdapter();
+  try {
+    for (let i = 0; i < tokens; i++) {
+      // A window of at most L tokens, right-padded to L: one compiled plan for every token.
+      const window = ids.slice(Math.max(0, ids.length - L));
+      const out = await s.peft.run(feedsFor(s.model, window, L), ['logits']);
+      const next = sampleTopK(rowAt(out.logits!, window.length - 1), TOP_K, TEMPERATURE, random);
+      ids.push(next);
+      generated.push(next);
+      if (i % 4 === 3 || i === tokens - 1) post({ type: 'sample', which, text: s.tokenizer.decode(generated), done: i === tokens - 1 });
+    }
+  } finally {
+    if (which === 'before') s.peft.enableAdapter();
+  }
+  return s.tokenizer.decode(generated);
+}
+
+// --- adapters ----------------------------------------------------------------------------------
+
+function downloadAdapter(task: Task): Requests['downloadAdapter']['res'] {
+  const s = state(task);
+  const files = s.peft.saveAdapter();
+  const weights = files['adapter_model.safetensors'];
+  const config = files['adapter_config.json'];
+  return { files: { 'adapter_model.safetensors': weights, 'adapter_config.json': config } };
+}
+
+async function loadAdapter(files: File[]): Promise<{ task: Task; trainableLine: string }> {
+  const adapter = await adapterFilesFromFileList(files);
+  const config = IA3Config.fromJSON(adapter['adapter_config.json']);
+  const task: Task = config.taskType === 'SEQ_CLS' ? 'spam' : config.taskType === 'CAUSAL_LM' ? 'style' : (() => {
+    throw new InputError(`adapter_config.json has task_type ${JSON.stringify(config.taskType)}; the page trains SEQ_CLS (spam filter) and CAUSAL_LM (style) adapters`);
+  })();
+  const s = state(task);
+  await usePeft(task, await loadPeftModel(s.model, adapter));
+  return { task, trainableLine: s.peft.printTrainableParameters() };
+}
+
+/** Spam data from a parsed file: its own splits when it has them, else 80 / 10 / 10 with a fixed seed. */
+function useSpamData(name: string, parsed: ReturnType<typeof parseDataFile>, labelNames?: string[]): DataInfo {
+  const unlabelled = parsed.examples.findIndex((e) => e.label === undefined);
+  if (unlabelled >= 0) throw new InputError(`${name}: the spam filter needs a label on every row (row ${unlabelled + 1} has none)`);
+  const classes = numClasses(state('spam').model);
+  const bad = parsed.examples.find((e) => e.label! >= classes);
+  if (bad) throw new InputError(`${name}: label ${bad.label} is out of range; the classifier head has ${classes} classes`);
+  const rows = parsed.examples.map((e) => ({ text: e.text, label: e.label!, split: e.split }));
+  let split: { train: LabelledText[]; validation: LabelledText[]; test: LabelledText[] };
+  if (rows.some((r) => r.split !== undefined)) {
+    split = { train: rows.filter((r) => r.split === 'train'), validation: rows.filter((r) => r.split === 'validation'), test: rows.filter((r) => r.split === 'test') };
+  } else {
+    const shuffled = seededShuffle(rows, 42);
+    const nVal = Math.max(1, Math.floor(shuffled.length / 10));
+    split = { validation: shuffled.slice(0, nVal), test: shuffled.slice(nVal, 2 * nVal), train: shuffled.slice(2 * nVal) };
+  }
+  if (split.train.length === 0 || split.validation.length === 0) throw new InputError(`${name}: too few rows for a train and a validation split`);
+  spamData = { name, ...split, labels: labelNames ?? parsed.labels ?? [] };
+  baseAccuracy.clear();
+  return spamInfo();
+}
+
+function numClasses(model: Model): number {
+  const id2label = model.config?.id2label as Record<string, string> | undefined;
+  return id2label ? Object.keys(id2label).length : Number(model.config?.num_labels ?? 2);
+}
+
+function loadData(task: Task, name: string, content: string): DataInfo {
+  const parsed = parseDataFile(name, content);
+  if (task === 'spam') return useSpamData(name, parsed);
+  styleText = { name, text: parsed.examples.map((e) => e.text).join('\n\n') };
+  return styleInfo();
+}
+
+// --- dispatch ----------------------------------------------------------------------------------
+
+async function device(): Promise<Requests['device']['res']> {
+  gpu ??= await createDevice();
+  return { adapter: adapterName(gpu.adapterInfo), software: gpu.adapterInfo.isSoftware };
+}
+
+async function init(model: ModelSource): Promise<Requests['init']['res']> {
+  await device();
+  const spam = await loadTask('spam', model);
+  const style = await loadTask('style', model);
+  const corpus = parseDataFile(SHIPPED_SPAM, await (await fetchOk(new URL(SHIPPED_SPAM, base).href)).text());
+  useSpamData('SpamAssassin public corpus', corpus, ['ham', 'spam']);
+  return { spam, style, data: [spamInfo()] };
+}
+
+async function handle(r: Request): Promise<unknown> {
+  switch (r.type) {
+    case 'device':
+      return device();
+    case 'init':
+      return init(r.model);
+    case 'loadModel':
+      return loadTask(r.task, r.source);
+    case 'loadData':
+      return loadData(r.task, r.name, r.content);
+    case 'evaluate': {
+      return evaluate(r.settings, r.split);
+    }
+    case 'train':
+      return train(r.task, r.settings);
+    case 'resume':
+      return resume(r.task);
+    case 'classify':
+      return classify(r.text, r.settings);
+    case 'generate':
+      return { text: await generate(r.prompt, r.tokens, r.settings, r.which) };
+    case 'setStyleText':
+      styleText = { name: r.name, text: r.text };
+      return styleInfo();
+    case 'downloadAdapter':
+      return downloadAdapter(r.task);
+    case 'loadAdapter':
+      return loadAdapter(r.files);
+  }
+}
+
+// Requests run one at a time (they share the GPU queue and the models); stop bypasses the queue.
+let queue: Promise<unknown> = Promise.resolve();
+
+scope.onmessage = (ev: MessageEvent<ToWorker>) => {
+  const m = ev.data;
+  if (m.type === 'stop') {
+    training?.stop();
+    return;
+  }
+  if (m.type === 'init') base = m.base;
+  queue = queue.then(async () => {
+    try {
+      post({ type: 'result', id: m.id, value: await handle(m) });
+    } catch (e) {
+      // Errors a user can cause are shown on the page; anything else is a bug worth a stack trace.
+      if (!(e instanceof IA3Error || e instanceof DataFileError)) console.error(e);
+      post({ type: 'error', id: m.id, error: serialiseError(e) });
+    }
+  });
+};
