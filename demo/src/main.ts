@@ -122,6 +122,9 @@ client.onEvent((e) => {
     case 'accuracy':
       $(e.phase === 'before' ? 'acc-before' : 'acc-after').textContent = `${percent(e.result)} of ${e.result.examples}`;
       break;
+    case 'perplexity':
+      $(e.phase === 'before' ? 'ppl-before' : 'ppl-after').textContent = `${e.result.perplexity.toFixed(2)} on ${e.result.windows} windows`;
+      break;
     case 'sample':
       $(e.which === 'before' ? 'sample-before' : 'sample-after').textContent = `${$<HTMLInputElement>('prompt').value}${e.text}${e.done ? '' : '…'}`;
       break;
@@ -250,6 +253,8 @@ button('style-train').onclick = () =>
       }
       charts.style.clear(meanWindow(settings.steps));
       $('sample-after').textContent = '';
+      $('ppl-before').textContent = '—';
+      $('ppl-after').textContent = '—';
       show($('style-progress-text'), 'sampling from the base model…');
       await samples(settings, ['before']);
       resumable.style = false;

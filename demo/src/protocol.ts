@@ -12,7 +12,7 @@ export interface TrainSettings {
   batchSize: number;
   /** The fixed padded length every batch is run at (one compiled plan for every step). */
   seqLen: number;
-  /** Validation examples the accuracy is measured on (spam task). */
+  /** Validation examples the accuracy is measured on (spam task); at most this many held-out windows (style task). */
   evalSize: number;
   /** Comma-separated module names; empty: the model type's PEFT defaults. */
   targetModules: string[];
@@ -55,6 +55,14 @@ export interface AccuracyResult {
   examples: number;
 }
 
+/** Style task: the language-model loss on the held-out end of the text (never trained on). */
+export interface PerplexityResult {
+  loss: number;
+  perplexity: number;
+  /** Held-out windows of the sequence length it was measured on. */
+  windows: number;
+}
+
 export interface ClassifyResult {
   /** P(spam) with the trained adapter, and with the adapter disabled (the base model). */
   withAdapter: number;
@@ -84,7 +92,11 @@ export interface Requests {
   loadModel: { req: { task: Task; source: ModelSource }; res: ModelInfo };
   loadData: { req: { task: Task; name: string; content: string }; res: DataInfo };
   evaluate: { req: { settings: TrainSettings; split: 'validation' | 'test' }; res: AccuracyResult };
-  /** Spam: a fresh adapter from the settings, trained; style: the same on the chosen text. */
+  /**
+   * Spam: a fresh adapter from the settings, trained (validation accuracy before and after as
+   * events); style: the same on the first 90% of the chosen text's tokens (held-out perplexity of
+   * the last 10% before and after as events).
+   */
   train: { req: { task: Task; settings: TrainSettings }; res: TrainOutcome };
   /** Continues a stopped run (same optimizer state and data position). */
   resume: { req: { task: Task }; res: TrainOutcome };
@@ -131,6 +143,12 @@ export interface AccuracyEvent {
   result: AccuracyResult;
 }
 
+export interface PerplexityEvent {
+  type: 'perplexity';
+  phase: 'before' | 'after';
+  result: PerplexityResult;
+}
+
 /** Generated text so far (samples stream token by token). */
 export interface SampleEvent {
   type: 'sample';
@@ -139,7 +157,7 @@ export interface SampleEvent {
   done: boolean;
 }
 
-export type WorkerEvent = ProgressEvent | PhaseEvent | AccuracyEvent | SampleEvent;
+export type WorkerEvent = ProgressEvent | PhaseEvent | AccuracyEvent | PerplexityEvent | SampleEvent;
 
 export type Response =
   | { type: 'result'; id: number; value: unknown }

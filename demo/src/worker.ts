@@ -28,7 +28,7 @@ import {
   type TensorData,
 } from 'ia3-webgpu';
 import { DataFileError, parseDataFile } from './datafile.js';
-import type { AccuracyResult, DataInfo, FromWorker, ModelInfo, ModelSource, Request, Requests, Task, ToWorker, TrainOutcome, TrainSettings, WorkerError } from './protocol.js';
+import type { AccuracyResult, DataInfo, FromWorker, ModelInfo, ModelSource, PerplexityResult, Request, Requests, Task, ToWorker, TrainOutcome, TrainSettings, WorkerError } from './protocol.js';
 import { mulberry32, sampleTopK, seededShuffle, softmax } from './sampling.js';
 
 // The worker global, typed by hand: the project compiles against the DOM lib, not WebWorker.
@@ -50,6 +50,8 @@ interface TaskState {
   /** The run in progress or stopped (for Resume), with the data it trains on. */
   trainer?: Trainer;
   trainData?: Example[];
+  /** Style task: the held-out windows the perplexity before and after is measured on. */
+  evalData?: Example[];
   totalSteps?: number;
   settings?: TrainSettings;
 }
@@ -195,13 +197,35 @@ function classExamples(s: TaskState, items: readonly LabelledText[], seqLen: num
   return items.filter((x) => x.text.length > 0).map((x) => ({ input_ids: classIds(s.model, s.tokenizer, x.text, seqLen), label: x.label }));
 }
 
-/** Non-overlapping windows of seqLen tokens over the text (enough of it for the run). */
-function lmExamples(tokenizer: Tokenizer, text: string, seqLen: number, wanted: number): Example[] {
-  const ids = tokenizer.encode(text.slice(0, Math.max(4096, wanted * seqLen * CHARS_PER_TOKEN_BOUND))).ids;
+/** Share of the style text's tokens trained on; the rest, its end, is held out for perplexity. */
+const STYLE_TRAIN_FRACTION = 0.9;
+
+/** Non-overlapping windows of seqLen tokens (a last, shorter one when at least two tokens remain). */
+function windows(ids: readonly number[], seqLen: number): Example[] {
   const out: Example[] = [];
   for (let i = 0; i + 2 <= ids.length; i += seqLen) out.push({ input_ids: ids.slice(i, i + seqLen) });
-  if (out.length === 0) throw new InputError('the style text is too short: it needs at least two tokens');
   return out;
+}
+
+/**
+ * The style text's tokens split in order: windows over the first 90% to train on, and windows over
+ * the last 10% (at most `maxHeldOut` of them) to measure perplexity on. The split is by position,
+ * not shuffled, so no held-out window overlaps a training window. The whole text is tokenised:
+ * its size is bounded by the data file limit.
+ */
+function styleSplit(tokenizer: Tokenizer, text: string, seqLen: number, maxHeldOut: number): { train: Example[]; heldOut: Example[] } {
+  const ids = tokenizer.encode(text).ids;
+  const cut = Math.floor(ids.length * STYLE_TRAIN_FRACTION);
+  const train = windows(ids.slice(0, cut), seqLen);
+  const heldOut = windows(ids.slice(cut), seqLen).slice(0, maxHeldOut);
+  if (train.length === 0 || heldOut.length === 0) throw new InputError(`the style text is too short: its ${ids.length} tokens leave nothing to train on or to hold out (it needs at least 11)`);
+  return { train, heldOut };
+}
+
+/** Held-out perplexity of the style task's current adapter. */
+async function heldOutPerplexity(s: TaskState): Promise<PerplexityResult> {
+  const r = await trainerFor(s.peft, s.settings!).evaluate(s.evalData!);
+  return { loss: r.loss, perplexity: r.perplexity ?? Math.exp(r.loss), windows: r.examples };
 }
 
 function evalSubset(split: 'validation' | 'test', size: number): LabelledText[] {
@@ -250,6 +274,7 @@ async function usePeft(task: Task, peft: PeftModel): Promise<void> {
   s.trainer?.dispose(); // the stopped run's optimizer state, kept for Resume
   s.trainer = undefined;
   s.trainData = undefined;
+  s.evalData = undefined;
   if (old !== peft) {
     old.enableAdapter();
     await old.current().releasePlans();
@@ -317,7 +342,12 @@ async function train(task: Task, settings: TrainSettings): Promise<TrainOutcome>
     s.trainData = classExamples(s, spamData.train, settings.seqLen);
   } else {
     if (!styleText) throw new InputError('no style text chosen');
-    s.trainData = lmExamples(s.tokenizer, styleText.text, settings.seqLen, settings.steps * settings.batchSize);
+    const split = styleSplit(s.tokenizer, styleText.text, settings.seqLen, settings.evalSize);
+    s.trainData = split.train;
+    s.evalData = split.heldOut;
+    // The fresh adapter is the identity: this is the base model's perplexity on the held-out end.
+    post({ type: 'phase', task, text: 'measuring held-out perplexity before training…' });
+    post({ type: 'perplexity', phase: 'before', result: await heldOutPerplexity(s) });
   }
   s.trainer = trainerFor(s.peft, settings);
   return finishRun(task);
@@ -330,6 +360,10 @@ async function finishRun(task: Task): Promise<TrainOutcome> {
   if (outcome.reason === 'completed' && task === 'spam') {
     post({ type: 'phase', task, text: 'measuring validation accuracy after training…' });
     post({ type: 'accuracy', phase: 'after', result: await evaluate(s.settings!, 'validation') });
+  }
+  if (outcome.reason === 'completed' && task === 'style') {
+    post({ type: 'phase', task, text: 'measuring held-out perplexity after training…' });
+    post({ type: 'perplexity', phase: 'after', result: await heldOutPerplexity(s) });
   }
   return outcome;
 }

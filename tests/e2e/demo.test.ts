@@ -3,6 +3,7 @@
 // training in its worker (loss falls, validation accuracy rises), keep the main thread free while
 // training (long tasks recorded and printed), download an adapter that parses and loads back with
 // the same accuracy, say which line of a bad data file is wrong, and reach no host but its own.
+// A short Style run must lower the held-out perplexity and produce both samples.
 // Screenshots go to test-results/.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -16,6 +17,8 @@ const root = resolve(import.meta.dirname, '../..');
 const out = resolve(root, 'test-results');
 /** A short run: few steps at a short length, on a fixed validation subset, with a fixed seed. */
 const SHORT_RUN = '?steps=16&batch=8&seqlen=32&eval=48&lr=0.01&seed=5';
+/** The style run's shared settings (its step count is the Style tab's own field). */
+const STYLE_RUN = '?batch=8&seqlen=32&eval=16&lr=0.05&seed=7';
 let server: PreviewServer;
 let browser: Browser;
 let origin: string;
@@ -153,6 +156,42 @@ it('opens ready, trains the spam filter in a worker, round-trips the adapter, st
   expect(foreign).toEqual([]);
   await page.close();
 }, 330_000);
+
+it('trains the style task on the preset text: held-out perplexity falls, samples before and after', async () => {
+  // A short causal-LM run on the Moby-Dick preset: 8 steps, 16 held-out windows, 8-token samples.
+  const { page, errors } = await openPage(STYLE_RUN);
+  expect(await page.locator('#status').getAttribute('class'), (await page.locator('#status').textContent()) ?? '').toBe('ok');
+  await page.click('#tab-style');
+  await page.fill('#style-steps', '8');
+  await page.fill('#gen-tokens', '8');
+  const t0 = Date.now();
+  await page.click('#style-train');
+  await page.waitForSelector('#style-progress-text[data-state=completed]', { timeout: 180_000 });
+  await page.waitForSelector('#style-train:not([disabled])', { timeout: 60_000 });
+  const perplexity = async (sel: string): Promise<{ value: number; windows: number }> => {
+    const text = (await page.locator(sel).textContent()) ?? '';
+    const m = /^([\d.]+) on (\d+) windows$/.exec(text);
+    if (!m) throw new Error(`${sel} shows no perplexity: '${text}'`);
+    return { value: Number(m[1]), windows: Number(m[2]) };
+  };
+  const before = await perplexity('#ppl-before');
+  const after = await perplexity('#ppl-after');
+  const sampleBefore = (await page.locator('#sample-before').textContent()) ?? '';
+  const sampleAfter = (await page.locator('#sample-after').textContent()) ?? '';
+  console.log(`[demo] style: ${(await page.locator('#style-progress-text').textContent()) ?? ''}; held-out perplexity ${before.value} → ${after.value} on ${after.windows} windows; ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(`[demo] style samples: before '${sampleBefore}' · after '${sampleAfter}'`);
+  expect(before.windows).toBe(16);
+  expect(after.windows).toBe(16);
+  expect(after.value).toBeLessThan(before.value);
+  // Each sample is the prompt and the generated continuation, finished (no trailing ellipsis).
+  for (const sample of [sampleBefore, sampleAfter]) {
+    expect(sample.startsWith('Call me')).toBe(true);
+    expect(sample.length).toBeGreaterThan('Call me'.length);
+    expect(sample.endsWith('…')).toBe(false);
+  }
+  expect(errors).toEqual([]);
+  await page.close();
+}, 240_000);
 
 it('says which line of a data file is wrong, what a model folder lacks, which op a model uses that it cannot run', async () => {
   const { page, errors } = await openPage('');
