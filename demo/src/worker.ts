@@ -263,10 +263,7 @@ async function evaluate(settings: TrainSettings, split: 'validation' | 'test'): 
   return { split, accuracy: r.accuracy ?? 0, loss: r.loss, examples: r.examples };
 }
 
-/**
- * Replaces a task's adapter. Adapters of one model share its GPU buffers by name, so the new
- * adapter's values are written to them now, and the old adapter's compiled plans are freed.
- */
+/** Replaces a task's adapter and frees the old adapter's compiled plans. */
 async function usePeft(task: Task, peft: PeftModel): Promise<void> {
   const s = state(task);
   const old = s.peft;
@@ -280,7 +277,6 @@ async function usePeft(task: Task, peft: PeftModel): Promise<void> {
     await old.current().releasePlans();
     await old.trainingModel().model.releasePlans();
   }
-  for (const t of peft.trainingModel().trainables) peft.setParamValues(t.name, Float32Array.from(t.param.values));
 }
 
 // --- training ----------------------------------------------------------------------------------

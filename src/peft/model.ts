@@ -304,6 +304,19 @@ export class PeftModel {
       }
     }
     this.adapters.set(name, { config: resolved, targets, params });
+    this.writeResident(params);
+  }
+
+  /**
+   * GPU buffers are shared by name through the base model, so a second PeftModel of the same model
+   * (or one made after another was trained) finds `ia3::<adapter>::…` buffers already resident:
+   * they must hold this adapter's values, not the previous owner's.
+   */
+  private writeResident(params: readonly AdapterParam[]): void {
+    for (const p of params) {
+      const buffer = this.base.weightBuffers.get(p.name);
+      if (buffer) this.base.gpu.write(buffer, p.values);
+    }
   }
 
   /** Activates one adapter, or several whose vectors multiply. */
@@ -674,6 +687,7 @@ export class PeftModel {
       });
       p.values.set(sum);
     }
+    this.writeResident(created.params);
   }
 
   /**

@@ -81,7 +81,7 @@ function fmix32(h: number): number {
 }
 
 /** mulberry32: a small, fast, well-distributed 32-bit PRNG; returns floats in [0, 1). */
-function mulberry32(state: number): () => number {
+export function mulberry32(state: number): () => number {
   let a = state >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -104,3 +104,22 @@ describe('state dict validation', () => {
     await model.dispose();
   });
 });
+
+describe('two PeftModels of one model', () => {
+  it('a fresh PeftModel runs with its own vectors, not those a previous one left on the GPU', async () => {
+    const model = await loadModel('/tests/fixtures/gpt2/onnx/model_opset17.onnx', { device: await getGpu() });
+    const feeds = { input_ids: [[5, 17, 33, 2]], attention_mask: [[1, 1, 1, 1]] };
+    const base = (await model.run(feeds)).logits!.data as Float32Array;
+    const first = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
+    const state = first.stateDict();
+    for (const t of Object.values(state)) (t.data as Float32Array).fill(1.5);
+    first.loadStateDict(state);
+    const scaled = (await first.run(feeds)).logits!.data as Float32Array;
+    expect(Array.from(scaled)).not.toEqual(Array.from(base));
+    // Same adapter name, same buffer names: the new model's ones must replace the resident 1.5s.
+    const second = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
+    const fresh = (await second.run(feeds)).logits!.data as Float32Array;
+    expect(closeness(fresh, base, { rtol: 1e-5, atol: 1e-6 }).worst).toBeLessThanOrEqual(1);
+    await model.dispose();
+  });
+});

@@ -3,18 +3,10 @@
 import { expect } from 'vitest';
 import type { DataType, RefTensor } from '../../src/ops/types.js';
 import { sizeOf, tensor } from '../../src/ops/util.js';
+import { mulberry32 } from '../../src/train/data.js';
 
-/** Mulberry32: a small, fast, seedable PRNG (tests only). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded floats in [0, 1): the trainer's mulberry32, so tests and training share one PRNG. */
+export const rng = mulberry32;
 
 /** Uniform random floats in [lo, hi), rounded to float32 so CPU and GPU see the same inputs. */
 export function randomTensor(dims: readonly number[], seed: number, lo = -1, hi = 1, dtype: DataType = 'float32'): RefTensor {
