@@ -8,16 +8,8 @@ import {
   createDevice,
   getPeftModel,
   IA3Config,
-  DeviceLostError,
-  FormatError,
-  GpuExecutionError,
   IA3Error,
   InputError,
-  NonFiniteError,
-  ShaderCompileError,
-  ShapeError,
-  UnsupportedOpError,
-  WebGPUUnavailableError,
   loadModel,
   loadPeftModel,
   Trainer,
@@ -76,23 +68,9 @@ function state(task: Task): TaskState {
   return s;
 }
 
-// The library names its errors after their classes (`new.target.name`), which a minifying build
-// renames: the page gets the name from the class itself.
-const ERROR_CLASSES: [new (...args: never[]) => IA3Error, string][] = [
-  [WebGPUUnavailableError, 'WebGPUUnavailableError'],
-  [DeviceLostError, 'DeviceLostError'],
-  [ShaderCompileError, 'ShaderCompileError'],
-  [GpuExecutionError, 'GpuExecutionError'],
-  [ShapeError, 'ShapeError'],
-  [UnsupportedOpError, 'UnsupportedOpError'],
-  [FormatError, 'FormatError'],
-  [InputError, 'InputError'],
-  [NonFiniteError, 'NonFiniteError'],
-];
-
 function serialiseError(e: unknown): WorkerError {
   if (e instanceof DataFileError) return e.line === null ? { name: 'DataFileError', code: 'DATA_FILE', message: e.message } : { name: 'DataFileError', code: 'DATA_FILE', message: e.message, line: e.line };
-  if (e instanceof IA3Error) return { name: ERROR_CLASSES.find(([c]) => e instanceof c)?.[1] ?? 'IA3Error', code: e.code, message: e.message };
+  if (e instanceof IA3Error) return { name: e.name, code: e.code, message: e.message };
   if (e instanceof Error) return { name: e.name, code: 'ERROR', message: e.message };
   return { name: 'Error', code: 'ERROR', message: String(e) };
 }
