@@ -14,6 +14,7 @@
 
 import { IA3Error, InputError } from '../errors.js';
 import type { GpuContext } from '../gpu/device.js';
+import { BufferUsage, MapMode } from '../gpu/flags.js';
 import { packUniforms, type Program } from '../gpu/kernel.js';
 import type { GradientPlan, Model } from '../model.js';
 import { adamwProgram, gradNormPrograms } from '../ops/optim.js';
@@ -236,8 +237,8 @@ export class Trainer {
     const hyper = { lr: a.learningRate, beta1: a.adamBeta1, beta2: a.adamBeta2, eps: a.adamEpsilon, weightDecay: a.weightDecay };
     const clip = gradNormPrograms(flat.n, a.maxGradNorm);
     const adamProbe = adamwProgram(flat.n, hyper, 1);
-    const adamUniforms = gpu.device.createBuffer({ size: packUniforms(adamProbe.kernel, adamProbe.uniforms).byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    const ring = gpu.device.createBuffer({ size: 8 * a.loggingSteps, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+    const adamUniforms = gpu.device.createBuffer({ size: packUniforms(adamProbe.kernel, adamProbe.uniforms).byteLength, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
+    const ring = gpu.device.createBuffer({ size: 8 * a.loggingSteps, usage: BufferUsage.COPY_DST | BufferUsage.COPY_SRC });
     const owned: GPUBuffer[] = [adamUniforms, ring];
     // Bind groups (and their uniform buffers) are built once per plan and reused every step.
     type Dispatch = { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number] };
@@ -291,11 +292,11 @@ export class Trainer {
     let failure: NonFiniteError | undefined;
 
     const readWindow = (entries: typeof window, elapsed: number): Promise<void> => {
-      const staging = gpu.device.createBuffer({ size: 8 * entries.length, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+      const staging = gpu.device.createBuffer({ size: 8 * entries.length, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
       const enc = gpu.device.createCommandEncoder({ label: 'trainer.read' });
       enc.copyBufferToBuffer(ring, 0, staging, 0, 8 * entries.length);
       gpu.device.queue.submit([enc.finish()]);
-      return staging.mapAsync(GPUMapMode.READ).then(() => {
+      return staging.mapAsync(MapMode.READ).then(() => {
         const v = new Float32Array(staging.getMappedRange().slice(0));
         staging.destroy();
         const tokens = entries.reduce((s, e) => s + e.tokens, 0);
