@@ -7,54 +7,16 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { FormatError, InputError } from '../../src/errors.js';
 import { loadOnnx } from '../../src/onnx/load.js';
+import { withExternalData } from '../util/onnx-build.js';
 
 const modelBytes = (m: string, f = 'model.onnx') => new Uint8Array(readFileSync(`tests/fixtures/${m}/onnx/${f}`));
 const configBytes = (m: string) => new Uint8Array(readFileSync(`tests/fixtures/${m}/config.json`));
 
-/** A decoded ModelProto, typed as protobufjs fills it: every repeated field an array, scalars defaulted. */
-interface PNode extends onnx.INodeProto {
-  name: string;
-  opType: string;
-  domain: string;
-  input: string[];
-  output: string[];
-}
-interface PTensor extends onnx.ITensorProto {
-  name: string;
-  dataType: number;
-  rawData: Uint8Array;
-}
-interface PModel extends onnx.ModelProto {
-  graph: Omit<onnx.GraphProto, 'node' | 'initializer'> & { node: PNode[]; initializer: PTensor[] };
-}
-
 /** The gpt2 fixture with its large initializers moved to an external file named `location`. */
-function externalGpt2(location: string): { model: Uint8Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer>; first: string } {
-  const p = onnx.ModelProto.decode(modelBytes('gpt2')) as PModel;
-  const parts: Uint8Array[] = [];
-  let offset = 0;
-  let first = '';
-  for (const t of p.graph!.initializer) {
-    if (t.rawData.length < 1024) continue;
-    first ||= t.name;
-    parts.push(t.rawData.slice());
-    t.externalData = [
-      { key: 'location', value: location },
-      { key: 'offset', value: String(offset) },
-      { key: 'length', value: String(t.rawData.length) },
-    ];
-    t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
-    offset += t.rawData.length;
-    delete (t as { rawData?: Uint8Array }).rawData;
-  }
-  const data = new Uint8Array(offset);
-  parts.reduce((at, c) => (data.set(c, at), at + c.length), 0);
-  return { model: new Uint8Array(onnx.ModelProto.encode(p).finish()), data, first };
-}
+const externalGpt2 = (location: string) => withExternalData(modelBytes('gpt2'), location);
 
 /** A fetch over an in-memory site; records the URLs asked for. */
 function site(files: Record<string, Uint8Array<ArrayBuffer>>) {

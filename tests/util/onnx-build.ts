@@ -39,3 +39,47 @@ export function singleOpModel(
   };
   return onnx.ModelProto.encode(onnx.ModelProto.create(model)).finish();
 }
+
+/** A decoded ModelProto, typed as protobufjs fills it: every repeated field an array, scalars defaulted. */
+interface PNode extends onnx.INodeProto {
+  name: string;
+  opType: string;
+  domain: string;
+  input: string[];
+  output: string[];
+}
+interface PTensor extends onnx.ITensorProto {
+  name: string;
+  dataType: number;
+  rawData: Uint8Array;
+}
+interface PModel extends onnx.ModelProto {
+  graph: Omit<onnx.GraphProto, 'node' | 'initializer'> & { node: PNode[]; initializer: PTensor[] };
+}
+
+/**
+ * `model` with its initializers of at least `minBytes` moved to one external file named `location`
+ * (as torch.onnx.export writes large models); `first` names the first tensor moved.
+ */
+export function withExternalData(model: Uint8Array, location: string, minBytes = 1024): { model: Uint8Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer>; first: string } {
+  const p = onnx.ModelProto.decode(model) as PModel;
+  const parts: Uint8Array[] = [];
+  let offset = 0;
+  let first = '';
+  for (const t of p.graph!.initializer) {
+    if (t.rawData.length < minBytes) continue;
+    first ||= t.name;
+    parts.push(t.rawData.slice());
+    t.externalData = [
+      { key: 'location', value: location },
+      { key: 'offset', value: String(offset) },
+      { key: 'length', value: String(t.rawData.length) },
+    ];
+    t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+    offset += t.rawData.length;
+    delete (t as { rawData?: Uint8Array }).rawData;
+  }
+  const data = new Uint8Array(offset);
+  parts.reduce((at, c) => (data.set(c, at), at + c.length), 0);
+  return { model: new Uint8Array(onnx.ModelProto.encode(p).finish()), data, first };
+}
