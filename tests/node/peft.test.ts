@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { getPeftModel, IA3Config, loadModel, loadPeftModel, Trainer, type StepEvent, type TensorData } from '../../src/index.js';
 import { getGpu } from '../util/node-gpu.js';
-import { closeness } from '../util/tensors.js';
+import { closeness, relativeError } from '../util/tensors.js';
 
 interface Json {
   dims: number[];
@@ -22,16 +22,6 @@ interface IA3Reference {
 const floats = (t: Record<string, Json>): Record<string, TensorData> =>
   Object.fromEntries(Object.entries(t).map(([k, v]) => [k, { data: Float32Array.from(v.data), dims: v.dims }]));
 const ints = (v: Json): TensorData => ({ data: BigInt64Array.from(v.data.map(BigInt)), dims: v.dims });
-
-function relativeError(got: ArrayLike<number>, want: readonly number[]): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i]! - want[i]!) ** 2;
-    den += want[i]! ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
 
 describe.each(['gpt2', 'bert'])('%s', (name) => {
   it('IA3 loss and gradients equal PyTorch', async () => {

@@ -9,6 +9,7 @@ import { runReferenceModel } from '../../src/onnx/executor.js';
 import { initializerToRef, topoSort, type Graph, type Node } from '../../src/onnx/graph.js';
 import type { RefTensor } from '../../src/ops/types.js';
 import { closeness, rng } from '../util/tensors.js';
+import type { PModel } from '../util/onnx-build.js';
 
 const MODELS = ['bert', 'gpt2', 'llama', 'distilbert'] as const;
 const FILES = ['model.onnx', 'model_opset17.onnx'] as const;
@@ -23,22 +24,6 @@ const cases = (m: string): Case[] => JSON.parse(readFileSync(`tests/fixtures/${m
 const feedsOf = (c: Case): Record<string, RefTensor> =>
   Object.fromEntries(Object.entries(c.inputs).map(([k, v]) => [k, { dtype: v.dtype, dims: v.dims, data: Float64Array.from(v.data) }]));
 
-/** A decoded ModelProto, typed as protobufjs fills it: every repeated field an array, scalars defaulted. */
-interface PNode extends onnx.INodeProto {
-  name: string;
-  opType: string;
-  domain: string;
-  input: string[];
-  output: string[];
-}
-interface PTensor extends onnx.ITensorProto {
-  name: string;
-  dataType: number;
-  rawData: Uint8Array;
-}
-interface PModel extends onnx.ModelProto {
-  graph: Omit<onnx.GraphProto, 'node' | 'initializer'> & { node: PNode[]; initializer: PTensor[] };
-}
 const proto = (bytes: Uint8Array): PModel => onnx.ModelProto.decode(bytes) as PModel;
 const encode = (m: onnx.IModelProto): Uint8Array => onnx.ModelProto.encode(m).finish();
 

@@ -41,33 +41,38 @@ export function singleOpModel(
 }
 
 /** A decoded ModelProto, typed as protobufjs fills it: every repeated field an array, scalars defaulted. */
-interface PNode extends onnx.INodeProto {
+export interface PNode extends onnx.INodeProto {
   name: string;
   opType: string;
   domain: string;
   input: string[];
   output: string[];
 }
-interface PTensor extends onnx.ITensorProto {
+export interface PTensor extends onnx.ITensorProto {
   name: string;
   dataType: number;
   rawData: Uint8Array;
 }
-interface PModel extends onnx.ModelProto {
+export interface PModel extends onnx.ModelProto {
   graph: Omit<onnx.GraphProto, 'node' | 'initializer'> & { node: PNode[]; initializer: PTensor[] };
 }
 
 /**
- * `model` with its initializers of at least `minBytes` moved to one external file named `location`
- * (as torch.onnx.export writes large models); `first` names the first tensor moved.
+ * `model` with the initializers `move` picks (default: those of at least 1 KiB of raw data) moved
+ * to one external file named `location`, as torch.onnx.export writes large models; `first` names
+ * the first tensor moved.
  */
-export function withExternalData(model: Uint8Array, location: string, minBytes = 1024): { model: Uint8Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer>; first: string } {
+export function withExternalData(
+  model: Uint8Array,
+  location: string,
+  move: (t: PTensor) => boolean = (t) => t.rawData.length >= 1024,
+): { model: Uint8Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer>; first: string } {
   const p = onnx.ModelProto.decode(model) as PModel;
   const parts: Uint8Array[] = [];
   let offset = 0;
   let first = '';
   for (const t of p.graph!.initializer) {
-    if (t.rawData.length < minBytes) continue;
+    if (!move(t)) continue;
     first ||= t.name;
     parts.push(t.rawData.slice());
     t.externalData = [

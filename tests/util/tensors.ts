@@ -92,3 +92,14 @@ export function dot(t: RefTensor, w: RefTensor): number {
   for (let i = 0; i < t.data.length; i++) s += t.data[i]! * w.data[i]!;
   return s;
 }
+
+/** ‖got − want‖ / ‖want‖ over all elements: how gradient tests compare a vector with PyTorch's. */
+export function relativeError(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i]! - want[i]!) ** 2;
+    den += want[i]! ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
