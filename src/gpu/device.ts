@@ -217,6 +217,13 @@ export function adapterName(info: AdapterDescription): string {
 }
 
 /**
+ * Each device's entry point and adapter, held as long as the device lives. Dawn's Node binding
+ * tears its instance down when the `GPU` object is garbage-collected, even with devices alive (the
+ * process then aborts in a mutex), and `createDevice({ gpu: create([]) })` holds no other reference.
+ */
+const keepAlive = new WeakMap<GPUDevice, { gpu: GPU; adapter: GPUAdapter }>();
+
+/**
  * Requests a WebGPU adapter and device with the limits the toolkit needs.
  * @throws WebGPUUnavailableError when WebGPU is absent, no adapter is granted, or it is too small.
  */
@@ -271,11 +278,6 @@ export async function createDevice(options: CreateDeviceOptions = {}): Promise<G
   } catch (cause) {
     throw new WebGPUUnavailableError(`requestDevice() failed: ${String(cause)}`, { cause });
   }
-  // Dawn's Node binding tears its instance down when the `GPU` object is garbage-collected, even
-  // with devices alive (the process then aborts in a mutex): `createDevice({ gpu: create([]) })`
-  // holds no other reference. Each device keeps its entry point and adapter alive.
   keepAlive.set(device, { gpu, adapter });
   return new GpuContext(device, describeAdapter(adapter));
 }
-
-const keepAlive = new WeakMap<GPUDevice, { gpu: GPU; adapter: GPUAdapter }>();
