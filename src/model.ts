@@ -9,20 +9,15 @@ import { fuseGraph } from './compile/fuse.js';
 import { Plan } from './compile/plan.js';
 import { InputError } from './errors.js';
 import { createDevice, type GpuContext } from './gpu/device.js';
-import { sizeOf } from './gpu/kernel.js';
+import { FLOAT_TYPES, gpuStorage, type DataType } from './ir/dtype.js';
+import { initializerGpuData, type Graph } from './ir/graph.js';
+import type { SpecializedGraph } from './ir/static-graph.js';
+import { sizeOf, type RefTensor, type TensorData } from './ir/tensor.js';
 import { describeGraph } from './onnx/describe.js';
-import { initializerGpuData, type Graph } from './onnx/graph.js';
+import { runReferenceGraph } from './onnx/executor.js';
 import { loadOnnx, type LoadOnnxOptions, type ModelSource } from './onnx/load.js';
 import { detectModelType, findModules, type ModuleInfo } from './onnx/modules.js';
-import { runReferenceGraph } from './onnx/executor.js';
-import { specialize, type SpecializedGraph } from './onnx/specialize.js';
-import { FLOAT_TYPES, gpuStorage, type DataType, type RefTensor } from './ops/types.js';
-
-/** Tensors cross the public API as plain data. */
-export interface TensorData {
-  data: Float32Array | Int32Array | BigInt64Array | Uint8Array;
-  dims: number[];
-}
+import { specialize } from './onnx/specialize.js';
 
 /** A compiled forward + backward plan (see `Model.gradientPlan`). */
 export interface GradientPlan {

@@ -8,45 +8,15 @@
 // step only records dispatches: no allocation, no compilation, no CPU readback.
 
 import { GpuExecutionError, ShapeError } from '../errors.js';
-import { tuneKernelsFor } from './tuning.js';
-import type { GpuContext } from '../gpu/device.js';
 import { sizeClass } from '../gpu/buffers.js';
-import { sizeOf, type Program } from '../gpu/kernel.js';
+import type { GpuContext } from '../gpu/device.js';
+import type { Program } from '../gpu/kernel.js';
+import { gpuStorage } from '../ir/dtype.js';
+import type { PlanGraph } from '../ir/static-graph.js';
+import { sizeOf, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
-import { gpuStorage, type Attrs, type BufferRef, type OpContext, type OpDef, type RefTensor, type TensorType, type ValueInfo } from '../ops/types.js';
-
-/** A node of a plan's graph (after specialisation; topological order). */
-export interface PlanNode {
-  readonly name: string;
-  readonly opType: string;
-  readonly inputs: readonly string[];
-  readonly outputs: readonly string[];
-  readonly attrs: Attrs;
-  readonly opset: number;
-}
-
-/** Resident data the plan uploads once: weights (typed arrays) or folded constants. */
-export type ResidentData = { readonly type: TensorType; readonly data: Float32Array | Int32Array };
-
-/** What a plan is compiled from. */
-export interface PlanGraph {
-  /** Runtime inputs (fed at every execution). */
-  readonly inputs: readonly { readonly name: string; readonly type: TensorType }[];
-  /** Values the caller may read after execution. */
-  readonly outputs: readonly string[];
-  readonly nodes: readonly PlanNode[];
-  /** Static type of every value produced or consumed by a node. */
-  readonly types: ReadonlyMap<string, TensorType>;
-  /** Known constant values (small folded tensors) a lowering may read at compile time. */
-  readonly constants: ReadonlyMap<string, RefTensor>;
-  /** Resident tensors: weights and constants, by value name. */
-  readonly resident: ReadonlyMap<string, ResidentData>;
-  /**
-   * Resident buffers shared with other plans (e.g. the same weights in a forward plan and a
-   * training plan of another shape). Looked up before `resident`; the plan never frees them.
-   */
-  readonly shared?: ReadonlyMap<string, GPUBuffer>;
-}
+import type { BufferRef, OpContext, OpDef } from '../ops/types.js';
+import { tuneKernelsFor } from './tuning.js';
 
 interface Dispatch {
   pipeline: GPUComputePipeline;

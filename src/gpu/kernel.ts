@@ -134,24 +134,6 @@ export function grid(count: number, maxPerDim = MAX_WORKGROUPS_PER_DIM): [number
   return [Math.ceil(count / y), y, 1];
 }
 
-/** Number of elements of a shape. */
-export function sizeOf(dims: readonly number[]): number {
-  let n = 1;
-  for (const d of dims) n *= d;
-  return n;
-}
-
-/** Row-major strides of a shape. */
-export function stridesOf(dims: readonly number[]): number[] {
-  const s = new Array<number>(dims.length);
-  let acc = 1;
-  for (let i = dims.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= dims[i]!;
-  }
-  return s;
-}
-
 /** Defines a kernel after checking its interface is coherent. */
 export function defineKernel(def: KernelDef): KernelDef {
   const names = [...def.inputs, ...def.outputs, ...def.uniforms.map((u) => u[0])];

@@ -4,8 +4,8 @@
 // inference_mode true and resolved module lists), and their loading, all-or-nothing.
 
 import { FormatError, InputError } from '../errors.js';
+import type { TensorData } from '../ir/tensor.js';
 import { IA3Config, MAX_CONFIG_BYTES, serializeConfig } from '../peft/config.js';
-import type { TensorData } from '../model.js';
 import { readSafetensors, tensorToFloat32, writeSafetensors, type TensorToWrite } from './safetensors.js';
 
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';

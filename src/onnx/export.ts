@@ -9,7 +9,7 @@
 
 import { onnx } from 'onnx-proto';
 import { FormatError, InputError } from '../errors.js';
-import { sizeOf } from '../gpu/kernel.js';
+import { sizeOf } from '../ir/tensor.js';
 import { normLocation } from './decode.js';
 
 /** An ONNX file and its external data files (by the location its tensors name). */

@@ -4,30 +4,9 @@
 // lowerings but allocate buffers once, by liveness, and replay prebuilt bind groups.
 
 import type { GpuContext } from '../gpu/device.js';
-import { sizeOf } from '../gpu/kernel.js';
-import type { Attrs, BufferRef, Inputs, OpContext, OpDef, RefTensor, TensorType, ValueInfo } from './types.js';
-import { gpuStorage } from './types.js';
-
-/** Converts a reference tensor to the bytes the GPU stores (f32, or i32 for integer types). */
-export function toGpuArray(t: RefTensor): Float32Array | Int32Array {
-  if (gpuStorage(t.dtype) === 'f32') return Float32Array.from(t.data);
-  const out = new Int32Array(t.data.length);
-  for (let i = 0; i < t.data.length; i++) {
-    const v = t.data[i]!;
-    if (v < -0x80000000 || v > 0x7fffffff) {
-      throw new RangeError(`value ${v} of a ${t.dtype} tensor does not fit the GPU's 32-bit integers`);
-    }
-    out[i] = v;
-  }
-  return out;
-}
-
-/** Converts GPU bytes back to a reference tensor of `type`. */
-export function fromGpuBytes(type: TensorType, bytes: ArrayBuffer): RefTensor {
-  const n = sizeOf(type.dims);
-  const src = gpuStorage(type.dtype) === 'f32' ? new Float32Array(bytes, 0, n) : new Int32Array(bytes, 0, n);
-  return { dtype: type.dtype, dims: [...type.dims], data: Float64Array.from(src) };
-}
+import type { Attrs } from '../ir/graph.js';
+import { fromGpuBytes, sizeOf, toGpuArray, type RefTensor, type ValueInfo } from '../ir/tensor.js';
+import type { BufferRef, Inputs, OpContext, OpDef } from './types.js';
 
 export function context(opType: string, nodeName = opType, opset = 17): OpContext {
   return { opType, nodeName, opset };

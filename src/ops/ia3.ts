@@ -17,9 +17,10 @@
 import source from '../../shaders/ia3.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
 import { defineKernel, grid, type KernelDef, type Program } from '../gpu/kernel.js';
-import type { Attrs, BufferRef, Inputs, LoweringSteps, OpContext, OpDef, RefTensor, TensorType } from './types.js';
-import { FLOAT_TYPES } from './types.js';
-import { sizeOf, tensor } from './util.js';
+import { FLOAT_TYPES } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { sizeOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
+import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef } from './types.js';
 
 /** Most vectors one IA3 op multiplies: the grad kernel then binds 8 storage buffers, WebGPU's minimum. */
 export const MAX_IA3_VECTORS = 4;

@@ -18,7 +18,8 @@ import stridedSrc from '../../shaders/layout-strided.wgsl?raw';
 import transposeSrc from '../../shaders/layout-transpose.wgsl?raw';
 import triluSrc from '../../shaders/layout-trilu.wgsl?raw';
 import { UnsupportedOpError } from '../errors.js';
-import { MAX_WORKGROUPS_PER_DIM, defineKernel, grid, sizeOf, stridesOf, type Program } from '../gpu/kernel.js';
+import { MAX_WORKGROUPS_PER_DIM, defineKernel, grid, type Program } from '../gpu/kernel.js';
+import { sizeOf, stridesOf } from '../ir/tensor.js';
 import type { OpContext } from './types.js';
 
 const WG = 256;

@@ -18,9 +18,12 @@
 import lossSource from '../../shaders/loss.wgsl?raw';
 import { InputError, ShapeError, UnsupportedOpError } from '../errors.js';
 import { defineKernel, type UniformField } from '../gpu/kernel.js';
+import { FLOAT_TYPES } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { sizeOf, type RefTensor, type TensorType } from '../ir/tensor.js';
 import { outOrScratch, requireFloat, ROW_WG, rowGrid, threadsPerRow } from './normalization.js';
-import { attrInt, attrString, need, sizeOf } from './util.js';
-import { FLOAT_TYPES, type Attrs, type LoweringSteps, type OpContext, type OpDef, type RefTensor, type TensorType } from './types.js';
+import type { LoweringSteps, OpContext, OpDef } from './types.js';
+import { attrInt, attrString, need } from './util.js';
 
 const lossUniforms: readonly UniformField[] = [
   ['rows', 'u32'],

@@ -13,9 +13,12 @@ import gemvSource from '../../shaders/matmul-gemv.wgsl?raw';
 import tiledSource from '../../shaders/matmul.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
 import { defineKernel, MAX_WORKGROUPS_PER_DIM, type KernelDef, type Program, type UniformField } from '../gpu/kernel.js';
-import type { Attrs, BufferRef, DataType, Inputs, LoweringSteps, OpContext, OpDef, RefTensor, TensorType } from './types.js';
-import { FLOAT_TYPES } from './types.js';
-import { attrFloat, attrInt, broadcastShapes, broadcastStrides, need, sizeOf, stridesOf, tensor } from './util.js';
+import { FLOAT_TYPES, type DataType } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { broadcastShapes, broadcastStrides } from '../ir/shape.js';
+import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
+import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef } from './types.js';
+import { attrFloat, attrInt, need } from './util.js';
 
 const BINDINGS = { inputs: ['a', 'b', 'c', 'inScale', 'outScale'], outputs: ['y'] } as const;
 

@@ -17,28 +17,12 @@ import normSource from '../../shaders/normalization.wgsl?raw';
 import softmaxSource from '../../shaders/softmax.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
 import { defineKernel, grid, type Program, type UniformField } from '../gpu/kernel.js';
-import {
-  attrFloat,
-  attrInt,
-  broadcastShapes,
-  broadcastStrides,
-  need,
-  normAxis,
-  sizeOf,
-  tensor,
-} from './util.js';
-import {
-  FLOAT_TYPES,
-  type Attrs,
-  type BufferRef,
-  type Inputs,
-  type LoweringSteps,
-  type OpContext,
-  type OpDef,
-  type RefTensor,
-  type TensorType,
-  type ValueInfo,
-} from './types.js';
+import { FLOAT_TYPES } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { broadcastShapes, broadcastStrides, normAxis } from '../ir/shape.js';
+import { sizeOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
+import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef } from './types.js';
+import { attrFloat, attrInt, need } from './util.js';
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers (also used by loss.ts and rotary.ts)

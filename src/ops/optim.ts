@@ -14,13 +14,13 @@
 import source from '../../shaders/optim.wgsl?raw';
 import { InputError } from '../errors.js';
 import { defineKernel, grid, type Program } from '../gpu/kernel.js';
+import { F32_MAX } from '../ir/dtype.js';
 import type { LoweringSteps } from './types.js';
 
 const WG = 256;
 /** Most partial sums stage 1 produces: stage 2 is one workgroup, 4 partials per thread at most. */
 const MAX_GROUPS = 4 * WG;
 /** Largest finite f32: WGSL may assume uniforms are finite. */
-const F32_MAX = 3.4028234663852886e38;
 
 const sumsqPartialKernel = defineKernel({
   name: 'optim_sumsq_partial',

@@ -12,13 +12,16 @@
 // reduce everything, unless `noop_with_empty_axes` = 1 (the input passes through; SumSquare still
 // squares, as ONNX's reference does).
 
-import source from '../../shaders/reduce.wgsl?raw';
 import scanSource from '../../shaders/reduce-scan.wgsl?raw';
+import source from '../../shaders/reduce.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
 import { defineKernel, grid, MAX_WORKGROUPS_PER_DIM, type Program } from '../gpu/kernel.js';
-import type { Attrs, BufferRef, DataType, Inputs, Lowering, OpContext, OpDef, RefTensor, TensorType, ValueInfo } from './types.js';
-import { FLOAT_TYPES } from './types.js';
-import { attrInt, attrInts, forEachIndex, need, normAxis, sizeOf, stridesOf, tensor } from './util.js';
+import { isFloat, type DataType } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { forEachIndex, normAxis } from '../ir/shape.js';
+import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
+import type { BufferRef, Inputs, Lowering, OpContext, OpDef } from './types.js';
+import { attrInt, attrInts, need } from './util.js';
 
 /** Opcodes of shaders/reduce.wgsl (its `const` table must agree; a unit test checks it). */
 export const RED_OP = {
@@ -194,7 +197,6 @@ function lowerPasses(passes: readonly ReducePass[], options: ReduceOptions = {})
 // ---------------------------------------------------------------------------------------------
 // Shape rules and references.
 
-const isFloat = (t: DataType): boolean => FLOAT_TYPES.has(t);
 
 function checkNumeric(dtype: DataType, ctx: OpContext): void {
   if (isFloat(dtype) || dtype === 'int32' || dtype === 'int64') return;

@@ -13,9 +13,12 @@
 import rotarySource from '../../shaders/rotary.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
 import { defineKernel, grid } from '../gpu/kernel.js';
+import type { Attrs } from '../ir/graph.js';
+import { broadcastShapes } from '../ir/shape.js';
+import { sizeOf, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import { MAX_VIEW_RANK, requireDims, requireFloat, rowBroadcast, rowOffset } from './normalization.js';
-import { attrInt, broadcastShapes, need, sizeOf } from './util.js';
-import type { Attrs, Inputs, LoweringSteps, OpContext, OpDef, RefTensor, TensorType, ValueInfo } from './types.js';
+import type { Inputs, LoweringSteps, OpContext, OpDef } from './types.js';
+import { attrInt, need } from './util.js';
 
 const WG = 256;
 

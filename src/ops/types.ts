@@ -17,40 +17,11 @@
 //   - An omitted optional input (ONNX's empty name) is `undefined` in the inputs array.
 //   - Reference tensors hold float64 for every dtype; integer dtypes hold exact integers.
 //   - On the GPU, float dtypes are stored as f32 and integer and bool dtypes as i32 (bool is 0/1,
-//     int64 must fit 32 bits); `gpuStorage()` maps them.
+//     int64 must fit 32 bits); the dtype table in ir/dtype.ts says which.
 
 import type { Program } from '../gpu/kernel.js';
-
-/** ONNX tensor element types the toolkit handles (ONNX's names, lower case). */
-export type DataType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool';
-
-export const FLOAT_TYPES: ReadonlySet<DataType> = new Set(['float32', 'float16', 'float64']);
-
-/** How a dtype is stored on the GPU: 4 bytes per element either way. */
-export function gpuStorage(dtype: DataType): 'f32' | 'i32' {
-  return FLOAT_TYPES.has(dtype) ? 'f32' : 'i32';
-}
-
-/** A CPU tensor of the reference executor. `data.length` equals the product of `dims`. */
-export interface RefTensor {
-  readonly dtype: DataType;
-  readonly dims: readonly number[];
-  readonly data: Float64Array;
-}
-
-/** The static type of a value: dtype and fully known dims. */
-export interface TensorType {
-  readonly dtype: DataType;
-  readonly dims: readonly number[];
-}
-
-/** A value at compile time: its type, and its contents when it is a constant. */
-export interface ValueInfo extends TensorType {
-  readonly value?: RefTensor;
-}
-
-export type AttrValue = number | string | readonly number[] | readonly string[] | RefTensor;
-export type Attrs = Readonly<Record<string, AttrValue>>;
+import type { Attrs } from '../ir/graph.js';
+import type { RefTensor, TensorType, ValueInfo } from '../ir/tensor.js';
 
 /** Where an op sits: for error messages and opset-dependent semantics. */
 export interface OpContext {

@@ -14,11 +14,11 @@
 
 import { GpuExecutionError, IA3Error, InputError } from '../errors.js';
 import type { GpuContext } from '../gpu/device.js';
-import { sizeOf } from '../gpu/kernel.js';
-import type { Graph } from '../onnx/graph.js';
+import type { Graph } from '../ir/graph.js';
+import { sizeOf, type ValueInfo } from '../ir/tensor.js';
 import type { ModuleInfo } from '../onnx/modules.js';
 import { OPS } from '../ops/registry.js';
-import type { BufferRef, LoweringSteps, ValueInfo } from '../ops/types.js';
+import type { BufferRef, LoweringSteps } from '../ops/types.js';
 
 /** `merge({ safe: true })` found non-finite merged values (PEFT's message); nothing was changed. */
 export class MergeError extends IA3Error {

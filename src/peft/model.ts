@@ -12,14 +12,14 @@
 // State-dict keys are PEFT's: `base_model.model.<module path>.ia3_l` (adapter name removed).
 
 import { InputError, UnsupportedOpError } from '../errors.js';
-import { sizeOf } from '../gpu/kernel.js';
+import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
+import { initializerGpuData, type Graph, type Initializer, type Node } from '../ir/graph.js';
+import { sizeOf, type TensorData } from '../ir/tensor.js';
+import { Model, type Feed } from '../model.js';
 import { rewriteOnnxTensors, type OnnxWithExternalData } from '../onnx/export.js';
-import { initializerGpuData, type Graph, type Initializer, type Node } from '../onnx/graph.js';
 import type { ModuleInfo } from '../onnx/modules.js';
 import { forgetSpecializations } from '../onnx/specialize.js';
-import { Model, type Feed, type TensorData } from '../model.js';
 import { LABELS, LOSS, withLoss, type LossTask } from '../train/loss.js';
-import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
 import { IA3Config, type ModuleSelection } from './config.js';
 import { expandAllLinear, isModuleToSave, selectModules } from './match.js';
 import { checkMergeable, firstNonFinite, MergeError, mergeSteps, scaleCpu, scaleGpu, unmergeDivisor, type ScaleStep } from './merge.js';

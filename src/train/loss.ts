@@ -8,7 +8,7 @@
 // graph runs on the GPU plan and on the float64 CPU executor, and autograd differentiates it.
 
 import { InputError } from '../errors.js';
-import type { Graph, Initializer, Node } from '../onnx/graph.js';
+import type { Graph, Initializer, Node } from '../ir/graph.js';
 
 export type LossTask = 'CAUSAL_LM' | 'SEQ_CLS';
 

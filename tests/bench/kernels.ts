@@ -5,14 +5,15 @@
 // - MatMul at transformer shapes: GFLOP/s as a ratio to onnxruntime-web's WebGPU MatMul on the
 //   same shapes, inputs resident on the GPU, outputs left on the GPU, one submission per run.
 import * as ort from 'onnxruntime-web/webgpu';
-import { Plan, type PlanGraph, type PlanNode } from '../../src/compile/plan.js';
+import { Plan } from '../../src/compile/plan.js';
 import { copyProgram } from '../../src/gpu/copy.js';
 import type { GpuContext } from '../../src/gpu/device.js';
-import { sizeOf } from '../../src/gpu/kernel.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import type { PlanGraph, PlanNode } from '../../src/ir/static-graph.js';
+import { sizeOf, type TensorType } from '../../src/ir/tensor.js';
 import { setIA3Tuning } from '../../src/ops/ia3.js';
-import type { Attrs, TensorType } from '../../src/ops/types.js';
 import { singleOpModel } from '../util/onnx-build.js';
-import { type BenchContext, median, round, timeAsync } from './harness.js';
+import { median, round, timeAsync, type BenchContext } from './harness.js';
 
 const f32 = (dims: number[]): TensorType => ({ dtype: 'float32', dims });
 

@@ -5,10 +5,10 @@
 // barrier, few long chunks), whichever adapter runs the tests.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { grid, type Program } from '../../src/gpu/kernel.js';
-import { context, fromGpuBytes, runOnGpu, runReference, toGpuArray } from '../../src/ops/execute.js';
+import { fromGpuBytes, toGpuArray, sizeOf, type RefTensor, type ValueInfo } from '../../src/ir/tensor.js';
+import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { ia3Ops, ia3Tiling, setIA3Tuning, type IA3Tuning } from '../../src/ops/ia3.js';
-import type { BufferRef, LoweringSteps, RefTensor, ValueInfo } from '../../src/ops/types.js';
-import { sizeOf } from '../../src/ops/util.js';
+import type { BufferRef, LoweringSteps } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
 import { expectClose, randomTensor } from '../util/tensors.js';
 

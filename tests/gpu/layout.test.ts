@@ -3,10 +3,11 @@
 // the awkward corners (Slice clamping and negative steps, uneven Split, empty regions, the tiled
 // transpose on a 513x769 matrix).
 import { describe, expect, it } from 'vitest';
-import { fromGpuBytes, runOnGpu, runReference, toGpuArray } from '../../src/ops/execute.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { fromGpuBytes, toGpuArray, sizeOf, tensor, type RefTensor } from '../../src/ir/tensor.js';
+import { runOnGpu, runReference } from '../../src/ops/execute.js';
 import { layoutOps, sliceGradAttrs } from '../../src/ops/layout.js';
-import type { Attrs, BufferRef, OpContext, OpDef, RefTensor } from '../../src/ops/types.js';
-import { sizeOf, tensor } from '../../src/ops/util.js';
+import type { BufferRef, OpContext, OpDef } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
 import { randomInts, randomTensor, rng } from '../util/tensors.js';
 

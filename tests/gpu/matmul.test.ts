@@ -2,9 +2,11 @@
 // 1, primes, non-multiples of the tiles, K = 1, large K), both kernels (tiled and small-M), every
 // tile configuration, batch broadcasting of either operand, every transpose, and every fused input.
 import { describe, expect, it } from 'vitest';
-import { context, fromGpuBytes, runOnGpu, runReference, toGpuArray } from '../../src/ops/execute.js';
-import { lowerMatmul, MATMUL_TILES, type MatmulTile, matmulOps, setMatmulTuning, SOFTWARE_TILE } from '../../src/ops/matmul.js';
-import type { Attrs, BufferRef, LoweringSteps, OpDef, RefTensor } from '../../src/ops/types.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { fromGpuBytes, toGpuArray, type RefTensor } from '../../src/ir/tensor.js';
+import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
+import { lowerMatmul, MATMUL_TILES, matmulOps, setMatmulTuning, SOFTWARE_TILE, type MatmulTile } from '../../src/ops/matmul.js';
+import type { BufferRef, LoweringSteps, OpDef } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
 import { expectClose, randomTensor } from '../util/tensors.js';
 

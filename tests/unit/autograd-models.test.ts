@@ -14,13 +14,14 @@ import { describe, expect, it } from 'vitest';
 import { extendGraph, type GraphBuilder } from '../../src/autograd/builder.js';
 import { buildBackward, gradName, type BackwardGraph } from '../../src/autograd/grad.js';
 import { InputError, UnsupportedOpError } from '../../src/errors.js';
+import { normDomain, type Graph } from '../../src/ir/graph.js';
+import type { SpecNode, SpecializedGraph } from '../../src/ir/static-graph.js';
+import { sizeOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../../src/ir/tensor.js';
 import { decodeOnnx } from '../../src/onnx/decode.js';
 import { runReferenceGraph } from '../../src/onnx/executor.js';
-import { normDomain, type Graph } from '../../src/onnx/graph.js';
-import { specialize, type SpecNode, type SpecializedGraph } from '../../src/onnx/specialize.js';
+import { specialize } from '../../src/onnx/specialize.js';
 import { OPS, type OpType } from '../../src/ops/registry.js';
-import type { OpDef, RefTensor, TensorType, ValueInfo } from '../../src/ops/types.js';
-import { sizeOf, tensor } from '../../src/ops/util.js';
+import type { OpDef } from '../../src/ops/types.js';
 import { closeness, dot, randomInts, randomTensor } from '../util/tensors.js';
 
 const H = 1e-5;

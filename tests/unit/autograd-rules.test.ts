@@ -6,13 +6,13 @@
 import { describe, expect, it } from 'vitest';
 import { extendGraph } from '../../src/autograd/builder.js';
 import { buildBackward, gradName } from '../../src/autograd/grad.js';
-import type { Graph } from '../../src/onnx/graph.js';
+import { FLOAT_TYPES } from '../../src/ir/dtype.js';
+import type { Graph, Attrs } from '../../src/ir/graph.js';
+import type { SpecializedGraph } from '../../src/ir/static-graph.js';
+import { tensor, type RefTensor, type TensorType, type ValueInfo } from '../../src/ir/tensor.js';
 import { runReferenceGraph } from '../../src/onnx/executor.js';
-import type { SpecializedGraph } from '../../src/onnx/specialize.js';
 import { OPS, type OpType } from '../../src/ops/registry.js';
-import type { Attrs, OpDef, RefTensor, TensorType, ValueInfo } from '../../src/ops/types.js';
-import { FLOAT_TYPES } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import type { OpDef } from '../../src/ops/types.js';
 import { closeness, randomTensor, rng } from '../util/tensors.js';
 
 interface In {

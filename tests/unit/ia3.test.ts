@@ -2,10 +2,10 @@
 // shape rules and their errors, and the tilings the GPU lowering picks (GPU and software adapter).
 import { describe, expect, it } from 'vitest';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import { tensor, type RefTensor, type TensorType, type ValueInfo } from '../../src/ir/tensor.js';
 import { context, runReference } from '../../src/ops/execute.js';
 import { getIA3Tuning, ia3Ops, ia3Tiling, setIA3Tuning } from '../../src/ops/ia3.js';
-import type { LoweringSteps, RefTensor, TensorType, ValueInfo } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import type { LoweringSteps } from '../../src/ops/types.js';
 import { dot, expectClose, numericGradient, randomTensor } from '../util/tensors.js';
 
 const { IA3Scale, IA3ScaleGrad } = ia3Ops;

@@ -6,11 +6,13 @@ import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-web';
 import { describe, expect, it } from 'vitest';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import type { DataType } from '../../src/ir/dtype.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { tensor, type RefTensor, type ValueInfo } from '../../src/ir/tensor.js';
 import { runReference } from '../../src/ops/execute.js';
-import { layoutOps, normalizeSlice, reshapeDims, sliceGradAttrs } from '../../src/ops/layout.js';
 import { reducePermutation, simplifyMap, stridedProgram, transposeProgram } from '../../src/ops/layout-kernels.js';
-import type { Attrs, DataType, Inputs, OpContext, OpDef, RefTensor, ValueInfo } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import { layoutOps, normalizeSlice, reshapeDims, sliceGradAttrs } from '../../src/ops/layout.js';
+import type { Inputs, OpContext, OpDef } from '../../src/ops/types.js';
 import { dot, expectClose, numericGradient, randomInts, randomTensor } from '../util/tensors.js';
 
 type Op = keyof typeof layoutOps;

@@ -1,10 +1,12 @@
 // Shape rules, float64 references and lowering choices of MatMul, Gemm and FusedMatMul (no GPU).
 import { describe, expect, it } from 'vitest';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import type { DataType } from '../../src/ir/dtype.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { tensor, type RefTensor, type TensorType } from '../../src/ir/tensor.js';
 import { context, runReference } from '../../src/ops/execute.js';
 import { checkTile, lowerMatmul, MATMUL_TILES, matmulOps, pickTile, setMatmulTuning, SOFTWARE_TILE } from '../../src/ops/matmul.js';
-import type { Attrs, DataType, OpContext, RefTensor, TensorType } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import type { OpContext } from '../../src/ops/types.js';
 import { dot, expectClose, numericGradient, randomTensor } from '../util/tensors.js';
 
 const { MatMul, Gemm, FusedMatMul } = matmulOps;
