@@ -11,6 +11,7 @@
 //
 // State-dict keys are PEFT's: `base_model.model.<module path>.ia3_l` (adapter name removed).
 
+import { LABELS, LOSS, withLoss, type LossTask } from '../autograd/loss.js';
 import { InputError, UnsupportedOpError } from '../errors.js';
 import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
 import { initializerGpuData, type Graph, type Initializer, type Node } from '../ir/graph.js';
@@ -19,8 +20,7 @@ import { Model, type Feed } from '../model.js';
 import { rewriteOnnxTensors, type OnnxWithExternalData } from '../onnx/export.js';
 import type { ModuleInfo } from '../onnx/modules.js';
 import { forgetSpecializations } from '../onnx/specialize.js';
-import { LABELS, LOSS, withLoss, type LossTask } from '../train/loss.js';
-import { IA3Config, type ModuleSelection } from './config.js';
+import { IA3Config, serializeConfig, type ModuleSelection } from './config.js';
 import { expandAllLinear, isModuleToSave, selectModules } from './match.js';
 import { checkMergeable, firstNonFinite, MergeError, mergeSteps, scaleCpu, scaleGpu, unmergeDivisor, type ScaleStep } from './merge.js';
 import { formatTrainableParameters } from './params.js';
@@ -446,7 +446,7 @@ export class PeftModel {
       const type = this.base.modelType.replace(/-/g, '_');
       config = config.with({ autoMapping: { base_model_class: architecture, parent_library: `transformers.models.${type}.modeling_${type}` } });
     }
-    return writeAdapterFiles(config, this.stateDict(adapter));
+    return writeAdapterFiles(serializeConfig(config.with({ inferenceMode: true })), this.stateDict(adapter));
   }
 
   /**
@@ -454,7 +454,7 @@ export class PeftModel {
    * A config that does not fit the model, or tensors that do not fit the config, change nothing.
    */
   async loadAdapter(files: AdapterSource, name: string): Promise<void> {
-    const { config, tensors } = await readAdapterFiles(files);
+    const { config, tensors } = await readAdapterFiles(files, (text, fileName) => IA3Config.fromJSON(text, fileName));
     this.addAdapter(name, config.with({ inferenceMode: false }));
     try {
       this.loadStateDict(tensors, name);
@@ -869,7 +869,7 @@ export class PeftModel {
 
 /** A PeftModel with a saved adapter loaded and active, like PEFT's `PeftModel.from_pretrained`. */
 export async function loadPeftModel(model: Model, files: AdapterSource, adapterName = 'default'): Promise<PeftModel> {
-  const { config, tensors } = await readAdapterFiles(files);
+  const { config, tensors } = await readAdapterFiles(files, (text, fileName) => IA3Config.fromJSON(text, fileName));
   const peft = new PeftModel(model, config.with({ inferenceMode: false }), adapterName);
   peft.loadStateDict(tensors, adapterName);
   return peft;

@@ -12,6 +12,7 @@
 // last good values. Same seed, same data: same batches, same GPU arithmetic (no float atomics),
 // same result.
 
+import { LABELS, LOSS, SCORES, type LossTask } from '../autograd/loss.js';
 import { IA3Error, InputError } from '../errors.js';
 import type { GpuContext } from '../gpu/device.js';
 import { packUniforms, type Program } from '../gpu/kernel.js';
@@ -20,7 +21,6 @@ import { adamwProgram, gradNormPrograms } from '../ops/optim.js';
 import type { PeftModel } from '../peft/model.js';
 import { batches, bucketsUpTo, type Batch, type Example } from './data.js';
 import { accumulateProgram } from './kernels.js';
-import { LABELS, LOSS, SCORES, type LossTask } from './loss.js';
 import { learningRateAt, warmupStepsFrom, type ScheduleName } from './schedule.js';
 
 /** Training hyper-parameters (defaults as the Hugging Face Trainer's, lr 3e-3 as for IA3). */
