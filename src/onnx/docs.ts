@@ -2,6 +2,7 @@
 // tests/unit/onnx-docs.test.ts fails when the committed file differs from this text and rewrites
 // it when run with UPDATE_DOCS=1.
 
+import { DEFAULT_TRAITS } from '../gpu/traits.js';
 import { OPS } from '../ops/registry.js';
 import type { OpDef } from '../ops/types.js';
 import { IMPORTER_OPS, MAX_OPSET, MIN_OPSET } from './decode.js';
@@ -14,7 +15,7 @@ export function gpuPath(name: string, def: OpDef): GpuPath {
   if (def.gpu === 'fold') return 'folded on CPU';
   try {
     // Unconditional views ignore inputs entirely; any real lowering throws or returns steps here.
-    const probe = def.gpu([], [], {}, { opType: name, nodeName: 'docs', opset: MAX_OPSET });
+    const probe = def.gpu([], [], {}, { opType: name, nodeName: 'docs', opset: MAX_OPSET, device: DEFAULT_TRAITS });
     return 'alias' in probe ? 'view' : 'kernel';
   } catch {
     return 'kernel';

@@ -11,8 +11,8 @@
 //
 // Lowering (shaders/ia3.wgsl): the forward is one streaming pass; the backward is one fused pass
 // (dx plus per-chunk column partials of dy ⊙ x) and one small pass per vector that sums the chunks
-// in fixed order. `ia3Tiling` chooses the tile shape from (rows, C) and the device tuning set once
-// by `setIA3Tuning` (GPU or software adapter), so a shape bucket maps to fixed pipelines and uniforms.
+// in fixed order. `ia3Tiling` chooses the tile shape from (rows, C) and the device's traits (GPU or
+// software adapter, from the lowering context), so a shape bucket maps to fixed pipelines and uniforms.
 
 import source from '../../shaders/ia3.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
@@ -63,36 +63,6 @@ const SOFTWARE_TARGET_TILES = 32;
 
 const pow2ceil = (v: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, v)));
 
-/** Device traits the IA3 tiling adapts to; see `setIA3Tuning`. */
-export interface IA3Tuning {
-  /**
-   * The device is a software adapter (SwiftShader, llvmpipe, WARP: `GpuContext.adapterInfo.isSoftware`).
-   * It runs the invocations of a workgroup one SIMD group after another on a CPU core, so a
-   * workgroup barrier turns every group into a coroutine that must be suspended and resumed (the
-   * row-group tree then costs ~10× the streaming itself), and each workgroup has a fixed launch
-   * cost. Its tiling has one row group (rt = 1: no barrier, no workgroup memory) and a few dozen
-   * workgroups whose threads each walk many rows. Results are bit-identical run to run either way.
-   */
-  readonly softwareAdapter: boolean;
-}
-
-let tuning: IA3Tuning = { softwareAdapter: false };
-
-/**
- * Sets how later IA3 lowerings tile their passes (lowerings see no GpuContext, so the caller that
- * owns the device sets this once, before compiling plans for it). Returns the previous tuning.
- */
-export function setIA3Tuning(next: Partial<IA3Tuning>): IA3Tuning {
-  const previous = tuning;
-  tuning = { ...tuning, ...next };
-  return previous;
-}
-
-/** The tuning IA3 lowerings currently use. */
-export function getIA3Tuning(): IA3Tuning {
-  return tuning;
-}
-
 /** The tile shape of an IA3 pass over x viewed as [rows, C]; see shaders/ia3.wgsl. */
 export interface IA3Tiling {
   /** C % 4 == 0: x, y, dy and dx move as vec4. */
@@ -112,15 +82,15 @@ export interface IA3Tiling {
 
 /**
  * Chooses the tiling of an IA3 pass. `minRowsPerThread` trades parallelism for less reduction work
- * (the backward wants each thread to sum several rows before the workgroup tree). `softwareAdapter`
- * defaults to the current `setIA3Tuning` value.
+ * (the backward wants each thread to sum several rows before the workgroup tree).
+ * `softwareAdapter` (DeviceTraits.software): a software adapter runs the invocations of a workgroup
+ * one SIMD group after another on a CPU core, so a workgroup barrier turns every group into a
+ * coroutine that must be suspended and resumed (the row-group tree then costs ~10× the streaming
+ * itself), and each workgroup has a fixed launch cost. Its tiling has one row group (rt = 1: no
+ * barrier, no workgroup memory) and a few dozen workgroups whose threads each walk many rows.
+ * Results are bit-identical run to run either way.
  */
-export function ia3Tiling(
-  rows: number,
-  C: number,
-  minRowsPerThread: number,
-  softwareAdapter = tuning.softwareAdapter,
-): IA3Tiling {
+export function ia3Tiling(rows: number, C: number, minRowsPerThread: number, softwareAdapter: boolean): IA3Tiling {
   const vec4 = C % 4 === 0 && C > 0;
   const lanes = vec4 ? C / 4 : C;
   const ct = Math.min(64, pow2ceil(lanes));
@@ -239,7 +209,7 @@ const IA3Scale: OpDef = {
   },
   gpu(inputs, _outputs, _attrs, ctx): LoweringSteps {
     const { rows, C, first, count } = vectorLayout(inputs, 0, ctx);
-    const t = ia3Tiling(rows, C, FORWARD_ROWS_PER_THREAD);
+    const t = ia3Tiling(rows, C, FORWARD_ROWS_PER_THREAD, ctx.device.software);
     const program: Program = {
       kernel: t.vec4 ? scaleKernels.v4 : scaleKernels.s,
       overrides: { NL: count, CT: t.ct, RT: t.rt },
@@ -299,7 +269,7 @@ const IA3ScaleGrad: OpDef = {
   gpu(inputs, _outputs, attrs, ctx): LoweringSteps {
     const { rows, C, first, count } = vectorLayout(inputs, 1, ctx);
     const inputGrad = inputGradAttr(attrs, ctx);
-    const software = tuning.softwareAdapter;
+    const software = ctx.device.software;
     const t = ia3Tiling(rows, C, BACKWARD_ROWS_PER_THREAD, software);
     const ls = vectorBindings(first, count);
     // temp 0: partials [chunks, C]; temp 1 (input_grad = 0): a 16-byte stand-in for the dx binding,

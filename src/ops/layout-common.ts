@@ -106,11 +106,8 @@ export function requireIntType(v: Operand, index: number, what: string, ctx: OpC
   if (!INT_TYPES.has(v.dtype)) throw shapeError(ctx, `input ${index} (${what}) must be an integer tensor, got ${v.dtype}`);
 }
 
-/**
- * Number of outputs of the node. OpContext does not carry it yet; a context that has
- * `numOutputs` (the IR builder's, or a test's) is honoured, else undefined.
- */
+/** Number of outputs the node declares (`OpContext.numOutputs`), when known and valid. */
 export function numOutputsOf(ctx: OpContext): number | undefined {
-  const n = (ctx as OpContext & { readonly numOutputs?: number }).numOutputs;
+  const n = ctx.numOutputs;
   return typeof n === 'number' && Number.isInteger(n) && n > 0 ? n : undefined;
 }

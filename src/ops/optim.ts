@@ -20,7 +20,6 @@ import type { LoweringSteps } from './types.js';
 const WG = 256;
 /** Most partial sums stage 1 produces: stage 2 is one workgroup, 4 partials per thread at most. */
 const MAX_GROUPS = 4 * WG;
-/** Largest finite f32: WGSL may assume uniforms are finite. */
 
 const sumsqPartialKernel = defineKernel({
   name: 'optim_sumsq_partial',
@@ -165,7 +164,7 @@ export function gradNormPrograms(n: number, maxNorm: number): GradNormPrograms {
   const finish: Program = {
     kernel: sumsqFinishKernel,
     overrides: { WG },
-    uniforms: { count: groups, clip: clip ? 1 : 0, maxNorm: clip ? Math.min(maxNorm, F32_MAX) : 0 },
+    uniforms: { count: groups, clip: clip ? 1 : 0, maxNorm: clip ? Math.min(maxNorm, F32_MAX) : 0 }, // WGSL may assume uniforms are finite
     workgroups: [1, 1, 1],
   };
   return {

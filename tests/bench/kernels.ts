@@ -11,7 +11,6 @@ import type { GpuContext } from '../../src/gpu/device.js';
 import type { Attrs } from '../../src/ir/graph.js';
 import type { PlanGraph, PlanNode } from '../../src/ir/static-graph.js';
 import { sizeOf, type TensorType } from '../../src/ir/tensor.js';
-import { setIA3Tuning } from '../../src/ops/ia3.js';
 import { singleOpModel } from '../util/onnx-build.js';
 import { median, round, timeAsync, type BenchContext } from './harness.js';
 
@@ -93,8 +92,7 @@ export async function kernelSuite({ gpu, quick, rows, log }: BenchContext): Prom
     pass.end();
   };
 
-  // Lowerings see no GpuContext: the IA3 tuning is set for this adapter before planning.
-  const previousTuning = setIA3Tuning({ softwareAdapter });
+  // Plans lower for the device's traits: the IA3 tiling of this adapter.
   const fwd = await singleNodePlan(gpu, 'IA3Scale', [{ name: 'x', type: f32([R, C]) }, { name: 'l', type: f32([C, 1]), resident: true }], [{ name: 'y', type: f32([R, C]) }]);
   const bwd = await singleNodePlan(
     gpu,
@@ -102,7 +100,6 @@ export async function kernelSuite({ gpu, quick, rows, log }: BenchContext): Prom
     [{ name: 'dy', type: f32([R, C]) }, { name: 'x', type: f32([R, C]) }, { name: 'l', type: f32([C, 1]), resident: true }],
     [{ name: 'dx', type: f32([R, C]) }, { name: 'dl', type: f32([C, 1]) }],
   );
-  setIA3Tuning(previousTuning);
 
   // Copy, forward and backward take turns trial by trial, and each ratio is the median of per-trial
   // ratios: on a shared machine a load change then hits the baseline and the kernel alike, instead

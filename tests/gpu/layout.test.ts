@@ -34,7 +34,7 @@ async function runLowered(def: OpDef, inputs: (RefTensor | undefined)[], attrs: 
   const infos = inputs.map((t, i) => (t === undefined ? undefined : { dtype: t.dtype, dims: t.dims, ...(constants.has(i) ? { value: t } : {}) }));
   const outTypes = def.shape(infos, attrs, ctx);
   if (def.gpu === 'fold') throw new Error(`${ctx.opType} is a fold op`);
-  const lowering = def.gpu(infos, outTypes, attrs, ctx);
+  const lowering = def.gpu(infos, outTypes, attrs, { ...ctx, device: gpu.traits });
   if ('alias' in lowering) return runOnGpu(gpu, def, inputs, attrs, ctx, constants);
   const pool = gpu.buffers;
   const held: GPUBuffer[] = [];

@@ -23,6 +23,7 @@ import { specialize } from '../../src/onnx/specialize.js';
 import { OPS, type OpType } from '../../src/ops/registry.js';
 import type { OpDef } from '../../src/ops/types.js';
 import { closeness, dot, randomInts, randomTensor } from '../util/tensors.js';
+import { DEFAULT_TRAITS } from '../../src/gpu/traits.js';
 
 const H = 1e-5;
 const TOL = { rtol: 1e-5, atol: 1e-8 };
@@ -115,7 +116,7 @@ function expectLowerable(graph: SpecializedGraph, from: number): void {
       const value = graph.constants.get(v);
       return value ? { ...graph.types.get(v)!, value } : graph.types.get(v)!;
     });
-    const ctx = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length };
+    const ctx = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length, device: DEFAULT_TRAITS };
     def.gpu(infos, node.outputs.map((o) => graph.types.get(o)!), node.attrs, ctx);
   }
 }

@@ -14,6 +14,7 @@ import { runReferenceGraph } from '../../src/onnx/executor.js';
 import { OPS, type OpType } from '../../src/ops/registry.js';
 import type { OpDef } from '../../src/ops/types.js';
 import { closeness, randomTensor, rng } from '../util/tensors.js';
+import { DEFAULT_TRAITS } from '../../src/gpu/traits.js';
 
 interface In {
   t: RefTensor;
@@ -156,7 +157,7 @@ function expectLowerable(graph: SpecializedGraph, from: number): void {
       const value = graph.constants.get(v);
       return value ? { ...graph.types.get(v)!, value } : graph.types.get(v)!;
     });
-    const ctx = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length };
+    const ctx = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length, device: DEFAULT_TRAITS };
     if (def.gpu !== 'fold') def.gpu(infos, node.outputs.map((o) => graph.types.get(o)!), node.attrs, ctx);
   }
 }

@@ -12,15 +12,16 @@ import { tensor, type RefTensor, type ValueInfo } from '../../src/ir/tensor.js';
 import { runReference } from '../../src/ops/execute.js';
 import { reducePermutation, simplifyMap, stridedProgram, transposeProgram } from '../../src/ops/layout-kernels.js';
 import { layoutOps, normalizeSlice, reshapeDims, sliceGradAttrs } from '../../src/ops/layout.js';
-import type { Inputs, OpContext, OpDef } from '../../src/ops/types.js';
+import type { Inputs, OpDef, LoweringContext } from '../../src/ops/types.js';
 import { dot, expectClose, numericGradient, randomInts, randomTensor } from '../util/tensors.js';
+import { DEFAULT_TRAITS } from '../../src/gpu/traits.js';
 
 type Op = keyof typeof layoutOps;
 const INT64_MAX = 9223372036854775807;
 const INT64_MIN = -9223372036854775808;
 
-function ctxOf(opType: string, opset = 17, numOutputs?: number): OpContext {
-  const ctx: OpContext & { numOutputs?: number } = { opType, nodeName: `${opType}_node`, opset };
+function ctxOf(opType: string, opset = 17, numOutputs?: number): LoweringContext {
+  const ctx: LoweringContext & { numOutputs?: number } = { opType, nodeName: `${opType}_node`, opset, device: DEFAULT_TRAITS };
   if (numOutputs !== undefined) ctx.numOutputs = numOutputs;
   return ctx;
 }

@@ -13,7 +13,8 @@ import { loadOnnx } from '../../src/onnx/load.js';
 import { findModules, detectModelType } from '../../src/onnx/modules.js';
 import { IA3Config } from '../../src/peft/config.js';
 import { checkMergeable, mergeSteps, scaleCpu, unmergeDivisor } from '../../src/peft/merge.js';
-import { getPeftModel, vectorName } from '../../src/peft/model.js';
+import { getPeftModel } from '../../src/peft/model.js';
+import { vectorName } from '../../src/peft/adapter.js';
 import { singleOpModel } from '../util/onnx-build.js';
 
 // Nothing here touches the GPU: adding adapters and exporting run on the CPU copies.
