@@ -245,6 +245,9 @@ interface MatmulParts {
  * With W = opB(B) and P = opA(A) ⊙ s_in: G = dY ⊙ s_out, dP = alpha·G·Wᵀ, dW = alpha·Pᵀ·G.
  * Every product is a FusedMatMul whose transA/transB read the transposes in place (no copy), and
  * a shared 2-D weight's gradient folds the batch into the rows (one GEMM, no batched partials).
+ * NOTE: the ONNX pipeline never differentiates a FusedMatMul with scales (fusion runs after the
+ * backward pass, so IA3Scale's own rule keeps Z as a saved activation instead of recomputing it);
+ * the scale branches serve graphs built in code, and tests reach them through Model.
  */
 function matmulVjp(c: VjpContext, p: MatmulParts): (string | undefined)[] {
   const { b } = c;
