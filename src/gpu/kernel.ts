@@ -20,7 +20,10 @@ export type UniformField = readonly [name: string, type: UniformType];
 export interface KernelDef {
   /** Unique name; the pipeline cache key starts with it. */
   readonly name: string;
-  /** Complete WGSL source (shared helpers already prepended). */
+  /**
+   * Complete WGSL source. Kernels of the toolkit get it from a `Shader` (gpu/wgsl.ts): prelude
+   * helpers, host constants and uniform structs generated from `uniforms`, then the shader's file.
+   */
   readonly source: string;
   /** Entry point, `main` by default. */
   readonly entryPoint?: string;
@@ -30,6 +33,8 @@ export interface KernelDef {
   readonly outputs: readonly string[];
   /** Fields of the uniform struct, in declaration order (WGSL layout rules apply). */
   readonly uniforms: readonly UniformField[];
+  /** WGSL name of the uniform struct generated from `uniforms` (kernels defined by a Shader). */
+  readonly uniformStruct?: string;
 }
 
 /** One dispatch of a kernel. */

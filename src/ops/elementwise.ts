@@ -11,9 +11,10 @@
 // the reference wraps int32 results like C and keeps int64 results exact. 8-bit integer arithmetic
 // is refused rather than silently computed in 32 bits; 8-bit values may still be cast and compared.
 
-import source from '../../shaders/elementwise.wgsl?raw';
+import text from '../../shaders/elementwise.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
-import { defineKernel, grid, MAX_WORKGROUPS_PER_DIM, type Program } from '../gpu/kernel.js';
+import { grid, MAX_WORKGROUPS_PER_DIM, type Program } from '../gpu/kernel.js';
+import { Shader } from '../gpu/wgsl.js';
 import { DTYPES, F32_MAX, INT_TYPES, dtypeFromOnnx, isFloat, type DataType } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { broadcastShapes, broadcastStrides, forEachIndex } from '../ir/shape.js';
@@ -41,23 +42,24 @@ export type EwOp = keyof typeof EW_OP;
 /** Most dims a broadcast may keep after coalescing (the kernel's uniform arrays hold 8). */
 export const MAX_RANK = 8;
 
-export const elementwiseKernel = defineKernel({
-  name: 'elementwise',
-  source,
-  inputs: ['a', 'b', 'c'],
-  outputs: ['y'],
-  uniforms: [
-    ['n', 'u32'],
-    ['rank', 'u32'],
-    ['scalars', 'u32'],
-    ['p0', 'f32'],
-    ['p1', 'f32'],
-    ['shape', { array: 'u32', length: MAX_RANK }],
-    ['sa', { array: 'u32', length: MAX_RANK }],
-    ['sb', { array: 'u32', length: MAX_RANK }],
-    ['sc', { array: 'u32', length: MAX_RANK }],
-  ],
+export const elementwiseShader = new Shader('elementwise.wgsl', text, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['n', 'u32'], // output elements
+      ['rank', 'u32'], // coalesced rank (strided path)
+      ['scalars', 'u32'], // FAST path: bit k set when input k is a single element
+      ['p0', 'f32'], // op parameters (Clip bounds from attributes, Mean's input count)
+      ['p1', 'f32'],
+      ['shape', { array: 'u32', length: MAX_RANK }], // coalesced output dims, innermost first
+      ['sa', { array: 'u32', length: MAX_RANK }], // element strides of a, b, c along those dims
+      ['sb', { array: 'u32', length: MAX_RANK }],
+      ['sc', { array: 'u32', length: MAX_RANK }],
+    ],
+  },
 });
+
+export const elementwiseKernel = elementwiseShader.kernel({ name: 'elementwise', inputs: ['a', 'b', 'c'], outputs: ['y'], uniforms: 'Params' });
 
 /** Launch tuning, for tests and benchmarks: workgroup size and the per-dimension grid bound. */
 export interface LaunchOptions {

@@ -14,9 +14,10 @@
 // in fixed order. `ia3Tiling` chooses the tile shape from (rows, C) and the device's traits (GPU or
 // software adapter, from the lowering context), so a shape bucket maps to fixed pipelines and uniforms.
 
-import source from '../../shaders/ia3.wgsl?raw';
+import text from '../../shaders/ia3.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
-import { defineKernel, grid, type KernelDef, type Program } from '../gpu/kernel.js';
+import { grid, type Program } from '../gpu/kernel.js';
+import { Shader } from '../gpu/wgsl.js';
 import { FLOAT_TYPES } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { sizeOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
@@ -25,34 +26,40 @@ import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef } from './types
 /** Most vectors one IA3 op multiplies: the grad kernel then binds 8 storage buffers, WebGPU's minimum. */
 export const MAX_IA3_VECTORS = 4;
 
-const TILE_UNIFORMS = [
-  ['rows', 'u32'],
-  ['lanes', 'u32'],
-  ['colBlocks', 'u32'],
-  ['chunkRows', 'u32'],
-  ['tiles', 'u32'],
-] as const;
+export const ia3Shader = new Shader('ia3.wgsl', text, {
+  prelude: ['grid'],
+  structs: {
+    Tiles: [
+      ['rows', 'u32'],
+      ['lanes', 'u32'], // C, or C / 4 in the _v4 entries
+      ['colBlocks', 'u32'], // ceil(lanes / CT)
+      ['chunkRows', 'u32'], // rows per chunk, a multiple of RT
+      ['tiles', 'u32'], // chunks · colBlocks
+    ],
+    Finish: [
+      ['cols', 'u32'],
+      ['chunks', 'u32'],
+      ['skip', 'u32'], // k: the vector whose gradient this pass writes (its own factor is left out)
+    ],
+  },
+});
 
 const L_INPUTS = ['l1', 'l2', 'l3', 'l4'];
 
-function kernel(name: string, entryPoint: string, inputs: string[], outputs: string[], uniforms: KernelDef['uniforms']) {
-  return defineKernel({ name, source, entryPoint, inputs, outputs, uniforms });
+function kernel(name: string, entryPoint: string, inputs: string[], outputs: string[], uniforms: 'Tiles' | 'Finish') {
+  return ia3Shader.kernel({ name, entryPoint, inputs, outputs, uniforms });
 }
 
 // The scalar and vec4 entries share one source; they differ in the element type of x/y/dy/dx.
 const scaleKernels = {
-  s: kernel('ia3_scale', 'scale_s', ['x', ...L_INPUTS], ['y'], TILE_UNIFORMS),
-  v4: kernel('ia3_scale_v4', 'scale_v4', ['x', ...L_INPUTS], ['y'], TILE_UNIFORMS),
+  s: kernel('ia3_scale', 'scale_s', ['x', ...L_INPUTS], ['y'], 'Tiles'),
+  v4: kernel('ia3_scale_v4', 'scale_v4', ['x', ...L_INPUTS], ['y'], 'Tiles'),
 };
 const gradKernels = {
-  s: kernel('ia3_scale_grad', 'grad_s', ['x', ...L_INPUTS, 'dy'], ['dx', 'partials'], TILE_UNIFORMS),
-  v4: kernel('ia3_scale_grad_v4', 'grad_v4', ['x', ...L_INPUTS, 'dy'], ['dx', 'partials'], TILE_UNIFORMS),
+  s: kernel('ia3_scale_grad', 'grad_s', ['x', ...L_INPUTS, 'dy'], ['dx', 'partials'], 'Tiles'),
+  v4: kernel('ia3_scale_grad_v4', 'grad_v4', ['x', ...L_INPUTS, 'dy'], ['dx', 'partials'], 'Tiles'),
 };
-const finishKernel = kernel('ia3_scale_grad_finish', 'finish', ['partials', ...L_INPUTS], ['dl'], [
-  ['cols', 'u32'],
-  ['chunks', 'u32'],
-  ['skip', 'u32'],
-]);
+const finishKernel = kernel('ia3_scale_grad_finish', 'finish', ['partials', ...L_INPUTS], ['dl'], 'Finish');
 
 /** Threads per workgroup of every IA3 kernel (WebGPU's guaranteed maximum). */
 const WG_THREADS = 256;

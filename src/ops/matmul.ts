@@ -9,17 +9,18 @@
 // the device's workgroups per dimension into several dispatches of the same pipeline. The tile is
 // chosen for occupancy on GPUs, or for work per output on software adapters (DeviceTraits.software).
 
-import gemvSource from '../../shaders/matmul-gemv.wgsl?raw';
-import tiledSource from '../../shaders/matmul.wgsl?raw';
+import gemvText from '../../shaders/matmul-gemv.wgsl?raw';
+import tiledText from '../../shaders/matmul.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
-import { defineKernel, type KernelDef, type Program, type UniformField } from '../gpu/kernel.js';
+import type { KernelDef, Program, UniformField } from '../gpu/kernel.js';
+import type { DeviceTraits } from '../gpu/traits.js';
+import { Shader } from '../gpu/wgsl.js';
 import { FLOAT_TYPES, type DataType } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { broadcastShapes, broadcastStrides } from '../ir/shape.js';
 import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
 import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef, LoweringContext } from './types.js';
 import { attrFloat, attrInt, need } from './util.js';
-import type { DeviceTraits } from '../gpu/traits.js';
 
 const BINDINGS = { inputs: ['a', 'b', 'c', 'inScale', 'outScale'], outputs: ['y'] } as const;
 
@@ -43,34 +44,21 @@ const UNIFORMS: readonly UniformField[] = [
   ['bStrides', { array: 'u32', length: 4 }],
 ];
 
+/** Bits of the kernels' `flags` uniform, written into both shaders as WGSL constants. */
+const FLAGS = { F_TRANS_A: 1, F_TRANS_B: 2, F_C: 4, F_IN_SCALE: 8, F_OUT_SCALE: 16 } as const;
+
+/** The tiled kernel and the small-M kernel read one Params struct and one set of flag bits. */
+const shared = { structs: { Params: UNIFORMS }, consts: FLAGS };
+export const matmulShader = new Shader('matmul.wgsl', tiledText, shared);
+export const matmulGemvShader = new Shader('matmul-gemv.wgsl', gemvText, shared);
+
+const bindings = { inputs: [...BINDINGS.inputs], outputs: [...BINDINGS.outputs], uniforms: 'Params' };
 /** Tiled kernel storing vec4 rows of Y (N a multiple of 4). */
-export const matmulKernel = defineKernel({
-  name: 'matmul',
-  source: tiledSource,
-  entryPoint: 'main',
-  inputs: [...BINDINGS.inputs],
-  outputs: [...BINDINGS.outputs],
-  uniforms: UNIFORMS,
-});
-
+export const matmulKernel = matmulShader.kernel({ name: 'matmul', entryPoint: 'main', ...bindings });
 /** Tiled kernel storing scalars (any N). */
-export const matmulScalarStoreKernel = defineKernel({
-  name: 'matmul-scalar-store',
-  source: tiledSource,
-  entryPoint: 'main_scalar',
-  inputs: [...BINDINGS.inputs],
-  outputs: [...BINDINGS.outputs],
-  uniforms: UNIFORMS,
-});
-
+export const matmulScalarStoreKernel = matmulShader.kernel({ name: 'matmul-scalar-store', entryPoint: 'main_scalar', ...bindings });
 /** Small-M kernel (M ≤ 8). */
-export const matmulGemvKernel = defineKernel({
-  name: 'matmul-gemv',
-  source: gemvSource,
-  inputs: [...BINDINGS.inputs],
-  outputs: [...BINDINGS.outputs],
-  uniforms: UNIFORMS,
-});
+export const matmulGemvKernel = matmulGemvShader.kernel({ name: 'matmul-gemv', ...bindings });
 
 /** A tile configuration of the tiled kernel: WG_X×WG_Y invocations, each an RM×CN block of Y. */
 export interface MatmulTile {
@@ -328,12 +316,7 @@ function mergedBatch(geo: MatmulGeometry): BatchDim[] {
   return dims;
 }
 
-/** Bits of the kernels' `flags` uniform (see shaders/matmul.wgsl). */
-const F_TRANS_A = 1;
-const F_TRANS_B = 2;
-const F_C = 4;
-const F_IN_SCALE = 8;
-const F_OUT_SCALE = 16;
+const { F_TRANS_A, F_TRANS_B, F_C, F_IN_SCALE, F_OUT_SCALE } = FLAGS;
 
 /** Lowers a Problem to dispatches of the tiled or GEMV kernel. */
 function lowerProblem(p: Problem, ctx: LoweringContext, options: MatmulLoweringOptions): LoweringSteps {

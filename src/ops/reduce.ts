@@ -12,10 +12,11 @@
 // reduce everything, unless `noop_with_empty_axes` = 1 (the input passes through; SumSquare still
 // squares, as ONNX's reference does).
 
-import scanSource from '../../shaders/reduce-scan.wgsl?raw';
-import source from '../../shaders/reduce.wgsl?raw';
+import scanText from '../../shaders/reduce-scan.wgsl?raw';
+import text from '../../shaders/reduce.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
-import { defineKernel, grid, MAX_WORKGROUPS_PER_DIM, type Program } from '../gpu/kernel.js';
+import { grid, MAX_WORKGROUPS_PER_DIM, type Program } from '../gpu/kernel.js';
+import { Shader } from '../gpu/wgsl.js';
 import { isFloat, type DataType } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { forEachIndex, normAxis } from '../ir/shape.js';
@@ -34,34 +35,36 @@ export type RedOp = keyof typeof RED_OP;
 /** Opcodes of shaders/reduce-scan.wgsl. */
 export const SCAN_OP = { ADD_F: 0, ADD_I: 1 } as const;
 
-export const reduceKernel = defineKernel({
-  name: 'reduce',
-  source,
-  inputs: ['x'],
-  outputs: ['y'],
-  uniforms: [
-    ['outputs', 'u32'],
-    ['R', 'u32'],
-    ['inner', 'u32'],
-    ['chunks', 'u32'],
-    ['chunk', 'u32'],
-    ['denom', 'u32'],
-  ],
+export const reduceShader = new Shader('reduce.wgsl', text, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['outputs', 'u32'], // outputs of this pass: outer * chunks * inner
+      ['R', 'u32'], // length of the reduced dim
+      ['inner', 'u32'],
+      ['chunks', 'u32'], // runs the reduced dim is split into (1: not split)
+      ['chunk', 'u32'], // elements per run
+      ['denom', 'u32'], // sums are divided by this (Mean's last pass); 1 otherwise
+    ],
+  },
 });
 
-export const scanKernel = defineKernel({
-  name: 'reduce-scan',
-  source: scanSource,
-  inputs: ['x'],
-  outputs: ['y'],
-  uniforms: [
-    ['lines', 'u32'],
-    ['n', 'u32'],
-    ['inner', 'u32'],
-    ['exclusive', 'u32'],
-    ['reverse', 'u32'],
-  ],
+export const reduceKernel = reduceShader.kernel({ name: 'reduce', inputs: ['x'], outputs: ['y'], uniforms: 'Params' });
+
+export const scanShader = new Shader('reduce-scan.wgsl', scanText, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['lines', 'u32'], // outer * inner
+      ['n', 'u32'], // length of the scanned axis
+      ['inner', 'u32'],
+      ['exclusive', 'u32'],
+      ['reverse', 'u32'],
+    ],
+  },
 });
+
+export const scanKernel = scanShader.kernel({ name: 'reduce-scan', inputs: ['x'], outputs: ['y'], uniforms: 'Params' });
 
 /** Launch tuning for tests and benchmarks. */
 export interface ReduceOptions {
