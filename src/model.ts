@@ -22,6 +22,7 @@ import { loadOnnx, type LoadOnnxOptions, type ModelSource } from './onnx/load.js
 import { detectModelType, findModules, type ModuleInfo } from './onnx/modules.js';
 import { specialize } from './onnx/specialize.js';
 import { WeightStore } from './gpu/weights.js';
+import type { OnnxSourceFile } from './onnx/export.js';
 
 /** A compiled forward + backward plan (see `Model.gradientPlan`). */
 export interface GradientPlan {
@@ -46,14 +47,7 @@ export interface LoadModelOptions extends LoadOnnxOptions {
 }
 
 /** The ONNX file a model was decoded from, kept to write it back with merged weights. */
-export interface OnnxFile {
-  /** The .onnx bytes as read (the graph's weights may be views into them; never modified). */
-  readonly bytes: Uint8Array;
-  /** File name used in error messages. */
-  readonly fileName: string;
-  /** External data files by the location the tensors name. */
-  readonly externalData: Readonly<Record<string, Uint8Array>>;
-}
+export type OnnxFile = OnnxSourceFile;
 
 /** A frozen transformer imported from ONNX. */
 export class Model {

@@ -12,6 +12,9 @@
 // so no weight-gradient product is ever emitted for it. Rules compose registry ops only; the
 // backward helpers (SoftmaxGrad, LayerNormalizationGrad, IA3ScaleGrad, ...) exist where a fused
 // kernel beats a composition. Broadcasting is undone with SumToShape (builder.sumTo).
+//
+// Size: the VJP table is one mapped type over every op of the registry (the compiler checks it is
+// complete); its rules stay beside it, a section per op family, like tinygrad's gradient table.
 
 import { UnsupportedOpError } from '../errors.js';
 import { FLOAT_TYPES, F32_MAX } from '../ir/dtype.js';

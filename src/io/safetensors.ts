@@ -25,6 +25,9 @@
 // header is compact serde_json with "__metadata__" first, padded with spaces to a multiple of 8;
 // data contiguous in the same order. Metadata keys are written sorted: the reference serialises a
 // Rust HashMap, whose order is random, so sorting is the only deterministic choice.
+//
+// Size: the strict reader and the writer of one format share its dtype table and header rules; every
+// bound and error of an untrusted-file parser is spelled out here.
 
 import { FormatError, InputError } from '../errors.js';
 import { compareCodePoints } from './python.js';

@@ -13,6 +13,9 @@
 //
 // Tensor bytes are used in place: raw_data is a subarray of the file, and a typed view over it is
 // taken whenever its offset is aligned (little-endian hosts, as every WebGPU platform is).
+//
+// Size: the whole protobuf → IR mapping of an untrusted file, every field with its bound and typed
+// error, reads best in one place.
 
 import { onnx } from 'onnx-proto';
 import { FormatError, InputError, UnsupportedOpError } from '../errors.js';

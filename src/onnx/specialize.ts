@@ -11,7 +11,9 @@
 // output exceeds FOLD_LIMIT elements; a Transpose of a big embedding stays for the GPU. Ops whose
 // lowering is 'fold' (Shape, Range, ConstantOfShape) must fold, or specialisation fails.
 //
-// The result satisfies the compiler's PlanGraph contract, and is cached per graph and shape key.
+// The result satisfies the compiler's PlanGraph contract, and is cached per graph and shape key: a
+// memo of a pure function, since graphs are never mutated (a model given new initializer values
+// gets a new graph object, see Model.replaceInitializers), so an entry cannot go stale.
 
 import { IA3Error, InputError, ShapeError, UnsupportedOpError } from '../errors.js';
 import { initializerGpuData, initializerToRef, normDomain, opsetOf, type Graph, type Node } from '../ir/graph.js';
@@ -32,14 +34,6 @@ export interface SpecializeOptions {
 }
 
 const cache = new WeakMap<Graph, Map<string, SpecializedGraph>>();
-
-/**
- * Drops the cached specialisations of `graph`: they hold copies of small initializers (folded
- * constants for the CPU executor), so whoever replaces an initializer's values must call this.
- */
-export function forgetSpecializations(graph: Graph): void {
-  cache.delete(graph);
-}
 
 /** The cache key of a set of input shapes. */
 export function shapeKey(inputShapes: Readonly<Record<string, readonly number[]>>, options: SpecializeOptions = {}): string {

@@ -10,6 +10,10 @@
 // Integer arithmetic runs in 32 bits on the GPU (int64 values must fit, as everywhere on the GPU);
 // the reference wraps int32 results like C and keeps int64 results exact. 8-bit integer arithmetic
 // is refused rather than silently computed in 32 bits; 8-bit values may still be cast and compared.
+//
+// Size: one op family over one kernel — some fifty ops as a table, with the dtype rules and float64
+// references they share (erf, gelu and f16 rounding included, which JavaScript lacks); splitting
+// the table would split the family.
 
 import text from '../../shaders/elementwise.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';

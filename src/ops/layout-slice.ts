@@ -7,6 +7,8 @@
 // `SliceGrad(dy; sliceGradAttrs(...))`: dy written back onto the lattice the slice read, zeros
 // elsewhere, in one gather-style pass on the GPU (no scatter, no atomics).
 // Concat and Split are one strided-copy dispatch per input (Concat) or per output (Split).
+//
+// Size: Slice, SliceGrad, Concat and Split share one slice plan and the strided and lattice kernels.
 
 import { UnsupportedOpError } from '../errors.js';
 import type { Attrs } from '../ir/graph.js';

@@ -8,6 +8,9 @@
 // GEMM with more rows), merges batch dims that index both operands alike, and splits grids past
 // the device's workgroups per dimension into several dispatches of the same pipeline. The tile is
 // chosen for occupancy on GPUs, or for work per output on software adapters (DeviceTraits.software).
+//
+// Size: three ops reduced to one batched Problem: its shape rule, float64 reference, tile choice and
+// grid splitting belong together.
 
 import gemvText from '../../shaders/matmul-gemv.wgsl?raw';
 import tiledText from '../../shaders/matmul.wgsl?raw';

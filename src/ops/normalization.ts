@@ -12,6 +12,9 @@
 //     here too.) Rows that mix −∞ and finite values are ordinary softmaxes.
 //   - Layer-norm statistics (Mean, InvStdDev) are float32 with the normalised dims kept as 1.
 //   - Float inputs are bound as vec4 arrays, so GPU buffers must be padded to 16 bytes.
+//
+// Size: softmax and layer normalisation are one family of row-wise reductions: they share the view
+// helpers (row broadcasting, mask views, which loss.ts and rotary.ts reuse) and the kernel layouts.
 
 import normText from '../../shaders/normalization.wgsl?raw';
 import softmaxText from '../../shaders/softmax.wgsl?raw';

@@ -11,6 +11,9 @@
 // an optional input from then on (and must then be a constant to be lowered). Empty or omitted axes
 // reduce everything, unless `noop_with_empty_axes` = 1 (the input passes through; SumSquare still
 // squares, as ONNX's reference does).
+//
+// Size: the reduction family (the ReduceX ops, CumSum, SumToShape) over two kernels, with the
+// opset-dependent axes handling they share.
 
 import scanText from '../../shaders/reduce-scan.wgsl?raw';
 import text from '../../shaders/reduce.wgsl?raw';

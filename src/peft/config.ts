@@ -16,6 +16,9 @@
 // Python's per-process string hashing; we write sets sorted (by code point, Python's str order) so
 // our files are deterministic. Parsing is strict: bounded size, typed errors naming the field,
 // unknown fields ignored but listed (PEFT drops them with a warning for forward compatibility).
+//
+// Size: it mirrors one PEFT class: IA3Config's fields, PEFT's per-model-type default tables,
+// validation, and its JSON form.
 
 import { FormatError, InputError } from '../errors.js';
 import { MAX_CONFIG_BYTES } from '../io/adapter.js';

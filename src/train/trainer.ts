@@ -14,6 +14,8 @@
 // the trainer sees it at the next read it stops with NonFiniteError naming the step, keeping the
 // last good values. Same seed, same data: same batches, same GPU arithmetic (no float atomics),
 // same result.
+//
+// Size: the Trainer's public types (arguments, events, errors) sit beside it.
 
 import { LABELS, LOSS, SCORES, type LossTask } from '../autograd/loss.js';
 import { IA3Error, InputError } from '../errors.js';
