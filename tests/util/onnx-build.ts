@@ -59,21 +59,27 @@ export interface PModel extends onnx.ModelProto {
 
 /**
  * `model` with the initializers `move` picks (default: those of at least 1 KiB of raw data) moved
- * to one external file named `location`, as torch.onnx.export writes large models; `first` names
- * the first tensor moved.
+ * to one external file named `location`, as torch.onnx.export writes large models, each after
+ * `misalign` bytes of padding (0: packed, 4-aligned as the tensors are); `moved` names the tensors
+ * moved, `first` the first of them.
  */
 export function withExternalData(
   model: Uint8Array,
   location: string,
   move: (t: PTensor) => boolean = (t) => t.rawData.length >= 1024,
-): { model: Uint8Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer>; first: string } {
+  misalign = 0,
+): { model: Uint8Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer>; first: string; moved: string[] } {
   const p = onnx.ModelProto.decode(model) as PModel;
   const parts: Uint8Array[] = [];
   let offset = 0;
-  let first = '';
+  const moved: string[] = [];
   for (const t of p.graph!.initializer) {
     if (!move(t)) continue;
-    first ||= t.name;
+    if (misalign) {
+      parts.push(new Uint8Array(misalign));
+      offset += misalign;
+    }
+    moved.push(t.name);
     parts.push(t.rawData.slice());
     t.externalData = [
       { key: 'location', value: location },
@@ -86,5 +92,5 @@ export function withExternalData(
   }
   const data = new Uint8Array(offset);
   parts.reduce((at, c) => (data.set(c, at), at + c.length), 0);
-  return { model: new Uint8Array(onnx.ModelProto.encode(p).finish()), data, first };
+  return { model: new Uint8Array(onnx.ModelProto.encode(p).finish()), data, first: moved[0] ?? '', moved };
 }
