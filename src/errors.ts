@@ -1,4 +1,4 @@
-// Typed errors of the toolkit.
+// Typed errors of the toolkit, and its warnings.
 //
 // Every failure a user can cause (a missing WebGPU adapter, a model with an op we do not run, a
 // corrupt file, a tensor of the wrong shape) surfaces as a subclass of IA3Error whose message names
@@ -103,4 +103,23 @@ export class InputError extends IA3Error {
   constructor(message: string) {
     super('INPUT', message);
   }
+}
+
+/**
+ * A warning: what onnxruntime logs and accepts (a duplicate initializer, a declared output shape
+ * the run contradicts). Warnings go to the console, like PEFT's Python warnings.
+ */
+export function warn(message: string): void {
+  console.warn(`ia3-webgpu: ${message}`);
+}
+
+const warned = new WeakMap<object, Set<string>>();
+
+/** `warn`, once per `subject` (a graph) and `key` (a value name). */
+export function warnOnce(subject: object, key: string, message: string): void {
+  let keys = warned.get(subject);
+  if (!keys) warned.set(subject, (keys = new Set()));
+  if (keys.has(key)) return;
+  keys.add(key);
+  warn(message);
 }

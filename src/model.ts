@@ -134,7 +134,7 @@ export class Model {
   async run(feeds: Record<string, Feed>, outputs: readonly string[] = this.outputNames): Promise<Record<string, TensorData>> {
     const tensors = this.normaliseFeeds(feeds);
     const shapes = Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims]));
-    const { spec, plan } = await this.planFor(shapes);
+    const { spec, plan } = await this.planFor(shapes, valuesOf(tensors));
     for (const o of outputs) {
       if (!spec.outputNames.includes(o)) throw new InputError(`'${o}' is not an output of the model (outputs: ${spec.outputNames.join(', ')})`);
     }
@@ -161,15 +161,18 @@ export class Model {
   /** Runs the same specialised graph on the float64 CPU reference executor (the test oracle). */
   runReference(feeds: Record<string, Feed>): Record<string, RefTensor> {
     const tensors = this.normaliseFeeds(feeds);
-    const spec = specialize(this.graph, Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])));
+    const spec = specialize(this.graph, Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), { values: valuesOf(tensors) });
     const refFeeds: Record<string, RefTensor> = {};
     for (const [k, v] of tensors) refFeeds[k] = { dtype: v.dtype, dims: v.dims, data: Float64Array.from(v.data) };
     return runReferenceGraph(spec, refFeeds);
   }
 
-  /** The specialised graph and compiled plan for a set of input shapes (compiled once per shape). */
-  planFor(shapes: Record<string, readonly number[]>): Promise<{ spec: SpecializedGraph; plan: Plan }> {
-    const spec = specialize(this.graph, shapes);
+  /**
+   * The specialised graph and compiled plan for a set of input shapes (compiled once per shape and
+   * If decision; `values`, the feeds, decide the If branches of graphs that have them).
+   */
+  planFor(shapes: Record<string, readonly number[]>, values?: InputValues): Promise<{ spec: SpecializedGraph; plan: Plan }> {
+    const spec = specialize(this.graph, shapes, values ? { values } : {});
     let entry = this.plans.get(spec.key);
     if (!entry) {
       entry = Plan.compile(this.gpu, fuseGraph({ ...spec, shared: this.sharedWeights(spec) })).then((plan) => ({ spec, plan }));
@@ -184,8 +187,8 @@ export class Model {
    * initializers or inputs) for the feeds' shapes, built once per shape. Callers that replay it
    * inside larger command buffers (the Trainer) write inputs and encode it themselves.
    */
-  gradientPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[]): Promise<GradientPlan> {
-    const spec = specialize(this.graph, shapes);
+  gradientPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[], values?: InputValues): Promise<GradientPlan> {
+    const spec = specialize(this.graph, shapes, values ? { values } : {});
     const key = `grad:${loss}:${wrt.join(',')}:${spec.key}`;
     let entry = this.gradPlans.get(key);
     if (!entry) {
@@ -218,7 +221,7 @@ export class Model {
     wrt: readonly string[],
   ): Promise<{ loss: number; gradients: Map<string, Float32Array> }> {
     const tensors = this.normaliseFeeds(feeds);
-    const g = await this.gradientPlan(Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), loss, wrt);
+    const g = await this.gradientPlan(Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), loss, wrt, valuesOf(tensors));
     const gpuFeeds = new Map([...tensors].filter(([k]) => g.inputs.includes(k)).map(([k, v]) => [k, v.data]));
     const read = await g.plan.execute(gpuFeeds, [g.loss, ...g.gradients.values()]);
     const out = new Map<string, Float32Array>();
@@ -229,7 +232,7 @@ export class Model {
   /** The loss and gradients of `lossAndGradients` from the float64 CPU executor on the same backward IR (the oracle). */
   lossAndGradientsReference(feeds: Record<string, Feed>, loss: string, wrt: readonly string[]): { loss: number; gradients: Map<string, Float64Array> } {
     const tensors = this.normaliseFeeds(feeds);
-    const spec = specialize(this.graph, Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])));
+    const spec = specialize(this.graph, Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), { values: valuesOf(tensors) });
     const backward = buildBackward(spec, loss, wrt);
     const refFeeds: Record<string, RefTensor> = {};
     for (const [k, v] of tensors) if (backward.graph.inputs.some((i) => i.name === k)) refFeeds[k] = { dtype: v.dtype, dims: v.dims, data: Float64Array.from(v.data) };
@@ -279,6 +282,13 @@ export class Model {
     }
     return out;
   }
+}
+
+/** Values of runtime inputs by name: what decides the If branches of a graph (see `specialize`). */
+export type InputValues = Readonly<Record<string, ArrayLike<number | bigint>>>;
+
+function valuesOf(tensors: ReadonlyMap<string, { readonly data: Float32Array | Int32Array }>): InputValues {
+  return Object.fromEntries([...tensors].map(([k, v]) => [k, v.data]));
 }
 
 /** Converts a feed to the GPU storage of `dtype` (f32, or i32 for integer and bool types). */

@@ -11,6 +11,8 @@
 //     it is built, rather than silently training on garbage.
 
 import { InputError } from '../errors.js';
+import { isFloat, type DataType } from '../ir/dtype.js';
+import type { InputDecl } from '../ir/graph.js';
 
 /** One tokenized training example, with the field names of HF datasets/tokenizers. */
 export interface Example {
@@ -26,6 +28,8 @@ export interface Example {
 /** A batch ready to feed: model inputs and labels, int64 row-major, dims [batch, length]. */
 export interface Batch {
   inputs: Record<string, { data: BigInt64Array; dims: number[] }>;
+  /** Inputs fed empty ({@link EmptyInput}): float32 caches with a past of 0, `use_cache_branch` false. */
+  empty?: Record<string, { data: Float32Array | Uint8Array; dims: number[] }>;
   /** CAUSAL_LM: [batch, length] with −100 at pads; SEQ_CLS: [batch]. */
   labels: { data: BigInt64Array; dims: number[] };
   /** Real (attention_mask 1) tokens in the batch, for tokens/s. */
@@ -46,6 +50,39 @@ export interface CollateOptions {
   inputNames: readonly string[];
   /** Where pads go; 'right' (default) as HF tokenizers for training. */
   paddingSide?: 'right' | 'left';
+  /** Inputs fed empty (a decoder's key/value cache, `use_cache_branch`); see {@link emptyInputsOf}. */
+  emptyInputs?: readonly EmptyInput[];
+}
+
+/**
+ * A model input that training feeds without examples: a key/value cache with no past (a past
+ * length of 0, as generation starts), or a merged decoder's `use_cache_branch` = false (the branch
+ * without a past). `dims` has 'batch' where the batch size goes.
+ */
+export interface EmptyInput {
+  readonly name: string;
+  readonly dtype: DataType;
+  readonly dims: readonly (number | 'batch')[];
+}
+
+/**
+ * The declared inputs training feeds empty: optimum's `past_key_values.<i>.key/value` (and the
+ * older `past_<i>`), whose symbolic dims other than the batch (the symbol of input_ids' first dim)
+ * become 0, and `use_cache_branch`. Caches without a symbolic past dim are left out (collate then
+ * names them as inputs it cannot build).
+ */
+export function emptyInputsOf(inputs: readonly InputDecl[]): EmptyInput[] {
+  const batch = inputs.find((d) => d.name === 'input_ids')?.dims?.[0];
+  const out: EmptyInput[] = [];
+  for (const d of inputs) {
+    if (d.name === 'use_cache_branch' && d.dtype === 'bool' && d.dims?.every((x) => typeof x === 'number')) {
+      out.push({ name: d.name, dtype: d.dtype, dims: d.dims as number[] });
+    } else if (/^past(_|\.|$)/.test(d.name) && isFloat(d.dtype) && d.dims) {
+      const dims = d.dims.map((x) => (typeof x === 'number' ? x : x === batch ? 'batch' : 0));
+      if (dims.includes(0)) out.push({ name: d.name, dtype: d.dtype, dims });
+    }
+  }
+  return out;
 }
 
 /** Options of {@link batches}. */
@@ -190,7 +227,7 @@ function validateOptions(opts: CollateOptions): void {
   if (side !== 'right' && side !== 'left') throw new InputError(`paddingSide must be 'right' or 'left', got '${String(side)}'`);
   if (!opts.inputNames.includes('input_ids')) throw new InputError("inputNames must include 'input_ids'");
   for (const name of opts.inputNames) {
-    if (!(KNOWN_INPUTS as readonly string[]).includes(name)) {
+    if (!(KNOWN_INPUTS as readonly string[]).includes(name) && !opts.emptyInputs?.some((e) => e.name === name)) {
       throw new InputError(`model input '${name}' cannot be built from examples (known: ${KNOWN_INPUTS.join(', ')})`);
     }
   }
@@ -306,8 +343,19 @@ export function collate(examples: readonly Example[], opts: CollateOptions): Bat
     position_ids: pos,
   };
   const inputs: Batch['inputs'] = {};
-  for (const name of opts.inputNames) inputs[name] = { data: all[name]!, dims: [b, len] };
-  return { inputs, labels: { data: labels, dims: causal ? [b, len] : [b] }, tokens, examples: b };
+  const empty: NonNullable<Batch['empty']> = {};
+  for (const name of opts.inputNames) {
+    const e = opts.emptyInputs?.find((x) => x.name === name);
+    if (!e) {
+      inputs[name] = { data: all[name]!, dims: [b, len] };
+      continue;
+    }
+    const dims = e.dims.map((d) => (d === 'batch' ? b : d));
+    const n = dims.reduce((p, d) => p * d, 1);
+    empty[name] = { data: e.dtype === 'bool' ? new Uint8Array(n) : new Float32Array(n), dims };
+  }
+  const batch: Batch = { inputs, labels: { data: labels, dims: causal ? [b, len] : [b] }, tokens, examples: b };
+  return Object.keys(empty).length > 0 ? { ...batch, empty } : batch;
 }
 
 /**
