@@ -85,6 +85,25 @@ export class UnsupportedOpError extends IA3Error {
   }
 }
 
+/**
+ * An index a gather reads lies outside its axis: onnxruntime fails the run with the same words
+ * ("indices element out of data bounds"). Raised at specialisation for constant indices, by the
+ * CPU executor, and after a GPU step whose index checks flagged (see onnx/index-checks.ts).
+ */
+export class IndexOutOfRangeError extends IA3Error {
+  override readonly name: string = 'IndexOutOfRangeError';
+  readonly opType: string;
+  readonly nodeName: string;
+  constructor(opType: string, nodeName: string, index: number, axisDim: number, detail = '') {
+    super(
+      'INDEX_OUT_OF_RANGE',
+      `${opType} node '${nodeName}': indices element out of data bounds, idx=${index} must be within the inclusive range [${-axisDim},${axisDim - 1}]${detail ? ` (${detail})` : ''}`,
+    );
+    this.opType = opType;
+    this.nodeName = nodeName;
+  }
+}
+
 /** A file (ONNX, safetensors, JSON config) is malformed. Names the byte offset where known. */
 export class FormatError extends IA3Error {
   override readonly name: string = 'FormatError';

@@ -14,12 +14,13 @@ import { InputError } from './errors.js';
 import { createDevice, type GpuContext } from './gpu/device.js';
 import { FLOAT_TYPES, gpuStorage, type DataType } from './ir/dtype.js';
 import { initializerGpuData, type Graph, type Initializer } from './ir/graph.js';
-import type { SpecializedGraph } from './ir/static-graph.js';
+import type { IndexCheckInfo, SpecializedGraph } from './ir/static-graph.js';
 import { sizeOf, type RefTensor, type TensorData } from './ir/tensor.js';
 import { describeGraph } from './onnx/describe.js';
 import { runReferenceGraph } from './onnx/executor.js';
 import { loadOnnx, type LoadOnnxOptions, type ModelSource } from './onnx/load.js';
 import { detectModelType, findModules, type ModuleInfo } from './onnx/modules.js';
+import { raiseIndexChecks } from './onnx/index-checks.js';
 import { specialize } from './onnx/specialize.js';
 import { WeightStore } from './gpu/weights.js';
 import type { OnnxSourceFile } from './onnx/export.js';
@@ -31,6 +32,8 @@ export interface GradientPlan {
   readonly loss: string;
   /** Trainable value → value holding its gradient. */
   readonly gradients: ReadonlyMap<string, string>;
+  /** Index checks of gathers whose indices the step computes (read them and `raiseIndexChecks`). */
+  readonly checks: readonly IndexCheckInfo[];
   /** Runtime inputs the plan reads. */
   readonly inputs: readonly string[];
   readonly summary: BackwardSummary;
@@ -139,9 +142,11 @@ export class Model {
       if (!spec.outputNames.includes(o)) throw new InputError(`'${o}' is not an output of the model (outputs: ${spec.outputNames.join(', ')})`);
     }
     const valueOf = (o: string): string => spec.outputs[spec.outputNames.indexOf(o)]!;
-    const toRead = outputs.map(valueOf).filter((v) => !spec.constants.has(v) && plan.buffers.has(v));
+    const checks = spec.checks ?? [];
+    const toRead = [...outputs.map(valueOf).filter((v) => !spec.constants.has(v) && plan.buffers.has(v)), ...checks.map((c) => c.value)];
     const gpuFeeds = new Map([...tensors].filter(([k]) => spec.inputs.some((i) => i.name === k)).map(([k, v]) => [k, v.data]));
     const read = await plan.execute(gpuFeeds, toRead);
+    raiseIndexChecks(checks, (v) => read.get(v));
     const result: Record<string, TensorData> = {};
     for (const o of outputs) {
       const v = valueOf(o);
@@ -197,6 +202,7 @@ export class Model {
         plan,
         loss: backward.graph.outputs[backward.graph.outputNames.indexOf(loss)]!,
         gradients: backward.gradients,
+        checks: backward.graph.checks ?? [],
         inputs: backward.graph.inputs.map((i) => i.name),
         summary: backward.summary,
       }));
@@ -223,7 +229,8 @@ export class Model {
     const tensors = this.normaliseFeeds(feeds);
     const g = await this.gradientPlan(Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), loss, wrt, valuesOf(tensors));
     const gpuFeeds = new Map([...tensors].filter(([k]) => g.inputs.includes(k)).map(([k, v]) => [k, v.data]));
-    const read = await g.plan.execute(gpuFeeds, [g.loss, ...g.gradients.values()]);
+    const read = await g.plan.execute(gpuFeeds, [g.loss, ...g.gradients.values(), ...g.checks.map((c) => c.value)]);
+    raiseIndexChecks(g.checks, (v) => read.get(v));
     const out = new Map<string, Float32Array>();
     for (const [w, name] of g.gradients) out.set(w, read.get(name) as Float32Array);
     return { loss: read.get(g.loss)![0]!, gradients: out };

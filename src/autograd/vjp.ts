@@ -768,6 +768,7 @@ export const VJP: { readonly [K in OpType]: VjpEntry } = {
   If: unsupported('If is resolved into one branch at specialisation'),
   Einsum: unsupported('Einsum is expanded into other ops at specialisation'),
   OneHot: null,
+  IndexCheck: null,
   // Rotary
   RotaryEmbedding,
   RotaryEmbeddingGrad,

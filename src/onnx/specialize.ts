@@ -35,6 +35,7 @@ import type { ResidentData, SpecializedGraph, SpecNode } from '../ir/static-grap
 import { sizeOf, toGpuArray, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
 import { conditionHolds, ifArity } from '../ops/control.js';
+import { insertIndexChecks } from './index-checks.js';
 import type { Inputs, OpContext, OpDef } from '../ops/types.js';
 
 /** Largest tensor (elements) a CPU fold reads or writes. */
@@ -412,12 +413,15 @@ function build(
     if (v !== o && producedBy.has(v) && !rename.has(v) && !outputNames.includes(v)) rename.set(v, o);
   });
   const rn = (v: string): string => rename.get(v) ?? v;
-  const nodes: SpecNode[] = rename.size === 0 ? final : final.map((n) => ({ ...n, inputs: n.inputs.map(rn), outputs: n.outputs.map(rn) }));
+  const renamed: SpecNode[] = rename.size === 0 ? final : final.map((n) => ({ ...n, inputs: n.inputs.map(rn), outputs: n.outputs.map(rn) }));
   outputs = outputs.map(rn);
   const infoOf = (v: string): ValueInfo => {
     for (const [from, to] of rename) if (to === v) return info.get(from)!;
     return info.get(v)!;
   };
+  // Gathers over indices computed at run time get their out-of-range checks.
+  const checked = insertIndexChecks(renamed, infoOf, (v, t) => info.set(v, t));
+  const nodes = checked.nodes;
 
   // 7. Collect types, constants, weights, resident data and runtime inputs.
   const types = new Map<string, TensorType>();
@@ -468,6 +472,7 @@ function build(
     weights,
     resident,
     symbols: bound,
+    checks: checked.checks,
   };
 }
 

@@ -6,6 +6,7 @@ import { controlOps } from './control.js';
 import { einsumOps } from './einsum.js';
 import { elementwiseOps } from './elementwise.js';
 import { ia3Ops } from './ia3.js';
+import { indexCheckOps } from './index-check.js';
 import { layoutOps } from './layout.js';
 import { lossOps } from './loss.js';
 import { matmulOps } from './matmul.js';
@@ -20,6 +21,7 @@ export const OPS = {
   ...einsumOps,
   ...elementwiseOps,
   ...ia3Ops,
+  ...indexCheckOps,
   ...layoutOps,
   ...lossOps,
   ...matmulOps,
