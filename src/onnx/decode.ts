@@ -502,7 +502,7 @@ function decodeNodes(raw: readonly onnx.INodeProto[], sink: NodeSink, branch: Br
       if (reason !== undefined) sink.note(opType, domain, name, reason);
     }
     if (opType === 'If' && domain === '') {
-      sink.nodes.push(flattenIf(n, name, ins, outs, sink, branch));
+      sink.nodes.push(flattenIf(n, name, n.name || `${opType}_${i}`, ins, outs, sink, branch));
       return;
     }
     const attrs: Record<string, AttrValue> = {};
@@ -514,8 +514,11 @@ function decodeNodes(raw: readonly onnx.INodeProto[], sink: NodeSink, branch: Br
   });
 }
 
-/** Decodes both branches of an If node into `sink` and returns the flattened If node. */
-function flattenIf(n: onnx.INodeProto, name: string, ins: readonly string[], outs: readonly string[], sink: NodeSink, parent: Branch | undefined): Node {
+/**
+ * Decodes both branches of an If node into `sink` and returns the flattened If node. `name` is its
+ * name in the graph, `own` its name in the file (what its branches' tags are made of).
+ */
+function flattenIf(n: onnx.INodeProto, name: string, own: string, ins: readonly string[], outs: readonly string[], sink: NodeSink, parent: Branch | undefined): Node {
   const file = sink.ctx.file;
   const depth = (parent?.depth ?? 0) + 1;
   if (depth > MAX_BRANCH_DEPTH) throw new FormatError(file, `If node '${name}' nests branches more than ${MAX_BRANCH_DEPTH} deep`);
@@ -530,7 +533,7 @@ function flattenIf(n: onnx.INodeProto, name: string, ins: readonly string[], out
       throw new FormatError(file, `If node '${name}': ${key} has ${(g.output ?? []).length} outputs, the node has ${outs.length}`);
     }
     if ((g.sparseInitializer ?? []).length > 0) throw new FormatError(file, `If node '${name}': ${key} has sparse initializers, which are not supported`);
-    const tag = `${parent ? `${parent.tag}>` : ''}${name.replace(/\//g, '|')}:${key === 'then_branch' ? 'then' : 'else'}`;
+    const tag = `${parent ? `${parent.tag}>` : ''}${own.replace(/\//g, '|')}:${key === 'then_branch' ? 'then' : 'else'}`;
     const rename = new Map<string, string>();
     // Values the branch produces are renamed; its initializers keep their names unless taken.
     for (const node of g.node ?? []) {
