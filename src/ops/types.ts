@@ -8,7 +8,7 @@
 //                  constant folding; naive loops, never on a hot path;
 //   - `gpu`:       the lowering to WGSL programs for a device (its traits come in the context),
 //                  or 'fold' for ops that only ever see constant inputs after shape
-//                  specialisation (Shape, Range, ConstantOfShape) and so always run on the CPU,
+//                  specialisation (Shape, Range, ConstantOfShape) and so always run on the CPU;
 //   - `expand`:    composite ops only (Einsum, OneHot): the op written as other registry ops,
 //                  which specialisation puts in its place, so the GPU plan, fusion and gradients
 //                  come from those; the op's own reference stays the independent oracle of the
@@ -26,6 +26,7 @@
 import type { LoweringSteps } from '../gpu/dispatch.js';
 import type { DeviceTraits } from '../gpu/traits.js';
 import type { Attrs } from '../ir/graph.js';
+import type { PlanNode } from '../ir/static-graph.js';
 import type { RefTensor, TensorType, ValueInfo } from '../ir/tensor.js';
 
 /** Where an op sits: for error messages and opset-dependent semantics. */
@@ -59,17 +60,12 @@ export interface LoweringContext extends OpContext {
 
 export type GpuLower = (inputs: Inputs<ValueInfo>, outputs: readonly TensorType[], attrs: Attrs, ctx: LoweringContext) => Lowering;
 
-/** One node of an expansion: an op of the registry, in the registry's domain for it. */
-export interface ExpansionNode {
-  readonly name: string;
-  readonly opType: string;
-  /** Value names: the expanded node's inputs, the expansion's constants, or earlier nodes' outputs. */
-  readonly inputs: readonly string[];
-  readonly outputs: readonly string[];
-  readonly attrs: Attrs;
-  /** Opset whose semantics `attrs` follow: an expansion pins it, whatever the model's opset. */
-  readonly opset: number;
-}
+/**
+ * One node of an expansion: an op of the registry, in the registry's domain for it. Its `inputs`
+ * name the expanded node's inputs, the expansion's constants, or earlier nodes' outputs; its
+ * `opset` is pinned by the expansion (the semantics `attrs` follow, whatever the model's opset).
+ */
+export type ExpansionNode = PlanNode;
 
 /** A composite op written as other registry ops: nodes in order, and the constants they read. */
 export interface Expansion {

@@ -19,7 +19,7 @@ import { getPeftModel, type PeftModel } from '../../src/peft/model.js';
 import type { Example } from '../../src/train/data.js';
 import { Trainer } from '../../src/train/trainer.js';
 import { getGpu } from '../util/gpu.js';
-import { closeness } from '../util/tensors.js';
+import { closeness, relativeError } from '../util/tensors.js';
 
 interface JsonTensor {
   dtype: 'float32' | 'int64' | 'int32' | 'bool';
@@ -82,16 +82,6 @@ function labelsOf(task: 'CAUSAL_LM' | 'SEQ_CLS', feeds: Record<string, TensorDat
   const ids = Object.entries(feeds).find(([k]) => k.startsWith('input_ids'))![1];
   if (task === 'CAUSAL_LM') return { data: BigInt64Array.from(ids.data as ArrayLike<number | bigint>, (v) => BigInt(v)), dims: ids.dims };
   return { data: BigInt64Array.from({ length: ids.dims[0]! }, (_, i) => BigInt(i % 2)), dims: [ids.dims[0]!] };
-}
-
-function relativeError(got: ArrayLike<number>, want: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i]! - want[i]!) ** 2;
-    den += want[i]! ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
 }
 
 const adapterShapes = (peft: PeftModel): Record<string, number[]> =>
