@@ -8,10 +8,15 @@
 //   2. the node's scope name, which torch.onnx.export writes as `/model/layers.0/self_attn/k_proj/MatMul`
 //      (modules joined by '/', ModuleList indices by '.'), unless several weights share one scope;
 //   3. the weight initializer's name (`bert.encoder.layer.0.attention.self.key.weight`), which
-//      constant folding often replaces by `onnx::MatMul_123`;
+//      constant folding often replaces by `onnx::MatMul_123`; TensorFlow exports (tf2onnx,
+//      keras2onnx) name it `bert/encoder/layer_0/.../key/kernel:0`, which transformers' TF → PyTorch
+//      name mapping turns into the same path;
 //   4. the bias initializer of the Add that follows the MatMul (`…k_lin.bias`), or Gemm's C.
 // Layers where none applies are left out (`unnamedLinears` lists them, so a caller can ask for a
 // mapping). GPT-2's Conv1D stores W as [in, out] and runs as Gemm (addmm) or MatMul + Add.
+// One module may be computed by several nodes: optimum's merged decoders hold it in both branches
+// of an If (the importer inlines both, see onnx/decode.ts), reading one weight; such nodes are one
+// module, the later ones its `sites`.
 
 import { isFloat } from '../ir/dtype.js';
 import type { Graph, Initializer, Node } from '../ir/graph.js';
@@ -39,6 +44,19 @@ export interface ModuleInfo {
   readonly transpose?: string;
   /** Where the path came from. */
   readonly pathSource: 'moduleMap' | 'scope' | 'weight' | 'bias';
+  /**
+   * Other nodes computing the same module with the same weight (the other branch of a merged
+   * decoder's If): IA3 scales them all with the module's one vector.
+   */
+  readonly sites?: readonly ModuleSite[];
+}
+
+/** A node computing a module: the MatMul/Gemm, its bias Add, the Transpose of its weight. */
+export type ModuleSite = Pick<ModuleInfo, 'node' | 'bias' | 'transpose'>;
+
+/** The nodes of a module: its own, then its other sites. */
+export function moduleSites(m: ModuleInfo): ModuleSite[] {
+  return [m, ...(m.sites ?? [])];
 }
 
 export interface FindModulesOptions {
@@ -139,8 +157,40 @@ export function scopePath(nodeName: string): string | undefined {
   return parts.length > 0 && PATH_RE.test(path) ? path : undefined;
 }
 
-/** 'x.key.weight' (or 'x.key.weight_transposed') → 'x.key'; undefined for names like 'onnx::MatMul_1'. */
+/** TensorFlow's names of a layer's weight and bias variables, by PyTorch name. */
+const TF_PARAMETER: Readonly<Record<'weight' | 'bias', readonly string[]>> = { weight: ['kernel'], bias: ['bias'] };
+
+/**
+ * A TensorFlow variable name as transformers maps it to PyTorch (modeling_tf_pytorch_utils and
+ * load_tf_weights_in_bert): ':0' dropped, '_._' and 'layer_3' split into levels, a Keras model's
+ * own first level (`tf_bert_for_sequence_classification/`) dropped, levels joined by '.'.
+ * 'tf_bert_for_x/bert/encoder/layer_._0/attention/self/key/kernel:0' and
+ * 'bert/encoder/layer_0/attention/self/key/kernel:0' → 'bert.encoder.layer.0.attention.self.key'.
+ */
+export function tfParameterPath(name: string, suffix: 'weight' | 'bias'): string | undefined {
+  if (!name.includes('/')) return undefined;
+  const levels = name
+    .replace(/:\d+$/, '')
+    .replace(/_\._/g, '/')
+    .split('/')
+    .filter((l) => l !== '')
+    .flatMap((l) => {
+      const m = /^([A-Za-z]+)_(\d+)$/.exec(l);
+      return m ? [m[1]!, m[2]!] : [l];
+    });
+  if (levels[0]?.startsWith('tf_')) levels.shift();
+  if (!TF_PARAMETER[suffix].includes(levels.pop() ?? '')) return undefined;
+  const path = levels.join('.');
+  return levels.length > 0 && PATH_RE.test(path) ? path : undefined;
+}
+
+/**
+ * 'x.key.weight' (or 'x.key.weight_transposed') → 'x.key', and TensorFlow's '…/key/kernel:0' the
+ * same way (tfParameterPath); undefined for names like 'onnx::MatMul_1'.
+ */
 export function parameterPath(name: string, suffix: 'weight' | 'bias'): string | undefined {
+  const tf = tfParameterPath(name, suffix);
+  if (tf) return tf;
   const base = name.replace(/(_transposed|_transpose|_T|\.T)$/, '');
   if (!base.endsWith(`.${suffix}`)) return undefined;
   const path = base.slice(0, -suffix.length - 1);
@@ -169,6 +219,24 @@ export function findModules(graph: Graph, options: FindModulesOptions = {}): Mod
     ];
     const hit = candidates.find((c) => c[0] !== undefined);
     if (hit) out.push({ path: hit[0]!, pathSource: hit[1], ...l });
+  }
+  return mergeSites(out);
+}
+
+/** Folds modules of one path and one weight (and layout) into the first, the rest as its sites. */
+function mergeSites(modules: readonly ModuleInfo[]): ModuleInfo[] {
+  const first = new Map<string, number>();
+  const out: ModuleInfo[] = [];
+  for (const m of modules) {
+    const key = `${m.path}\u0000${m.weight}\u0000${m.weightLayout}\u0000${m.kind}`;
+    const at = first.get(key);
+    if (at === undefined) {
+      first.set(key, out.length);
+      out.push(m);
+      continue;
+    }
+    const site: ModuleSite = { node: m.node, ...(m.bias ? { bias: m.bias } : {}), ...(m.transpose ? { transpose: m.transpose } : {}) };
+    out[at] = { ...out[at]!, sites: [...(out[at]!.sites ?? []), site] };
   }
   return out;
 }

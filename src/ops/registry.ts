@@ -2,23 +2,31 @@
 // lowering (see types.ts). `OpType` is derived from this table, and the autograd's VJP table is a
 // mapped type over OpType, so adding an op here without its gradient rule does not compile.
 
+import { controlOps } from './control.js';
+import { einsumOps } from './einsum.js';
 import { elementwiseOps } from './elementwise.js';
 import { ia3Ops } from './ia3.js';
+import { indexCheckOps } from './index-check.js';
 import { layoutOps } from './layout.js';
 import { lossOps } from './loss.js';
 import { matmulOps } from './matmul.js';
 import { normalizationOps } from './normalization.js';
+import { oneHotOps } from './onehot.js';
 import { reduceOps } from './reduce.js';
 import { rotaryOps } from './rotary.js';
 import type { OpDef } from './types.js';
 
 export const OPS = {
+  ...controlOps,
+  ...einsumOps,
   ...elementwiseOps,
   ...ia3Ops,
+  ...indexCheckOps,
   ...layoutOps,
   ...lossOps,
   ...matmulOps,
   ...normalizationOps,
+  ...oneHotOps,
   ...reduceOps,
   ...rotaryOps,
 } satisfies Record<string, OpDef>;

@@ -20,7 +20,7 @@ import type { Graph, Initializer } from '../ir/graph.js';
 import { sizeOf, type ValueInfo } from '../ir/tensor.js';
 import type { Model } from '../model.js';
 import { rewriteOnnxTensors, type OnnxWithExternalData } from '../onnx/export.js';
-import type { ModuleInfo } from '../onnx/modules.js';
+import { moduleSites, type ModuleInfo } from '../onnx/modules.js';
 import { OPS } from '../ops/registry.js';
 import type { Adapter } from './adapter.js';
 import type { SavedCopy } from './inject.js';
@@ -81,7 +81,7 @@ export function checkMergeable(graph: Graph, modules: readonly ModuleInfo[], opt
   }
   const problems: string[] = [];
   for (const m of modules) {
-    const own = new Set([m.node, m.transpose, m.bias?.node].filter((n): n is string => !!n));
+    const own = new Set(moduleSites(m).flatMap((x) => [x.node, x.transpose, x.bias?.node]).filter((n): n is string => !!n));
     for (const name of [m.weight, m.bias?.initializer].filter((n): n is string => !!n)) {
       const init = graph.initializers.get(name)!;
       if (init.dtype !== 'float32') problems.push(`'${name}' of module '${m.path}' is ${init.dtype}; merging supports float32 weights`);

@@ -2,7 +2,7 @@
 // differs from the generated text, and rewrites it when run with UPDATE_DOCS=1.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { gpuPath, supportedOpsMarkdown } from '../../src/onnx/docs.js';
+import { gpuPath, opsetRange, supportedOpsMarkdown } from '../../src/onnx/docs.js';
 import { OPS } from '../../src/ops/registry.js';
 import type { OpDef } from '../../src/ops/types.js';
 
@@ -21,7 +21,7 @@ describe('docs/supported-ops.md', () => {
     for (const [name, def] of Object.entries(OPS) as [string, OpDef][]) {
       const rows = text.split('\n').filter((l) => l.startsWith(`| ${name} |`));
       expect(rows, name).toHaveLength(1);
-      expect(rows[0]).toContain(`| ${def.domain || 'ai.onnx'} | ${def.sinceVersion ?? 1} | ${gpuPath(name, def)} |`);
+      expect(rows[0]).toContain(`| ${def.domain || 'ai.onnx'} | ${opsetRange(def)} | ${gpuPath(name, def)} |`);
     }
   });
 
@@ -33,5 +33,16 @@ describe('docs/supported-ops.md', () => {
     expect(gpuPath('X', { ...base, gpu: (inputs) => ({ alias: inputs[0]!.dims.length }) })).toBe('kernel');
     expect(gpuPath('Identity', { ...base, gpu: () => ({ alias: 0 }) })).toBe('removed at specialisation');
     expect(gpuPath('Constant', { ...base, gpu: 'fold' })).toBe('folded on load');
+    expect(gpuPath('X', { ...base, gpu: () => ({ steps: [] }), expand: () => ({ nodes: [], constants: new Map() }) })).toBe('expanded');
+    expect(gpuPath('If', { ...base, gpu: () => ({ steps: [] }) })).toBe('branch chosen at specialisation');
+  });
+
+  it('gives the opsets an op runs: the importer range for ai.onnx, the op\'s own otherwise', () => {
+    const base = { doc: 'x', shape: () => [], reference: () => [], gpu: 'fold' as const };
+    expect(opsetRange({ ...base, domain: '' })).toBe('7–21');
+    expect(opsetRange({ ...base, domain: '', sinceVersion: 13 })).toBe('13–21');
+    expect(opsetRange({ ...base, domain: '', sinceVersion: 11, untilVersion: 26 })).toBe('11–21');
+    expect(opsetRange({ ...base, domain: '', sinceVersion: 11, untilVersion: 18 })).toBe('11–18');
+    expect(opsetRange({ ...base, domain: 'com.microsoft' })).toBe('1+');
   });
 });

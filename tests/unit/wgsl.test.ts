@@ -9,6 +9,7 @@ import { copyShader } from '../../src/gpu/copy.js';
 import { uniformStruct, type Shader } from '../../src/gpu/wgsl.js';
 import { elementwiseShader } from '../../src/ops/elementwise.js';
 import { ia3Shader } from '../../src/ops/ia3.js';
+import { indexCheckShader } from '../../src/ops/index-check.js';
 import { gatherShader, padShader, stridedShader, transposeShader, triluShader } from '../../src/ops/layout-kernels.js';
 import { lossShader } from '../../src/ops/loss.js';
 import { matmulGemvShader, matmulShader } from '../../src/ops/matmul.js';
@@ -23,6 +24,7 @@ const SHADERS: readonly Shader[] = [
   trainShader,
   elementwiseShader,
   ia3Shader,
+  indexCheckShader,
   gatherShader,
   padShader,
   stridedShader,

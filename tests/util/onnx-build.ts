@@ -94,3 +94,38 @@ export function withExternalData(
   parts.reduce((at, c) => (data.set(c, at), at + c.length), 0);
   return { model: new Uint8Array(onnx.ModelProto.encode(p).finish()), data, first: moved[0] ?? '', moved };
 }
+
+export interface ValueSpec {
+  name: string;
+  dims?: (number | string)[];
+  elemType?: number;
+}
+
+/** A value_info of a tensor (float32 unless `elemType`; symbolic dims as strings). */
+export function valueInfo(v: ValueSpec): onnx.IValueInfoProto {
+  return {
+    name: v.name,
+    type: {
+      tensorType: {
+        elemType: v.elemType ?? onnx.TensorProto.DataType.FLOAT,
+        ...(v.dims ? { shape: { dim: v.dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } : {}),
+      },
+    },
+  };
+}
+
+/** A model of the given nodes (subgraphs allowed), inputs, outputs and initializers. */
+export function graphModel(
+  nodes: onnx.INodeProto[],
+  inputs: ValueSpec[],
+  outputs: ValueSpec[],
+  initializers: onnx.ITensorProto[] = [],
+  opset = 17,
+  irVersion = 8,
+): Uint8Array {
+  return onnx.ModelProto.encode({
+    irVersion,
+    opsetImport: [{ domain: '', version: opset }],
+    graph: { name: 'g', node: nodes, input: inputs.map(valueInfo), output: outputs.map(valueInfo), initializer: initializers },
+  }).finish();
+}
