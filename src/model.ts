@@ -344,7 +344,8 @@ function toGpuFeed(name: string, dtype: DataType, feed: Feed): { dims: number[];
 /**
  * Loads a frozen transformer exported to ONNX.
  * @param source URL of a Hugging Face model folder or of an `.onnx` file, the file's bytes, or
- *   `File`s (a picked folder); external data is found by its location name.
+ *   `File`s (a picked folder); in Node also the file path of such a folder or `.onnx` file.
+ *   External data is found by its location name, next to the `.onnx`.
  */
 export async function loadModel(source: ModelSource, options: LoadModelOptions = {}): Promise<Model> {
   const { graph, config, files, modelPath, externalData } = await loadOnnx(source, options);
