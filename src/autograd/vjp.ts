@@ -767,4 +767,6 @@ export const VJP: { readonly [K in OpType]: VjpEntry } = {
   // Rotary
   RotaryEmbedding,
   RotaryEmbeddingGrad,
+  // Attention masks are piecewise constant in every input.
+  AttentionMask: null,
 };

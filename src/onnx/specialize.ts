@@ -16,7 +16,7 @@
 // gets a new graph object, see Model.replaceInitializers), so an entry cannot go stale.
 
 import { IA3Error, InputError, ShapeError, UnsupportedOpError } from '../errors.js';
-import { initializerGpuData, initializerToRef, normDomain, opsetOf, type Graph, type Node } from '../ir/graph.js';
+import { initializerGpuData, initializerToRef, nodeOpset, normDomain, type Graph, type Node } from '../ir/graph.js';
 import { clampedRange } from '../ir/shape.js';
 import type { ResidentData, SpecializedGraph, SpecNode } from '../ir/static-graph.js';
 import { sizeOf, toGpuArray, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
@@ -193,7 +193,7 @@ function build(graph: Graph, inputShapes: Readonly<Record<string, readonly numbe
   const kept: SpecNode[] = [];
   for (const node of graph.nodes) {
     if (!liveNodes.has(node)) continue;
-    const opset = opsetOf(graph, node.domain);
+    const opset = nodeOpset(graph, node);
     const ctx: OpContext = { opType: node.opType, nodeName: node.name, opset, numOutputs: node.outputs.length };
     // Inference: Dropout is the identity. Only a Dropout whose mask is read stays a node.
     const maskRead = node.opType === 'Dropout' && !!node.outputs[1] && consumed.has(node.outputs[1]);

@@ -10,7 +10,9 @@
 //                  or 'fold' for ops that only ever see constant inputs after shape
 //                  specialisation (Shape, Range, ConstantOfShape) and so always run on the CPU.
 // The registry (registry.ts) is a table over all op types; the autograd table is a mapped type over
-// the same keys, so a new op does not compile until it has every piece.
+// the same keys, so a new op does not compile until it has every piece. Fused ops of other tools
+// (onnxruntime's com.microsoft contrib ops) are ExpandedOpDefs instead: a shape rule, a reference
+// and an expansion into primitives at load, and no lowering or gradient of their own.
 //
 // Conventions:
 //   - Attribute names are ONNX's (`perm`, `axis`, `transA`, `epsilon`).
@@ -21,8 +23,10 @@
 
 import type { LoweringSteps } from '../gpu/dispatch.js';
 import type { DeviceTraits } from '../gpu/traits.js';
-import type { Attrs } from '../ir/graph.js';
+import type { DataType } from '../ir/dtype.js';
+import type { Attrs, ExpandedOp, Initializer, Node } from '../ir/graph.js';
 import type { RefTensor, TensorType, ValueInfo } from '../ir/tensor.js';
+import type { OpType } from './registry.js';
 
 /** Where an op sits: for error messages and opset-dependent semantics. */
 export interface OpContext {
@@ -65,4 +69,55 @@ export interface OpDef {
   shape(inputs: Inputs<ValueInfo>, attrs: Attrs, ctx: OpContext): TensorType[];
   reference(inputs: Inputs<RefTensor>, attrs: Attrs, ctx: OpContext): RefTensor[];
   readonly gpu: GpuLower | 'fold';
+}
+
+/**
+ * What an expansion writes with (ops/expansion.ts): primitive nodes and constants in place of one
+ * fused node, before shapes are known. Emitted ai.onnx nodes follow EXPANSION_OPSET's semantics.
+ */
+export interface Expander {
+  /** The fused node being replaced (an omitted optional input is ''). */
+  readonly node: Node;
+  /** Input `i`, or undefined when omitted. */
+  input(i: number): string | undefined;
+  /** Input `i`, which the op requires (an UnsupportedOpError naming it otherwise). */
+  need(i: number, what: string): string;
+  /** Emits a primitive node; its outputs are `outputs` when given (names or a count), else one fresh value. */
+  emit(opType: OpType, inputs: readonly (string | undefined)[], attrs?: Attrs, outputs?: number | readonly string[]): string[];
+  /** Emits a primitive node with one output and returns it; `output` names it (default: a fresh value). */
+  op(opType: OpType, inputs: readonly (string | undefined)[], attrs?: Attrs, output?: string): string;
+  /** A constant tensor (an initializer flagged `constant`, so never counted as a parameter). */
+  constant(t: { readonly dtype: DataType; readonly dims: readonly number[]; readonly data: ArrayLike<number> }, hint: string): string;
+  /** An int64 vector constant (shapes, axes, split sizes). */
+  ints(values: readonly number[]): string;
+  /** A scalar constant of `dtype`. */
+  scalar(value: number, dtype: DataType): string;
+  /** What is known of a value's dims before specialisation: undefined entries are symbolic, undefined altogether when the rank is unknown. */
+  dims(value: string): readonly (number | undefined)[] | undefined;
+  /** The initializer a value is, when it is one. */
+  initializer(value: string): Initializer | undefined;
+  /** Marks an initializer the op reads as a module buffer (rotary caches), not a parameter. */
+  buffer(value: string): void;
+  /** Records the projections an attention op reads, for module discovery. */
+  attention(roles: NonNullable<ExpandedOp['attention']>): void;
+  /** Throws the UnsupportedOpError of this node (op, domain, node name, opset) with `reason`. */
+  unsupported(reason: string): never;
+}
+
+/**
+ * A fused op that has no kernel of its own: loading replaces each of its nodes by primitive ops of
+ * the registry (`expand`), so the GPU plan, fusion and the gradient all come from the primitives.
+ * `shape` and the float64 `reference`, written from the op's specification, are the independent
+ * oracle the expansion is tested against (tests/unit/contrib-ops.test.ts).
+ */
+export interface ExpandedOpDef {
+  readonly domain: string;
+  readonly sinceVersion?: number;
+  readonly doc: string;
+  shape(inputs: Inputs<ValueInfo>, attrs: Attrs, ctx: OpContext): TensorType[];
+  reference(inputs: Inputs<RefTensor>, attrs: Attrs, ctx: OpContext): RefTensor[];
+  /** Writes the op as primitive nodes; the node's declared outputs must be among their outputs. */
+  expand(x: Expander, attrs: Attrs): void;
+  /** No lowering: a fused op only ever reaches the compiler as its expansion. */
+  readonly gpu?: never;
 }
