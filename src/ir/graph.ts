@@ -89,6 +89,8 @@ export interface ExpandedOp {
   readonly node: Node;
   /** Names of the nodes the expansion emitted. */
   readonly nodes: readonly string[];
+  /** Names of the constants it added (shapes, axes; flagged `constant`). */
+  readonly constants: readonly string[];
   /**
    * For attention ops: the values holding the query, key and value projections (after their biases,
    * before heads are split), and the attention output before any output projection.

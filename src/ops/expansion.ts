@@ -149,7 +149,7 @@ export class ExpansionBuilder implements Expander {
     for (const o of this.node.outputs) {
       if (o && !produced.has(o)) this.unsupported(`its expansion does not produce output '${o}'`);
     }
-    const record: ExpandedOp = { node: this.node, nodes: this.nodes.map((n) => n.name), ...(this.roles ? { attention: this.roles } : {}) };
+    const record: ExpandedOp = { node: this.node, nodes: this.nodes.map((n) => n.name), constants: this.inits.map((i) => i.name), ...(this.roles ? { attention: this.roles } : {}) };
     return { nodes: this.nodes, initializers: this.inits, buffers: this.buffers, record };
   }
 }
