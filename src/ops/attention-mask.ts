@@ -80,6 +80,10 @@ function geometry(inputs: Inputs<TensorType>, ctx: OpContext): MaskGeometry {
     if (!seqlens || !total) fail('seqlens_k and total_sequence_length are given together');
     if (!isInt(seqlens!) || seqlens!.dims.length !== 1 || seqlens!.dims[0] !== b) fail(`seqlens_k must be an int tensor [${b}], got ${seqlens!.dtype} [${seqlens!.dims.join(',')}]`);
     if (!isInt(total!) || sizeOf(total!.dims) !== 1) fail(`total_sequence_length must hold one int, got ${total!.dtype} [${total!.dims.join(',')}]`);
+    const known = (total as ValueInfo).value?.data[0];
+    if (known !== undefined && known !== t) {
+      fail(`total_sequence_length ${known} differs from past + new keys ${t} (a shared past/present buffer), which is not supported`);
+    }
     return { ...base, form: 'seqlens' };
   }
   if (!mask) return { ...base, form: 'none' };

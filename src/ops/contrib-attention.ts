@@ -291,13 +291,12 @@ function attentionReference(inputs: Inputs<RefTensor>, attrs: Attrs, ctx: OpCont
   const scaleAttr = attrFloat(attrs, 'scale', 0);
   const mask = maskBiasRef(inputs[3], g.b, g.s, t, attrInt(attrs, 'unidirectional', 0) === 1, attrFloat(attrs, 'mask_filter_value', -10000), ctx);
   const out = attendRef(g.b, q, k, v, scaleAttr !== 0 ? scaleAttr : 1 / Math.sqrt(g.h), 0, addBias(mask, inputs[5]));
+  const output: RefTensor = { dtype: x.dtype, dims: [g.b, g.s, g.sizes[2]], data: out };
+  if (g.h !== g.hv) return [output]; // present stacks keys and values: their head sizes must agree
   const present = new Float64Array(2 * k.data.length);
   present.set(k.data);
   present.set(v.data, k.data.length);
-  return [
-    { dtype: x.dtype, dims: [g.b, g.s, g.sizes[2]], data: out },
-    { dtype: x.dtype, dims: [2, g.b, g.n, t, g.h], data: present },
-  ];
+  return [output, { dtype: x.dtype, dims: [2, g.b, g.n, t, g.h], data: present }];
 }
 
 function expandAttention(x: Expander, attrs: Attrs): void {
@@ -732,7 +731,8 @@ export const contribAttentionOps = {
     shape(inputs, attrs, ctx) {
       const g = attentionGeometry(inputs, attrs, ctx);
       const dtype = inputs[0]!.dtype;
-      return [{ dtype, dims: [g.b, g.s, g.sizes[2]] }, { dtype, dims: [2, g.b, g.n, g.p + g.s, g.h] }];
+      const output = { dtype, dims: [g.b, g.s, g.sizes[2]] };
+      return g.h === g.hv ? [output, { dtype, dims: [2, g.b, g.n, g.p + g.s, g.h] }] : [output];
     },
     reference: attentionReference,
     expand: expandAttention,

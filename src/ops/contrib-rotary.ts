@@ -162,6 +162,8 @@ export const contribRotaryOps = {
       const positionIds = x.need(1, 'position_ids');
       const cos = x.need(2, 'cos_cache');
       const sin = x.need(3, 'sin_cache');
+      x.buffer(cos);
+      x.buffer(sin);
       const rank = x.dims(input)?.length;
       const posRank = x.dims(positionIds)?.length;
       if (rank !== 3 && rank !== 4) return x.unsupported(`the rank of input '${input}' (3 or 4) must be known before shapes are`);
