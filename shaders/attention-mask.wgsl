@@ -8,7 +8,7 @@
 //   3  [B, T]         raw mask: 0 masks key j
 //   4  [B, S, T]      raw mask per query
 //   5  [B, 1, M, M2]  Megatron's square mask, read at row P + i
-// masked entries get P.filter; with P.causal keys after P + i get −FLT_MAX (onnxruntime's
+// masked entries get P.fill; with P.causal keys after P + i get −FLT_MAX (onnxruntime's
 // `lowest()`), overriding the mask. `nomask` writes the causal part alone.
 // `seqlens` is GroupQueryAttention's rule: seqlens[b] + 1 keys are valid in total; a first prompt
 // (S == total) has no past, otherwise the past of batch b holds past_b = seqlens[b] + 1 − S valid
@@ -72,7 +72,7 @@ fn masked(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     }
     default: {}
   }
-  var v = select(0.0, P.filter, hidden);
+  var v = select(0.0, P.fill, hidden);
   if (P.causal != 0u && causal_masked(i, j, P.p)) { v = -F32_MAX; }
   bias[e] = v;
 }
@@ -108,5 +108,7 @@ fn seqlen(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     back = i - (j - p);
   }
   if (R.window > 0 && back > R.window) { visible = false; }
-  gbias[e] = select(bitcast<f32>(NEG_INF_BITS), 0.0, visible);
+  // −∞ from its bits at run time (a constant −∞ is not a valid WGSL const-expression).
+  var bits = NEG_INF_BITS;
+  gbias[e] = select(bitcast<f32>(bits), 0.0, visible);
 }

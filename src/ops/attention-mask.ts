@@ -36,7 +36,7 @@ export const maskShader = new Shader('attention-mask.wgsl', maskText, {
       ['form', 'u32'],
       ['causal', 'u32'],
       ['window', 'i32'],
-      ['filter', 'f32'],
+      ['fill', 'f32'],
       ['m1', 'u32'],
       ['m2', 'u32'],
     ],
@@ -155,7 +155,7 @@ function maskLowering(inputs: Inputs<ValueInfo>, attrs: Attrs, ctx: OpContext): 
   const f = flags(attrs, ctx);
   const n = g.b * g.s * g.t;
   if (n === 0) return { steps: [] };
-  const uniforms = { b: g.b, s: g.s, t: g.t, p: g.p, form: FORMS[g.form], causal: f.causal ? 1 : 0, window: f.window, filter: f.filter, m1: g.m1, m2: g.m2 };
+  const uniforms = { b: g.b, s: g.s, t: g.t, p: g.p, form: FORMS[g.form], causal: f.causal ? 1 : 0, window: f.window, fill: f.filter, m1: g.m1, m2: g.m2 };
   const workgroups = grid(Math.ceil(n / WG));
   if (g.form === 'seqlens') {
     return { steps: [{ program: { kernel: seqlenKernel, overrides: { WG }, uniforms, workgroups }, bindings: [{ in: 2 }, { in: 3 }, { out: 0 }] }] };

@@ -71,8 +71,8 @@ export function mergeSteps(graph: Graph, module: ModuleInfo, feedforward: boolea
     steps.push({ initializer: module.bias.initializer, dims: bias.dims, axis: 0, vector: module.bias.offset !== undefined ? within(bias.dims[0]!, module.bias.offset) : vector });
   }
   for (const s of steps) {
-    if (s.dims[s.axis] !== vector.length || (s.dims.length !== 2 && s.dims.length !== 1)) {
-      throw new InputError(`module '${module.path}': a vector of ${vector.length} values cannot scale axis ${s.axis} of '${s.initializer}' [${s.dims.join(', ')}]`);
+    if (s.dims[s.axis] !== s.vector.length || (s.dims.length !== 2 && s.dims.length !== 1)) {
+      throw new InputError(`module '${module.path}': a vector of ${s.vector.length} values cannot scale axis ${s.axis} of '${s.initializer}' [${s.dims.join(', ')}]`);
     }
   }
   return steps;

@@ -6,6 +6,7 @@
 //     a state dict trained on one loaded into the other gives the same outputs and gradients;
 //   - Qwen2 (no plain export here): the keys and shapes PEFT gives Qwen2ForCausalLM.
 import { readFileSync } from 'node:fs';
+import { onnx as onnxProto } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { InputError } from '../../src/errors.js';
 import type { GpuContext } from '../../src/gpu/device.js';
@@ -153,5 +154,55 @@ describe('IA3 through fused ops: the optimised export adapts like the plain one'
     );
     // 70,208 frozen parameters (the 512 values of the rotary caches are buffers) + 2·(64 + 32 + 96).
     expect(peft.printTrainableParameters()).toBe('trainable params: 384 || all params: 70,592 || trainable%: 0.5440');
+  });
+});
+
+describe('merging IA3 into fused-op weights, and what describe() says', () => {
+  const EXPORTED: readonly [string, string, Pair['task'], (ids: number[][]) => Record<string, TensorData>][] = [
+    ['real/bert-ort-optimized', 'onnx/model_optimized.onnx', 'SEQ_CLS', (ids) => PAIRS[0]!.optimizedFeeds(ids, [6, 4])],
+    ['real/bert-ort-optimized', 'onnx/model_optimized_mha.onnx', 'SEQ_CLS', (ids) => PAIRS[2]!.optimizedFeeds(ids, [6, 4])],
+  ];
+  // (The genai files are ONNX IR 10, which exportMergedOnnx does not re-encode; their packed
+  // qkv_proj merges on the GPU in tests/gpu/contrib.test.ts.)
+  for (const [folder, file, task, feeds] of EXPORTED) {
+    it(`${folder}/${file}: the merged export (packed column ranges, sliced biases) computes the adapted model`, async () => {
+      const model = cpuModel(folder, file);
+      // SEQ_CLS's classifier copy is left out: only the IA3 vectors are merged here.
+      const peft = getPeftModel(model, new IA3Config({ initIa3Weights: false, ...(task === 'SEQ_CLS' ? {} : { taskType: task }) }));
+      const ids = tokenRows(2, 6, 100, 3);
+      const adapted = peft.runReference(feeds(ids));
+      const { onnx } = await peft.exportMergedOnnx();
+      const merged = runReferenceModel(decodeOnnx(onnx), Object.fromEntries(Object.entries(feeds(ids)).map(([k, t]) => [k, { dtype: t.data instanceof BigInt64Array ? 'int64' : 'float32', dims: t.dims, data: Float64Array.from(t.data as ArrayLike<number | bigint>, Number) } as RefTensor])));
+      const { worst, maxAbs } = closeness(merged.logits!.data, adapted.logits!.data, { rtol: 1e-5, atol: 1e-6 });
+      expect(worst, `merged vs adapted, max |Δ| ${maxAbs}`).toBeLessThanOrEqual(1);
+      // The base model (ones) differs from the adapted one: the vectors were folded in.
+      expect(closeness(runReferenceModel(decodeOnnx(model.onnxFile!.bytes), Object.fromEntries(Object.entries(feeds(ids)).map(([k, t]) => [k, { dtype: t.data instanceof BigInt64Array ? 'int64' : 'float32', dims: t.dims, data: Float64Array.from(t.data as ArrayLike<number | bigint>, Number) } as RefTensor]))).logits!.data, adapted.logits!.data, { rtol: 1e-5, atol: 1e-6 }).worst).toBeGreaterThan(1);
+    });
+  }
+
+  it('describe() lists the expanded fused ops and the parts of packed projections', () => {
+    const text = cpuModel('real/bert-ort-optimized', 'onnx/model_optimized.onnx').describe();
+    expect(text).toContain('Fused ops expanded into the ops above (9): com.microsoft.EmbedLayerNormalization ×1, com.microsoft.Attention ×2, com.microsoft.SkipLayerNormalization ×4, com.microsoft.BiasGelu ×2');
+    expect(text).toMatch(/bert\.encoder\.layer\.0\.attention\.self\.key +MatMul +32 → 32 +bias +weight Attention_0_qkv_weight \(in_out\), columns 32\.\.64 of 96/);
+    expect(text).not.toContain('Linear layers without a module path');
+  });
+
+  it('says which fused op hides a projection it cannot name, and why', () => {
+    // The same graph with the attention output projections' names gone (node scopes and bias
+    // names): no layout to name q/k/v from.
+    const bytes = new Uint8Array(readFileSync(`${ROOT}/real/bert-ort-optimized/onnx/model_optimized.onnx`));
+    const m = onnxProto.ModelProto.decode(bytes);
+    const hide = (name: string): string => (/attention[/.]output[/.]dense/.test(name) ? `hidden_${name.length}_${name.replace(/\D/g, '')}` : name);
+    for (const n of m.graph!.node!) {
+      n.name = hide(n.name ?? '');
+      n.input = n.input!.map(hide);
+      n.output = n.output!.map(hide);
+    }
+    for (const t of m.graph!.initializer!) t.name = hide(t.name ?? '');
+    const graph = decodeOnnx(onnxProto.ModelProto.encode(m).finish());
+    const modules = findModules(graph);
+    expect(modules.some((x) => x.path.includes('attention.self'))).toBe(false);
+    const model = new Model(noGpu, graph, undefined, modules, 'bert', new Map());
+    expect(model.describe()).toMatch(/Attention_0\/MatMul +MatMul +32 → 96 +weight Attention_0_qkv_weight +inside com\.microsoft\.Attention 'Attention_0': no output projection with a known module layout reads its result/);
   });
 });

@@ -4,6 +4,7 @@
 // the shape rule against the expansion's output types; the gradient of the expansion against
 // central finite differences of the reference (each float runtime input, as autograd-rules does
 // for primitives); and the typed refusals.
+import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { extendGraph } from '../../src/autograd/builder.js';
 import { buildBackward, gradName } from '../../src/autograd/grad.js';
@@ -100,18 +101,15 @@ describe('contrib op gradients (through the expansion) equal finite differences 
 });
 
 describe('contrib ops: domains and refusals', () => {
-  const node = (op: string, domain: string, opset: number, attrs: Parameters<typeof singleOpModel>[3] = []) => {
-    const bytes = singleOpModel(op, [{ name: 'x', dims: [2, 3, 8] }, { name: 'g', dims: [8] }], { name: 'y', dims: [2, 3, 8] }, attrs, [], opset);
-    return bytes;
-  };
+  const node = (op: string, opset: number): Uint8Array => singleOpModel(op, [{ name: 'x', dims: [2, 3, 8] }, { name: 'g', dims: [8] }], { name: 'y', dims: [2, 3, 8] }, [], [], opset);
 
   it('resolves an op by (domain, op type): com.microsoft.LayerNormalization is refused, naming op, domain, node and opset', () => {
     // onnxruntime registers LayerNormalization in the ONNX domain only.
-    const m = decodeOnnx(node('LayerNormalization', '', 17));
+    const m = decodeOnnx(node('LayerNormalization', 17));
     expect(m.nodes[0]!.opType).toBe('LayerNormalization');
     let e: unknown;
     try {
-      decodeOnnx(withDomain(node('LayerNormalization', '', 17), 'com.microsoft'));
+      decodeOnnx(withDomain(node('LayerNormalization', 17), 'com.microsoft'));
     } catch (err) {
       e = err;
     }
@@ -154,7 +152,6 @@ function withDomain(bytes: Uint8Array, domain: string): Uint8Array {
   });
 }
 
-import { onnx } from 'onnx-proto';
 function rewrite(bytes: Uint8Array, f: (m: onnx.ModelProto) => void): Uint8Array {
   const m = onnx.ModelProto.decode(bytes);
   f(m);
