@@ -120,3 +120,19 @@ export function diff(
   }
   return { maxAbs, worst, at };
 }
+
+/** Every output onnxruntime-web recorded for case `c` against `outputs`, under the case's compare rules. */
+export function ortDiffs(
+  c: RefCase,
+  expected: OrtCase,
+  outputs: Readonly<Record<string, { readonly dims: readonly number[]; readonly data: ArrayLike<number> }>>,
+  tol: { atol: number; rtol: number },
+): { name: string; maxAbs: number; worst: number }[] {
+  return Object.entries(expected.outputs ?? {}).map(([name, want]) => {
+    const got = outputs[name];
+    if (!got) return { name, maxAbs: Infinity, worst: Infinity };
+    const keep = compareMask(c.compare?.[name] ?? 'all', want, c.inputs);
+    const d = diff({ dtype: 'float32', dims: [...got.dims], data: Array.from(got.data) }, want, keep, tol);
+    return { name, maxAbs: d.maxAbs, worst: d.worst };
+  });
+}
