@@ -76,6 +76,8 @@ export class UnsupportedOpError extends IA3Error {
   readonly opset: number | undefined;
   /** The op's domain when it is not ai.onnx (e.g. 'com.microsoft'); '' otherwise. */
   readonly domain: string;
+  /** The reason, without the op and node the message starts with. */
+  readonly detail: string;
   constructor(opType: string, nodeName: string, detail: string, opset?: number, domain = '') {
     super(
       'UNSUPPORTED_OP',
@@ -85,6 +87,7 @@ export class UnsupportedOpError extends IA3Error {
     this.nodeName = nodeName;
     this.opset = opset;
     this.domain = domain;
+    this.detail = detail;
   }
 }
 

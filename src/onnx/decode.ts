@@ -499,7 +499,7 @@ export function buildGraph(
     nodes: sorted,
   };
   // Fused ops become primitives here; one an expansion refuses is reported with the others.
-  const graph = expandGraph(decoded, (node, e) => note(node.opType, node.domain, node.name, e.message.replace(/^.*?: /, '')));
+  const graph = expandGraph(decoded, (node, e) => note(node.opType, node.domain, node.name, e.detail));
   if (unsupported.size > 0 && !options.allowUnsupported) throw unsupportedError([...unsupported.values()], opsets.get('') ?? 0);
   return graph;
 }
@@ -526,8 +526,11 @@ function unsupportedError(list: Unsupported[], opset: number): UnsupportedOpsErr
  */
 export class UnsupportedOpsError extends UnsupportedOpError {
   readonly ops: readonly { opType: string; domain: string; nodes: readonly string[]; reason?: string }[];
+  /** The first op's domain ('' for ai.onnx); `opset` is the model's ai.onnx opset. */
+  override readonly domain: string;
   constructor(ops: UnsupportedOpsError['ops'], detail: string, opset: number) {
-    super(ops[0]!.opType, ops[0]!.nodes[0]!, detail, opset, ops[0]!.domain);
+    super(ops[0]!.opType, ops[0]!.nodes[0]!, detail, opset);
     this.ops = ops;
+    this.domain = ops[0]!.domain;
   }
 }

@@ -159,7 +159,7 @@ export function linearNodes(graph: Graph): LinearNode[] {
   return found;
 }
 
-/** The constant sizes of a Split node's outputs, when known (sizes input or attribute, or equal parts). */
+/** The constant sizes of a Split node's outputs, when it states them (sizes input or attribute). */
 function splitSizes(graph: Graph, split: Node): number[] | undefined {
   const input = split.inputs[1];
   if (input) {
@@ -172,8 +172,8 @@ function splitSizes(graph: Graph, split: Node): number[] | undefined {
 }
 
 /** The Split along the last axis that alone reads a linear's output (after its bias), with its sizes. */
-function packedSplit(graph: Graph, l: LinearNode, consumers: ReadonlyMap<string, readonly Node[]>, producedBy: ReadonlyMap<string, Node>): { node: Node; sizes: number[] } | undefined {
-  const out = l.bias ? producedBy.get(l.bias.node)?.outputs[0] : producedBy.get(l.node)?.outputs[0];
+function packedSplit(graph: Graph, l: LinearNode, consumers: ReadonlyMap<string, readonly Node[]>, nodeByName: ReadonlyMap<string, Node>): { node: Node; sizes: number[] } | undefined {
+  const out = l.bias ? nodeByName.get(l.bias.node)?.outputs[0] : nodeByName.get(l.node)?.outputs[0];
   if (!out) return undefined;
   const readers = consumers.get(out) ?? [];
   const split = readers[0];
@@ -207,10 +207,15 @@ export function parameterPath(name: string, suffix: 'weight' | 'bias'): string |
 export function findModules(graph: Graph, options: FindModulesOptions = {}): ModuleInfo[] {
   const linears = linearNodes(graph);
   const consumers = new Map<string, Node[]>();
-  const producedBy = new Map<string, Node>();
+  const nodeByName = new Map<string, Node>();
   for (const n of graph.nodes) {
-    producedBy.set(n.name, n);
-    for (const i of new Set(n.inputs)) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+    nodeByName.set(n.name, n);
+    for (const i of new Set(n.inputs)) {
+      if (!i) continue;
+      const list = consumers.get(i);
+      if (list) list.push(n);
+      else consumers.set(i, [n]);
+    }
   }
   // A scope shared by linears with different weights (a functional F.linear inside a parent
   // module) names the parent, not a layer: those fall back to parameter names.
@@ -240,7 +245,7 @@ export function findModules(graph: Graph, options: FindModulesOptions = {}): Mod
   // Fused attentions: the role of each value they read, and their output projection's path.
   const byOutput = new Map<string, LinearNode>();
   for (const l of linears) {
-    const n = producedBy.get(l.node);
+    const n = nodeByName.get(l.node);
     if (n) byOutput.set(n.inputs[0]!, l);
   }
   const roleOf = new Map<string, { role: 0 | 1 | 2; siblings: ReturnType<typeof siblingPaths> }>();
@@ -258,12 +263,12 @@ export function findModules(graph: Graph, options: FindModulesOptions = {}): Mod
     const r = value ? roleOf.get(value) : undefined;
     return r?.siblings?.separate?.[r.role];
   };
-  const outputOf = (l: LinearNode): string | undefined => (l.bias ? producedBy.get(l.bias.node)?.outputs[0] : producedBy.get(l.node)?.outputs[0]);
+  const outputOf = (l: LinearNode): string | undefined => (l.bias ? nodeByName.get(l.bias.node)?.outputs[0] : nodeByName.get(l.node)?.outputs[0]);
 
   const out: ModuleInfo[] = [];
   for (const l of linears) {
     const path = pathOf(l);
-    const packed = packedSplit(graph, l, consumers, producedBy);
+    const packed = packedSplit(graph, l, consumers, nodeByName);
     if (packed && (!path || path[1] !== 'moduleMap')) {
       // Parts named by the tool's packing, or by a fused attention's layout.
       let parts = path ? packedPartPaths(path[0], packed.sizes.length, options.modelType) : undefined;
