@@ -667,16 +667,19 @@ function expandGqa(x: Expander, attrs: Attrs): void {
   let q: string;
   let k: string;
   let v: string;
-  let h: number | undefined;
-  if (!key && !value) {
-    const d = lastDim(x, query, 'splitting the packed query/key/value');
-    h = d / (n + 2 * kvn);
+  // The head size, from the query's width or else from the declared past (what a quantized
+  // projection's output, unknown before shapes, does not tell).
+  const width = x.dims(query)?.[2];
+  const pastH = x.input(3) ? x.dims(x.input(3)!)?.[3] : undefined;
+  const packed = !key && !value;
+  const h: number | undefined = width !== undefined ? width / (packed ? n + 2 * kvn : n) : pastH;
+  if (h !== undefined && !Number.isInteger(h)) x.unsupported(`the query's width ${width} is not a whole number of heads (num_heads ${n}${packed ? `, kv_num_heads ${kvn}` : ''})`);
+  if (packed) {
+    if (h === undefined) x.unsupported("the head size (the packed query's width, or the past's last dim) must be known before shapes are, to split the packed query/key/value");
     [q, k, v] = x.emit('Split', [query, x.ints([n * h, kvn * h, kvn * h])], { axis: -1 }, 3) as [string, string, string];
   } else {
     if (!key || !value) x.unsupported('key and value are given together');
     [q, k, v] = [query, key, value];
-    const d = x.dims(query)?.[2];
-    h = d === undefined ? undefined : d / n;
   }
   x.attention({ query: q, key: k, value: v, output: x.node.outputs[0]! });
   const scale = attrFloat(attrs, 'scale', 0);

@@ -120,6 +120,22 @@ describe('contrib ops: domains and refusals', () => {
     expect(u.message).toContain("com.microsoft.LayerNormalization (node 'LayerNormalization_0', com.microsoft opset 1: not implemented in domain 'com.microsoft' (the toolkit has it in ai.onnx))");
   });
 
+  it("GroupQueryAttention takes the head size from the past when the packed query's width is unknown before shapes (a quantized projection's output)", () => {
+    const byName = (name: string): ContribCase => contribCases().find((c) => c.name === name)!;
+    const withPast = byName('GroupQueryAttention, continued prompt, partial rotary, window, softcap');
+    const unknownWidth = (c: ContribCase): ReturnType<typeof caseGraph> => {
+      const built = caseGraph(c);
+      const query = built.graph.inputs[0]!;
+      built.graph.inputs[0] = { ...query, dims: [...query.dims!.slice(0, 2), 'width'] };
+      return built;
+    };
+    const { graph, feeds } = unknownWidth(withPast);
+    for (const k of withPast.outputs!) expectClose(runReferenceModel(expandGraph(graph), feeds)[`out${k}`]!, reference(withPast)[k]!, { rtol: 1e-6, atol: 1e-9 }, `output ${k}`);
+    // Without a past nothing tells the head size, so the packed query cannot be split.
+    const first = unknownWidth(byName('GroupQueryAttention, packed, rotary, first prompt'));
+    expect(() => expandGraph(first.graph)).toThrow(/the head size \(the packed query's width, or the past's last dim\) must be known/);
+  });
+
   it('refuses what onnxruntime-web does not run and what the expansions leave out, with the reason', () => {
     const cases: [ContribCase, RegExp][] = [
       [{ name: 'rotary Attention', op: 'Attention', attrs: { num_heads: 2, do_rotary: 1 }, inputs: contribCases()[21]!.inputs }, /do_rotary=1 is not supported/],
