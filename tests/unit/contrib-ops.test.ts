@@ -125,9 +125,8 @@ describe('contrib ops: domains and refusals', () => {
     const withPast = byName('GroupQueryAttention, continued prompt, partial rotary, window, softcap');
     const unknownWidth = (c: ContribCase): ReturnType<typeof caseGraph> => {
       const built = caseGraph(c);
-      const query = built.graph.inputs[0]!;
-      built.graph.inputs[0] = { ...query, dims: [...query.dims!.slice(0, 2), 'width'] };
-      return built;
+      const [query, ...rest] = built.graph.inputs;
+      return { ...built, graph: { ...built.graph, inputs: [{ ...query!, dims: [...query!.dims!.slice(0, 2), 'width'] }, ...rest] } };
     };
     const { graph, feeds } = unknownWidth(withPast);
     for (const k of withPast.outputs!) expectClose(runReferenceModel(expandGraph(graph), feeds)[`out${k}`]!, reference(withPast)[k]!, { rtol: 1e-6, atol: 1e-9 }, `output ${k}`);
