@@ -120,6 +120,15 @@ describe('contrib ops: domains and refusals', () => {
     expect(u.message).toContain("com.microsoft.LayerNormalization (node 'LayerNormalization_0', com.microsoft opset 1: not implemented in domain 'com.microsoft' (the toolkit has it in ai.onnx))");
   });
 
+  it('specialisation refuses a fused op that loading did not expand (a graph built in code), naming op, domain and node', () => {
+    const { graph, feeds } = caseGraph(contribCases()[0]!);
+    const node = graph.nodes.find((n) => n.domain === 'com.microsoft')!;
+    const shapes = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, [...v.dims]]));
+    expect(() => specialize(graph, shapes)).toThrow(UnsupportedOpError);
+    expect(() => specialize(graph, shapes)).toThrow(new RegExp(`${node.opType}.*'${node.name}'.*fused op that loading expands`));
+    expect(() => specialize(expandGraph(graph), shapes)).not.toThrow();
+  });
+
   it("GroupQueryAttention takes the head size from the past when the packed query's width is unknown before shapes (a quantized projection's output)", () => {
     const byName = (name: string): ContribCase => contribCases().find((c) => c.name === name)!;
     const withPast = byName('GroupQueryAttention, continued prompt, partial rotary, window, softcap');
