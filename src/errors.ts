@@ -74,14 +74,20 @@ export class UnsupportedOpError extends IA3Error {
   readonly opType: string;
   readonly nodeName: string;
   readonly opset: number | undefined;
-  constructor(opType: string, nodeName: string, detail: string, opset?: number) {
+  /** The op's domain when it is not ai.onnx (e.g. 'com.microsoft'); '' otherwise. */
+  readonly domain: string;
+  /** The reason, without the op and node the message starts with. */
+  readonly detail: string;
+  constructor(opType: string, nodeName: string, detail: string, opset?: number, domain = '') {
     super(
       'UNSUPPORTED_OP',
-      `${opType} node '${nodeName}'${opset === undefined ? '' : ` (opset ${opset})`}: ${detail}`,
+      `${domain ? `${domain}.` : ''}${opType} node '${nodeName}'${opset === undefined ? '' : ` (opset ${opset})`}: ${detail}`,
     );
     this.opType = opType;
     this.nodeName = nodeName;
     this.opset = opset;
+    this.domain = domain;
+    this.detail = detail;
   }
 }
 

@@ -349,7 +349,8 @@ function toGpuFeed(name: string, dtype: DataType, feed: Feed): { dims: number[];
  */
 export async function loadModel(source: ModelSource, options: LoadModelOptions = {}): Promise<Model> {
   const { graph, config, files, modelPath, externalData } = await loadOnnx(source, options);
-  const modules = findModules(graph, options.moduleMap ? { moduleMap: options.moduleMap } : {});
+  const declaredType = typeof config?.model_type === 'string' ? config.model_type : undefined;
+  const modules = findModules(graph, { ...(options.moduleMap ? { moduleMap: options.moduleMap } : {}), ...(declaredType ? { modelType: declaredType } : {}) });
   const gpu = options.device ?? (await createDevice());
   const onnxFile: OnnxFile = { bytes: files[modelPath]!, fileName: modelPath.split('/').pop() ?? modelPath, externalData };
   return new Model(gpu, graph, config as Record<string, unknown> | undefined, modules, detectModelType(modules, config), undefined, onnxFile);

@@ -772,4 +772,6 @@ export const VJP: { readonly [K in OpType]: VjpEntry } = {
   // Rotary
   RotaryEmbedding,
   RotaryEmbeddingGrad,
+  // Attention masks are piecewise constant in every input.
+  AttentionMask: null,
 };

@@ -22,8 +22,8 @@ import { FormatError, InputError, UnsupportedOpError, warn } from '../errors.js'
 import { halfToFloat, DTYPES, dtypeFromOnnx, onnxTypeName, type DataType } from '../ir/dtype.js';
 import { initializerToRef, normDomain, topoSort, uniqueNodeNames, type AttrValue, type Attrs, type Dim, type Graph, type Initializer, type InitializerData, type InputDecl, type Node, type ValueDecl } from '../ir/graph.js';
 import { sizeOf } from '../ir/tensor.js';
-import { OPS, isOpType } from '../ops/registry.js';
-import type { OpDef } from '../ops/types.js';
+import { resolveOp } from '../ops/registry.js';
+import { expandGraph } from './expand.js';
 
 /** The ai.onnx opsets whose semantics the registry implements. */
 export const MIN_OPSET = 7;
@@ -406,6 +406,8 @@ function decodeValue(v: onnx.IValueInfoProto, file: string, role: string): Value
 interface Unsupported {
   opType: string;
   domain: string;
+  /** Opset of the op's domain in the model. */
+  opset: number;
   nodes: string[];
   reason?: string;
 }
@@ -415,9 +417,13 @@ export function supportReason(opType: string, domain: string, opset: number): st
   const d = normDomain(domain);
   if (d === '' && IMPORTER_OPS.has(opType)) return undefined;
   if (d !== '' && d !== 'com.microsoft') return `domain '${d}' is not supported`;
-  if (!isOpType(opType)) return 'not implemented';
-  const def: OpDef = OPS[opType];
-  if (normDomain(def.domain) !== d) return `not implemented in domain '${d || 'ai.onnx'}'`;
+  const op = resolveOp(d, opType);
+  if (!op) {
+    // onnxruntime resolves ops by domain too: a LayerNormalization in com.microsoft does not run there.
+    const elsewhere = ['', 'com.microsoft'].filter((o) => o !== d && resolveOp(o, opType));
+    return elsewhere.length > 0 ? `not implemented in domain '${d || 'ai.onnx'}' (the toolkit has it in ${elsewhere.map((o) => o || 'ai.onnx').join(', ')})` : 'not implemented';
+  }
+  const { def } = op;
   const since = def.sinceVersion ?? 1;
   if (opset < since) return `implemented from opset ${since}; the model uses opset ${opset}`;
   if (def.untilVersion !== undefined && opset > def.untilVersion) {
@@ -594,7 +600,7 @@ export function buildGraph(
   const unsupported = new Map<string, Unsupported>();
   const note = (opType: string, domain: string, node: string, reason?: string): void => {
     const key = `${domain}::${opType}`;
-    const u = unsupported.get(key) ?? { opType, domain, nodes: [], ...(reason ? { reason } : {}) };
+    const u = unsupported.get(key) ?? { opType, domain, opset: opsets.get(domain) ?? 1, nodes: [], ...(reason ? { reason } : {}) };
     u.nodes.push(node);
     unsupported.set(key, u);
   };
@@ -619,9 +625,7 @@ export function buildGraph(
     if (!produced.has(o.name)) throw new FormatError(file, `graph output '${o.name}' is not produced by any node`);
   }
 
-  if (unsupported.size > 0 && !options.allowUnsupported) throw unsupportedError([...unsupported.values()], opsets.get('') ?? 0);
-
-  return {
+  const decoded: Graph = {
     name: g.name ?? '',
     opsets,
     irVersion: toNum(proto.irVersion),
@@ -631,6 +635,10 @@ export function buildGraph(
     initializers,
     nodes: sorted,
   };
+  // Fused ops become primitives here; one an expansion refuses is reported with the others.
+  const graph = expandGraph(decoded, (node, e) => note(node.opType, node.domain, node.name, e.detail));
+  if (unsupported.size > 0 && !options.allowUnsupported) throw unsupportedError([...unsupported.values()], opsets.get('') ?? 0);
+  return graph;
 }
 
 /** One UnsupportedOpError naming every unsupported op type, a node of each, and the opset. */
@@ -638,7 +646,8 @@ function unsupportedError(list: Unsupported[], opset: number): UnsupportedOpsErr
   const parts = list.map((u) => {
     const where = u.nodes.length === 1 ? `node '${u.nodes[0]}'` : `${u.nodes.length} nodes, e.g. '${u.nodes[0]}'`;
     const dom = u.domain ? `${u.domain}.` : '';
-    return `${dom}${u.opType} (${where}${u.reason && u.reason !== 'not implemented' ? `: ${u.reason}` : ''})`;
+    const set = u.domain ? `, ${u.domain} opset ${u.opset}` : '';
+    return `${dom}${u.opType} (${where}${set}${u.reason && u.reason !== 'not implemented' ? `: ${u.reason}` : ''})`;
   });
   return new UnsupportedOpsError(
     list.map((u) => ({ opType: u.opType, domain: u.domain, nodes: u.nodes, ...(u.reason ? { reason: u.reason } : {}) })),
@@ -654,8 +663,11 @@ function unsupportedError(list: Unsupported[], opset: number): UnsupportedOpsErr
  */
 export class UnsupportedOpsError extends UnsupportedOpError {
   readonly ops: readonly { opType: string; domain: string; nodes: readonly string[]; reason?: string }[];
+  /** The first op's domain ('' for ai.onnx); `opset` is the model's ai.onnx opset. */
+  override readonly domain: string;
   constructor(ops: UnsupportedOpsError['ops'], detail: string, opset: number) {
     super(ops[0]!.opType, ops[0]!.nodes[0]!, detail, opset);
     this.ops = ops;
+    this.domain = ops[0]!.domain;
   }
 }

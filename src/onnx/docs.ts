@@ -3,17 +3,26 @@
 // it when run with UPDATE_DOCS=1.
 
 import { DEFAULT_TRAITS } from '../gpu/traits.js';
-import { OPS } from '../ops/registry.js';
-import type { OpDef } from '../ops/types.js';
+import { EXPANDED_OPS, OPS } from '../ops/registry.js';
+import type { ExpandedOpDef, OpDef, OpVersions } from '../ops/types.js';
 import { IMPORTER_OPS, MAX_OPSET, MIN_OPSET } from './decode.js';
 
-export type GpuPath = 'kernel' | 'view' | 'folded on CPU' | 'folded on load' | 'removed at specialisation' | 'expanded' | 'branch chosen at specialisation';
+export type GpuPath =
+  | 'kernel'
+  | 'view'
+  | 'folded on CPU'
+  | 'folded on load'
+  | 'removed at specialisation'
+  | 'expanded on load'
+  | 'expanded at specialisation'
+  | 'branch chosen at specialisation';
 
 /** How an op reaches the GPU. A lowering that aliases its input without looking at it is a view. */
-export function gpuPath(name: string, def: OpDef): GpuPath {
+export function gpuPath(name: string, def: OpDef | ExpandedOpDef): GpuPath {
+  if (!def.gpu) return 'expanded on load';
   if (def.domain === '' && IMPORTER_OPS.has(name)) return name === 'Constant' ? 'folded on load' : 'removed at specialisation';
   if (def.domain === '' && name === 'If') return 'branch chosen at specialisation';
-  if (def.expand) return 'expanded';
+  if (def.expand) return 'expanded at specialisation';
   if (def.gpu === 'fold') return 'folded on CPU';
   try {
     // Unconditional views ignore inputs entirely; any real lowering throws or returns steps here.
@@ -32,7 +41,7 @@ const cell = (s: string): string => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
  * The opsets a definition runs: for ai.onnx ops the versions the importer accepts (MIN_OPSET to
  * MAX_OPSET) that the definition implements, for other domains its own version range.
  */
-export function opsetRange(def: OpDef): string {
+export function opsetRange(def: OpVersions): string {
   const onnx = def.domain === '';
   const from = Math.max(def.sinceVersion ?? 1, onnx ? MIN_OPSET : 1);
   const to = onnx ? Math.min(def.untilVersion ?? MAX_OPSET, MAX_OPSET) : def.untilVersion;
@@ -40,16 +49,18 @@ export function opsetRange(def: OpDef): string {
 }
 
 /** The markdown of docs/supported-ops.md for `ops` (the registry by default). */
-export function supportedOpsMarkdown(ops: Readonly<Record<string, OpDef>> = OPS): string {
-  const entries = Object.entries(ops).sort((a, b) => a[0].localeCompare(b[0]));
-  const row = ([name, def]: [string, OpDef]): string =>
+export function supportedOpsMarkdown(ops: Readonly<Record<string, OpDef>> = OPS, expanded: Readonly<Record<string, ExpandedOpDef>> = EXPANDED_OPS): string {
+  const entries = [...Object.entries(ops), ...Object.entries(expanded)].sort((a, b) => a[0].localeCompare(b[0]) || a[1].domain.localeCompare(b[1].domain));
+  const row = ([name, def]: [string, OpDef | ExpandedOpDef]): string =>
     `| ${name} | ${def.domain || 'ai.onnx'} | ${opsetRange(def)} | ${gpuPath(name, def)} | ${cell(def.doc)} |`;
   const header = ['| Op | Domain | Opsets | GPU | Notes |', '|---|---|---|---|---|'];
   const imported = entries.filter(([, d]) => d.domain === '' || d.domain === 'com.microsoft');
   const internal = entries.filter(([, d]) => d.domain !== '' && d.domain !== 'com.microsoft');
   const importerOnly = [...IMPORTER_OPS].filter((n) => !(n in ops)).sort();
   const count = (kind: GpuPath): number => imported.filter(([n, d]) => gpuPath(n, d) === kind).length;
-  const counts = (['kernel', 'view', 'folded on CPU', 'expanded'] as const).map((k) => `${count(k)} ${k === 'kernel' ? 'kernels' : k === 'view' ? 'views' : k}`);
+  const counts = (['kernel', 'view', 'folded on CPU', 'expanded on load', 'expanded at specialisation'] as const).map(
+    (k) => `${count(k)} ${k === 'kernel' ? 'kernels' : k === 'view' ? 'views' : k}`,
+  );
 
   const lines = [
     '# Supported ops',
@@ -65,10 +76,13 @@ export function supportedOpsMarkdown(ops: Readonly<Record<string, OpDef>> = OPS)
     'GPU column: **kernel** — a WGSL kernel; **view** — an alias of the input buffer, no dispatch;',
     '**folded on CPU** — only ever sees constants after shape specialisation and is evaluated there',
     'by its float64 reference; **removed at specialisation** — consumers read the input directly;',
-    '**folded on load** — turned into a constant when the file is decoded; **expanded** — replaced at',
-    'specialisation by the registry ops of its expansion (their kernels run it, their rules give its',
-    'gradient; its own float64 reference is the oracle the expansion is tested against); **branch chosen',
-    'at specialisation** — both branches are inlined on load and only the chosen one is compiled. Any node',
+    '**folded on load** — turned into a constant when the file is decoded; **expanded on load** — a',
+    "fused op (onnxruntime's com.microsoft contrib ops) that loading replaces by the primitive ops listed",
+    'in its notes, before shapes are known; **expanded at specialisation** — a composite standard op',
+    'replaced by registry ops once its input shapes are concrete. Either way the expansion\'s kernels run',
+    'it and their rules give its gradient, and its own float64 reference is the oracle the expansion is',
+    'tested against (both are written with one builder, src/ops/expansion.ts); **branch chosen at',
+    'specialisation** — both branches are inlined on load and only the chosen one is compiled. Any node',
     'whose inputs are all known after specialisation is folded on the CPU too, unless a tensor exceeds',
     '2^20 elements.',
     '',

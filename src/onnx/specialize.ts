@@ -29,11 +29,12 @@
 // gets a new graph object, see Model.replaceInitializers), so an entry cannot go stale.
 
 import { IA3Error, InputError, ShapeError, UnsupportedOpError, warnOnce } from '../errors.js';
-import { initializerGpuData, initializerToRef, normDomain, opsetOf, type Graph, type Node } from '../ir/graph.js';
+import { initializerGpuData, initializerToRef, nodeOpset, opsetOf, type Graph, type Node } from '../ir/graph.js';
 import { clampedRange } from '../ir/shape.js';
 import type { ResidentData, SpecializedGraph, SpecNode } from '../ir/static-graph.js';
 import { sizeOf, toGpuArray, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
-import { OPS, isOpType } from '../ops/registry.js';
+import { expandAtSpecialisation, takenNames } from '../ops/expansion.js';
+import { isOpType, resolveOp } from '../ops/registry.js';
 import { conditionHolds, ifArity } from '../ops/control.js';
 import { insertIndexChecks } from './index-checks.js';
 import type { Inputs, OpContext, OpDef } from '../ops/types.js';
@@ -282,9 +283,10 @@ function build(
   for (const o of graph.outputs) consumed.add(o.name);
 
   const kept: SpecNode[] = [];
-  // `opset` is given for the nodes of an expansion, which pin the semantics they are written in.
-  const visit = (node: Node, pinnedOpset?: number): void => {
-    const opset = pinnedOpset ?? opsetOf(graph, node.domain);
+  let taken: Set<string> | undefined; // the graph's names, for expansions (made on the first one)
+  const visit = (node: Node): void => {
+    // The nodes of an expansion carry the opset whose semantics they are written in.
+    const opset = nodeOpset(graph, node);
     const ctx: OpContext = { opType: node.opType, nodeName: node.name, opset, numOutputs: node.outputs.length };
     if (isIf(node)) {
       // The chosen branch's outputs are the If's (branch nodes before it were kept or folded).
@@ -309,25 +311,28 @@ function build(
     }
     // Re-checked here for graphs built in code (IA3 insertion, autograd) or decoded with
     // allowUnsupported: the registry entry must be of the node's domain and opset.
-    if (!isOpType(node.opType)) {
-      throw new UnsupportedOpError(node.opType, node.name, 'not implemented', opset);
+    const resolved = resolveOp(node.domain, node.opType);
+    if (!resolved) {
+      const reason = isOpType(node.opType) ? `not implemented in domain '${node.domain || 'ai.onnx'}'` : 'not implemented';
+      throw new UnsupportedOpError(node.opType, node.name, reason, opset, node.domain);
     }
-    const def: OpDef = OPS[node.opType];
-    if (normDomain(def.domain) !== node.domain) {
-      throw new UnsupportedOpError(node.opType, node.name, `not implemented in domain '${node.domain || 'ai.onnx'}'`, opset);
+    if (resolved.kind === 'expanded') {
+      throw new UnsupportedOpError(node.opType, node.name, 'is a fused op that loading expands (onnx/expand.ts); this graph skipped it', opset, node.domain);
     }
+    const def: OpDef = resolved.def;
     if (opset < (def.sinceVersion ?? 1) || opset > (def.untilVersion ?? Infinity)) {
       throw new UnsupportedOpError(node.opType, node.name, `implemented for opsets ${def.sinceVersion ?? 1} to ${def.untilVersion ?? 'the latest'}`, opset);
     }
     const inNames = node.inputs.map((v) => (v === '' ? '' : resolve(v)));
     const inInfos: Inputs<ValueInfo> = inNames.map((v) => (v === '' ? undefined : valueOf(v, node.name)));
     if (def.expand) {
-      const expansion = guarded(node, () => def.expand!(inInfos, { node: node.name, inputs: inNames, outputs: node.outputs }, node.attrs, ctx));
-      for (const [name, t] of expansion.constants) info.set(name, { dtype: t.dtype, dims: t.dims, value: t });
-      for (const n of expansion.nodes) {
-        const domain = isOpType(n.opType) ? normDomain(OPS[n.opType].domain) : '';
-        visit({ name: n.name, opType: n.opType, domain, inputs: n.inputs, outputs: n.outputs, attrs: n.attrs }, n.opset);
-      }
+      taken ??= takenNames(graph);
+      const names = taken;
+      const site: Node = { ...node, inputs: inNames };
+      const context = { taken: names, initializer: (v: string) => graph.initializers.get(v), dims: (v: string) => info.get(v)?.dims, opset };
+      const expansion = guarded(node, () => expandAtSpecialisation(def, site, inInfos, context));
+      for (const c of expansion.initializers) info.set(c.name, { dtype: c.dtype, dims: c.dims, value: initializerToRef(c) });
+      for (const n of expansion.nodes) visit(n);
       return;
     }
     const outTypes = guarded(node, () => def.shape(inInfos, node.attrs, ctx)) as ValueInfo[];

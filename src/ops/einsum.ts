@@ -24,7 +24,7 @@ import { isFloat } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { forEachIndex } from '../ir/shape.js';
 import { sizeOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
-import { ExpansionBuilder, expandedOp } from './expansion.js';
+import { expandedOp } from './expansion.js';
 import type { Inputs, OpContext, OpDef } from './types.js';
 import { attrString } from './util.js';
 
@@ -183,9 +183,8 @@ const Einsum: OpDef = {
   },
   reference,
   gpu: expandedOp('Einsum'),
-  expand(inputs, site, attrs, ctx) {
-    const { eq } = plan(inputs, attrs, ctx);
-    const b = new ExpansionBuilder(site);
+  expand(b, attrs) {
+    const { eq } = plan(b.inputs, attrs, b.context);
     const size = (s: string): number => eq.sizes.get(s)!;
 
     const reshape = (x: Operand, dims: number[]): string => (sameList(x.dims, dims) ? x.value : b.op('Reshape', [x.value, b.ints(dims)]));
@@ -202,7 +201,7 @@ const Einsum: OpDef = {
     };
 
     const ops: Operand[] = eq.terms.map((syms, k) => {
-      let x: Operand = { value: site.inputs[k]!, syms: [...syms], dims: [...inputs[k]!.dims] };
+      let x: Operand = { value: b.need(k, `operand ${k}`), syms: [...syms], dims: [...b.inputs[k]!.dims] };
       // Diagonals: move the two dims of a repeated letter last, flatten them, take every (n+1)-th.
       for (let rep = x.syms.find((s, i) => x.syms.indexOf(s) !== i); rep !== undefined; rep = x.syms.find((s, i) => x.syms.indexOf(s) !== i)) {
         const p = x.syms.indexOf(rep);
@@ -269,7 +268,6 @@ const Einsum: OpDef = {
     const present = eq.output.filter((s) => acc.syms.includes(s));
     acc = transpose(acc, present);
     b.output(reshape(acc, eq.output.map(size)));
-    return b.build();
   },
 };
 

@@ -11,7 +11,7 @@ import { isFloat } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { forEachIndex, wrapIndex } from '../ir/shape.js';
 import { tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
-import { ExpansionBuilder, expandedOp } from './expansion.js';
+import { expandedOp } from './expansion.js';
 import { asInt, constScalar, shapeError, type Operand } from './layout-common.js';
 import type { Inputs, OpContext, OpDef } from './types.js';
 
@@ -59,10 +59,9 @@ const OneHot: OpDef = {
     return [out];
   },
   gpu: expandedOp('OneHot'),
-  expand(inputs, site, attrs, ctx) {
-    const p = plan(inputs, attrs, ctx);
-    const b = new ExpansionBuilder(site);
-    let idx = site.inputs[0]!;
+  expand(b, attrs) {
+    const p = plan(b.inputs, attrs, b.context);
+    let idx = b.need(0, 'indices');
     if (isFloat(p.indices.dtype)) idx = b.op('Cast', [idx], { to: 7 }); // int64, truncating
     const itype = isFloat(p.indices.dtype) ? 'int64' : p.indices.dtype;
     if (p.wraps) {
@@ -71,11 +70,10 @@ const OneHot: OpDef = {
     }
     const positions = tensor(itype, [p.depth, ...p.outDims.slice(p.axis + 1).map(() => 1)], Array.from({ length: p.depth }, (_, j) => j));
     const hit = b.op('Equal', [b.op('Unsqueeze', [idx, b.ints([p.axis])]), b.constant(positions)]);
-    const values = site.inputs[2]!;
+    const values = b.need(2, 'values');
     const off = b.op('Gather', [values, b.scalar(0, 'int64')], { axis: 0 });
     const on = b.op('Gather', [values, b.scalar(1, 'int64')], { axis: 0 });
     b.output(b.op('Where', [hit, on, off]));
-    return b.build();
   },
 };
 

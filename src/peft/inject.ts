@@ -69,12 +69,14 @@ export function insertIA3(graph: Graph, targets: readonly ScaledModule[], saved:
       } else {
         // Output scale after the bias: the producer of the module's output writes a new value that
         // IA3Scale turns back into the original name, so every reader (and graph outputs) see y·l.
-        const producer = m.bias ? m.bias.node : m.node;
+        // A part of a packed projection is scaled where the Split hands out its columns.
+        const [producer, k] = m.part ? [m.part.split, m.part.index] : [m.bias ? m.bias.node : m.node, 0];
         const at = indexOf(producer);
         const p = nodes[at]!;
-        const z = p.outputs[0]!;
+        const z = p.outputs[k]!;
         const pre = `${z}/ia3_pre`;
-        nodes.splice(at, 1, { ...p, outputs: [pre, ...p.outputs.slice(1)] }, { name: `${p.name}/IA3Scale`, opType: 'IA3Scale', domain: 'ia3', inputs: [pre, ...names], outputs: [z], attrs: {} });
+        const outputs = p.outputs.map((o, i) => (i === k ? pre : o));
+        nodes.splice(at, 1, { ...p, outputs }, { name: `${p.name}/IA3Scale${k === 0 ? '' : `_${k}`}`, opType: 'IA3Scale', domain: 'ia3', inputs: [pre, ...names], outputs: [z], attrs: {} });
       }
     }
   }

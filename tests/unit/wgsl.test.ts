@@ -6,6 +6,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { copyShader } from '../../src/gpu/copy.js';
+import { maskShader } from '../../src/ops/attention-mask.js';
 import { uniformStruct, type Shader } from '../../src/gpu/wgsl.js';
 import { elementwiseShader } from '../../src/ops/elementwise.js';
 import { ia3Shader } from '../../src/ops/ia3.js';
@@ -21,6 +22,7 @@ import { trainShader } from '../../src/train/kernels.js';
 
 const SHADERS: readonly Shader[] = [
   copyShader,
+  maskShader,
   trainShader,
   elementwiseShader,
   ia3Shader,
