@@ -41,7 +41,6 @@ export function relativeLocation(location: string): { path: string } | { problem
 }
 
 function formProblem(form: string): string | undefined {
-  // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(form)) return 'contains a control character';
   const p = form.replace(/\\/g, '/');
   if (p.startsWith('/')) return p.startsWith('//') ? 'is a host-relative URL or network path' : 'is an absolute path';
