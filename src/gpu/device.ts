@@ -135,7 +135,7 @@ export class GpuContext {
   uniformBuffer(program: Program): GPUBuffer | undefined {
     if (program.kernel.uniforms.length === 0) return undefined;
     const bytes = packUniforms(program.kernel, program.uniforms);
-    const buffer = this.device.createBuffer({
+    const buffer = this.buffers.create({
       label: `${program.kernel.name}.uniforms`,
       size: bytes.byteLength,
       usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,

@@ -126,8 +126,8 @@ export class StepEncoder {
     private readonly settings: StepSettings,
   ) {
     const probe = adamwProgram(flat.n, settings.hyper, 1);
-    this.adamUniforms = gpu.device.createBuffer({ size: packUniforms(probe.kernel, probe.uniforms).byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    this.ring = gpu.device.createBuffer({ size: 8 * settings.loggingSteps, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+    this.adamUniforms = gpu.buffers.create({ label: 'trainer.adamw', size: packUniforms(probe.kernel, probe.uniforms).byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+    this.ring = gpu.buffers.create({ label: 'trainer.ring', size: 8 * settings.loggingSteps, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
   }
 
   /** Builds the dispatch lists an optimizer step over these plans (one per micro-batch) needs. */
@@ -178,8 +178,8 @@ export class StepEncoder {
   destroy(): void {
     for (const byBeta of this.accumulations.values()) for (const list of byBeta.values()) list.destroy();
     this.update?.destroy();
-    this.adamUniforms.destroy();
-    this.ring.destroy();
+    this.gpu.buffers.release(this.adamUniforms);
+    this.gpu.buffers.release(this.ring);
   }
 
   /** Gradient (and loss) accumulation out of one plan's buffers; beta 0 overwrites, 1 adds. */
