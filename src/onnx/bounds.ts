@@ -24,23 +24,20 @@ export interface IndexBound {
 
 /** Index operands by op type: which input, and its range given the node and the graph. */
 const INDEX_OPERANDS: Readonly<Record<string, (n: SpecNode, spec: SpecializedGraph) => { input: number; bound: IndexBound } | undefined>> = {
-  Gather: (n, spec) => {
-    const dims = spec.types.get(n.inputs[0]!)?.dims;
-    if (!dims) return undefined;
-    const axis = Number(n.attrs.axis ?? 0);
-    const size = dims[axis < 0 ? axis + dims.length : axis]!;
-    return { input: 1, bound: { lo: -size, hi: size, what: `the ${size} entries of axis ${axis} of '${n.inputs[0]}' (Gather node '${n.name}')` } };
-  },
-  GatherElements: (n, spec) => {
-    const dims = spec.types.get(n.inputs[0]!)?.dims;
-    if (!dims) return undefined;
-    const axis = Number(n.attrs.axis ?? 0);
-    const size = dims[axis < 0 ? axis + dims.length : axis]!;
-    return { input: 1, bound: { lo: -size, hi: size, what: `the ${size} entries of axis ${axis} of '${n.inputs[0]}' (GatherElements node '${n.name}')` } };
-  },
+  Gather: axisBound,
+  GatherElements: axisBound,
   CrossEntropyLoss: (n, spec) => ceBound(n, spec, 1),
   CrossEntropyLossGrad: (n, spec) => ceBound(n, spec, 2),
 };
+
+/** Gather's and GatherElements' indices (input 1): [−n, n) for the data's axis of size n. */
+function axisBound(n: SpecNode, spec: SpecializedGraph): { input: number; bound: IndexBound } | undefined {
+  const dims = spec.types.get(n.inputs[0]!)?.dims;
+  if (!dims) return undefined;
+  const axis = Number(n.attrs.axis ?? 0);
+  const size = dims[axis < 0 ? axis + dims.length : axis]!;
+  return { input: 1, bound: { lo: -size, hi: size, what: `the ${size} entries of axis ${axis} of '${n.inputs[0]}' (${n.opType} node '${n.name}')` } };
+}
 
 function ceBound(n: SpecNode, spec: SpecializedGraph, labels: number): { input: number; bound: IndexBound } | undefined {
   const logits = spec.types.get(n.inputs[labels - 1]!)?.dims;

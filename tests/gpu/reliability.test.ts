@@ -31,20 +31,11 @@ import {
   type TrainingArguments,
 } from '../../src/index.js';
 import { getGpu } from '../util/gpu.js';
+import { toyData } from '../util/toy-data.js';
 import { singleOpModel } from '../util/onnx-build.js';
 
 const GPT2 = '/tests/fixtures/gpt2/onnx/model_opset17.onnx'; // vocab 120, 32 positions
 const BERT = '/tests/fixtures/bert/onnx/model_opset17.onnx'; // vocab 100, 2 token types, 2 labels
-
-/** Sequences of ids in [10, 18): a toy language IA3 can learn on the random fixture. */
-function toyData(n: number, len: number, seed: number): Example[] {
-  let s = seed;
-  const rand = (k: number): number => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s % k;
-  };
-  return Array.from({ length: n }, () => ({ input_ids: Array.from({ length: len }, () => 10 + rand(8)) }));
-}
 
 const vectors = (peft: PeftModel): number[] => Object.values(peft.stateDict()).flatMap((t) => Array.from(t.data as Float32Array));
 const logits = async (m: { run: Model['run'] }, feeds = { input_ids: [[12, 15, 11, 17]], attention_mask: [[1, 1, 1, 1]] }): Promise<number[]> => Array.from((await m.run(feeds)).logits!.data as Float32Array);
