@@ -178,8 +178,9 @@ interface Run extends Prepared {
   window: Pending[];
   windowStart: number;
   pendingRead: Promise<void> | undefined;
-  /** Checkpoints being read back and saved, in order. */
+  /** Checkpoints being read back and saved, in order; whether one was saved during this call. */
   saving: Promise<void>;
+  checkpointed: boolean;
   failure: NonFiniteError | undefined;
   lastLoss: number | undefined;
 }
@@ -385,23 +386,26 @@ export class Trainer {
     return this.deviceLost(lost, run, lease);
   }
 
-  /** The device is gone: the adapter takes the last checkpoint's values (the CPU side never silently reverts further). */
+  /**
+   * The device is gone. The adapter takes the values of the last checkpoint saved during this call
+   * (or keeps those from before it: the CPU side never reverts past either), and the error names the
+   * last checkpoint, from which `Trainer.fromCheckpoint` continues on a new device.
+   */
   private async deviceLost(lost: DeviceLostError, run: Run | undefined, lease: TrainingLease): Promise<DeviceLostError> {
     await run?.saving.catch(() => undefined);
     const cp = this.saved;
-    const names = new Set(run?.wrt ?? []);
-    const usable = cp !== undefined && (!run || (cp.fingerprint.adapters === run.fingerprint.adapters && cp.tensors.every((t) => names.has(t.name))));
-    if (usable) {
+    const restored = cp !== undefined && run !== undefined && run.checkpointed;
+    if (restored) {
       for (const t of cp.tensors) lease.setParamValues(t.name, t.values);
       this.globalStep = cp.step;
     } else if (run) {
       this.globalStep -= run.submitted;
     }
     this.releaseSession();
-    const where = usable
+    const where = restored
       ? `the adapter holds the values of step ${cp.step}, the last checkpoint: continue with Trainer.fromCheckpoint(peft, checkpoint) on a new device`
-      : `no checkpoint was saved, so the adapter holds the values from before this train() call (step ${this.globalStep})`;
-    return new DeviceLostError(lost.reason, `${lost.message} Training stopped: ${where}.`, usable ? cp.step : undefined);
+      : `no checkpoint was saved during this call, so the adapter holds the values from before it (step ${this.globalStep})${cp ? `; the last checkpoint is of step ${cp.step}` : ''}`;
+    return new DeviceLostError(lost.reason, `${lost.message} Training stopped: ${where}.`, cp?.step);
   }
 
   /** Queues a checkpoint of the state after the steps submitted so far (read back while training goes on). */
@@ -416,6 +420,7 @@ export class Trainer {
         const checkpoint: Checkpoint = { ...state, args: JSON.parse(JSON.stringify(this.args)) as Record<string, unknown>, fingerprint: run.fingerprint, tensors };
         await store.save(checkpoint);
         this.saved = checkpoint;
+        run.checkpointed = true;
         this.emit('checkpoint', { step: checkpoint.step });
       });
     snapshot.catch(() => undefined); // awaited through `saving`
@@ -507,6 +512,7 @@ export class Trainer {
       windowStart: performance.now(),
       pendingRead: undefined,
       saving: Promise.resolve(),
+      checkpointed: false,
       failure: undefined,
       lastLoss: undefined,
     };
