@@ -9,7 +9,8 @@
 
 import { FormatError, InputError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
-import { buildGraph, externalDataRefs, normLocation, parseModel } from './decode.js';
+import { normLocation, urlInFolder } from '../io/location.js';
+import { buildGraph, externalDataRefs, parseModel } from './decode.js';
 
 /** A model: URL (folder or .onnx), bytes, a File, or the files of a folder. */
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob | readonly File[] | FileList;
@@ -63,18 +64,16 @@ function parseConfig(bytes: Uint8Array, path: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-/** Joins a relative path to a URL, keeping its query string (signed URLs). */
-function joinUrl(base: string, rel: string): string {
-  const cut = base.search(/[?#]/);
-  const path = cut < 0 ? base : base.slice(0, cut);
-  const suffix = cut < 0 ? '' : base.slice(cut);
-  const dir = path.replace(/\/+$/, '');
-  return `${dir === '' && !path.startsWith('/') ? '' : `${dir}/`}${rel}${suffix}`;
-}
-
+/** A URL without its query string and fragment. */
 function urlPath(url: string): string {
   const cut = url.search(/[?#]/);
   return cut < 0 ? url : url.slice(0, cut);
+}
+
+/** The folder part of a URL path, as `urlInFolder` takes it: ending in '/', or '' for the page's folder. */
+function folderUrl(path: string): string {
+  const i = path.lastIndexOf('/');
+  return i < 0 ? '' : path.slice(0, i + 1);
 }
 
 function dirname(path: string): string {
@@ -173,38 +172,41 @@ async function loadUrl(url: string, given: ReadonlyMap<string, FileData>, option
     }
   };
 
+  // Derived URLs (config.json, onnx/model.onnx, external data) are built from the path alone: the
+  // source URL's query string (a token for that one file) is never sent anywhere else.
   let modelUrl: string;
   let modelPath: string;
   let bytes: Uint8Array | undefined;
   let config: Record<string, unknown> | undefined;
   const extra: Record<string, Uint8Array> = {};
-  if (/\.onnx$/i.test(urlPath(url))) {
-    modelUrl = url;
-    bytes = await get(url);
-    if (!bytes) throw new InputError(`could not fetch ${url}: HTTP 404`);
-    const dir = dirname(urlPath(url));
-    const name = urlPath(url).split('/').pop()!;
-    modelPath = name;
-    // The HF layout keeps config.json one level above onnx/.
-    if (/(^|\/)onnx$/.test(dir)) {
-      modelPath = `onnx/${name}`;
-      const c = await optional(joinUrl(dirname(dir) + url.slice(urlPath(url).length), 'config.json'));
-      if (c) {
-        config = parseConfig(c, 'config.json');
-        extra['config.json'] = c;
-      }
-    }
-  } else {
-    const c = await optional(joinUrl(url, 'config.json'));
+  const readConfig = async (dirUrl: string): Promise<void> => {
+    const c = await optional(urlInFolder(dirUrl, 'config.json'));
     if (c) {
       config = parseConfig(c, 'config.json');
       extra['config.json'] = c;
     }
+  };
+  if (/\.onnx$/i.test(urlPath(url))) {
+    modelUrl = url;
+    bytes = await get(url);
+    if (!bytes) throw new InputError(`could not fetch ${url}: HTTP 404`);
+    const dir = folderUrl(urlPath(url));
+    const name = urlPath(url).slice(dir.length);
+    modelPath = name;
+    // The HF layout keeps config.json one level above onnx/.
+    if (/(^|\/)onnx\/$/.test(dir)) {
+      modelPath = `onnx/${name}`;
+      await readConfig(dir.slice(0, -'onnx/'.length));
+    }
+  } else {
+    const path = urlPath(url);
+    const dir = path === '' || path.endsWith('/') ? path : `${path}/`;
+    await readConfig(dir);
     const tried: string[] = [];
     modelUrl = '';
     modelPath = '';
     for (const candidate of options.modelFile ? [options.modelFile] : DEFAULT_MODEL_FILES) {
-      const u = joinUrl(url, candidate);
+      const u = urlInFolder(dir, normLocation(candidate));
       tried.push(u);
       bytes = await get(u);
       if (bytes) {
@@ -215,9 +217,9 @@ async function loadUrl(url: string, given: ReadonlyMap<string, FileData>, option
     }
     if (!bytes) throw new InputError(`no ONNX model found: tried ${tried.join(', ')} (HTTP 404)`);
   }
-  const suffix = modelUrl.slice(urlPath(modelUrl).length);
+  const modelDir = folderUrl(urlPath(modelUrl));
   const find = async (location: string) => {
-    const b = await get(joinUrl(dirname(urlPath(modelUrl)) + suffix, location));
+    const b = await get(urlInFolder(modelDir, location));
     return b ? { path: joinPath(dirname(modelPath), location), bytes: b } : undefined;
   };
   return finish(bytes, modelPath, config, given, find, options, extra);
