@@ -26,13 +26,19 @@ export class WebGPUUnavailableError extends IA3Error {
   }
 }
 
-/** The GPU device was lost (driver reset, tab backgrounded too long, out of memory). */
+/**
+ * The GPU device was lost (driver reset, tab backgrounded too long, out of memory, `destroy()`).
+ * From a Trainer, `checkpointStep` is the step of the last checkpoint saved (undefined: none), from
+ * which `Trainer.resume` continues on a new device.
+ */
 export class DeviceLostError extends IA3Error {
   override readonly name: string = 'DeviceLostError';
   readonly reason: string;
-  constructor(reason: string, message: string) {
+  readonly checkpointStep: number | undefined;
+  constructor(reason: string, message: string, checkpointStep?: number) {
     super('DEVICE_LOST', message);
     this.reason = reason;
+    this.checkpointStep = checkpointStep;
   }
 }
 
@@ -147,4 +153,41 @@ export function warnOnce(subject: object, key: string, message: string): void {
   if (keys.has(key)) return;
   keys.add(key);
   warn(message);
+}
+
+/**
+ * A tensor or buffer would exceed its size budget: a CPU fold (derived from the model and its
+ * inputs), a GPU allocation (the device's limits). Raised before anything is allocated.
+ */
+export class SizeLimitError extends IA3Error {
+  override readonly name: string = 'SizeLimitError';
+  /** What would have been allocated, e.g. "ConstantOfShape node 'c' output 0". */
+  readonly what: string;
+  readonly size: number;
+  readonly limit: number;
+  constructor(what: string, size: number, limit: number, unit: 'elements' | 'bytes', why: string) {
+    super('SIZE_LIMIT', `${what}: ${size.toLocaleString('en-US')} ${unit} exceed the limit of ${limit.toLocaleString('en-US')} ${unit} (${why})`);
+    this.what = what;
+    this.size = size;
+    this.limit = limit;
+  }
+}
+
+/** An object was used after `dispose()` (or after `mergeAndUnload()` consumed it). */
+export class DisposedError extends IA3Error {
+  override readonly name: string = 'DisposedError';
+  constructor(message: string) {
+    super('DISPOSED', message);
+  }
+}
+
+/**
+ * An operation conflicts with one in progress: a second `train()` on a Trainer or on a PeftModel,
+ * or a change of the adapters (merge, setAdapter, loadStateDict, dispose, …) while one trains.
+ */
+export class BusyError extends IA3Error {
+  override readonly name: string = 'BusyError';
+  constructor(message: string) {
+    super('BUSY', message);
+  }
 }

@@ -10,13 +10,14 @@
 import { buildBackward, type BackwardSummary } from './autograd/grad.js';
 import { fuseGraph } from './compile/fuse.js';
 import { Plan } from './compile/plan.js';
-import { InputError } from './errors.js';
+import { BusyError, DisposedError, InputError } from './errors.js';
 import { createDevice, type GpuContext } from './gpu/device.js';
 import { FLOAT_TYPES, gpuStorage, type DataType } from './ir/dtype.js';
 import { initializerGpuData, type Graph, type Initializer } from './ir/graph.js';
 import type { IndexCheckInfo, SpecializedGraph } from './ir/static-graph.js';
 import { sizeOf, type RefTensor, type TensorData } from './ir/tensor.js';
 import { describeGraph } from './onnx/describe.js';
+import { checkIndexFeeds } from './onnx/bounds.js';
 import { runReferenceGraph } from './onnx/executor.js';
 import { loadOnnx, type LoadOnnxOptions, type ModelSource } from './onnx/load.js';
 import { detectModelType, findModules, type ModuleInfo } from './onnx/modules.js';
@@ -52,11 +53,26 @@ export interface LoadModelOptions extends LoadOnnxOptions {
 /** The ONNX file a model was decoded from, kept to write it back with merged weights. */
 export type OnnxFile = OnnxSourceFile;
 
+/**
+ * What a model and its `withGraph` variants share beyond the weights: whether they are disposed,
+ * who is training on them (dispose then waits for nobody: it is refused), and what must be
+ * disposed with them (the PeftModels over the model).
+ */
+interface Lifetime {
+  disposed: boolean;
+  /** Why the model cannot be disposed now (a Trainer is running), or undefined. */
+  busy: string | undefined;
+  readonly dependents: Set<() => Promise<void>>;
+}
+
 /** A frozen transformer imported from ONNX. */
 export class Model {
   private readonly plans = new Map<string, Promise<{ spec: SpecializedGraph; plan: Plan }>>();
   private readonly gradPlans = new Map<string, Promise<GradientPlan>>();
   private currentGraph: Graph;
+  private lifetime: Lifetime = { disposed: false, busy: undefined, dependents: new Set() };
+  /** Made by `withGraph`: its weights and lifetime belong to the model it was made from. */
+  private variant = false;
   /** GPU copies of initializers by name, uploaded on first use, shared with every `withGraph` variant. */
   readonly weights: WeightStore;
 
@@ -93,10 +109,45 @@ export class Model {
 
   /**
    * A model running `graph` on the same device, config, modules and file, sharing this model's
-   * weight store (a weight is uploaded once for all of them); its plans are its own.
+   * weight store (a weight is uploaded once for all of them; or `weights`, an overlay of it) and
+   * its lifetime (disposing this model makes the variant unusable); its plans are its own.
    */
-  withGraph(graph: Graph): Model {
-    return new Model(this.gpu, graph, this.config, this.modules, this.modelType, this.weights, this.onnxFile);
+  withGraph(graph: Graph, weights: WeightStore = this.weights): Model {
+    const m = new Model(this.gpu, graph, this.config, this.modules, this.modelType, weights, this.onnxFile);
+    m.lifetime = this.lifetime;
+    m.variant = true;
+    return m;
+  }
+
+  /** True once `dispose()` ran (on this model or the model it is a variant of). */
+  get disposed(): boolean {
+    return this.lifetime.disposed;
+  }
+
+  /** Throws DisposedError after `dispose()`. */
+  assertUsable(): void {
+    if (this.lifetime.disposed) throw new DisposedError('this model was disposed: load it again to use it');
+  }
+
+  /**
+   * Registers `dispose` to run first when this model is disposed (a PeftModel over it); returns the
+   * function that unregisters it.
+   */
+  onDispose(dispose: () => Promise<void>): () => void {
+    this.lifetime.dependents.add(dispose);
+    return () => this.lifetime.dependents.delete(dispose);
+  }
+
+  /**
+   * Marks the model in use until the returned function is called (a Trainer's run): `dispose()`
+   * meanwhile is a BusyError naming `what`.
+   */
+  hold(what: string): () => void {
+    if (this.lifetime.busy) throw new BusyError(`the model is in use: ${this.lifetime.busy}`);
+    this.lifetime.busy = what;
+    return () => {
+      this.lifetime.busy = undefined;
+    };
   }
 
   /**
@@ -135,9 +186,13 @@ export class Model {
    * @returns every graph output (or those named in `outputs`).
    */
   async run(feeds: Record<string, Feed>, outputs: readonly string[] = this.outputNames): Promise<Record<string, TensorData>> {
+    this.assertUsable();
     const tensors = this.normaliseFeeds(feeds);
     const shapes = Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims]));
-    const { spec, plan } = await this.planFor(shapes, valuesOf(tensors));
+    const values = valuesOf(tensors);
+    // Fed ids past a table are rejected here, before upload, as onnxruntime rejects them.
+    checkIndexFeeds(specialize(this.graph, shapes, { values }), tensors);
+    const { spec, plan } = await this.planFor(shapes, values);
     for (const o of outputs) {
       if (!spec.outputNames.includes(o)) throw new InputError(`'${o}' is not an output of the model (outputs: ${spec.outputNames.join(', ')})`);
     }
@@ -177,6 +232,7 @@ export class Model {
    * If decision; `values`, the feeds, decide the If branches of graphs that have them).
    */
   planFor(shapes: Record<string, readonly number[]>, values?: InputValues): Promise<{ spec: SpecializedGraph; plan: Plan }> {
+    this.assertUsable();
     const spec = specialize(this.graph, shapes, values ? { values } : {});
     let entry = this.plans.get(spec.key);
     if (!entry) {
@@ -193,6 +249,7 @@ export class Model {
    * inside larger command buffers (the Trainer) write inputs and encode it themselves.
    */
   gradientPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[], values?: InputValues): Promise<GradientPlan> {
+    this.assertUsable();
     const spec = specialize(this.graph, shapes, values ? { values } : {});
     const key = `grad:${loss}:${wrt.join(',')}:${spec.key}`;
     let entry = this.gradPlans.get(key);
@@ -227,7 +284,10 @@ export class Model {
     wrt: readonly string[],
   ): Promise<{ loss: number; gradients: Map<string, Float32Array> }> {
     const tensors = this.normaliseFeeds(feeds);
-    const g = await this.gradientPlan(Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), loss, wrt, valuesOf(tensors));
+    const shapes = Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims]));
+    const values = valuesOf(tensors);
+    checkIndexFeeds(specialize(this.graph, shapes, { values }), tensors);
+    const g = await this.gradientPlan(shapes, loss, wrt, values);
     const gpuFeeds = new Map([...tensors].filter(([k]) => g.inputs.includes(k)).map(([k, v]) => [k, v.data]));
     const read = await g.plan.execute(gpuFeeds, [g.loss, ...g.gradients.values(), ...g.checks.map((c) => c.value)]);
     raiseIndexChecks(g.checks, (v) => read.get(v));
@@ -257,8 +317,20 @@ export class Model {
     for (const p of plans) (await p).plan.destroy();
   }
 
-  /** Frees every plan and the uploaded weights. The model cannot run afterwards. */
+  /**
+   * Frees every GPU buffer the model holds — its plans, its weights, and (first) the PeftModels
+   * over it, with their plans and vectors — so the device's live bytes return to what they were
+   * before it was loaded. Afterwards every use is a DisposedError; calling it again does nothing.
+   * A BusyError while a Trainer trains on the model. On a `withGraph` variant it frees the
+   * variant's plans only.
+   */
   async dispose(): Promise<void> {
+    if (this.variant) return this.releasePlans();
+    if (this.lifetime.disposed) return;
+    if (this.lifetime.busy) throw new BusyError(`cannot dispose the model: ${this.lifetime.busy}`);
+    for (const d of [...this.lifetime.dependents]) await d();
+    this.lifetime.dependents.clear();
+    this.lifetime.disposed = true;
     await this.releasePlans();
     this.weights.releaseAll();
   }
@@ -270,6 +342,7 @@ export class Model {
 
   /** The GPU copy of an initializer, uploaded now if no plan has needed it yet (undefined: no GPU form). */
   weightBuffer(name: string): GPUBuffer | undefined {
+    this.assertUsable();
     const init = this.graph.initializers.get(name);
     return init && this.weights.ensure(name, () => initializerGpuData(init));
   }

@@ -4,7 +4,13 @@
 // of nearly equal size are interchangeable. `liveBytes` counts what callers hold (class sizes, i.e.
 // what the GPU really allocated for them); `peakLiveBytes` is what benchmarks report as memory.
 // Every pooled buffer has STORAGE | COPY_SRC | COPY_DST usage so any of them can be read back or
-// overwritten from the CPU.
+// overwritten from the CPU. Uniform and ring buffers (`create`) are counted in `liveBytes` too, so
+// that it is every byte the toolkit holds: what `dispose()` must bring back to where it was.
+//
+// Every allocation is checked against the device's maxBufferSize before it is made: a size from an
+// untrusted file is a SizeLimitError naming what asked for it, and nothing is allocated or counted.
+
+import { SizeLimitError } from '../errors.js';
 
 import { BufferUsage } from './flags.js';
 
@@ -28,9 +34,19 @@ export class BufferPool {
 
   constructor(private readonly device: GPUDevice) {}
 
+  /** Throws SizeLimitError unless a buffer of `bytes` can be created on this device. */
+  checkSize(bytes: number, what: string): void {
+    const limit = this.device.limits.maxBufferSize;
+    if (!(Number.isFinite(bytes) && bytes >= 0 && bytes <= limit)) {
+      throw new SizeLimitError(what, bytes, limit, 'bytes', "the device's maxBufferSize");
+    }
+  }
+
   /** A storage buffer of at least `bytes` bytes. Contents are undefined (stale) unless zeroed. */
   acquire(bytes: number, label?: string): GPUBuffer {
+    this.checkSize(bytes, `buffer '${label ?? ''}'`);
     const size = sizeClass(bytes);
+    this.checkSize(size, `buffer '${label ?? ''}' (rounded to its size class)`);
     const list = this.free.get(size);
     let buffer = list?.pop();
     if (buffer) {
@@ -47,9 +63,21 @@ export class BufferPool {
    */
   acquireExact(bytes: number, label?: string): GPUBuffer {
     const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    this.checkSize(size, `buffer '${label ?? ''}'`);
     const buffer = this.device.createBuffer({ label, size, usage: STORAGE_USAGE });
     this.exact.add(buffer);
     return this.track(buffer, size);
+  }
+
+  /**
+   * A buffer of another usage (uniforms, a ring read back), counted in `liveBytes` and destroyed by
+   * `release` like an exact buffer.
+   */
+  create(descriptor: GPUBufferDescriptor): GPUBuffer {
+    this.checkSize(descriptor.size, `buffer '${descriptor.label ?? ''}'`);
+    const buffer = this.device.createBuffer(descriptor);
+    this.exact.add(buffer);
+    return this.track(buffer, buffer.size);
   }
 
   private track(buffer: GPUBuffer, size: number): GPUBuffer {

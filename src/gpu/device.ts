@@ -7,7 +7,7 @@
 // In Node there is no `navigator.gpu`: the caller passes a WebGPU entry point (`{ gpu }`, e.g.
 // `create([])` of the `webgpu` package, Dawn); nothing here needs WebGPU's global constants.
 
-import { DeviceLostError, GpuExecutionError, WebGPUUnavailableError } from '../errors.js';
+import { DeviceLostError, GpuExecutionError, IA3Error, WebGPUUnavailableError } from '../errors.js';
 import { isNode } from '../runtime.js';
 import { BufferPool } from './buffers.js';
 import { DispatchList, type BoundProgram } from './dispatch.js';
@@ -76,14 +76,38 @@ export class GpuContext {
     this.hasF16 = device.features.has('shader-f16');
     this.hasTimestamps = device.features.has('timestamp-query');
     this.traits = traitsOf(device, adapterInfo.isSoftware);
-    void device.lost.then((info) => {
-      if (info.reason === 'destroyed') return;
-      this.lostError = new DeviceLostError(
-        info.reason,
-        `the GPU device was lost (${info.reason}): ${info.message || 'no message'}. Reload the page or call createDevice() again; saved adapters are unaffected.`,
-      );
-      for (const l of this.lostListeners) l(this.lostError);
-    });
+    // Every loss counts, 'destroyed' included: work in flight fails either way, and a caller
+    // that destroyed the device still needs its operations to fail with DeviceLostError.
+    void device.lost.then((info) => this.markLost(info.reason, info.message));
+  }
+
+  private markLost(reason: string, message: string): void {
+    if (this.lostError) return;
+    this.lostError = new DeviceLostError(
+      reason,
+      `the GPU device was lost (${reason}): ${message || 'no message'}. Create a new device with createDevice() and load the model again; saved adapters and checkpoints are unaffected.`,
+    );
+    for (const l of this.lostListeners) l(this.lostError);
+  }
+
+  /** True once the device is lost (for any reason, `destroy()` included). */
+  get isLost(): boolean {
+    return this.lostError !== undefined;
+  }
+
+  /**
+   * The DeviceLostError behind `error` when the device is lost: work in flight fails first (a
+   * mapAsync AbortError) and the lost promise may settle a moment later, so this waits for it
+   * briefly before deciding that `error` has another cause (undefined).
+   */
+  async lossBehind(error: unknown): Promise<DeviceLostError | undefined> {
+    if (this.lostError || error instanceof IA3Error) return this.lostError;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.device.lost, new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000)))]);
+    clearTimeout(timer);
+    // The lost promise's own handler runs before this continuation only if it was queued first.
+    await Promise.resolve();
+    return this.lostError;
   }
 
   get limits(): GPUSupportedLimits {
@@ -133,6 +157,8 @@ export class GpuContext {
     try {
       await staging.mapAsync(MapMode.READ);
       return staging.getMappedRange().slice(0, bytes);
+    } catch (e) {
+      throw (await this.lossBehind(e)) ?? e;
     } finally {
       staging.destroy();
     }
@@ -142,7 +168,7 @@ export class GpuContext {
   uniformBuffer(program: Program): GPUBuffer | undefined {
     if (program.kernel.uniforms.length === 0) return undefined;
     const bytes = packUniforms(program.kernel, program.uniforms);
-    const buffer = this.device.createBuffer({
+    const buffer = this.buffers.create({
       label: `${program.kernel.name}.uniforms`,
       size: bytes.byteLength,
       usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST,
@@ -188,7 +214,9 @@ export class GpuContext {
     if (err) throw new GpuExecutionError(`GPU work failed (${list.kernels.join(', ')}): ${err.message}`);
   }
 
+  /** Destroys every buffer and the device; afterwards every use is a DeviceLostError (reason 'destroyed'). */
   destroy(): void {
+    this.markLost('destroyed', 'GpuContext.destroy() was called');
     this.buffers.destroy();
     this.device.destroy();
   }

@@ -61,6 +61,7 @@ interface Dispatch {
 /** Bound programs with their pipelines, uniform buffers and bind groups built: ready to record. */
 export class DispatchList {
   private constructor(
+    private readonly gpu: GpuContext,
     private readonly dispatches: readonly Dispatch[],
     /** Uniform buffers this list wrote (not the callers'). */
     private readonly owned: readonly GPUBuffer[],
@@ -73,20 +74,25 @@ export class DispatchList {
     await Promise.all(bound.map((b) => gpu.pipelines.get(b.program)));
     const dispatches: Dispatch[] = [];
     const owned: GPUBuffer[] = [];
-    for (const b of bound) {
-      if (b.program.workgroups.some((w) => w === 0)) continue;
-      let uniforms = b.uniforms;
-      if (!uniforms) {
-        uniforms = gpu.uniformBuffer(b.program);
-        if (uniforms) owned.push(uniforms);
+    try {
+      for (const b of bound) {
+        if (b.program.workgroups.some((w) => w === 0)) continue;
+        let uniforms = b.uniforms;
+        if (!uniforms) {
+          uniforms = gpu.uniformBuffer(b.program);
+          if (uniforms) owned.push(uniforms);
+        }
+        dispatches.push({
+          pipeline: gpu.pipelines.getReady(b.program),
+          bindGroup: gpu.bindGroup(b.program, b.buffers, uniforms),
+          workgroups: b.program.workgroups,
+        });
       }
-      dispatches.push({
-        pipeline: gpu.pipelines.getReady(b.program),
-        bindGroup: gpu.bindGroup(b.program, b.buffers, uniforms),
-        workgroups: b.program.workgroups,
-      });
+    } catch (e) {
+      for (const u of owned) gpu.buffers.release(u);
+      throw e;
     }
-    return new DispatchList(dispatches, owned, bound.map((b) => b.program.kernel.name));
+    return new DispatchList(gpu, dispatches, owned, bound.map((b) => b.program.kernel.name));
   }
 
   /** Number of dispatches `encode` records. */
@@ -105,6 +111,6 @@ export class DispatchList {
 
   /** Frees the uniform buffers the list wrote; it cannot be encoded afterwards. */
   destroy(): void {
-    for (const u of this.owned) u.destroy();
+    for (const u of this.owned) this.gpu.buffers.release(u);
   }
 }

@@ -8,6 +8,8 @@
 //
 // A Program is one dispatch of a kernel: override values, uniform values and the workgroup grid.
 
+import { SizeLimitError } from '../errors.js';
+
 /** Scalar uniform field types, and fixed-length arrays packed as `array<vec4<T>, ceil(n/4)>`. */
 export type UniformType =
   | 'u32'
@@ -94,7 +96,7 @@ export function packUniforms(
     }
     if (kind === 'u32') {
       if (v < 0 || v > 0xffffffff || !Number.isInteger(v)) {
-        throw new Error(`kernel ${kernel.name}: uniform '${name}' = ${v} does not fit u32`);
+        throw new SizeLimitError(`kernel ${kernel.name}: uniform '${name}'`, v, 0xffffffff, 'elements', 'a u32 uniform');
       }
       view.setUint32(at, v, true);
     } else if (kind === 'i32') {

@@ -19,6 +19,7 @@
 
 import { onnx } from 'onnx-proto';
 import { FormatError, InputError, UnsupportedOpError, warn } from '../errors.js';
+import { normLocation, relativeLocation } from '../io/location.js';
 import { halfToFloat, DTYPES, dtypeFromOnnx, onnxTypeName, type DataType } from '../ir/dtype.js';
 import { initializerToRef, normDomain, topoSort, uniqueNodeNames, type AttrValue, type Attrs, type Dim, type Graph, type Initializer, type InitializerData, type InputDecl, type Node, type ValueDecl } from '../ir/graph.js';
 import { sizeOf } from '../ir/tensor.js';
@@ -163,15 +164,16 @@ export function decodeOnnx(bytes: Uint8Array | ArrayBuffer, options: DecodeOptio
   return buildGraph(parseModel(u8, options.fileName), options.externalData ?? {}, options);
 }
 
-/** Normalises an external data location ('./x' and 'x' are the same file). */
-export function normLocation(location: string): string {
-  return location.replace(/\\/g, '/').replace(/^(\.\/)+/, '');
-}
-
 function externalEntries(t: onnx.ITensorProto, file: string): { location: string; offset?: number; length?: number } {
   const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
-  const location = kv.get('location');
-  if (!location) throw new FormatError(file, `tensor '${t.name}' has external data without a location`);
+  const raw = kv.get('location');
+  if (!raw) throw new FormatError(file, `tensor '${t.name}' has external data without a location`);
+  // The one rule for every loader (io/location.ts): locations stay inside the model's folder.
+  const rel = relativeLocation(raw);
+  if ('problem' in rel) {
+    throw new FormatError(file, `tensor '${t.name}': external data location '${raw}' ${rel.problem}; ONNX locations are paths inside the model file's folder`);
+  }
+  const location = rel.path;
   const num = (key: string): number | undefined => {
     const s = kv.get(key);
     if (s === undefined) return undefined;
@@ -181,7 +183,7 @@ function externalEntries(t: onnx.ITensorProto, file: string): { location: string
     }
     return v;
   };
-  return { location: normLocation(location), offset: num('offset'), length: num('length') };
+  return { location, offset: num('offset'), length: num('length') };
 }
 
 interface TensorContext {

@@ -4,13 +4,16 @@
 // hot path. Weights are widened to float64 on demand and every value is dropped after its last
 // reader, so peak memory is the live activations plus one converted weight at a time.
 
-import { ShapeError } from '../errors.js';
+import { ShapeError, SizeLimitError } from '../errors.js';
 import { initializerToRef, type Graph } from '../ir/graph.js';
 import type { SpecializedGraph } from '../ir/static-graph.js';
-import type { RefTensor } from '../ir/tensor.js';
+import { sizeOf, type RefTensor } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
 import type { OpDef } from '../ops/types.js';
 import { shapesOf, specialize, validateFeeds } from './specialize.js';
+
+/** Elements of the largest value the float64 executor computes (2 GiB of float64). */
+export const REFERENCE_LIMIT = 1 << 28;
 
 /**
  * Runs `spec` on `feeds` (validated: names, dtypes, dims) and returns every graph output by its
@@ -38,6 +41,10 @@ export function runReferenceGraph(spec: SpecializedGraph, feeds: Readonly<Record
     if (!isOpType(node.opType)) throw new ShapeError(node.opType, node.name, 'no such op in the registry');
     const def: OpDef = OPS[node.opType];
     const ctx = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length };
+    node.outputs.forEach((o, k) => {
+      const n = o ? sizeOf(spec.types.get(o)?.dims ?? []) : 0;
+      if (n > REFERENCE_LIMIT) throw new SizeLimitError(`${node.opType} node '${node.name}' output ${k}`, n, REFERENCE_LIMIT, 'elements', 'a value of the float64 reference executor');
+    });
     const inputs = node.inputs.map((v) => (v === '' ? undefined : get(v, node.name)));
     const outs = def.reference(inputs, node.attrs, ctx);
     node.outputs.forEach((o, k) => {

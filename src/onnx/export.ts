@@ -10,7 +10,7 @@
 import { onnx } from 'onnx-proto';
 import { FormatError, InputError } from '../errors.js';
 import { sizeOf } from '../ir/tensor.js';
-import { normLocation } from './decode.js';
+import { normLocation } from '../io/location.js';
 
 /** An ONNX file and its external data files (by the location its tensors name). */
 export interface OnnxWithExternalData {

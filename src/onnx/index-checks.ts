@@ -14,8 +14,14 @@
 //     data there, so a path that does not read the status (the Trainer's step) sees a non-finite
 //     loss and refuses the step instead of training on garbage.
 // What stays unchecked: integer data gathered at an out-of-range index on a path whose status is
-// not read (the kernel clamps it); indices fed by the user are checked the same way as computed
-// ones here.
+// not read (the kernel clamps it).
+//
+// Division of work with onnx/bounds.ts: this module owns what the graph itself holds or computes
+// (constant indices, interval proofs, GPU checks) and, through `gatherAxis`, which operand indexes
+// which table. bounds.ts traces the *fed* inputs that reach an index operand unchanged and checks
+// their values on the CPU before upload (Model.run, lossAndGradients, the Trainer's examples), so a
+// bad token id fails before any GPU work, naming the input element; the GPU check here stays as the
+// guard for plans run without that pre-check and for indices computed from the feeds.
 
 import { IndexOutOfRangeError } from '../errors.js';
 import { isFloat } from '../ir/dtype.js';
@@ -114,6 +120,17 @@ function intervals(nodes: readonly SpecNode[], info: (v: string) => ValueInfo | 
 const GATHERS: ReadonlySet<string> = new Set(['Gather', 'GatherElements']);
 
 /**
+ * The axis a gather's indices (input 1) address in its data (input 0), given the data's dims;
+ * undefined for any other node. The one statement of which operand indexes which table: the GPU
+ * checks here and the CPU feed checks (bounds.ts) both read it.
+ */
+export function gatherAxis(n: SpecNode, dataDims: readonly number[]): { axis: number; axisDim: number } | undefined {
+  if (n.domain !== '' || !GATHERS.has(n.opType)) return undefined;
+  const axis = normAxis(Number(n.attrs.axis ?? 0), dataDims.length, { opType: n.opType, nodeName: n.name });
+  return { axis, axisDim: dataDims[axis]! };
+}
+
+/**
  * Checks constant gather indices now, and returns `nodes` with an IndexCheck before every gather
  * whose indices are computed at run time and not provably in range, with the checks' descriptions.
  * `info` gives each value's type (and value when constant); the new status values' types are set
@@ -128,12 +145,11 @@ export function insertIndexChecks(
   const out: SpecNode[] = [];
   const checks: IndexCheckInfo[] = [];
   for (const n of nodes) {
-    if (n.domain === '' && GATHERS.has(n.opType)) {
-      const data = info(n.inputs[0]!)!;
+    const gather = gatherAxis(n, info(n.inputs[0] ?? '')?.dims ?? []);
+    if (gather) {
       const idxName = n.inputs[1]!;
       const idx = info(idxName)!;
-      const axis = normAxis(Number(n.attrs.axis ?? 0), data.dims.length, { opType: n.opType, nodeName: n.name });
-      const axisDim = data.dims[axis]!;
+      const { axisDim } = gather;
       if (idx.value) {
         for (const j of idx.value.data) if (j < -axisDim || j >= axisDim) throw new IndexOutOfRangeError(n.opType, n.name, j, axisDim, 'a constant index');
       } else {

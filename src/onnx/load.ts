@@ -11,7 +11,8 @@
 
 import { FormatError, InputError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
-import { buildGraph, externalDataRefs, normLocation, parseModel } from './decode.js';
+import { normLocation, urlInFolder } from '../io/location.js';
+import { buildGraph, externalDataRefs, parseModel } from './decode.js';
 import { importNodeModule, isNode } from '../runtime.js';
 
 /** A model: URL (folder or .onnx), bytes, a File, or the files of a folder; in Node also a file path. */
@@ -67,6 +68,18 @@ function parseConfig(bytes: Uint8Array, path: string): Record<string, unknown> {
   }
   if (!v || typeof v !== 'object' || Array.isArray(v)) throw new FormatError(path, 'must hold a JSON object');
   return v as Record<string, unknown>;
+}
+
+/** A URL without its query string and fragment. */
+function urlPath(url: string): string {
+  const cut = url.search(/[?#]/);
+  return cut < 0 ? url : url.slice(0, cut);
+}
+
+/** The folder part of a URL path, as `urlInFolder` takes it: ending in '/', or '' for the page's folder. */
+function folderUrl(path: string): string {
+  const i = path.lastIndexOf('/');
+  return i < 0 ? '' : path.slice(0, i + 1);
 }
 
 function dirname(path: string): string {
@@ -133,11 +146,6 @@ async function finish(
       files[joinPath(dirname(modelPath), ref.location)] = external[ref.location]!;
       continue;
     }
-    // ONNX locations are relative to the model's folder; one that leaves it (an untrusted file
-    // naming '../../home/…' or '/etc/…') is refused before anything is read.
-    if (/^(\/|[a-z]:)/i.test(ref.location) || ref.location.split('/').includes('..')) {
-      throw new FormatError(fileName, `tensor '${ref.tensor}': external data location '${ref.location}' is outside the model's folder`);
-    }
     const found = await find(ref.location);
     if (!found) {
       throw new InputError(
@@ -161,31 +169,27 @@ interface FileStore {
   get(location: string): Promise<Uint8Array | undefined>;
   /** Whether `location` names the model file itself rather than the folder holding it. */
   isModelFile(location: string): Promise<boolean>;
-  /** Splits a location into its path and the suffix every derived location keeps (a URL's query). */
-  split(location: string): [path: string, suffix: string];
+  /** The path part of a location: a URL without its query string and fragment. */
+  path(location: string): string;
+  /**
+   * The location of `rel` (a path io/location.ts accepted, or one the loader chose) in the folder
+   * `dir` (ending in '/', or '' for the current folder). It never carries a query string: a token
+   * meant for one file goes to no other.
+   */
+  inFolder(dir: string, rel: string): string;
   /** How a file is got and why one is absent, for messages: fetch / HTTP 404, read / no such file. */
   readonly verb: 'fetch' | 'read';
   readonly absent: string;
 }
 
-/** Joins a relative path to a location, keeping its suffix (the query string of a signed URL). */
-function joinLocation(store: FileStore, base: string, rel: string): string {
-  const [path, suffix] = store.split(base);
-  const dir = path.replace(/\/+$/, '');
-  return `${dir === '' && !path.startsWith('/') ? '' : `${dir}/`}${rel}${suffix}`;
-}
-
 function urlStore(options: LoadOnnxOptions): FileStore {
   const fetchFn = options.fetch ?? ((u: string) => globalThis.fetch(u));
-  const split = (url: string): [string, string] => {
-    const cut = url.search(/[?#]/);
-    return cut < 0 ? [url, ''] : [url.slice(0, cut), url.slice(cut)];
-  };
   return {
-    split,
+    path: urlPath,
+    inFolder: urlInFolder,
     verb: 'fetch',
     absent: 'HTTP 404',
-    isModelFile: async (url) => /\.onnx$/i.test(split(url)[0]),
+    isModelFile: async (url) => /\.onnx$/i.test(urlPath(url)),
     async get(u) {
       let res: Response;
       try {
@@ -206,7 +210,8 @@ async function diskStore(): Promise<FileStore> {
   const code = (e: unknown): string | undefined => (e as { code?: string } | null)?.code;
   const missing = (e: unknown): boolean => code(e) === 'ENOENT' || code(e) === 'ENOTDIR';
   return {
-    split: (path) => [path, ''],
+    path: (path) => path,
+    inFolder: (dir, rel) => dir + rel,
     verb: 'read',
     absent: 'no such file',
     async isModelFile(path) {
@@ -255,34 +260,36 @@ async function loadFromStore(url: string, store: FileStore, given: ReadonlyMap<s
   let bytes: Uint8Array | undefined;
   let config: Record<string, unknown> | undefined;
   const extra: Record<string, Uint8Array> = {};
-  const [path, query] = store.split(url);
-  if (await store.isModelFile(url)) {
-    modelUrl = url;
-    bytes = await store.get(url);
-    if (!bytes) throw new InputError(`could not ${store.verb} ${url}: ${store.absent}`);
-    const dir = dirname(path);
-    const name = path.split('/').pop()!;
-    modelPath = name;
-    // The HF layout keeps config.json one level above onnx/.
-    if (/(^|\/)onnx$/.test(dir)) {
-      modelPath = `onnx/${name}`;
-      const c = await optional(joinLocation(store, dirname(dir) + query, 'config.json'));
-      if (c) {
-        config = parseConfig(c, 'config.json');
-        extra['config.json'] = c;
-      }
-    }
-  } else {
-    const c = await optional(joinLocation(store, url, 'config.json'));
+  // Derived locations (config.json, onnx/model.onnx, external data) are built from the path alone:
+  // the source URL's query string (a token for that one file) is never sent anywhere else.
+  const readConfig = async (dir: string): Promise<void> => {
+    const c = await optional(store.inFolder(dir, 'config.json'));
     if (c) {
       config = parseConfig(c, 'config.json');
       extra['config.json'] = c;
     }
+  };
+  const path = store.path(url);
+  if (await store.isModelFile(url)) {
+    modelUrl = url;
+    bytes = await store.get(url);
+    if (!bytes) throw new InputError(`could not ${store.verb} ${url}: ${store.absent}`);
+    const dir = folderUrl(path);
+    const name = path.slice(dir.length);
+    modelPath = name;
+    // The HF layout keeps config.json one level above onnx/.
+    if (/(^|\/)onnx\/$/.test(dir)) {
+      modelPath = `onnx/${name}`;
+      await readConfig(dir.slice(0, -'onnx/'.length));
+    }
+  } else {
+    const dir = path === '' || path.endsWith('/') ? path : `${path}/`;
+    await readConfig(dir);
     const tried: string[] = [];
     modelUrl = '';
     modelPath = '';
     for (const candidate of options.modelFile ? [options.modelFile] : DEFAULT_MODEL_FILES) {
-      const u = joinLocation(store, url, candidate);
+      const u = store.inFolder(dir, normLocation(candidate));
       tried.push(u);
       bytes = await store.get(u);
       if (bytes) {
@@ -293,9 +300,9 @@ async function loadFromStore(url: string, store: FileStore, given: ReadonlyMap<s
     }
     if (!bytes) throw new InputError(`no ONNX model found: tried ${tried.join(', ')} (${store.absent})`);
   }
-  const [modelFile, suffix] = store.split(modelUrl);
+  const modelDir = folderUrl(store.path(modelUrl));
   const find = async (location: string) => {
-    const b = await store.get(joinLocation(store, dirname(modelFile) + suffix, location));
+    const b = await store.get(store.inFolder(modelDir, location));
     return b ? { path: joinPath(dirname(modelPath), location), bytes: b } : undefined;
   };
   return finish(bytes, modelPath, config, given, find, options, extra);

@@ -9,7 +9,9 @@
 //
 // Folding rule: a node is evaluated on the CPU when all its inputs are known there and no input or
 // output exceeds FOLD_LIMIT elements; a Transpose of a big embedding stays for the GPU. Ops whose
-// lowering is 'fold' (Shape, Range, ConstantOfShape) must fold, or specialisation fails. Composite
+// lowering is 'fold' (Shape, Range, ConstantOfShape) must fold, or specialisation fails; their
+// outputs are budgeted (`foldBudget`: what the model and its inputs can justify) before the
+// reference allocates them, so a 200-byte file cannot ask for ConstantOfShape [1e8]. Composite
 // ops (OpDef.expand: Einsum, OneHot) are replaced by their expansion, whose nodes are then inferred,
 // folded and kept like the file's own.
 //
@@ -28,7 +30,7 @@
 // memo of a pure function, since graphs are never mutated (a model given new initializer values
 // gets a new graph object, see Model.replaceInitializers), so an entry cannot go stale.
 
-import { IA3Error, InputError, ShapeError, UnsupportedOpError, warnOnce } from '../errors.js';
+import { IA3Error, InputError, ShapeError, SizeLimitError, UnsupportedOpError, warnOnce } from '../errors.js';
 import { initializerGpuData, initializerToRef, nodeOpset, opsetOf, type Graph, type Node } from '../ir/graph.js';
 import { clampedRange } from '../ir/shape.js';
 import type { ResidentData, SpecializedGraph, SpecNode } from '../ir/static-graph.js';
@@ -41,6 +43,19 @@ import type { Inputs, OpContext, OpDef } from '../ops/types.js';
 
 /** Largest tensor (elements) a CPU fold reads or writes. */
 export const FOLD_LIMIT = 1 << 20;
+/**
+ * Elements a forced fold ('fold' ops) may produce: FOLD_LIMIT, or more when the model or the
+ * inputs justify it — its largest initializer (a real model's embedding table), or the square of
+ * the runtime input elements (an attention mask is batch × seq × seq).
+ */
+export function foldBudget(graph: Graph, inputShapes: Readonly<Record<string, readonly number[]>>, foldLimit = FOLD_LIMIT): number {
+  let largest = 0;
+  for (const init of graph.initializers.values()) largest = Math.max(largest, sizeOf(init.dims));
+  let inputs = 0;
+  for (const dims of Object.values(inputShapes)) inputs += sizeOf(dims);
+  return Math.max(foldLimit, largest, inputs * inputs);
+}
+
 /** Largest initializer whose values shape rules and lowerings see (`ValueInfo.value`). */
 export const VALUE_LIMIT = 1 << 16;
 
@@ -282,6 +297,7 @@ function build(
   for (const n of live) for (const i of n.inputs) if (i) consumed.add(i);
   for (const o of graph.outputs) consumed.add(o.name);
 
+  const budget = foldBudget(graph, inputShapes, foldLimit);
   const kept: SpecNode[] = [];
   let taken: Set<string> | undefined; // the graph's names, for expansions (made on the first one)
   const visit = (node: Node): void => {
@@ -362,6 +378,12 @@ function build(
         );
       }
       if (allKnown && (small || def.gpu === 'fold')) {
+        outTypes.forEach((t, i) => {
+          const n = sizeOf(t.dims);
+          if (node.outputs[i] && !(n <= budget)) {
+            throw new SizeLimitError(`${node.opType} node '${node.name}' output ${i}`, n, budget, 'elements', 'a tensor folded on the CPU: the largest initializer or the square of the input elements');
+          }
+        });
         const refs = inNames.map((v) => (v === '' ? undefined : cpuValue(v)));
         values = guarded(node, () => def.reference(refs, node.attrs, ctx));
       }

@@ -8,14 +8,22 @@
 // module's own nodes read. The rewrite is pure: it returns a new graph and leaves its input alone.
 //
 // `Variants` keeps the rewritten models of a PeftModel by key (`a+b`, `a+b|merged`, `a+b|loss`):
-// each is the base model `withGraph` the rewritten graph, so they all share the base model's weight
-// store — switching adapters and back compiles no pipeline and uploads no frozen weight.
+// each is the base model `withGraph` the rewritten graph, over one overlay of the base model's
+// weight store that holds this PeftModel's adapter tensors (`ia3::…`, `mts::…`) — the frozen weights
+// are shared, so switching adapters and back compiles no pipeline and uploads no frozen weight, and
+// another PeftModel over the same base never sees these vectors.
 
 import { InputError, UnsupportedOpError } from '../errors.js';
 import type { Graph, Initializer, Node } from '../ir/graph.js';
+import type { WeightStore } from '../gpu/weights.js';
 import type { Model } from '../model.js';
 import { moduleSites, type ModuleInfo } from '../onnx/modules.js';
 import type { Adapter } from './adapter.js';
+
+/** Names of the tensors an adapter owns: IA3 vectors and modules_to_save copies (see adapter.ts). */
+export function isAdapterTensor(name: string): boolean {
+  return name.startsWith('ia3::') || name.startsWith('mts::');
+}
 
 /** A targeted module with the vectors of every active adapter that targets it. */
 export interface ScaledModule {
@@ -116,14 +124,18 @@ export function savedCopies(active: readonly string[], adapter: (name: string) =
 /** Rewritten models of one base model by key; `a+b` keys list the active adapters before any `|`. */
 export class Variants {
   private readonly models = new Map<string, Model>();
+  /** This PeftModel's adapter tensors on the GPU, over the base model's frozen weights. */
+  readonly store: WeightStore;
 
-  constructor(private readonly base: Model) {}
+  constructor(private readonly base: Model) {
+    this.store = base.weights.overlay(isAdapterTensor);
+  }
 
   /** The model for `key`, the base model running `build()`'s graph the first time it is asked for. */
   get(key: string, build: () => Graph): Model {
     let m = this.models.get(key);
     if (!m) {
-      m = this.base.withGraph(build());
+      m = this.base.withGraph(build(), this.store);
       this.models.set(key, m);
     }
     return m;

@@ -10,10 +10,11 @@
 //     also matches "xdense"); string: regex full match;
 //   - 'all-linear' becomes the set of all linear paths minus the output head (or, for SEQ_CLS
 //     models without one, the first of `score`/`classifier` that exists as a top-level module).
-// Patterns are Python `re` syntax; they are translated to JavaScript RegExp (named groups, \A, \Z,
-// leading inline flags) and anchored to mimic `re.fullmatch`. Module paths are PyTorch's
+// Patterns are Python `re` syntax, matched with `re.fullmatch` semantics by a linear-time engine
+// (RE2, see the section at the end). Module paths are PyTorch's
 // `named_modules()` names, e.g. "bert.encoder.layer.0.attention.self.key".
 
+import { RE2JS } from 're2js';
 import { InputError } from '../errors.js';
 import { compareCodePoints } from '../io/python.js';
 import type { IA3Config } from './config.js';
@@ -161,12 +162,28 @@ function matchesTargets(t: ReadonlySet<string> | string, path: string): boolean 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Python regular expressions in JavaScript
+// Python regular expressions, matched in linear time
+//
+// A config file is untrusted input, and JavaScript's RegExp backtracks: `(.|.)*Z` took 20 s per
+// load, one more alternative never ends. Patterns run on RE2 (re2js, a port of Go's regexp:
+// automata, time linear in the path's length), translated from Python `re` syntax. What RE2 cannot
+// run in linear time — backreferences, lookaround, atomic groups, possessive quantifiers,
+// conditionals — is refused with an InputError naming the field and the feature, as is syntax Python
+// itself rejects, so no pattern means one thing to PEFT and another here. Known difference: `\d`,
+// `\w`, `\s` are ASCII classes (Python's `re.ASCII`); module paths are ASCII in practice.
+
+/** A compiled pattern: `test(path)` is Python's `re.fullmatch` (or `re.match` for the modules_to_save guard). */
+export interface PathPattern {
+  test(path: string): boolean;
+}
+
+/** Longest pattern accepted (characters). Matching is linear in the path; compiling is not free. */
+const MAX_PATTERN = 8192;
 
 // Compiled patterns, keyed by kind and source; bounded so untrusted configs cannot grow it forever.
-const cache = new Map<string, RegExp>();
+const cache = new Map<string, PathPattern>();
 
-function compileCached(key: string, make: () => RegExp): RegExp {
+function compileCached(key: string, make: () => PathPattern): PathPattern {
   let re = cache.get(key);
   if (re === undefined) {
     if (cache.size >= 256) cache.clear();
@@ -176,86 +193,174 @@ function compileCached(key: string, make: () => RegExp): RegExp {
   return re;
 }
 
-/** A RegExp that matches exactly when Python's `re.fullmatch(pattern, s)` does (for module paths). */
-export function fullMatch(pattern: string, field = 'pattern'): RegExp {
+/** A pattern that matches exactly when Python's `re.fullmatch(pattern, s)` does (for module paths). */
+export function fullMatch(pattern: string, field = 'pattern'): PathPattern {
   return compileCached(`full\0${pattern}`, () => {
-    const { source, flags } = translatePythonRegex(pattern, field);
-    return build(`^(?:${source})$`, flags, pattern, field);
+    const re = build(translatePythonRegex(pattern, field), pattern, field);
+    return { test: (path) => re.testExact(path) };
   });
 }
 
 // PEFT: re.match(rf"(^|.*\.){m}($|\..*)", key) — the name is spliced into the pattern unescaped.
-function modulesToSaveGuard(name: string): RegExp {
+function modulesToSaveGuard(name: string): PathPattern {
   return compileCached(`save\0${name}`, () => {
-    const { source, flags } = translatePythonRegex(name, 'modules_to_save');
-    return build(`^(?:(^|.*\\.)${source}($|\\..*))`, flags, name, 'modules_to_save');
+    const { flags, source } = translatePythonRegex(name, 'modules_to_save');
+    const re = build({ flags, source: `\\A(?:(^|.*\\.)${source}($|\\..*))` }, name, 'modules_to_save');
+    return { test: (path) => re.test(path) };
   });
 }
 
-function build(source: string, flags: string, pattern: string, field: string): RegExp {
+function build({ source, flags }: { source: string; flags: string }, pattern: string, field: string): RE2JS {
   try {
-    return new RegExp(source, flags);
+    return RE2JS.compile(flags ? `(?${flags})${source}` : source);
   } catch (e) {
-    throw new InputError(`${field}: ${JSON.stringify(pattern)} is not a regular expression this toolkit can run: ${(e as Error).message}`);
+    const detail = (e as Error).message.replace(/^error parsing regexp: /, '');
+    throw new InputError(`${field}: ${JSON.stringify(pattern)} is not a regular expression this toolkit can run: ${detail}`);
   }
 }
 
+// Escapes Python knows; any other escaped ASCII letter is an error in Python 3.7+.
+const CLASS_ESCAPES = 'dDsSwW';
+const CONTROL_ESCAPES = 'afnrtv';
+
 /**
- * Translates Python `re` syntax to JavaScript: `(?P<n>…)` → `(?<n>…)`, `(?P=n)` → `\k<n>`,
- * `\A` / `\Z` → input start / end, `(?#…)` comments dropped, a leading `]` in a set made literal,
- * leading global flags `(?i)`, `(?s)`, `(?m)` → RegExp flags (`(?a)`, `(?u)` change nothing for
- * ASCII module paths). Constructs JavaScript lacks (verbose mode, `(?L)`) throw InputError.
+ * Translates Python `re` syntax to RE2's: `\Z` → `\z`, `\uXXXX` / `\UXXXXXXXX` / octal → `\x{…}`,
+ * `(?#…)` comments dropped, `{,n}` → `{0,n}`, a `{` that is no quantifier and `[` or a leading
+ * `]` inside a set made literal, leading global flags `(?i)`, `(?s)`, `(?m)` kept (`(?a)`, `(?u)`
+ * change nothing for ASCII module paths). Refuses, with an InputError naming `field` and the
+ * feature, what RE2 cannot match in linear time and what Python would reject.
  */
 export function translatePythonRegex(pattern: string, field = 'pattern'): { source: string; flags: string } {
-  const unsupported = (what: string): never => {
-    throw new InputError(`${field}: ${JSON.stringify(pattern)} uses ${what}, which JavaScript regular expressions lack`);
+  const refuse = (what: string): never => {
+    throw new InputError(`${field}: ${JSON.stringify(pattern)} uses ${what}`);
   };
+  const linear = (what: string): never => refuse(`${what}, which has no linear-time matcher (patterns from config files are matched by RE2, which refuses them)`);
+  if (pattern.length > MAX_PATTERN) refuse(`${pattern.length} characters (at most ${MAX_PATTERN})`);
   let i = 0;
   let flags = '';
   for (let m = /^\(\?([aiLmsux]+)\)/.exec(pattern); m !== null; m = /^\(\?([aiLmsux]+)\)/.exec(pattern.slice(i))) {
     for (const f of m[1]!) {
-      if (f === 'x') unsupported('verbose mode (?x)');
-      if (f === 'L') unsupported('locale mode (?L)');
+      if (f === 'x') refuse('verbose mode (?x), which RE2 lacks');
+      if (f === 'L') refuse('locale mode (?L), which RE2 lacks');
       if ((f === 'i' || f === 's' || f === 'm') && !flags.includes(f)) flags += f;
     }
     i += m[0].length;
   }
+  const hex = (code: number): string => `\\x{${code.toString(16)}}`;
+  /** One escape at pattern[j] === '\\' → [RE2 text, next index]. */
+  const escape = (j: number, inSet: boolean): [string, number] => {
+    const n = pattern[j + 1];
+    if (n === undefined) return refuse('a trailing backslash');
+    if (CLASS_ESCAPES.includes(n) || CONTROL_ESCAPES.includes(n)) return [`\\${n}`, j + 2];
+    if (n === 'b') return [inSet ? hex(8) : '\\b', j + 2];
+    if (!inSet && (n === 'B' || n === 'A')) return [`\\${n}`, j + 2];
+    if (!inSet && n === 'Z') return ['\\z', j + 2];
+    const digits = (count: number, re: RegExp): string => {
+      const d = pattern.slice(j + 2, j + 2 + count);
+      if (d.length !== count || !re.test(d)) refuse(`an incomplete \\${n} escape`);
+      return d;
+    };
+    if (n === 'x') return [hex(parseInt(digits(2, /^[0-9a-f]+$/i), 16)), j + 4];
+    if (n === 'u') return [hex(parseInt(digits(4, /^[0-9a-f]+$/i), 16)), j + 6];
+    if (n === 'U') return [hex(parseInt(digits(8, /^[0-9a-f]+$/i), 16)), j + 10];
+    if (/[0-9]/.test(n)) {
+      // Python: \0 and three octal digits are characters; any other number is a group reference.
+      const oct = /^[0-7]{3}/.exec(pattern.slice(j + 1)) ?? (n === '0' ? /^0[0-7]{0,2}/.exec(pattern.slice(j + 1)) : null);
+      if (oct) return [hex(parseInt(oct[0], 8)), j + 1 + oct[0].length];
+      return linear(`a backreference (\\${n})`);
+    }
+    if (n === 'N') return refuse('a named Unicode escape (\\N{…}), which RE2 lacks');
+    if (/[A-Za-z]/.test(n)) return refuse(`the escape \\${n}, which Python rejects`);
+    // An escaped non-alphanumeric is the character itself; RE2 accepts escapes of punctuation only.
+    const code = n.codePointAt(0)!;
+    return [/[!-/:-@[-`{-~]/.test(n) ? `\\${n}` : hex(code), j + (code > 0xffff ? 3 : 2)];
+  };
   let out = '';
+  let quantified = false; // the previous token was a quantifier (a '+' after it is possessive)
   while (i < pattern.length) {
     const c = pattern[i]!;
+    const wasQuantifier: boolean = quantified;
+    quantified = false;
     if (c === '\\') {
-      const n = pattern[i + 1];
-      if (n === undefined) unsupported('a trailing backslash');
-      if (n === 'A') out += '(?<![\\s\\S])';
-      else if (n === 'Z') out += '(?![\\s\\S])';
-      else out += c + n;
-      i += 2;
+      const [text, next] = escape(i, false);
+      out += text;
+      i = next;
     } else if (c === '[') {
       let j = i + 1;
       out += '[';
-      if (pattern[j] === '^') { out += '^'; j++; }
-      if (pattern[j] === ']') { out += '\\]'; j++; } // literal in Python, an empty set in JavaScript
+      if (pattern[j] === '^') {
+        out += '^';
+        j++;
+      }
+      if (pattern[j] === ']') {
+        out += '\\]'; // literal in Python, an empty set in other syntaxes
+        j++;
+      }
       for (;;) {
         const d = pattern[j];
-        if (d === undefined) unsupported('an unterminated character set');
+        if (d === undefined) refuse('an unterminated character set');
         if (d === ']') break;
-        if (d === '\\') { out += pattern.slice(j, j + 2); j += 2; }
-        else { out += d; j++; }
+        if (d === '\\') {
+          const [text, next] = escape(j, true);
+          out += text;
+          j = next;
+        } else {
+          out += d === '[' ? '\\[' : d; // '[:alpha:]' is literal text in Python, a class in RE2
+          j++;
+        }
       }
       out += ']';
       i = j + 1;
-    } else if (pattern.startsWith('(?P<', i)) {
-      out += '(?<';
-      i += 4;
-    } else if (pattern.startsWith('(?P=', i)) {
-      const close = pattern.indexOf(')', i);
-      if (close < 0) unsupported('an unterminated (?P=name)');
-      out += `\\k<${pattern.slice(i + 4, close)}>`;
-      i = close + 1;
-    } else if (pattern.startsWith('(?#', i)) {
-      const close = pattern.indexOf(')', i);
-      if (close < 0) unsupported('an unterminated comment');
-      i = close + 1;
+    } else if (c === '(' && pattern[i + 1] === '?') {
+      const rest = pattern.slice(i + 2);
+      if (rest.startsWith('P<')) {
+        out += '(?P<';
+        i += 4;
+      } else if (rest.startsWith(':')) {
+        out += '(?:';
+        i += 3;
+      } else if (rest.startsWith('#')) {
+        const close = pattern.indexOf(')', i);
+        if (close < 0) refuse('an unterminated comment');
+        i = close + 1;
+      } else if (rest.startsWith('P=')) {
+        linear('a named backreference (?P=…)');
+      } else if (rest.startsWith('=') || rest.startsWith('!')) {
+        linear(`a lookahead (?${rest[0]}…)`);
+      } else if (rest.startsWith('<=') || rest.startsWith('<!')) {
+        linear(`a lookbehind (?${rest.slice(0, 2)}…)`);
+      } else if (rest.startsWith('>')) {
+        linear('an atomic group (?>…)');
+      } else if (rest.startsWith('(')) {
+        linear('a conditional group (?(…)…)');
+      } else {
+        // Scoped flags (?i:…), (?-i:…), (?a-s:…); global flags elsewhere than the start are an
+        // error in Python 3.11.
+        const m = /^([aiLmsux]*)(?:-([imsx]+))?([:)])/.exec(rest);
+        if (!m) refuse(`the group syntax (?${rest.slice(0, 2)}…), which Python rejects`);
+        if (m![3] === ')') refuse('global flags not at the start of the pattern, which Python rejects');
+        if (/[xL]/.test(m![1]! + (m![2] ?? ''))) refuse('verbose or locale flags, which RE2 lacks');
+        const on = m![1]!.replace(/[au]/g, '');
+        out += `(?${on}${m![2] ? `-${m![2]}` : ''}:`;
+        i += 2 + m![0].length;
+      }
+    } else if (c === '{') {
+      // A quantifier only in Python's forms {m}, {m,}, {,n}, {m,n}; otherwise a literal brace.
+      const q = /^\{(\d*)(,?)(\d*)\}/.exec(pattern.slice(i));
+      if (q && (q[1] !== '' || (q[2] === ',' && q[3] !== ''))) {
+        out += `{${q[1] || '0'}${q[2]}${q[3]}}`;
+        i += q[0].length;
+        quantified = true;
+      } else {
+        out += '\\{';
+        i++;
+      }
+    } else if (c === '*' || c === '+' || c === '?') {
+      if (c === '+' && wasQuantifier) linear('a possessive quantifier (…+)');
+      out += c;
+      i++;
+      // A lazy '?' ends the quantifier: '+?' then '+' is a repeat of a repeat (an error either way).
+      quantified = !(c === '?' && wasQuantifier);
     } else {
       out += c;
       i++;

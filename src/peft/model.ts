@@ -13,7 +13,7 @@
 // of delegation to the modules above.
 
 import { LABELS, LOSS, logitsOutput, withLoss, type LossTask } from '../autograd/loss.js';
-import { InputError } from '../errors.js';
+import { BusyError, DisposedError, InputError } from '../errors.js';
 import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
 import type { TensorData } from '../ir/tensor.js';
 import type { Feed, Model } from '../model.js';
@@ -62,12 +62,18 @@ export class PeftModel {
   private readonly merging: MergeState;
   /** Set by `mergeAndUnload`: the base model now holds the merged weights on its own. */
   private unloaded = false;
+  private disposed = false;
+  /** What is training this model now (a Trainer's run), or undefined. */
+  private training: string | undefined;
+  /** Unregisters `dispose` from the base model's. */
+  private readonly detach: () => void;
 
   constructor(
     readonly base: Model,
     config: IA3Config,
     adapterName = 'default',
   ) {
+    base.assertUsable();
     this.variants = new Variants(base);
     this.merging = new MergeState({
       base,
@@ -77,6 +83,9 @@ export class PeftModel {
     });
     this.addAdapter(adapterName, config);
     this.active = [adapterName];
+    // Disposing the base model disposes this first; merge() checks for other live PeftModels.
+    livePeftModels(base).add(this);
+    this.detach = base.onDispose(() => this.dispose());
   }
 
   /** PEFT's `peft_config`: the config of every adapter, resolved for the model type. */
@@ -109,7 +118,7 @@ export class PeftModel {
 
   /** Adds an adapter initialised as PEFT does (ones, or standard normal when initIa3Weights is false). */
   addAdapter(name: string, config: IA3Config): void {
-    this.assertLive();
+    this.assertIdle('add an adapter');
     checkAdapterName(name, this.adapters);
     this.register(name, createAdapter(name, resolveConfig(config, this.base), this.base));
   }
@@ -121,12 +130,12 @@ export class PeftModel {
    */
   private register(name: string, adapter: Adapter): void {
     this.adapters.set(name, adapter);
-    for (const p of adapter.params) this.base.weights.write(p.name, p.values);
+    for (const p of adapter.params) this.variants.store.write(p.name, p.values);
   }
 
   /** Activates one adapter, or several whose vectors multiply. */
   setAdapter(names: string | readonly string[]): void {
-    this.assertLive();
+    this.assertIdle('change the active adapters');
     const list = typeof names === 'string' ? [names] : [...names];
     if (list.length === 0) throw new InputError('setAdapter needs at least one adapter name');
     if (new Set(list).size !== list.length) throw new InputError(`setAdapter: adapter names repeat (${list.join(', ')})`);
@@ -140,17 +149,18 @@ export class PeftModel {
 
   /** Runs the base model (adapters bypassed) until `enableAdapter`; merged adapters are unmerged first, as PEFT does. */
   disableAdapter(): void {
-    this.assertLive();
+    this.assertIdle('disable the adapters');
     if (this.merged) this.unmerge();
     this.disabled = true;
   }
 
   enableAdapter(): void {
+    this.assertIdle('enable the adapters');
     this.disabled = false;
   }
 
   async deleteAdapter(name: string): Promise<void> {
-    this.assertLive();
+    this.assertIdle('delete an adapter');
     this.adapter(name);
     if (this.merging.merged.includes(name)) {
       throw new InputError(`Cannot delete adapter(s) ['${name}'] while they are merged. Please unmerge them first.`); // PEFT's message
@@ -166,7 +176,7 @@ export class PeftModel {
     }
     this.adapters.delete(name);
     await this.variants.release((adapters) => adapters.includes(name));
-    for (const prefix of adapterPrefixes(name)) this.base.weights.releasePrefix(prefix);
+    for (const prefix of adapterPrefixes(name)) this.variants.store.releasePrefix(prefix);
   }
 
   /** [trainable, all] parameter counts as PEFT's `get_nb_trainable_parameters`. */
@@ -197,6 +207,7 @@ export class PeftModel {
    * reported in one InputError, and nothing changes unless everything fits.
    */
   loadStateDict(tensors: Readonly<Record<string, TensorData>>, adapter = this.active[0]!): void {
+    this.assertIdle('load a state dict');
     const staged = stageStateDict(this.adapter(adapter), adapter, tensors);
     for (const [p, data] of staged) this.setParamValues(p.name, data);
   }
@@ -220,12 +231,14 @@ export class PeftModel {
    * A config that does not fit the model, or tensors that do not fit the config, change nothing.
    */
   async loadAdapter(files: AdapterSource, name: string): Promise<void> {
+    this.assertIdle('load an adapter');
     const { config, tensors } = await readAdapterFiles(files, parseAdapterConfig);
     this.addAdapter(name, config.with({ inferenceMode: false }));
     try {
       this.loadStateDict(tensors, name);
     } catch (e) {
       this.adapters.delete(name);
+      for (const prefix of adapterPrefixes(name)) this.variants.store.releasePrefix(prefix);
       throw e;
     }
   }
@@ -255,6 +268,8 @@ export class PeftModel {
     gradients: Record<string, TensorData>;
     adapterGradients: Record<string, Record<string, TensorData>>;
   }> {
+    // The Trainer replays the same gradient plans: their buffers are not to be shared mid-run.
+    this.assertIdle('compute gradients');
     const { model: lossModel, trainables } = this.trainingModel();
     const wrt = trainables.map((t) => t.name);
     const { loss, gradients } = await lossModel.lossAndGradients({ ...inputs, [LABELS]: labels }, LOSS, wrt);
@@ -307,6 +322,11 @@ export class PeftModel {
 
   /** Sets a trainable tensor (ONNX layout) on the CPU side and in its GPU buffer when uploaded. */
   setParamValues(name: string, values: Float32Array): void {
+    this.assertIdle('change a trainable tensor');
+    this.writeParam(name, values);
+  }
+
+  private writeParam(name: string, values: Float32Array): void {
     const p = this.param(name);
     if (values.length !== p.values.length) throw new InputError(`'${p.key}' has ${p.values.length} values, got ${values.length}`);
     const owner = [...this.adapters].find(([, a]) => a.params.includes(p))![0];
@@ -314,7 +334,7 @@ export class PeftModel {
       throw new InputError(`adapter '${owner}' is merged into the weights: unmerge() before changing its vector '${p.key}'`);
     }
     p.values.set(values);
-    this.base.weights.write(name, p.values);
+    this.variants.store.write(name, p.values);
   }
 
   /** The loss `lossAndGradients` computes: from the first active adapter's task type, else the logits' rank. */
@@ -351,7 +371,7 @@ export class PeftModel {
    * Unlike PEFT, which silently returns when `adapterName` exists, that is an InputError.
    */
   addWeightedAdapter(adapters: readonly string[], weights: readonly number[], adapterName: string): void {
-    this.assertLive();
+    this.assertIdle('add an adapter');
     checkAdapterName(adapterName, this.adapters);
     if (adapters.length === 0) throw new InputError('addWeightedAdapter needs at least one adapter');
     if (adapters.length !== weights.length) throw new InputError(`addWeightedAdapter: ${adapters.length} adapters but ${weights.length} weights`);
@@ -376,7 +396,12 @@ export class PeftModel {
    * Tied weights (an initializer also read by another node) are refused with an InputError.
    */
   async merge({ safe = false, adapterNames }: MergeOptions = {}): Promise<void> {
-    this.assertLive();
+    this.assertIdle('merge');
+    // Merging writes the base model's weights: PeftModels are isolated only while it does not.
+    const others = [...livePeftModels(this.base)].filter((p) => p !== this).length;
+    if (others > 0) {
+      throw new BusyError(`merging writes the base model's weights, which ${others} other PeftModel${others > 1 ? 's' : ''} also run${others > 1 ? '' : 's'} on: dispose() ${others > 1 ? 'them' : 'it'} first`);
+    }
     if (this.disabled) throw new InputError('adapters are disabled: enableAdapter() before merging');
     const names = [...new Set(adapterNames ?? this.active)];
     for (const n of names) this.adapter(n);
@@ -390,7 +415,7 @@ export class PeftModel {
    * is only accurate to 2.5 ULP) and written to the GPU copies, so both stay identical.
    */
   unmerge(): void {
-    this.assertLive();
+    this.assertIdle('unmerge');
     this.merging.unmerge();
   }
 
@@ -403,10 +428,49 @@ export class PeftModel {
     await this.merge(options);
     this.merging.foldSavedCopies();
     await this.variants.release();
-    this.base.weights.releasePrefix('ia3::');
-    this.base.weights.releasePrefix('mts::');
+    this.variants.store.releaseAll();
     this.unloaded = true;
+    livePeftModels(this.base).delete(this);
+    this.detach();
     return this.base;
+  }
+
+  /**
+   * Frees every GPU buffer this PeftModel holds (its compiled plans and its adapters' vectors and
+   * modules_to_save copies); the base model stays loaded and usable. A merged PeftModel is unmerged
+   * first, so the base model runs its own weights again. Afterwards every use is a DisposedError;
+   * calling it again does nothing. A BusyError while a Trainer trains it.
+   */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    if (this.training) throw new BusyError(`cannot dispose the PeftModel: ${this.training}`);
+    if (!this.unloaded && this.merged && !this.base.disposed) this.merging.unmerge();
+    this.disposed = true;
+    livePeftModels(this.base).delete(this);
+    this.detach();
+    await this.variants.release();
+    this.variants.store.releaseAll();
+  }
+
+  /**
+   * Marks the model as being trained by `what` until `end()`: meanwhile every change of its
+   * adapters (and `dispose()`, `lossAndGradients`) is a BusyError, and so is a second lease. The
+   * lease's `setParamValues` is how the trainer writes the trained values back.
+   */
+  beginTraining(what: string): TrainingLease {
+    this.assertIdle('start training');
+    const release = this.base.hold(what);
+    this.training = what;
+    let ended = false;
+    return {
+      setParamValues: (name, values) => this.writeParam(name, values),
+      end: () => {
+        if (ended) return;
+        ended = true;
+        this.training = undefined;
+        release();
+      },
+    };
   }
 
   /**
@@ -436,7 +500,15 @@ export class PeftModel {
   }
 
   private assertLive(): void {
-    if (this.unloaded) throw new InputError('this PeftModel was unloaded by mergeAndUnload(); use the model it returned');
+    if (this.unloaded) throw new DisposedError('this PeftModel was unloaded by mergeAndUnload(); use the model it returned');
+    if (this.disposed) throw new DisposedError('this PeftModel was disposed');
+    this.base.assertUsable();
+  }
+
+  /** assertLive, and no Trainer is running on this model (`what` names the refused change). */
+  private assertIdle(what: string): void {
+    this.assertLive();
+    if (this.training) throw new BusyError(`cannot ${what} while ${this.training}: stop() it and await train() first`);
   }
 
   private adapter(name: string): Adapter {
@@ -452,8 +524,30 @@ const parseAdapterConfig = (content: string | Uint8Array, fileName: string): IA3
 export async function loadPeftModel(model: Model, files: AdapterSource, adapterName = 'default'): Promise<PeftModel> {
   const { config, tensors } = await readAdapterFiles(files, parseAdapterConfig);
   const peft = new PeftModel(model, config.with({ inferenceMode: false }), adapterName);
-  peft.loadStateDict(tensors, adapterName);
+  try {
+    peft.loadStateDict(tensors, adapterName);
+  } catch (e) {
+    await peft.dispose(); // a failed load leaves nothing behind
+    throw e;
+  }
   return peft;
+}
+
+const LIVE = new WeakMap<Model, Set<PeftModel>>();
+
+/** The PeftModels over `model` that are neither disposed nor unloaded. */
+function livePeftModels(model: Model): Set<PeftModel> {
+  let set = LIVE.get(model);
+  if (!set) LIVE.set(model, (set = new Set()));
+  return set;
+}
+
+/** A Trainer's hold on a PeftModel while it trains (see `PeftModel.beginTraining`). */
+export interface TrainingLease {
+  /** Sets a trainable tensor's values (CPU side and GPU buffer), as `setParamValues` would. */
+  setParamValues(name: string, values: Float32Array): void;
+  /** Ends the lease; calling it again does nothing. */
+  end(): void;
 }
 
 /** Wraps a model with an IA3 adapter, like PEFT's `get_peft_model`. */

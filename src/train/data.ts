@@ -112,7 +112,8 @@ const INPUT_ALIASES: Readonly<Record<string, (typeof KNOWN_INPUTS)[number]>> = {
 };
 
 /** The known input an input name stands for (itself, or the one a TensorFlow name aliases). */
-const knownInput = (name: string): string => INPUT_ALIASES[name] ?? name;
+/** The known input a model input name stands for (a TensorFlow alias, or itself). */
+export const knownInput = (name: string): string => INPUT_ALIASES[name] ?? name;
 /** CrossEntropy's ignore_index in the loss graph (see loss.ts). */
 const IGNORE = -100;
 
@@ -251,6 +252,7 @@ function validateOptions(opts: CollateOptions): void {
 /** Validates example `i` and truncates it to maxLength. */
 function prepare(ex: Example, i: number, opts: CollateOptions): Row {
   const where = `example ${i}`;
+  if (typeof ex !== 'object' || ex === null) throw new InputError(`${where} is ${ex === undefined ? 'missing (the dataset has a hole there)' : `not an object (${String(ex)})`}`);
   const ids = ex.input_ids as readonly number[] | undefined;
   if (!Array.isArray(ids) || ids.length === 0) throw new InputError(`${where}: input_ids must be a non-empty array`);
   const n = ids.length;
@@ -297,6 +299,21 @@ function prepare(ex: Example, i: number, opts: CollateOptions): Row {
   // Keep the beginning, as HF tokenizers' default truncation_side 'right'.
   const m = Math.min(n, opts.maxLength);
   return { ids: ids.slice(0, m), mask: mask.slice(0, m), targets: targets.slice(0, m), label };
+}
+
+/**
+ * Validates the options and every example (as {@link collate} would, without building a batch) and
+ * returns them truncated to maxLength, for checks that need the values (ids against a vocabulary).
+ *
+ * @throws InputError as {@link collate}, and for a dataset that is not an array or has holes.
+ */
+export function validateExamples(examples: readonly Example[], opts: CollateOptions): { ids: readonly number[]; targets: readonly number[]; label: number }[] {
+  validateOptions(opts);
+  if (!Array.isArray(examples)) throw new InputError('the dataset must be an array of examples');
+  const rows: Row[] = [];
+  // An index loop, not forEach/map: those skip the holes of a sparse array.
+  for (let i = 0; i < examples.length; i++) rows.push(prepare(examples[i]!, i, opts));
+  return rows;
 }
 
 /**
@@ -390,8 +407,7 @@ export function* batches(examples: readonly Example[], opts: BatchOptions): Gene
   if (!isInt(opts.batchSize) || opts.batchSize < 1) {
     throw new InputError(`batchSize must be a positive integer, got ${String(opts.batchSize)}`);
   }
-  validateOptions(opts);
-  examples.forEach((ex, i) => prepare(ex, i, opts));
+  validateExamples(examples, opts);
   const order = opts.shuffle === false ? examples.slice() : shuffled(examples, opts.seed, opts.epoch);
   const full = Math.floor(order.length / opts.batchSize) * opts.batchSize;
   const end = opts.dropLast ? full : order.length;

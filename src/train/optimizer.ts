@@ -91,10 +91,47 @@ export class FlatState {
     this.gpu.write(this.params, flat);
   }
 
-  /** Reads the flat params back and hands each tensor's values to `set`. */
+  /** Reads the flat params back and hands each tensor's values to `set` (a copy of each). */
   async download(set: (name: string, values: Float32Array) => void): Promise<void> {
     const values = new Float32Array(await this.gpu.read(this.params, 4 * this.n));
-    for (const e of this.entries) set(e.name, values.subarray(e.offset, e.offset + e.n));
+    for (const e of this.entries) set(e.name, values.slice(e.offset, e.offset + e.n));
+  }
+
+  /** Writes AdamW's moments of every tensor (those of a checkpoint being resumed). */
+  writeMoments(moments: (name: string) => { m: Float32Array; v: Float32Array }): void {
+    const m = new Float32Array(this.n);
+    const v = new Float32Array(this.n);
+    for (const e of this.entries) {
+      const t = moments(e.name);
+      m.set(t.m, e.offset);
+      v.set(t.v, e.offset);
+    }
+    this.gpu.write(this.m, m);
+    this.gpu.write(this.v, v);
+  }
+
+  /**
+   * Params and moments of every tensor as they are once the work queued so far is done (the copy
+   * is queued now, so later steps do not change it).
+   */
+  async snapshot(): Promise<{ name: string; values: Float32Array; m: Float32Array; v: Float32Array }[]> {
+    const bytes = 4 * this.n;
+    const staging = this.gpu.device.createBuffer({ label: 'trainer.snapshot', size: 3 * bytes, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
+    try {
+      const enc = this.gpu.device.createCommandEncoder({ label: 'trainer.snapshot' });
+      [this.params, this.m, this.v].forEach((b, k) => enc.copyBufferToBuffer(b, 0, staging, k * bytes, bytes));
+      this.gpu.device.queue.submit([enc.finish()]);
+      try {
+        await staging.mapAsync(MapMode.READ);
+      } catch (e) {
+        throw (await this.gpu.lossBehind(e)) ?? e;
+      }
+      const all = new Float32Array(staging.getMappedRange().slice(0));
+      const at = (k: number, e: FlatEntry): Float32Array => all.slice(k * this.n + e.offset, k * this.n + e.offset + e.n);
+      return this.entries.map((e) => ({ name: e.name, values: at(0, e), m: at(1, e), v: at(2, e) }));
+    } finally {
+      staging.destroy();
+    }
   }
 
   release(): void {
@@ -127,8 +164,8 @@ export class StepEncoder {
     private readonly settings: StepSettings,
   ) {
     const probe = adamwProgram(flat.n, settings.hyper, 1);
-    this.adamUniforms = gpu.device.createBuffer({ size: packUniforms(probe.kernel, probe.uniforms).byteLength, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
-    this.ring = gpu.device.createBuffer({ size: 8 * settings.loggingSteps, usage: BufferUsage.COPY_DST | BufferUsage.COPY_SRC });
+    this.adamUniforms = gpu.buffers.create({ label: 'trainer.adamw', size: packUniforms(probe.kernel, probe.uniforms).byteLength, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
+    this.ring = gpu.buffers.create({ label: 'trainer.ring', size: 8 * settings.loggingSteps, usage: BufferUsage.COPY_DST | BufferUsage.COPY_SRC });
   }
 
   /** Builds the dispatch lists an optimizer step over these plans (one per micro-batch) needs. */
@@ -170,17 +207,21 @@ export class StepEncoder {
     const enc = this.gpu.device.createCommandEncoder({ label: 'trainer.read' });
     enc.copyBufferToBuffer(this.ring, 0, staging, 0, 8 * count);
     this.gpu.device.queue.submit([enc.finish()]);
-    await staging.mapAsync(MapMode.READ);
-    const v = new Float32Array(staging.getMappedRange().slice(0));
-    staging.destroy();
-    return v;
+    try {
+      await staging.mapAsync(MapMode.READ);
+      return new Float32Array(staging.getMappedRange().slice(0));
+    } catch (e) {
+      throw (await this.gpu.lossBehind(e)) ?? e;
+    } finally {
+      staging.destroy();
+    }
   }
 
   destroy(): void {
     for (const byBeta of this.accumulations.values()) for (const list of byBeta.values()) list.destroy();
     this.update?.destroy();
-    this.adamUniforms.destroy();
-    this.ring.destroy();
+    this.gpu.buffers.release(this.adamUniforms);
+    this.gpu.buffers.release(this.ring);
   }
 
   /** Gradient (and loss) accumulation out of one plan's buffers; beta 0 overwrites, 1 adds. */

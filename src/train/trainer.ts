@@ -15,14 +15,27 @@
 // last good values. Same seed, same data: same batches, same GPU arithmetic (no float atomics),
 // same result.
 //
-// Size: the Trainer's public types (arguments, events, errors) sit beside it.
+// Transactions: every argument and every example (ids against the vocabulary, token types, labels
+// against the classes, lengths against the position table, holes) is checked before anything
+// changes; a failure later leaves the adapter as after the last completed step, CPU and GPU copies
+// equal. Checkpoints (train/checkpoint.ts) go to the caller's store every `checkpointSteps` steps
+// and when a run ends; a lost device is a DeviceLostError naming the last one, whose values the
+// adapter then holds, and `Trainer.fromCheckpoint` continues from it bit for bit on a new device.
+// While a run is in flight the PeftModel is leased: a second run, another Trainer, merge,
+// setAdapter, loadStateDict or dispose are BusyErrors.
+//
+// Size: the Trainer's public types (arguments, events, errors) and its validation sit beside it.
 
 import { LABELS, LOSS, SCORES, logitsOutput, type LossTask } from '../autograd/loss.js';
-import { IA3Error, InputError } from '../errors.js';
+import { BusyError, DeviceLostError, DisposedError, IA3Error, InputError } from '../errors.js';
 import { isFloat } from '../ir/dtype.js';
 import type { GradientPlan, Model } from '../model.js';
-import type { PeftModel } from '../peft/model.js';
-import { batches, bucketsUpTo, emptyInputsOf, type Batch, type Example } from './data.js';
+import { inputRange } from '../onnx/bounds.js';
+import { specialize } from '../onnx/specialize.js';
+import { serializeConfig } from '../peft/config.js';
+import type { PeftModel, Trainable, TrainingLease } from '../peft/model.js';
+import { datasetFingerprint, modelFingerprint, textFingerprint, type Checkpoint, type CheckpointFingerprint, type CheckpointStore } from './checkpoint.js';
+import { batches, bucketLength, bucketsUpTo, emptyInputsOf, knownInput, validateExamples, type Batch, type Example } from './data.js';
 import { FlatState, StepEncoder } from './optimizer.js';
 import { learningRateAt, warmupStepsFrom, type ScheduleName } from './schedule.js';
 
@@ -43,7 +56,7 @@ export interface TrainingArguments {
   adamEpsilon?: number;
   /** Global-norm clipping; 0 or Infinity disables it. */
   maxGradNorm?: number;
-  /** Steps between loss reads (and 'log' events). */
+  /** Steps between loss reads (and 'log' events); at most 65,536. */
   loggingSteps?: number;
   seed?: number;
   /** Longest sequence; longer examples are truncated. */
@@ -52,6 +65,14 @@ export interface TrainingArguments {
   buckets?: number[];
   /** Padding token; default config.json's pad_token_id, else 0. */
   padTokenId?: number;
+  /** Steps between checkpoints to the trainer's store (0: only when a run ends). Default 0. */
+  checkpointSteps?: number;
+}
+
+/** Where the Trainer keeps checkpoints (see train/checkpoint.ts). */
+export interface TrainerOptions {
+  /** Saved to every `checkpointSteps` steps and when a run ends (completed, stopped or failed). */
+  readonly checkpoints?: CheckpointStore;
 }
 
 export interface StepEvent {
@@ -85,11 +106,17 @@ export interface EndEvent {
   reason: 'completed' | 'stopped';
 }
 
+/** A checkpoint saved to the store. */
+export interface CheckpointEvent {
+  step: number;
+}
+
 interface Events {
   step: StepEvent;
   log: LogEvent;
   evaluate: EvalResult & { step: number };
   end: EndEvent;
+  checkpoint: CheckpointEvent;
 }
 
 /** Training met a NaN or infinite loss or gradient; the trainable values are those before that step. */
@@ -102,15 +129,21 @@ export class NonFiniteError extends IA3Error {
   }
 }
 
+/** Longest loss ring (steps between reads): its 8 bytes a step are one GPU buffer. */
+const MAX_LOGGING_STEPS = 65536;
+
 /** What `train` keeps between calls so that a stopped run resumes exactly where it was. */
 interface Session {
   /** The trainable tensors the flat buffers hold, in order; another set starts a fresh optimizer. */
   key: string;
   flat: FlatState;
-  dataset: readonly Example[];
+  /** Fingerprint of the dataset the position refers to. */
+  dataset: string;
   epoch: number;
   /** Micro-batches of `epoch` already consumed. */
   consumed: number;
+  /** From a checkpoint: only its dataset may continue it. */
+  resumed: boolean;
 }
 
 /** A step recorded but not yet read back: what its 'step' event reports. */
@@ -121,35 +154,60 @@ interface Pending {
   tokens: number;
 }
 
-/** One `train` call: the model it trains, its schedule, and its GPU objects. */
-interface Run {
+/** What `validate` establishes before a run changes anything. */
+interface Prepared {
+  readonly examples: readonly Example[];
   readonly model: Model;
-  readonly session: Session;
-  readonly encoder: StepEncoder;
-  readonly wrt: readonly string[];
+  readonly trainables: readonly Trainable[];
   readonly collate: ReturnType<Trainer['collateOptions']>;
   readonly totalSteps: number;
   readonly warmup: number;
+  readonly dataset: string;
+  readonly fingerprint: CheckpointFingerprint;
+}
+
+/** One `train` call: the model it trains, its schedule, and its GPU objects. */
+interface Run extends Prepared {
+  readonly session: Session;
+  readonly encoder: StepEncoder;
+  readonly wrt: readonly string[];
+  readonly lease: TrainingLease;
+  /** Steps this call submitted: only then do the GPU values differ from the CPU copies. */
+  submitted: number;
   uploaded: boolean;
   /** Steps since the last read of the loss ring, and when that window started. */
   window: Pending[];
   windowStart: number;
   pendingRead: Promise<void> | undefined;
+  /** Checkpoints being read back and saved, in order; whether one was saved during this call. */
+  saving: Promise<void>;
+  checkpointed: boolean;
   failure: NonFiniteError | undefined;
   lastLoss: number | undefined;
 }
 
+/** The resolved arguments (defaults filled in), as checkpoints record them. */
+type ResolvedArguments = Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId'>> & Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId'>;
+
+const SCHEDULES: readonly string[] = ['linear', 'cosine', 'constant', 'constant_with_warmup'];
+
 export class Trainer {
-  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId'>> & Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId'>;
-  private readonly listeners: { [K in keyof Events]: Set<(e: Events[K]) => void> } = { step: new Set(), log: new Set(), evaluate: new Set(), end: new Set() };
+  readonly args: ResolvedArguments;
+  private readonly listeners: { [K in keyof Events]: Set<(e: Events[K]) => void> } = { step: new Set(), log: new Set(), evaluate: new Set(), end: new Set(), checkpoint: new Set() };
+  private readonly store: CheckpointStore | undefined;
   private stopRequested = false;
+  private running = false;
+  private disposed = false;
   /** Optimizer steps taken by this trainer. */
   globalStep = 0;
   private session: Session | undefined;
+  /** The last checkpoint saved to the store (kept to restore the adapter when the device is lost). */
+  private saved: Checkpoint | undefined;
 
   constructor(
     readonly peft: PeftModel,
     args: TrainingArguments = {},
+    options: TrainerOptions = {},
   ) {
     this.args = {
       learningRate: args.learningRate ?? 3e-3,
@@ -170,15 +228,54 @@ export class Trainer {
       maxLength: args.maxLength ?? 128,
       buckets: args.buckets,
       padTokenId: args.padTokenId,
+      checkpointSteps: args.checkpointSteps ?? 0,
     };
-    const positive: (keyof TrainingArguments)[] = ['learningRate', 'batchSize', 'numEpochs', 'gradientAccumulationSteps', 'loggingSteps', 'maxLength'];
-    for (const k of positive) {
-      const v = this.args[k] as number;
-      if (!(typeof v === 'number' && v > 0 && Number.isFinite(v))) throw new InputError(`TrainingArguments.${k} must be a positive number, got ${v}`);
-    }
-    if (this.args.maxSteps !== undefined && !(Number.isInteger(this.args.maxSteps) && this.args.maxSteps > 0)) {
-      throw new InputError(`TrainingArguments.maxSteps must be a positive integer, got ${this.args.maxSteps}`);
-    }
+    checkArguments(this.args);
+    this.store = options.checkpoints;
+  }
+
+  /**
+   * A Trainer that continues `checkpoint` (its arguments, step, data position, optimizer state) on
+   * `peft` — which may be a new PeftModel over a newly loaded model on a new device, after a reload
+   * or a lost device. `train(dataset)` with the checkpoint's dataset then continues bit for bit as
+   * the interrupted run would have. Refused (InputError) unless the base model, the adapter configs
+   * and the trainable tensors are those the checkpoint was taken with.
+   */
+  static fromCheckpoint(peft: PeftModel, checkpoint: Checkpoint, options: TrainerOptions = {}): Trainer {
+    const t = new Trainer(peft, checkpoint.args as TrainingArguments, options);
+    t.resume(checkpoint);
+    return t;
+  }
+
+  /**
+   * Puts this trainer and its PeftModel in the state of `checkpoint`: the trainable values (CPU
+   * and GPU), the AdamW moments, the step and the data position. The checkpoint's arguments must be
+   * this trainer's (see `fromCheckpoint`).
+   */
+  resume(checkpoint: Checkpoint): void {
+    this.assertIdle('resume');
+    const mismatch = Object.keys({ ...checkpoint.args, ...this.args }).filter((k) => JSON.stringify(checkpoint.args[k]) !== JSON.stringify((this.args as Record<string, unknown>)[k]));
+    if (mismatch.length > 0) throw new InputError(`the checkpoint was taken with other training arguments (${mismatch.join(', ')}): use Trainer.fromCheckpoint`);
+    const { model, trainables } = this.peft.trainingModel();
+    const print = this.fingerprint('');
+    if (checkpoint.fingerprint.model !== print.model) throw new InputError('the checkpoint was taken on another base model (its weights or graph differ)');
+    if (checkpoint.fingerprint.adapters !== print.adapters) throw new InputError('the checkpoint was taken with other adapter configs or active adapters');
+    const names = trainables.map((t) => `${t.name}:${t.param.values.length}`).join('|');
+    if (checkpoint.tensors.map((t) => `${t.name}:${t.values.length}`).join('|') !== names) throw new InputError('the checkpoint holds other trainable tensors than this PeftModel trains');
+    const byName = new Map(checkpoint.tensors.map((t) => [t.name, t]));
+    const layout = FlatState.layout(model.gpu, trainables.map((t) => ({ name: t.name, n: t.param.values.length })));
+    const flat = FlatState.allocate(model.gpu, layout, this.args.maxGradNorm);
+    flat.writeMoments((name) => byName.get(name)!);
+    for (const t of checkpoint.tensors) this.peft.setParamValues(t.name, t.values);
+    this.releaseSession();
+    this.session = { key: sessionKey(layout.entries), flat, dataset: checkpoint.fingerprint.dataset, epoch: checkpoint.epoch, consumed: checkpoint.consumed, resumed: true };
+    this.globalStep = checkpoint.step;
+    this.saved = checkpoint;
+  }
+
+  /** The last checkpoint this trainer saved or resumed from (undefined: none). */
+  get lastCheckpoint(): Checkpoint | undefined {
+    return this.saved;
   }
 
   /** Subscribes to an event; returns the function that unsubscribes. */
@@ -215,67 +312,221 @@ export class Trainer {
    * AdamW moments and the position in the (same) dataset carry on, so a run stopped and resumed
    * ends bit-identical to one never stopped. The current values of the vectors are always the
    * starting point (a `loadStateDict` between calls is honoured).
+   *
+   * Every argument and example is checked first (InputError, ShapeError: nothing changed). A later
+   * failure leaves the adapter as after the last completed step; a lost device is a DeviceLostError
+   * naming the last checkpoint, whose values the adapter then holds. A second `train` while one
+   * runs, on this trainer or another over the same PeftModel, is a BusyError.
    */
   async train(dataset: readonly Example[]): Promise<{ steps: number; loss: number | undefined }> {
-    if (dataset.length === 0) throw new InputError('the training dataset is empty');
+    this.assertIdle('train');
+    const prepared = this.validate(dataset);
+    const lease = this.peft.beginTraining('a Trainer is training it');
+    this.running = true;
     this.stopRequested = false;
-    const run = this.begin(dataset);
+    let run: Run | undefined;
     try {
-      for (const { micro, epoch } of this.stepGroups(run)) {
+      run = this.begin(prepared, lease);
+      const current = run;
+      for (const { micro, epoch } of this.stepGroups(current)) {
         const step = this.globalStep;
-        const plans = await this.plansFor(run, micro);
-        await this.prepareStep(run, plans);
-        const lr = learningRateAt(step, { name: this.args.lrScheduler, baseLr: this.args.learningRate, warmupSteps: run.warmup, totalSteps: run.totalSteps });
-        this.submitStep(run, micro, plans, step, lr);
-        run.window.push({ step: step + 1, epoch: epoch + 1, lr, tokens: micro.reduce((s, b) => s + b.tokens, 0) });
+        const plans = await this.plansFor(current, micro);
+        await this.prepareStep(current, plans);
+        const lr = learningRateAt(step, { name: this.args.lrScheduler, baseLr: this.args.learningRate, warmupSteps: current.warmup, totalSteps: current.totalSteps });
+        this.submitStep(current, micro, plans, step, lr);
+        current.submitted++;
+        current.window.push({ step: step + 1, epoch: epoch + 1, lr, tokens: micro.reduce((s, b) => s + b.tokens, 0) });
         this.globalStep++;
-        const done = (): boolean => this.stopRequested || this.globalStep >= run.totalSteps;
-        if (done() || run.window.length === this.args.loggingSteps) await this.readLog(run);
+        const every = this.args.checkpointSteps;
+        if (every > 0 && this.globalStep % every === 0) this.queueCheckpoint(current);
+        const done = (): boolean => this.stopRequested || this.globalStep >= current.totalSteps;
+        if (done() || current.window.length === Math.min(this.args.loggingSteps, current.totalSteps)) await this.readLog(current);
         // Asked again: a stop may come from an event of the read just awaited.
         if (done()) break;
       }
-      await run.pendingRead;
-      if (run.failure) throw run.failure;
-      await run.session.flat.download((name, v) => this.peft.setParamValues(name, v));
+      await current.pendingRead;
+      if (current.failure) throw current.failure;
+      if (current.submitted > 0) {
+        await current.session.flat.download((name, v) => lease.setParamValues(name, v));
+        if (this.saved?.step !== this.globalStep) this.queueCheckpoint(current);
+      }
+      await current.saving;
       this.emit('end', { step: this.globalStep, reason: this.stopRequested ? 'stopped' : 'completed' });
-      return { steps: this.globalStep, loss: run.lastLoss };
+      return { steps: this.globalStep, loss: current.lastLoss };
     } catch (e) {
-      await run.pendingRead?.catch(() => undefined);
-      // Keep the last good values on the CPU side too (the GPU copies never took a NaN step).
-      await run.session.flat.download((name, v) => this.peft.setParamValues(name, v)).catch(() => undefined);
-      throw e;
+      throw await this.fail(e, run, lease);
     } finally {
-      run.encoder.destroy();
+      run?.encoder.destroy();
+      lease.end();
+      this.running = false;
+    }
+  }
+
+  /**
+   * After a failure: the adapter as after the last completed step (downloaded when this call
+   * changed the GPU copies), a checkpoint of it; or, when the device is lost, the last checkpoint's
+   * values and a DeviceLostError naming its step. Returns the error to throw.
+   */
+  private async fail(e: unknown, run: Run | undefined, lease: TrainingLease): Promise<unknown> {
+    const gpu = this.peft.base.gpu;
+    await run?.pendingRead?.catch(() => undefined);
+    const lost = await gpu.lossBehind(e);
+    if (!lost) {
+      if (run && run.submitted > 0) {
+        try {
+          // GPU copies never took a NaN step: these are the last good values.
+          await run.session.flat.download((name, v) => lease.setParamValues(name, v));
+          if (this.saved?.step !== this.globalStep) this.queueCheckpoint(run);
+          await run.saving;
+        } catch (inner) {
+          const lostNow = await gpu.lossBehind(inner);
+          if (!lostNow) return inner instanceof IA3Error ? inner : e;
+          return this.deviceLost(lostNow, run, lease);
+        }
+      }
+      return e;
+    }
+    return this.deviceLost(lost, run, lease);
+  }
+
+  /**
+   * The device is gone. The adapter takes the values of the last checkpoint saved during this call
+   * (or keeps those from before it: the CPU side never reverts past either), and the error names the
+   * last checkpoint, from which `Trainer.fromCheckpoint` continues on a new device.
+   */
+  private async deviceLost(lost: DeviceLostError, run: Run | undefined, lease: TrainingLease): Promise<DeviceLostError> {
+    await run?.saving.catch(() => undefined);
+    const cp = this.saved;
+    const restored = cp !== undefined && run !== undefined && run.checkpointed;
+    if (restored) {
+      for (const t of cp.tensors) lease.setParamValues(t.name, t.values);
+      this.globalStep = cp.step;
+    } else if (run) {
+      this.globalStep -= run.submitted;
+    }
+    this.releaseSession();
+    const where = restored
+      ? `the adapter holds the values of step ${cp.step}, the last checkpoint: continue with Trainer.fromCheckpoint(peft, checkpoint) on a new device`
+      : `no checkpoint was saved during this call, so the adapter holds the values from before it (step ${this.globalStep})${cp ? `; the last checkpoint is of step ${cp.step}` : ''}`;
+    return new DeviceLostError(lost.reason, `${lost.message} Training stopped: ${where}.`, cp?.step);
+  }
+
+  /** Queues a checkpoint of the state after the steps submitted so far (read back while training goes on). */
+  private queueCheckpoint(run: Run): void {
+    const store = this.store;
+    if (!store) return;
+    const snapshot = run.session.flat.snapshot();
+    const state = { step: this.globalStep, epoch: run.session.epoch, consumed: run.session.consumed };
+    run.saving = run.saving
+      .then(() => snapshot)
+      .then(async (tensors) => {
+        const checkpoint: Checkpoint = { ...state, args: JSON.parse(JSON.stringify(this.args)) as Record<string, unknown>, fingerprint: run.fingerprint, tensors };
+        await store.save(checkpoint);
+        this.saved = checkpoint;
+        run.checkpointed = true;
+        this.emit('checkpoint', { step: checkpoint.step });
+      });
+    snapshot.catch(() => undefined); // awaited through `saving`
+    run.saving.catch(() => undefined);
+  }
+
+  /** Fingerprints of the base model, the active adapters' configs and `dataset`. */
+  private fingerprint(dataset: string): CheckpointFingerprint {
+    const configs = this.peft.activeAdapters.map((a) => `${a}:${serializeConfig(this.peft.peftConfig[a]!)}`).join('\n');
+    return { model: modelFingerprint(this.peft.base.graph), adapters: textFingerprint(configs), dataset };
+  }
+
+  /**
+   * Every check a run needs, before anything changes: the dataset (holes, fields), the step count,
+   * the schedule, and every id, token type, position and label against the tables and classes of
+   * the specialised graphs of the buckets the data will use.
+   */
+  private validate(dataset: readonly Example[]): Prepared {
+    const a = this.args;
+    if (!Array.isArray(dataset)) throw new InputError('the training dataset must be an array of examples');
+    if (dataset.length === 0) throw new InputError('the training dataset is empty');
+    const { model, trainables } = this.peft.trainingModel();
+    const collate = this.collateOptions(model, this.peft.lossTask());
+    const rows = validateExamples(dataset, collate);
+    const batchesPerEpoch = Math.ceil(dataset.length / a.batchSize);
+    const stepsPerEpoch = Math.floor(batchesPerEpoch / a.gradientAccumulationSteps);
+    if (stepsPerEpoch === 0) {
+      throw new InputError(`an epoch of the dataset makes no optimizer step: ${dataset.length} examples make ${batchesPerEpoch} batch${batchesPerEpoch > 1 ? 'es' : ''} of ${a.batchSize}, fewer than gradientAccumulationSteps (${a.gradientAccumulationSteps})`);
+    }
+    const totalSteps = a.maxSteps ?? Math.ceil(stepsPerEpoch * a.numEpochs);
+    const warmup = a.warmupSteps > 0 ? a.warmupSteps : warmupStepsFrom(a.warmupRatio, totalSteps);
+    learningRateAt(0, { name: a.lrScheduler, baseLr: a.learningRate, warmupSteps: warmup, totalSteps });
+    this.checkIndices(model, collate, rows);
+    const print = datasetFingerprint(dataset);
+    return { examples: dataset, model, trainables, collate, totalSteps, warmup, dataset: print, fingerprint: this.fingerprint(print) };
+  }
+
+  /** Ids, token types, positions and labels against the graphs of every bucket the data can use. */
+  private checkIndices(model: Model, collate: Prepared['collate'], rows: ReturnType<typeof validateExamples>): void {
+    const lengths = rows.map((r) => r.ids.length);
+    const [lo, hi] = [bucketLength(Math.min(...lengths), collate.buckets), bucketLength(Math.max(...lengths), collate.buckets)];
+    const bs = this.args.batchSize;
+    for (const len of [...new Set(collate.buckets)].filter((b) => b >= lo && b <= hi).sort((x, y) => x - y)) {
+      // The shapes (and If-deciding values) collate gives this bucket: [batch, length] for what
+      // examples fill, a past of 0 and use_cache_branch = false for what training feeds empty.
+      const shapes: Record<string, number[]> = {};
+      const values: Record<string, Uint8Array> = {};
+      for (const name of collate.inputNames) {
+        const empty = collate.emptyInputs.find((e) => e.name === name);
+        const dims = empty ? empty.dims.map((d) => (d === 'batch' ? bs : d)) : [bs, len];
+        shapes[name] = dims;
+        if (empty) values[name] = new Uint8Array(dims.reduce((p, d) => p * d, 1));
+      }
+      shapes[LABELS] = collate.task === 'CAUSAL_LM' ? [bs, len] : [bs];
+      const spec = specialize(model.graph, shapes, { values }); // also checks constant positions against their table
+      const within = (known: string, value: number, where: () => string): void => {
+        // The model's name for a known input (TensorFlow exports alias them, e.g. 'input_ids:0').
+        const input = collate.inputNames.find((n) => knownInput(n) === known) ?? known;
+        const r = inputRange(spec, input);
+        if (r && !((value >= r.lo && value < r.hi) || value === r.ignore)) {
+          throw new InputError(`${where()} is ${value}, outside [${r.lo < 0 ? 0 : r.lo}, ${r.hi}): it indexes ${r.what}`);
+        }
+      };
+      rows.forEach((r, i) => {
+        if (bucketLength(r.ids.length, collate.buckets) > len) return;
+        r.ids.forEach((id, t) => within('input_ids', id, () => `example ${i}: input_ids[${t}]`));
+        if (collate.task === 'CAUSAL_LM') r.targets.forEach((l, t) => within(LABELS, l, () => `example ${i}: labels[${t}]`));
+        else within(LABELS, r.label, () => `example ${i}: label`);
+      });
+      within('input_ids', collate.padTokenId, () => 'padTokenId');
+      within('token_type_ids', 0, () => 'token_type_ids (all 0)');
+      within('position_ids', len - 1, () => `position ${len - 1} of a ${len}-token bucket`);
     }
   }
 
   /** The training model, the flat buffers (kept from a stopped run when the tensors are the same) and this call's encoder. */
-  private begin(dataset: readonly Example[]): Run {
+  private begin(p: Prepared, lease: TrainingLease): Run {
     const a = this.args;
-    const { model, trainables } = this.peft.trainingModel();
-    const gpu = model.gpu;
-    const stepsPerEpoch = Math.max(1, Math.floor(Math.ceil(dataset.length / a.batchSize) / a.gradientAccumulationSteps));
-    const totalSteps = a.maxSteps ?? stepsPerEpoch * a.numEpochs;
-    const layout = FlatState.layout(gpu, trainables.map((t) => ({ name: t.name, n: t.param.values.length })));
-    const key = layout.entries.map((t) => `${t.name}:${t.n}`).join('|');
-    if (this.session && (this.session.key !== key || this.session.flat.n !== Math.max(4, layout.total))) this.releaseSession();
-    this.session ??= { key, flat: FlatState.allocate(gpu, layout, a.maxGradNorm), dataset, epoch: 0, consumed: 0 };
+    const gpu = p.model.gpu;
+    const layout = FlatState.layout(gpu, p.trainables.map((t) => ({ name: t.name, n: t.param.values.length })));
+    const key = sessionKey(layout.entries);
+    if (this.session && this.session.key !== key) this.releaseSession();
+    if (this.session?.resumed && this.session.dataset !== p.dataset) {
+      throw new InputError('the checkpoint this trainer resumed was taken on another dataset: pass the same examples in the same order');
+    }
+    this.session ??= { key, flat: FlatState.allocate(gpu, layout, a.maxGradNorm), dataset: p.dataset, epoch: 0, consumed: 0, resumed: false };
     const session = this.session;
-    if (session.dataset !== dataset) Object.assign(session, { dataset, epoch: 0, consumed: 0 });
+    if (session.dataset !== p.dataset) Object.assign(session, { dataset: p.dataset, epoch: 0, consumed: 0 });
     const hyper = { lr: a.learningRate, beta1: a.adamBeta1, beta2: a.adamBeta2, eps: a.adamEpsilon, weightDecay: a.weightDecay };
-    const settings = { hyper, maxGradNorm: a.maxGradNorm, loggingSteps: a.loggingSteps, accumulation: a.gradientAccumulationSteps };
+    const settings = { hyper, maxGradNorm: a.maxGradNorm, loggingSteps: Math.min(a.loggingSteps, p.totalSteps), accumulation: a.gradientAccumulationSteps };
     return {
-      model,
+      ...p,
       session,
-      encoder: new StepEncoder(gpu, session.flat, model.weights, settings),
-      wrt: trainables.map((t) => t.name),
-      collate: this.collateOptions(model, this.peft.lossTask()),
-      totalSteps,
-      warmup: a.warmupSteps > 0 ? a.warmupSteps : warmupStepsFrom(a.warmupRatio, totalSteps),
+      lease,
+      encoder: new StepEncoder(gpu, session.flat, p.model.weights, settings),
+      wrt: p.trainables.map((t) => t.name),
+      submitted: 0,
       uploaded: false,
       window: [],
       windowStart: performance.now(),
       pendingRead: undefined,
+      saving: Promise.resolve(),
+      checkpointed: false,
       failure: undefined,
       lastLoss: undefined,
     };
@@ -285,28 +536,22 @@ export class Trainer {
    * Collation: groups of `gradientAccumulationSteps` micro-batches from where the session left
    * off, epoch after epoch, until `totalSteps`. The shuffle is a pure function of (seed, epoch), so
    * skipping what a stopped run consumed puts a resumed run exactly where it was. A trailing group
-   * smaller than the accumulation makes no step (stepsPerEpoch counts whole groups only).
+   * smaller than the accumulation makes no step (`validate` made sure an epoch makes at least one).
    */
   private *stepGroups(run: Run): Generator<{ micro: Batch[]; epoch: number }> {
     const a = this.args;
     const session = run.session;
     while (this.globalStep < run.totalSteps) {
       const epoch = session.epoch;
-      const fromStart = session.consumed === 0;
       let index = 0;
-      let grouped = false;
       let micro: Batch[] = [];
-      for (const batch of batches(session.dataset, { ...run.collate, batchSize: a.batchSize, seed: a.seed, epoch, shuffle: true })) {
+      for (const batch of batches(run.examples, { ...run.collate, batchSize: a.batchSize, seed: a.seed, epoch, shuffle: true })) {
         if (index++ < session.consumed) continue;
         micro.push(batch);
         if (micro.length < a.gradientAccumulationSteps) continue;
         session.consumed = index;
-        grouped = true;
         yield { micro, epoch };
         micro = [];
-      }
-      if (fromStart && !grouped) {
-        throw new InputError(`an epoch of the dataset makes no optimizer step: fewer than gradientAccumulationSteps (${a.gradientAccumulationSteps}) batches of ${a.batchSize}`);
       }
       session.epoch++;
       session.consumed = 0;
@@ -379,9 +624,15 @@ export class Trainer {
     });
   }
 
-  /** Frees the optimizer state kept for resuming; the next `train` starts a fresh optimizer. */
+  /**
+   * Frees the optimizer state kept for resuming (its GPU buffers); the trainer cannot train or
+   * evaluate afterwards (DisposedError). Calling it again does nothing; a BusyError while `train` runs.
+   */
   dispose(): void {
+    if (this.disposed) return;
+    if (this.running) throw new BusyError('cannot dispose the Trainer while train() runs: stop() it and await train() first');
     this.releaseSession();
+    this.disposed = true;
   }
 
   private releaseSession(): void {
@@ -389,12 +640,23 @@ export class Trainer {
     this.session = undefined;
   }
 
-  /** Loss (and accuracy or perplexity) of the active adapters on a dataset; no gradients. */
+  private assertIdle(what: string): void {
+    if (this.disposed) throw new DisposedError('this Trainer was disposed');
+    if (this.running) throw new BusyError(`cannot ${what}: train() is already running on this Trainer`);
+  }
+
+  /**
+   * Loss (and accuracy or perplexity) of the active adapters on a dataset; no gradients. Ids and
+   * labels outside the model's tables and classes are InputErrors, as in `train`.
+   */
   async evaluate(dataset: readonly Example[]): Promise<EvalResult> {
+    if (this.disposed) throw new DisposedError('this Trainer was disposed');
+    if (!Array.isArray(dataset)) throw new InputError('the evaluation dataset must be an array of examples');
     if (dataset.length === 0) throw new InputError('the evaluation dataset is empty');
     const { model } = this.peft.trainingModel();
     const task = this.peft.lossTask();
     const collate = this.collateOptions(model, task);
+    this.checkIndices(model, collate, validateExamples(dataset, collate));
     let lossSum = 0;
     let weightSum = 0;
     let correct = 0;
@@ -427,4 +689,30 @@ export class Trainer {
     this.emit('evaluate', { ...result, step: this.globalStep });
     return result;
   }
+}
+
+function sessionKey(entries: readonly { name: string; n: number }[]): string {
+  return entries.map((t) => `${t.name}:${t.n}`).join('|');
+}
+
+/** Every argument, checked once (InputError naming it); what depends on the data is checked in `validate`. */
+function checkArguments(a: ResolvedArguments): void {
+  const fail = (k: string, what: string, v: unknown): never => {
+    throw new InputError(`TrainingArguments.${k} must be ${what}, got ${JSON.stringify(v) ?? String(v)}`);
+  };
+  const finite = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+  const integer = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v);
+  for (const k of ['learningRate', 'numEpochs', 'adamEpsilon'] as const) if (!(finite(a[k]) && a[k] > 0)) fail(k, 'a positive number', a[k]);
+  for (const k of ['batchSize', 'gradientAccumulationSteps', 'loggingSteps', 'maxLength'] as const) if (!(integer(a[k]) && a[k] > 0)) fail(k, 'a positive integer', a[k]);
+  if (a.loggingSteps > MAX_LOGGING_STEPS) fail('loggingSteps', `at most ${MAX_LOGGING_STEPS} (the steps between loss reads share one GPU ring)`, a.loggingSteps);
+  if (a.maxSteps !== undefined && !(integer(a.maxSteps) && a.maxSteps > 0)) fail('maxSteps', 'a positive integer', a.maxSteps);
+  for (const k of ['warmupSteps', 'checkpointSteps'] as const) if (!(integer(a[k]) && a[k] >= 0)) fail(k, 'an integer ≥ 0', a[k]);
+  if (!(finite(a.warmupRatio) && a.warmupRatio >= 0 && a.warmupRatio <= 1)) fail('warmupRatio', 'a number in [0, 1]', a.warmupRatio);
+  if (!(finite(a.weightDecay) && a.weightDecay >= 0)) fail('weightDecay', 'a number ≥ 0', a.weightDecay);
+  for (const k of ['adamBeta1', 'adamBeta2'] as const) if (!(finite(a[k]) && a[k] >= 0 && a[k] < 1)) fail(k, 'a number in [0, 1)', a[k]);
+  if (!(typeof a.maxGradNorm === 'number' && a.maxGradNorm >= 0)) fail('maxGradNorm', 'a number ≥ 0 (0 or Infinity: no clipping)', a.maxGradNorm);
+  if (!SCHEDULES.includes(a.lrScheduler)) fail('lrScheduler', `one of ${SCHEDULES.join(', ')}`, a.lrScheduler);
+  if (!integer(a.seed)) fail('seed', 'an integer', a.seed);
+  if (a.padTokenId !== undefined && !(integer(a.padTokenId) && a.padTokenId >= 0)) fail('padTokenId', 'an integer ≥ 0', a.padTokenId);
+  if (a.buckets !== undefined && !(Array.isArray(a.buckets) && a.buckets.length > 0 && a.buckets.every((b) => integer(b) && b > 0))) fail('buckets', 'a non-empty list of positive integers', a.buckets);
 }

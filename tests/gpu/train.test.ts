@@ -7,22 +7,10 @@ import { loadModel, type Model } from '../../src/index.js';
 import { adamwReference, clipReference } from '../../src/ops/optim.js';
 import { IA3Config } from '../../src/peft/config.js';
 import { getPeftModel } from '../../src/peft/model.js';
-import { collate, type Example } from '../../src/train/data.js';
+import { collate } from '../../src/train/data.js';
 import { NonFiniteError, Trainer, type StepEvent } from '../../src/train/trainer.js';
 import { getGpu } from '../util/gpu.js';
-
-/**
- * A toy language that IA3 alone can learn on a random model: uniform over 8 of the 120 tokens
- * (a frozen random model starts near ln 120 ≈ 4.8 nats; the best possible loss is ln 8 ≈ 2.08).
- */
-function toyData(n: number, len: number, seed: number): Example[] {
-  let s = seed;
-  const rand = (k: number): number => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return s % k;
-  };
-  return Array.from({ length: n }, () => ({ input_ids: Array.from({ length: len }, () => 10 + rand(8)) }));
-}
+import { toyData } from '../util/toy-data.js';
 
 async function gpt2(): Promise<Model> {
   return loadModel('/tests/fixtures/gpt2/onnx/model_opset17.onnx', { device: await getGpu() });

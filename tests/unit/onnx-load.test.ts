@@ -72,16 +72,20 @@ describe('URLs', () => {
     expect(r.graph.inputs.map((i) => i.name)).toEqual(['input_ids', 'attention_mask', 'token_type_ids']);
   });
 
-  it('loads an .onnx URL (keeping its query string) with the config one level up', async () => {
+  it('loads an .onnx URL with the config one level up, never forwarding its query string', async () => {
     const { fetch, asked } = site({
-      [`${base}/onnx/model.onnx?download=1`]: ext.model,
-      [`${base}/onnx/model.onnx_data?download=1`]: ext.data,
-      [`${base}/config.json?download=1`]: configBytes('gpt2'),
+      [`${base}/onnx/model.onnx?token=secret`]: ext.model,
+      [`${base}/onnx/model.onnx_data`]: ext.data,
+      [`${base}/config.json`]: configBytes('gpt2'),
     });
-    const r = await loadOnnx(`${base}/onnx/model.onnx?download=1`, { fetch });
-    expect(asked).toContain(`${base}/onnx/model.onnx_data?download=1`);
+    const r = await loadOnnx(`${base}/onnx/model.onnx?token=secret`, { fetch });
+    expect(asked).toEqual([`${base}/onnx/model.onnx?token=secret`, `${base}/config.json`, `${base}/onnx/model.onnx_data`]);
     expect(r.config?.model_type).toBe('gpt2');
     expect(r.modelPath).toBe('onnx/model.onnx');
+    // A folder URL's query string reaches none of the files the loader derives from it.
+    const folder = site({ [`${base}/onnx/model.onnx`]: ext.model, [`${base}/onnx/model.onnx_data`]: ext.data });
+    await loadOnnx(`${base}/?token=secret`, { fetch: folder.fetch });
+    expect(folder.asked.filter((u) => u.includes('secret'))).toEqual([]);
   });
 
   it('resolves relative URLs against the model file', async () => {
@@ -228,7 +232,7 @@ describe('file paths (Node)', () => {
       writeFileSync(join(d, 'model.onnx'), bad.model);
       const e = await rejection(loadOnnx(d));
       expect(e).toBeInstanceOf(FormatError);
-      expect(e.message).toBe(`model.onnx: tensor '${bad.first}': external data location '${location}' is outside the model's folder`);
+      expect(e.message).toContain(`tensor '${bad.first}': external data location '${location}'`);
     }
   });
 
@@ -247,6 +251,69 @@ describe('file paths (Node)', () => {
       expect((await loadOnnx(`http://127.0.0.1:${port}/m/`)).modelPath).toBe('model.onnx');
     } finally {
       server.close();
+    }
+  });
+});
+
+// Issue 11, finding 1: an untrusted file's external-data locations could name anything (`../`,
+// absolute paths, other hosts, data: URLs). ONNX makes a location relative to the model's folder;
+// every loader now refuses the rest with a FormatError naming the tensor and the location, before
+// anything is fetched.
+describe('external data stays inside the model folder', () => {
+  const base = 'https://models.test/org/gpt2';
+  const hostile = [
+    '../../../../../secret.bin',
+    '..\\..\\secret.bin',
+    '%2e%2e/secret.bin',
+    '%252e%252e%252fsecret.bin',
+    'weights/../../secret.bin',
+    'a/./../../secret.bin',
+    '/etc/passwd',
+    '\\\\server\\share\\w.bin',
+    'C:\\weights\\w.bin',
+    'c:w.bin',
+    'http://other.example/w.bin',
+    '//other.example/w.bin',
+    'data:application/octet-stream;base64,AAAA',
+    'blob:https://models.test/1234',
+    'file:///etc/passwd',
+    'w.bin:stream',
+    '...',
+    'weights/.. /x.bin',
+    'w\u0000.bin',
+    '',
+  ];
+
+  it.each(hostile)('refuses %j from a URL, a picked folder and bytes, fetching nothing', async (location) => {
+    const ext = externalGpt2(location);
+    const { fetch, asked } = site({ [`${base}/onnx/model.onnx?token=secret`]: ext.model });
+    const sources: [string, () => Promise<unknown>][] = [
+      ['url', () => loadOnnx(`${base}/onnx/model.onnx?token=secret`, { fetch })],
+      ['bare url', () => loadOnnx('model.onnx', { fetch: site({ 'model.onnx': ext.model }).fetch })],
+      ['files', () => loadOnnx([fileAt('m/onnx/model.onnx', ext.model), fileAt('m/onnx/secret.bin', ext.data), fileAt('secret.bin', ext.data)])],
+      ['bytes', () => loadOnnx(ext.model, { externalData: { [location]: ext.data, 'secret.bin': ext.data } })],
+    ];
+    for (const [how, load] of sources) {
+      const e = await rejection(load());
+      expect(e, how).toBeInstanceOf(FormatError);
+      if (location === '') expect(e.message, how).toContain('without a location');
+      else expect(e.message, how).toContain(`tensor '${ext.first}': external data location '${location}'`);
+    }
+    // The model and its folder's config.json, nothing else.
+    expect(asked).toEqual([`${base}/onnx/model.onnx?token=secret`, `${base}/config.json`]);
+  });
+
+  it('accepts locations inside the folder, percent-encoding each segment of the URL', async () => {
+    for (const [location, url] of [
+      ['./weights/model data.bin', `${base}/onnx/weights/model%20data.bin`],
+      ['weights\\w#1?.bin', `${base}/onnx/weights/w%231%3F.bin`],
+      ['a..b/w.bin', `${base}/onnx/a..b/w.bin`],
+    ] as const) {
+      const ext = externalGpt2(location);
+      const { fetch, asked } = site({ [`${base}/onnx/model.onnx?token=secret`]: ext.model, [url]: ext.data });
+      const r = await loadOnnx(`${base}/onnx/model.onnx?token=secret`, { fetch });
+      expect(asked.at(-1)).toBe(url);
+      expect(r.graph.initializers.get(ext.first)!.data.length).toBeGreaterThan(0);
     }
   });
 });

@@ -392,14 +392,72 @@ describe('module matching', () => {
   });
 
   it('translates Python-only regex syntax', () => {
-    const c = new IA3Config({ targetModules: '(?i)(?P<blk>layer)\\.(?P=blk)?\\d+\\.[]k]ey\\Z(?#comment)', feedforwardModules: [] });
+    const c = new IA3Config({ targetModules: '(?i)(?P<blk>layer)\\.(?:layer)?\\d+\\.[]k]ey\\Z(?#comment)', feedforwardModules: [] });
     expect(isTargeted(c, 'LAYER.0.key')).toBe(true);
     expect(isTargeted(c, 'layer.layer12.]ey')).toBe(true);
     expect(isTargeted(c, 'layer.0.xey')).toBe(false);
-    expect(translatePythonRegex('\\A[^]x]\\Z')).toEqual({ source: '(?<![\\s\\S])[^\\]x](?![\\s\\S])', flags: '' });
+    expect(translatePythonRegex('\\A[^]x]\\Z')).toEqual({ source: '\\A[^\\]x]\\z', flags: '' });
+    expect(translatePythonRegex('a{,3}\\u0041\\101[[:x]{')).toEqual({ source: 'a{0,3}\\x{41}\\x{41}[\\[:x]\\{', flags: '' });
+    const t = (pattern: string, path: string) => isTargeted(new IA3Config({ targetModules: pattern, feedforwardModules: [] }), path);
+    expect(t('h\\.\\d{,2}', 'h.12')).toBe(true); // Python's {,n}
+    expect(t('h{x}', 'h{x}')).toBe(true); // not a quantifier: literal braces
+    expect(t('(?i:H)\\.x', 'h.x')).toBe(true);
+    expect(t('a|ab', 'ab')).toBe(true); // fullmatch tries every alternative
     expect(() => translatePythonRegex('(?x) a b')).toThrow(/verbose mode/);
     expect(() => isTargeted(new IA3Config({ targetModules: '(unclosed', feedforwardModules: [] }), 'x')).toThrow(InputError);
     expect(() => isTargeted(new IA3Config({ targetModules: '[abc', feedforwardModules: [] }), 'x')).toThrow(/unterminated character set/);
+  });
+
+  // Issue 11, finding 2: a regex from a downloaded adapter_config.json blocked the thread for 20 s
+  // ('(.|.)*Z'), one more alternative forever. Patterns now run on RE2 (linear time in the path);
+  // what it cannot run in linear time is refused, naming the field and the feature.
+  it('matches catastrophic patterns in linear time, from every field', () => {
+    const path = `transformer.h.0.attn.${'c_attn.'.repeat(12)}q`; // ~100 characters: 2^100 paths to backtrack
+    for (const pattern of ['(.|.)*Z', '((.|.)|(.|.))*Z', '(x+x+)+y', '(a|a|a)*(b|b)*Z']) {
+      expect(isTargeted(new IA3Config({ targetModules: pattern, feedforwardModules: [] }), path)).toBe(false);
+      expect(isExcluded(new IA3Config({ targetModules: ['q'], excludeModules: pattern }), path)).toBe(false);
+      expect(isFeedforward(new IA3Config({ targetModules: ['q'], feedforwardModules: pattern }), path)).toBe(false);
+      expect(isModuleToSave(new IA3Config({ targetModules: ['q'], modulesToSave: [pattern] }), path)).toBe(false);
+    }
+  });
+
+  it('refuses what has no linear-time matcher and what Python rejects, naming field and feature', () => {
+    const cases: [string, RegExp][] = [
+      ['(a)\\1', /backreference/],
+      ['(?P<n>a)(?P=n)', /named backreference/],
+      ['(?=a)a', /lookahead/],
+      ['(?!b)a', /lookahead/],
+      ['(?<=a)b', /lookbehind/],
+      ['(?<!a)b', /lookbehind/],
+      ['(?>a)', /atomic group/],
+      ['a*+', /possessive/],
+      ['a{2}+', /possessive/],
+      ['(a)?(?(1)b|c)', /conditional/],
+      ['a(?i)b', /global flags not at the start/],
+      ['\\N{DIGIT ONE}', /named Unicode escape/],
+      ['\\q', /escape \\q/],
+      ['(?<n>a)', /group syntax/],
+      ['a{1001}', /invalid repeat count/],
+      ['x'.repeat(9000), /9000 characters/],
+    ];
+    for (const [pattern, why] of cases) {
+      for (const [field, config] of [
+        ['target_modules', new IA3Config({ targetModules: pattern, feedforwardModules: [] })],
+        ['exclude_modules', new IA3Config({ targetModules: ['q'], excludeModules: pattern, feedforwardModules: [] })],
+        ['modules_to_save', new IA3Config({ targetModules: ['q'], modulesToSave: [pattern], feedforwardModules: [] })],
+      ] as const) {
+        let err: unknown;
+        try {
+          isTargeted(config, 'h.q');
+        } catch (e) {
+          err = e;
+        }
+        expect(err, `${field} ${pattern}`).toBeInstanceOf(InputError);
+        expect((err as Error).message, pattern).toMatch(why);
+        expect((err as Error).message, pattern).toContain(field);
+      }
+    }
+    expect(() => isFeedforward(new IA3Config({ targetModules: ['q'], feedforwardModules: '(?=q)q' }), 'h.q')).toThrow(/feedforward_modules: .*lookahead/);
   });
 
   it('exclude_modules: list like targets, string by full match', () => {
