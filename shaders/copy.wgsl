@@ -12,7 +12,7 @@
 
 override WG: u32 = 256u;
 
-struct Params { n: u32, n4: u32 }
+// struct Params: generated from its declaration in src/gpu/copy.ts.
 
 @group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> dst: array<vec4<f32>>;

@@ -23,17 +23,7 @@ override OP: u32;
 override WG: u32 = 256u;
 override FAST: bool = false;
 
-struct Params {
-  n: u32,        // output elements
-  rank: u32,     // coalesced rank (strided path)
-  scalars: u32,  // FAST path: bit k set when input k is a single element
-  p0: f32,       // op parameters (Clip bounds from attributes, Mean's input count)
-  p1: f32,
-  shape: array<vec4<u32>, 2>,  // coalesced output dims, innermost first
-  sa: array<vec4<u32>, 2>,     // element strides of a, b, c along those dims
-  sb: array<vec4<u32>, 2>,
-  sc: array<vec4<u32>, 2>,
-}
+// struct Params: generated from its declaration in src/ops/elementwise.ts.
 
 @group(0) @binding(0) var<storage, read> A: array<vec4<u32>>;
 @group(0) @binding(1) var<storage, read> B: array<vec4<u32>>;
@@ -420,7 +410,7 @@ fn main(
   @builtin(local_invocation_index) lid: u32,
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-  let t = (wid.y * nwg.x + wid.x) * WG + lid;  // vec4 index
+  let t = workgroup_index(wid, nwg) * WG + lid;  // vec4 index
   let base = t * 4u;
   if (base >= P.n) { return; }
   var a: vec4<u32>;

@@ -39,19 +39,9 @@ override CT: u32 = 64u; // workgroup x: lanes per column block
 override RT: u32 = 4u;  // workgroup y: row groups (chunk groups in finish); a power of two, CT·RT ≤ 256
 override DX: u32 = 1u;  // grad: 1 = write dx, 0 = skip it (dx is bound to a dummy buffer)
 
-struct Tiles {
-  rows: u32,
-  lanes: u32,      // C, or C / 4 in the _v4 entries
-  colBlocks: u32,  // ceil(lanes / CT)
-  chunkRows: u32,  // rows per chunk, a multiple of RT
-  tiles: u32,      // chunks · colBlocks
-}
+// struct Tiles: generated from its declaration in src/ops/ia3.ts.
 
-struct Finish {
-  cols: u32,
-  chunks: u32,
-  skip: u32,       // k: the vector whose gradient this pass writes (its own factor is left out)
-}
+// struct Finish: generated from its declaration in src/ops/ia3.ts.
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(0) var<storage, read> x4: array<vec4<f32>>;
@@ -114,7 +104,7 @@ fn tree4(lid: vec3<u32>) -> vec4<f32> {
 @compute @workgroup_size(CT, RT)
 fn scale_s(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-  let t = wid.y * nwg.x + wid.x;
+  let t = workgroup_index(wid, nwg);
   let lanes = S.lanes;
   let lane = (t % S.colBlocks) * CT + lid.x;
   if (t >= S.tiles || lane >= lanes) { return; }
@@ -129,7 +119,7 @@ fn scale_s(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
 @compute @workgroup_size(CT, RT)
 fn scale_v4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
-  let t = wid.y * nwg.x + wid.x;
+  let t = workgroup_index(wid, nwg);
   let lanes = S.lanes;
   let lane = (t % S.colBlocks) * CT + lid.x;
   if (t >= S.tiles || lane >= lanes) { return; }
@@ -144,7 +134,7 @@ fn scale_v4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
 @compute @workgroup_size(CT, RT)
 fn grad_s(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>) {
-  let t = wid.y * nwg.x + wid.x;
+  let t = workgroup_index(wid, nwg);
   // t is uniform over the workgroup, so this exit keeps the barriers below in uniform control flow.
   if (t >= G.tiles) { return; }
   let lanes = G.lanes;
@@ -171,7 +161,7 @@ fn grad_s(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
 @compute @workgroup_size(CT, RT)
 fn grad_v4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-  let t = wid.y * nwg.x + wid.x;
+  let t = workgroup_index(wid, nwg);
   if (t >= G.tiles) { return; }
   let lanes = G.lanes;
   let chunk = t / G.colBlocks;
@@ -206,7 +196,7 @@ fn grad_v4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
 @compute @workgroup_size(CT, RT)
 fn finish(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
           @builtin(num_workgroups) nwg: vec3<u32>) {
-  let b = wid.y * nwg.x + wid.x;
+  let b = workgroup_index(wid, nwg);
   if (b * CT >= F.cols) { return; }
   let c = b * CT + lid.x;
   var acc = 0.0;

@@ -15,15 +15,7 @@
 
 override WG: u32 = 256u;
 
-struct Params {
-  n: u32,
-  rank: u32,
-  axis_dim: i32,
-  axis_stride: u32,
-  dims: array<vec4<u32>, 2>,
-  idx_strides: array<vec4<u32>, 2>,
-  data_strides: array<vec4<u32>, 2>,
-}
+// struct Params: generated from its declaration in src/ops/layout-kernels.ts.
 
 @group(0) @binding(0) var<storage, read> data: array<u32>;
 @group(0) @binding(1) var<storage, read> indices: array<i32>;
@@ -36,7 +28,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  let i = workgroup_index(wid, nwg) * WG + lid;
   if (i >= P.n) { return; }
   var rem = i;
   var ii = 0u;

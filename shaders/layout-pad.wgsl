@@ -18,17 +18,7 @@
 override WG: u32 = 256u;
 override MODE: u32 = 0u;
 
-struct Params {
-  n: u32,
-  rank: u32,
-  src_base: u32,
-  value: u32,
-  out_dims: array<vec4<u32>, 2>,
-  in_dims: array<vec4<i32>, 2>,
-  offsets: array<vec4<i32>, 2>,
-  steps: array<vec4<i32>, 2>,
-  in_strides: array<vec4<i32>, 2>,
-}
+// struct Params: generated from its declaration in src/ops/layout-kernels.ts.
 
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;
@@ -40,7 +30,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  let i = workgroup_index(wid, nwg) * WG + lid;
   if (i >= P.n) { return; }
   var rem = i;
   var s = i32(P.src_base);

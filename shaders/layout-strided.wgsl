@@ -18,15 +18,7 @@
 
 override WG: u32 = 256u;
 
-struct Params {
-  n: u32,
-  rank: u32,
-  src_base: u32,
-  dst_base: u32,
-  dims: array<vec4<u32>, 3>,
-  src_strides: array<vec4<i32>, 3>,
-  dst_strides: array<vec4<i32>, 3>,
-}
+// struct Params: generated from its declaration in src/ops/layout-kernels.ts.
 
 // The scalar and vec4 entry points each use one pair of these views of the same two bindings.
 @group(0) @binding(0) var<storage, read> src: array<u32>;
@@ -58,7 +50,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  let i = workgroup_index(wid, nwg) * WG + lid;
   if (i >= P.n) { return; }
   let o = offsets(i);
   dst[o.y] = src[o.x];
@@ -70,7 +62,7 @@ fn main_vec4(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  let i = workgroup_index(wid, nwg) * WG + lid;
   if (i >= P.n) { return; }
   let o = offsets(i);
   dst4[o.y] = src4[o.x];

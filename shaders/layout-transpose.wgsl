@@ -14,10 +14,7 @@
 override TILE: u32 = 32u;
 override ROWS: u32 = 8u;
 
-struct Params {
-  rows: u32,
-  cols: u32,
-}
+// struct Params: generated from its declaration in src/ops/layout-kernels.ts.
 
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;

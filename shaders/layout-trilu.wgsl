@@ -8,12 +8,7 @@
 override WG: u32 = 256u;
 override UPPER: u32 = 1u;
 
-struct Params {
-  n: u32,
-  rows: u32,
-  cols: u32,
-  k: i32,
-}
+// struct Params: generated from its declaration in src/ops/layout-kernels.ts.
 
 @group(0) @binding(0) var<storage, read> src: array<u32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;
@@ -25,7 +20,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  let i = workgroup_index(wid, nwg) * WG + lid;
   if (i >= P.n) { return; }
   let col = i32(i % P.cols);
   let row = i32((i / P.cols) % P.rows);

@@ -19,14 +19,7 @@ override WG: u32 = 256u;  // invocations per workgroup
 override TPR: u32 = 256u; // invocations per row (`ce_rows`, `ce_grad`); WG for the single-workgroup sums
 override VEC: u32 = 0u;   // 1: v % 4 == 0, rows are read as vec4
 
-const NEG_MAX: f32 = -3.4028234663852886e38; // −FLT_MAX, exactly
-
-struct Params {
-  rows: u32,
-  v: u32,       // vocabulary size (row length)
-  ignore: i32,  // ignore_index
-  mean: u32,    // 1: reduction 'mean', 0: 'sum'
-}
+// struct Params: generated from its declaration in src/ops/loss.ts.
 
 @group(0) @binding(0) var<storage, read> logits: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> labels: array<i32>;
@@ -81,12 +74,12 @@ fn reduce(lid: u32, v: vec2<f32>, lse: bool) -> vec2<f32> {
 // One pass over a row of `len` logits (0 for dead segments) from flat offset `base`: (max, sum-exp).
 fn row_stats(lid: u32, base: u32, len: u32) -> vec2<f32> {
   let lane = lid % TPR;
-  var acc = vec2<f32>(NEG_MAX, 0.0);
+  var acc = vec2<f32>(-F32_MAX, 0.0);
   if (VEC == 1u) {
     for (var j = lane; j < len / 4u; j += TPR) {
       let z = logits[base / 4u + j];
       // Clamped so that an all −∞ vec4 gives exp(−∞ − bm) = 0 rather than NaN.
-      let bm = max(max(max(z.x, z.y), max(z.z, z.w)), NEG_MAX);
+      let bm = max(max(max(z.x, z.y), max(z.z, z.w)), -F32_MAX);
       acc = online(acc, bm, dot(exp(z - bm), vec4<f32>(1.0)));
     }
   } else {
@@ -98,7 +91,7 @@ fn row_stats(lid: u32, base: u32, len: u32) -> vec2<f32> {
 @compute @workgroup_size(WG)
 fn ce_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
-  let row = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
+  let row = workgroup_index(wid, nwg) * (WG / TPR) + lid / TPR;
   let live = row < P.rows;
   let base = row * P.v;
   // Dead segments (past the last row) walk nothing but still take part in every barrier.
@@ -136,7 +129,7 @@ fn ce_count(@builtin(local_invocation_index) lid: u32) {
 fn ce_grad(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) lid: u32) {
   let lane = lid % TPR;
-  let row = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
+  let row = workgroup_index(wid, nwg) * (WG / TPR) + lid / TPR;
   let live = row < U.rows;
   let base = row * U.v;
   let len = select(0u, U.v, live);

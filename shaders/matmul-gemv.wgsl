@@ -29,21 +29,8 @@ const KS_N: u32 = WG / CQ;   // K split (TRANS_B false)
 const KS_T: u32 = 32u;       // K split (TRANS_B true)
 const COLS_T: u32 = WG / KS_T;
 
-// Bits of Params.flags (same values as matmul.wgsl).
-const F_TRANS_A: u32 = 1u;
-const F_C: u32 = 4u;
-const F_IN_SCALE: u32 = 8u;
-const F_OUT_SCALE: u32 = 16u;
-
-struct Params {
-  M: u32, N: u32, K: u32, zBase: u32,
-  mBase: u32, nBase: u32, aBase: u32, bBase: u32,
-  yBase: u32, cStrideM: u32, cStrideN: u32, alpha: f32,
-  beta: f32, flags: u32,
-  batchDims: vec4<u32>,
-  aStrides: vec4<u32>,
-  bStrides: vec4<u32>,
-}
+// F_TRANS_A, F_TRANS_B, F_C, F_IN_SCALE, F_OUT_SCALE: the bits of Params.flags, from src/ops/matmul.ts.
+// struct Params: generated from its declaration in src/ops/matmul.ts.
 
 @group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;

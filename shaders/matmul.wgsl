@@ -64,22 +64,8 @@ override QB: u32 = TN * KT / 4u;
 override LA: u32 = QA / NT;      // quads each invocation stages per tile (1..4)
 override LB: u32 = QB / NT;
 
-// Bits of Params.flags.
-const F_TRANS_A: u32 = 1u;
-const F_TRANS_B: u32 = 2u;
-const F_C: u32 = 4u;
-const F_IN_SCALE: u32 = 8u;
-const F_OUT_SCALE: u32 = 16u;
-
-struct Params {
-  M: u32, N: u32, K: u32, zBase: u32,
-  mBase: u32, nBase: u32, aBase: u32, bBase: u32,
-  yBase: u32, cStrideM: u32, cStrideN: u32, alpha: f32,
-  beta: f32, flags: u32,
-  batchDims: vec4<u32>,
-  aStrides: vec4<u32>,
-  bStrides: vec4<u32>,
-}
+// F_TRANS_A, F_TRANS_B, F_C, F_IN_SCALE, F_OUT_SCALE: the bits of Params.flags, from src/ops/matmul.ts.
+// struct Params: generated from its declaration in src/ops/matmul.ts.
 
 @group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;

@@ -28,16 +28,7 @@ override TPR: u32 = 256u; // invocations per row (`fwd`, `bwd`): a power of two 
 override OP: u32 = 0u;    // 0 LayerNormalization, 1 SimplifiedLayerNormalization
 override VEC: u32 = 0u;   // 1: n % 4 == 0, rows are read as vec4
 
-struct Params {
-  rows: u32,
-  n: u32,
-  eps: f32,
-  flags: u32,   // fwd: bit 0 set when a bias is bound
-  chunk: u32,   // wpart: rows per chunk
-  nchunks: u32, // wpart, wfinal: number of chunks
-  cblocks: u32, // wpart: workgroups per chunk (ceil(n / WG))
-  which: u32,   // wfinal: 0 sums dScale, 1 sums dBias
-}
+// struct Params: generated from its declaration in src/ops/normalization.ts.
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> scale: array<vec4<f32>>;
@@ -95,7 +86,7 @@ fn reduce(lid: u32, v: vec3<f32>, welford: bool) -> vec3<f32> {
 fn fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
   let lane = lid % TPR;
-  let row = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
+  let row = workgroup_index(wid, nwg) * (WG / TPR) + lid / TPR;
   let live = row < P.rows;
   // Dead segments (past the last row) walk nothing but still take part in every barrier.
   let cnt = select(0u, P.n, live);
@@ -148,7 +139,7 @@ fn fwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 fn bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
        @builtin(local_invocation_index) lid: u32) {
   let lane = lid % TPR;
-  let row = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
+  let row = workgroup_index(wid, nwg) * (WG / TPR) + lid / TPR;
   let live = row < P.rows;
   let cnt = select(0u, P.n, live);
   let base = row * P.n;
@@ -197,7 +188,7 @@ fn bwd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 @compute @workgroup_size(WG)
 fn wpart(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
-  let blk = wid.y * nwg.x + wid.x;
+  let blk = workgroup_index(wid, nwg);
   let chunk = blk / Q.cblocks;
   let j = (blk % Q.cblocks) * WG + lid;
   if (chunk >= Q.nchunks || j >= Q.n) { return; }
@@ -219,7 +210,7 @@ fn wpart(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 @compute @workgroup_size(WG)
 fn wfinal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
-  let j = (wid.y * nwg.x + wid.x) * WG + lid;
+  let j = workgroup_index(wid, nwg) * WG + lid;
   if (j >= R.n) { return; }
   var s = 0.0;
   for (var c = 0u; c < R.nchunks; c++) { s += parts[(2u * c + R.which) * R.n + j]; }

@@ -26,18 +26,7 @@
 
 override WG: u32 = 256u; // threads per workgroup; a power of two (tree reduction)
 
-struct Partial { n: u32, chunk: u32, groups: u32 }
-struct Finish { count: u32, clip: u32, maxNorm: f32 }
-struct AdamW {
-  n: u32,
-  decay: f32,        // 1 − lr·wd
-  beta1Weight: f32,  // 1 − β1, the lerp weight of torch's exp_avg.lerp_(grad, 1 − β1)
-  beta2: f32,
-  oneMinusBeta2: f32,
-  stepSize: f32,     // lr / (1 − β1^t)
-  bc2Sqrt: f32,      // √(1 − β2^t)
-  eps: f32,
-}
+// structs Partial, Finish, AdamW: generated from their declarations in src/ops/optim.ts.
 
 @group(0) @binding(0) var<storage, read> grads: array<f32>;
 @group(0) @binding(0) var<storage, read> partialsIn: array<f32>;
@@ -70,7 +59,7 @@ fn tree(lid: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn sumsq_partial(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
-  let w = wid.y * nwg.x + wid.x;
+  let w = workgroup_index(wid, nwg);
   // w is uniform over the workgroup: the barriers below stay in uniform control flow.
   if (w >= P.groups) { return; }
   let end = min((w + 1u) * P.chunk, P.n);

@@ -12,13 +12,7 @@
 override OP: u32;
 override WG: u32 = 256u;
 
-struct Params {
-  lines: u32,      // outer * inner
-  n: u32,          // length of the scanned axis
-  inner: u32,
-  exclusive: u32,
-  reverse: u32,
-}
+// struct Params: generated from its declaration in src/ops/reduce.ts.
 
 @group(0) @binding(0) var<storage, read> X: array<u32>;
 @group(0) @binding(1) var<storage, read_write> Y: array<u32>;
@@ -41,7 +35,7 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
   // Uniform per workgroup, so returning before the barriers is allowed.
-  let line = wid.y * nwg.x + wid.x;
+  let line = workgroup_index(wid, nwg);
   if (line >= P.lines) { return; }
   let base = (line / P.inner) * P.n * P.inner + line % P.inner;
   var carry = 0u;  // the all-zero word is 0.0 and 0

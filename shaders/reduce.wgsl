@@ -22,14 +22,7 @@ override TI: u32 = 1u;
 override TR: u32 = 256u;
 override WG: u32 = TI * TR;
 
-struct Params {
-  outputs: u32,  // outputs of this pass: outer * chunks * inner
-  R: u32,        // length of the reduced dim
-  inner: u32,
-  chunks: u32,   // runs the reduced dim is split into (1: not split)
-  chunk: u32,    // elements per run
-  denom: u32,    // sums are divided by this (Mean's last pass); 1 otherwise
-}
+// struct Params: generated from its declaration in src/ops/reduce.ts.
 
 @group(0) @binding(0) var<storage, read> X: array<u32>;
 @group(0) @binding(1) var<storage, read_write> Y: array<u32>;
@@ -131,7 +124,7 @@ fn main(
   @builtin(local_invocation_index) lid: u32,
   @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-  let g = wid.y * nwg.x + wid.x;
+  let g = workgroup_index(wid, nwg);
   var ti: u32;
   var tr: u32;
   if (P.inner == 1u) {

@@ -21,17 +21,7 @@ override VEC: u32 = 0u;         // 1: vec4 loads (see above)
 override INTERLEAVED: u32 = 0u; // 0 rotate_half, 1 interleaved pairs
 override GRAD: u32 = 0u;        // 1: apply the transpose (backward)
 
-struct Params {
-  rows: u32,
-  d: u32,
-  units: u32,  // invocations per row
-  rank: u32,   // merged leading dims of the broadcast view
-  clast: u32,
-  slast: u32,
-  dims: array<vec4<u32>, 2>,
-  cstr: array<vec4<u32>, 2>,
-  sstr: array<vec4<u32>, 2>,
-}
+// struct Params: generated from its declaration in src/ops/rotary.ts.
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> cosb: array<vec4<f32>>;
@@ -68,7 +58,7 @@ fn s4(base: u32, j: u32) -> vec4<f32> {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let t = (wid.y * nwg.x + wid.x) * WG + lid;
+  let t = workgroup_index(wid, nwg) * WG + lid;
   let row = t / P.units;
   if (row >= P.rows) { return; }
   let u = t % P.units;

@@ -20,18 +20,7 @@ override TPR: u32 = 256u; // invocations per row (`rows`): a power of two dividi
 override OP: u32 = 0u;    // 0 softmax, 1 log-softmax, 2 masked softmax, 3 softmax gradient
 override VEC: u32 = 0u;   // 1: len % 4 == 0, rows are read as vec4
 
-const NEG_MAX: f32 = -3.4028234663852886e38; // −FLT_MAX, exactly
-
-struct Params {
-  rows: u32,    // `rows`: number of rows; `cols`: outer * inner
-  len: u32,     // elements along the softmax axis
-  inner: u32,   // stride of the softmax axis (`cols`)
-  scale: f32,   // MaskedSoftmax: x multiplier
-  mrank: u32,   // MaskedSoftmax: merged leading dims of the mask view
-  mlast: u32,   // MaskedSoftmax: mask stride along the last axis (0 or 1)
-  mdims: array<vec4<u32>, 2>,
-  mstrides: array<vec4<u32>, 2>,
-}
+// struct Params: generated from its declaration in src/ops/normalization.ts.
 
 @group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
@@ -110,7 +99,7 @@ fn finish(z: f32, yv: f32, tot: vec2<f32>) -> f32 {
 fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let lane = lid % TPR;
-  let row = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
+  let row = workgroup_index(wid, nwg) * (WG / TPR) + lid / TPR;
   let live = row < P.rows;
   // Dead segments (past the last row) walk nothing but still take part in every barrier.
   let len = select(0u, P.len, live);
@@ -118,7 +107,7 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var mb = 0u;
   if (OP == 2u) { mb = mask_base(row); }
 
-  var acc = vec2<f32>(NEG_MAX, 0.0);
+  var acc = vec2<f32>(-F32_MAX, 0.0);
   if (OP == 3u) { acc = vec2<f32>(0.0); }
   if (VEC == 1u) {
     let b4 = base / 4u;
@@ -128,7 +117,7 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       } else {
         let z = z4(b4 + j, mb, j);
         // Clamped so that an all −∞ vec4 gives exp(−∞ − bm) = 0 rather than exp(−∞ + ∞) = NaN.
-        let bm = max(max(max(z.x, z.y), max(z.z, z.w)), NEG_MAX);
+        let bm = max(max(max(z.x, z.y), max(z.z, z.w)), -F32_MAX);
         acc = online(acc, bm, dot(exp(z - bm), vec4<f32>(1.0)));
       }
     }
@@ -163,11 +152,11 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @compute @workgroup_size(WG)
 fn cols(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let c = (wid.y * nwg.x + wid.x) * WG + lid;
+  let c = workgroup_index(wid, nwg) * WG + lid;
   if (c >= P.rows) { return; }
   let st = P.inner;
   let base = (c / st) * P.len * st + c % st;
-  var acc = vec2<f32>(NEG_MAX, 0.0);
+  var acc = vec2<f32>(-F32_MAX, 0.0);
   if (OP == 3u) { acc = vec2<f32>(0.0); }
   for (var k = 0u; k < P.len; k++) {
     let i = base + k * st;

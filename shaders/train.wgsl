@@ -9,7 +9,7 @@
 
 override WG: u32 = 64u;
 
-struct Params { n: u32, alpha: f32, beta: f32 }
+// struct Params: generated from its declaration in src/train/kernels.ts.
 
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;

@@ -8,32 +8,18 @@
 //   peft.printTrainableParameters();
 //   await new Trainer(peft, { learningRate: 3e-3, maxSteps: 200 }).train(examples);
 
-export { createDevice, adapterName, GpuContext } from './gpu/device.js';
-export type { AdapterDescription, CreateDeviceOptions } from './gpu/device.js';
-export { loadModel, Model } from './model.js';
-export type { Feed, LoadModelOptions, OnnxFile, TensorData } from './model.js';
+export { createDevice, adapterName, GpuContext, type AdapterDescription, type CreateDeviceOptions } from './gpu/device.js';
+export { loadModel, Model, type Feed, type LoadModelOptions, type OnnxFile } from './model.js';
+export type { TensorData } from './ir/tensor.js';
 export type { ModelSource } from './onnx/load.js';
 export type { ModuleInfo } from './onnx/modules.js';
-export { IA3Config } from './peft/config.js';
-export type { IA3ConfigOptions, TaskType } from './peft/config.js';
-export { getPeftModel, loadPeftModel, PeftModel } from './peft/model.js';
+export { IA3Config, type IA3ConfigOptions, type TaskType } from './peft/config.js';
+export { getPeftModel, loadPeftModel, PeftModel, type MergeOptions } from './peft/model.js';
+export type { IA3Target } from './peft/adapter.js';
 export type { AdapterFiles, AdapterSource } from './io/adapter.js';
-export { downloadAdapter, adapterFilesFromFileList, fetchAdapter } from './io/files.js';
-export type { DownloadAdapterOptions, FetchAdapterOptions } from './io/files.js';
-export type { IA3Target, MergeOptions } from './peft/model.js';
+export { downloadAdapter, adapterFilesFromFileList, fetchAdapter, type DownloadAdapterOptions, type FetchAdapterOptions } from './io/files.js';
 export { MergeError } from './peft/merge.js';
 export type { OnnxWithExternalData } from './onnx/export.js';
-export { Trainer, NonFiniteError } from './train/trainer.js';
-export type { TrainingArguments, StepEvent, LogEvent, EvalResult, EndEvent } from './train/trainer.js';
+export { Trainer, NonFiniteError, type TrainingArguments, type StepEvent, type LogEvent, type EvalResult, type EndEvent } from './train/trainer.js';
 export type { Example } from './train/data.js';
-export {
-  IA3Error,
-  WebGPUUnavailableError,
-  DeviceLostError,
-  ShaderCompileError,
-  GpuExecutionError,
-  ShapeError,
-  UnsupportedOpError,
-  FormatError,
-  InputError,
-} from './errors.js';
+export { IA3Error, WebGPUUnavailableError, DeviceLostError, ShaderCompileError, GpuExecutionError, ShapeError, UnsupportedOpError, FormatError, InputError } from './errors.js';

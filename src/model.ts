@@ -2,27 +2,27 @@
 //
 // `loadModel` decodes the file once; `run` specialises the graph to the feeds' shapes, compiles a
 // plan for that shape (cached, so a repeated shape costs one command buffer and the readback) and
-// executes it. Weights are uploaded once per model and shared by every shape's plan.
+// executes it. Weights live in a WeightStore, uploaded on first use and shared by every shape's plan
+// and by every variant `withGraph` makes (PEFT's rewritten graphs, the training graph). The graph
+// is never mutated: `replaceInitializers` gives the model a new graph object, so CPU-side caches
+// keyed by the graph (specialisations) cannot go stale.
 
 import { buildBackward, type BackwardSummary } from './autograd/grad.js';
 import { fuseGraph } from './compile/fuse.js';
 import { Plan } from './compile/plan.js';
 import { InputError } from './errors.js';
 import { createDevice, type GpuContext } from './gpu/device.js';
-import { sizeOf } from './gpu/kernel.js';
+import { FLOAT_TYPES, gpuStorage, type DataType } from './ir/dtype.js';
+import { initializerGpuData, type Graph, type Initializer } from './ir/graph.js';
+import type { SpecializedGraph } from './ir/static-graph.js';
+import { sizeOf, type RefTensor, type TensorData } from './ir/tensor.js';
 import { describeGraph } from './onnx/describe.js';
-import { initializerGpuData, type Graph } from './onnx/graph.js';
+import { runReferenceGraph } from './onnx/executor.js';
 import { loadOnnx, type LoadOnnxOptions, type ModelSource } from './onnx/load.js';
 import { detectModelType, findModules, type ModuleInfo } from './onnx/modules.js';
-import { runReferenceGraph } from './onnx/executor.js';
-import { specialize, type SpecializedGraph } from './onnx/specialize.js';
-import { FLOAT_TYPES, gpuStorage, type DataType, type RefTensor } from './ops/types.js';
-
-/** Tensors cross the public API as plain data. */
-export interface TensorData {
-  data: Float32Array | Int32Array | BigInt64Array | Uint8Array;
-  dims: number[];
-}
+import { specialize } from './onnx/specialize.js';
+import { WeightStore } from './gpu/weights.js';
+import type { OnnxSourceFile } from './onnx/export.js';
 
 /** A compiled forward + backward plan (see `Model.gradientPlan`). */
 export interface GradientPlan {
@@ -47,23 +47,19 @@ export interface LoadModelOptions extends LoadOnnxOptions {
 }
 
 /** The ONNX file a model was decoded from, kept to write it back with merged weights. */
-export interface OnnxFile {
-  /** The .onnx bytes as read (the graph's weights may be views into them; never modified). */
-  readonly bytes: Uint8Array;
-  /** File name used in error messages. */
-  readonly fileName: string;
-  /** External data files by the location the tensors name. */
-  readonly externalData: Readonly<Record<string, Uint8Array>>;
-}
+export type OnnxFile = OnnxSourceFile;
 
 /** A frozen transformer imported from ONNX. */
 export class Model {
   private readonly plans = new Map<string, Promise<{ spec: SpecializedGraph; plan: Plan }>>();
   private readonly gradPlans = new Map<string, Promise<GradientPlan>>();
+  private currentGraph: Graph;
+  /** GPU copies of initializers by name, uploaded on first use, shared with every `withGraph` variant. */
+  readonly weights: WeightStore;
 
   constructor(
     readonly gpu: GpuContext,
-    readonly graph: Graph,
+    graph: Graph,
     /** Parsed `config.json` of a Hugging Face model folder, when there was one. */
     readonly config: Record<string, unknown> | undefined,
     /** Linear modules (MatMul/Gemm with a weight) with their PyTorch paths. */
@@ -71,13 +67,45 @@ export class Model {
     /** `model_type` from config.json, else inferred from module paths. */
     readonly modelType: string | undefined,
     /**
-     * GPU copies of initializers by name, uploaded on first use. Models that share frozen weights
-     * (a PEFT model and its base) share this map, so each weight is uploaded once.
+     * The weight store to share (variants of one model share it), or a Map of buffers by name for
+     * the store to adopt; a fresh store by default.
      */
-    readonly weightBuffers: Map<string, GPUBuffer> = new Map(),
+    weights: WeightStore | Map<string, GPUBuffer> = new Map(),
     /** The file `loadModel` decoded (absent for graphs built in code). */
     readonly onnxFile?: OnnxFile,
-  ) {}
+  ) {
+    this.currentGraph = graph;
+    this.weights = weights instanceof WeightStore ? weights : new WeightStore(gpu, weights);
+  }
+
+  /** The graph IR (replaced as a whole, never mutated, when initializers get new values). */
+  get graph(): Graph {
+    return this.currentGraph;
+  }
+
+  /** GPU copies of initializers by name (a read-only view of `weights`). */
+  get weightBuffers(): ReadonlyMap<string, GPUBuffer> {
+    return this.weights.buffers;
+  }
+
+  /**
+   * A model running `graph` on the same device, config, modules and file, sharing this model's
+   * weight store (a weight is uploaded once for all of them); its plans are its own.
+   */
+  withGraph(graph: Graph): Model {
+    return new Model(this.gpu, graph, this.config, this.modules, this.modelType, this.weights, this.onnxFile);
+  }
+
+  /**
+   * Gives initializers new values on the CPU side: a new graph holding the given Initializer
+   * objects in place of those of the same name. GPU copies are the store's business (`weights.write`);
+   * compiled plans stay valid (they read weights from the store).
+   */
+  replaceInitializers(replacements: readonly Initializer[]): void {
+    const initializers = new Map(this.currentGraph.initializers);
+    for (const init of replacements) initializers.set(init.name, init);
+    this.currentGraph = { ...this.currentGraph, initializers };
+  }
 
   /** PyTorch module paths of the linear layers, in graph order. */
   moduleNames(): string[] {
@@ -222,26 +250,24 @@ export class Model {
   /** Frees every plan and the uploaded weights. The model cannot run afterwards. */
   async dispose(): Promise<void> {
     await this.releasePlans();
-    for (const b of this.weightBuffers.values()) this.gpu.buffers.release(b);
-    this.weightBuffers.clear();
+    this.weights.releaseAll();
   }
 
   /** Bytes of weights resident on the GPU. */
   get weightBytes(): number {
-    let n = 0;
-    for (const b of this.weightBuffers.values()) n += b.size;
-    return n;
+    return this.weights.bytes;
   }
 
-  private sharedWeights(spec: Pick<SpecializedGraph, 'weights'>): Map<string, GPUBuffer> {
-    for (const name of spec.weights) {
-      if (this.weightBuffers.has(name)) continue;
-      const init = this.graph.initializers.get(name)!;
-      const data = initializerGpuData(init);
-      if (!data) continue; // int64 values beyond 32 bits are only read on the CPU
-      this.weightBuffers.set(name, this.gpu.upload(data, name, true));
-    }
-    return this.weightBuffers;
+  /** The GPU copy of an initializer, uploaded now if no plan has needed it yet (undefined: no GPU form). */
+  weightBuffer(name: string): GPUBuffer | undefined {
+    const init = this.graph.initializers.get(name);
+    return init && this.weights.ensure(name, () => initializerGpuData(init));
+  }
+
+  private sharedWeights(spec: Pick<SpecializedGraph, 'weights'>): ReadonlyMap<string, GPUBuffer> {
+    // int64 values beyond 32 bits have no GPU form: only the CPU reads them.
+    for (const name of spec.weights) this.weightBuffer(name);
+    return this.weights.buffers;
   }
 
   private normaliseFeeds(feeds: Record<string, Feed>): Map<string, { dtype: DataType; dims: number[]; data: Float32Array | Int32Array }> {
@@ -308,5 +334,5 @@ export async function loadModel(source: ModelSource, options: LoadModelOptions =
   const modules = findModules(graph, options.moduleMap ? { moduleMap: options.moduleMap } : {});
   const gpu = options.device ?? (await createDevice());
   const onnxFile: OnnxFile = { bytes: files[modelPath]!, fileName: modelPath.split('/').pop() ?? modelPath, externalData };
-  return new Model(gpu, graph, config as Record<string, unknown> | undefined, modules, detectModelType(modules, config), new Map(), onnxFile);
+  return new Model(gpu, graph, config as Record<string, unknown> | undefined, modules, detectModelType(modules, config), undefined, onnxFile);
 }

@@ -10,19 +10,15 @@
 // `extendGraph` wraps the builder for callers that append a few nodes to a graph, e.g. a loss.
 
 import { IA3Error } from '../errors.js';
-import type { ResidentData } from '../compile/plan.js';
-import { normDomain, opsetOf } from '../onnx/graph.js';
-import type { SpecNode, SpecializedGraph } from '../onnx/specialize.js';
-import { toGpuArray } from '../ops/execute.js';
+import { DTYPES, isFloat, type DataType } from '../ir/dtype.js';
+import { normDomain, opsetOf, type Attrs } from '../ir/graph.js';
+import type { ResidentData, SpecNode, SpecializedGraph } from '../ir/static-graph.js';
+import { toGpuArray, sizeOf, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import { OPS, type OpType } from '../ops/registry.js';
-import type { Attrs, DataType, Inputs, OpContext, OpDef, RefTensor, TensorType, ValueInfo } from '../ops/types.js';
-import { sizeOf } from '../ops/util.js';
+import type { Inputs, OpContext, OpDef } from '../ops/types.js';
 
 /** Lowest ai.onnx opset of emitted ONNX nodes: Reshape/Slice/ReduceSum/Unsqueeze take inputs there. */
 export const MIN_EMIT_OPSET = 13;
-
-/** ONNX TensorProto codes of the float dtypes (Cast's `to`). */
-export const FLOAT_CODES: Readonly<Partial<Record<DataType, number>>> = { float32: 1, float16: 10, float64: 11 };
 
 const sameDims = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
 
@@ -209,9 +205,8 @@ export class GraphBuilder {
   /** Cast of x to a float dtype; no node when it already has it. */
   castFloat(x: string, dtype: DataType): string {
     if (this.type(x).dtype === dtype) return x;
-    const to = FLOAT_CODES[dtype];
-    if (to === undefined) throw new Error(`graph builder: ${dtype} is not a float type`);
-    return this.op('Cast', [x], { to });
+    if (!isFloat(dtype)) throw new Error(`graph builder: ${dtype} is not a float type`);
+    return this.op('Cast', [x], { to: DTYPES[dtype].onnx });
   }
 }
 

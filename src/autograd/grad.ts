@@ -19,11 +19,11 @@
 // error: a frozen branch or a padded-away position is a legitimate training state.
 
 import { InputError } from '../errors.js';
-import type { SpecNode, SpecializedGraph } from '../onnx/specialize.js';
+import { FLOAT_TYPES } from '../ir/dtype.js';
+import type { SpecNode, SpecializedGraph } from '../ir/static-graph.js';
+import { sizeOf, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
-import type { Inputs, OpContext, TensorType, ValueInfo } from '../ops/types.js';
-import { FLOAT_TYPES } from '../ops/types.js';
-import { sizeOf } from '../ops/util.js';
+import type { Inputs, OpContext } from '../ops/types.js';
 import { GraphBuilder } from './builder.js';
 import { VJP, unsupportedError, type VjpContext } from './vjp.js';
 

@@ -12,15 +12,21 @@
 // so no weight-gradient product is ever emitted for it. Rules compose registry ops only; the
 // backward helpers (SoftmaxGrad, LayerNormalizationGrad, IA3ScaleGrad, ...) exist where a fused
 // kernel beats a composition. Broadcasting is undone with SumToShape (builder.sumTo).
+//
+// Size: the VJP table is one mapped type over every op of the registry (the compiler checks it is
+// complete); its rules stay beside it, a section per op family, like tinygrad's gradient table.
 
 import { UnsupportedOpError } from '../errors.js';
-import type { SpecNode } from '../onnx/specialize.js';
+import { FLOAT_TYPES, F32_MAX } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { normAxis, wrapIndex } from '../ir/shape.js';
+import type { SpecNode } from '../ir/static-graph.js';
+import { sizeOf, tensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import { sliceGradAttrs } from '../ops/layout.js';
 import { matmulGeometry } from '../ops/matmul.js';
 import { OPS, type OpType } from '../ops/registry.js';
-import type { Attrs, Inputs, OpContext, TensorType, ValueInfo } from '../ops/types.js';
-import { FLOAT_TYPES } from '../ops/types.js';
-import { attrFloat, attrInt, attrInts, attrString, sizeOf, tensor } from '../ops/util.js';
+import type { Inputs, OpContext } from '../ops/types.js';
+import { attrFloat, attrInt, attrInts, attrString } from '../ops/util.js';
 import type { GraphBuilder } from './builder.js';
 
 /** What a rule sees of one forward node. */
@@ -180,7 +186,6 @@ const Where: VjpRule = (c) => {
 };
 
 // Float32's largest finite value: Clip's default bounds before opset 11.
-const FLT_MAX = 3.4028234663852886e38;
 
 const Clip: VjpRule = (c) => {
   const { b } = c;
@@ -191,8 +196,8 @@ const Clip: VjpRule = (c) => {
   let lo: string | undefined;
   let hi: string | undefined;
   if (c.ctx.opset < 11) {
-    lo = b.scalar(attrFloat(c.node.attrs, 'min', -FLT_MAX), dt);
-    hi = b.scalar(attrFloat(c.node.attrs, 'max', FLT_MAX), dt);
+    lo = b.scalar(attrFloat(c.node.attrs, 'min', -F32_MAX), dt);
+    hi = b.scalar(attrFloat(c.node.attrs, 'max', F32_MAX), dt);
   } else {
     lo = c.node.inputs[1] || undefined;
     hi = c.node.inputs[2] || undefined;
@@ -243,6 +248,9 @@ interface MatmulParts {
  * With W = opB(B) and P = opA(A) ⊙ s_in: G = dY ⊙ s_out, dP = alpha·G·Wᵀ, dW = alpha·Pᵀ·G.
  * Every product is a FusedMatMul whose transA/transB read the transposes in place (no copy), and
  * a shared 2-D weight's gradient folds the batch into the rows (one GEMM, no batched partials).
+ * NOTE: the ONNX pipeline never differentiates a FusedMatMul with scales (fusion runs after the
+ * backward pass, so IA3Scale's own rule keeps Z as a saved activation instead of recomputing it);
+ * the scale branches serve graphs built in code, and tests reach them through Model.
  */
 function matmulVjp(c: VjpContext, p: MatmulParts): (string | undefined)[] {
   const { b } = c;
@@ -353,10 +361,10 @@ function softmaxAxisView(c: VjpContext): { axis: number; dims2?: number[] } {
   const r = dims.length;
   if (c.ctx.opset >= 13) {
     const a = attrInt(c.node.attrs, 'axis', -1);
-    return { axis: a < 0 ? a + r : a };
+    return { axis: normAxis(a, r, c.ctx) };
   }
   const a0 = attrInt(c.node.attrs, 'axis', 1);
-  const a = a0 < 0 ? a0 + r : a0;
+  const a = wrapIndex(a0, r); // [-r, r]: opset < 13 coerces to 2-D at any split point
   return { axis: 1, dims2: [sizeOf(dims.slice(0, a)), sizeOf(dims.slice(a))] };
 }
 
@@ -501,7 +509,7 @@ const Concat: VjpRule = (c) => {
   const n = c.node.inputs.length;
   const r = inDims(c, 0).length;
   const a0 = attrInt(c.node.attrs, 'axis', 1);
-  const axis = a0 < 0 ? a0 + r : a0;
+  const axis = normAxis(a0, r, c.ctx);
   if (n === 1) return [dy0(c)];
   let offset = 0;
   return Array.from({ length: n }, (_, i) => {
@@ -517,7 +525,7 @@ const Split: VjpRule = (c) => {
   const x = c.inputs[0]!;
   const r = x.dims.length;
   const a0 = attrInt(c.node.attrs, 'axis', 0);
-  const axis = a0 < 0 ? a0 + r : a0;
+  const axis = normAxis(a0, r, c.ctx);
   const outs = c.node.outputs.map((o) => b.type(o));
   const given = c.dy.flatMap((g, k) => (g === undefined ? [] : [k]));
   if (given.length === 1) {
@@ -533,7 +541,7 @@ const Split: VjpRule = (c) => {
 /** Wraps constant Gather indices against the axis, as Gather does. */
 function gatherIndices(c: VjpContext, axisDim: number): number[] | undefined {
   const idx = c.inputs[1]!.value;
-  return idx ? Array.from(idx.data, (v) => (v < 0 ? v + axisDim : v)) : undefined;
+  return idx ? Array.from(idx.data, (v) => wrapIndex(v, axisDim)) : undefined;
 }
 
 const Gather: VjpRule = (c) => {
@@ -541,7 +549,7 @@ const Gather: VjpRule = (c) => {
   const x = inDims(c, 0);
   const r = x.length;
   const a0 = attrInt(c.node.attrs, 'axis', 0);
-  const axis = a0 < 0 ? a0 + r : a0;
+  const axis = normAxis(a0, r, c.ctx);
   const idx = gatherIndices(c, x[axis]!);
   if (!idx) return c.unsupported('Gather with runtime indices (the data gradient needs a scatter-add op)');
   const m = idx.length;
@@ -569,7 +577,7 @@ function padArgs(c: VjpContext): { mode: string; before: number[]; after: number
   } else {
     pads = Array.from(c.inputs[1]!.value!.data);
     const ax = c.inputs[3]?.value;
-    if (ax) axes = Array.from(ax.data, (v) => (v < 0 ? v + r : v));
+    if (ax) axes = Array.from(ax.data, (v) => normAxis(v, r, c.ctx));
   }
   const before = new Array<number>(r).fill(0);
   const after = new Array<number>(r).fill(0);

@@ -10,10 +10,9 @@
 // The rewritten graph computes the same function; the CPU reference runs the unfused graph, so
 // every fused plan is checked against it by the model tests.
 
-import type { Attrs } from '../ops/types.js';
-import type { PlanGraph, PlanNode } from './plan.js';
-
-const size = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1);
+import type { Attrs } from '../ir/graph.js';
+import type { PlanGraph, PlanNode } from '../ir/static-graph.js';
+import { sizeOf } from '../ir/tensor.js';
 
 /** Returns `graph` with matmul epilogue/prologue fusions applied (a new graph; input unchanged). */
 export function fuseGraph<G extends PlanGraph>(graph: G): G {
@@ -44,7 +43,7 @@ export function fuseGraph<G extends PlanGraph>(graph: G): G {
       if (node.opType === 'Gemm' && (node.attrs.transA ?? 0) === 0 && (node.attrs.alpha ?? 1) === 1 && (node.attrs.beta ?? 1) === 1) {
         const c = node.inputs[2] ?? '';
         const n = typeOf(node.outputs[0]!)?.dims[1];
-        if (c === '' || (typeOf(c) && size(typeOf(c)!.dims) === n && typeOf(c)!.dims.length <= 1)) {
+        if (c === '' || (typeOf(c) && sizeOf(typeOf(c)!.dims) === n && typeOf(c)!.dims.length <= 1)) {
           replace([node], fusedNode(node, [node.inputs[0]!, node.inputs[1]!, c], node.outputs, { transB: node.attrs.transB ?? 0 }));
           changed = true;
           break;
@@ -65,7 +64,7 @@ export function fuseGraph<G extends PlanGraph>(graph: G): G {
           const b = next.inputs[0] === y ? next.inputs[1]! : next.inputs[0]!;
           const bt = typeOf(b);
           const outT = typeOf(next.outputs[0]!);
-          if (bt && bt.dims.length === 1 && bt.dims[0] === N && outT && size(outT.dims) === size(yt.dims)) {
+          if (bt && bt.dims.length === 1 && bt.dims[0] === N && outT && sizeOf(outT.dims) === sizeOf(yt.dims)) {
             ins[2] = b;
             replace([node, next], fusedNode(node, ins, next.outputs, attrs));
             changed = true;
@@ -75,7 +74,7 @@ export function fuseGraph<G extends PlanGraph>(graph: G): G {
         // IA3 output scale (one vector), after the bias.
         if (next?.opType === 'IA3Scale' && next.inputs.length === 2 && next.inputs[0] === y && ins[4] === '') {
           const lt = typeOf(next.inputs[1]!);
-          if (lt && size(lt.dims) === N) {
+          if (lt && sizeOf(lt.dims) === N) {
             ins[4] = next.inputs[1]!;
             replace([node, next], fusedNode(node, ins, next.outputs, attrs));
             changed = true;

@@ -8,50 +8,18 @@
 // step only records dispatches: no allocation, no compilation, no CPU readback.
 
 import { GpuExecutionError, ShapeError } from '../errors.js';
-import { tuneKernelsFor } from './tuning.js';
-import type { GpuContext } from '../gpu/device.js';
 import { sizeClass } from '../gpu/buffers.js';
-import { sizeOf, type Program } from '../gpu/kernel.js';
+import type { GpuContext } from '../gpu/device.js';
+import { DispatchList, resolveBindings, type BoundProgram } from '../gpu/dispatch.js';
+import type { DeviceTraits } from '../gpu/traits.js';
+import type { PlanGraph } from '../ir/static-graph.js';
+import { gpuArrayOf, sizeOf, type ValueInfo } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
-import { gpuStorage, type Attrs, type BufferRef, type OpContext, type OpDef, type RefTensor, type TensorType, type ValueInfo } from '../ops/types.js';
+import type { LoweringContext, OpDef } from '../ops/types.js';
 
-/** A node of a plan's graph (after specialisation; topological order). */
-export interface PlanNode {
-  readonly name: string;
-  readonly opType: string;
-  readonly inputs: readonly string[];
-  readonly outputs: readonly string[];
-  readonly attrs: Attrs;
-  readonly opset: number;
-}
-
-/** Resident data the plan uploads once: weights (typed arrays) or folded constants. */
-export type ResidentData = { readonly type: TensorType; readonly data: Float32Array | Int32Array };
-
-/** What a plan is compiled from. */
-export interface PlanGraph {
-  /** Runtime inputs (fed at every execution). */
-  readonly inputs: readonly { readonly name: string; readonly type: TensorType }[];
-  /** Values the caller may read after execution. */
-  readonly outputs: readonly string[];
-  readonly nodes: readonly PlanNode[];
-  /** Static type of every value produced or consumed by a node. */
-  readonly types: ReadonlyMap<string, TensorType>;
-  /** Known constant values (small folded tensors) a lowering may read at compile time. */
-  readonly constants: ReadonlyMap<string, RefTensor>;
-  /** Resident tensors: weights and constants, by value name. */
-  readonly resident: ReadonlyMap<string, ResidentData>;
-  /**
-   * Resident buffers shared with other plans (e.g. the same weights in a forward plan and a
-   * training plan of another shape). Looked up before `resident`; the plan never frees them.
-   */
-  readonly shared?: ReadonlyMap<string, GPUBuffer>;
-}
-
-interface Dispatch {
-  pipeline: GPUComputePipeline;
-  bindGroup: GPUBindGroup;
-  workgroups: readonly [number, number, number];
+export interface CompileOptions {
+  /** Lower for these traits instead of the device's own (tests asking for a kernel variant). */
+  readonly device?: DeviceTraits;
 }
 
 export interface PlanMemory {
@@ -63,16 +31,15 @@ export interface PlanMemory {
   inputBytes: number;
 }
 
-/** A compiled plan. Create with `compilePlan`; release GPU memory with `destroy`. */
+/** A compiled plan. Create with `Plan.compile`; release GPU memory with `destroy`. */
 export class Plan {
   private constructor(
     private readonly gpu: GpuContext,
     readonly graph: PlanGraph,
-    private readonly dispatches: readonly Dispatch[],
+    private readonly dispatches: DispatchList,
     /** Buffer holding each value (aliases share). */
     readonly buffers: ReadonlyMap<string, GPUBuffer>,
     private readonly owned: readonly GPUBuffer[],
-    private readonly uniformBuffers: readonly GPUBuffer[],
     readonly memory: PlanMemory,
   ) {}
 
@@ -81,9 +48,9 @@ export class Plan {
     return this.dispatches.length;
   }
 
-  static async compile(gpu: GpuContext, graph: PlanGraph): Promise<Plan> {
+  static async compile(gpu: GpuContext, graph: PlanGraph, options: CompileOptions = {}): Promise<Plan> {
     gpu.assertAlive();
-    tuneKernelsFor(gpu);
+    const device = options.device ?? gpu.traits;
     const pool = gpu.buffers;
     const buffers = new Map<string, GPUBuffer>();
     const owned: GPUBuffer[] = [];
@@ -135,7 +102,7 @@ export class Plan {
       if (!list) free.set(b.size, (list = []));
       list.push(b);
     };
-    const steps: { program: Program; buffers: GPUBuffer[] }[] = [];
+    const steps: BoundProgram[] = [];
     const persistent = new Set<string>([...graph.inputs.map((x) => x.name), ...buffers.keys()]);
 
     const infoOf = (name: string): ValueInfo | undefined => {
@@ -148,7 +115,7 @@ export class Plan {
 
     for (let i = 0; i < graph.nodes.length; i++) {
       const node = graph.nodes[i]!;
-      const ctx: OpContext = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length };
+      const ctx: LoweringContext = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length, device };
       if (!isOpType(node.opType)) throw new ShapeError(node.opType, node.name, 'no such op in the registry');
       const def: OpDef = OPS[node.opType];
       if (def.gpu === 'fold') {
@@ -176,17 +143,8 @@ export class Plan {
           return b;
         });
         const temps = (lowering.temps ?? []).map((bytes) => alloc(bytes, `${node.name}.tmp`));
-        const resolve = (r: BufferRef): GPUBuffer => {
-          if ('in' in r) {
-            const name = node.inputs[r.in];
-            const b = name ? buffers.get(name) : undefined;
-            if (!b) throw new Error(`plan: ${node.name} input ${r.in} ('${name}') has no buffer`);
-            return b;
-          }
-          if ('out' in r) return outBufs[r.out]!;
-          return temps[r.tmp]!;
-        };
-        for (const st of lowering.steps) steps.push({ program: st.program, buffers: st.bindings.map(resolve) });
+        const inputs = node.inputs.map((name) => (name ? buffers.get(name) : undefined));
+        steps.push(...resolveBindings(lowering, { inputs, outputs: outBufs, temps }, `plan: node '${node.name}'`));
         for (const t of temps) recycle(t);
       }
       // Values whose last use is this node (or that nothing reads) return to the free list.
@@ -203,20 +161,8 @@ export class Plan {
     owned.push(...activations);
     memory.activationBytes = activations.reduce((s, b) => s + b.size, 0);
 
-    await Promise.all(steps.map((s) => gpu.pipelines.get(s.program)));
-    const uniformBuffers: GPUBuffer[] = [];
-    const dispatches: Dispatch[] = [];
-    for (const s of steps) {
-      if (s.program.workgroups.some((w) => w === 0)) continue;
-      const u = gpu.uniformBuffer(s.program);
-      if (u) uniformBuffers.push(u);
-      dispatches.push({
-        pipeline: gpu.pipelines.getReady(s.program),
-        bindGroup: gpu.bindGroup(s.program, s.buffers, u),
-        workgroups: s.program.workgroups,
-      });
-    }
-    return new Plan(gpu, graph, dispatches, buffers, [...new Set(owned)], uniformBuffers, memory);
+    const dispatches = await DispatchList.prepare(gpu, steps);
+    return new Plan(gpu, graph, dispatches, buffers, [...new Set(owned)], memory);
   }
 
   /** Writes runtime inputs into their buffers. */
@@ -231,11 +177,7 @@ export class Plan {
   /** Records every dispatch of one execution into `encoder` (one compute pass). */
   encode(encoder: GPUCommandEncoder): void {
     const pass = encoder.beginComputePass();
-    for (const d of this.dispatches) {
-      pass.setPipeline(d.pipeline);
-      pass.setBindGroup(0, d.bindGroup);
-      pass.dispatchWorkgroups(...d.workgroups);
-    }
+    this.dispatches.encode(pass);
     pass.end();
   }
 
@@ -261,7 +203,7 @@ export class Plan {
         if (!type || !buf) throw new Error(`plan: '${name}' is not a value of this plan`);
         const n = sizeOf(type.dims);
         const bytes = await this.gpu.read(buf, 4 * n);
-        out.set(name, toGpuArrayType(type, bytes));
+        out.set(name, gpuArrayOf(type, bytes));
       }),
     );
     return out;
@@ -270,10 +212,6 @@ export class Plan {
   /** Frees the plan's GPU memory (resident tensors it uploaded, activations, uniforms). */
   destroy(): void {
     for (const b of this.owned) this.gpu.buffers.release(b);
-    for (const u of this.uniformBuffers) u.destroy();
+    this.dispatches.destroy();
   }
-}
-
-function toGpuArrayType(type: TensorType, bytes: ArrayBuffer): Float32Array | Int32Array {
-  return gpuStorage(type.dtype) === 'f32' ? new Float32Array(bytes) : new Int32Array(bytes);
 }

@@ -6,19 +6,20 @@
 // workgroups one by one on a few CPU cores, where each one costs a fixed setup, so a few dozen
 // long-running workgroups copy fastest there.
 
-import source from '../../shaders/copy.wgsl?raw';
-import { defineKernel, grid, type Program } from './kernel.js';
+import text from '../../shaders/copy.wgsl?raw';
+import { grid, type Program } from './kernel.js';
+import { Shader } from './wgsl.js';
 
-export const copyKernel = defineKernel({
-  name: 'copy',
-  source,
-  inputs: ['src'],
-  outputs: ['dst'],
-  uniforms: [
-    ['n', 'u32'],
-    ['n4', 'u32'],
-  ],
+export const copyShader = new Shader('copy.wgsl', text, {
+  structs: {
+    Params: [
+      ['n', 'u32'],
+      ['n4', 'u32'], // whole vec4s
+    ],
+  },
 });
+
+export const copyKernel = copyShader.kernel({ name: 'copy', inputs: ['src'], outputs: ['dst'], uniforms: 'Params' });
 
 /** Workgroup cap on a GPU: about two full waves of 256-wide workgroups on the largest GPUs. */
 export const COPY_GPU_WORKGROUPS = 2048;

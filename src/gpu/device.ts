@@ -7,15 +7,17 @@
 
 import { DeviceLostError, GpuExecutionError, WebGPUUnavailableError } from '../errors.js';
 import { BufferPool } from './buffers.js';
+import { DispatchList, type BoundProgram } from './dispatch.js';
 import { packUniforms, type Program } from './kernel.js';
 import { PipelineCache } from './pipelines.js';
+import { DEFAULT_LIMITS, traitsOf, type DeviceTraits } from './traits.js';
 
 /** The limits below which the toolkit refuses an adapter (WebGPU's guaranteed minimums). */
 const REQUIRED = {
-  maxStorageBufferBindingSize: 128 * 1024 * 1024,
-  maxComputeWorkgroupStorageSize: 16384,
-  maxComputeInvocationsPerWorkgroup: 256,
-  maxStorageBuffersPerShaderStage: 8,
+  maxStorageBufferBindingSize: DEFAULT_LIMITS.maxStorageBufferBindingSize,
+  maxComputeWorkgroupStorageSize: DEFAULT_LIMITS.maxComputeWorkgroupStorageSize,
+  maxComputeInvocationsPerWorkgroup: DEFAULT_LIMITS.maxComputeInvocationsPerWorkgroup,
+  maxStorageBuffersPerShaderStage: DEFAULT_LIMITS.maxStorageBuffersPerShaderStage,
 } as const;
 
 /** Limits requested at the adapter's maximum when it offers more than the default. */
@@ -53,6 +55,8 @@ export class GpuContext {
   readonly buffers: BufferPool;
   readonly hasF16: boolean;
   readonly hasTimestamps: boolean;
+  /** What lowerings for this device may assume and should prefer (software adapter, limits, features). */
+  readonly traits: DeviceTraits;
   private readonly lostListeners = new Set<DeviceLostListener>();
   private lostError: DeviceLostError | undefined;
 
@@ -64,6 +68,7 @@ export class GpuContext {
     this.buffers = new BufferPool(device);
     this.hasF16 = device.features.has('shader-f16');
     this.hasTimestamps = device.features.has('timestamp-query');
+    this.traits = traitsOf(device, adapterInfo.isSoftware);
     void device.lost.then((info) => {
       if (info.reason === 'destroyed') return;
       this.lostError = new DeviceLostError(
@@ -156,34 +161,24 @@ export class GpuContext {
   }
 
   /**
-   * Runs programs in order in one compute pass and waits for validation. Each entry binds a
-   * program to its buffers. For tests, benchmarks and one-off work; plans prebuild bind groups.
+   * Runs programs in order in one compute pass and waits for validation: a one-off dispatch list
+   * (tests, benchmarks, merges). Plans and the trainer keep their lists and replay them.
    */
-  async run(steps: readonly { program: Program; buffers: readonly GPUBuffer[] }[]): Promise<void> {
+  async run(steps: readonly BoundProgram[]): Promise<void> {
     this.assertAlive();
-    await Promise.all(steps.map((s) => this.pipelines.get(s.program)));
-    const uniforms = steps.map((s) => this.uniformBuffer(s.program));
+    const list = await DispatchList.prepare(this, steps);
     this.device.pushErrorScope('validation');
     this.device.pushErrorScope('out-of-memory');
     const enc = this.device.createCommandEncoder();
     const pass = enc.beginComputePass();
-    steps.forEach((s, i) => {
-      if (s.program.workgroups.some((n) => n === 0)) return;
-      pass.setPipeline(this.pipelines.getReady(s.program));
-      pass.setBindGroup(0, this.bindGroup(s.program, s.buffers, uniforms[i]));
-      pass.dispatchWorkgroups(...s.program.workgroups);
-    });
+    list.encode(pass);
     pass.end();
     this.device.queue.submit([enc.finish()]);
     const oom = await this.device.popErrorScope();
     const invalid = await this.device.popErrorScope();
-    for (const u of uniforms) u?.destroy();
+    list.destroy();
     const err = invalid ?? oom;
-    if (err) {
-      throw new GpuExecutionError(
-        `GPU work failed (${steps.map((s) => s.program.kernel.name).join(', ')}): ${err.message}`,
-      );
-    }
+    if (err) throw new GpuExecutionError(`GPU work failed (${list.kernels.join(', ')}): ${err.message}`);
   }
 
   destroy(): void {

@@ -20,7 +20,10 @@ export type UniformField = readonly [name: string, type: UniformType];
 export interface KernelDef {
   /** Unique name; the pipeline cache key starts with it. */
   readonly name: string;
-  /** Complete WGSL source (shared helpers already prepended). */
+  /**
+   * Complete WGSL source. Kernels of the toolkit get it from a `Shader` (gpu/wgsl.ts): prelude
+   * helpers, host constants and uniform structs generated from `uniforms`, then the shader's file.
+   */
   readonly source: string;
   /** Entry point, `main` by default. */
   readonly entryPoint?: string;
@@ -30,6 +33,8 @@ export interface KernelDef {
   readonly outputs: readonly string[];
   /** Fields of the uniform struct, in declaration order (WGSL layout rules apply). */
   readonly uniforms: readonly UniformField[];
+  /** WGSL name of the uniform struct generated from `uniforms` (kernels defined by a Shader). */
+  readonly uniformStruct?: string;
 }
 
 /** One dispatch of a kernel. */
@@ -132,24 +137,6 @@ export function grid(count: number, maxPerDim = MAX_WORKGROUPS_PER_DIM): [number
   const y = Math.ceil(count / maxPerDim);
   if (y > maxPerDim) throw new Error(`grid of ${count} workgroups exceeds ${maxPerDim}² workgroups`);
   return [Math.ceil(count / y), y, 1];
-}
-
-/** Number of elements of a shape. */
-export function sizeOf(dims: readonly number[]): number {
-  let n = 1;
-  for (const d of dims) n *= d;
-  return n;
-}
-
-/** Row-major strides of a shape. */
-export function stridesOf(dims: readonly number[]): number[] {
-  const s = new Array<number>(dims.length);
-  let acc = 1;
-  for (let i = dims.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= dims[i]!;
-  }
-  return s;
 }
 
 /** Defines a kernel after checking its interface is coherent. */

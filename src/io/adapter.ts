@@ -1,11 +1,11 @@
 // PEFT adapter files: `adapter_model.safetensors` + `adapter_config.json`, exactly as PEFT writes
 // them (keys `base_model.model.<module path>.ia3_l` and modules_to_save parameters, float32,
-// metadata {"format": "pt"}; the config with PEFT's field names, sorted keys, indent 2,
-// inference_mode true and resolved module lists), and their loading, all-or-nothing.
+// metadata {"format": "pt"}), and their loading, all-or-nothing. This module moves bytes and
+// tensors; what the config says is peft/config.ts's business (it passes its serialised text in, and
+// its parser to `readAdapterFiles`), so the file layer sits below the PEFT layer.
 
 import { FormatError, InputError } from '../errors.js';
-import { IA3Config, MAX_CONFIG_BYTES, serializeConfig } from '../peft/config.js';
-import type { TensorData } from '../model.js';
+import type { TensorData } from '../ir/tensor.js';
 import { readSafetensors, tensorToFloat32, writeSafetensors, type TensorToWrite } from './safetensors.js';
 
 export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
@@ -17,8 +17,11 @@ export interface AdapterFiles {
   'adapter_config.json': string;
 }
 
-/** Serialises a config and PEFT-keyed float32 tensors into PEFT's two files. */
-export function writeAdapterFiles(config: IA3Config, tensors: Readonly<Record<string, TensorData>>): AdapterFiles {
+/** Largest adapter_config.json accepted (bytes of UTF-8); a larger Blob is refused unread. */
+export const MAX_CONFIG_BYTES = 1_000_000;
+
+/** PEFT's two files from a serialised config and PEFT-keyed float32 tensors. */
+export function writeAdapterFiles(configJson: string, tensors: Readonly<Record<string, TensorData>>): AdapterFiles {
   const toWrite: Record<string, TensorToWrite> = {};
   for (const [key, t] of Object.entries(tensors)) {
     if (!(t.data instanceof Float32Array)) throw new InputError(`adapter tensor '${key}' must be float32`);
@@ -26,7 +29,7 @@ export function writeAdapterFiles(config: IA3Config, tensors: Readonly<Record<st
   }
   return {
     [ADAPTER_WEIGHTS]: writeSafetensors(toWrite, { format: 'pt' }),
-    [ADAPTER_CONFIG]: serializeConfig(config.with({ inferenceMode: true })),
+    [ADAPTER_CONFIG]: configJson,
   };
 }
 
@@ -49,8 +52,14 @@ async function bytesOf(d: Uint8Array | ArrayBuffer | Blob): Promise<Uint8Array> 
   return new Uint8Array(await d.arrayBuffer());
 }
 
-/** Parses an adapter's files: its config and its tensors (float32, PEFT keys and shapes). */
-export async function readAdapterFiles(source: AdapterSource): Promise<{ config: IA3Config; tensors: Record<string, TensorData> }> {
+/**
+ * Reads an adapter's files: the config, through `parseConfig` (given the file's text or bytes,
+ * bounded by MAX_CONFIG_BYTES, and its name), then the tensors (float32, PEFT keys and shapes).
+ */
+export async function readAdapterFiles<C>(
+  source: AdapterSource,
+  parseConfig: (content: string | Uint8Array, fileName: string) => C,
+): Promise<{ config: C; tensors: Record<string, TensorData> }> {
   let weights: unknown;
   let config: unknown;
   if (Array.isArray(source) || (typeof FileList !== 'undefined' && source instanceof FileList)) {
@@ -73,13 +82,13 @@ export async function readAdapterFiles(source: AdapterSource): Promise<{ config:
   if (config === undefined) throw new InputError(`the adapter has no ${ADAPTER_CONFIG}`);
   const weightsPart = checkPart(ADAPTER_WEIGHTS, weights, false) as Uint8Array | ArrayBuffer | Blob;
   const configPart = checkPart(ADAPTER_CONFIG, config, true);
-  // Bytes go to fromJSON undecoded: it bounds their size and refuses invalid UTF-8 (a lenient
+  // Bytes go to the parser undecoded: IA3Config.fromJSON bounds their size and refuses invalid UTF-8 (a lenient
   // decode would turn a corrupt file into silently different module names). A Blob is bounded
   // before it is read.
   if (typeof Blob !== 'undefined' && configPart instanceof Blob && configPart.size > MAX_CONFIG_BYTES) {
     throw new FormatError(ADAPTER_CONFIG, `${configPart.size} bytes, larger than the ${MAX_CONFIG_BYTES}-byte limit for a config file`);
   }
-  const parsed = IA3Config.fromJSON(typeof configPart === 'string' ? configPart : await bytesOf(configPart), ADAPTER_CONFIG);
+  const parsed = parseConfig(typeof configPart === 'string' ? configPart : await bytesOf(configPart), ADAPTER_CONFIG);
   const file = readSafetensors(await bytesOf(weightsPart), ADAPTER_WEIGHTS);
   const tensors: Record<string, TensorData> = Object.create(null) as Record<string, TensorData>;
   for (const [key, t] of file.tensors) {

@@ -25,8 +25,12 @@
 // header is compact serde_json with "__metadata__" first, padded with spaces to a multiple of 8;
 // data contiguous in the same order. Metadata keys are written sorted: the reference serialises a
 // Rust HashMap, whose order is random, so sorting is the only deterministic choice.
+//
+// Size: the strict reader and the writer of one format share its dtype table and header rules; every
+// bound and error of an untrusted-file parser is spelled out here.
 
 import { FormatError, InputError } from '../errors.js';
+import { compareCodePoints } from './python.js';
 
 /** Element types this module reads and writes (the 8/16/32/64-bit ones of the format). */
 export type SafetensorsDtype =
@@ -400,23 +404,6 @@ function serdeString(s: string): string {
     } else out += ch;
   }
   return out + '"';
-}
-
-/** Orders strings by Unicode code point (= UTF-8 byte order, Rust's and Python's str order). */
-function compareCodePoints(a: string, b: string): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    const x = a.charCodeAt(i);
-    const y = b.charCodeAt(i);
-    if (x === y) continue;
-    // UTF-16 order differs from code point order only where a surrogate (astral code point)
-    // meets a unit in U+E000..U+FFFF: surrogates must sort after those.
-    const sx = x >= 0xd800 && x <= 0xdfff;
-    const sy = y >= 0xd800 && y <= 0xdfff;
-    if (sx !== sy) return sx ? 1 : -1;
-    return x - y;
-  }
-  return a.length - b.length;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,26 +13,17 @@
 //
 // Tensor bytes are used in place: raw_data is a subarray of the file, and a typed view over it is
 // taken whenever its offset is aligned (little-endian hosts, as every WebGPU platform is).
+//
+// Size: the whole protobuf → IR mapping of an untrusted file, every field with its bound and typed
+// error, reads best in one place.
 
 import { onnx } from 'onnx-proto';
 import { FormatError, InputError, UnsupportedOpError } from '../errors.js';
-import { sizeOf } from '../gpu/kernel.js';
+import { halfToFloat, DTYPES, dtypeFromOnnx, onnxTypeName, type DataType } from '../ir/dtype.js';
+import { initializerToRef, normDomain, topoSort, uniqueNodeNames, type AttrValue, type Attrs, type Dim, type Graph, type Initializer, type InitializerData, type InputDecl, type Node, type ValueDecl } from '../ir/graph.js';
+import { sizeOf } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
-import type { AttrValue, Attrs, DataType, OpDef } from '../ops/types.js';
-import {
-  halfToFloat,
-  initializerToRef,
-  normDomain,
-  topoSort,
-  uniqueNodeNames,
-  type Dim,
-  type Graph,
-  type Initializer,
-  type InitializerData,
-  type InputDecl,
-  type Node,
-  type ValueDecl,
-} from './graph.js';
+import type { OpDef } from '../ops/types.js';
 
 /** The ai.onnx opsets whose semantics the registry implements. */
 export const MIN_OPSET = 7;
@@ -45,34 +36,10 @@ type Long = number | { toNumber(): number } | null | undefined;
 
 const toNum = (v: Long): number => (v == null ? 0 : typeof v === 'number' ? v : v.toNumber());
 
-/** ONNX TensorProto.DataType → the toolkit's dtype (absent: not supported). */
-const DTYPES: Readonly<Record<number, DataType>> = {
-  1: 'float32',
-  2: 'uint8',
-  3: 'int8',
-  6: 'int32',
-  7: 'int64',
-  9: 'bool',
-  10: 'float16',
-  11: 'float64',
-};
-
-const DTYPE_NAMES = [
-  'UNDEFINED', 'FLOAT', 'UINT8', 'INT8', 'UINT16', 'INT16', 'INT32', 'INT64', 'STRING', 'BOOL', 'FLOAT16',
-  'DOUBLE', 'UINT32', 'UINT64', 'COMPLEX64', 'COMPLEX128', 'BFLOAT16', 'FLOAT8E4M3FN', 'FLOAT8E4M3FNUZ',
-  'FLOAT8E5M2', 'FLOAT8E5M2FNUZ', 'UINT4', 'INT4',
-];
-
-/** Bytes per element in the file. */
-const ELEMENT_BYTES: Readonly<Record<DataType, number>> = {
-  float32: 4, float16: 2, float64: 8, int64: 8, int32: 4, int8: 1, uint8: 1, bool: 1,
-};
-
 function dtypeOf(code: number, what: string, file: string): DataType {
-  const t = DTYPES[code];
+  const t = dtypeFromOnnx(code);
   if (!t) {
-    const name = DTYPE_NAMES[code] ?? 'unknown';
-    throw new FormatError(file, `${what} has data type ${code} (${name}), which the toolkit does not support`);
+    throw new FormatError(file, `${what} has data type ${code} (${onnxTypeName(code)}), which the toolkit does not support`);
   }
   return t;
 }
@@ -198,7 +165,7 @@ interface TensorContext {
 
 /** A typed array over `n` elements of `dtype` stored little-endian in `src` (a view when aligned). */
 function typedFromBytes(dtype: DataType, src: Uint8Array, n: number): InitializerData {
-  const size = ELEMENT_BYTES[dtype];
+  const size = DTYPES[dtype].bytes;
   let buf = src;
   if (src.byteOffset % size !== 0) {
     // Not Uint8Array.slice: on a Node Buffer that is a view, still unaligned.
@@ -237,7 +204,7 @@ function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext, name = t.name ??
     if (!Number.isSafeInteger(d) || d < 0) throw new FormatError(ctx.file, `${what} has an invalid dim ${d} in [${dims.join(',')}]`);
   }
   const n = sizeOf(dims);
-  const bytesNeeded = n * ELEMENT_BYTES[dtype];
+  const bytesNeeded = n * DTYPES[dtype].bytes;
   if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
     const ref = externalEntries(t, ctx.file);
     const file = ctx.external.get(ref.location);

@@ -1,16 +1,10 @@
 // A readable summary of an imported graph: what it takes, what it returns, which ops it runs, how
 // many parameters it holds and which linear layers (IA3 targets) were found under which paths.
 
-import { sizeOf } from '../gpu/kernel.js';
-import type { DataType } from '../ops/types.js';
-import { opsetOf, type Graph } from './graph.js';
+import { DTYPES, isFloat } from '../ir/dtype.js';
+import { opsetOf, type Graph } from '../ir/graph.js';
+import { sizeOf } from '../ir/tensor.js';
 import { unnamedLinears, type ModuleInfo } from './modules.js';
-
-const BYTES: Readonly<Record<DataType, number>> = {
-  float32: 4, float16: 2, float64: 8, int64: 8, int32: 4, int8: 1, uint8: 1, bool: 1,
-};
-
-const FLOATS = new Set<DataType>(['float32', 'float16', 'float64']);
 
 function group(n: number): string {
   return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
@@ -52,10 +46,10 @@ export function describeGraph(graph: Graph, modules: readonly ModuleInfo[]): str
   let paramBytes = 0;
   let weights = 0;
   for (const init of graph.initializers.values()) {
-    if (init.constant || !FLOATS.has(init.dtype)) continue;
+    if (init.constant || !isFloat(init.dtype)) continue;
     const n = sizeOf(init.dims);
     params += n;
-    paramBytes += n * BYTES[init.dtype];
+    paramBytes += n * DTYPES[init.dtype].bytes;
     weights++;
   }
   const external = new Set([...graph.initializers.values()].flatMap((i) => (i.external ? [i.external.location] : [])));

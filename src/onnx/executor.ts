@@ -5,10 +5,12 @@
 // reader, so peak memory is the live activations plus one converted weight at a time.
 
 import { ShapeError } from '../errors.js';
+import { initializerToRef, type Graph } from '../ir/graph.js';
+import type { SpecializedGraph } from '../ir/static-graph.js';
+import type { RefTensor } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
-import type { OpDef, RefTensor } from '../ops/types.js';
-import { initializerToRef, type Graph } from './graph.js';
-import { shapesOf, specialize, validateFeeds, type SpecializedGraph } from './specialize.js';
+import type { OpDef } from '../ops/types.js';
+import { shapesOf, specialize, validateFeeds } from './specialize.js';
 
 /**
  * Runs `spec` on `feeds` (validated: names, dtypes, dims) and returns every graph output by its

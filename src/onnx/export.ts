@@ -9,7 +9,7 @@
 
 import { onnx } from 'onnx-proto';
 import { FormatError, InputError } from '../errors.js';
-import { sizeOf } from '../gpu/kernel.js';
+import { sizeOf } from '../ir/tensor.js';
 import { normLocation } from './decode.js';
 
 /** An ONNX file and its external data files (by the location its tensors name). */
@@ -19,10 +19,13 @@ export interface OnnxWithExternalData {
   readonly externalData?: Record<string, Uint8Array>;
 }
 
-/** The source of `rewriteOnnxTensors`: the bytes `loadModel` read. */
+/** The ONNX file a model was decoded from (the source of `rewriteOnnxTensors`): the bytes `loadModel` read. */
 export interface OnnxSourceFile {
+  /** The .onnx bytes as read (the graph's weights may be views into them; never modified). */
   readonly bytes: Uint8Array;
+  /** File name used in error messages. */
   readonly fileName: string;
+  /** External data files by the location the tensors name. */
   readonly externalData: Readonly<Record<string, Uint8Array>>;
 }
 

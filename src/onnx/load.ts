@@ -8,8 +8,8 @@
 // into them, so they are not copied again.
 
 import { FormatError, InputError } from '../errors.js';
+import type { Graph } from '../ir/graph.js';
 import { buildGraph, externalDataRefs, normLocation, parseModel } from './decode.js';
-import type { Graph } from './graph.js';
 
 /** A model: URL (folder or .onnx), bytes, a File, or the files of a folder. */
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob | readonly File[] | FileList;

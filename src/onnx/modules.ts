@@ -13,7 +13,8 @@
 // Layers where none applies are left out (`unnamedLinears` lists them, so a caller can ask for a
 // mapping). GPT-2's Conv1D stores W as [in, out] and runs as Gemm (addmm) or MatMul + Add.
 
-import type { Graph, Initializer, Node } from './graph.js';
+import { isFloat } from '../ir/dtype.js';
+import type { Graph, Initializer, Node } from '../ir/graph.js';
 
 /** Whether the stored weight is [in, out] (ONNX MatMul, Conv1D) or [out, in] (nn.Linear, Gemm transB). */
 export type WeightLayout = 'in_out' | 'out_in';
@@ -48,7 +49,6 @@ export interface FindModulesOptions {
 /** A linear layer before its path is known. */
 export type LinearNode = Omit<ModuleInfo, 'path' | 'pathSource'>;
 
-const FLOATS = new Set(['float32', 'float16', 'float64']);
 const PATH_RE = /^[A-Za-z_][\w-]*(\.[\w-]+)*$/;
 
 /** Every MatMul/Gemm with a frozen 2-D float weight operand, in graph order. */
@@ -65,7 +65,7 @@ export function linearNodes(graph: Graph): LinearNode[] {
   }
   const weightInit = (name: string): Initializer | undefined => {
     const w = graph.initializers.get(name);
-    return w && w.dims.length === 2 && FLOATS.has(w.dtype) ? w : undefined;
+    return w && w.dims.length === 2 && isFloat(w.dtype) ? w : undefined;
   };
   // The operand as a weight: the initializer itself, or a 2-D Transpose of one.
   const weightOf = (name: string): { init: Initializer; transpose?: Node } | undefined => {
@@ -80,7 +80,7 @@ export function linearNodes(graph: Graph): LinearNode[] {
   };
   const biasInit = (name: string, out: number): Initializer | undefined => {
     const b = graph.initializers.get(name);
-    if (!b || !FLOATS.has(b.dtype)) return undefined;
+    if (!b || !isFloat(b.dtype)) return undefined;
     const ok = (b.dims.length === 1 && b.dims[0] === out) || (b.dims.length === 2 && b.dims[0] === 1 && b.dims[1] === out);
     return ok ? b : undefined;
   };
@@ -90,7 +90,7 @@ export function linearNodes(graph: Graph): LinearNode[] {
       if (c.opType !== 'Add' || c.inputs.length !== 2) continue;
       const other = c.inputs[0] === output ? c.inputs[1]! : c.inputs[0]!;
       const b = graph.initializers.get(other);
-      if (b && b.dims.length === 1 && b.dims[0] === out && FLOATS.has(b.dtype)) return { node: c.name, initializer: other };
+      if (b && b.dims.length === 1 && b.dims[0] === out && isFloat(b.dtype)) return { node: c.name, initializer: other };
     }
     return undefined;
   };

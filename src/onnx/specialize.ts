@@ -11,48 +11,22 @@
 // output exceeds FOLD_LIMIT elements; a Transpose of a big embedding stays for the GPU. Ops whose
 // lowering is 'fold' (Shape, Range, ConstantOfShape) must fold, or specialisation fails.
 //
-// The result satisfies the compiler's PlanGraph contract, and is cached per graph and shape key.
+// The result satisfies the compiler's PlanGraph contract, and is cached per graph and shape key: a
+// memo of a pure function, since graphs are never mutated (a model given new initializer values
+// gets a new graph object, see Model.replaceInitializers), so an entry cannot go stale.
 
 import { IA3Error, InputError, ShapeError, UnsupportedOpError } from '../errors.js';
-import type { PlanGraph, PlanNode, ResidentData } from '../compile/plan.js';
-import { sizeOf } from '../gpu/kernel.js';
-import { toGpuArray } from '../ops/execute.js';
+import { initializerGpuData, initializerToRef, normDomain, opsetOf, type Graph, type Node } from '../ir/graph.js';
+import { clampedRange } from '../ir/shape.js';
+import type { ResidentData, SpecializedGraph, SpecNode } from '../ir/static-graph.js';
+import { sizeOf, toGpuArray, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
-import type { Inputs, OpContext, OpDef, RefTensor, TensorType, ValueInfo } from '../ops/types.js';
-import { initializerGpuData, initializerToRef, normDomain, opsetOf, type Graph, type Node } from './graph.js';
+import type { Inputs, OpContext, OpDef } from '../ops/types.js';
 
 /** Largest tensor (elements) a CPU fold reads or writes. */
 export const FOLD_LIMIT = 1 << 20;
 /** Largest initializer whose values shape rules and lowerings see (`ValueInfo.value`). */
 export const VALUE_LIMIT = 1 << 16;
-
-export interface SpecNode extends PlanNode {
-  readonly domain: string;
-}
-
-export interface SpecializedGraph extends PlanGraph {
-  /** The graph this was specialised from. */
-  readonly source: Graph;
-  /** Cache key: the input shapes. */
-  readonly key: string;
-  /** Runtime inputs the remaining nodes read, with their concrete types. */
-  readonly inputs: readonly { readonly name: string; readonly type: TensorType }[];
-  /** Value names of the graph outputs (the same as `outputNames` unless an output aliases an input or constant). */
-  readonly outputs: readonly string[];
-  /** The graph's output names, in order. */
-  readonly outputNames: readonly string[];
-  readonly nodes: readonly SpecNode[];
-  /** Type of every value the nodes read or write, and of every output. */
-  readonly types: ReadonlyMap<string, TensorType>;
-  /** CPU-known values the nodes read (folded results, small initializers) and constant outputs. */
-  readonly constants: ReadonlyMap<string, RefTensor>;
-  /** Initializers the nodes read (their data stays in `source.initializers`). */
-  readonly weights: readonly string[];
-  /** GPU-storage copies (views for f32 weights) of every non-runtime value the nodes read. */
-  readonly resident: ReadonlyMap<string, ResidentData>;
-  /** Size bound to each symbolic dim. */
-  readonly symbols: Readonly<Record<string, number>>;
-}
 
 export interface SpecializeOptions {
   /** Override FOLD_LIMIT (elements). */
@@ -60,14 +34,6 @@ export interface SpecializeOptions {
 }
 
 const cache = new WeakMap<Graph, Map<string, SpecializedGraph>>();
-
-/**
- * Drops the cached specialisations of `graph`: they hold copies of small initializers (folded
- * constants for the CPU executor), so whoever replaces an initializer's values must call this.
- */
-export function forgetSpecializations(graph: Graph): void {
-  cache.delete(graph);
-}
 
 /** The cache key of a set of input shapes. */
 export function shapeKey(inputShapes: Readonly<Record<string, readonly number[]>>, options: SpecializeOptions = {}): string {
@@ -139,11 +105,9 @@ function dimsOnlyValue(node: Node, dims: readonly number[], opset: number): RefT
   if (node.opType === 'Size') return { dtype: 'int64', dims: [], data: Float64Array.of(sizeOf(dims)) };
   if (node.opType !== 'Shape') return undefined;
   const r = dims.length;
-  const clamp = (v: number): number => Math.min(r, Math.max(0, v < 0 ? v + r : v));
   // Shape-15 added start/end; earlier opsets return every dim.
-  const start = opset >= 15 ? clamp(Number(node.attrs.start ?? 0)) : 0;
-  const end = opset >= 15 && node.attrs.end !== undefined ? clamp(Number(node.attrs.end)) : r;
-  const out = dims.slice(start, Math.max(start, end));
+  const [start, end] = opset >= 15 ? clampedRange(Number(node.attrs.start ?? 0), node.attrs.end !== undefined ? Number(node.attrs.end) : r, r) : [0, r];
+  const out = dims.slice(start, end);
   return { dtype: 'int64', dims: [out.length], data: Float64Array.from(out) };
 }
 

@@ -10,24 +10,21 @@
 // Integer arithmetic runs in 32 bits on the GPU (int64 values must fit, as everywhere on the GPU);
 // the reference wraps int32 results like C and keeps int64 results exact. 8-bit integer arithmetic
 // is refused rather than silently computed in 32 bits; 8-bit values may still be cast and compared.
+//
+// Size: one op family over one kernel — some fifty ops as a table, with the dtype rules and float64
+// references they share (erf, gelu and f16 rounding included, which JavaScript lacks); splitting
+// the table would split the family.
 
-import source from '../../shaders/elementwise.wgsl?raw';
+import text from '../../shaders/elementwise.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
-import { defineKernel, grid, MAX_WORKGROUPS_PER_DIM, type Program } from '../gpu/kernel.js';
-import type {
-  Attrs,
-  BufferRef,
-  DataType,
-  Inputs,
-  Lowering,
-  OpContext,
-  OpDef,
-  RefTensor,
-  TensorType,
-  ValueInfo,
-} from './types.js';
-import { FLOAT_TYPES } from './types.js';
-import { attrFloat, attrInt, attrString, broadcastShapes, broadcastStrides, forEachIndex, need, sizeOf, tensor } from './util.js';
+import { grid, MAX_WORKGROUPS_PER_DIM, type Program } from '../gpu/kernel.js';
+import { Shader } from '../gpu/wgsl.js';
+import { DTYPES, F32_MAX, INT_TYPES, dtypeFromOnnx, isFloat, type DataType } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { broadcastShapes, broadcastStrides, forEachIndex } from '../ir/shape.js';
+import { sizeOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
+import type { BufferRef, Inputs, Lowering, OpContext, OpDef } from './types.js';
+import { attrFloat, attrInt, attrString, need } from './util.js';
 
 /** Opcodes of shaders/elementwise.wgsl (its `const` table must agree; a unit test checks it). */
 export const EW_OP = {
@@ -49,23 +46,24 @@ export type EwOp = keyof typeof EW_OP;
 /** Most dims a broadcast may keep after coalescing (the kernel's uniform arrays hold 8). */
 export const MAX_RANK = 8;
 
-export const elementwiseKernel = defineKernel({
-  name: 'elementwise',
-  source,
-  inputs: ['a', 'b', 'c'],
-  outputs: ['y'],
-  uniforms: [
-    ['n', 'u32'],
-    ['rank', 'u32'],
-    ['scalars', 'u32'],
-    ['p0', 'f32'],
-    ['p1', 'f32'],
-    ['shape', { array: 'u32', length: MAX_RANK }],
-    ['sa', { array: 'u32', length: MAX_RANK }],
-    ['sb', { array: 'u32', length: MAX_RANK }],
-    ['sc', { array: 'u32', length: MAX_RANK }],
-  ],
+export const elementwiseShader = new Shader('elementwise.wgsl', text, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['n', 'u32'], // output elements
+      ['rank', 'u32'], // coalesced rank (strided path)
+      ['scalars', 'u32'], // FAST path: bit k set when input k is a single element
+      ['p0', 'f32'], // op parameters (Clip bounds from attributes, Mean's input count)
+      ['p1', 'f32'],
+      ['shape', { array: 'u32', length: MAX_RANK }], // coalesced output dims, innermost first
+      ['sa', { array: 'u32', length: MAX_RANK }], // element strides of a, b, c along those dims
+      ['sb', { array: 'u32', length: MAX_RANK }],
+      ['sc', { array: 'u32', length: MAX_RANK }],
+    ],
+  },
 });
+
+export const elementwiseKernel = elementwiseShader.kernel({ name: 'elementwise', inputs: ['a', 'b', 'c'], outputs: ['y'], uniforms: 'Params' });
 
 /** Launch tuning, for tests and benchmarks: workgroup size and the per-dimension grid bound. */
 export interface LaunchOptions {
@@ -190,15 +188,7 @@ function single(
 // ---------------------------------------------------------------------------------------------
 // Dtype rules and the float64 reference.
 
-const INT_TYPES: ReadonlySet<DataType> = new Set(['int64', 'int32', 'int8', 'uint8']);
-/** Integer dtypes the GPU does arithmetic on (8-bit ones would need wrapping at every step). */
-const ARITH_INTS: ReadonlySet<DataType> = new Set(['int64', 'int32']);
-
 type Accepts = 'float' | 'numeric' | 'bool' | 'comparable' | 'any';
-
-function isFloat(t: DataType): boolean {
-  return FLOAT_TYPES.has(t);
-}
 
 function checkType(dtype: DataType, accepts: Accepts, ctx: OpContext, what = 'input'): void {
   const ok =
@@ -211,7 +201,8 @@ function checkType(dtype: DataType, accepts: Accepts, ctx: OpContext, what = 'in
     const want = { float: 'a float', numeric: 'a numeric', bool: 'a bool', comparable: 'a numeric', any: 'any' }[accepts];
     throw new ShapeError(ctx.opType, ctx.nodeName, `${what} has dtype ${dtype}; the op takes ${want} tensor`);
   }
-  if (accepts === 'numeric' && INT_TYPES.has(dtype) && !ARITH_INTS.has(dtype)) {
+  // 8-bit integer arithmetic would need wrapping at every step on the GPU's 32-bit integers.
+  if (accepts === 'numeric' && INT_TYPES.has(dtype) && !DTYPES[dtype].arithmetic) {
     throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `${dtype} arithmetic is not supported (int32/int64 only)`, ctx.opset);
   }
 }
@@ -681,7 +672,6 @@ const Where: OpDef = {
 };
 
 // float32's extreme finite values: Clip's bounds before opset 11.
-const FLT_MAX = 3.4028234663852886e38;
 
 function clipTypes(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext) {
   const x = need(inputs, 0, ctx);
@@ -689,7 +679,7 @@ function clipTypes(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext) {
   if (ctx.opset < 11) {
     if (!isFloat(x.dtype)) throw new ShapeError(ctx.opType, ctx.nodeName, `input has dtype ${x.dtype}; Clip before opset 11 takes floats`);
     if (inputs.length > 1) throw new ShapeError(ctx.opType, ctx.nodeName, 'min and max are attributes before opset 11, not inputs');
-    return { x, lo: attrFloat(attrs, 'min', -FLT_MAX), hi: attrFloat(attrs, 'max', FLT_MAX), loIn: undefined, hiIn: undefined };
+    return { x, lo: attrFloat(attrs, 'min', -F32_MAX), hi: attrFloat(attrs, 'max', F32_MAX), loIn: undefined, hiIn: undefined };
   }
   if (attrs.min !== undefined || attrs.max !== undefined) {
     throw new ShapeError(ctx.opType, ctx.nodeName, `min and max are inputs from opset 11 (this node is opset ${ctx.opset})`);
@@ -732,22 +722,10 @@ const Clip: OpDef = {
   },
 };
 
-/** ONNX TensorProto.DataType codes of the dtypes the toolkit handles. */
-const ONNX_DTYPES: Readonly<Record<number, DataType>> = {
-  1: 'float32',
-  2: 'uint8',
-  3: 'int8',
-  6: 'int32',
-  7: 'int64',
-  9: 'bool',
-  10: 'float16',
-  11: 'float64',
-};
-
 function castTarget(attrs: Attrs, ctx: OpContext): DataType {
   const code = attrInt(attrs, 'to', -1);
   if (code === -1) throw new ShapeError(ctx.opType, ctx.nodeName, "missing attribute 'to'");
-  const to = ONNX_DTYPES[code];
+  const to = dtypeFromOnnx(code);
   if (!to) throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `cast to ONNX data type ${code} is not supported`, ctx.opset);
   return to;
 }

@@ -4,33 +4,15 @@
 // lowerings but allocate buffers once, by liveness, and replay prebuilt bind groups.
 
 import type { GpuContext } from '../gpu/device.js';
-import { sizeOf } from '../gpu/kernel.js';
-import type { Attrs, BufferRef, Inputs, OpContext, OpDef, RefTensor, TensorType, ValueInfo } from './types.js';
-import { gpuStorage } from './types.js';
+import { resolveBindings } from '../gpu/dispatch.js';
+import { DEFAULT_TRAITS, type DeviceTraits } from '../gpu/traits.js';
+import type { Attrs } from '../ir/graph.js';
+import { fromGpuBytes, sizeOf, toGpuArray, type RefTensor, type ValueInfo } from '../ir/tensor.js';
+import type { Inputs, LoweringContext, OpContext, OpDef } from './types.js';
 
-/** Converts a reference tensor to the bytes the GPU stores (f32, or i32 for integer types). */
-export function toGpuArray(t: RefTensor): Float32Array | Int32Array {
-  if (gpuStorage(t.dtype) === 'f32') return Float32Array.from(t.data);
-  const out = new Int32Array(t.data.length);
-  for (let i = 0; i < t.data.length; i++) {
-    const v = t.data[i]!;
-    if (v < -0x80000000 || v > 0x7fffffff) {
-      throw new RangeError(`value ${v} of a ${t.dtype} tensor does not fit the GPU's 32-bit integers`);
-    }
-    out[i] = v;
-  }
-  return out;
-}
-
-/** Converts GPU bytes back to a reference tensor of `type`. */
-export function fromGpuBytes(type: TensorType, bytes: ArrayBuffer): RefTensor {
-  const n = sizeOf(type.dims);
-  const src = gpuStorage(type.dtype) === 'f32' ? new Float32Array(bytes, 0, n) : new Int32Array(bytes, 0, n);
-  return { dtype: type.dtype, dims: [...type.dims], data: Float64Array.from(src) };
-}
-
-export function context(opType: string, nodeName = opType, opset = 17): OpContext {
-  return { opType, nodeName, opset };
+/** A node context for running one op (tests, one-off work): lowered for `device`, a hardware adapter by default. */
+export function context(opType: string, nodeName = opType, opset = 17, device: DeviceTraits = DEFAULT_TRAITS): LoweringContext {
+  return { opType, nodeName, opset, device };
 }
 
 /** Runs an op's float64 reference. */
@@ -39,7 +21,8 @@ export function runReference(def: OpDef, inputs: Inputs<RefTensor>, attrs: Attrs
 }
 
 /**
- * Runs an op on the GPU: uploads inputs, lowers, dispatches, reads outputs back.
+ * Runs an op on the GPU: uploads inputs, lowers, dispatches, reads outputs back. The lowering is for
+ * `ctx.device` when the context names traits (a test asking for a variant), else for `gpu`'s own.
  * `constants` marks inputs whose values the lowering may read at compile time (axes, shapes).
  */
 export async function runOnGpu(
@@ -47,7 +30,7 @@ export async function runOnGpu(
   def: OpDef,
   inputs: Inputs<RefTensor>,
   attrs: Attrs,
-  ctx: OpContext,
+  ctx: OpContext & { readonly device?: DeviceTraits },
   constants: ReadonlySet<number> = new Set(),
 ): Promise<RefTensor[]> {
   const infos: Inputs<ValueInfo> = inputs.map((t, i) =>
@@ -55,7 +38,7 @@ export async function runOnGpu(
   );
   const outTypes = def.shape(infos, attrs, ctx);
   if (def.gpu === 'fold') return def.reference(inputs, attrs, ctx);
-  const lowering = def.gpu(infos, outTypes, attrs, ctx);
+  const lowering = def.gpu(infos, outTypes, attrs, { ...ctx, device: ctx.device ?? gpu.traits });
   const pool = gpu.buffers;
   // Compile-time constants are uploaded only when they fit GPU storage (an INT64_MAX Slice end
   // does not); a lowering that binds one that did not fit fails below, naming the input.
@@ -75,17 +58,8 @@ export async function runOnGpu(
     }
     const outBufs = outTypes.map((t) => pool.acquire(4 * Math.max(1, sizeOf(t.dims))));
     const temps = (lowering.temps ?? []).map((bytes) => pool.acquire(Math.max(4, bytes)));
-    const resolve = (r: BufferRef): GPUBuffer => {
-      if ('in' in r) {
-        const b = inBufs[r.in];
-        if (!b) throw new Error(`${ctx.opType}: lowering binds missing input ${r.in}`);
-        return b;
-      }
-      if ('out' in r) return outBufs[r.out]!;
-      return temps[r.tmp]!;
-    };
     try {
-      await gpu.run(lowering.steps.map((s) => ({ program: s.program, buffers: s.bindings.map(resolve) })));
+      await gpu.run(resolveBindings(lowering, { inputs: inBufs, outputs: outBufs, temps }, `${ctx.opType} '${ctx.nodeName}'`));
       return await Promise.all(
         outTypes.map(async (t, i) => fromGpuBytes(t, await gpu.read(outBufs[i]!, 4 * sizeOf(t.dims)))),
       );

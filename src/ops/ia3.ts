@@ -11,47 +11,55 @@
 //
 // Lowering (shaders/ia3.wgsl): the forward is one streaming pass; the backward is one fused pass
 // (dx plus per-chunk column partials of dy ⊙ x) and one small pass per vector that sums the chunks
-// in fixed order. `ia3Tiling` chooses the tile shape from (rows, C) and the device tuning set once
-// by `setIA3Tuning` (GPU or software adapter), so a shape bucket maps to fixed pipelines and uniforms.
+// in fixed order. `ia3Tiling` chooses the tile shape from (rows, C) and the device's traits (GPU or
+// software adapter, from the lowering context), so a shape bucket maps to fixed pipelines and uniforms.
 
-import source from '../../shaders/ia3.wgsl?raw';
+import text from '../../shaders/ia3.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
-import { defineKernel, grid, type KernelDef, type Program } from '../gpu/kernel.js';
-import type { Attrs, BufferRef, Inputs, LoweringSteps, OpContext, OpDef, RefTensor, TensorType } from './types.js';
-import { FLOAT_TYPES } from './types.js';
-import { sizeOf, tensor } from './util.js';
+import { grid, type Program } from '../gpu/kernel.js';
+import { Shader } from '../gpu/wgsl.js';
+import { FLOAT_TYPES } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { sizeOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
+import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef } from './types.js';
 
 /** Most vectors one IA3 op multiplies: the grad kernel then binds 8 storage buffers, WebGPU's minimum. */
 export const MAX_IA3_VECTORS = 4;
 
-const TILE_UNIFORMS = [
-  ['rows', 'u32'],
-  ['lanes', 'u32'],
-  ['colBlocks', 'u32'],
-  ['chunkRows', 'u32'],
-  ['tiles', 'u32'],
-] as const;
+export const ia3Shader = new Shader('ia3.wgsl', text, {
+  prelude: ['grid'],
+  structs: {
+    Tiles: [
+      ['rows', 'u32'],
+      ['lanes', 'u32'], // C, or C / 4 in the _v4 entries
+      ['colBlocks', 'u32'], // ceil(lanes / CT)
+      ['chunkRows', 'u32'], // rows per chunk, a multiple of RT
+      ['tiles', 'u32'], // chunks · colBlocks
+    ],
+    Finish: [
+      ['cols', 'u32'],
+      ['chunks', 'u32'],
+      ['skip', 'u32'], // k: the vector whose gradient this pass writes (its own factor is left out)
+    ],
+  },
+});
 
 const L_INPUTS = ['l1', 'l2', 'l3', 'l4'];
 
-function kernel(name: string, entryPoint: string, inputs: string[], outputs: string[], uniforms: KernelDef['uniforms']) {
-  return defineKernel({ name, source, entryPoint, inputs, outputs, uniforms });
+function kernel(name: string, entryPoint: string, inputs: string[], outputs: string[], uniforms: 'Tiles' | 'Finish') {
+  return ia3Shader.kernel({ name, entryPoint, inputs, outputs, uniforms });
 }
 
 // The scalar and vec4 entries share one source; they differ in the element type of x/y/dy/dx.
 const scaleKernels = {
-  s: kernel('ia3_scale', 'scale_s', ['x', ...L_INPUTS], ['y'], TILE_UNIFORMS),
-  v4: kernel('ia3_scale_v4', 'scale_v4', ['x', ...L_INPUTS], ['y'], TILE_UNIFORMS),
+  s: kernel('ia3_scale', 'scale_s', ['x', ...L_INPUTS], ['y'], 'Tiles'),
+  v4: kernel('ia3_scale_v4', 'scale_v4', ['x', ...L_INPUTS], ['y'], 'Tiles'),
 };
 const gradKernels = {
-  s: kernel('ia3_scale_grad', 'grad_s', ['x', ...L_INPUTS, 'dy'], ['dx', 'partials'], TILE_UNIFORMS),
-  v4: kernel('ia3_scale_grad_v4', 'grad_v4', ['x', ...L_INPUTS, 'dy'], ['dx', 'partials'], TILE_UNIFORMS),
+  s: kernel('ia3_scale_grad', 'grad_s', ['x', ...L_INPUTS, 'dy'], ['dx', 'partials'], 'Tiles'),
+  v4: kernel('ia3_scale_grad_v4', 'grad_v4', ['x', ...L_INPUTS, 'dy'], ['dx', 'partials'], 'Tiles'),
 };
-const finishKernel = kernel('ia3_scale_grad_finish', 'finish', ['partials', ...L_INPUTS], ['dl'], [
-  ['cols', 'u32'],
-  ['chunks', 'u32'],
-  ['skip', 'u32'],
-]);
+const finishKernel = kernel('ia3_scale_grad_finish', 'finish', ['partials', ...L_INPUTS], ['dl'], 'Finish');
 
 /** Threads per workgroup of every IA3 kernel (WebGPU's guaranteed maximum). */
 const WG_THREADS = 256;
@@ -61,36 +69,6 @@ const TARGET_TILES = 2048;
 const SOFTWARE_TARGET_TILES = 32;
 
 const pow2ceil = (v: number): number => 2 ** Math.ceil(Math.log2(Math.max(1, v)));
-
-/** Device traits the IA3 tiling adapts to; see `setIA3Tuning`. */
-export interface IA3Tuning {
-  /**
-   * The device is a software adapter (SwiftShader, llvmpipe, WARP: `GpuContext.adapterInfo.isSoftware`).
-   * It runs the invocations of a workgroup one SIMD group after another on a CPU core, so a
-   * workgroup barrier turns every group into a coroutine that must be suspended and resumed (the
-   * row-group tree then costs ~10× the streaming itself), and each workgroup has a fixed launch
-   * cost. Its tiling has one row group (rt = 1: no barrier, no workgroup memory) and a few dozen
-   * workgroups whose threads each walk many rows. Results are bit-identical run to run either way.
-   */
-  readonly softwareAdapter: boolean;
-}
-
-let tuning: IA3Tuning = { softwareAdapter: false };
-
-/**
- * Sets how later IA3 lowerings tile their passes (lowerings see no GpuContext, so the caller that
- * owns the device sets this once, before compiling plans for it). Returns the previous tuning.
- */
-export function setIA3Tuning(next: Partial<IA3Tuning>): IA3Tuning {
-  const previous = tuning;
-  tuning = { ...tuning, ...next };
-  return previous;
-}
-
-/** The tuning IA3 lowerings currently use. */
-export function getIA3Tuning(): IA3Tuning {
-  return tuning;
-}
 
 /** The tile shape of an IA3 pass over x viewed as [rows, C]; see shaders/ia3.wgsl. */
 export interface IA3Tiling {
@@ -111,15 +89,15 @@ export interface IA3Tiling {
 
 /**
  * Chooses the tiling of an IA3 pass. `minRowsPerThread` trades parallelism for less reduction work
- * (the backward wants each thread to sum several rows before the workgroup tree). `softwareAdapter`
- * defaults to the current `setIA3Tuning` value.
+ * (the backward wants each thread to sum several rows before the workgroup tree).
+ * `softwareAdapter` (DeviceTraits.software): a software adapter runs the invocations of a workgroup
+ * one SIMD group after another on a CPU core, so a workgroup barrier turns every group into a
+ * coroutine that must be suspended and resumed (the row-group tree then costs ~10× the streaming
+ * itself), and each workgroup has a fixed launch cost. Its tiling has one row group (rt = 1: no
+ * barrier, no workgroup memory) and a few dozen workgroups whose threads each walk many rows.
+ * Results are bit-identical run to run either way.
  */
-export function ia3Tiling(
-  rows: number,
-  C: number,
-  minRowsPerThread: number,
-  softwareAdapter = tuning.softwareAdapter,
-): IA3Tiling {
+export function ia3Tiling(rows: number, C: number, minRowsPerThread: number, softwareAdapter: boolean): IA3Tiling {
   const vec4 = C % 4 === 0 && C > 0;
   const lanes = vec4 ? C / 4 : C;
   const ct = Math.min(64, pow2ceil(lanes));
@@ -238,7 +216,7 @@ const IA3Scale: OpDef = {
   },
   gpu(inputs, _outputs, _attrs, ctx): LoweringSteps {
     const { rows, C, first, count } = vectorLayout(inputs, 0, ctx);
-    const t = ia3Tiling(rows, C, FORWARD_ROWS_PER_THREAD);
+    const t = ia3Tiling(rows, C, FORWARD_ROWS_PER_THREAD, ctx.device.software);
     const program: Program = {
       kernel: t.vec4 ? scaleKernels.v4 : scaleKernels.s,
       overrides: { NL: count, CT: t.ct, RT: t.rt },
@@ -298,7 +276,7 @@ const IA3ScaleGrad: OpDef = {
   gpu(inputs, _outputs, attrs, ctx): LoweringSteps {
     const { rows, C, first, count } = vectorLayout(inputs, 1, ctx);
     const inputGrad = inputGradAttr(attrs, ctx);
-    const software = tuning.softwareAdapter;
+    const software = ctx.device.software;
     const t = ia3Tiling(rows, C, BACKWARD_ROWS_PER_THREAD, software);
     const ls = vectorBindings(first, count);
     // temp 0: partials [chunks, C]; temp 1 (input_grad = 0): a 16-byte stand-in for the dx binding,

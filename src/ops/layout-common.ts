@@ -7,13 +7,14 @@
 // toolkit compiles static graphs and never reads a shape back from the GPU.
 
 import { ShapeError, UnsupportedOpError } from '../errors.js';
-import type { Attrs, AttrValue, DataType, OpContext, RefTensor, ValueInfo } from './types.js';
+import { INT_TYPES } from '../ir/dtype.js';
+import type { Attrs, AttrValue } from '../ir/graph.js';
+import { normAxis } from '../ir/shape.js';
+import type { RefTensor, ValueInfo } from '../ir/tensor.js';
+import type { OpContext } from './types.js';
 
 /** An op input as a shape rule sees it (ValueInfo) or as the reference sees it (RefTensor). */
 export type Operand = ValueInfo | RefTensor;
-
-/** Integer tensor types an index or shape input may have. */
-export const INT_TYPES: ReadonlySet<DataType> = new Set(['int64', 'int32', 'int8', 'uint8']);
 
 /** `[2,3,4]`: how errors print shapes. */
 export function fmt(dims: readonly number[]): string {
@@ -93,18 +94,9 @@ export function asInt(v: AttrValue | undefined, name: string, ctx: OpContext, fa
   return v;
 }
 
-/** Normalises `axis` against `rank` (negative counts from the end), or throws naming the op. */
-export function axisOf(axis: number, rank: number, ctx: OpContext, what = 'axis'): number {
-  const a = axis < 0 ? axis + rank : axis;
-  if (!Number.isInteger(a) || a < 0 || a >= rank) {
-    throw shapeError(ctx, `${what} ${axis} is out of range for rank ${rank}`);
-  }
-  return a;
-}
-
 /** Normalises a list of axes, rejecting duplicates. */
 export function axesOf(axes: readonly number[], rank: number, ctx: OpContext, what = 'axes'): number[] {
-  const out = axes.map((a) => axisOf(a, rank, ctx, what === 'axes' ? 'axis' : what));
+  const out = axes.map((a) => normAxis(a, rank, ctx, what === 'axes' ? 'axis' : what));
   if (new Set(out).size !== out.length) throw shapeError(ctx, `${what} ${fmt(axes)} repeat an axis`);
   return out;
 }
@@ -114,11 +106,8 @@ export function requireIntType(v: Operand, index: number, what: string, ctx: OpC
   if (!INT_TYPES.has(v.dtype)) throw shapeError(ctx, `input ${index} (${what}) must be an integer tensor, got ${v.dtype}`);
 }
 
-/**
- * Number of outputs of the node. OpContext does not carry it yet; a context that has
- * `numOutputs` (the IR builder's, or a test's) is honoured, else undefined.
- */
+/** Number of outputs the node declares (`OpContext.numOutputs`), when known and valid. */
 export function numOutputsOf(ctx: OpContext): number | undefined {
-  const n = (ctx as OpContext & { readonly numOutputs?: number }).numOutputs;
+  const n = ctx.numOutputs;
   return typeof n === 'number' && Number.isInteger(n) && n > 0 ? n : undefined;
 }

@@ -7,17 +7,17 @@
 // ConstantOfShape, NonZero) require those values to be constant.
 
 import { UnsupportedOpError } from '../errors.js';
-import { sizeOf, stridesOf, tensor } from './util.js';
+import type { DataType } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { clampedRange } from '../ir/shape.js';
+import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
 import { asInt, constData, constInts, constScalar, fmt, gatedAttr, shapeError, type Operand } from './layout-common.js';
-import type { Attrs, DataType, Inputs, OpContext, OpDef, RefTensor, TensorType } from './types.js';
+import type { Inputs, OpContext, OpDef } from './types.js';
 
 /** Shape's [start, end) over the dims: opset 15 attributes, clamped to [0, rank]; all dims before. */
 function shapeRange(x: Operand, attrs: Attrs, ctx: OpContext): [number, number] {
   const r = x.dims.length;
-  const clampTo = (v: number): number => Math.min(Math.max(v < 0 ? v + r : v, 0), r);
-  const start = clampTo(asInt(gatedAttr(attrs, 'start', ctx, 15), 'start', ctx, 0));
-  const end = clampTo(asInt(gatedAttr(attrs, 'end', ctx, 15), 'end', ctx, r));
-  return [start, Math.max(start, end)];
+  return clampedRange(asInt(gatedAttr(attrs, 'start', ctx, 15), 'start', ctx, 0), asInt(gatedAttr(attrs, 'end', ctx, 15), 'end', ctx, r), r);
 }
 
 function need(inputs: Inputs<Operand>, i: number, what: string, ctx: OpContext): Operand {

@@ -12,13 +12,15 @@
 // maps first (drop dims of 1, merge dims contiguous on both sides) so kernels pay for the smallest
 // rank that describes the copy.
 
-import gatherSrc from '../../shaders/layout-gather.wgsl?raw';
-import padSrc from '../../shaders/layout-pad.wgsl?raw';
-import stridedSrc from '../../shaders/layout-strided.wgsl?raw';
-import transposeSrc from '../../shaders/layout-transpose.wgsl?raw';
-import triluSrc from '../../shaders/layout-trilu.wgsl?raw';
+import gatherText from '../../shaders/layout-gather.wgsl?raw';
+import padText from '../../shaders/layout-pad.wgsl?raw';
+import stridedText from '../../shaders/layout-strided.wgsl?raw';
+import transposeText from '../../shaders/layout-transpose.wgsl?raw';
+import triluText from '../../shaders/layout-trilu.wgsl?raw';
 import { UnsupportedOpError } from '../errors.js';
-import { MAX_WORKGROUPS_PER_DIM, defineKernel, grid, sizeOf, stridesOf, type Program } from '../gpu/kernel.js';
+import { MAX_WORKGROUPS_PER_DIM, grid, type Program } from '../gpu/kernel.js';
+import { Shader } from '../gpu/wgsl.js';
+import { sizeOf, stridesOf } from '../ir/tensor.js';
 import type { OpContext } from './types.js';
 
 const WG = 256;
@@ -28,90 +30,85 @@ const LATTICE_RANK = 8;
 const TILE = 32;
 const TILE_ROWS = 8;
 
-const stridedUniforms = [
-  ['n', 'u32'],
-  ['rank', 'u32'],
-  ['src_base', 'u32'],
-  ['dst_base', 'u32'],
-  ['dims', { array: 'u32', length: STRIDED_RANK }],
-  ['src_strides', { array: 'i32', length: STRIDED_RANK }],
-  ['dst_strides', { array: 'i32', length: STRIDED_RANK }],
-] as const;
-
-export const stridedKernel = defineKernel({
-  name: 'layout-strided',
-  source: stridedSrc,
-  inputs: ['src'],
-  outputs: ['dst'],
-  uniforms: stridedUniforms,
+export const stridedShader = new Shader('layout-strided.wgsl', stridedText, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['n', 'u32'],
+      ['rank', 'u32'],
+      ['src_base', 'u32'],
+      ['dst_base', 'u32'],
+      ['dims', { array: 'u32', length: STRIDED_RANK }],
+      ['src_strides', { array: 'i32', length: STRIDED_RANK }],
+      ['dst_strides', { array: 'i32', length: STRIDED_RANK }],
+    ],
+  },
 });
 
-export const stridedVec4Kernel = defineKernel({
-  name: 'layout-strided-vec4',
-  source: stridedSrc,
-  entryPoint: 'main_vec4',
-  inputs: ['src4'],
-  outputs: ['dst4'],
-  uniforms: stridedUniforms,
+export const stridedKernel = stridedShader.kernel({ name: 'layout-strided', inputs: ['src'], outputs: ['dst'], uniforms: 'Params' });
+
+export const stridedVec4Kernel = stridedShader.kernel({ name: 'layout-strided-vec4', entryPoint: 'main_vec4', inputs: ['src4'], outputs: ['dst4'], uniforms: 'Params' });
+
+export const transposeShader = new Shader('layout-transpose.wgsl', transposeText, {
+  structs: {
+    Params: [
+      ['rows', 'u32'],
+      ['cols', 'u32'],
+    ],
+  },
 });
 
-export const transposeKernel = defineKernel({
-  name: 'layout-transpose',
-  source: transposeSrc,
-  inputs: ['src'],
-  outputs: ['dst'],
-  uniforms: [
-    ['rows', 'u32'],
-    ['cols', 'u32'],
-  ],
+export const transposeKernel = transposeShader.kernel({ name: 'layout-transpose', inputs: ['src'], outputs: ['dst'], uniforms: 'Params' });
+
+export const gatherShader = new Shader('layout-gather.wgsl', gatherText, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['n', 'u32'],
+      ['rank', 'u32'],
+      ['axis_dim', 'i32'],
+      ['axis_stride', 'u32'],
+      ['dims', { array: 'u32', length: LATTICE_RANK }],
+      ['idx_strides', { array: 'u32', length: LATTICE_RANK }],
+      ['data_strides', { array: 'u32', length: LATTICE_RANK }],
+    ],
+  },
 });
 
-export const gatherKernel = defineKernel({
-  name: 'layout-gather',
-  source: gatherSrc,
-  inputs: ['data', 'indices'],
-  outputs: ['out'],
-  uniforms: [
-    ['n', 'u32'],
-    ['rank', 'u32'],
-    ['axis_dim', 'i32'],
-    ['axis_stride', 'u32'],
-    ['dims', { array: 'u32', length: LATTICE_RANK }],
-    ['idx_strides', { array: 'u32', length: LATTICE_RANK }],
-    ['data_strides', { array: 'u32', length: LATTICE_RANK }],
-  ],
+export const gatherKernel = gatherShader.kernel({ name: 'layout-gather', inputs: ['data', 'indices'], outputs: ['out'], uniforms: 'Params' });
+
+export const padShader = new Shader('layout-pad.wgsl', padText, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['n', 'u32'],
+      ['rank', 'u32'],
+      ['src_base', 'u32'],
+      ['value', 'u32'],
+      ['out_dims', { array: 'u32', length: LATTICE_RANK }],
+      ['in_dims', { array: 'i32', length: LATTICE_RANK }],
+      ['offsets', { array: 'i32', length: LATTICE_RANK }],
+      ['steps', { array: 'i32', length: LATTICE_RANK }],
+      ['in_strides', { array: 'i32', length: LATTICE_RANK }],
+    ],
+  },
 });
 
-export const padKernel = defineKernel({
-  name: 'layout-pad',
-  source: padSrc,
-  inputs: ['src'],
-  outputs: ['dst'],
-  uniforms: [
-    ['n', 'u32'],
-    ['rank', 'u32'],
-    ['src_base', 'u32'],
-    ['value', 'u32'],
-    ['out_dims', { array: 'u32', length: LATTICE_RANK }],
-    ['in_dims', { array: 'i32', length: LATTICE_RANK }],
-    ['offsets', { array: 'i32', length: LATTICE_RANK }],
-    ['steps', { array: 'i32', length: LATTICE_RANK }],
-    ['in_strides', { array: 'i32', length: LATTICE_RANK }],
-  ],
+export const padKernel = padShader.kernel({ name: 'layout-pad', inputs: ['src'], outputs: ['dst'], uniforms: 'Params' });
+
+export const triluShader = new Shader('layout-trilu.wgsl', triluText, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['n', 'u32'],
+      ['rows', 'u32'],
+      ['cols', 'u32'],
+      ['k', 'i32'],
+    ],
+  },
 });
 
-export const triluKernel = defineKernel({
-  name: 'layout-trilu',
-  source: triluSrc,
-  inputs: ['src'],
-  outputs: ['dst'],
-  uniforms: [
-    ['n', 'u32'],
-    ['rows', 'u32'],
-    ['cols', 'u32'],
-    ['k', 'i32'],
-  ],
-});
+export const triluKernel = triluShader.kernel({ name: 'layout-trilu', inputs: ['src'], outputs: ['dst'], uniforms: 'Params' });
 
 function tooHigh(ctx: OpContext, rank: number, max: number): UnsupportedOpError {
   return new UnsupportedOpError(

@@ -4,33 +4,18 @@
 // reference and its GPU lowering all share, so the three cannot disagree about semantics. The
 // references are naive loops over output coordinates; the lowerings are single dispatches of the
 // kernels in layout-kernels.ts.
+//
+// Size: seven data-movement ops, each a shape rule, a reference and a lowering over the shared layout
+// kernels.
 
 import { UnsupportedOpError } from '../errors.js';
-import { broadcastShapes, broadcastStrides, forEachIndex, sizeOf, stridesOf, tensor } from './util.js';
-import {
-  asInt,
-  asInts,
-  axesOf,
-  axisOf,
-  constInts,
-  constScalar,
-  fmt,
-  gatedInput,
-  requireIntType,
-  shapeError,
-  type Operand,
-} from './layout-common.js';
-import {
-  gatherProgram,
-  latticeProgram,
-  stridedProgram,
-  transposeProgram,
-  triluProgram,
-  wordOf,
-  type PadMode,
-} from './layout-kernels.js';
-import type { Attrs, Inputs, Lowering, OpContext, OpDef, RefTensor } from './types.js';
-import { gpuStorage } from './types.js';
+import { gpuStorage } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { broadcastShapes, broadcastStrides, forEachIndex, normAxis, wrapIndex } from '../ir/shape.js';
+import { sizeOf, stridesOf, tensor, type RefTensor } from '../ir/tensor.js';
+import { asInt, asInts, axesOf, constInts, constScalar, fmt, gatedInput, requireIntType, shapeError, type Operand } from './layout-common.js';
+import { gatherProgram, latticeProgram, stridedProgram, transposeProgram, triluProgram, wordOf, type PadMode } from './layout-kernels.js';
+import type { Inputs, Lowering, OpContext, OpDef } from './types.js';
 
 function need(inputs: Inputs<Operand>, i: number, what: string, ctx: OpContext): Operand {
   const v = inputs[i];
@@ -88,11 +73,11 @@ const Transpose: OpDef = {
 // Gather, GatherElements
 
 /** Checks one index against the axis and wraps it (the reference's strict semantics). */
-function wrapIndex(v: number, n: number, pos: number, axis: number, ctx: OpContext): number {
+function checkedIndex(v: number, n: number, pos: number, axis: number, ctx: OpContext): number {
   if (v < -n || v >= n) {
     throw shapeError(ctx, `index ${v} at position ${pos} of indices is out of range [${-n}, ${n - 1}] for axis ${axis} of size ${n}`);
   }
-  return v < 0 ? v + n : v;
+  return wrapIndex(v, n);
 }
 
 function gatherPlan(inputs: Inputs<Operand>, attrs: Attrs, ctx: OpContext) {
@@ -100,7 +85,7 @@ function gatherPlan(inputs: Inputs<Operand>, attrs: Attrs, ctx: OpContext) {
   const indices = need(inputs, 1, 'indices', ctx);
   requireIntType(indices, 1, 'indices', ctx);
   if (data.dims.length === 0) throw shapeError(ctx, 'data must have rank ≥ 1');
-  const axis = axisOf(asInt(attrs['axis'], 'axis', ctx, 0), data.dims.length, ctx);
+  const axis = normAxis(asInt(attrs['axis'], 'axis', ctx, 0), data.dims.length, ctx);
   const outer = sizeOf(data.dims.slice(0, axis));
   const inner = sizeOf(data.dims.slice(axis + 1));
   const outDims = [...data.dims.slice(0, axis), ...indices.dims, ...data.dims.slice(axis + 1)];
@@ -122,7 +107,7 @@ const Gather: OpDef = {
     let o = 0;
     for (let a = 0; a < p.outer; a++) {
       for (let j = 0; j < p.nIdx; j++) {
-        const k = wrapIndex(idx[j]!, p.axisDim, j, p.axis, ctx);
+        const k = checkedIndex(idx[j]!, p.axisDim, j, p.axis, ctx);
         const base = (a * p.axisDim + k) * p.inner;
         for (let b = 0; b < p.inner; b++) out.data[o++] = data.data[base + b]!;
       }
@@ -153,7 +138,7 @@ function gatherElementsPlan(inputs: Inputs<Operand>, attrs: Attrs, ctx: OpContex
   const r = data.dims.length;
   if (r === 0) throw shapeError(ctx, 'data must have rank ≥ 1');
   if (indices.dims.length !== r) throw shapeError(ctx, `indices ${fmt(indices.dims)} must have the rank of data ${fmt(data.dims)}`);
-  const axis = axisOf(asInt(attrs['axis'], 'axis', ctx, 0), r, ctx);
+  const axis = normAxis(asInt(attrs['axis'], 'axis', ctx, 0), r, ctx);
   for (let d = 0; d < r; d++) {
     if (d !== axis && indices.dims[d]! > data.dims[d]!) {
       throw shapeError(ctx, `indices ${fmt(indices.dims)} exceed data ${fmt(data.dims)} on axis ${d}`);
@@ -178,7 +163,7 @@ const GatherElements: OpDef = {
     const n = data.dims[p.axis]!;
     forEachIndex(p.indices.dims, (i, c) => {
       let off = 0;
-      for (let d = 0; d < c.length; d++) off += (d === p.axis ? wrapIndex(idx[i]!, n, i, p.axis, ctx) : c[d]!) * p.strides[d]!;
+      for (let d = 0; d < c.length; d++) off += (d === p.axis ? checkedIndex(idx[i]!, n, i, p.axis, ctx) : c[d]!) * p.strides[d]!;
       out.data[i] = data.data[off]!;
     });
     return [out];
@@ -246,7 +231,7 @@ function tileRepeats(inputs: Inputs<Operand>, ctx: OpContext): { x: Operand; rep
   let repeats: number[];
   if (ctx.opset < 6) {
     const tiles = constScalar(inputs[1], 1, 'tiles', ctx);
-    const axis = axisOf(constScalar(inputs[2], 2, 'axis', ctx), r, ctx);
+    const axis = normAxis(constScalar(inputs[2], 2, 'axis', ctx), r, ctx);
     repeats = x.dims.map((_, d) => (d === axis ? tiles : 1));
   } else {
     if (inputs[2] !== undefined) throw shapeError(ctx, `input 2 (axis) exists only before opset 6, the node is opset ${ctx.opset}`);

@@ -7,23 +7,16 @@
 // `SliceGrad(dy; sliceGradAttrs(...))`: dy written back onto the lattice the slice read, zeros
 // elsewhere, in one gather-style pass on the GPU (no scatter, no atomics).
 // Concat and Split are one strided-copy dispatch per input (Concat) or per output (Split).
+//
+// Size: Slice, SliceGrad, Concat and Split share one slice plan and the strided and lattice kernels.
 
 import { UnsupportedOpError } from '../errors.js';
-import { forEachIndex, stridesOf, tensor } from './util.js';
-import {
-  asInt,
-  asInts,
-  axesOf,
-  axisOf,
-  constInts,
-  fmt,
-  gatedAttr,
-  numOutputsOf,
-  shapeError,
-  type Operand,
-} from './layout-common.js';
+import type { Attrs } from '../ir/graph.js';
+import { forEachIndex, normAxis } from '../ir/shape.js';
+import { stridesOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
+import { asInt, asInts, axesOf, constInts, fmt, gatedAttr, numOutputsOf, shapeError, type Operand } from './layout-common.js';
 import { latticeProgram, stridedProgram } from './layout-kernels.js';
-import type { Attrs, Inputs, LoweringSteps, OpContext, OpDef, RefTensor, TensorType, ValueInfo } from './types.js';
+import type { Inputs, LoweringSteps, OpContext, OpDef } from './types.js';
 
 type Step = LoweringSteps['steps'][number];
 
@@ -264,7 +257,7 @@ function concatPlan(inputs: Inputs<Operand>, attrs: Attrs, ctx: OpContext) {
   if (r === 0) throw shapeError(ctx, 'cannot concatenate scalars');
   // Concat-1 defaulted axis to 1; from opset 4 the attribute is required.
   if (attrs['axis'] === undefined && ctx.opset >= 4) throw shapeError(ctx, "attribute 'axis' is required");
-  const axis = axisOf(asInt(attrs['axis'], 'axis', ctx, 1), r, ctx);
+  const axis = normAxis(asInt(attrs['axis'], 'axis', ctx, 1), r, ctx);
   const offsets: number[] = [];
   let total = 0;
   for (const x of xs) {
@@ -329,7 +322,7 @@ const Concat: OpDef = {
 function splitPlan(inputs: Inputs<Operand>, attrs: Attrs, ctx: OpContext): { x: Operand; axis: number; sizes: number[] } {
   const x = need(inputs, 0, 'input', ctx);
   if (x.dims.length === 0) throw shapeError(ctx, 'cannot split a scalar');
-  const axis = axisOf(asInt(attrs['axis'], 'axis', ctx, 0), x.dims.length, ctx);
+  const axis = normAxis(asInt(attrs['axis'], 'axis', ctx, 0), x.dims.length, ctx);
   const dim = x.dims[axis]!;
   const attrSplit = asInts(gatedAttr(attrs, 'split', ctx, 1, 13), 'split', ctx);
   const numOutputs = gatedAttr(attrs, 'num_outputs', ctx, 18);

@@ -6,22 +6,13 @@
 // is its input, and its optional mask output (all ones) is the one case that needs a kernel.
 
 import { UnsupportedOpError } from '../errors.js';
-import { sizeOf, tensor } from './util.js';
-import {
-  asInt,
-  asInts,
-  axesOf,
-  constInts,
-  constScalar,
-  fmt,
-  gatedAttr,
-  gatedInput,
-  shapeError,
-  type Operand,
-} from './layout-common.js';
+import { gpuStorage } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { wrapIndex } from '../ir/shape.js';
+import { sizeOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
+import { asInt, asInts, axesOf, constInts, constScalar, fmt, gatedAttr, gatedInput, shapeError, type Operand } from './layout-common.js';
 import { copyWordsProgram, fillProgram, wordOf } from './layout-kernels.js';
-import type { Attrs, Inputs, OpContext, OpDef, RefTensor, TensorType } from './types.js';
-import { gpuStorage } from './types.js';
+import type { Inputs, OpContext, OpDef } from './types.js';
 
 function viewOf(x: RefTensor, dims: readonly number[]): RefTensor {
   return { dtype: x.dtype, dims: [...dims], data: x.data.slice() };
@@ -118,7 +109,7 @@ function flattenShape(inputs: Inputs<Operand>, attrs: Attrs, ctx: OpContext): Te
   const x = input0(inputs, ctx);
   const r = x.dims.length;
   const raw = asInt(attrs['axis'], 'axis', ctx, 1);
-  const axis = raw < 0 ? raw + r : raw;
+  const axis = wrapIndex(raw, r); // Flatten's axis may also be r: [-r, r]
   if (axis < 0 || axis > r) throw shapeError(ctx, `axis ${raw} is out of range [${-r}, ${r}] for rank ${r}`);
   return { dtype: x.dtype, dims: [sizeOf(x.dims.slice(0, axis)), sizeOf(x.dims.slice(axis))] };
 }

@@ -15,22 +15,29 @@
 // single-workgroup sum over rows; the gradient recomputes each row's max/sum inline instead of
 // storing probabilities. Logits are bound as a vec4 array, so buffers must be padded to 16 bytes.
 
-import lossSource from '../../shaders/loss.wgsl?raw';
+import lossText from '../../shaders/loss.wgsl?raw';
 import { InputError, ShapeError, UnsupportedOpError } from '../errors.js';
-import { defineKernel, type UniformField } from '../gpu/kernel.js';
+import { Shader } from '../gpu/wgsl.js';
+import { FLOAT_TYPES } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { sizeOf, type RefTensor, type TensorType } from '../ir/tensor.js';
 import { outOrScratch, requireFloat, ROW_WG, rowGrid, threadsPerRow } from './normalization.js';
-import { attrInt, attrString, need, sizeOf } from './util.js';
-import { FLOAT_TYPES, type Attrs, type LoweringSteps, type OpContext, type OpDef, type RefTensor, type TensorType } from './types.js';
+import type { LoweringSteps, OpContext, OpDef } from './types.js';
+import { attrInt, attrString, need } from './util.js';
 
-const lossUniforms: readonly UniformField[] = [
-  ['rows', 'u32'],
-  ['v', 'u32'],
-  ['ignore', 'i32'],
-  ['mean', 'u32'],
-];
+export const lossShader = new Shader('loss.wgsl', lossText, {
+  prelude: ['grid', 'f32max'],
+  structs: {
+    Params: [
+      ['rows', 'u32'],
+      ['v', 'u32'], // vocabulary size (row length)
+      ['ignore', 'i32'], // ignore_index
+      ['mean', 'u32'], // 1: reduction 'mean', 0: 'sum'
+    ],
+  },
+});
 
-const kernel = (name: string, inputs: string[], outputs: string[]) =>
-  defineKernel({ name: `loss.${name}`, source: lossSource, entryPoint: name, inputs, outputs, uniforms: lossUniforms });
+const kernel = (name: string, inputs: string[], outputs: string[]) => lossShader.kernel({ name: `loss.${name}`, entryPoint: name, inputs, outputs, uniforms: 'Params' });
 
 const rowsKernel = kernel('ce_rows', ['logits', 'labels'], ['part']);
 const reduceKernel = kernel('ce_reduce', ['part'], ['loss', 'count']);

@@ -6,16 +6,24 @@
 // 8 rows, shaders/matmul-gemv.wgsl (K split across a workgroup, B streamed once). Lowering folds
 // batch dims into M when B is shared across the batch (x·W on [batch, seq, hidden] is one 2-D
 // GEMM with more rows), merges batch dims that index both operands alike, and splits grids past
-// WebGPU's 65535 workgroups per dimension into several dispatches of the same pipeline. The tile
-// is chosen for occupancy on GPUs, or for work per output on software adapters (setMatmulTuning).
+// the device's workgroups per dimension into several dispatches of the same pipeline. The tile is
+// chosen for occupancy on GPUs, or for work per output on software adapters (DeviceTraits.software).
+//
+// Size: three ops reduced to one batched Problem: its shape rule, float64 reference, tile choice and
+// grid splitting belong together.
 
-import gemvSource from '../../shaders/matmul-gemv.wgsl?raw';
-import tiledSource from '../../shaders/matmul.wgsl?raw';
+import gemvText from '../../shaders/matmul-gemv.wgsl?raw';
+import tiledText from '../../shaders/matmul.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
-import { defineKernel, MAX_WORKGROUPS_PER_DIM, type KernelDef, type Program, type UniformField } from '../gpu/kernel.js';
-import type { Attrs, BufferRef, DataType, Inputs, LoweringSteps, OpContext, OpDef, RefTensor, TensorType } from './types.js';
-import { FLOAT_TYPES } from './types.js';
-import { attrFloat, attrInt, broadcastShapes, broadcastStrides, need, sizeOf, stridesOf, tensor } from './util.js';
+import type { KernelDef, Program, UniformField } from '../gpu/kernel.js';
+import type { DeviceTraits } from '../gpu/traits.js';
+import { Shader } from '../gpu/wgsl.js';
+import { FLOAT_TYPES, type DataType } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { broadcastShapes, broadcastStrides } from '../ir/shape.js';
+import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
+import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef, LoweringContext } from './types.js';
+import { attrFloat, attrInt, need } from './util.js';
 
 const BINDINGS = { inputs: ['a', 'b', 'c', 'inScale', 'outScale'], outputs: ['y'] } as const;
 
@@ -39,34 +47,21 @@ const UNIFORMS: readonly UniformField[] = [
   ['bStrides', { array: 'u32', length: 4 }],
 ];
 
+/** Bits of the kernels' `flags` uniform, written into both shaders as WGSL constants. */
+const FLAGS = { F_TRANS_A: 1, F_TRANS_B: 2, F_C: 4, F_IN_SCALE: 8, F_OUT_SCALE: 16 } as const;
+
+/** The tiled kernel and the small-M kernel read one Params struct and one set of flag bits. */
+const shared = { structs: { Params: UNIFORMS }, consts: FLAGS };
+export const matmulShader = new Shader('matmul.wgsl', tiledText, shared);
+export const matmulGemvShader = new Shader('matmul-gemv.wgsl', gemvText, shared);
+
+const bindings = { inputs: [...BINDINGS.inputs], outputs: [...BINDINGS.outputs], uniforms: 'Params' };
 /** Tiled kernel storing vec4 rows of Y (N a multiple of 4). */
-export const matmulKernel = defineKernel({
-  name: 'matmul',
-  source: tiledSource,
-  entryPoint: 'main',
-  inputs: [...BINDINGS.inputs],
-  outputs: [...BINDINGS.outputs],
-  uniforms: UNIFORMS,
-});
-
+export const matmulKernel = matmulShader.kernel({ name: 'matmul', entryPoint: 'main', ...bindings });
 /** Tiled kernel storing scalars (any N). */
-export const matmulScalarStoreKernel = defineKernel({
-  name: 'matmul-scalar-store',
-  source: tiledSource,
-  entryPoint: 'main_scalar',
-  inputs: [...BINDINGS.inputs],
-  outputs: [...BINDINGS.outputs],
-  uniforms: UNIFORMS,
-});
-
+export const matmulScalarStoreKernel = matmulShader.kernel({ name: 'matmul-scalar-store', entryPoint: 'main_scalar', ...bindings });
 /** Small-M kernel (M ≤ 8). */
-export const matmulGemvKernel = defineKernel({
-  name: 'matmul-gemv',
-  source: gemvSource,
-  inputs: [...BINDINGS.inputs],
-  outputs: [...BINDINGS.outputs],
-  uniforms: UNIFORMS,
-});
+export const matmulGemvKernel = matmulGemvShader.kernel({ name: 'matmul-gemv', ...bindings });
 
 /** A tile configuration of the tiled kernel: WG_X×WG_Y invocations, each an RM×CN block of Y. */
 export interface MatmulTile {
@@ -104,31 +99,6 @@ const MIN_WORKGROUPS = 256;
  */
 export const SOFTWARE_TILE: MatmulTile = { WG_X: 8, WG_Y: 8, KT: 16, RM: 8, CN: 8, swCost: 1 };
 
-/** Choices of the lowering that depend on the adapter (lowerings receive no device). */
-export interface MatmulTuning {
-  /**
-   * The adapter runs shaders on the CPU (SwiftShader, llvmpipe, WARP: `GpuContext.adapterInfo
-   * .isSoftware`). Tiles are then picked by padded work × measured cost instead of by occupancy.
-   */
-  softwareAdapter: boolean;
-  /** Use this tile for every tiled product instead of choosing one (tests, benchmarks). */
-  tile?: MatmulTile | undefined;
-}
-
-const tuning: MatmulTuning = { softwareAdapter: false, tile: undefined };
-
-/**
- * Sets how MatMul, Gemm and FusedMatMul are lowered from now on; whoever owns the device calls it
- * before lowering, e.g. `setMatmulTuning({ softwareAdapter: gpu.adapterInfo.isSoftware })`.
- * Returns the previous tuning. Any tuning is correct on any adapter; it only changes speed.
- */
-export function setMatmulTuning(t: Partial<MatmulTuning>): MatmulTuning {
-  if (t.tile) checkTile(t.tile);
-  const previous = { ...tuning };
-  Object.assign(tuning, t);
-  return previous;
-}
-
 /** The tiled kernel's constraints on a tile (see shaders/matmul.wgsl); throws when one fails. */
 export function checkTile(t: MatmulTile): void {
   const NT = t.WG_X * t.WG_Y;
@@ -146,12 +116,15 @@ export function checkTile(t: MatmulTile): void {
   if (!ok) throw new Error(`matmul tile ${JSON.stringify(t)} breaks the tiled kernel's staging constraints`);
 }
 
-/** The tile for an M×N product of `batch` entries under the current tuning. */
-export function pickTile(M: number, N: number, batch: number): MatmulTile {
-  if (tuning.tile) return tuning.tile;
+/**
+ * The tile for an M×N product of `batch` entries on a device: on a GPU the largest tile that still
+ * makes enough workgroups; on a software adapter (which runs shaders on the CPU, a handful of
+ * workgroups at a time) the one with the least padded work × measured cost.
+ */
+export function pickTile(M: number, N: number, batch: number, device: DeviceTraits): MatmulTile {
   const tm = (t: MatmulTile): number => Math.ceil(M / (t.RM * t.WG_Y));
   const tn = (t: MatmulTile): number => Math.ceil(N / (t.CN * t.WG_X));
-  if (tuning.softwareAdapter) {
+  if (device.software) {
     const cost = (t: MatmulTile): number => tm(t) * t.RM * t.WG_Y * tn(t) * t.CN * t.WG_X * t.swCost;
     return [SOFTWARE_TILE, ...MATMUL_TILES].reduce((best, t) => (cost(t) < cost(best) ? t : best));
   }
@@ -346,15 +319,10 @@ function mergedBatch(geo: MatmulGeometry): BatchDim[] {
   return dims;
 }
 
-/** Bits of the kernels' `flags` uniform (see shaders/matmul.wgsl). */
-const F_TRANS_A = 1;
-const F_TRANS_B = 2;
-const F_C = 4;
-const F_IN_SCALE = 8;
-const F_OUT_SCALE = 16;
+const { F_TRANS_A, F_TRANS_B, F_C, F_IN_SCALE, F_OUT_SCALE } = FLAGS;
 
 /** Lowers a Problem to dispatches of the tiled or GEMV kernel. */
-function lowerProblem(p: Problem, ctx: OpContext, maxPerDim: number): LoweringSteps {
+function lowerProblem(p: Problem, ctx: LoweringContext, options: MatmulLoweringOptions): LoweringSteps {
   const { geo, transA, transB } = p;
   let { M } = geo;
   const { K, N } = geo;
@@ -385,7 +353,7 @@ function lowerProblem(p: Problem, ctx: OpContext, maxPerDim: number): LoweringSt
     tilesM = 1;
     tilesN = Math.ceil(N / (transB ? GEMV_COLS.t : GEMV_COLS.n));
   } else {
-    const tile = pickTile(M, N, nBatch);
+    const tile = options.tile ?? pickTile(M, N, nBatch, ctx.device);
     const { WG_X, WG_Y, KT, RM, CN } = tile;
     kernel = N % 4 === 0 ? matmulKernel : matmulScalarStoreKernel;
     overrides = { WG_X, WG_Y, KT, RM, CN, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0 };
@@ -417,7 +385,7 @@ function lowerProblem(p: Problem, ctx: OpContext, maxPerDim: number): LoweringSt
     throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `tensors of ${maxElems} elements exceed 32-bit indexing`, ctx.opset);
   }
 
-  const CH = maxPerDim;
+  const CH = options.maxWorkgroupsPerDim ?? ctx.device.limits.maxComputeWorkgroupsPerDimension;
   const steps: Program[] = [];
   for (let o = 0; o < nOuter; o++) {
     let aBase = 0;
@@ -531,18 +499,24 @@ const PROBLEMS = {
 
 export type MatmulOpType = keyof typeof PROBLEMS;
 
-/**
- * The GPU lowering of MatMul, Gemm or FusedMatMul. `maxWorkgroupsPerDim` (WebGPU's 65535 by
- * default) bounds each grid dimension; larger grids become several dispatches of one pipeline.
- */
+/** Choices a caller may force instead of the device's (tests and benchmarks of one variant). */
+export interface MatmulLoweringOptions {
+  /** Use this tile for the tiled kernel (checked against the kernel's staging constraints). */
+  readonly tile?: MatmulTile;
+  /** Bound on each grid dimension (the device's limit by default); larger grids become several dispatches. */
+  readonly maxWorkgroupsPerDim?: number;
+}
+
+/** The GPU lowering of MatMul, Gemm or FusedMatMul for `ctx.device`. */
 export function lowerMatmul(
   opType: MatmulOpType,
   inputs: Inputs<TensorType>,
   attrs: Attrs,
-  ctx: OpContext,
-  maxWorkgroupsPerDim = MAX_WORKGROUPS_PER_DIM,
+  ctx: LoweringContext,
+  options: MatmulLoweringOptions = {},
 ): LoweringSteps {
-  return lowerProblem(PROBLEMS[opType](inputs, attrs, ctx), ctx, maxWorkgroupsPerDim);
+  if (options.tile) checkTile(options.tile);
+  return lowerProblem(PROBLEMS[opType](inputs, attrs, ctx), ctx, options);
 }
 
 function defineMatmulOp(opType: MatmulOpType, domain: string, doc: string): OpDef {

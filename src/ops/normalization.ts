@@ -12,33 +12,21 @@
 //     here too.) Rows that mix −∞ and finite values are ordinary softmaxes.
 //   - Layer-norm statistics (Mean, InvStdDev) are float32 with the normalised dims kept as 1.
 //   - Float inputs are bound as vec4 arrays, so GPU buffers must be padded to 16 bytes.
+//
+// Size: softmax and layer normalisation are one family of row-wise reductions: they share the view
+// helpers (row broadcasting, mask views, which loss.ts and rotary.ts reuse) and the kernel layouts.
 
-import normSource from '../../shaders/normalization.wgsl?raw';
-import softmaxSource from '../../shaders/softmax.wgsl?raw';
+import normText from '../../shaders/normalization.wgsl?raw';
+import softmaxText from '../../shaders/softmax.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
-import { defineKernel, grid, type Program, type UniformField } from '../gpu/kernel.js';
-import {
-  attrFloat,
-  attrInt,
-  broadcastShapes,
-  broadcastStrides,
-  need,
-  normAxis,
-  sizeOf,
-  tensor,
-} from './util.js';
-import {
-  FLOAT_TYPES,
-  type Attrs,
-  type BufferRef,
-  type Inputs,
-  type LoweringSteps,
-  type OpContext,
-  type OpDef,
-  type RefTensor,
-  type TensorType,
-  type ValueInfo,
-} from './types.js';
+import { grid, type Program } from '../gpu/kernel.js';
+import { Shader } from '../gpu/wgsl.js';
+import { FLOAT_TYPES } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { broadcastShapes, broadcastStrides, normAxis } from '../ir/shape.js';
+import { sizeOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
+import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef } from './types.js';
+import { attrFloat, attrInt, need } from './util.js';
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers (also used by loss.ts and rotary.ts)
@@ -145,34 +133,25 @@ const LOG_SOFTMAX = 1;
 const MASKED = 2;
 const SOFTMAX_GRAD = 3;
 
-const softmaxUniforms: readonly UniformField[] = [
-  ['rows', 'u32'],
-  ['len', 'u32'],
-  ['inner', 'u32'],
-  ['scale', 'f32'],
-  ['mrank', 'u32'],
-  ['mlast', 'u32'],
-  ['mdims', { array: 'u32', length: MAX_VIEW_RANK }],
-  ['mstrides', { array: 'u32', length: MAX_VIEW_RANK }],
-];
-
-const softmaxRowsKernel = defineKernel({
-  name: 'softmax.rows',
-  source: softmaxSource,
-  entryPoint: 'rows',
-  inputs: ['a', 'b'],
-  outputs: ['dst'],
-  uniforms: softmaxUniforms,
+export const softmaxShader = new Shader('softmax.wgsl', softmaxText, {
+  prelude: ['grid', 'f32max'],
+  structs: {
+    Params: [
+      ['rows', 'u32'], // `rows`: number of rows; `cols`: outer * inner
+      ['len', 'u32'], // elements along the softmax axis
+      ['inner', 'u32'], // stride of the softmax axis (`cols`)
+      ['scale', 'f32'], // MaskedSoftmax: x multiplier
+      ['mrank', 'u32'], // MaskedSoftmax: merged leading dims of the mask view
+      ['mlast', 'u32'], // MaskedSoftmax: mask stride along the last axis (0 or 1)
+      ['mdims', { array: 'u32', length: MAX_VIEW_RANK }],
+      ['mstrides', { array: 'u32', length: MAX_VIEW_RANK }],
+    ],
+  },
 });
 
-const softmaxColsKernel = defineKernel({
-  name: 'softmax.cols',
-  source: softmaxSource,
-  entryPoint: 'cols',
-  inputs: ['a', 'b'],
-  outputs: ['dst'],
-  uniforms: softmaxUniforms,
-});
+const softmaxRowsKernel = softmaxShader.kernel({ name: 'softmax.rows', entryPoint: 'rows', inputs: ['a', 'b'], outputs: ['dst'], uniforms: 'Params' });
+
+const softmaxColsKernel = softmaxShader.kernel({ name: 'softmax.cols', entryPoint: 'cols', inputs: ['a', 'b'], outputs: ['dst'], uniforms: 'Params' });
 
 /** A softmax problem: the tensor as [outer, len, inner] around the reduced axis. */
 interface SoftmaxView {
@@ -299,52 +278,28 @@ const LAYER_NORM = 0;
 const RMS_NORM = 1;
 const COL_WG = 64;
 
-const normUniforms: readonly UniformField[] = [
-  ['rows', 'u32'],
-  ['n', 'u32'],
-  ['eps', 'f32'],
-  ['flags', 'u32'],
-  ['chunk', 'u32'],
-  ['nchunks', 'u32'],
-  ['cblocks', 'u32'],
-  ['which', 'u32'],
-];
-
-const normFwdKernel = defineKernel({
-  name: 'norm.fwd',
-  source: normSource,
-  entryPoint: 'fwd',
-  inputs: ['x', 'scale', 'bias'],
-  outputs: ['y', 'mean', 'rstd'],
-  uniforms: normUniforms,
+export const normShader = new Shader('normalization.wgsl', normText, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['rows', 'u32'],
+      ['n', 'u32'],
+      ['eps', 'f32'],
+      ['flags', 'u32'], // fwd: bit 0 set when a bias is bound
+      ['chunk', 'u32'], // wpart: rows per chunk
+      ['nchunks', 'u32'], // wpart, wfinal: number of chunks
+      ['cblocks', 'u32'], // wpart: workgroups per chunk (ceil(n / WG))
+      ['which', 'u32'], // wfinal: 0 sums dScale, 1 sums dBias
+    ],
+  },
 });
 
-const normBwdKernel = defineKernel({
-  name: 'norm.bwd',
-  source: normSource,
-  entryPoint: 'bwd',
-  inputs: ['dy', 'x', 'scale', 'mean', 'rstd'],
-  outputs: ['dx'],
-  uniforms: normUniforms,
-});
-
-const normWPartKernel = defineKernel({
-  name: 'norm.wpart',
-  source: normSource,
-  entryPoint: 'wpart',
-  inputs: ['dy', 'x', 'mean', 'rstd'],
-  outputs: ['part'],
-  uniforms: normUniforms,
-});
-
-const normWFinalKernel = defineKernel({
-  name: 'norm.wfinal',
-  source: normSource,
-  entryPoint: 'wfinal',
-  inputs: ['part'],
-  outputs: ['out'],
-  uniforms: normUniforms,
-});
+const normKernel = (entryPoint: string, inputs: string[], outputs: string[]) =>
+  normShader.kernel({ name: `norm.${entryPoint}`, entryPoint, inputs, outputs, uniforms: 'Params' });
+const normFwdKernel = normKernel('fwd', ['x', 'scale', 'bias'], ['y', 'mean', 'rstd']);
+const normBwdKernel = normKernel('bwd', ['dy', 'x', 'scale', 'mean', 'rstd'], ['dx']);
+const normWPartKernel = normKernel('wpart', ['dy', 'x', 'mean', 'rstd'], ['part']);
+const normWFinalKernel = normKernel('wfinal', ['part'], ['out']);
 
 /** A layer-norm problem: `rows` rows of `n` normalised values (n = Π dims[axis:]). */
 interface NormView {

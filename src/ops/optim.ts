@@ -11,60 +11,46 @@
 // torch.optim.AdamW (decoupled weight decay, bias correction). A NaN or infinite norm makes step 3
 // leave params, m and v untouched; the norm in normScale tells the trainer to stop.
 
-import source from '../../shaders/optim.wgsl?raw';
+import text from '../../shaders/optim.wgsl?raw';
 import { InputError } from '../errors.js';
-import { defineKernel, grid, type Program } from '../gpu/kernel.js';
+import { grid, type Program } from '../gpu/kernel.js';
+import { Shader } from '../gpu/wgsl.js';
+import { F32_MAX } from '../ir/dtype.js';
 import type { LoweringSteps } from './types.js';
 
 const WG = 256;
 /** Most partial sums stage 1 produces: stage 2 is one workgroup, 4 partials per thread at most. */
 const MAX_GROUPS = 4 * WG;
-/** Largest finite f32: WGSL may assume uniforms are finite. */
-const F32_MAX = 3.4028234663852886e38;
 
-const sumsqPartialKernel = defineKernel({
-  name: 'optim_sumsq_partial',
-  source,
-  entryPoint: 'sumsq_partial',
-  inputs: ['grads'],
-  outputs: ['partials'],
-  uniforms: [
-    ['n', 'u32'],
-    ['chunk', 'u32'],
-    ['groups', 'u32'],
-  ],
+export const optimShader = new Shader('optim.wgsl', text, {
+  prelude: ['grid'],
+  structs: {
+    Partial: [
+      ['n', 'u32'],
+      ['chunk', 'u32'],
+      ['groups', 'u32'],
+    ],
+    Finish: [
+      ['count', 'u32'],
+      ['clip', 'u32'],
+      ['maxNorm', 'f32'],
+    ],
+    AdamW: [
+      ['n', 'u32'],
+      ['decay', 'f32'], // 1 − lr·wd
+      ['beta1Weight', 'f32'], // 1 − β1, the lerp weight of torch's exp_avg.lerp_(grad, 1 − β1)
+      ['beta2', 'f32'],
+      ['oneMinusBeta2', 'f32'],
+      ['stepSize', 'f32'], // lr / (1 − β1^t)
+      ['bc2Sqrt', 'f32'], // √(1 − β2^t)
+      ['eps', 'f32'],
+    ],
+  },
 });
 
-const sumsqFinishKernel = defineKernel({
-  name: 'optim_sumsq_finish',
-  source,
-  entryPoint: 'sumsq_finish',
-  inputs: ['partials'],
-  outputs: ['normScale'],
-  uniforms: [
-    ['count', 'u32'],
-    ['clip', 'u32'],
-    ['maxNorm', 'f32'],
-  ],
-});
-
-const adamwKernel = defineKernel({
-  name: 'optim_adamw',
-  source,
-  entryPoint: 'adamw',
-  inputs: ['grads', 'normScale'],
-  outputs: ['params', 'm', 'v'],
-  uniforms: [
-    ['n', 'u32'],
-    ['decay', 'f32'],
-    ['beta1Weight', 'f32'],
-    ['beta2', 'f32'],
-    ['oneMinusBeta2', 'f32'],
-    ['stepSize', 'f32'],
-    ['bc2Sqrt', 'f32'],
-    ['eps', 'f32'],
-  ],
-});
+const sumsqPartialKernel = optimShader.kernel({ name: 'optim_sumsq_partial', entryPoint: 'sumsq_partial', inputs: ['grads'], outputs: ['partials'], uniforms: 'Partial' });
+const sumsqFinishKernel = optimShader.kernel({ name: 'optim_sumsq_finish', entryPoint: 'sumsq_finish', inputs: ['partials'], outputs: ['normScale'], uniforms: 'Finish' });
+const adamwKernel = optimShader.kernel({ name: 'optim_adamw', entryPoint: 'adamw', inputs: ['grads', 'normScale'], outputs: ['params', 'm', 'v'], uniforms: 'AdamW' });
 
 /** AdamW hyper-parameters; defaults are torch.optim.AdamW's. */
 export interface AdamWHyper {
@@ -165,7 +151,7 @@ export function gradNormPrograms(n: number, maxNorm: number): GradNormPrograms {
   const finish: Program = {
     kernel: sumsqFinishKernel,
     overrides: { WG },
-    uniforms: { count: groups, clip: clip ? 1 : 0, maxNorm: clip ? Math.min(maxNorm, F32_MAX) : 0 },
+    uniforms: { count: groups, clip: clip ? 1 : 0, maxNorm: clip ? Math.min(maxNorm, F32_MAX) : 0 }, // WGSL may assume uniforms are finite
     workgroups: [1, 1, 1],
   };
   return {

@@ -11,14 +11,21 @@
 // an optional input from then on (and must then be a constant to be lowered). Empty or omitted axes
 // reduce everything, unless `noop_with_empty_axes` = 1 (the input passes through; SumSquare still
 // squares, as ONNX's reference does).
+//
+// Size: the reduction family (the ReduceX ops, CumSum, SumToShape) over two kernels, with the
+// opset-dependent axes handling they share.
 
-import source from '../../shaders/reduce.wgsl?raw';
-import scanSource from '../../shaders/reduce-scan.wgsl?raw';
+import scanText from '../../shaders/reduce-scan.wgsl?raw';
+import text from '../../shaders/reduce.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
-import { defineKernel, grid, MAX_WORKGROUPS_PER_DIM, type Program } from '../gpu/kernel.js';
-import type { Attrs, BufferRef, DataType, Inputs, Lowering, OpContext, OpDef, RefTensor, TensorType, ValueInfo } from './types.js';
-import { FLOAT_TYPES } from './types.js';
-import { attrInt, attrInts, forEachIndex, need, normAxis, sizeOf, stridesOf, tensor } from './util.js';
+import { grid, MAX_WORKGROUPS_PER_DIM, type Program } from '../gpu/kernel.js';
+import { Shader } from '../gpu/wgsl.js';
+import { isFloat, type DataType } from '../ir/dtype.js';
+import type { Attrs } from '../ir/graph.js';
+import { forEachIndex, normAxis } from '../ir/shape.js';
+import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
+import type { BufferRef, Inputs, Lowering, OpContext, OpDef } from './types.js';
+import { attrInt, attrInts, need } from './util.js';
 
 /** Opcodes of shaders/reduce.wgsl (its `const` table must agree; a unit test checks it). */
 export const RED_OP = {
@@ -31,34 +38,36 @@ export type RedOp = keyof typeof RED_OP;
 /** Opcodes of shaders/reduce-scan.wgsl. */
 export const SCAN_OP = { ADD_F: 0, ADD_I: 1 } as const;
 
-export const reduceKernel = defineKernel({
-  name: 'reduce',
-  source,
-  inputs: ['x'],
-  outputs: ['y'],
-  uniforms: [
-    ['outputs', 'u32'],
-    ['R', 'u32'],
-    ['inner', 'u32'],
-    ['chunks', 'u32'],
-    ['chunk', 'u32'],
-    ['denom', 'u32'],
-  ],
+export const reduceShader = new Shader('reduce.wgsl', text, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['outputs', 'u32'], // outputs of this pass: outer * chunks * inner
+      ['R', 'u32'], // length of the reduced dim
+      ['inner', 'u32'],
+      ['chunks', 'u32'], // runs the reduced dim is split into (1: not split)
+      ['chunk', 'u32'], // elements per run
+      ['denom', 'u32'], // sums are divided by this (Mean's last pass); 1 otherwise
+    ],
+  },
 });
 
-export const scanKernel = defineKernel({
-  name: 'reduce-scan',
-  source: scanSource,
-  inputs: ['x'],
-  outputs: ['y'],
-  uniforms: [
-    ['lines', 'u32'],
-    ['n', 'u32'],
-    ['inner', 'u32'],
-    ['exclusive', 'u32'],
-    ['reverse', 'u32'],
-  ],
+export const reduceKernel = reduceShader.kernel({ name: 'reduce', inputs: ['x'], outputs: ['y'], uniforms: 'Params' });
+
+export const scanShader = new Shader('reduce-scan.wgsl', scanText, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['lines', 'u32'], // outer * inner
+      ['n', 'u32'], // length of the scanned axis
+      ['inner', 'u32'],
+      ['exclusive', 'u32'],
+      ['reverse', 'u32'],
+    ],
+  },
 });
+
+export const scanKernel = scanShader.kernel({ name: 'reduce-scan', inputs: ['x'], outputs: ['y'], uniforms: 'Params' });
 
 /** Launch tuning for tests and benchmarks. */
 export interface ReduceOptions {
@@ -194,7 +203,6 @@ function lowerPasses(passes: readonly ReducePass[], options: ReduceOptions = {})
 // ---------------------------------------------------------------------------------------------
 // Shape rules and references.
 
-const isFloat = (t: DataType): boolean => FLOAT_TYPES.has(t);
 
 function checkNumeric(dtype: DataType, ctx: OpContext): void {
   if (isFloat(dtype) || dtype === 'int32' || dtype === 'int64') return;

@@ -10,32 +10,37 @@
 // repeated twice) work as given. Kernel: shaders/rotary.wgsl; inputs are bound as vec4 arrays, so
 // GPU buffers must be padded to 16 bytes.
 
-import rotarySource from '../../shaders/rotary.wgsl?raw';
+import rotaryText from '../../shaders/rotary.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
-import { defineKernel, grid } from '../gpu/kernel.js';
+import { grid } from '../gpu/kernel.js';
+import type { Attrs } from '../ir/graph.js';
+import { broadcastShapes } from '../ir/shape.js';
+import { sizeOf, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import { MAX_VIEW_RANK, requireDims, requireFloat, rowBroadcast, rowOffset } from './normalization.js';
-import { attrInt, broadcastShapes, need, sizeOf } from './util.js';
-import type { Attrs, Inputs, LoweringSteps, OpContext, OpDef, RefTensor, TensorType, ValueInfo } from './types.js';
+import type { Inputs, LoweringSteps, OpContext, OpDef } from './types.js';
+import { attrInt, need } from './util.js';
+import { Shader } from '../gpu/wgsl.js';
 
 const WG = 256;
 
-const rotaryKernel = defineKernel({
-  name: 'rotary',
-  source: rotarySource,
-  inputs: ['x', 'cos', 'sin'],
-  outputs: ['y'],
-  uniforms: [
-    ['rows', 'u32'],
-    ['d', 'u32'],
-    ['units', 'u32'],
-    ['rank', 'u32'],
-    ['clast', 'u32'],
-    ['slast', 'u32'],
-    ['dims', { array: 'u32', length: MAX_VIEW_RANK }],
-    ['cstr', { array: 'u32', length: MAX_VIEW_RANK }],
-    ['sstr', { array: 'u32', length: MAX_VIEW_RANK }],
-  ],
+export const rotaryShader = new Shader('rotary.wgsl', rotaryText, {
+  prelude: ['grid'],
+  structs: {
+    Params: [
+      ['rows', 'u32'],
+      ['d', 'u32'],
+      ['units', 'u32'], // invocations per row
+      ['rank', 'u32'], // merged leading dims of the broadcast view
+      ['clast', 'u32'],
+      ['slast', 'u32'],
+      ['dims', { array: 'u32', length: MAX_VIEW_RANK }],
+      ['cstr', { array: 'u32', length: MAX_VIEW_RANK }],
+      ['sstr', { array: 'u32', length: MAX_VIEW_RANK }],
+    ],
+  },
 });
+
+const rotaryKernel = rotaryShader.kernel({ name: 'rotary', inputs: ['x', 'cos', 'sin'], outputs: ['y'], uniforms: 'Params' });
 
 function interleaved(attrs: Attrs, ctx: OpContext): boolean {
   const v = attrInt(attrs, 'interleaved', 0);

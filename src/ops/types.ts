@@ -6,9 +6,9 @@
 //                  op reads shapes or axes from an input, like Reshape or Slice);
 //   - `reference`: the float64 CPU implementation, the oracle of every GPU test and the engine of
 //                  constant folding; naive loops, never on a hot path;
-//   - `gpu`:       the lowering to WGSL programs, or 'fold' for ops that only ever see constant
-//                  inputs after shape specialisation (Shape, Range, ConstantOfShape) and so always
-//                  run on the CPU.
+//   - `gpu`:       the lowering to WGSL programs for a device (its traits come in the context),
+//                  or 'fold' for ops that only ever see constant inputs after shape
+//                  specialisation (Shape, Range, ConstantOfShape) and so always run on the CPU.
 // The registry (registry.ts) is a table over all op types; the autograd table is a mapped type over
 // the same keys, so a new op does not compile until it has every piece.
 //
@@ -17,40 +17,12 @@
 //   - An omitted optional input (ONNX's empty name) is `undefined` in the inputs array.
 //   - Reference tensors hold float64 for every dtype; integer dtypes hold exact integers.
 //   - On the GPU, float dtypes are stored as f32 and integer and bool dtypes as i32 (bool is 0/1,
-//     int64 must fit 32 bits); `gpuStorage()` maps them.
+//     int64 must fit 32 bits); the dtype table in ir/dtype.ts says which.
 
-import type { Program } from '../gpu/kernel.js';
-
-/** ONNX tensor element types the toolkit handles (ONNX's names, lower case). */
-export type DataType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool';
-
-export const FLOAT_TYPES: ReadonlySet<DataType> = new Set(['float32', 'float16', 'float64']);
-
-/** How a dtype is stored on the GPU: 4 bytes per element either way. */
-export function gpuStorage(dtype: DataType): 'f32' | 'i32' {
-  return FLOAT_TYPES.has(dtype) ? 'f32' : 'i32';
-}
-
-/** A CPU tensor of the reference executor. `data.length` equals the product of `dims`. */
-export interface RefTensor {
-  readonly dtype: DataType;
-  readonly dims: readonly number[];
-  readonly data: Float64Array;
-}
-
-/** The static type of a value: dtype and fully known dims. */
-export interface TensorType {
-  readonly dtype: DataType;
-  readonly dims: readonly number[];
-}
-
-/** A value at compile time: its type, and its contents when it is a constant. */
-export interface ValueInfo extends TensorType {
-  readonly value?: RefTensor;
-}
-
-export type AttrValue = number | string | readonly number[] | readonly string[] | RefTensor;
-export type Attrs = Readonly<Record<string, AttrValue>>;
+import type { LoweringSteps } from '../gpu/dispatch.js';
+import type { DeviceTraits } from '../gpu/traits.js';
+import type { Attrs } from '../ir/graph.js';
+import type { RefTensor, TensorType, ValueInfo } from '../ir/tensor.js';
 
 /** Where an op sits: for error messages and opset-dependent semantics. */
 export interface OpContext {
@@ -64,24 +36,24 @@ export interface OpContext {
 
 export type Inputs<T> = readonly (T | undefined)[];
 
-/** A buffer a lowering step binds: an op input, an op output, or a scratch buffer. */
-export type BufferRef = { readonly in: number } | { readonly out: number } | { readonly tmp: number };
-
-export interface LoweringSteps {
-  /** Scratch buffers (bytes each), live only while this op runs. */
-  readonly temps?: readonly number[];
-  /** Dispatches in order; each binds the kernel's inputs then outputs. */
-  readonly steps: readonly { readonly program: Program; readonly bindings: readonly BufferRef[] }[];
-}
-
 /** Output 0 is input `alias` reinterpreted with a new shape (Reshape, Squeeze, Identity, ...). */
 export interface LoweringAlias {
   readonly alias: number;
 }
 
+export type { BufferRef, LoweringSteps } from '../gpu/dispatch.js';
+
 export type Lowering = LoweringSteps | LoweringAlias;
 
-export type GpuLower = (inputs: Inputs<ValueInfo>, outputs: readonly TensorType[], attrs: Attrs, ctx: OpContext) => Lowering;
+/**
+ * What a GPU lowering knows besides shapes and attributes: where the node is, and the device it
+ * lowers for. Shape rules and references get an OpContext only: they never depend on the device.
+ */
+export interface LoweringContext extends OpContext {
+  readonly device: DeviceTraits;
+}
+
+export type GpuLower = (inputs: Inputs<ValueInfo>, outputs: readonly TensorType[], attrs: Attrs, ctx: LoweringContext) => Lowering;
 
 export interface OpDef {
   /** ONNX domain: '' (ai.onnx), 'com.microsoft', or 'ia3' for the toolkit's internal ops. */

@@ -16,8 +16,13 @@
 // Python's per-process string hashing; we write sets sorted (by code point, Python's str order) so
 // our files are deterministic. Parsing is strict: bounded size, typed errors naming the field,
 // unknown fields ignored but listed (PEFT drops them with a warning for forward compatibility).
+//
+// Size: it mirrors one PEFT class: IA3Config's fields, PEFT's per-model-type default tables,
+// validation, and its JSON form.
 
 import { FormatError, InputError } from '../errors.js';
+import { MAX_CONFIG_BYTES } from '../io/adapter.js';
+import { compareCodePoints, pythonJsonDumps, type JsonValue } from '../io/python.js';
 
 /** PEFT's TaskType values, in PEFT's enum order (used in its error message). */
 export const TASK_TYPES = ['SEQ_CLS', 'SEQ_2_SEQ_LM', 'CAUSAL_LM', 'TOKEN_CLS', 'QUESTION_ANS', 'FEATURE_EXTRACTION'] as const;
@@ -32,9 +37,6 @@ export const ALL_LINEAR = 'all-linear';
  * a config does not carry one: PEFT (≥ 0.18) fills a missing version with its own the same way.
  */
 export const PEFT_VERSION = '0.20.0';
-
-/** Largest adapter_config.json accepted by `IA3Config.fromJSON` (bytes of UTF-8). */
-export const MAX_CONFIG_BYTES = 1_000_000;
 
 function table(entries: Record<string, readonly string[]>): Readonly<Record<string, readonly string[]>> {
   const t = Object.create(null) as Record<string, readonly string[]>;
@@ -111,9 +113,6 @@ const TASK_MODULES_TO_SAVE: Partial<Record<TaskType, readonly string[]>> = {
   TOKEN_CLS: ['classifier', 'score'],
   QUESTION_ANS: ['qa_outputs'],
 };
-
-/** A JSON value (what `auto_mapping` may hold). */
-export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
 /**
  * Module selection as stored: a set of names (list semantics), a regex string, or null (not given,
@@ -471,95 +470,4 @@ function describeValue(v: unknown): string {
   if (v === undefined) return 'nothing';
   if (typeof v === 'number' || typeof v === 'boolean' || v === null) return String(v);
   return jsonTypeName(v);
-}
-
-/** Orders strings by Unicode code point (Python's str order; UTF-16 order differs for astral). */
-export function compareCodePoints(a: string, b: string): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    const x = a.charCodeAt(i);
-    const y = b.charCodeAt(i);
-    if (x === y) continue;
-    const sx = x >= 0xd800 && x <= 0xdfff;
-    const sy = y >= 0xd800 && y <= 0xdfff;
-    if (sx !== sy) return sx ? 1 : -1; // a surrogate (astral code point) sorts after U+E000..U+FFFF
-    return x - y;
-  }
-  return a.length - b.length;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Python's json.dumps(obj, indent=2, sort_keys=True) (ensure_ascii=True, allow_nan=True)
-
-/**
- * Serialises like Python's `json.dumps(value, indent, sort_keys=True)`: items separated by ","
- * and a newline, keys by ": ", empty containers as [] and {}, non-ASCII as \uXXXX (lowercase hex),
- * floats as Python's repr. JavaScript has one number type: integral values within the safe range
- * are written as Python ints, others as Python floats.
- */
-export function pythonJsonDumps(value: JsonValue, indent = 2): string {
-  const encode = (v: JsonValue, level: number): string => {
-    if (v === null) return 'null';
-    if (v === true) return 'true';
-    if (v === false) return 'false';
-    if (typeof v === 'number') return pythonNumber(v);
-    if (typeof v === 'string') return pythonJsonString(v);
-    const inner = '\n' + ' '.repeat(indent * (level + 1));
-    const outer = '\n' + ' '.repeat(indent * level);
-    if (Array.isArray(v)) {
-      if (v.length === 0) return '[]';
-      return '[' + inner + v.map((x) => encode(x, level + 1)).join(',' + inner) + outer + ']';
-    }
-    const keys = Object.keys(v).sort(compareCodePoints);
-    if (keys.length === 0) return '{}';
-    return '{' + inner + keys.map((k) => `${pythonJsonString(k)}: ${encode(v[k]!, level + 1)}`).join(',' + inner) + outer + '}';
-  };
-  return encode(value, 0);
-}
-
-/** A string as Python's json module writes it with ensure_ascii=True. */
-export function pythonJsonString(s: string): string {
-  let out = '"';
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    const ch = s[i]!;
-    if (ch === '"') out += '\\"';
-    else if (ch === '\\') out += '\\\\';
-    else if (c >= 0x20 && c <= 0x7e) out += ch;
-    else if (c === 0x0a) out += '\\n';
-    else if (c === 0x0d) out += '\\r';
-    else if (c === 0x09) out += '\\t';
-    else if (c === 0x08) out += '\\b';
-    else if (c === 0x0c) out += '\\f';
-    else out += '\\u' + c.toString(16).padStart(4, '0'); // UTF-16 units: astral → surrogate pair
-  }
-  return out + '"';
-}
-
-function pythonNumber(x: number): string {
-  if (Number.isNaN(x)) return 'NaN';
-  if (x === Infinity) return 'Infinity';
-  if (x === -Infinity) return '-Infinity';
-  if (Number.isSafeInteger(x) && !Object.is(x, -0)) return String(x);
-  return pythonFloatRepr(x);
-}
-
-/**
- * Python's repr() of a finite float: the shortest round-tripping digits (as JavaScript), in fixed
- * notation when the decimal exponent is in [-4, 16), else d.ddde±XX; integral values end in ".0".
- */
-export function pythonFloatRepr(x: number): string {
-  if (!Number.isFinite(x)) return x > 0 ? 'inf' : x < 0 ? '-inf' : 'nan';
-  const sign = x < 0 || Object.is(x, -0) ? '-' : '';
-  const [mantissa, expText] = Math.abs(x).toExponential().split('e') as [string, string];
-  const digits = mantissa.replace('.', '');
-  const exp = Number(expText);
-  if (exp < -4 || exp >= 16) {
-    const m = digits.length > 1 ? `${digits[0]}.${digits.slice(1)}` : digits;
-    return `${sign}${m}e${exp < 0 ? '-' : '+'}${String(Math.abs(exp)).padStart(2, '0')}`;
-  }
-  if (exp < 0) return `${sign}0.${'0'.repeat(-exp - 1)}${digits}`;
-  const intPart = digits.slice(0, exp + 1).padEnd(exp + 1, '0');
-  const frac = digits.slice(exp + 1);
-  return `${sign}${intPart}.${frac === '' ? '0' : frac}`;
 }

@@ -15,7 +15,8 @@
 // `named_modules()` names, e.g. "bert.encoder.layer.0.attention.self.key".
 
 import { InputError } from '../errors.js';
-import { compareCodePoints, type IA3Config } from './config.js';
+import { compareCodePoints } from '../io/python.js';
+import type { IA3Config } from './config.js';
 
 /** A module of the base model, by PyTorch path. `supported: false` marks a non-linear module. */
 export interface ModuleInfo {

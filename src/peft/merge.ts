@@ -1,4 +1,5 @@
-// Folding IA3 vectors into the frozen weights (PEFT's merge / unmerge), on the GPU and on the CPU.
+// Folding IA3 vectors into the frozen weights (PEFT's merge / unmerge / merge_and_unload), on the
+// GPU and on the CPU, and the merged ONNX export; `MergeState` is the merged state of a PeftModel.
 //
 // IA3 scales a linear module's output (y·l: the weight's output axis and the bias) or, for a
 // feed-forward module, its input (x·l: the weight's input axis). Which axis of the stored 2-D
@@ -14,11 +15,15 @@
 
 import { GpuExecutionError, IA3Error, InputError } from '../errors.js';
 import type { GpuContext } from '../gpu/device.js';
-import { sizeOf } from '../gpu/kernel.js';
-import type { Graph } from '../onnx/graph.js';
+import { resolveBindings, type BoundProgram } from '../gpu/dispatch.js';
+import type { Graph, Initializer } from '../ir/graph.js';
+import { sizeOf, type ValueInfo } from '../ir/tensor.js';
+import type { Model } from '../model.js';
+import { rewriteOnnxTensors, type OnnxWithExternalData } from '../onnx/export.js';
 import type { ModuleInfo } from '../onnx/modules.js';
 import { OPS } from '../ops/registry.js';
-import type { BufferRef, LoweringSteps, ValueInfo } from '../ops/types.js';
+import type { Adapter } from './adapter.js';
+import type { SavedCopy } from './inject.js';
 
 /** `merge({ safe: true })` found non-finite merged values (PEFT's message); nothing was changed. */
 export class MergeError extends IA3Error {
@@ -127,12 +132,12 @@ export async function scaleGpu(gpu: GpuContext, jobs: readonly (ScaleStep & { re
   const pool = gpu.buffers;
   const held: GPUBuffer[] = [];
   try {
-    const steps: { program: LoweringSteps['steps'][number]['program']; buffers: GPUBuffer[] }[] = [];
+    const steps: BoundProgram[] = [];
     const copies: { from: GPUBuffer; to: GPUBuffer; bytes: number }[] = [];
     for (const job of jobs) {
       const x: ValueInfo = { dtype: 'float32', dims: [...job.dims] };
       const l: ValueInfo = { dtype: 'float32', dims: job.axis === 0 && job.dims.length === 2 ? [job.vector.length, 1] : [job.vector.length] };
-      const ctx = { opType: 'Mul', nodeName: `merge/${job.initializer}`, opset: 17 };
+      const ctx = { opType: 'Mul', nodeName: `merge/${job.initializer}`, opset: 17, device: gpu.traits };
       const outTypes = OPS.Mul.shape([x, l], {}, ctx);
       const lowering = OPS.Mul.gpu === 'fold' ? undefined : OPS.Mul.gpu([x, l], outTypes, {}, ctx);
       if (!lowering || 'alias' in lowering) throw new Error('merge: the Mul lowering is not a GPU kernel');
@@ -141,9 +146,7 @@ export async function scaleGpu(gpu: GpuContext, jobs: readonly (ScaleStep & { re
       const out = pool.acquire(bytes, `merge/${job.initializer}`);
       const temps = (lowering.temps ?? []).map((b) => pool.acquire(Math.max(4, b)));
       held.push(vec, out, ...temps);
-      const ins = [job.buffer, vec];
-      const resolve = (r: BufferRef): GPUBuffer => ('in' in r ? ins[r.in]! : 'out' in r ? out : temps[r.tmp]!);
-      for (const s of lowering.steps) steps.push({ program: s.program, buffers: s.bindings.map(resolve) });
+      steps.push(...resolveBindings(lowering, { inputs: [job.buffer, vec], outputs: [out], temps }, ctx.nodeName));
       copies.push({ from: out, to: job.buffer, bytes });
     }
     await gpu.run(steps);
@@ -156,5 +159,155 @@ export async function scaleGpu(gpu: GpuContext, jobs: readonly (ScaleStep & { re
   } finally {
     // Released buffers may be reused by later submissions only, which the queue orders after this one.
     for (const b of held) pool.release(b);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The merged state of a PeftModel: PEFT's merge_adapter / unmerge_adapter / merge_and_unload, and
+// the merged ONNX export.
+
+/** PEFT's warnings (Python `warnings.warn`) go to the console. */
+export function warn(message: string): void {
+  console.warn(message);
+}
+
+/** What merging reads of a PeftModel. */
+export interface MergeHost {
+  readonly base: Model;
+  adapter(name: string): Adapter;
+  /** The active adapters' modules_to_save substitutions. */
+  savedInUse(): SavedCopy[];
+  /** The rewritten models whose graphs hold the base model's initializers (variants). */
+  variants(): Model[];
+}
+
+/**
+ * Adapters folded into the frozen weights, in merge order (PEFT's `merged_adapters`), and the
+ * initializers whose values merging replaced. The GPU copies are scaled in place (every compiled
+ * plan keeps working); the CPU copies are new Initializer objects in the base model and every
+ * variant (the original data may be a view into the file's bytes, which must stay the original for
+ * export).
+ */
+export class MergeState {
+  private list: string[] = [];
+  private readonly touched = new Set<string>();
+
+  constructor(private readonly host: MergeHost) {}
+
+  get merged(): readonly string[] {
+    return this.list;
+  }
+
+  /** Merges `names` (known adapters, in order) after PEFT's checks and warnings; all-or-nothing. */
+  async merge(names: readonly string[], safe: boolean): Promise<void> {
+    if (this.list.length > 0) {
+      names = names.filter((n) => !this.list.includes(n));
+      if (names.length === 0) {
+        warn('All adapters are already merged, nothing to do.'); // PEFT's warning
+        return;
+      }
+      warn(`Already following adapters were merged ${this.list.join(',')}. You are now additionally merging ${names.join(',')}.`);
+    }
+    if (names.length === 0) return;
+    const base = this.host.base;
+    const graph = base.graph;
+    const rounds = names.map((n) => ({ adapter: n, steps: this.vectorSteps(n, (v) => v) }));
+    const modules = [...new Map(names.flatMap((n) => this.host.adapter(n).targets.map((t) => [t.module.path, t.module] as const))).values()];
+    checkMergeable(graph, modules, { gpu: true });
+    const replaced = new Set(this.host.savedInUse().map((s) => s.replace));
+    const clash = modules.filter((m) => replaced.has(m.weight) || (m.bias && replaced.has(m.bias.initializer)));
+    if (clash.length > 0) throw new InputError(`cannot merge into modules whose weights a modules_to_save copy replaces: ${clash.map((m) => `'${m.path}'`).join(', ')}`);
+    // CPU first: every result computed (and checked when safe) before anything changes.
+    const values = new Map<string, Float32Array>();
+    for (const r of rounds) {
+      for (const s of r.steps) {
+        const next = scaleCpu(values.get(s.initializer) ?? (graph.initializers.get(s.initializer)!.data as Float32Array), s.dims, s.axis, s.vector);
+        const at = safe ? firstNonFinite(next) : -1;
+        if (at >= 0) throw new MergeError(r.adapter, `'${s.initializer}' element ${at} would be ${next[at]}`);
+        values.set(s.initializer, next);
+      }
+    }
+    for (const r of rounds) await scaleGpu(base.gpu, r.steps.map((s) => ({ ...s, buffer: this.weightBuffer(s.initializer) })));
+    this.replace(values);
+    this.list.push(...names);
+  }
+
+  /** Divides the merged vectors out again, last merged first, on the CPU; writes the GPU copies. */
+  unmerge(): void {
+    if (this.list.length === 0) {
+      warn('Already unmerged. Nothing to do.'); // PEFT's warning
+      return;
+    }
+    warn('Unmerge result can be inaccurate for (IA)^3.'); // PEFT's warning
+    const graph = this.host.base.graph;
+    const values = new Map<string, Float32Array>();
+    for (const adapter of [...this.list].reverse()) {
+      for (const s of this.vectorSteps(adapter, unmergeDivisor)) {
+        values.set(s.initializer, scaleCpu(values.get(s.initializer) ?? (graph.initializers.get(s.initializer)!.data as Float32Array), s.dims, s.axis, s.vector, 'div'));
+      }
+    }
+    this.replace(values);
+    for (const [name, data] of values) this.host.base.weights.write(name, data);
+    this.list = [];
+  }
+
+  /** Writes the active modules_to_save copies into the frozen weights they replace (merge_and_unload). */
+  foldSavedCopies(): void {
+    const saved = this.host.savedInUse();
+    checkMergeable(this.host.base.graph, [...new Set(saved.map((s) => s.module))], { gpu: false });
+    const values = new Map(saved.map((s) => [s.replace, Float32Array.from(s.by.data as Float32Array)]));
+    this.replace(values);
+    for (const [name, data] of values) this.host.base.weights.write(name, data);
+  }
+
+  /**
+   * The original ONNX file with the weights `run` uses: the `active` adapters' vectors folded in
+   * (unless already merged) and their modules_to_save copies; `active` empty when disabled.
+   */
+  async exportOnnx(active: readonly string[]): Promise<OnnxWithExternalData> {
+    const file = this.host.base.onnxFile;
+    if (!file) throw new InputError('exportMergedOnnx needs a model loaded from an ONNX file by loadModel (this graph was built in code)');
+    const graph = this.host.base.graph;
+    const values = new Map<string, Float32Array>();
+    for (const name of this.touched) values.set(name, graph.initializers.get(name)!.data as Float32Array);
+    if (active.length > 0) {
+      if (this.list.length === 0) {
+        checkMergeable(graph, [...new Map(active.flatMap((n) => this.host.adapter(n).targets.map((t) => [t.module.path, t.module] as const))).values()], { gpu: false });
+        for (const a of active) {
+          for (const s of this.vectorSteps(a, (v) => v)) {
+            values.set(s.initializer, scaleCpu(values.get(s.initializer) ?? (graph.initializers.get(s.initializer)!.data as Float32Array), s.dims, s.axis, s.vector));
+          }
+        }
+      }
+      const saved = this.host.savedInUse();
+      checkMergeable(graph, [...new Set(saved.map((s) => s.module))], { gpu: false });
+      for (const s of saved) values.set(s.replace, s.by.data as Float32Array);
+    }
+    return rewriteOnnxTensors(file, values);
+  }
+
+  /** The weight and bias scalings of an adapter's vectors (each vector mapped by `f`). */
+  private vectorSteps(adapter: string, f: (v: Float32Array) => Float32Array): ScaleStep[] {
+    const a = this.host.adapter(adapter);
+    return a.targets.flatMap((t) => mergeSteps(this.host.base.graph, t.module, t.feedforward, f(a.params.find((p) => p.target === t)!.values)));
+  }
+
+  /** The GPU copy of a frozen weight, uploaded now if no plan has needed it yet. */
+  private weightBuffer(name: string): GPUBuffer {
+    const b = this.host.base.weightBuffer(name);
+    if (!b) throw new InputError(`weight '${name}' has no GPU form`);
+    return b;
+  }
+
+  /** New CPU values for frozen initializers, in the base model and every variant holding them. */
+  private replace(values: ReadonlyMap<string, Float32Array>): void {
+    const base = this.host.base;
+    const olds = [...values.keys()].map((name) => base.graph.initializers.get(name)!);
+    const nexts = olds.map((old): Initializer => {
+      const data = values.get(old.name)!;
+      return old.constant ? { name: old.name, dtype: old.dtype, dims: old.dims, data, constant: true } : { name: old.name, dtype: old.dtype, dims: old.dims, data };
+    });
+    for (const m of [base, ...this.host.variants()]) m.replaceInitializers(nexts.filter((_, i) => m.graph.initializers.get(olds[i]!.name) === olds[i]));
+    for (const name of values.keys()) this.touched.add(name);
   }
 }

@@ -1,4 +1,4 @@
-// Parameter counts and PEFT's print_trainable_parameters line.
+// Parameter counts (as PyTorch counts a model's parameters) and PEFT's print_trainable_parameters line.
 //
 // PEFT (peft_model.py, 0.20) prints
 //   f"trainable params: {t:,d} || all params: {a:,d} || trainable%: {100 * t / a:.4f}"
@@ -9,6 +9,9 @@
 // `out_features` otherwise.
 
 import { InputError } from '../errors.js';
+import { isFloat } from '../ir/dtype.js';
+import type { Graph, Initializer } from '../ir/graph.js';
+import { sizeOf } from '../ir/tensor.js';
 
 /**
  * PEFT's print_trainable_parameters line, e.g.
@@ -110,4 +113,36 @@ export function pythonFixed(x: number, digits: number): string {
   }
   const s = q.toString().padStart(digits + 1, '0');
   return digits === 0 ? `${sign}${s}` : `${sign}${s.slice(0, -digits)}.${s.slice(-digits)}`;
+}
+
+/**
+ * The number of parameters of a model as PyTorch counts them: float initializers (not folded
+ * Constant nodes), each tied or transposed copy counted once (exporters write a tied `lm_head` as
+ * a transposed copy of the embedding).
+ */
+export function countParameters(graph: Graph): number {
+  const floats = [...graph.initializers.values()].filter(
+    (t) => !t.constant && isFloat(t.dtype),
+  );
+  let total = 0;
+  const bySize = new Map<number, Initializer[]>();
+  for (const t of floats) {
+    const n = sizeOf(t.dims);
+    const same = bySize.get(n) ?? [];
+    if (!same.some((o) => isCopyOrTranspose(o, t))) total += n;
+    same.push(t);
+    bySize.set(n, same);
+  }
+  return total;
+}
+
+function isCopyOrTranspose(a: Initializer, b: Initializer): boolean {
+  const x = a.data;
+  const y = b.data;
+  if (x.length !== y.length || x.length < 2) return false;
+  if (a.dims.join() === b.dims.join() && x.every((v, i) => v === y[i])) return true;
+  if (a.dims.length !== 2 || b.dims.length !== 2 || a.dims[0] !== b.dims[1] || a.dims[1] !== b.dims[0]) return false;
+  const [r, c] = a.dims as [number, number];
+  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) if (x[i * c + j] !== y[j * r + i]) return false;
+  return true;
 }

@@ -1,19 +1,20 @@
 // Kernels of the training loop: scaled copy / accumulate over flat f32 ranges (shaders/train.wgsl).
 
-import source from '../../shaders/train.wgsl?raw';
-import { defineKernel, grid, type Program } from '../gpu/kernel.js';
+import text from '../../shaders/train.wgsl?raw';
+import { grid, type Program } from '../gpu/kernel.js';
+import { Shader } from '../gpu/wgsl.js';
 
-export const accumulateKernel = defineKernel({
-  name: 'train_accumulate',
-  source,
-  inputs: ['src'],
-  outputs: ['dst'],
-  uniforms: [
-    ['n', 'u32'],
-    ['alpha', 'f32'],
-    ['beta', 'f32'],
-  ],
+export const trainShader = new Shader('train.wgsl', text, {
+  structs: {
+    Params: [
+      ['n', 'u32'],
+      ['alpha', 'f32'],
+      ['beta', 'f32'],
+    ],
+  },
 });
+
+export const accumulateKernel = trainShader.kernel({ name: 'train_accumulate', inputs: ['src'], outputs: ['dst'], uniforms: 'Params' });
 
 const WG = 64;
 

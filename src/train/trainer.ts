@@ -5,22 +5,24 @@
 // global-norm clipping, AdamW over the flat buffer of all trainable values (params, m, v), and a
 // copy of the updated values back into the vectors the plans read. Nothing is read back inside a
 // step: each step's loss and gradient norm are copied into a ring buffer that is mapped every
-// `loggingSteps` steps, while the next steps are already queued.
+// `loggingSteps` steps, while the next steps are already queued. `train` is a loop over named steps:
+// stepGroups (collation, resumable) → plansFor → prepareStep (dispatch lists; the first time, the
+// values into the flat buffers) → submitStep (inputs, micro-batches, update) → readLog. The GPU
+// objects live in train/optimizer.ts: FlatState (kept for resuming) and a StepEncoder per call.
 //
 // A step whose gradient norm is NaN or infinite changes nothing (the AdamW kernel skips it); when
 // the trainer sees it at the next read it stops with NonFiniteError naming the step, keeping the
 // last good values. Same seed, same data: same batches, same GPU arithmetic (no float atomics),
 // same result.
+//
+// Size: the Trainer's public types (arguments, events, errors) sit beside it.
 
+import { LABELS, LOSS, SCORES, type LossTask } from '../autograd/loss.js';
 import { IA3Error, InputError } from '../errors.js';
-import type { GpuContext } from '../gpu/device.js';
-import { packUniforms, type Program } from '../gpu/kernel.js';
 import type { GradientPlan, Model } from '../model.js';
-import { adamwProgram, gradNormPrograms } from '../ops/optim.js';
 import type { PeftModel } from '../peft/model.js';
 import { batches, bucketsUpTo, type Batch, type Example } from './data.js';
-import { accumulateProgram } from './kernels.js';
-import { LABELS, LOSS, SCORES, type LossTask } from './loss.js';
+import { FlatState, StepEncoder } from './optimizer.js';
 import { learningRateAt, warmupStepsFrom, type ScheduleName } from './schedule.js';
 
 /** Training hyper-parameters (defaults as the Hugging Face Trainer's, lr 3e-3 as for IA3). */
@@ -99,35 +101,41 @@ export class NonFiniteError extends IA3Error {
   }
 }
 
-interface Trainable {
-  name: string;
-  n: number;
-  /** Element offset in the flat buffers (a multiple of the storage offset alignment). */
-  offset: number;
-}
-
-interface Flat {
-  params: GPUBuffer;
-  grads: GPUBuffer;
-  m: GPUBuffer;
-  v: GPUBuffer;
-  normScale: GPUBuffer;
-  partials: GPUBuffer;
-  lossAcc: GPUBuffer;
-  n: number;
-}
-
-const alignUp = (x: number, a: number): number => Math.ceil(x / a) * a;
-
 /** What `train` keeps between calls so that a stopped run resumes exactly where it was. */
 interface Session {
   /** The trainable tensors the flat buffers hold, in order; another set starts a fresh optimizer. */
   key: string;
-  flat: Flat;
+  flat: FlatState;
   dataset: readonly Example[];
   epoch: number;
   /** Micro-batches of `epoch` already consumed. */
   consumed: number;
+}
+
+/** A step recorded but not yet read back: what its 'step' event reports. */
+interface Pending {
+  step: number;
+  epoch: number;
+  lr: number;
+  tokens: number;
+}
+
+/** One `train` call: the model it trains, its schedule, and its GPU objects. */
+interface Run {
+  readonly model: Model;
+  readonly session: Session;
+  readonly encoder: StepEncoder;
+  readonly wrt: readonly string[];
+  readonly collate: ReturnType<Trainer['collateOptions']>;
+  readonly totalSteps: number;
+  readonly warmup: number;
+  uploaded: boolean;
+  /** Steps since the last read of the loss ring, and when that window started. */
+  window: Pending[];
+  windowStart: number;
+  pendingRead: Promise<void> | undefined;
+  failure: NonFiniteError | undefined;
+  lastLoss: number | undefined;
 }
 
 export class Trainer {
@@ -208,197 +216,161 @@ export class Trainer {
   async train(dataset: readonly Example[]): Promise<{ steps: number; loss: number | undefined }> {
     if (dataset.length === 0) throw new InputError('the training dataset is empty');
     this.stopRequested = false;
-    const a = this.args;
-    const { model, trainables: list } = this.peft.trainingModel();
-    const gpu = model.gpu;
-    const task = this.peft.lossTask();
-    const collate = this.collateOptions(model, task);
-    const stepsPerEpoch = Math.max(1, Math.floor(Math.ceil(dataset.length / a.batchSize) / a.gradientAccumulationSteps));
-    const totalSteps = a.maxSteps ?? stepsPerEpoch * a.numEpochs;
-    const warmup = a.warmupSteps > 0 ? a.warmupSteps : warmupStepsFrom(a.warmupRatio, totalSteps);
-
-    // Layout of the flat buffers: each vector at an offset aligned for sub-range bindings.
-    const align = gpu.limits.minStorageBufferOffsetAlignment / 4;
-    let total = 0;
-    const trainables: Trainable[] = list.map((t) => {
-      const n = t.param.values.length;
-      const entry = { name: t.name, n, offset: total };
-      total = alignUp(total + n, align);
-      return entry;
-    });
-    const key = trainables.map((t) => `${t.name}:${t.n}`).join('|');
-    if (this.session && (this.session.key !== key || this.session.flat.n !== Math.max(4, total))) this.releaseSession();
-    this.session ??= { key, flat: this.allocate(gpu, total), dataset, epoch: 0, consumed: 0 };
-    const session = this.session;
-    if (session.dataset !== dataset) Object.assign(session, { dataset, epoch: 0, consumed: 0 });
-    const flat = session.flat;
-    const wrt = trainables.map((t) => t.name);
-    const hyper = { lr: a.learningRate, beta1: a.adamBeta1, beta2: a.adamBeta2, eps: a.adamEpsilon, weightDecay: a.weightDecay };
-    const clip = gradNormPrograms(flat.n, a.maxGradNorm);
-    const adamProbe = adamwProgram(flat.n, hyper, 1);
-    const adamUniforms = gpu.device.createBuffer({ size: packUniforms(adamProbe.kernel, adamProbe.uniforms).byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    const ring = gpu.device.createBuffer({ size: 8 * a.loggingSteps, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
-    const owned: GPUBuffer[] = [adamUniforms, ring];
-    // Bind groups (and their uniform buffers) are built once per plan and reused every step.
-    type Dispatch = { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number] };
-    const prepared = new Map<GradientPlan, Map<0 | 1, Dispatch[]>>();
-    const prepare = (steps: { program: Program; buffers: (GPUBuffer | GPUBufferBinding)[]; uniforms?: GPUBuffer }[]): Dispatch[] =>
-      steps.map(({ program, buffers, uniforms }) => {
-        const u = uniforms ?? gpu.uniformBuffer(program);
-        if (u && !uniforms) owned.push(u);
-        return { pipeline: gpu.pipelines.getReady(program), bindGroup: gpu.bindGroup(program, buffers, u), workgroups: program.workgroups };
-      });
-    const record = (pass: GPUComputePassEncoder, ds: readonly Dispatch[]): void => {
-      for (const d of ds) {
-        pass.setPipeline(d.pipeline);
-        pass.setBindGroup(0, d.bindGroup);
-        pass.dispatchWorkgroups(...d.workgroups);
-      }
-    };
-    const slice = (buffer: GPUBuffer, t: Trainable): GPUBufferBinding => ({ buffer, offset: 4 * t.offset, size: alignUp(4 * t.n, 16) });
-    /** Gradient (and loss) accumulation out of one plan's buffers; beta 0 overwrites, 1 adds. */
-    const accumulation = (g: GradientPlan, beta: 0 | 1, accum: number): Dispatch[] => {
-      let byPlan = prepared.get(g);
-      if (!byPlan) prepared.set(g, (byPlan = new Map()));
-      let ds = byPlan.get(beta);
-      if (!ds) {
-        ds = prepare([
-          ...trainables.map((t) => ({ program: accumulateProgram(t.n, 1 / accum, beta), buffers: [g.plan.buffers.get(g.gradients.get(t.name)!)!, slice(flat.grads, t)] })),
-          { program: accumulateProgram(1, 1 / accum, beta), buffers: [g.plan.buffers.get(g.loss)!, flat.lossAcc] },
-        ]);
-        byPlan.set(beta, ds);
-      }
-      return ds;
-    };
-    let update: { clip: Dispatch[]; adam: Dispatch[]; copyBack: Dispatch[] } | undefined;
-    const updateDispatches = (): NonNullable<typeof update> => {
-      update ??= {
-        clip: prepare([
-          { program: clip.partial, buffers: [flat.grads, flat.partials] },
-          { program: clip.finish, buffers: [flat.partials, flat.normScale] },
-        ]),
-        adam: prepare([{ program: adamProbe, buffers: [flat.grads, flat.normScale, flat.params, flat.m, flat.v], uniforms: adamUniforms }]),
-        copyBack: prepare(trainables.map((t) => ({ program: accumulateProgram(t.n, 1, 0), buffers: [slice(flat.params, t), model.weightBuffers.get(t.name)!] }))),
-      };
-      return update;
-    };
-
-    let lastLoss: number | undefined;
-    let uploaded = false;
-    let pendingRead: Promise<void> | undefined;
-    let window: { step: number; epoch: number; lr: number; tokens: number; t0: number }[] = [];
-    let windowStart = performance.now();
-    let failure: NonFiniteError | undefined;
-
-    const readWindow = (entries: typeof window, elapsed: number): Promise<void> => {
-      const staging = gpu.device.createBuffer({ size: 8 * entries.length, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-      const enc = gpu.device.createCommandEncoder({ label: 'trainer.read' });
-      enc.copyBufferToBuffer(ring, 0, staging, 0, 8 * entries.length);
-      gpu.device.queue.submit([enc.finish()]);
-      return staging.mapAsync(GPUMapMode.READ).then(() => {
-        const v = new Float32Array(staging.getMappedRange().slice(0));
-        staging.destroy();
-        const tokens = entries.reduce((s, e) => s + e.tokens, 0);
-        const tps = tokens / Math.max(1e-9, elapsed / 1000);
-        let sum = 0;
-        entries.forEach((e, i) => {
-          const loss = v[2 * i]!;
-          const gradNorm = v[2 * i + 1]!;
-          if (!failure && !(Number.isFinite(loss) && Number.isFinite(gradNorm))) {
-            failure = new NonFiniteError(e.step, Number.isFinite(loss) ? 'gradient norm' : 'loss');
-          }
-          sum += loss;
-          lastLoss = loss;
-          this.emit('step', { step: e.step, epoch: e.epoch, loss, learningRate: e.lr, gradNorm, tokensPerSecond: tps });
-        });
-        const last = entries[entries.length - 1]!;
-        this.emit('log', { step: last.step, loss: sum / entries.length, learningRate: last.lr, gradNorm: v[2 * entries.length - 1]! });
-      });
-    };
-
+    const run = this.begin(dataset);
     try {
-      let micro: Batch[] = [];
-      const accum = a.gradientAccumulationSteps;
-      outer: while (this.globalStep < totalSteps) {
-        const epoch = session.epoch;
-        let index = 0;
-        for (const batch of batches(dataset, { ...collate, batchSize: a.batchSize, seed: a.seed, epoch, shuffle: true })) {
-          // Resuming: the shuffle is a pure function of (seed, epoch), so skipping what was consumed
-          // puts us exactly where the stopped run was.
-          if (index++ < session.consumed) continue;
-          micro.push(batch);
-          if (micro.length < accum) continue;
-          session.consumed = index;
-          const step = this.globalStep;
-          const lr = learningRateAt(step, { name: a.lrScheduler, baseLr: a.learningRate, warmupSteps: warmup, totalSteps });
-          const plans: GradientPlan[] = [];
-          for (const b of micro) {
-            plans.push(await model.gradientPlan({ ...Object.fromEntries(Object.entries(b.inputs).map(([k, v]) => [k, v.dims])), [LABELS]: b.labels.dims }, LOSS, wrt));
-          }
-          if (!uploaded) {
-            // The plans uploaded the vectors they read; the flat buffer starts from the same values.
-            this.uploadParams(gpu, model, trainables, flat);
-            uploaded = true;
-          }
-          await Promise.all([accumulateProgram(1, 1, 0), clip.partial, clip.finish, adamProbe].map((p) => gpu.pipelines.get(p)));
-          gpu.assertAlive();
-          const adam = adamwProgram(flat.n, { ...hyper, lr }, step + 1);
-          gpu.device.queue.writeBuffer(adamUniforms, 0, packUniforms(adam.kernel, adam.uniforms));
-          micro.forEach((b, k) => {
-            const g = plans[k]!;
-            const feeds = model.gpuFeeds({ ...b.inputs, [LABELS]: b.labels });
-            g.plan.writeInputs(new Map([...feeds].filter(([name]) => g.inputs.includes(name)).map(([name, v]) => [name, v.data])));
-            const enc = gpu.device.createCommandEncoder({ label: `trainer.step${step}.micro${k}` });
-            g.plan.encode(enc);
-            const pass = enc.beginComputePass();
-            record(pass, accumulation(g, k === 0 ? 0 : 1, micro.length));
-            const last = k === micro.length - 1;
-            if (last) {
-              const u = updateDispatches();
-              record(pass, u.clip);
-              record(pass, u.adam);
-              record(pass, u.copyBack);
-            }
-            pass.end();
-            if (last) {
-              const slot = step % a.loggingSteps;
-              enc.copyBufferToBuffer(flat.lossAcc, 0, ring, 8 * slot, 4);
-              enc.copyBufferToBuffer(flat.normScale, 0, ring, 8 * slot + 4, 4);
-            }
-            gpu.device.queue.submit([enc.finish()]);
-          });
-          window.push({ step: step + 1, epoch: epoch + 1, lr, tokens: micro.reduce((s, b) => s + b.tokens, 0), t0: performance.now() });
-          micro = [];
-          this.globalStep++;
-          if (window.length === a.loggingSteps || this.globalStep >= totalSteps || this.stopRequested) {
-            await pendingRead; // at most one read in flight: the ring slots are about to be reused
-            if (failure) throw failure;
-            const now = performance.now();
-            pendingRead = readWindow(window, now - windowStart);
-            windowStart = now;
-            window = [];
-          }
-          if (this.stopRequested || this.globalStep >= totalSteps) break outer;
-        }
-        // A trailing group smaller than gradientAccumulationSteps makes no step (stepsPerEpoch
-        // counts whole groups only).
-        micro = [];
-        session.epoch++;
-        session.consumed = 0;
+      for (const { micro, epoch } of this.stepGroups(run)) {
+        const step = this.globalStep;
+        const plans = await this.plansFor(run, micro);
+        await this.prepareStep(run, plans);
+        const lr = learningRateAt(step, { name: this.args.lrScheduler, baseLr: this.args.learningRate, warmupSteps: run.warmup, totalSteps: run.totalSteps });
+        this.submitStep(run, micro, plans, step, lr);
+        run.window.push({ step: step + 1, epoch: epoch + 1, lr, tokens: micro.reduce((s, b) => s + b.tokens, 0) });
+        this.globalStep++;
+        const done = (): boolean => this.stopRequested || this.globalStep >= run.totalSteps;
+        if (done() || run.window.length === this.args.loggingSteps) await this.readLog(run);
+        // Asked again: a stop may come from an event of the read just awaited.
+        if (done()) break;
       }
-      await pendingRead;
-      if (failure) throw failure;
-      await this.downloadParams(gpu, trainables, flat);
+      await run.pendingRead;
+      if (run.failure) throw run.failure;
+      await run.session.flat.download((name, v) => this.peft.setParamValues(name, v));
       this.emit('end', { step: this.globalStep, reason: this.stopRequested ? 'stopped' : 'completed' });
-      return { steps: this.globalStep, loss: lastLoss };
+      return { steps: this.globalStep, loss: run.lastLoss };
     } catch (e) {
-      await pendingRead?.catch(() => undefined);
+      await run.pendingRead?.catch(() => undefined);
       // Keep the last good values on the CPU side too (the GPU copies never took a NaN step).
-      await this.downloadParams(gpu, trainables, flat).catch(() => undefined);
+      await run.session.flat.download((name, v) => this.peft.setParamValues(name, v)).catch(() => undefined);
       throw e;
     } finally {
-      for (const u of owned) u.destroy();
+      run.encoder.destroy();
     }
+  }
+
+  /** The training model, the flat buffers (kept from a stopped run when the tensors are the same) and this call's encoder. */
+  private begin(dataset: readonly Example[]): Run {
+    const a = this.args;
+    const { model, trainables } = this.peft.trainingModel();
+    const gpu = model.gpu;
+    const stepsPerEpoch = Math.max(1, Math.floor(Math.ceil(dataset.length / a.batchSize) / a.gradientAccumulationSteps));
+    const totalSteps = a.maxSteps ?? stepsPerEpoch * a.numEpochs;
+    const layout = FlatState.layout(gpu, trainables.map((t) => ({ name: t.name, n: t.param.values.length })));
+    const key = layout.entries.map((t) => `${t.name}:${t.n}`).join('|');
+    if (this.session && (this.session.key !== key || this.session.flat.n !== Math.max(4, layout.total))) this.releaseSession();
+    this.session ??= { key, flat: FlatState.allocate(gpu, layout, a.maxGradNorm), dataset, epoch: 0, consumed: 0 };
+    const session = this.session;
+    if (session.dataset !== dataset) Object.assign(session, { dataset, epoch: 0, consumed: 0 });
+    const hyper = { lr: a.learningRate, beta1: a.adamBeta1, beta2: a.adamBeta2, eps: a.adamEpsilon, weightDecay: a.weightDecay };
+    const settings = { hyper, maxGradNorm: a.maxGradNorm, loggingSteps: a.loggingSteps, accumulation: a.gradientAccumulationSteps };
+    return {
+      model,
+      session,
+      encoder: new StepEncoder(gpu, session.flat, model.weights, settings),
+      wrt: trainables.map((t) => t.name),
+      collate: this.collateOptions(model, this.peft.lossTask()),
+      totalSteps,
+      warmup: a.warmupSteps > 0 ? a.warmupSteps : warmupStepsFrom(a.warmupRatio, totalSteps),
+      uploaded: false,
+      window: [],
+      windowStart: performance.now(),
+      pendingRead: undefined,
+      failure: undefined,
+      lastLoss: undefined,
+    };
+  }
+
+  /**
+   * Collation: groups of `gradientAccumulationSteps` micro-batches from where the session left
+   * off, epoch after epoch, until `totalSteps`. The shuffle is a pure function of (seed, epoch), so
+   * skipping what a stopped run consumed puts a resumed run exactly where it was. A trailing group
+   * smaller than the accumulation makes no step (stepsPerEpoch counts whole groups only).
+   */
+  private *stepGroups(run: Run): Generator<{ micro: Batch[]; epoch: number }> {
+    const a = this.args;
+    const session = run.session;
+    while (this.globalStep < run.totalSteps) {
+      const epoch = session.epoch;
+      const fromStart = session.consumed === 0;
+      let index = 0;
+      let grouped = false;
+      let micro: Batch[] = [];
+      for (const batch of batches(session.dataset, { ...run.collate, batchSize: a.batchSize, seed: a.seed, epoch, shuffle: true })) {
+        if (index++ < session.consumed) continue;
+        micro.push(batch);
+        if (micro.length < a.gradientAccumulationSteps) continue;
+        session.consumed = index;
+        grouped = true;
+        yield { micro, epoch };
+        micro = [];
+      }
+      if (fromStart && !grouped) {
+        throw new InputError(`an epoch of the dataset makes no optimizer step: fewer than gradientAccumulationSteps (${a.gradientAccumulationSteps}) batches of ${a.batchSize}`);
+      }
+      session.epoch++;
+      session.consumed = 0;
+    }
+  }
+
+  /** The compiled forward + loss + backward plan of each micro-batch's shapes (one per bucket). */
+  private async plansFor(run: Run, micro: readonly Batch[]): Promise<GradientPlan[]> {
+    const plans: GradientPlan[] = [];
+    for (const b of micro) {
+      plans.push(await run.model.gradientPlan({ ...Object.fromEntries(Object.entries(b.inputs).map(([k, v]) => [k, v.dims])), [LABELS]: b.labels.dims }, LOSS, run.wrt));
+    }
+    return plans;
+  }
+
+  /** The dispatch lists for these plans, and (first step) the trainable values in the flat buffers. */
+  private async prepareStep(run: Run, plans: readonly GradientPlan[]): Promise<void> {
+    if (!run.uploaded) {
+      // The plans uploaded the vectors they read; the flat buffer starts from the same values.
+      run.session.flat.upload((name) => this.peft.paramValues(name), run.model.weights);
+      run.uploaded = true;
+    }
+    await run.encoder.prepare(plans);
+    run.model.gpu.assertAlive();
+  }
+
+  /** Writes each micro-batch's inputs and submits it; the last one carries clipping, AdamW and the copy-back. */
+  private submitStep(run: Run, micro: readonly Batch[], plans: readonly GradientPlan[], step: number, lr: number): void {
+    run.encoder.writeStep(step, lr);
+    micro.forEach((b, k) => {
+      const g = plans[k]!;
+      const feeds = run.model.gpuFeeds({ ...b.inputs, [LABELS]: b.labels });
+      g.plan.writeInputs(new Map([...feeds].filter(([name]) => g.inputs.includes(name)).map(([name, v]) => [name, v.data])));
+      run.encoder.encodeMicroBatch(g, k, micro.length, step);
+    });
+  }
+
+  /**
+   * The log window read: the (loss, gradient norm) of the steps since the last read, mapped while
+   * later steps are queued ('step' and 'log' events when it lands). At most one read is in flight:
+   * the ring slots are about to be reused. A non-finite value found by an earlier read stops here.
+   */
+  private async readLog(run: Run): Promise<void> {
+    await run.pendingRead;
+    if (run.failure) throw run.failure;
+    const entries = run.window;
+    const now = performance.now();
+    const elapsed = now - run.windowStart;
+    run.window = [];
+    run.windowStart = now;
+    run.pendingRead = run.encoder.readRing(entries.length).then((v) => {
+      const tokens = entries.reduce((s, e) => s + e.tokens, 0);
+      const tps = tokens / Math.max(1e-9, elapsed / 1000);
+      let sum = 0;
+      entries.forEach((e, i) => {
+        const loss = v[2 * i]!;
+        const gradNorm = v[2 * i + 1]!;
+        if (!run.failure && !(Number.isFinite(loss) && Number.isFinite(gradNorm))) {
+          run.failure = new NonFiniteError(e.step, Number.isFinite(loss) ? 'gradient norm' : 'loss');
+        }
+        sum += loss;
+        run.lastLoss = loss;
+        this.emit('step', { step: e.step, epoch: e.epoch, loss, learningRate: e.lr, gradNorm, tokensPerSecond: tps });
+      });
+      const last = entries[entries.length - 1]!;
+      this.emit('log', { step: last.step, loss: sum / entries.length, learningRate: last.lr, gradNorm: v[2 * entries.length - 1]! });
+    });
   }
 
   /** Frees the optimizer state kept for resuming; the next `train` starts a fresh optimizer. */
@@ -407,10 +379,7 @@ export class Trainer {
   }
 
   private releaseSession(): void {
-    const s = this.session;
-    if (!s) return;
-    const gpu = this.peft.base.gpu;
-    for (const b of [s.flat.params, s.flat.grads, s.flat.m, s.flat.v, s.flat.normScale, s.flat.partials, s.flat.lossAcc]) gpu.buffers.release(b);
+    this.session?.flat.release();
     this.session = undefined;
   }
 
@@ -451,30 +420,5 @@ export class Trainer {
     const result: EvalResult = task === 'CAUSAL_LM' ? { loss, perplexity: Math.exp(loss), examples } : { loss, accuracy: correct / examples, examples };
     this.emit('evaluate', { ...result, step: this.globalStep });
     return result;
-  }
-
-  private allocate(gpu: GpuContext, total: number): Flat {
-    const n = Math.max(4, total);
-    const zeros = new Float32Array(n);
-    const make = (): GPUBuffer => gpu.upload(zeros);
-    const clip = gradNormPrograms(n, this.args.maxGradNorm);
-    return { params: make(), grads: make(), m: make(), v: make(), normScale: gpu.upload(new Float32Array(4)), partials: gpu.buffers.acquire(Math.max(16, clip.tempBytes)), lossAcc: gpu.upload(new Float32Array(4)), n };
-  }
-
-  private uploadParams(gpu: GpuContext, model: Model, trainables: readonly Trainable[], flat: Flat): void {
-    const values = new Float32Array(flat.n);
-    for (const t of trainables) {
-      const v = this.peft.paramValues(t.name);
-      values.set(v, t.offset);
-      const buffer = model.weightBuffers.get(t.name);
-      if (!buffer) throw new Error(`trainer: vector '${t.name}' was not uploaded by the plan`);
-      gpu.write(buffer, v);
-    }
-    gpu.write(flat.params, values);
-  }
-
-  private async downloadParams(gpu: GpuContext, trainables: readonly Trainable[], flat: Flat): Promise<void> {
-    const values = new Float32Array(await gpu.read(flat.params, 4 * flat.n));
-    for (const t of trainables) this.peft.setParamValues(t.name, values.subarray(t.offset, t.offset + t.n));
   }
 }

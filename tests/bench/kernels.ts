@@ -5,14 +5,14 @@
 // - MatMul at transformer shapes: GFLOP/s as a ratio to onnxruntime-web's WebGPU MatMul on the
 //   same shapes, inputs resident on the GPU, outputs left on the GPU, one submission per run.
 import * as ort from 'onnxruntime-web/webgpu';
-import { Plan, type PlanGraph, type PlanNode } from '../../src/compile/plan.js';
+import { Plan } from '../../src/compile/plan.js';
 import { copyProgram } from '../../src/gpu/copy.js';
 import type { GpuContext } from '../../src/gpu/device.js';
-import { sizeOf } from '../../src/gpu/kernel.js';
-import { setIA3Tuning } from '../../src/ops/ia3.js';
-import type { Attrs, TensorType } from '../../src/ops/types.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import type { PlanGraph, PlanNode } from '../../src/ir/static-graph.js';
+import { sizeOf, type TensorType } from '../../src/ir/tensor.js';
 import { singleOpModel } from '../util/onnx-build.js';
-import { type BenchContext, median, round, timeAsync } from './harness.js';
+import { median, round, timeAsync, type BenchContext } from './harness.js';
 
 const f32 = (dims: number[]): TensorType => ({ dtype: 'float32', dims });
 
@@ -92,8 +92,7 @@ export async function kernelSuite({ gpu, quick, rows, log }: BenchContext): Prom
     pass.end();
   };
 
-  // Lowerings see no GpuContext: the IA3 tuning is set for this adapter before planning.
-  const previousTuning = setIA3Tuning({ softwareAdapter });
+  // Plans lower for the device's traits: the IA3 tiling of this adapter.
   const fwd = await singleNodePlan(gpu, 'IA3Scale', [{ name: 'x', type: f32([R, C]) }, { name: 'l', type: f32([C, 1]), resident: true }], [{ name: 'y', type: f32([R, C]) }]);
   const bwd = await singleNodePlan(
     gpu,
@@ -101,7 +100,6 @@ export async function kernelSuite({ gpu, quick, rows, log }: BenchContext): Prom
     [{ name: 'dy', type: f32([R, C]) }, { name: 'x', type: f32([R, C]) }, { name: 'l', type: f32([C, 1]), resident: true }],
     [{ name: 'dx', type: f32([R, C]) }, { name: 'dl', type: f32([C, 1]) }],
   );
-  setIA3Tuning(previousTuning);
 
   // Copy, forward and backward take turns trial by trial, and each ratio is the median of per-trial
   // ratios: on a shared machine a load change then hits the baseline and the kernel alike, instead

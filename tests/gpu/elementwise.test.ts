@@ -2,10 +2,11 @@
 // broadcasting of either side, both sides and scalars, the vec4 fast path and the strided path,
 // rank 8 after coalescing, and a grid folded past 65535 workgroups.
 import { describe, expect, it } from 'vitest';
+import type { DataType } from '../../src/ir/dtype.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { fromGpuBytes, toGpuArray, tensor, type RefTensor } from '../../src/ir/tensor.js';
 import { elementwiseOps, elementwiseProgram, planBroadcast } from '../../src/ops/elementwise.js';
-import { context, fromGpuBytes, runOnGpu, runReference, toGpuArray } from '../../src/ops/execute.js';
-import type { Attrs, DataType, RefTensor } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { getGpu } from '../util/gpu.js';
 import { expectClose, randomInts, randomTensor, rng, type Tolerance } from '../util/tensors.js';
 

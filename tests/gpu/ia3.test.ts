@@ -3,12 +3,13 @@
 // PEFT's (C,1) and (1,C) layouts, with and without dx. Every check runs under both tilings: the GPU
 // one (row groups summed by a workgroup tree) and the software-adapter one (one row group, no
 // barrier, few long chunks), whichever adapter runs the tests.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { grid, type Program } from '../../src/gpu/kernel.js';
-import { context, fromGpuBytes, runOnGpu, runReference, toGpuArray } from '../../src/ops/execute.js';
-import { ia3Ops, ia3Tiling, setIA3Tuning, type IA3Tuning } from '../../src/ops/ia3.js';
-import type { BufferRef, LoweringSteps, RefTensor, ValueInfo } from '../../src/ops/types.js';
-import { sizeOf } from '../../src/ops/util.js';
+import { fromGpuBytes, toGpuArray, sizeOf, type RefTensor, type ValueInfo } from '../../src/ir/tensor.js';
+import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
+import { deviceTraits } from '../../src/gpu/traits.js';
+import { ia3Ops, ia3Tiling } from '../../src/ops/ia3.js';
+import type { BufferRef, LoweringSteps } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
 import { expectClose, randomTensor } from '../util/tensors.js';
 
@@ -53,9 +54,6 @@ const CASES: Case[] = [];
   CASES.push({ lead: [2, 2049], C: 36, nl: 4, colShape: false });
 }
 
-const ctxScale = context('IA3Scale', 'ia3');
-const ctxGrad = context('IA3ScaleGrad', 'ia3_grad');
-
 /**
  * Runs a lowering with every dispatch folded into a 2-D grid that overshoots the workgroup count,
  * as `grid()` does past 65535 on a real GPU: checks that the kernels ignore the extra workgroups.
@@ -90,13 +88,10 @@ async function runFolded(
 
 for (const softwareAdapter of [false, true]) {
   describe(`IA3 on the GPU, ${softwareAdapter ? 'software-adapter' : 'GPU'} tiling`, () => {
-    let previous: IA3Tuning;
-    beforeAll(() => {
-      previous = setIA3Tuning({ softwareAdapter });
-    });
-    afterAll(() => {
-      setIA3Tuning(previous);
-    });
+    // The tiling under test is chosen by the device traits of the lowering context.
+    const device = deviceTraits({ software: softwareAdapter });
+    const ctxScale = context('IA3Scale', 'ia3', 17, device);
+    const ctxGrad = context('IA3ScaleGrad', 'ia3_grad', 17, device);
 
     describe('IA3Scale (GPU)', () => {
       it('matches the reference over rows × C × vectors × layouts', async () => {
@@ -153,7 +148,7 @@ for (const softwareAdapter of [false, true]) {
         const dy = randomTensor([rows, C], 12);
         const l = randomTensor([C, 1], 13);
         const info = (t: RefTensor): ValueInfo => ({ dtype: t.dtype, dims: t.dims });
-        expect(ia3Tiling(rows, C, 8).tiles).toBeGreaterThan(3);
+        expect(ia3Tiling(rows, C, 8, softwareAdapter).tiles).toBeGreaterThan(3);
 
         const fwd = (IA3Scale.gpu as Exclude<typeof IA3Scale.gpu, 'fold'>)([x, l].map(info), [], {}, ctxScale) as LoweringSteps;
         const [y] = await runFolded(fwd, [x, l], [[rows, C]]);

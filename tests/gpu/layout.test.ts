@@ -3,10 +3,11 @@
 // the awkward corners (Slice clamping and negative steps, uneven Split, empty regions, the tiled
 // transpose on a 513x769 matrix).
 import { describe, expect, it } from 'vitest';
-import { fromGpuBytes, runOnGpu, runReference, toGpuArray } from '../../src/ops/execute.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { fromGpuBytes, toGpuArray, sizeOf, tensor, type RefTensor } from '../../src/ir/tensor.js';
+import { runOnGpu, runReference } from '../../src/ops/execute.js';
 import { layoutOps, sliceGradAttrs } from '../../src/ops/layout.js';
-import type { Attrs, BufferRef, OpContext, OpDef, RefTensor } from '../../src/ops/types.js';
-import { sizeOf, tensor } from '../../src/ops/util.js';
+import type { BufferRef, OpContext, OpDef } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
 import { randomInts, randomTensor, rng } from '../util/tensors.js';
 
@@ -33,7 +34,7 @@ async function runLowered(def: OpDef, inputs: (RefTensor | undefined)[], attrs: 
   const infos = inputs.map((t, i) => (t === undefined ? undefined : { dtype: t.dtype, dims: t.dims, ...(constants.has(i) ? { value: t } : {}) }));
   const outTypes = def.shape(infos, attrs, ctx);
   if (def.gpu === 'fold') throw new Error(`${ctx.opType} is a fold op`);
-  const lowering = def.gpu(infos, outTypes, attrs, ctx);
+  const lowering = def.gpu(infos, outTypes, attrs, { ...ctx, device: gpu.traits });
   if ('alias' in lowering) return runOnGpu(gpu, def, inputs, attrs, ctx, constants);
   const pool = gpu.buffers;
   const held: GPUBuffer[] = [];

@@ -4,10 +4,11 @@
 // omits the count output.
 import { describe, expect, it } from 'vitest';
 import { grid } from '../../src/gpu/kernel.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { tensor, type RefTensor } from '../../src/ir/tensor.js';
 import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { lossOps as ops } from '../../src/ops/loss.js';
-import type { Attrs, OpContext, OpDef, RefTensor } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import type { OpContext, OpDef } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
 import { expectClose, randomInts, randomTensor } from '../util/tensors.js';
 

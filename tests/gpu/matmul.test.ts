@@ -2,9 +2,11 @@
 // 1, primes, non-multiples of the tiles, K = 1, large K), both kernels (tiled and small-M), every
 // tile configuration, batch broadcasting of either operand, every transpose, and every fused input.
 import { describe, expect, it } from 'vitest';
-import { context, fromGpuBytes, runOnGpu, runReference, toGpuArray } from '../../src/ops/execute.js';
-import { lowerMatmul, MATMUL_TILES, type MatmulTile, matmulOps, setMatmulTuning, SOFTWARE_TILE } from '../../src/ops/matmul.js';
-import type { Attrs, BufferRef, LoweringSteps, OpDef, RefTensor } from '../../src/ops/types.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { fromGpuBytes, toGpuArray, type RefTensor } from '../../src/ir/tensor.js';
+import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
+import { lowerMatmul, MATMUL_TILES, matmulOps, SOFTWARE_TILE, type MatmulTile } from '../../src/ops/matmul.js';
+import type { BufferRef, LoweringSteps, OpDef } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
 import { expectClose, randomTensor } from '../util/tensors.js';
 
@@ -23,11 +25,13 @@ function rand(dims: number[]): RefTensor {
   return randomTensor(dims, seed++);
 }
 
-/** The kernel the lowering picks, to make sure each test exercises the path it names. */
-function kernelOf(op: OpDef, inputs: (RefTensor | undefined)[], attrs: Attrs, name: string): string {
+/** The kernel the lowering picks (with `tile` forced, if given), to make sure each test exercises the path it names. */
+function kernelOf(op: OpDef, inputs: (RefTensor | undefined)[], attrs: Attrs, name: string, tile?: MatmulTile): string {
   const infos = inputs.map((t) => (t ? { dtype: t.dtype, dims: t.dims } : undefined));
   const ctx = context(name);
-  const low = (op.gpu as Exclude<OpDef['gpu'], 'fold'>)(infos, op.shape(infos, attrs, ctx), attrs, ctx) as LoweringSteps;
+  const low = tile
+    ? lowerMatmul(name as 'FusedMatMul', infos, attrs, ctx, { tile })
+    : ((op.gpu as Exclude<OpDef['gpu'], 'fold'>)(infos, op.shape(infos, attrs, ctx), attrs, ctx) as LoweringSteps);
   return low.steps
     .map((s) => {
       const o = s.program.overrides ?? {};
@@ -121,7 +125,7 @@ describe('MatMul on the GPU', () => {
       const op = matmulOps[name as 'MatMul'];
       const ctx = context(name);
       const infos = ins.map((t) => (t ? { dtype: t.dtype, dims: t.dims } : undefined));
-      const low = lowerMatmul(name as 'MatMul', infos, attrs, ctx, 2);
+      const low = lowerMatmul(name as 'MatMul', infos, attrs, ctx, { maxWorkgroupsPerDim: 2 });
       expect(low.steps.length).toBeGreaterThan(1);
       for (const s of low.steps) expect(Math.max(...s.program.workgroups)).toBeLessThanOrEqual(2);
       const expected = runReference(op, ins, attrs, ctx)[0]!;
@@ -209,14 +213,9 @@ describe('FusedMatMul on the GPU', () => {
     }
     // Compile every pipeline at once: compiles dominate this test on a software adapter.
     const lowerings = runs.map((r) => {
-      const previous = setMatmulTuning({ tile: r.tile });
-      try {
-        expect(kernelOf(Fused, r.ins, r.attrs, 'FusedMatMul'), r.what).toBe(r.path);
-        const infos = r.ins.map((t) => (t ? { dtype: t.dtype, dims: t.dims } : undefined));
-        return lowerMatmul('FusedMatMul', infos, r.attrs, context('FusedMatMul'));
-      } finally {
-        setMatmulTuning(previous);
-      }
+      expect(kernelOf(Fused, r.ins, r.attrs, 'FusedMatMul', r.tile), r.what).toBe(r.path);
+      const infos = r.ins.map((t) => (t ? { dtype: t.dtype, dims: t.dims } : undefined));
+      return lowerMatmul('FusedMatMul', infos, r.attrs, context('FusedMatMul'), { tile: r.tile });
     });
     await Promise.all(lowerings.flatMap((l) => l.steps.map((s) => gpu.pipelines.get(s.program))));
     for (const [i, r] of runs.entries()) {

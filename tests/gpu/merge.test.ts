@@ -14,7 +14,8 @@ import { downloadAdapter, loadModel, MergeError, type Model, type TensorData } f
 import { decodeOnnx } from '../../src/onnx/decode.js';
 import { IA3Config } from '../../src/peft/config.js';
 import { mergeSteps, scaleCpu } from '../../src/peft/merge.js';
-import { getPeftModel, vectorName, type PeftModel } from '../../src/peft/model.js';
+import { getPeftModel, type PeftModel } from '../../src/peft/model.js';
+import { vectorName } from '../../src/peft/adapter.js';
 import { getGpu } from '../util/gpu.js';
 import { closeness } from '../util/tensors.js';
 

@@ -2,11 +2,12 @@
 // of 1, primes, multiples and non-multiples of 4 (vec4 and scalar paths), rows longer than a
 // workgroup, more rows than one workgroup holds, strided axes, broadcast masks and −∞ rows.
 import { describe, expect, it } from 'vitest';
+import { grid } from '../../src/gpu/kernel.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { tensor, type RefTensor } from '../../src/ir/tensor.js';
 import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { normalizationOps as ops } from '../../src/ops/normalization.js';
-import { grid } from '../../src/gpu/kernel.js';
-import type { Attrs, OpDef, RefTensor } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import type { OpDef } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
 import { closeness, expectClose, randomTensor, type Tolerance } from '../util/tensors.js';
 

@@ -2,10 +2,11 @@
 // scattered axes, keepdims, opset-dependent axes, int dtypes, the split path for long runs,
 // ArgMax ties, CumSum in all four modes, SumToShape, forced tiles and grids folded past 65535.
 import { describe, expect, it } from 'vitest';
+import type { DataType } from '../../src/ir/dtype.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { fromGpuBytes, toGpuArray, tensor, type RefTensor } from '../../src/ir/tensor.js';
+import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { planReduce, reduceOps, reduceProgram, scanProgram } from '../../src/ops/reduce.js';
-import { context, fromGpuBytes, runOnGpu, runReference, toGpuArray } from '../../src/ops/execute.js';
-import type { Attrs, DataType, RefTensor } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
 import { getGpu } from '../util/gpu.js';
 import { expectClose, randomInts, randomTensor, type Tolerance } from '../util/tensors.js';
 

@@ -3,9 +3,10 @@
 // scalar path, cos/sin broadcast as [T, D], [B, 1, T, D], [T, 1] and full, and folded grids.
 import { describe, it } from 'vitest';
 import { grid } from '../../src/gpu/kernel.js';
+import type { RefTensor } from '../../src/ir/tensor.js';
 import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { rotaryOps as ops } from '../../src/ops/rotary.js';
-import type { OpDef, RefTensor } from '../../src/ops/types.js';
+import type { OpDef } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
 import { expectClose, randomTensor } from '../util/tensors.js';
 

@@ -14,13 +14,17 @@ import { describe, expect, it } from 'vitest';
 import { extendGraph, type GraphBuilder } from '../../src/autograd/builder.js';
 import { buildBackward, gradName, type BackwardGraph } from '../../src/autograd/grad.js';
 import { InputError, UnsupportedOpError } from '../../src/errors.js';
+import type { GpuContext } from '../../src/gpu/device.js';
+import { DEFAULT_TRAITS } from '../../src/gpu/traits.js';
+import { normDomain, type Graph } from '../../src/ir/graph.js';
+import type { SpecNode, SpecializedGraph } from '../../src/ir/static-graph.js';
+import { sizeOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../../src/ir/tensor.js';
+import { Model } from '../../src/model.js';
 import { decodeOnnx } from '../../src/onnx/decode.js';
 import { runReferenceGraph } from '../../src/onnx/executor.js';
-import { normDomain, type Graph } from '../../src/onnx/graph.js';
-import { specialize, type SpecNode, type SpecializedGraph } from '../../src/onnx/specialize.js';
+import { specialize } from '../../src/onnx/specialize.js';
 import { OPS, type OpType } from '../../src/ops/registry.js';
-import type { OpDef, RefTensor, TensorType, ValueInfo } from '../../src/ops/types.js';
-import { sizeOf, tensor } from '../../src/ops/util.js';
+import type { OpDef } from '../../src/ops/types.js';
 import { closeness, dot, randomInts, randomTensor } from '../util/tensors.js';
 
 const H = 1e-5;
@@ -114,7 +118,7 @@ function expectLowerable(graph: SpecializedGraph, from: number): void {
       const value = graph.constants.get(v);
       return value ? { ...graph.types.get(v)!, value } : graph.types.get(v)!;
     });
-    const ctx = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length };
+    const ctx = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length, device: DEFAULT_TRAITS };
     def.gpu(infos, node.outputs.map((o) => graph.types.get(o)!), node.attrs, ctx);
   }
 }
@@ -478,5 +482,50 @@ describe('edge cases and errors', () => {
     expectNear(out[gradName('x')]!.data, want, 'd/dx Σ exp(x) + sin(x) + xy');
     expect(bw.summary.nodeCounts.Add).toBe(2); // three contributions to dx
     expect(sizeOf(out[gradName('x')]!.dims)).toBe(6);
+  });
+});
+
+// FusedMatMul is emitted by fusion after the backward pass, so the ONNX pipeline never
+// differentiates it; a graph built in code may hold one before differentiation, and then its VJP
+// rule (IA3 input and output scales included) is what the public Model API runs.
+describe('FusedMatMul with IA3 scales, differentiated through Model', () => {
+  it('gives the scales and the weight the gradients of finite differences', () => {
+    const x = randomTensor([2, 3, 4], 41);
+    const init = (name: string, t: RefTensor) => ({ name, dtype: 'float32' as const, dims: t.dims, data: Float32Array.from(t.data) });
+    const values: Record<string, RefTensor> = { W: randomTensor([4, 5], 42), b: randomTensor([5], 43), sIn: randomTensor([4], 44, 0.5, 1.5), sOut: randomTensor([5], 45, 0.5, 1.5) };
+    const graphWith = (v: Record<string, RefTensor>): Graph => ({
+      name: 'fused',
+      opsets: new Map([['', 17], ['ia3', 1]]),
+      irVersion: 8,
+      producer: 'test',
+      inputs: [{ name: 'x', dtype: 'float32', dims: [2, 3, 4] }],
+      outputs: [{ name: 'loss', dtype: 'float32', dims: [] }],
+      initializers: new Map(Object.entries(v).map(([k, t]) => [k, init(k, t)])),
+      nodes: [
+        { name: 'mm', opType: 'FusedMatMul', domain: 'ia3', inputs: ['x', 'W', 'b', 'sIn', 'sOut'], outputs: ['y'], attrs: {} },
+        { name: 'sq', opType: 'Mul', domain: '', inputs: ['y', 'y'], outputs: ['y2'], attrs: {} },
+        { name: 'sum', opType: 'ReduceSum', domain: '', inputs: ['y2'], outputs: ['loss'], attrs: { keepdims: 0 } },
+      ],
+    });
+    // Lossless f32 inputs: the f32 initializers then hold exactly the values perturbed below.
+    for (const t of Object.values(values)) t.data.set(Float32Array.from(t.data));
+    const model = new Model({} as GpuContext, graphWith(values), undefined, [], undefined);
+    const feeds = { x: { data: Float32Array.from(x.data), dims: [...x.dims] } };
+    const wrt = ['sIn', 'sOut', 'W'];
+    const { gradients } = model.lossAndGradientsReference(feeds, 'loss', wrt);
+    const lossAt = (name: string, t: RefTensor): number => {
+      const m = new Model({} as GpuContext, graphWith({ ...values, [name]: t }), undefined, [], undefined);
+      return m.runReference(feeds).loss!.data[0]!;
+    };
+    for (const name of wrt) {
+      const g = gradients.get(name)!;
+      const dir = randomTensor(values[name]!.dims, 50);
+      const shifted = (h: number): RefTensor => ({ ...values[name]!, data: values[name]!.data.map((v, i) => v + h * dir.data[i]!) });
+      // The loss is quadratic in each of them: a central difference is exact at any step, and a
+      // large step keeps the float32 rounding of the shifted values negligible.
+      const numeric = (lossAt(name, shifted(0.25)) - lossAt(name, shifted(-0.25))) / 0.5;
+      const analytic = g.reduce((s, v, i) => s + v * dir.data[i]!, 0);
+      expect(Math.abs(analytic - numeric), name).toBeLessThan(1e-5 * (1 + Math.abs(numeric)));
+    }
   });
 });

@@ -6,14 +6,15 @@
 import { describe, expect, it } from 'vitest';
 import { extendGraph } from '../../src/autograd/builder.js';
 import { buildBackward, gradName } from '../../src/autograd/grad.js';
-import type { Graph } from '../../src/onnx/graph.js';
+import { FLOAT_TYPES } from '../../src/ir/dtype.js';
+import type { Graph, Attrs } from '../../src/ir/graph.js';
+import type { SpecializedGraph } from '../../src/ir/static-graph.js';
+import { tensor, type RefTensor, type TensorType, type ValueInfo } from '../../src/ir/tensor.js';
 import { runReferenceGraph } from '../../src/onnx/executor.js';
-import type { SpecializedGraph } from '../../src/onnx/specialize.js';
 import { OPS, type OpType } from '../../src/ops/registry.js';
-import type { Attrs, OpDef, RefTensor, TensorType, ValueInfo } from '../../src/ops/types.js';
-import { FLOAT_TYPES } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import type { OpDef } from '../../src/ops/types.js';
 import { closeness, randomTensor, rng } from '../util/tensors.js';
+import { DEFAULT_TRAITS } from '../../src/gpu/traits.js';
 
 interface In {
   t: RefTensor;
@@ -156,7 +157,7 @@ function expectLowerable(graph: SpecializedGraph, from: number): void {
       const value = graph.constants.get(v);
       return value ? { ...graph.types.get(v)!, value } : graph.types.get(v)!;
     });
-    const ctx = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length };
+    const ctx = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length, device: DEFAULT_TRAITS };
     if (def.gpu !== 'fold') def.gpu(infos, node.outputs.map((o) => graph.types.get(o)!), node.attrs, ctx);
   }
 }

@@ -4,10 +4,11 @@
 import { describe, expect, it } from 'vitest';
 import wgsl from '../../shaders/elementwise.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import type { DataType } from '../../src/ir/dtype.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { tensor, type RefTensor } from '../../src/ir/tensor.js';
 import { EW_OP, castValue, elementwiseOps, elementwiseProgram, erf, erfc, f16round, planBroadcast } from '../../src/ops/elementwise.js';
 import { context, runReference } from '../../src/ops/execute.js';
-import type { Attrs, DataType, RefTensor } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
 import { dot, expectClose, numericGradient, randomTensor } from '../util/tensors.js';
 
 type Op = keyof typeof elementwiseOps;

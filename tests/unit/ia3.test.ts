@@ -2,10 +2,12 @@
 // shape rules and their errors, and the tilings the GPU lowering picks (GPU and software adapter).
 import { describe, expect, it } from 'vitest';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import { tensor, type RefTensor, type TensorType, type ValueInfo } from '../../src/ir/tensor.js';
 import { context, runReference } from '../../src/ops/execute.js';
-import { getIA3Tuning, ia3Ops, ia3Tiling, setIA3Tuning } from '../../src/ops/ia3.js';
-import type { LoweringSteps, RefTensor, TensorType, ValueInfo } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import { grid } from '../../src/gpu/kernel.js';
+import { DEFAULT_TRAITS, deviceTraits } from '../../src/gpu/traits.js';
+import { ia3Ops, ia3Tiling } from '../../src/ops/ia3.js';
+import type { LoweringSteps } from '../../src/ops/types.js';
 import { dot, expectClose, numericGradient, randomTensor } from '../util/tensors.js';
 
 const { IA3Scale, IA3ScaleGrad } = ia3Ops;
@@ -131,17 +133,14 @@ describe('IA3 tiling', () => {
     }
   }
 
-  it('follows setIA3Tuning, which returns the previous tuning', () => {
-    expect(getIA3Tuning()).toEqual({ softwareAdapter: false });
-    const before = setIA3Tuning({ softwareAdapter: true });
-    try {
-      expect(before).toEqual({ softwareAdapter: false });
-      expect(getIA3Tuning()).toEqual({ softwareAdapter: true });
-      expect(ia3Tiling(16384, 1024, 8)).toEqual(ia3Tiling(16384, 1024, 8, true));
-    } finally {
-      setIA3Tuning(before);
-    }
-    expect(ia3Tiling(16384, 1024, 8)).toEqual(ia3Tiling(16384, 1024, 8, false));
+  it('follows the device traits of the lowering context (a hardware adapter by default)', () => {
+    expect(context('IA3ScaleGrad').device).toEqual(DEFAULT_TRAITS);
+    expect(DEFAULT_TRAITS.software).toBe(false);
+    const info = (dims: number[]): ValueInfo => ({ dtype: 'float32', dims });
+    const ins = [info([16384, 1024]), info([16384, 1024]), info([1024, 1])];
+    const lower = (device = DEFAULT_TRAITS) => ((IA3ScaleGrad.gpu as Exclude<typeof IA3ScaleGrad.gpu, 'fold'>)(ins, [], {}, { ...ctxGrad, device }) as LoweringSteps).steps[0]!.program;
+    expect(lower(deviceTraits({ software: true })).workgroups).toEqual(grid(ia3Tiling(16384, 1024, 8, true).tiles));
+    expect(lower().workgroups).toEqual(grid(ia3Tiling(16384, 1024, 8, false).tiles));
   });
 
   it('lowers the backward to one fused pass plus one finishing pass per vector', () => {
@@ -162,20 +161,16 @@ describe('IA3 tiling', () => {
 
   it('lowers without any workgroup tree, in few workgroups, on a software adapter', () => {
     const info = (dims: number[]): ValueInfo => ({ dtype: 'float32', dims });
-    const before = setIA3Tuning({ softwareAdapter: true });
-    try {
-      const ins = [info([4096, 1024]), info([4096, 1024]), info([1024, 1]), info([1, 1024])];
-      const bwd = (IA3ScaleGrad.gpu as Exclude<typeof IA3ScaleGrad.gpu, 'fold'>)(ins, [], {}, ctxGrad) as LoweringSteps;
-      expect(bwd.steps.map((s) => s.program.kernel.name)).toEqual(['ia3_scale_grad_v4', 'ia3_scale_grad_finish', 'ia3_scale_grad_finish']);
-      expect(bwd.steps.map((s) => s.program.overrides!['RT'])).toEqual([1, 1, 1]);
-      expect(bwd.steps[0]!.program.workgroups).toEqual([32, 1, 1]);
-      // The partials buffer holds one row per chunk: 8 chunks × 4 column blocks here.
-      expect(bwd.temps).toEqual([4 * 8 * 1024]);
-      const fwd = (IA3Scale.gpu as Exclude<typeof IA3Scale.gpu, 'fold'>)([info([4096, 1024]), info([1024])], [], {}, ctxScale) as LoweringSteps;
-      expect(fwd.steps[0]!.program.overrides).toMatchObject({ RT: 1 });
-      expect(fwd.steps[0]!.program.workgroups).toEqual([32, 1, 1]);
-    } finally {
-      setIA3Tuning(before);
-    }
+    const software = deviceTraits({ software: true });
+    const ins = [info([4096, 1024]), info([4096, 1024]), info([1024, 1]), info([1, 1024])];
+    const bwd = (IA3ScaleGrad.gpu as Exclude<typeof IA3ScaleGrad.gpu, 'fold'>)(ins, [], {}, { ...ctxGrad, device: software }) as LoweringSteps;
+    expect(bwd.steps.map((s) => s.program.kernel.name)).toEqual(['ia3_scale_grad_v4', 'ia3_scale_grad_finish', 'ia3_scale_grad_finish']);
+    expect(bwd.steps.map((s) => s.program.overrides!['RT'])).toEqual([1, 1, 1]);
+    expect(bwd.steps[0]!.program.workgroups).toEqual([32, 1, 1]);
+    // The partials buffer holds one row per chunk: 8 chunks × 4 column blocks here.
+    expect(bwd.temps).toEqual([4 * 8 * 1024]);
+    const fwd = (IA3Scale.gpu as Exclude<typeof IA3Scale.gpu, 'fold'>)([info([4096, 1024]), info([1024])], [], {}, { ...ctxScale, device: software }) as LoweringSteps;
+    expect(fwd.steps[0]!.program.overrides).toMatchObject({ RT: 1 });
+    expect(fwd.steps[0]!.program.workgroups).toEqual([32, 1, 1]);
   });
 });

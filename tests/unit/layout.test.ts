@@ -6,19 +6,22 @@ import { onnx } from 'onnx-proto';
 import * as ort from 'onnxruntime-web';
 import { describe, expect, it } from 'vitest';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import type { DataType } from '../../src/ir/dtype.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { tensor, type RefTensor, type ValueInfo } from '../../src/ir/tensor.js';
 import { runReference } from '../../src/ops/execute.js';
-import { layoutOps, normalizeSlice, reshapeDims, sliceGradAttrs } from '../../src/ops/layout.js';
 import { reducePermutation, simplifyMap, stridedProgram, transposeProgram } from '../../src/ops/layout-kernels.js';
-import type { Attrs, DataType, Inputs, OpContext, OpDef, RefTensor, ValueInfo } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import { layoutOps, normalizeSlice, reshapeDims, sliceGradAttrs } from '../../src/ops/layout.js';
+import type { Inputs, OpDef, LoweringContext } from '../../src/ops/types.js';
 import { dot, expectClose, numericGradient, randomInts, randomTensor } from '../util/tensors.js';
+import { DEFAULT_TRAITS } from '../../src/gpu/traits.js';
 
 type Op = keyof typeof layoutOps;
 const INT64_MAX = 9223372036854775807;
 const INT64_MIN = -9223372036854775808;
 
-function ctxOf(opType: string, opset = 17, numOutputs?: number): OpContext {
-  const ctx: OpContext & { numOutputs?: number } = { opType, nodeName: `${opType}_node`, opset };
+function ctxOf(opType: string, opset = 17, numOutputs?: number): LoweringContext {
+  const ctx: LoweringContext & { numOutputs?: number } = { opType, nodeName: `${opType}_node`, opset, device: DEFAULT_TRAITS };
   if (numOutputs !== undefined) ctx.numOutputs = numOutputs;
   return ctx;
 }

@@ -2,10 +2,11 @@
 // all-ignored positions, V = 1, typed errors, and the gradient against finite differences.
 import { describe, expect, it } from 'vitest';
 import { InputError, ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { tensor, type RefTensor } from '../../src/ir/tensor.js';
 import { context, runReference } from '../../src/ops/execute.js';
 import { lossOps as ops } from '../../src/ops/loss.js';
-import type { Attrs, LoweringSteps, RefTensor } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import type { LoweringSteps } from '../../src/ops/types.js';
 import { expectClose, numericGradient, randomInts, randomTensor } from '../util/tensors.js';
 
 function run(op: keyof typeof ops, inputs: RefTensor[], attrs: Attrs = {}): RefTensor[] {

@@ -1,10 +1,13 @@
 // Shape rules, float64 references and lowering choices of MatMul, Gemm and FusedMatMul (no GPU).
 import { describe, expect, it } from 'vitest';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import type { DataType } from '../../src/ir/dtype.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { tensor, type RefTensor, type TensorType } from '../../src/ir/tensor.js';
 import { context, runReference } from '../../src/ops/execute.js';
-import { checkTile, lowerMatmul, MATMUL_TILES, matmulOps, pickTile, setMatmulTuning, SOFTWARE_TILE } from '../../src/ops/matmul.js';
-import type { Attrs, DataType, OpContext, RefTensor, TensorType } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import { DEFAULT_TRAITS, deviceTraits } from '../../src/gpu/traits.js';
+import { checkTile, lowerMatmul, MATMUL_TILES, matmulOps, pickTile, SOFTWARE_TILE } from '../../src/ops/matmul.js';
+import type { OpContext } from '../../src/ops/types.js';
 import { dot, expectClose, numericGradient, randomTensor } from '../util/tensors.js';
 
 const { MatMul, Gemm, FusedMatMul } = matmulOps;
@@ -180,25 +183,22 @@ describe('GPU lowering choices', () => {
   });
 
   it('on a software adapter, picks tiles by padded work: 8×8 blocks unless the padding outweighs them', () => {
-    const previous = setMatmulTuning({ softwareAdapter: true });
-    try {
-      for (const [M, K, N] of [
-        [128, 768, 768],
-        [512, 768, 768],
-        [512, 768, 3072],
-        [512, 3072, 768],
-      ] as const) {
-        const p = lower('MatMul', [M, K], [K, N]).steps[0]!.program;
-        expect(p.overrides).toMatchObject({ WG_X: 8, WG_Y: 8, KT: 16, RM: 8, CN: 8 });
-        expect(p.workgroups).toEqual([N / 64, M / 64, 1]);
-      }
-      // 20×20 pads to 32×32 on the smallest tile but to 64×64 on the software one.
-      expect(lower('MatMul', [20, 8], [8, 20]).steps[0]!.program.overrides).toMatchObject({ WG_X: 8, RM: 4, CN: 4 });
-      expect(pickTile(2048, 2048, 1)).toBe(SOFTWARE_TILE);
-    } finally {
-      setMatmulTuning(previous);
+    const software = deviceTraits({ software: true });
+    const lower = (op: 'MatMul', a: number[], b: number[]) => lowerMatmul(op, [t(a), t(b)], {}, context(op, op, 17, software));
+    for (const [M, K, N] of [
+      [128, 768, 768],
+      [512, 768, 768],
+      [512, 768, 3072],
+      [512, 3072, 768],
+    ] as const) {
+      const p = lower('MatMul', [M, K], [K, N]).steps[0]!.program;
+      expect(p.overrides).toMatchObject({ WG_X: 8, WG_Y: 8, KT: 16, RM: 8, CN: 8 });
+      expect(p.workgroups).toEqual([N / 64, M / 64, 1]);
     }
-    expect(pickTile(512, 768, 1)).toMatchObject({ WG_X: 8, WG_Y: 8, RM: 4, CN: 4 });
+    // 20×20 pads to 32×32 on the smallest tile but to 64×64 on the software one.
+    expect(lower('MatMul', [20, 8], [8, 20]).steps[0]!.program.overrides).toMatchObject({ WG_X: 8, RM: 4, CN: 4 });
+    expect(pickTile(2048, 2048, 1, software)).toBe(SOFTWARE_TILE);
+    expect(pickTile(512, 768, 1, DEFAULT_TRAITS)).toMatchObject({ WG_X: 8, WG_Y: 8, RM: 4, CN: 4 });
   });
 
   it('keeps every tile within the kernel\'s staging constraints and 16 KiB of workgroup memory', () => {
@@ -209,7 +209,7 @@ describe('GPU lowering choices', () => {
     }
     // A K tile that 16 invocations do not split evenly; 16 quads of A per invocation and K tile,
     // more than its 4 staging registers hold.
-    expect(() => setMatmulTuning({ tile: { WG_X: 4, WG_Y: 4, KT: 20, RM: 4, CN: 4, swCost: 1 } })).toThrow(/staging constraints/);
+    expect(() => lowerMatmul('MatMul', [t([64, 64]), t([64, 64])], {}, context('MatMul'), { tile: { WG_X: 4, WG_Y: 4, KT: 20, RM: 4, CN: 4, swCost: 1 } })).toThrow(/staging constraints/);
     expect(() => checkTile({ WG_X: 8, WG_Y: 8, KT: 64, RM: 8, CN: 8, swCost: 1 })).toThrow(/staging constraints/);
   });
 

@@ -3,10 +3,11 @@
 // of its forward reference.
 import { describe, expect, it } from 'vitest';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { tensor, type RefTensor, type TensorType } from '../../src/ir/tensor.js';
 import { context, runReference } from '../../src/ops/execute.js';
 import { normalizationOps as ops } from '../../src/ops/normalization.js';
-import type { Attrs, LoweringSteps, OpDef, RefTensor, TensorType } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
+import type { LoweringSteps, OpDef } from '../../src/ops/types.js';
 import { dot, expectClose, numericGradient, randomTensor } from '../util/tensors.js';
 
 const FD = { rtol: 1e-5, atol: 1e-7 };

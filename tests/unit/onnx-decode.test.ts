@@ -4,10 +4,10 @@ import { readFileSync } from 'node:fs';
 import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { FormatError, InputError, UnsupportedOpError } from '../../src/errors.js';
+import { initializerToRef, topoSort, type Graph, type Node } from '../../src/ir/graph.js';
+import type { RefTensor } from '../../src/ir/tensor.js';
 import { decodeOnnx, externalDataRefs, parseModel, UnsupportedOpsError } from '../../src/onnx/decode.js';
 import { runReferenceModel } from '../../src/onnx/executor.js';
-import { initializerToRef, topoSort, type Graph, type Node } from '../../src/onnx/graph.js';
-import type { RefTensor } from '../../src/ops/types.js';
 import { closeness, rng } from '../util/tensors.js';
 
 const MODELS = ['bert', 'gpt2', 'llama', 'distilbert'] as const;

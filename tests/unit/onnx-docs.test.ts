@@ -2,7 +2,7 @@
 // differs from the generated text, and rewrites it when run with UPDATE_DOCS=1.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { gpuPath, supportedOpsMarkdown } from '../../src/ops/docs.js';
+import { gpuPath, supportedOpsMarkdown } from '../../src/onnx/docs.js';
 import { OPS } from '../../src/ops/registry.js';
 import type { OpDef } from '../../src/ops/types.js';
 

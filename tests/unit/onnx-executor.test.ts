@@ -3,11 +3,12 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { InputError, ShapeError } from '../../src/errors.js';
+import type { RefTensor } from '../../src/ir/tensor.js';
 import { decodeOnnx } from '../../src/onnx/decode.js';
 import { runReferenceGraph, runReferenceModel } from '../../src/onnx/executor.js';
 import { specialize } from '../../src/onnx/specialize.js';
-import type { OpDef, RefTensor } from '../../src/ops/types.js';
 import { OPS } from '../../src/ops/registry.js';
+import type { OpDef } from '../../src/ops/types.js';
 import { expectClose } from '../util/tensors.js';
 
 interface Case {

@@ -5,10 +5,11 @@ import { readFileSync } from 'node:fs';
 import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { InputError, ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import type { Graph, Initializer } from '../../src/ir/graph.js';
+import type { SpecializedGraph } from '../../src/ir/static-graph.js';
 import { decodeOnnx } from '../../src/onnx/decode.js';
-import type { Graph, Initializer } from '../../src/onnx/graph.js';
 import { runReferenceGraph } from '../../src/onnx/executor.js';
-import { specialize, VALUE_LIMIT, type SpecializedGraph } from '../../src/onnx/specialize.js';
+import { specialize, VALUE_LIMIT } from '../../src/onnx/specialize.js';
 import { isOpType, OPS } from '../../src/ops/registry.js';
 import type { OpDef } from '../../src/ops/types.js';
 

@@ -10,27 +10,10 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { FormatError, InputError } from '../../src/errors.js';
-import {
-  IA3Config,
-  IA3_FEEDFORWARD_MODULES_BY_MODEL_TYPE,
-  IA3_TARGET_MODULES_BY_MODEL_TYPE,
-  MAX_CONFIG_BYTES,
-  PEFT_VERSION,
-  pythonFloatRepr,
-  pythonJsonDumps,
-  serializeConfig,
-  type JsonValue,
-} from '../../src/peft/config.js';
-import {
-  NoMatchingModulesError,
-  expandAllLinear,
-  isExcluded,
-  isFeedforward,
-  isModuleToSave,
-  isTargeted,
-  selectModules,
-  translatePythonRegex,
-} from '../../src/peft/match.js';
+import { MAX_CONFIG_BYTES } from '../../src/io/adapter.js';
+import { pythonFloatRepr, pythonJsonDumps, type JsonValue } from '../../src/io/python.js';
+import { IA3Config, IA3_FEEDFORWARD_MODULES_BY_MODEL_TYPE, IA3_TARGET_MODULES_BY_MODEL_TYPE, PEFT_VERSION, serializeConfig } from '../../src/peft/config.js';
+import { NoMatchingModulesError, expandAllLinear, isExcluded, isFeedforward, isModuleToSave, isTargeted, selectModules, translatePythonRegex } from '../../src/peft/match.js';
 import { formatTrainableParameters, ia3ParamCount, pythonFixed } from '../../src/peft/params.js';
 
 const fixture = (path: string): unknown => JSON.parse(readFileSync(new URL(`../fixtures/${path}`, import.meta.url), 'utf8'));

@@ -6,14 +6,15 @@ import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { FormatError, InputError } from '../../src/errors.js';
 import type { GpuContext } from '../../src/gpu/device.js';
+import type { Graph, Initializer } from '../../src/ir/graph.js';
 import { Model, type OnnxFile } from '../../src/model.js';
 import { decodeOnnx } from '../../src/onnx/decode.js';
-import type { Graph, Initializer } from '../../src/onnx/graph.js';
 import { loadOnnx } from '../../src/onnx/load.js';
 import { findModules, detectModelType } from '../../src/onnx/modules.js';
 import { IA3Config } from '../../src/peft/config.js';
 import { checkMergeable, mergeSteps, scaleCpu, unmergeDivisor } from '../../src/peft/merge.js';
-import { getPeftModel, vectorName } from '../../src/peft/model.js';
+import { getPeftModel } from '../../src/peft/model.js';
+import { vectorName } from '../../src/peft/adapter.js';
 import { singleOpModel } from '../util/onnx-build.js';
 
 // Nothing here touches the GPU: adding adapters and exporting run on the CPU copies.

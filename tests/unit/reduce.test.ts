@@ -2,14 +2,15 @@
 // noop_with_empty_axes, empty reductions, ArgMax ties, CumSum modes), the pass planner, shape
 // errors, SumToShape against finite differences of broadcasting, and the WGSL opcode tables.
 import { describe, expect, it } from 'vitest';
-import reduceWgsl from '../../shaders/reduce.wgsl?raw';
 import scanWgsl from '../../shaders/reduce-scan.wgsl?raw';
+import reduceWgsl from '../../shaders/reduce.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import type { DataType } from '../../src/ir/dtype.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { tensor, type RefTensor, type ValueInfo } from '../../src/ir/tensor.js';
 import { elementwiseOps } from '../../src/ops/elementwise.js';
 import { context, runReference } from '../../src/ops/execute.js';
 import { planReduce, RED_OP, reduceOps, SCAN_OP } from '../../src/ops/reduce.js';
-import type { Attrs, DataType, RefTensor, ValueInfo } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
 import { dot, expectClose, numericGradient, randomTensor } from '../util/tensors.js';
 
 type Op = keyof typeof reduceOps;

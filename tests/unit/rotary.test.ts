@@ -3,10 +3,10 @@
 // against finite differences.
 import { describe, expect, it } from 'vitest';
 import { ShapeError, UnsupportedOpError } from '../../src/errors.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import { tensor, type RefTensor } from '../../src/ir/tensor.js';
 import { context, runReference } from '../../src/ops/execute.js';
 import { rotaryOps as ops } from '../../src/ops/rotary.js';
-import type { Attrs, RefTensor } from '../../src/ops/types.js';
-import { tensor } from '../../src/ops/util.js';
 import { dot, expectClose, numericGradient, randomTensor } from '../util/tensors.js';
 
 function run(op: keyof typeof ops, inputs: RefTensor[], attrs: Attrs = {}): RefTensor[] {

@@ -1,8 +1,8 @@
 // Test helpers: seeded random tensors, closeness checks that name the worst element, and
 // central finite differences in float64.
 import { expect } from 'vitest';
-import type { DataType, RefTensor } from '../../src/ops/types.js';
-import { sizeOf, tensor } from '../../src/ops/util.js';
+import type { DataType } from '../../src/ir/dtype.js';
+import { sizeOf, tensor, type RefTensor } from '../../src/ir/tensor.js';
 import { mulberry32 } from '../../src/train/data.js';
 
 /** Seeded floats in [0, 1): the trainer's mulberry32, so tests and training share one PRNG. */

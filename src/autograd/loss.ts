@@ -5,10 +5,12 @@
 //   SEQ_CLS    loss = CrossEntropy(logits [batch, num_labels], labels [batch])
 //
 // The loss nodes are ordinary IR nodes (Slice + the fused CrossEntropyLoss kernel), so the same
-// graph runs on the GPU plan and on the float64 CPU executor, and autograd differentiates it.
+// graph runs on the GPU plan and on the float64 CPU executor, and autograd differentiates it. It is
+// a pure rewrite of the graph IR, the head of every backward pass: PeftModel (lossAndGradients) and
+// the Trainer both build on it, so it lives below them.
 
 import { InputError } from '../errors.js';
-import type { Graph, Initializer, Node } from '../onnx/graph.js';
+import type { Graph, Initializer, Node } from '../ir/graph.js';
 
 export type LossTask = 'CAUSAL_LM' | 'SEQ_CLS';
 

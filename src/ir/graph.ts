@@ -1,6 +1,6 @@
-// The graph IR of an imported ONNX model.
+// The graph IR: what an imported ONNX model is, and what every pass above reads and rewrites.
 //
-// A Graph is what decode.ts builds from the protobuf: declared inputs and outputs (symbolic dims
+// A Graph is what onnx/decode.ts builds from the protobuf: declared inputs and outputs (symbolic dims
 // kept as strings), frozen initializers as typed arrays (views into the file bytes wherever the
 // alignment allows, so a large model is not copied), and nodes in topological order with their
 // attributes decoded to the `Attrs` type of the op contract. `Constant` nodes are already folded
@@ -11,8 +11,12 @@
 // is a graph input, an initializer, an earlier node's output, or '' (an omitted optional input).
 
 import { FormatError } from '../errors.js';
-import { sizeOf } from '../gpu/kernel.js';
-import type { Attrs, DataType, RefTensor } from '../ops/types.js';
+import type { DataType } from './dtype.js';
+import { sizeOf, type RefTensor } from './tensor.js';
+
+export type AttrValue = number | string | readonly number[] | readonly string[] | RefTensor;
+/** Node attributes by ONNX attribute name. */
+export type Attrs = Readonly<Record<string, AttrValue>>;
 
 /** Element storage of an initializer. float16 is widened to Float32Array on load. */
 export type InitializerData = Float32Array | Float64Array | Int32Array | BigInt64Array | Int8Array | Uint8Array;
@@ -87,16 +91,6 @@ export function normDomain(domain: string | null | undefined): string {
 /** Opset version of a domain in a graph (ONNX's default of 1 for an undeclared non-default domain). */
 export function opsetOf(graph: Pick<Graph, 'opsets'>, domain: string): number {
   return graph.opsets.get(normDomain(domain)) ?? 1;
-}
-
-/** Converts an IEEE half-precision bit pattern to a number. */
-export function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24; // subnormal
-  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
 
 /** The float64 reference tensor of an initializer (a copy; integer types are exact). */

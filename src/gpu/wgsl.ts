@@ -1,0 +1,82 @@
+// WGSL sources composed from declarations, so what the host and a shader share is written once.
+//
+// Each kernel family's algorithm is a file in shaders/. What it shares with the host is not
+// written there: its uniform structs are generated from the TypeScript declarations the host packs
+// (`KernelDef.uniforms`, laid out by `uniformLayout`), host constants it reads (flag bits) come as
+// WGSL `const`s, and helpers several files use come from the prelude, prepended only to the files
+// that ask for them. A `Shader` is one composed file; its `kernel()` defines a KernelDef over it
+// whose uniforms are one of the file's structs, and records it (tests check every kernel's WGSL
+// interface against its declaration).
+
+import { F32_MAX } from '../ir/dtype.js';
+import { defineKernel, type KernelDef, type UniformField, type UniformType } from './kernel.js';
+
+/** Shared WGSL helpers by name (prepended in this order, each at most once). */
+const PRELUDE = {
+  /** The linear index of a workgroup in a 1-D grid that `grid()` (gpu/kernel.ts) folded into x and y. */
+  grid: 'fn workgroup_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.y * nwg.x + wid.x; }',
+  /** The largest finite f32 (FLT_MAX), from ir/dtype.ts. */
+  f32max: `const F32_MAX: f32 = ${F32_MAX.toExponential()};`,
+} as const;
+
+export type PreludePart = keyof typeof PRELUDE;
+
+export interface ShaderOptions {
+  /** Uniform structs by WGSL name, generated from these declarations. */
+  readonly structs?: Readonly<Record<string, readonly UniformField[]>>;
+  /** Host constants the shader reads, as `const NAME: u32`. */
+  readonly consts?: Readonly<Record<string, number>>;
+  /** Prelude helpers the shader uses. */
+  readonly prelude?: readonly PreludePart[];
+}
+
+/** The WGSL type of a uniform field: a scalar, or `n` values packed as vec4s (one vec4 when n ≤ 4). */
+export function wgslUniformType(t: UniformType): string {
+  if (typeof t === 'string') return t;
+  const quads = Math.ceil(t.length / 4);
+  return quads === 1 ? `vec4<${t.array}>` : `array<vec4<${t.array}>, ${quads}>`;
+}
+
+/** The WGSL struct of a uniform declaration (the layout `uniformLayout` packs). */
+export function uniformStruct(name: string, fields: readonly UniformField[]): string {
+  return `struct ${name} {\n${fields.map(([f, t]) => `  ${f}: ${wgslUniformType(t)},\n`).join('')}}`;
+}
+
+/** Defines a kernel over a shader: its uniform struct named (one of the shader's), not written. */
+export type ShaderKernelDef = Omit<KernelDef, 'source' | 'uniforms' | 'uniformStruct'> & { readonly uniforms?: string };
+
+/** One composed shader file and the kernels defined over it. */
+export class Shader {
+  /** Prelude, host constants and generated structs, then the file's text. */
+  readonly source: string;
+  private readonly defined: KernelDef[] = [];
+
+  constructor(
+    /** The file in shaders/ the text came from. */
+    readonly file: string,
+    text: string,
+    readonly options: ShaderOptions = {},
+  ) {
+    const parts: string[] = [`// ---- composed for shaders/${file}: prelude, host constants, uniform structs`];
+    for (const p of Object.keys(PRELUDE) as PreludePart[]) if (options.prelude?.includes(p)) parts.push(PRELUDE[p]);
+    for (const [name, v] of Object.entries(options.consts ?? {})) parts.push(`const ${name}: u32 = ${v}u;`);
+    for (const [name, fields] of Object.entries(options.structs ?? {})) parts.push(uniformStruct(name, fields));
+    parts.push(`// ---- shaders/${file}`, text);
+    this.source = parts.join('\n');
+  }
+
+  /** The kernels defined over this shader so far. */
+  get kernels(): readonly KernelDef[] {
+    return this.defined;
+  }
+
+  /** A kernel over this shader whose uniform struct is `def.uniforms` (a struct of the shader). */
+  kernel(def: ShaderKernelDef): KernelDef {
+    const struct = def.uniforms;
+    const fields = struct === undefined ? [] : this.options.structs?.[struct];
+    if (!fields) throw new Error(`kernel ${def.name}: shaders/${this.file} declares no uniform struct '${struct}'`);
+    const k = defineKernel({ ...def, source: this.source, uniforms: fields, ...(struct === undefined ? {} : { uniformStruct: struct }) });
+    this.defined.push(k);
+    return k;
+  }
+}

@@ -1,0 +1,81 @@
+// The element types of the IR, in one table from which every other fact about a dtype is read.
+//
+// A DataType is an ONNX element type by its lower-case name. Per dtype the table gives ONNX's
+// TensorProto code (files, Cast's `to`), the bytes per element in a file, how the GPU stores it
+// (float dtypes as f32, integer and bool dtypes as i32: 4 bytes either way; int64 values must fit 32
+// bits there) and whether it is floating point. Nothing else in the tree spells these out again.
+
+/** ONNX tensor element types the toolkit handles (ONNX's names, lower case). */
+export type DataType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool';
+
+/** What the toolkit knows about one dtype. */
+export interface DtypeFacts {
+  /** ONNX TensorProto.DataType code. */
+  readonly onnx: number;
+  /** Bytes per element in an ONNX file (or a safetensors file). */
+  readonly bytes: number;
+  /** Storage class on the GPU. */
+  readonly gpu: 'f32' | 'i32';
+  readonly float: boolean;
+  /** Integer arithmetic runs on it (8-bit integers and bool are only cast and compared). */
+  readonly arithmetic: boolean;
+}
+
+export const DTYPES: { readonly [T in DataType]: DtypeFacts } = {
+  float32: { onnx: 1, bytes: 4, gpu: 'f32', float: true, arithmetic: true },
+  float16: { onnx: 10, bytes: 2, gpu: 'f32', float: true, arithmetic: true },
+  float64: { onnx: 11, bytes: 8, gpu: 'f32', float: true, arithmetic: true },
+  int64: { onnx: 7, bytes: 8, gpu: 'i32', float: false, arithmetic: true },
+  int32: { onnx: 6, bytes: 4, gpu: 'i32', float: false, arithmetic: true },
+  int8: { onnx: 3, bytes: 1, gpu: 'i32', float: false, arithmetic: false },
+  uint8: { onnx: 2, bytes: 1, gpu: 'i32', float: false, arithmetic: false },
+  bool: { onnx: 9, bytes: 1, gpu: 'i32', float: false, arithmetic: false },
+};
+
+const ALL = Object.keys(DTYPES) as DataType[];
+
+/** float32, float16, float64. */
+export const FLOAT_TYPES: ReadonlySet<DataType> = new Set(ALL.filter((t) => DTYPES[t].float));
+/** The integer dtypes (bool is neither a float nor an integer here). */
+export const INT_TYPES: ReadonlySet<DataType> = new Set(ALL.filter((t) => !DTYPES[t].float && t !== 'bool'));
+
+/** Largest finite float32 (FLT_MAX); WGSL sources get it as `F32_MAX` from the prelude. */
+export const F32_MAX = 3.4028234663852886e38;
+
+export function isFloat(dtype: DataType): boolean {
+  return DTYPES[dtype].float;
+}
+
+/** How a dtype is stored on the GPU: 4 bytes per element either way. */
+export function gpuStorage(dtype: DataType): 'f32' | 'i32' {
+  return DTYPES[dtype].gpu;
+}
+
+const BY_CODE = new Map(ALL.map((t) => [DTYPES[t].onnx, t]));
+
+/** The dtype of an ONNX TensorProto.DataType code, or undefined when the toolkit lacks it. */
+export function dtypeFromOnnx(code: number): DataType | undefined {
+  return BY_CODE.get(code);
+}
+
+/** Every TensorProto.DataType name by code, for error messages about the codes the toolkit lacks. */
+const ONNX_NAMES = [
+  'UNDEFINED', 'FLOAT', 'UINT8', 'INT8', 'UINT16', 'INT16', 'INT32', 'INT64', 'STRING', 'BOOL', 'FLOAT16',
+  'DOUBLE', 'UINT32', 'UINT64', 'COMPLEX64', 'COMPLEX128', 'BFLOAT16', 'FLOAT8E4M3FN', 'FLOAT8E4M3FNUZ',
+  'FLOAT8E5M2', 'FLOAT8E5M2FNUZ', 'UINT4', 'INT4',
+];
+
+/** ONNX's name of a TensorProto.DataType code ('unknown' past the table). */
+export function onnxTypeName(code: number): string {
+  return ONNX_NAMES[code] ?? 'unknown';
+}
+
+/** Converts an IEEE half-precision bit pattern to a number. */
+export function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24; // subnormal
+  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}

@@ -1,0 +1,70 @@
+// Static graphs: what the specialiser produces, the autograd extends and a plan is compiled from.
+//
+// A PlanGraph is a graph whose every value has a known TensorType: nodes in topological order,
+// the runtime inputs, the constants lowerings may read at compile time, and the resident tensors
+// (weights, folded constants) a plan uploads once. A SpecializedGraph is a PlanGraph that remembers
+// the Graph and input shapes it came from (onnx/specialize.ts builds it; autograd/ appends to it).
+
+import type { Attrs, Graph } from './graph.js';
+import type { RefTensor, TensorType } from './tensor.js';
+
+/** A node of a plan's graph (after specialisation; topological order). */
+export interface PlanNode {
+  readonly name: string;
+  readonly opType: string;
+  readonly inputs: readonly string[];
+  readonly outputs: readonly string[];
+  readonly attrs: Attrs;
+  readonly opset: number;
+}
+
+/** Resident data the plan uploads once: weights (typed arrays) or folded constants. */
+export type ResidentData = { readonly type: TensorType; readonly data: Float32Array | Int32Array };
+
+/** What a plan is compiled from. */
+export interface PlanGraph {
+  /** Runtime inputs (fed at every execution). */
+  readonly inputs: readonly { readonly name: string; readonly type: TensorType }[];
+  /** Values the caller may read after execution. */
+  readonly outputs: readonly string[];
+  readonly nodes: readonly PlanNode[];
+  /** Static type of every value produced or consumed by a node. */
+  readonly types: ReadonlyMap<string, TensorType>;
+  /** Known constant values (small folded tensors) a lowering may read at compile time. */
+  readonly constants: ReadonlyMap<string, RefTensor>;
+  /** Resident tensors: weights and constants, by value name. */
+  readonly resident: ReadonlyMap<string, ResidentData>;
+  /**
+   * Resident buffers shared with other plans (e.g. the same weights in a forward plan and a
+   * training plan of another shape). Looked up before `resident`; the plan never frees them.
+   */
+  readonly shared?: ReadonlyMap<string, GPUBuffer>;
+}
+
+export interface SpecNode extends PlanNode {
+  readonly domain: string;
+}
+
+export interface SpecializedGraph extends PlanGraph {
+  /** The graph this was specialised from. */
+  readonly source: Graph;
+  /** Cache key: the input shapes. */
+  readonly key: string;
+  /** Runtime inputs the remaining nodes read, with their concrete types. */
+  readonly inputs: readonly { readonly name: string; readonly type: TensorType }[];
+  /** Value names of the graph outputs (the same as `outputNames` unless an output aliases an input or constant). */
+  readonly outputs: readonly string[];
+  /** The graph's output names, in order. */
+  readonly outputNames: readonly string[];
+  readonly nodes: readonly SpecNode[];
+  /** Type of every value the nodes read or write, and of every output. */
+  readonly types: ReadonlyMap<string, TensorType>;
+  /** CPU-known values the nodes read (folded results, small initializers) and constant outputs. */
+  readonly constants: ReadonlyMap<string, RefTensor>;
+  /** Initializers the nodes read (their data stays in `source.initializers`). */
+  readonly weights: readonly string[];
+  /** GPU-storage copies (views for f32 weights) of every non-runtime value the nodes read. */
+  readonly resident: ReadonlyMap<string, ResidentData>;
+  /** Size bound to each symbolic dim. */
+  readonly symbols: Readonly<Record<string, number>>;
+}

@@ -1,0 +1,141 @@
+// Inserting IA3 into the graph IR, and the cache of rewritten models (one per active-adapter set).
+//
+// For the active adapters, a non-feed-forward module's output (after its bias) goes through
+// `IA3Scale(z, l_1, …)`; a feed-forward module's input goes through `IA3Scale(x, l_1, …)` before its
+// MatMul/Gemm. Several active adapters pass several vectors, which the kernel multiplies. Vectors
+// are initializers of the rewritten graph named `ia3::<adapter>::<module path>`, stored with PEFT's
+// shapes ((out, 1) or (1, in), float32); a modules_to_save copy replaces the weight (and bias) its
+// module's own nodes read. The rewrite is pure: it returns a new graph and leaves its input alone.
+//
+// `Variants` keeps the rewritten models of a PeftModel by key (`a+b`, `a+b|merged`, `a+b|loss`):
+// each is the base model `withGraph` the rewritten graph, so they all share the base model's weight
+// store — switching adapters and back compiles no pipeline and uploads no frozen weight.
+
+import { InputError, UnsupportedOpError } from '../errors.js';
+import type { Graph, Initializer, Node } from '../ir/graph.js';
+import type { Model } from '../model.js';
+import type { ModuleInfo } from '../onnx/modules.js';
+import type { Adapter } from './adapter.js';
+
+/** A targeted module with the vectors of every active adapter that targets it. */
+export interface ScaledModule {
+  readonly module: ModuleInfo;
+  readonly feedforward: boolean;
+  readonly vectors: readonly Initializer[];
+}
+
+/** A modules_to_save substitution: the module's nodes read `by` instead of initializer `replace`. */
+export interface SavedCopy {
+  readonly module: ModuleInfo;
+  readonly replace: string;
+  readonly by: Initializer;
+}
+
+/**
+ * Rewrites `graph` with IA3 scale nodes for the given targets (each with the vectors of every
+ * active adapter that targets it, which multiply) and with modules_to_save copies.
+ */
+export function insertIA3(graph: Graph, targets: readonly ScaledModule[], saved: readonly SavedCopy[] = []): Graph {
+  let nodes: Node[] = [...graph.nodes];
+  const initializers = new Map(graph.initializers);
+  // modules_to_save: the module's own nodes read the adapter's trainable copy of each parameter
+  // (other readers of a tied weight keep the frozen original).
+  for (const s of saved) {
+    initializers.set(s.by.name, s.by);
+    const own = new Set([s.module.node, s.module.transpose, s.module.bias?.node].filter((n): n is string => !!n));
+    nodes = nodes.map((n) => (own.has(n.name) && n.inputs.includes(s.replace) ? { ...n, inputs: n.inputs.map((i) => (i === s.replace ? s.by.name : i)) } : n));
+  }
+  const indexOf = (name: string): number => {
+    const i = nodes.findIndex((n) => n.name === name);
+    if (i < 0) throw new InputError(`IA3: node '${name}' not found in the graph`);
+    return i;
+  };
+  for (const t of targets) {
+    if (t.vectors.length === 0) continue;
+    for (const v of t.vectors) initializers.set(v.name, v);
+    const names = t.vectors.map((v) => v.name);
+    const m = t.module;
+    if (t.feedforward) {
+      // Input scale: u = x ⊙ l feeds the MatMul/Gemm in place of x.
+      const at = indexOf(m.node);
+      const mm = nodes[at]!;
+      if (mm.opType === 'Gemm' && mm.attrs.transA === 1) {
+        throw new UnsupportedOpError('Gemm', mm.name, `IA3 feed-forward scaling of module '${m.path}' needs transA = 0`);
+      }
+      const x = mm.inputs[0]!;
+      const u = `${mm.name}/ia3_input`;
+      nodes.splice(at, 1, { name: `${mm.name}/IA3Scale`, opType: 'IA3Scale', domain: 'ia3', inputs: [x, ...names], outputs: [u], attrs: {} }, { ...mm, inputs: [u, ...mm.inputs.slice(1)] });
+    } else {
+      // Output scale after the bias: the producer of the module's output writes a new value that
+      // IA3Scale turns back into the original name, so every reader (and graph outputs) see y·l.
+      const producer = m.bias ? m.bias.node : m.node;
+      const at = indexOf(producer);
+      const p = nodes[at]!;
+      const z = p.outputs[0]!;
+      const pre = `${z}/ia3_pre`;
+      nodes.splice(at, 1, { ...p, outputs: [pre, ...p.outputs.slice(1)] }, { name: `${p.name}/IA3Scale`, opType: 'IA3Scale', domain: 'ia3', inputs: [pre, ...names], outputs: [z], attrs: {} });
+    }
+  }
+  return { ...graph, nodes, initializers };
+}
+
+/** The modules the active adapters scale, each with their vectors in activation order. */
+export function scaledModules(active: readonly string[], adapter: (name: string) => Adapter): ScaledModule[] {
+  const targets = new Map<string, { module: ModuleInfo; feedforward: boolean; vectors: Initializer[] }>();
+  for (const name of active) {
+    const a = adapter(name);
+    for (const t of a.targets) {
+      const entry = targets.get(t.module.path) ?? { module: t.module, feedforward: t.feedforward, vectors: [] };
+      if (entry.feedforward !== t.feedforward) {
+        throw new InputError(`module '${t.module.path}' is feed-forward in one active adapter and not in another`);
+      }
+      const p = a.params.find((x) => x.target === t)!;
+      entry.vectors.push({ name: p.name, dtype: 'float32', dims: [...t.dims], data: p.values });
+      targets.set(t.module.path, entry);
+    }
+  }
+  return [...targets.values()];
+}
+
+/** modules_to_save replacements for the active adapters: the first active adapter's copy wins. */
+export function savedCopies(active: readonly string[], adapter: (name: string) => Adapter): SavedCopy[] {
+  const out = new Map<string, SavedCopy>();
+  for (const a of active) {
+    for (const p of adapter(a).params) {
+      if (!p.saved || out.has(p.saved.initializer)) continue;
+      out.set(p.saved.initializer, { module: p.saved.module, replace: p.saved.initializer, by: { name: p.name, dtype: 'float32', dims: [...p.saved.onnxDims], data: p.values } });
+    }
+  }
+  return [...out.values()];
+}
+
+/** Rewritten models of one base model by key; `a+b` keys list the active adapters before any `|`. */
+export class Variants {
+  private readonly models = new Map<string, Model>();
+
+  constructor(private readonly base: Model) {}
+
+  /** The model for `key`, the base model running `build()`'s graph the first time it is asked for. */
+  get(key: string, build: () => Graph): Model {
+    let m = this.models.get(key);
+    if (!m) {
+      m = this.base.withGraph(build());
+      this.models.set(key, m);
+    }
+    return m;
+  }
+
+  /** Every cached model (each holds its own graph, which shares the base model's initializers). */
+  all(): Model[] {
+    return [...this.models.values()];
+  }
+
+  /** Frees the plans of the variants `drop` selects (by their active adapters) and forgets them. */
+  async release(drop: (adapters: readonly string[]) => boolean = () => true): Promise<void> {
+    for (const [key, m] of this.models) {
+      if (!drop(key.split('|')[0]!.split('+'))) continue;
+      await m.releasePlans();
+      this.models.delete(key);
+    }
+  }
+}

@@ -1,0 +1,264 @@
+// The real-world ONNX fixtures of tests/fixtures/real/ (written by tests/fixtures/generate_real.py)
+// and their onnxruntime-web oracle (tests/fixtures/ort-reference.mjs writes ort_reference.json; the
+// unit test tests/unit/fixtures-real.test.ts re-runs it live). Shared by both: reading the JSON files,
+// feeding a case to onnxruntime-web's WASM backend in Node, the comparison rules.
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-web';
+
+export type JsonDType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'bool';
+
+/** A tensor as the fixture JSON files write it (float32 values exact, float64 to 10 digits). */
+export interface JsonTensor {
+  dtype: JsonDType;
+  dims: number[];
+  data: (number | boolean)[];
+}
+
+/**
+ * 'all'; 'valid_rows': rows (b, i) of an output [batch, seq, ...] whose attention_mask[b, T - seq + i] is 1;
+ * 'valid_keys': entries (b, :, t, :) of a key/value cache [batch, heads, T, head_dim] whose attention_mask[b, t] is 1.
+ */
+export type CompareRule = 'all' | 'valid_rows' | 'valid_keys';
+
+export interface RefCase {
+  name: string;
+  note?: string;
+  inputs: Record<string, JsonTensor>;
+  torch?: Record<string, JsonTensor>;
+  torch_error?: string;
+  compare?: Record<string, CompareRule>;
+}
+
+export interface RefFile {
+  imitates: string;
+  made_by: string;
+  bytes: number;
+  sha256: string;
+  onnx_checker: string;
+  ops: Record<string, number>;
+  torch_reference?: string;
+  torch_tolerance?: { atol: number; rtol: number };
+  cases: RefCase[];
+}
+
+export interface Reference {
+  fixture: string;
+  description: string;
+  files: Record<string, RefFile>;
+}
+
+export interface OrtCase {
+  name: string;
+  outputs?: Record<string, JsonTensor>;
+  error?: string;
+}
+
+export interface OrtFile {
+  status: 'ran' | 'refused';
+  error?: string;
+  cases: OrtCase[];
+  max_abs_diff_vs_torch?: Record<string, number>;
+}
+
+export interface OrtReference {
+  onnxruntime_web: string;
+  backend: string;
+  files: Record<string, OrtFile>;
+}
+
+/** tests/fixtures/real, from the repository root. */
+export function realRoot(repoRoot: string): string {
+  return join(repoRoot, 'tests', 'fixtures', 'real');
+}
+
+/** Fixture folders that hold a reference.json, sorted. */
+export function fixtureNames(root: string): string[] {
+  return readdirSync(root, { withFileTypes: true })
+    .filter((d) => d.isDirectory() && existsSync(join(root, d.name, 'reference.json')))
+    .map((d) => d.name)
+    .sort();
+}
+
+export function readJson<T>(path: string): T {
+  return JSON.parse(readFileSync(path, 'utf8')) as T;
+}
+
+export function sha256(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+/** One onnxruntime-web setting for every run: WASM backend, one thread (deterministic sums). */
+export function configureOrt(): typeof ort {
+  ort.env.wasm.numThreads = 1;
+  ort.env.logLevel = 'error';
+  return ort;
+}
+
+const f16Buf = new DataView(new ArrayBuffer(4));
+
+/** IEEE binary16 bits -> number. */
+export function halfToNumber(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return s * m * 2 ** -24;
+  if (e === 31) return m ? NaN : s * Infinity;
+  return s * (1 + m / 1024) * 2 ** (e - 15);
+}
+
+/** number -> IEEE binary16 bits, round to nearest even (via float32, exact for the fixtures' values). */
+export function numberToHalf(v: number): number {
+  f16Buf.setFloat32(0, v);
+  const x = f16Buf.getUint32(0);
+  const sign = (x >>> 16) & 0x8000;
+  const exp = (x >>> 23) & 0xff;
+  let mant = x & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let half = mant >> shift;
+    const rem = mant & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    if (rem > mid || (rem === mid && half & 1)) half++;
+    return sign | half;
+  }
+  let half = (e << 10) | (mant >> 13);
+  const rem = mant & 0x1fff;
+  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++; // a carry into the exponent is still right
+  return sign | half;
+}
+
+export function toOrtTensor(t: JsonTensor): ort.Tensor {
+  const d = t.data;
+  switch (t.dtype) {
+    case 'float32':
+      return new ort.Tensor('float32', Float32Array.from(d as number[]), t.dims);
+    case 'float16':
+      return new ort.Tensor('float16', Uint16Array.from(d as number[], numberToHalf), t.dims);
+    case 'int64':
+      return new ort.Tensor('int64', BigInt64Array.from(d as number[], (v) => BigInt(v)), t.dims);
+    case 'int32':
+      return new ort.Tensor('int32', Int32Array.from(d as number[]), t.dims);
+    case 'bool':
+      return new ort.Tensor('bool', Uint8Array.from(d as boolean[], (v) => (v ? 1 : 0)), t.dims);
+    default:
+      throw new Error(`no onnxruntime-web input for dtype ${t.dtype}`);
+  }
+}
+
+/** The shortest decimal that reads back as the same float32 (what the Python side writes too). */
+export function shortestFloat32(v: number): number {
+  if (!Number.isFinite(v)) throw new Error(`non-finite value ${v}`);
+  for (let p = 1; p <= 9; p++) {
+    const r = Number(v.toPrecision(p));
+    if (Math.fround(r) === v) return r === 0 ? 0 : r;
+  }
+  return v;
+}
+
+export function fromOrtTensor(t: ort.Tensor): JsonTensor {
+  const dims = [...t.dims];
+  switch (t.type) {
+    case 'float32':
+      return { dtype: 'float32', dims, data: Array.from(t.data as Float32Array, shortestFloat32) };
+    case 'float16': {
+      const raw = t.data as unknown as ArrayLike<number>;
+      const bits = raw instanceof Uint16Array ? raw : Uint16Array.from(raw, numberToHalf);
+      return { dtype: 'float16', dims, data: Array.from(bits, (h) => shortestFloat32(halfToNumber(h))) };
+    }
+    case 'int64':
+      return { dtype: 'int64', dims, data: Array.from(t.data as BigInt64Array, (v) => Number(v)) };
+    case 'int32':
+      return { dtype: 'int32', dims, data: Array.from(t.data as Int32Array) };
+    case 'bool':
+      return { dtype: 'bool', dims, data: Array.from(t.data as Uint8Array, (v) => v !== 0) };
+    default:
+      throw new Error(`unexpected onnxruntime-web output type ${t.type}`);
+  }
+}
+
+export async function createSession(onnxPath: string): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(readFileSync(onnxPath), { executionProviders: ['wasm'] });
+}
+
+/** Runs one case; every graph output, in the session's order. Errors come back as text. */
+export async function runCase(session: ort.InferenceSession, c: RefCase): Promise<OrtCase> {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const [name, t] of Object.entries(c.inputs)) feeds[name] = toOrtTensor(t);
+  try {
+    const result = await session.run(feeds);
+    const outputs: Record<string, JsonTensor> = {};
+    for (const name of session.outputNames) outputs[name] = fromOrtTensor(result[name]!);
+    return { name: c.name, outputs };
+  } catch (e) {
+    return { name: c.name, error: errorText(e) };
+  }
+}
+
+export function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Element mask of an output under a compare rule (true = compared). */
+export function compareMask(rule: CompareRule, out: JsonTensor, inputs: Record<string, JsonTensor>): boolean[] {
+  const n = out.data.length;
+  if (rule === 'all') return new Array<boolean>(n).fill(true);
+  const mask = inputs['attention_mask'];
+  if (!mask || mask.dims.length !== 2) throw new Error("compare rule 'valid_rows' needs a 2-D attention_mask input");
+  const [b, t] = mask.dims as [number, number];
+  if (rule === 'valid_keys') {
+    const [kb, heads, kt] = out.dims as [number, number, number];
+    if (kb !== b || kt !== t) throw new Error(`cache dims ${out.dims} do not match attention_mask dims ${mask.dims}`);
+    const inner = n / (kb * heads * kt);
+    const keep: boolean[] = [];
+    for (let i = 0; i < kb; i++)
+      for (let h = 0; h < heads; h++)
+        for (let j = 0; j < kt; j++) {
+          const v = Number(mask.data[i * t + j]) === 1;
+          for (let k = 0; k < inner; k++) keep.push(v);
+        }
+    return keep;
+  }
+  const [ob, os] = out.dims as [number, number];
+  if (ob !== b) throw new Error(`output batch ${ob} != attention_mask batch ${b}`);
+  const inner = n / (ob * os);
+  const keep: boolean[] = [];
+  for (let i = 0; i < ob; i++)
+    for (let j = 0; j < os; j++) {
+      const v = Number(mask.data[i * t + (t - os + j)]) === 1;
+      for (let k = 0; k < inner; k++) keep.push(v);
+    }
+  return keep;
+}
+
+/** max |a - b| and the worst tolerance ratio |a - b| / (atol + rtol |b|) over the compared elements. */
+export function diff(
+  a: JsonTensor,
+  b: JsonTensor,
+  keep: boolean[],
+  tol: { atol: number; rtol: number },
+): { maxAbs: number; worst: number; at: number } {
+  if (a.dims.join() !== b.dims.join()) return { maxAbs: Infinity, worst: Infinity, at: -1 };
+  let maxAbs = 0;
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < a.data.length; i++) {
+    if (!keep[i]) continue;
+    const x = Number(a.data[i]);
+    const y = Number(b.data[i]);
+    const d = Math.abs(x - y);
+    const r = Number.isNaN(d) ? Infinity : d / (tol.atol + tol.rtol * Math.abs(y));
+    if (d > maxAbs || Number.isNaN(d)) maxAbs = Number.isNaN(d) ? Infinity : d;
+    if (r > worst) {
+      worst = r;
+      at = i;
+    }
+  }
+  return { maxAbs, worst, at };
+}
