@@ -103,8 +103,9 @@ export function splitModules(s: string): string[] {
 /**
  * Seconds per unit of work, to say how long a preset takes: a training step costs `train` per
  * token of its batch (batch × sequence length), an evaluation `evaluate` per token, a style step
- * `lm` per token. `software` holds the rates measured on SwiftShader on two busy cores (see
- * README.md); the page replaces them with its own after a run.
+ * `lm` per token. `software` holds rates measured on SwiftShader on 2 cores (2026-11-28: 532 s to
+ * train 200 × 8 × 32 tokens, 208 s for 60 × 8 × 32 style tokens); a busy machine runs slower, so
+ * the page replaces them with its own after a run.
  */
 export interface Rates {
   train: number;
