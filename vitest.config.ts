@@ -1,10 +1,12 @@
 // Test projects: `unit` runs in Node (no GPU); `gpu` runs in headless Chromium with a real WebGPU
 // adapter through Playwright. Chromium comes from the system (Debian's package ships SwiftShader,
 // a software Vulkan that exposes a WebGPU adapter); CHROME_PATH overrides it, and without either
-// Playwright's own Chromium is used.
+// Playwright's own Chromium is used. `node` runs the library in Node on Dawn (the `webgpu`
+// package), whose test processes get the Vulkan environment of tests/util/dawn-env.ts at start.
 import { defineConfig } from 'vitest/config';
 import { playwright } from '@vitest/browser-playwright';
 import { chromiumLaunchOptions } from './tests/util/chromium.js';
+import { dawnEnv } from './tests/util/dawn-env.js';
 
 export default defineConfig({
   test: {
@@ -24,6 +26,22 @@ export default defineConfig({
           environment: 'node',
           testTimeout: 300_000,
           hookTimeout: 300_000,
+        },
+      },
+      {
+        test: {
+          name: 'node',
+          include: ['tests/node/**/*.test.ts'],
+          environment: 'node',
+          setupFiles: ['tests/util/node-setup.ts'],
+          // Passed to the test processes when they start: the Vulkan loader's path cannot be set later.
+          env: dawnEnv(),
+          // --expose-gc: a test collects garbage to prove the device outlives the user's references.
+          execArgv: ['--expose-gc'],
+          testTimeout: 300_000,
+          hookTimeout: 300_000,
+          // SwiftShader already uses every core: one file at a time.
+          fileParallelism: false,
         },
       },
       {

@@ -7,13 +7,17 @@
 //   GatherElements:  iteration = the indices' dims; indices contiguous; data offset uses the data
 //                    strides with the gathered axis's stride zeroed; axis_stride = that stride.
 // The host drops dims of 1, so the rank (≤ 8) is what the per-element index arithmetic pays.
-// Indices are i32; a negative index counts from the end of the axis (ONNX), and an index still out
-// of range after that is CLAMPED to [0, axis_dim - 1]: a kernel cannot raise, and clamping keeps
-// the read inside the tensor (the float64 reference throws instead, naming the index).
+// Indices are i32; a negative index counts from the end of the axis (ONNX). An index still out of
+// range after that cannot raise here: float data (POISON = 1) gets a NaN, so nothing computed from
+// it passes for a good value (a training step's loss turns non-finite and is refused), integer data
+// is CLAMPED to [0, axis_dim - 1]; either way the read stays inside the tensor. The index check
+// (shaders/index-check.wgsl) flags the step so the host raises onnxruntime's error, as the float64
+// reference does directly.
 // Consecutive invocations handle consecutive output words, so embedding lookups (inner = hidden
 // size) read and write whole contiguous rows.
 
 override WG: u32 = 256u;
+override POISON: u32 = 0u;
 
 // struct Params: generated from its declaration in src/ops/layout-kernels.ts.
 
@@ -44,6 +48,8 @@ fn main(
   }
   var j = indices[ii];
   if (j < 0) { j += P.axis_dim; }
+  let inside = j >= 0 && j < P.axis_dim;
   j = clamp(j, 0, P.axis_dim - 1);
-  out[i] = data[dd + u32(j) * P.axis_stride];
+  let v = data[dd + u32(j) * P.axis_stride];
+  out[i] = select(v, 0x7fc00000u, POISON == 1u && !inside); // 0x7fc00000: the f32 quiet NaN
 }

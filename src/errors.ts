@@ -1,4 +1,4 @@
-// Typed errors of the toolkit.
+// Typed errors of the toolkit, and its warnings.
 //
 // Every failure a user can cause (a missing WebGPU adapter, a model with an op we do not run, a
 // corrupt file, a tensor of the wrong shape) surfaces as a subclass of IA3Error whose message names
@@ -74,14 +74,39 @@ export class UnsupportedOpError extends IA3Error {
   readonly opType: string;
   readonly nodeName: string;
   readonly opset: number | undefined;
-  constructor(opType: string, nodeName: string, detail: string, opset?: number) {
+  /** The op's domain when it is not ai.onnx (e.g. 'com.microsoft'); '' otherwise. */
+  readonly domain: string;
+  /** The reason, without the op and node the message starts with. */
+  readonly detail: string;
+  constructor(opType: string, nodeName: string, detail: string, opset?: number, domain = '') {
     super(
       'UNSUPPORTED_OP',
-      `${opType} node '${nodeName}'${opset === undefined ? '' : ` (opset ${opset})`}: ${detail}`,
+      `${domain ? `${domain}.` : ''}${opType} node '${nodeName}'${opset === undefined ? '' : ` (opset ${opset})`}: ${detail}`,
     );
     this.opType = opType;
     this.nodeName = nodeName;
     this.opset = opset;
+    this.domain = domain;
+    this.detail = detail;
+  }
+}
+
+/**
+ * An index a gather reads lies outside its axis: onnxruntime fails the run with the same words
+ * ("indices element out of data bounds"). Raised at specialisation for constant indices, by the
+ * CPU executor, and after a GPU step whose index checks flagged (see onnx/index-checks.ts).
+ */
+export class IndexOutOfRangeError extends IA3Error {
+  override readonly name: string = 'IndexOutOfRangeError';
+  readonly opType: string;
+  readonly nodeName: string;
+  constructor(opType: string, nodeName: string, index: number, axisDim: number, detail = '') {
+    super(
+      'INDEX_OUT_OF_RANGE',
+      `${opType} node '${nodeName}': indices element out of data bounds, idx=${index} must be within the inclusive range [${-axisDim},${axisDim - 1}]${detail ? ` (${detail})` : ''}`,
+    );
+    this.opType = opType;
+    this.nodeName = nodeName;
   }
 }
 
@@ -103,4 +128,23 @@ export class InputError extends IA3Error {
   constructor(message: string) {
     super('INPUT', message);
   }
+}
+
+/**
+ * A warning: what onnxruntime logs and accepts (a duplicate initializer, a declared output shape
+ * the run contradicts). Warnings go to the console, like PEFT's Python warnings.
+ */
+export function warn(message: string): void {
+  console.warn(`ia3-webgpu: ${message}`);
+}
+
+const warned = new WeakMap<object, Set<string>>();
+
+/** `warn`, once per `subject` (a graph) and `key` (a value name). */
+export function warnOnce(subject: object, key: string, message: string): void {
+  let keys = warned.get(subject);
+  if (!keys) warned.set(subject, (keys = new Set()));
+  if (keys.has(key)) return;
+  keys.add(key);
+  warn(message);
 }

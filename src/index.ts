@@ -22,4 +22,4 @@ export { MergeError } from './peft/merge.js';
 export type { OnnxWithExternalData } from './onnx/export.js';
 export { Trainer, NonFiniteError, type TrainingArguments, type StepEvent, type LogEvent, type EvalResult, type EndEvent } from './train/trainer.js';
 export type { Example } from './train/data.js';
-export { IA3Error, WebGPUUnavailableError, DeviceLostError, ShaderCompileError, GpuExecutionError, ShapeError, UnsupportedOpError, FormatError, InputError } from './errors.js';
+export { IA3Error, WebGPUUnavailableError, DeviceLostError, ShaderCompileError, GpuExecutionError, ShapeError, UnsupportedOpError, FormatError, InputError, IndexOutOfRangeError } from './errors.js';

@@ -14,12 +14,13 @@ import { InputError } from './errors.js';
 import { createDevice, type GpuContext } from './gpu/device.js';
 import { FLOAT_TYPES, gpuStorage, type DataType } from './ir/dtype.js';
 import { initializerGpuData, type Graph, type Initializer } from './ir/graph.js';
-import type { SpecializedGraph } from './ir/static-graph.js';
+import type { IndexCheckInfo, SpecializedGraph } from './ir/static-graph.js';
 import { sizeOf, type RefTensor, type TensorData } from './ir/tensor.js';
 import { describeGraph } from './onnx/describe.js';
 import { runReferenceGraph } from './onnx/executor.js';
 import { loadOnnx, type LoadOnnxOptions, type ModelSource } from './onnx/load.js';
 import { detectModelType, findModules, type ModuleInfo } from './onnx/modules.js';
+import { raiseIndexChecks } from './onnx/index-checks.js';
 import { specialize } from './onnx/specialize.js';
 import { WeightStore } from './gpu/weights.js';
 import type { OnnxSourceFile } from './onnx/export.js';
@@ -31,6 +32,8 @@ export interface GradientPlan {
   readonly loss: string;
   /** Trainable value → value holding its gradient. */
   readonly gradients: ReadonlyMap<string, string>;
+  /** Index checks of gathers whose indices the step computes (read them and `raiseIndexChecks`). */
+  readonly checks: readonly IndexCheckInfo[];
   /** Runtime inputs the plan reads. */
   readonly inputs: readonly string[];
   readonly summary: BackwardSummary;
@@ -134,14 +137,16 @@ export class Model {
   async run(feeds: Record<string, Feed>, outputs: readonly string[] = this.outputNames): Promise<Record<string, TensorData>> {
     const tensors = this.normaliseFeeds(feeds);
     const shapes = Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims]));
-    const { spec, plan } = await this.planFor(shapes);
+    const { spec, plan } = await this.planFor(shapes, valuesOf(tensors));
     for (const o of outputs) {
       if (!spec.outputNames.includes(o)) throw new InputError(`'${o}' is not an output of the model (outputs: ${spec.outputNames.join(', ')})`);
     }
     const valueOf = (o: string): string => spec.outputs[spec.outputNames.indexOf(o)]!;
-    const toRead = outputs.map(valueOf).filter((v) => !spec.constants.has(v) && plan.buffers.has(v));
+    const checks = spec.checks ?? [];
+    const toRead = [...outputs.map(valueOf).filter((v) => !spec.constants.has(v) && plan.buffers.has(v)), ...checks.map((c) => c.value)];
     const gpuFeeds = new Map([...tensors].filter(([k]) => spec.inputs.some((i) => i.name === k)).map(([k, v]) => [k, v.data]));
     const read = await plan.execute(gpuFeeds, toRead);
+    raiseIndexChecks(checks, (v) => read.get(v));
     const result: Record<string, TensorData> = {};
     for (const o of outputs) {
       const v = valueOf(o);
@@ -161,15 +166,18 @@ export class Model {
   /** Runs the same specialised graph on the float64 CPU reference executor (the test oracle). */
   runReference(feeds: Record<string, Feed>): Record<string, RefTensor> {
     const tensors = this.normaliseFeeds(feeds);
-    const spec = specialize(this.graph, Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])));
+    const spec = specialize(this.graph, Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), { values: valuesOf(tensors) });
     const refFeeds: Record<string, RefTensor> = {};
     for (const [k, v] of tensors) refFeeds[k] = { dtype: v.dtype, dims: v.dims, data: Float64Array.from(v.data) };
     return runReferenceGraph(spec, refFeeds);
   }
 
-  /** The specialised graph and compiled plan for a set of input shapes (compiled once per shape). */
-  planFor(shapes: Record<string, readonly number[]>): Promise<{ spec: SpecializedGraph; plan: Plan }> {
-    const spec = specialize(this.graph, shapes);
+  /**
+   * The specialised graph and compiled plan for a set of input shapes (compiled once per shape and
+   * If decision; `values`, the feeds, decide the If branches of graphs that have them).
+   */
+  planFor(shapes: Record<string, readonly number[]>, values?: InputValues): Promise<{ spec: SpecializedGraph; plan: Plan }> {
+    const spec = specialize(this.graph, shapes, values ? { values } : {});
     let entry = this.plans.get(spec.key);
     if (!entry) {
       entry = Plan.compile(this.gpu, fuseGraph({ ...spec, shared: this.sharedWeights(spec) })).then((plan) => ({ spec, plan }));
@@ -184,8 +192,8 @@ export class Model {
    * initializers or inputs) for the feeds' shapes, built once per shape. Callers that replay it
    * inside larger command buffers (the Trainer) write inputs and encode it themselves.
    */
-  gradientPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[]): Promise<GradientPlan> {
-    const spec = specialize(this.graph, shapes);
+  gradientPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[], values?: InputValues): Promise<GradientPlan> {
+    const spec = specialize(this.graph, shapes, values ? { values } : {});
     const key = `grad:${loss}:${wrt.join(',')}:${spec.key}`;
     let entry = this.gradPlans.get(key);
     if (!entry) {
@@ -194,6 +202,7 @@ export class Model {
         plan,
         loss: backward.graph.outputs[backward.graph.outputNames.indexOf(loss)]!,
         gradients: backward.gradients,
+        checks: backward.graph.checks ?? [],
         inputs: backward.graph.inputs.map((i) => i.name),
         summary: backward.summary,
       }));
@@ -218,9 +227,10 @@ export class Model {
     wrt: readonly string[],
   ): Promise<{ loss: number; gradients: Map<string, Float32Array> }> {
     const tensors = this.normaliseFeeds(feeds);
-    const g = await this.gradientPlan(Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), loss, wrt);
+    const g = await this.gradientPlan(Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), loss, wrt, valuesOf(tensors));
     const gpuFeeds = new Map([...tensors].filter(([k]) => g.inputs.includes(k)).map(([k, v]) => [k, v.data]));
-    const read = await g.plan.execute(gpuFeeds, [g.loss, ...g.gradients.values()]);
+    const read = await g.plan.execute(gpuFeeds, [g.loss, ...g.gradients.values(), ...g.checks.map((c) => c.value)]);
+    raiseIndexChecks(g.checks, (v) => read.get(v));
     const out = new Map<string, Float32Array>();
     for (const [w, name] of g.gradients) out.set(w, read.get(name) as Float32Array);
     return { loss: read.get(g.loss)![0]!, gradients: out };
@@ -229,7 +239,7 @@ export class Model {
   /** The loss and gradients of `lossAndGradients` from the float64 CPU executor on the same backward IR (the oracle). */
   lossAndGradientsReference(feeds: Record<string, Feed>, loss: string, wrt: readonly string[]): { loss: number; gradients: Map<string, Float64Array> } {
     const tensors = this.normaliseFeeds(feeds);
-    const spec = specialize(this.graph, Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])));
+    const spec = specialize(this.graph, Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), { values: valuesOf(tensors) });
     const backward = buildBackward(spec, loss, wrt);
     const refFeeds: Record<string, RefTensor> = {};
     for (const [k, v] of tensors) if (backward.graph.inputs.some((i) => i.name === k)) refFeeds[k] = { dtype: v.dtype, dims: v.dims, data: Float64Array.from(v.data) };
@@ -281,6 +291,13 @@ export class Model {
   }
 }
 
+/** Values of runtime inputs by name: what decides the If branches of a graph (see `specialize`). */
+export type InputValues = Readonly<Record<string, ArrayLike<number | bigint>>>;
+
+function valuesOf(tensors: ReadonlyMap<string, { readonly data: Float32Array | Int32Array }>): InputValues {
+  return Object.fromEntries([...tensors].map(([k, v]) => [k, v.data]));
+}
+
 /** Converts a feed to the GPU storage of `dtype` (f32, or i32 for integer and bool types). */
 function toGpuFeed(name: string, dtype: DataType, feed: Feed): { dims: number[]; data: Float32Array | Int32Array } {
   let dims: number[];
@@ -327,11 +344,13 @@ function toGpuFeed(name: string, dtype: DataType, feed: Feed): { dims: number[];
 /**
  * Loads a frozen transformer exported to ONNX.
  * @param source URL of a Hugging Face model folder or of an `.onnx` file, the file's bytes, or
- *   `File`s (a picked folder); external data is found by its location name.
+ *   `File`s (a picked folder); in Node also the file path of such a folder or `.onnx` file.
+ *   External data is found by its location name, next to the `.onnx`.
  */
 export async function loadModel(source: ModelSource, options: LoadModelOptions = {}): Promise<Model> {
   const { graph, config, files, modelPath, externalData } = await loadOnnx(source, options);
-  const modules = findModules(graph, options.moduleMap ? { moduleMap: options.moduleMap } : {});
+  const declaredType = typeof config?.model_type === 'string' ? config.model_type : undefined;
+  const modules = findModules(graph, { ...(options.moduleMap ? { moduleMap: options.moduleMap } : {}), ...(declaredType ? { modelType: declaredType } : {}) });
   const gpu = options.device ?? (await createDevice());
   const onnxFile: OnnxFile = { bytes: files[modelPath]!, fileName: modelPath.split('/').pop() ?? modelPath, externalData };
   return new Model(gpu, graph, config as Record<string, unknown> | undefined, modules, detectModelType(modules, config), undefined, onnxFile);

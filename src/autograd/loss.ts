@@ -22,8 +22,16 @@ export const SCORES = 'loss/scores';
 
 const i64 = (name: string, values: bigint[]): Initializer => ({ name, dtype: 'int64', dims: [values.length], data: BigInt64Array.from(values) });
 
+/**
+ * The output the loss reads: `logits`, else the graph's first output (TensorFlow exports name it
+ * after their last op, e.g. `loss/BiasAdd:0`).
+ */
+export function logitsOutput(graph: Pick<Graph, 'outputs'>): string {
+  return graph.outputs.some((o) => o.name === 'logits') ? 'logits' : (graph.outputs[0]?.name ?? 'logits');
+}
+
 /** `graph` with an int64 `labels` input and a scalar float `loss` output for `task`. */
-export function withLoss(graph: Graph, task: LossTask, logits = 'logits'): Graph {
+export function withLoss(graph: Graph, task: LossTask, logits = logitsOutput(graph)): Graph {
   if (!graph.outputs.some((o) => o.name === logits)) {
     throw new InputError(`the model has no output '${logits}' to compute the ${task} loss from`);
   }

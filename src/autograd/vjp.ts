@@ -764,7 +764,14 @@ export const VJP: { readonly [K in OpType]: VjpEntry } = {
   ArgMax: null,
   CumSum,
   SumToShape: (c) => [c.b.expand(dy0(c), inDims(c, 0))],
+  // Resolved or expanded at specialisation: never in a graph the reverse pass sees.
+  If: unsupported('If is resolved into one branch at specialisation'),
+  Einsum: unsupported('Einsum is expanded into other ops at specialisation'),
+  OneHot: null,
+  IndexCheck: null,
   // Rotary
   RotaryEmbedding,
   RotaryEmbeddingGrad,
+  // Attention masks are piecewise constant in every input.
+  AttentionMask: null,
 };

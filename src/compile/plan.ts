@@ -82,7 +82,7 @@ export class Plan {
     // Liveness: index of the last node reading each value (outputs live to the end).
     const lastUse = new Map<string, number>();
     graph.nodes.forEach((n, i) => n.inputs.forEach((v) => v && lastUse.set(v, i)));
-    for (const o of graph.outputs) lastUse.set(o, Infinity);
+    for (const o of [...graph.outputs, ...(graph.checks ?? []).map((c) => c.value)]) lastUse.set(o, Infinity);
     // Views share a buffer with their source: the root value owns it, and lives as long as any view.
     const root = new Map<string, string>();
     const rootOf = (v: string): string => root.get(v) ?? v;

@@ -6,6 +6,8 @@
 // Every pooled buffer has STORAGE | COPY_SRC | COPY_DST usage so any of them can be read back or
 // overwritten from the CPU.
 
+import { BufferUsage } from './flags.js';
+
 const MiB = 1 << 20;
 
 export function sizeClass(bytes: number): number {
@@ -14,9 +16,7 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(b / MiB) * MiB;
 }
 
-// GPUBufferUsage is undefined outside a WebGPU-capable realm (Node unit tests import this module);
-// the flag values are fixed by the WebGPU spec: STORAGE | COPY_SRC | COPY_DST.
-export const STORAGE_USAGE = 0x80 | 0x04 | 0x08;
+export const STORAGE_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
 
 export class BufferPool {
   private readonly free = new Map<number, GPUBuffer[]>();

@@ -4,10 +4,14 @@
 // storage buffers hold embedding tables and activations; workgroup memory holds matmul tiles) and
 // fails with WebGPUUnavailableError, saying why and what to do, when WebGPU is missing or an
 // adapter is below what the toolkit needs. Device loss is surfaced as an event, never swallowed.
+// In Node there is no `navigator.gpu`: the caller passes a WebGPU entry point (`{ gpu }`, e.g.
+// `create([])` of the `webgpu` package, Dawn); nothing here needs WebGPU's global constants.
 
 import { DeviceLostError, GpuExecutionError, WebGPUUnavailableError } from '../errors.js';
+import { isNode } from '../runtime.js';
 import { BufferPool } from './buffers.js';
 import { DispatchList, type BoundProgram } from './dispatch.js';
+import { BufferUsage, MapMode } from './flags.js';
 import { packUniforms, type Program } from './kernel.js';
 import { PipelineCache } from './pipelines.js';
 import { DEFAULT_LIMITS, traitsOf, type DeviceTraits } from './traits.js';
@@ -43,7 +47,10 @@ export interface CreateDeviceOptions {
   powerPreference?: GPUPowerPreference;
   /** Use this adapter instead of requesting one. */
   adapter?: GPUAdapter;
-  /** The `navigator.gpu` object to use (for workers or Node's `webgpu` package). */
+  /**
+   * The WebGPU entry point to use instead of `navigator.gpu`. In Node, Dawn's: `create([])` of the
+   * `webgpu` package (`import { create } from 'webgpu'`).
+   */
   gpu?: GPU;
 }
 
@@ -119,12 +126,12 @@ export class GpuContext {
   async read(buffer: GPUBuffer, bytes: number, offset = 0): Promise<ArrayBuffer> {
     this.assertAlive();
     const size = Math.ceil(bytes / 4) * 4;
-    const staging = this.device.createBuffer({ size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.device.createBuffer({ size, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
     const enc = this.device.createCommandEncoder({ label: 'readback' });
     enc.copyBufferToBuffer(buffer, offset, staging, 0, size);
     this.device.queue.submit([enc.finish()]);
     try {
-      await staging.mapAsync(GPUMapMode.READ);
+      await staging.mapAsync(MapMode.READ);
       return staging.getMappedRange().slice(0, bytes);
     } finally {
       staging.destroy();
@@ -138,7 +145,7 @@ export class GpuContext {
     const buffer = this.device.createBuffer({
       label: `${program.kernel.name}.uniforms`,
       size: bytes.byteLength,
-      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST,
     });
     this.device.queue.writeBuffer(buffer, 0, bytes);
     return buffer;
@@ -205,6 +212,13 @@ export function adapterName(info: AdapterDescription): string {
 }
 
 /**
+ * Each device's entry point and adapter, held as long as the device lives. Dawn's Node binding
+ * tears its instance down when the `GPU` object is garbage-collected, even with devices alive (the
+ * process then aborts in a mutex), and `createDevice({ gpu: create([]) })` holds no other reference.
+ */
+const keepAlive = new WeakMap<GPUDevice, { gpu: GPU; adapter: GPUAdapter }>();
+
+/**
  * Requests a WebGPU adapter and device with the limits the toolkit needs.
  * @throws WebGPUUnavailableError when WebGPU is absent, no adapter is granted, or it is too small.
  */
@@ -212,9 +226,12 @@ export async function createDevice(options: CreateDeviceOptions = {}): Promise<G
   const gpu = options.gpu ?? (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) {
     throw new WebGPUUnavailableError(
-      'WebGPU is not available here (navigator.gpu is undefined). Use a browser with WebGPU enabled ' +
-        '(Chrome or Edge 113+, Safari 26+, Firefox 141+ on Windows), served over https or localhost; ' +
-        'in Chromium on Linux start it with --enable-unsafe-webgpu.',
+      isNode()
+        ? 'WebGPU is not available here (navigator.gpu is undefined): in Node, pass a WebGPU entry point, ' +
+            "e.g. Dawn's from the webgpu package: import { create } from 'webgpu'; createDevice({ gpu: create([]) })."
+        : 'WebGPU is not available here (navigator.gpu is undefined). Use a browser with WebGPU enabled ' +
+            '(Chrome or Edge 113+, Safari 26+, Firefox 141+ on Windows), served over https or localhost; ' +
+            'in Chromium on Linux start it with --enable-unsafe-webgpu.',
     );
   }
   let adapter: GPUAdapter | null | undefined = options.adapter;
@@ -227,8 +244,13 @@ export async function createDevice(options: CreateDeviceOptions = {}): Promise<G
   }
   if (!adapter) {
     throw new WebGPUUnavailableError(
-      'WebGPU is present but no GPU adapter was granted (blocklisted driver, or GPU disabled). ' +
-        'Check chrome://gpu, update the GPU driver, or enable the software adapter with --enable-unsafe-webgpu.',
+      isNode()
+        ? 'WebGPU is present but no GPU adapter was granted. With Dawn on Linux this means no Vulkan driver was found: ' +
+            'the Vulkan loader libvulkan.so.1 must be on the library path (LD_LIBRARY_PATH, set before Node starts) and a driver ' +
+            "installed or named by VK_ICD_FILENAMES / VK_ADD_DRIVER_FILES (Debian's chromium package ships both: " +
+            'LD_LIBRARY_PATH=/usr/lib/chromium VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json); Dawn prints the reason on stderr.'
+        : 'WebGPU is present but no GPU adapter was granted (blocklisted driver, or GPU disabled). ' +
+            'Check chrome://gpu, update the GPU driver, or enable the software adapter with --enable-unsafe-webgpu.',
     );
   }
   for (const [name, min] of Object.entries(REQUIRED) as [keyof typeof REQUIRED, number][]) {
@@ -251,5 +273,6 @@ export async function createDevice(options: CreateDeviceOptions = {}): Promise<G
   } catch (cause) {
     throw new WebGPUUnavailableError(`requestDevice() failed: ${String(cause)}`, { cause });
   }
+  keepAlive.set(device, { gpu, adapter });
   return new GpuContext(device, describeAdapter(adapter));
 }

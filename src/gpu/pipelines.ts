@@ -6,6 +6,7 @@
 // failure is raised as ShaderCompileError with the offending WGSL line.
 
 import { ShaderCompileError } from '../errors.js';
+import { ShaderStage } from './flags.js';
 import type { KernelDef, Program } from './kernel.js';
 
 export class PipelineCache {
@@ -31,13 +32,13 @@ export class PipelineCache {
       const entries: GPUBindGroupLayoutEntry[] = [];
       let b = 0;
       for (let i = 0; i < kernel.inputs.length; i++) {
-        entries.push({ binding: b++, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'read-only-storage' } });
+        entries.push({ binding: b++, visibility: ShaderStage.COMPUTE, buffer: { type: 'read-only-storage' } });
       }
       for (let i = 0; i < kernel.outputs.length; i++) {
-        entries.push({ binding: b++, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } });
+        entries.push({ binding: b++, visibility: ShaderStage.COMPUTE, buffer: { type: 'storage' } });
       }
       if (kernel.uniforms.length > 0) {
-        entries.push({ binding: b++, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } });
+        entries.push({ binding: b++, visibility: ShaderStage.COMPUTE, buffer: { type: 'uniform' } });
       }
       layout = this.device.createBindGroupLayout({ label: kernel.name, entries });
       this.layouts.set(kernel.name, layout);

@@ -55,6 +55,11 @@ export interface Initializer {
   readonly constant?: boolean;
   /** Set when the bytes came from an external data file. */
   readonly external?: ExternalRef;
+  /**
+   * A buffer of the PyTorch module rather than a parameter (the rotary cos/sin caches a fused
+   * attention reads): PyTorch does not count it, so parameter counts leave it out.
+   */
+  readonly buffer?: boolean;
 }
 
 export interface Node {
@@ -67,6 +72,35 @@ export interface Node {
   readonly inputs: readonly string[];
   readonly outputs: readonly string[];
   readonly attrs: Attrs;
+  /**
+   * The opset whose semantics the node follows, when it is not the graph's opset of its domain:
+   * the nodes an expansion of a fused op emits are written against one fixed ai.onnx opset.
+   */
+  readonly opset?: number;
+}
+
+/**
+ * A fused op of the file (onnxruntime's `com.microsoft` contrib ops) that loading replaced by
+ * primitive nodes (onnx/expand.ts). Module discovery reads the roles to name the projections the
+ * fused op consumed; `describe()` lists what was expanded.
+ */
+export interface ExpandedOp {
+  /** The node as the file has it. */
+  readonly node: Node;
+  /** Names of the nodes the expansion emitted. */
+  readonly nodes: readonly string[];
+  /** Names of the constants it added (shapes, axes; flagged `constant`). */
+  readonly constants: readonly string[];
+  /**
+   * For attention ops: the values holding the query, key and value projections (after their biases,
+   * before heads are split), and the attention output before any output projection.
+   */
+  readonly attention?: {
+    readonly query?: string;
+    readonly key?: string;
+    readonly value?: string;
+    readonly output: string;
+  };
 }
 
 export interface Graph {
@@ -81,6 +115,8 @@ export interface Graph {
   readonly initializers: ReadonlyMap<string, Initializer>;
   /** Topologically sorted. */
   readonly nodes: readonly Node[];
+  /** The fused ops loading expanded into `nodes` (absent when there were none). */
+  readonly expanded?: readonly ExpandedOp[];
 }
 
 /** Normalises an ONNX domain name: 'ai.onnx' and '' are the same domain. */
@@ -91,6 +127,11 @@ export function normDomain(domain: string | null | undefined): string {
 /** Opset version of a domain in a graph (ONNX's default of 1 for an undeclared non-default domain). */
 export function opsetOf(graph: Pick<Graph, 'opsets'>, domain: string): number {
   return graph.opsets.get(normDomain(domain)) ?? 1;
+}
+
+/** The opset a node's semantics follow: its own when it names one, else the graph's for its domain. */
+export function nodeOpset(graph: Pick<Graph, 'opsets'>, node: Pick<Node, 'domain' | 'opset'>): number {
+  return node.opset ?? opsetOf(graph, node.domain);
 }
 
 /** The float64 reference tensor of an initializer (a copy; integer types are exact). */

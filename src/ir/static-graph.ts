@@ -21,6 +21,20 @@ export interface PlanNode {
 /** Resident data the plan uploads once: weights (typed arrays) or folded constants. */
 export type ResidentData = { readonly type: TensorType; readonly data: Float32Array | Int32Array };
 
+/**
+ * An index check: the status value of an IndexCheck node guarding a gather (see
+ * onnx/index-checks.ts), which the plan keeps to the end of a step for the host to read.
+ */
+export interface IndexCheckInfo {
+  /** The int32 [3] status value. */
+  readonly value: string;
+  /** The gather it guards, and its op type. */
+  readonly node: string;
+  readonly opType: string;
+  /** The length of the gathered axis. */
+  readonly axisDim: number;
+}
+
 /** What a plan is compiled from. */
 export interface PlanGraph {
   /** Runtime inputs (fed at every execution). */
@@ -39,6 +53,8 @@ export interface PlanGraph {
    * training plan of another shape). Looked up before `resident`; the plan never frees them.
    */
   readonly shared?: ReadonlyMap<string, GPUBuffer>;
+  /** Index checks whose status values live to the end of a step (readable like outputs). */
+  readonly checks?: readonly IndexCheckInfo[];
 }
 
 export interface SpecNode extends PlanNode {

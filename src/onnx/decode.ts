@@ -18,12 +18,12 @@
 // error, reads best in one place.
 
 import { onnx } from 'onnx-proto';
-import { FormatError, InputError, UnsupportedOpError } from '../errors.js';
+import { FormatError, InputError, UnsupportedOpError, warn } from '../errors.js';
 import { halfToFloat, DTYPES, dtypeFromOnnx, onnxTypeName, type DataType } from '../ir/dtype.js';
 import { initializerToRef, normDomain, topoSort, uniqueNodeNames, type AttrValue, type Attrs, type Dim, type Graph, type Initializer, type InitializerData, type InputDecl, type Node, type ValueDecl } from '../ir/graph.js';
 import { sizeOf } from '../ir/tensor.js';
-import { OPS, isOpType } from '../ops/registry.js';
-import type { OpDef } from '../ops/types.js';
+import { resolveOp } from '../ops/registry.js';
+import { expandGraph } from './expand.js';
 
 /** The ai.onnx opsets whose semantics the registry implements. */
 export const MIN_OPSET = 7;
@@ -32,9 +32,27 @@ export const MAX_OPSET = 21;
 /** Ops the importer itself handles: folded on load (Constant) or dropped by the specialiser. */
 export const IMPORTER_OPS: ReadonlySet<string> = new Set(['Constant', 'Identity', 'Dropout']);
 
-type Long = number | { toNumber(): number } | null | undefined;
+type Long = number | { toNumber(): number; readonly low: number; readonly high: number } | null | undefined;
 
+/** An int64 field as a number: exact up to 2^53, the nearest double beyond (sizes, counts, attributes). */
 const toNum = (v: Long): number => (v == null ? 0 : typeof v === 'number' ? v : v.toNumber());
+
+const INT64_MAX = (1n << 63n) - 1n;
+const INT64_MIN = -(1n << 63n);
+
+/**
+ * An int64 field as an exact BigInt, for int64 tensor values. protobufjs hands out a Long (two 32-bit
+ * halves) where the `long` package is present, else a number already rounded to a double. Going
+ * through `toNumber()` would round INT64_MAX (the "slice to the end" sentinel) up to 2^63, which
+ * BigInt64Array then wraps to INT64_MIN; a rounded number is clamped to the int64 range instead.
+ */
+export function toBigInt64(v: Long): bigint {
+  if (v == null) return 0n;
+  if (typeof v !== 'number') return (BigInt(v.high) << 32n) | BigInt(v.low >>> 0);
+  if (!Number.isFinite(v)) return v > 0 ? INT64_MAX : INT64_MIN;
+  const b = BigInt(Math.trunc(v));
+  return b > INT64_MAX ? INT64_MAX : b < INT64_MIN ? INT64_MIN : b;
+}
 
 function dtypeOf(code: number, what: string, file: string): DataType {
   const t = dtypeFromOnnx(code);
@@ -124,9 +142,18 @@ export function externalDataRefs(parsed: ParsedModel): ExternalDataRef[] {
       out.push({ tensor: t.name ?? '', location });
     }
   };
-  const g = parsed.proto.graph!;
-  for (const t of g.initializer ?? []) visit(t);
-  for (const n of g.node ?? []) for (const a of n.attribute ?? []) if (a.t) visit(a.t);
+  // If branches keep initializers and Constant tensors of their own.
+  const walk = (g: onnx.IGraphProto, depth: number): void => {
+    if (depth > MAX_BRANCH_DEPTH) return; // buildGraph refuses the file
+    for (const t of g.initializer ?? []) visit(t);
+    for (const n of g.node ?? []) {
+      for (const a of n.attribute ?? []) {
+        if (a.t) visit(a.t);
+        if (a.g) walk(a.g, depth + 1);
+      }
+    }
+  };
+  walk(parsed.proto.graph!, 0);
   return out;
 }
 
@@ -268,7 +295,7 @@ function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext, name = t.name ??
       break;
     case 'int64': {
       const v = field(t.int64Data, 'int64_data');
-      data = BigInt64Array.from({ length: n }, (_, i) => BigInt(toNum(v[i] as Long)));
+      data = BigInt64Array.from({ length: n }, (_, i) => toBigInt64(v[i] as Long));
       break;
     }
     case 'int32':
@@ -346,13 +373,13 @@ function constantValue(node: onnx.INodeProto, name: string, out: string, ctx: Te
     case 'value_floats':
       return { name: out, dtype: 'float32', dims: [a.floats?.length ?? 0], data: Float32Array.from(a.floats ?? []), constant: true };
     case 'value_int':
-      return { name: out, dtype: 'int64', dims: [], data: BigInt64Array.of(BigInt(toNum(a.i))), constant: true };
+      return { name: out, dtype: 'int64', dims: [], data: BigInt64Array.of(toBigInt64(a.i)), constant: true };
     case 'value_ints':
       return {
         name: out,
         dtype: 'int64',
         dims: [a.ints?.length ?? 0],
-        data: BigInt64Array.from((a.ints ?? []).map((v) => BigInt(toNum(v)))),
+        data: BigInt64Array.from((a.ints ?? []).map((v) => toBigInt64(v))),
         constant: true,
       };
     default:
@@ -379,6 +406,8 @@ function decodeValue(v: onnx.IValueInfoProto, file: string, role: string): Value
 interface Unsupported {
   opType: string;
   domain: string;
+  /** Opset of the op's domain in the model. */
+  opset: number;
   nodes: string[];
   reason?: string;
 }
@@ -388,12 +417,149 @@ export function supportReason(opType: string, domain: string, opset: number): st
   const d = normDomain(domain);
   if (d === '' && IMPORTER_OPS.has(opType)) return undefined;
   if (d !== '' && d !== 'com.microsoft') return `domain '${d}' is not supported`;
-  if (!isOpType(opType)) return 'not implemented';
-  const def: OpDef = OPS[opType];
-  if (normDomain(def.domain) !== d) return `not implemented in domain '${d || 'ai.onnx'}'`;
+  const op = resolveOp(d, opType);
+  if (!op) {
+    // onnxruntime resolves ops by domain too: a LayerNormalization in com.microsoft does not run there.
+    const elsewhere = ['', 'com.microsoft'].filter((o) => o !== d && resolveOp(o, opType));
+    return elsewhere.length > 0 ? `not implemented in domain '${d || 'ai.onnx'}' (the toolkit has it in ${elsewhere.map((o) => o || 'ai.onnx').join(', ')})` : 'not implemented';
+  }
+  const { def } = op;
   const since = def.sinceVersion ?? 1;
   if (opset < since) return `implemented from opset ${since}; the model uses opset ${opset}`;
+  if (def.untilVersion !== undefined && opset > def.untilVersion) {
+    return `implemented up to opset ${def.untilVersion} (a later version changed its semantics); the model uses opset ${opset}`;
+  }
   return undefined;
+}
+
+/** Deepest nesting of If branches decoded (a hostile file could nest them without end). */
+export const MAX_BRANCH_DEPTH = 16;
+
+/** What decoding the nodes of a graph and of its If branches shares. */
+interface NodeSink {
+  readonly ctx: TensorContext;
+  readonly opsets: ReadonlyMap<string, number>;
+  /** Every initializer: the file's, folded Constant nodes, and those of If branches (all flattened). */
+  readonly initializers: Map<string, Initializer>;
+  /** The flat node list. */
+  readonly nodes: Node[];
+  readonly note: (opType: string, domain: string, node: string, reason?: string) => void;
+}
+
+/** An If branch being decoded: its tag, the names it renamed, the enclosing branch. */
+interface Branch {
+  readonly tag: string;
+  readonly rename: ReadonlyMap<string, string>;
+  readonly parent: Branch | undefined;
+  readonly depth: number;
+}
+
+/** The name a branch's node sees for `name`: the innermost renaming, else the name itself. */
+function lookup(name: string, branch: Branch | undefined): string {
+  for (let b = branch; b; b = b.parent) {
+    const r = b.rename.get(name);
+    if (r !== undefined) return r;
+  }
+  return name;
+}
+
+/** onnxruntime keeps the latest of several tensors of one name (file initializers, then Constant nodes) and warns. */
+function duplicateWarning(file: string, name: string, what: string): void {
+  warn(`${file}: '${name}' is defined more than once (${what} repeats it); the latest definition is used, as onnxruntime does`);
+}
+
+/**
+ * Decodes `raw` into `sink.nodes`: Constant nodes folded into initializers, attributes decoded, op
+ * support checked (collected in `note`). An If node is flattened: both branches' nodes join the list
+ * (nodes named `<name>@<tag>`, values they produce renamed `<value>@<tag>`, so sibling branches that
+ * reuse names stay apart, while a node's scope path before the last '/' is kept), and the If itself
+ * becomes `If(cond, then outputs…, else outputs…)`; specialisation keeps one branch.
+ */
+function decodeNodes(raw: readonly onnx.INodeProto[], sink: NodeSink, branch: Branch | undefined): void {
+  const { ctx, opsets } = sink;
+  const file = ctx.file;
+  const names = branch
+    ? raw.map((n, i) => `${n.name || `${n.opType ?? ''}_${i}`}@${branch.tag}`)
+    : uniqueNodeNames(
+        raw.map((n) => n.name ?? ''),
+        raw.map((n) => n.opType ?? ''),
+      );
+  raw.forEach((n, i) => {
+    const opType = n.opType ?? '';
+    const domain = normDomain(n.domain);
+    const name = names[i]!;
+    const outs = (n.output ?? []).map((o) => (o === '' ? '' : lookup(o, branch)));
+    const ins = (n.input ?? []).map((v) => (v === '' ? '' : lookup(v, branch)));
+    if (opType === '') throw new FormatError(file, `node '${name}' has no op_type`);
+    if (opType === 'Constant' && domain === '') {
+      if (outs.length !== 1 || outs[0] === '') throw new FormatError(file, `Constant node '${name}' must have one output`);
+      const value = constantValue(n, name, outs[0]!, ctx);
+      if (value) {
+        // onnxruntime turns Constant nodes into initializers appended after the file's: a name
+        // both define gets the Constant's value.
+        if (sink.initializers.has(outs[0]!)) duplicateWarning(file, outs[0]!, `Constant node '${name}'`);
+        sink.initializers.set(outs[0]!, value);
+        return;
+      }
+      // A string or sparse constant stays a node, reported as unsupported.
+      sink.note(opType, domain, name, `'${n.attribute![0]!.name}' values are not supported`);
+    } else {
+      const reason = supportReason(opType, domain, opsets.get(domain) ?? 1);
+      if (reason !== undefined) sink.note(opType, domain, name, reason);
+    }
+    if (opType === 'If' && domain === '') {
+      sink.nodes.push(flattenIf(n, name, n.name || `${opType}_${i}`, ins, outs, sink, branch));
+      return;
+    }
+    const attrs: Record<string, AttrValue> = {};
+    for (const a of n.attribute ?? []) {
+      const v = decodeAttr(a, name, ctx);
+      if (v !== undefined) attrs[a.name ?? ''] = v;
+    }
+    sink.nodes.push({ name, opType, domain, inputs: ins, outputs: outs, attrs: attrs as Attrs });
+  });
+}
+
+/**
+ * Decodes both branches of an If node into `sink` and returns the flattened If node. `name` is its
+ * name in the graph, `own` its name in the file (what its branches' tags are made of).
+ */
+function flattenIf(n: onnx.INodeProto, name: string, own: string, ins: readonly string[], outs: readonly string[], sink: NodeSink, parent: Branch | undefined): Node {
+  const file = sink.ctx.file;
+  const depth = (parent?.depth ?? 0) + 1;
+  if (depth > MAX_BRANCH_DEPTH) throw new FormatError(file, `If node '${name}' nests branches more than ${MAX_BRANCH_DEPTH} deep`);
+  if (ins.length !== 1 || ins[0] === '') throw new FormatError(file, `If node '${name}' must have one input (the condition)`);
+  const branchOutputs: string[] = [];
+  for (const key of ['then_branch', 'else_branch'] as const) {
+    const attr = (n.attribute ?? []).find((a) => a.name === key);
+    const g = attr?.g;
+    if (!g) throw new FormatError(file, `If node '${name}' has no '${key}' graph`);
+    if ((g.input ?? []).length > 0) throw new FormatError(file, `If node '${name}': ${key} declares inputs; If branches take none`);
+    if ((g.output ?? []).length !== outs.length) {
+      throw new FormatError(file, `If node '${name}': ${key} has ${(g.output ?? []).length} outputs, the node has ${outs.length}`);
+    }
+    if ((g.sparseInitializer ?? []).length > 0) throw new FormatError(file, `If node '${name}': ${key} has sparse initializers, which are not supported`);
+    const tag = `${parent ? `${parent.tag}>` : ''}${own.replace(/\//g, '|')}:${key === 'then_branch' ? 'then' : 'else'}`;
+    const rename = new Map<string, string>();
+    // Values the branch produces are renamed; its initializers keep their names unless taken.
+    for (const node of g.node ?? []) {
+      for (const o of node.output ?? []) if (o !== '') rename.set(o, `${o}@${tag}`);
+    }
+    const local: Initializer[] = [];
+    for (const t of g.initializer ?? []) {
+      const init = decodeTensor(t, sink.ctx);
+      if (init.name === '') throw new FormatError(file, `an initializer of If node '${name}' (${key}) has no name`);
+      const taken = sink.initializers.has(init.name) || rename.has(init.name) || local.some((l) => l.name === init.name);
+      const renamed = taken ? `${init.name}@${tag}` : init.name;
+      if (renamed !== init.name) rename.set(init.name, renamed);
+      local.push({ ...init, name: renamed });
+    }
+    for (const init of local) sink.initializers.set(init.name, init);
+    const b: Branch = { tag, rename, parent, depth };
+    decodeNodes(g.node ?? [], sink, b);
+    for (const o of g.output ?? []) branchOutputs.push(lookup(o.name ?? '', b));
+  }
+  return { name, opType: 'If', domain: '', inputs: [ins[0]!, ...branchOutputs], outputs: [...outs], attrs: {} };
 }
 
 /** Builds the Graph IR from a parsed model and its external files (by normalised location). */
@@ -417,7 +583,7 @@ export function buildGraph(
   for (const t of g.initializer ?? []) {
     const init = decodeTensor(t, ctx);
     if (init.name === '') throw new FormatError(file, 'an initializer has no name');
-    if (initializers.has(init.name)) throw new FormatError(file, `initializer '${init.name}' is defined twice`);
+    if (initializers.has(init.name)) duplicateWarning(file, init.name, 'an initializer');
     initializers.set(init.name, init);
   }
 
@@ -431,46 +597,22 @@ export function buildGraph(
   }
   const outputs = (g.output ?? []).map((v) => decodeValue(v, file, 'output'));
 
-  const rawNodes = g.node ?? [];
-  const names = uniqueNodeNames(
-    rawNodes.map((n) => n.name ?? ''),
-    rawNodes.map((n) => n.opType ?? ''),
-  );
   const unsupported = new Map<string, Unsupported>();
   const note = (opType: string, domain: string, node: string, reason?: string): void => {
     const key = `${domain}::${opType}`;
-    const u = unsupported.get(key) ?? { opType, domain, nodes: [], ...(reason ? { reason } : {}) };
+    const u = unsupported.get(key) ?? { opType, domain, opset: opsets.get(domain) ?? 1, nodes: [], ...(reason ? { reason } : {}) };
     u.nodes.push(node);
     unsupported.set(key, u);
   };
-
-  const nodes: Node[] = [];
-  rawNodes.forEach((n, i) => {
-    const opType = n.opType ?? '';
-    const domain = normDomain(n.domain);
-    const name = names[i]!;
-    const outs = [...(n.output ?? [])];
-    if (opType === '') throw new FormatError(file, `node '${name}' has no op_type`);
-    if (opType === 'Constant' && domain === '') {
-      if (outs.length !== 1 || outs[0] === '') throw new FormatError(file, `Constant node '${name}' must have one output`);
-      const value = constantValue(n, name, outs[0]!, ctx);
-      if (value) {
-        if (initializers.has(outs[0]!)) throw new FormatError(file, `value '${outs[0]}' is produced twice (node '${name}')`);
-        initializers.set(outs[0]!, value);
-        return;
-      }
-      // A string or sparse constant stays a node, reported as unsupported.
-      note(opType, domain, name, `'${n.attribute![0]!.name}' values are not supported`);
-    } else {
-      const reason = supportReason(opType, domain, opsets.get(domain) ?? 1);
-      if (reason !== undefined) note(opType, domain, name, reason);
-    }
-    const attrs: Record<string, AttrValue> = {};
-    for (const a of n.attribute ?? []) {
-      const v = decodeAttr(a, name, ctx);
-      if (v !== undefined) attrs[a.name ?? ''] = v;
-    }
-    nodes.push({ name, opType, domain, inputs: [...(n.input ?? [])], outputs: outs, attrs: attrs as Attrs });
+  const flat: Node[] = [];
+  decodeNodes(g.node ?? [], { ctx, opsets, initializers, nodes: flat, note }, undefined);
+  // Branch node names are unique within a branch only when the file made them so.
+  const seen = new Set<string>();
+  const nodes = flat.map((n) => {
+    let name = n.name;
+    for (let k = 1; seen.has(name); k++) name = `${n.name}#${k}`;
+    seen.add(name);
+    return name === n.name ? n : { ...n, name };
   });
 
   if (nodes.some((n) => n.domain === '') && !opsets.has('')) {
@@ -483,9 +625,7 @@ export function buildGraph(
     if (!produced.has(o.name)) throw new FormatError(file, `graph output '${o.name}' is not produced by any node`);
   }
 
-  if (unsupported.size > 0 && !options.allowUnsupported) throw unsupportedError([...unsupported.values()], opsets.get('') ?? 0);
-
-  return {
+  const decoded: Graph = {
     name: g.name ?? '',
     opsets,
     irVersion: toNum(proto.irVersion),
@@ -495,6 +635,10 @@ export function buildGraph(
     initializers,
     nodes: sorted,
   };
+  // Fused ops become primitives here; one an expansion refuses is reported with the others.
+  const graph = expandGraph(decoded, (node, e) => note(node.opType, node.domain, node.name, e.detail));
+  if (unsupported.size > 0 && !options.allowUnsupported) throw unsupportedError([...unsupported.values()], opsets.get('') ?? 0);
+  return graph;
 }
 
 /** One UnsupportedOpError naming every unsupported op type, a node of each, and the opset. */
@@ -502,7 +646,8 @@ function unsupportedError(list: Unsupported[], opset: number): UnsupportedOpsErr
   const parts = list.map((u) => {
     const where = u.nodes.length === 1 ? `node '${u.nodes[0]}'` : `${u.nodes.length} nodes, e.g. '${u.nodes[0]}'`;
     const dom = u.domain ? `${u.domain}.` : '';
-    return `${dom}${u.opType} (${where}${u.reason && u.reason !== 'not implemented' ? `: ${u.reason}` : ''})`;
+    const set = u.domain ? `, ${u.domain} opset ${u.opset}` : '';
+    return `${dom}${u.opType} (${where}${set}${u.reason && u.reason !== 'not implemented' ? `: ${u.reason}` : ''})`;
   });
   return new UnsupportedOpsError(
     list.map((u) => ({ opType: u.opType, domain: u.domain, nodes: u.nodes, ...(u.reason ? { reason: u.reason } : {}) })),
@@ -518,8 +663,11 @@ function unsupportedError(list: Unsupported[], opset: number): UnsupportedOpsErr
  */
 export class UnsupportedOpsError extends UnsupportedOpError {
   readonly ops: readonly { opType: string; domain: string; nodes: readonly string[]; reason?: string }[];
+  /** The first op's domain ('' for ai.onnx); `opset` is the model's ai.onnx opset. */
+  override readonly domain: string;
   constructor(ops: UnsupportedOpsError['ops'], detail: string, opset: number) {
     super(ops[0]!.opType, ops[0]!.nodes[0]!, detail, opset);
     this.ops = ops;
+    this.domain = ops[0]!.domain;
   }
 }

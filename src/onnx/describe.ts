@@ -41,12 +41,12 @@ export function describeGraph(graph: Graph, modules: readonly ModuleInfo[]): str
   lines.push(`Outputs (${graph.outputs.length}):`);
   lines.push(...table(graph.outputs.map((v) => [v.name, v.dtype ?? '?', dims(v.dims)])));
 
-  // Parameters: the initializer list's float tensors (Constant-node values are not parameters).
+  // Parameters: the initializer list's float tensors (Constant-node values and module buffers are not parameters).
   let params = 0;
   let paramBytes = 0;
   let weights = 0;
   for (const init of graph.initializers.values()) {
-    if (init.constant || !isFloat(init.dtype)) continue;
+    if (init.constant || init.buffer || !isFloat(init.dtype)) continue;
     const n = sizeOf(init.dims);
     params += n;
     paramBytes += n * DTYPES[init.dtype].bytes;
@@ -63,7 +63,8 @@ export function describeGraph(graph: Graph, modules: readonly ModuleInfo[]): str
     const key = n.domain ? `${n.domain}.${n.opType}` : n.opType;
     hist.set(key, (hist.get(key) ?? 0) + 1);
   }
-  const constants = [...graph.initializers.values()].filter((i) => i.constant).length;
+  const added = new Set((graph.expanded ?? []).flatMap((e) => e.constants));
+  const constants = [...graph.initializers.values()].filter((i) => i.constant && !added.has(i.name)).length;
   const ops = [...hist].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   lines.push(
     `Ops: ${graph.nodes.length} nodes of ${ops.length} types (ai.onnx opset ${opsetOf(graph, '')})` +
@@ -71,6 +72,13 @@ export function describeGraph(graph: Graph, modules: readonly ModuleInfo[]): str
   );
   for (let i = 0; i < ops.length; i += 6) {
     lines.push(`  ${ops.slice(i, i + 6).map(([op, n]) => `${op} ×${n}`).join(', ')}`);
+  }
+
+  const expanded = graph.expanded ?? [];
+  if (expanded.length > 0) {
+    const kinds = new Map<string, number>();
+    for (const e of expanded) kinds.set(`${e.node.domain}.${e.node.opType}`, (kinds.get(`${e.node.domain}.${e.node.opType}`) ?? 0) + 1);
+    lines.push(`Fused ops expanded into the ops above (${expanded.length}): ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(', ')}`);
   }
 
   lines.push(`Modules (${modules.length} linear layers):`);
@@ -81,14 +89,21 @@ export function describeGraph(graph: Graph, modules: readonly ModuleInfo[]): str
         m.kind,
         `${m.inFeatures} → ${m.outFeatures}`,
         m.bias ? 'bias' : 'no bias',
-        `weight ${m.weight} (${m.weightLayout})`,
+        `weight ${m.weight} (${m.weightLayout})` + (m.part ? `, columns ${m.part.start}..${m.part.start + m.outFeatures} of ${m.part.total}` : ''),
       ]),
     ),
   );
   const unnamed = unnamedLinears(graph, modules);
   if (unnamed.length > 0) {
     lines.push(`Linear layers without a module path (${unnamed.length}; name them with moduleMap):`);
-    lines.push(...table(unnamed.map((l) => [l.node, l.kind, `${l.inFeatures} → ${l.outFeatures}`, `weight ${l.weight}`])));
+    const fusedBy = (node: string): string => {
+      const e = expanded.find((x) => x.nodes.includes(node));
+      if (!e) return '';
+      // A projection a fused op performs itself is named from the family layout of the attention's
+      // output projection; without one that names it, the path is unknown.
+      return `inside ${e.node.domain}.${e.node.opType} '${e.node.name}': no output projection with a known module layout reads its result`;
+    };
+    lines.push(...table(unnamed.map((l) => [l.node, l.kind, `${l.inFeatures} → ${l.outFeatures}`, `weight ${l.weight}`, fusedBy(l.node)])));
   }
   return lines.join('\n');
 }

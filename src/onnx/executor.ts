@@ -65,7 +65,8 @@ export function runReferenceGraph(spec: SpecializedGraph, feeds: Readonly<Record
   return result;
 }
 
-/** Specialises `graph` to the feeds' shapes (cached) and runs the reference executor. */
+/** Specialises `graph` to the feeds' shapes (cached; their values decide If branches) and runs the reference executor. */
 export function runReferenceModel(graph: Graph, feeds: Readonly<Record<string, RefTensor>>): Record<string, RefTensor> {
-  return runReferenceGraph(specialize(graph, shapesOf(feeds)), feeds);
+  const values = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.data]));
+  return runReferenceGraph(specialize(graph, shapesOf(feeds), { values }), feeds);
 }

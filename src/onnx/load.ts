@@ -1,6 +1,8 @@
 // Loading a model from wherever the user has it: a URL of a Hugging Face style folder
 // (`config.json`, `onnx/model.onnx`, `onnx/model.onnx_data` — the layout transformers.js uses), a
-// URL of an .onnx file, bytes, a File, or the files of a folder picked with `webkitdirectory`.
+// URL of an .onnx file, bytes, a File, or the files of a folder picked with `webkitdirectory`; in
+// Node also a file path (or `file:` URL) of such a folder or .onnx, read with node:fs, which is
+// imported only there (see runtime.ts), so browser bundles hold no file-system code.
 //
 // The .onnx is parsed first, so external data is fetched (or looked up among the given files) only
 // for the locations its initializers actually name; a missing one is an InputError naming both the
@@ -10,8 +12,9 @@
 import { FormatError, InputError } from '../errors.js';
 import type { Graph } from '../ir/graph.js';
 import { buildGraph, externalDataRefs, normLocation, parseModel } from './decode.js';
+import { importNodeModule, isNode } from '../runtime.js';
 
-/** A model: URL (folder or .onnx), bytes, a File, or the files of a folder. */
+/** A model: URL (folder or .onnx), bytes, a File, or the files of a folder; in Node also a file path. */
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob | readonly File[] | FileList;
 
 /** Bytes of a file, in any of the forms a browser hands out. */
@@ -22,7 +25,10 @@ export interface LoadOnnxOptions {
   readonly externalData?: Readonly<Record<string, FileData>>;
   /** The .onnx inside a folder (default 'onnx/model.onnx', then 'model.onnx'). */
   readonly modelFile?: string;
-  /** fetch used for URLs (default: globalThis.fetch); injectable for tests and custom auth. */
+  /**
+   * fetch used for URLs (default: globalThis.fetch); injectable for tests and custom auth. When
+   * given, a string source is always a URL, in Node too (never a file path).
+   */
   readonly fetch?: (url: string) => Promise<Response>;
   /** Build the graph even with unsupported ops (inspection only; see DecodeOptions). */
   readonly allowUnsupported?: boolean;
@@ -63,20 +69,6 @@ function parseConfig(bytes: Uint8Array, path: string): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-/** Joins a relative path to a URL, keeping its query string (signed URLs). */
-function joinUrl(base: string, rel: string): string {
-  const cut = base.search(/[?#]/);
-  const path = cut < 0 ? base : base.slice(0, cut);
-  const suffix = cut < 0 ? '' : base.slice(cut);
-  const dir = path.replace(/\/+$/, '');
-  return `${dir === '' && !path.startsWith('/') ? '' : `${dir}/`}${rel}${suffix}`;
-}
-
-function urlPath(url: string): string {
-  const cut = url.search(/[?#]/);
-  return cut < 0 ? url : url.slice(0, cut);
-}
-
 function dirname(path: string): string {
   const i = path.lastIndexOf('/');
   return i < 0 ? '' : path.slice(0, i);
@@ -102,7 +94,10 @@ export async function loadOnnx(source: ModelSource, options: LoadOnnxOptions = {
   const given = new Map<string, FileData>();
   for (const [k, v] of Object.entries(options.externalData ?? {})) given.set(normLocation(k), v);
 
-  if (typeof source === 'string' || source instanceof URL) return loadUrl(String(source), given, options);
+  if (typeof source === 'string' || source instanceof URL) {
+    const path = await filePathOf(source, options);
+    return path === undefined ? loadFromStore(String(source), urlStore(options), given, options) : loadFromStore(path, await diskStore(), given, options);
+  }
   if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
     return finish(await bytesOf(source), 'model.onnx', undefined, given, async () => undefined, options);
   }
@@ -138,6 +133,11 @@ async function finish(
       files[joinPath(dirname(modelPath), ref.location)] = external[ref.location]!;
       continue;
     }
+    // ONNX locations are relative to the model's folder; one that leaves it (an untrusted file
+    // naming '../../home/…' or '/etc/…') is refused before anything is read.
+    if (/^(\/|[a-z]:)/i.test(ref.location) || ref.location.split('/').includes('..')) {
+      throw new FormatError(fileName, `tensor '${ref.tensor}': external data location '${ref.location}' is outside the model's folder`);
+    }
     const found = await find(ref.location);
     if (!found) {
       throw new InputError(
@@ -152,22 +152,99 @@ async function finish(
   return { graph, config, files, modelPath, externalData: external };
 }
 
-async function loadUrl(url: string, given: ReadonlyMap<string, FileData>, options: LoadOnnxOptions): Promise<LoadedOnnx> {
+/**
+ * Where the files of a model live: behind URLs (fetch) or, in Node, on disk. The loader walks either
+ * the same way (folder → config.json and onnx/model.onnx; an .onnx → external data beside it).
+ */
+interface FileStore {
+  /** A file's bytes, or undefined when there is no such file (HTTP 404, ENOENT). */
+  get(location: string): Promise<Uint8Array | undefined>;
+  /** Whether `location` names the model file itself rather than the folder holding it. */
+  isModelFile(location: string): Promise<boolean>;
+  /** Splits a location into its path and the suffix every derived location keeps (a URL's query). */
+  split(location: string): [path: string, suffix: string];
+  /** How a file is got and why one is absent, for messages: fetch / HTTP 404, read / no such file. */
+  readonly verb: 'fetch' | 'read';
+  readonly absent: string;
+}
+
+/** Joins a relative path to a location, keeping its suffix (the query string of a signed URL). */
+function joinLocation(store: FileStore, base: string, rel: string): string {
+  const [path, suffix] = store.split(base);
+  const dir = path.replace(/\/+$/, '');
+  return `${dir === '' && !path.startsWith('/') ? '' : `${dir}/`}${rel}${suffix}`;
+}
+
+function urlStore(options: LoadOnnxOptions): FileStore {
   const fetchFn = options.fetch ?? ((u: string) => globalThis.fetch(u));
-  const get = async (u: string): Promise<Uint8Array | undefined> => {
-    let res: Response;
-    try {
-      res = await fetchFn(u);
-    } catch (e) {
-      throw new InputError(`could not fetch ${u}: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    if (res.status === 404) return undefined;
-    if (!res.ok) throw new InputError(`could not fetch ${u}: HTTP ${res.status}`);
-    return new Uint8Array(await res.arrayBuffer());
+  const split = (url: string): [string, string] => {
+    const cut = url.search(/[?#]/);
+    return cut < 0 ? [url, ''] : [url.slice(0, cut), url.slice(cut)];
   };
+  return {
+    split,
+    verb: 'fetch',
+    absent: 'HTTP 404',
+    isModelFile: async (url) => /\.onnx$/i.test(split(url)[0]),
+    async get(u) {
+      let res: Response;
+      try {
+        res = await fetchFn(u);
+      } catch (e) {
+        throw new InputError(`could not fetch ${u}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      if (res.status === 404) return undefined;
+      if (!res.ok) throw new InputError(`could not fetch ${u}: HTTP ${res.status}`);
+      return new Uint8Array(await res.arrayBuffer());
+    },
+  };
+}
+
+/** Files on disk, in Node: a folder path or the path of the .onnx itself (its name need not end in .onnx). */
+async function diskStore(): Promise<FileStore> {
+  const fs = await importNodeModule('node:fs/promises');
+  const code = (e: unknown): string | undefined => (e as { code?: string } | null)?.code;
+  const missing = (e: unknown): boolean => code(e) === 'ENOENT' || code(e) === 'ENOTDIR';
+  return {
+    split: (path) => [path, ''],
+    verb: 'read',
+    absent: 'no such file',
+    async isModelFile(path) {
+      try {
+        return (await fs.stat(path)).isFile();
+      } catch (e) {
+        if (missing(e)) throw new InputError(`no such file or folder: ${path}`);
+        throw new InputError(`could not read ${path}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    },
+    async get(path) {
+      try {
+        const b = await fs.readFile(path);
+        return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+      } catch (e) {
+        if (missing(e) || code(e) === 'EISDIR') return undefined;
+        throw new InputError(`could not read ${path}: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    },
+  };
+}
+
+/**
+ * The file path a string or URL names, when it names one: in Node, without an injected fetch, a
+ * `file:` URL or a string with no URL scheme (`C:\\…` is a path: schemes have two letters or more).
+ */
+async function filePathOf(source: string | URL, options: LoadOnnxOptions): Promise<string | undefined> {
+  if (!isNode() || options.fetch) return undefined;
+  const s = String(source);
+  if (/^file:/i.test(s)) return (await importNodeModule('node:url')).fileURLToPath(s).replace(/\\/g, '/');
+  if (/^[a-z][a-z0-9+.-]+:/i.test(s)) return undefined;
+  return s.replace(/\\/g, '/');
+}
+
+async function loadFromStore(url: string, store: FileStore, given: ReadonlyMap<string, FileData>, options: LoadOnnxOptions): Promise<LoadedOnnx> {
   const optional = async (u: string): Promise<Uint8Array | undefined> => {
     try {
-      return await get(u);
+      return await store.get(u);
     } catch {
       return undefined; // an optional file (config.json) may be absent or blocked
     }
@@ -178,24 +255,25 @@ async function loadUrl(url: string, given: ReadonlyMap<string, FileData>, option
   let bytes: Uint8Array | undefined;
   let config: Record<string, unknown> | undefined;
   const extra: Record<string, Uint8Array> = {};
-  if (/\.onnx$/i.test(urlPath(url))) {
+  const [path, query] = store.split(url);
+  if (await store.isModelFile(url)) {
     modelUrl = url;
-    bytes = await get(url);
-    if (!bytes) throw new InputError(`could not fetch ${url}: HTTP 404`);
-    const dir = dirname(urlPath(url));
-    const name = urlPath(url).split('/').pop()!;
+    bytes = await store.get(url);
+    if (!bytes) throw new InputError(`could not ${store.verb} ${url}: ${store.absent}`);
+    const dir = dirname(path);
+    const name = path.split('/').pop()!;
     modelPath = name;
     // The HF layout keeps config.json one level above onnx/.
     if (/(^|\/)onnx$/.test(dir)) {
       modelPath = `onnx/${name}`;
-      const c = await optional(joinUrl(dirname(dir) + url.slice(urlPath(url).length), 'config.json'));
+      const c = await optional(joinLocation(store, dirname(dir) + query, 'config.json'));
       if (c) {
         config = parseConfig(c, 'config.json');
         extra['config.json'] = c;
       }
     }
   } else {
-    const c = await optional(joinUrl(url, 'config.json'));
+    const c = await optional(joinLocation(store, url, 'config.json'));
     if (c) {
       config = parseConfig(c, 'config.json');
       extra['config.json'] = c;
@@ -204,20 +282,20 @@ async function loadUrl(url: string, given: ReadonlyMap<string, FileData>, option
     modelUrl = '';
     modelPath = '';
     for (const candidate of options.modelFile ? [options.modelFile] : DEFAULT_MODEL_FILES) {
-      const u = joinUrl(url, candidate);
+      const u = joinLocation(store, url, candidate);
       tried.push(u);
-      bytes = await get(u);
+      bytes = await store.get(u);
       if (bytes) {
         modelUrl = u;
         modelPath = candidate;
         break;
       }
     }
-    if (!bytes) throw new InputError(`no ONNX model found: tried ${tried.join(', ')} (HTTP 404)`);
+    if (!bytes) throw new InputError(`no ONNX model found: tried ${tried.join(', ')} (${store.absent})`);
   }
-  const suffix = modelUrl.slice(urlPath(modelUrl).length);
+  const [modelFile, suffix] = store.split(modelUrl);
   const find = async (location: string) => {
-    const b = await get(joinUrl(dirname(urlPath(modelUrl)) + suffix, location));
+    const b = await store.get(joinLocation(store, dirname(modelFile) + suffix, location));
     return b ? { path: joinPath(dirname(modelPath), location), bytes: b } : undefined;
   };
   return finish(bytes, modelPath, config, given, find, options, extra);

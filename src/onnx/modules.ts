@@ -8,13 +8,26 @@
 //   2. the node's scope name, which torch.onnx.export writes as `/model/layers.0/self_attn/k_proj/MatMul`
 //      (modules joined by '/', ModuleList indices by '.'), unless several weights share one scope;
 //   3. the weight initializer's name (`bert.encoder.layer.0.attention.self.key.weight`), which
-//      constant folding often replaces by `onnx::MatMul_123`;
-//   4. the bias initializer of the Add that follows the MatMul (`…k_lin.bias`), or Gemm's C.
-// Layers where none applies are left out (`unnamedLinears` lists them, so a caller can ask for a
-// mapping). GPT-2's Conv1D stores W as [in, out] and runs as Gemm (addmm) or MatMul + Add.
+//      constant folding often replaces by `onnx::MatMul_123`; TensorFlow exports (tf2onnx,
+//      keras2onnx) name it `bert/encoder/layer_0/.../key/kernel:0`, which transformers' TF → PyTorch
+//      name mapping turns into the same path;
+//   4. the bias initializer of the Add that follows the MatMul (`…k_lin.bias`), or Gemm's C;
+//   5. for projections a fused attention consumed (onnx/expand.ts records them), the family's
+//      layout next to the attention's output projection (module-conventions.ts).
+// Tool names are mapped to transformers' (the genai builder's `attn` → `self_attn`), and a packed
+// projection that transformers keeps as separate modules (the builder's `qkv_proj`, the
+// optimizer's Attention weights) becomes one module per part: its columns of the packed weight
+// (`part`), its slice of the packed bias (`bias.offset`), and its output at the Split that
+// separates the parts. Layers where nothing applies are left out (`unnamedLinears` lists them, with
+// the fused op that hid them, so a caller can ask for a mapping). GPT-2's Conv1D stores W as
+// [in, out] and runs as Gemm (addmm) or MatMul + Add.
+// One module may be computed by several nodes: optimum's merged decoders hold it in both branches
+// of an If (the importer inlines both, see onnx/decode.ts), reading one weight; such nodes are one
+// module, the later ones its `sites`.
 
 import { isFloat } from '../ir/dtype.js';
-import type { Graph, Initializer, Node } from '../ir/graph.js';
+import { initializerToRef, type Graph, type Initializer, type Node } from '../ir/graph.js';
+import { packedPartPaths, siblingPaths, transformersPath } from './module-conventions.js';
 
 /** Whether the stored weight is [in, out] (ONNX MatMul, Conv1D) or [out, in] (nn.Linear, Gemm transB). */
 export type WeightLayout = 'in_out' | 'out_in';
@@ -32,18 +45,40 @@ export interface ModuleInfo {
   readonly outFeatures: number;
   /**
    * The bias: the Add node after a MatMul and its 1-D initializer of size `outFeatures`; for a
-   * Gemm whose C input is the bias, `node` is the Gemm itself.
+   * Gemm whose C input is the bias, `node` is the Gemm itself. A bias that is a slice of a packed
+   * bias (a fused attention's) starts at `offset` of the initializer, and `split` is the Split node
+   * that cuts it out.
    */
-  readonly bias?: { readonly node: string; readonly initializer: string };
+  readonly bias?: { readonly node: string; readonly initializer: string; readonly offset?: number; readonly split?: string };
   /** The Transpose node between the weight and the MatMul, when there is one. */
   readonly transpose?: string;
-  /** Where the path came from. */
-  readonly pathSource: 'moduleMap' | 'scope' | 'weight' | 'bias';
+  /**
+   * One part of a packed projection: output columns [start, start + outFeatures) of the product's
+   * `total`, separated from the other parts by output `index` of Split node `split`.
+   */
+  readonly part?: { readonly start: number; readonly total: number; readonly split: string; readonly index: number };
+  /** Where the path came from ('attention': the layout next to a fused attention's output projection). */
+  readonly pathSource: 'moduleMap' | 'scope' | 'weight' | 'bias' | 'attention';
+  /**
+   * Other nodes computing the same module with the same weight (the other branch of a merged
+   * decoder's If): IA3 scales them all with the module's one vector.
+   */
+  readonly sites?: readonly ModuleSite[];
+}
+
+/** A node computing a module: the MatMul/Gemm, its bias Add, the Transpose of its weight, its Split part. */
+export type ModuleSite = Pick<ModuleInfo, 'node' | 'bias' | 'transpose' | 'part'>;
+
+/** The nodes of a module: its own, then its other sites. */
+export function moduleSites(m: ModuleInfo): ModuleSite[] {
+  return [m, ...(m.sites ?? [])];
 }
 
 export interface FindModulesOptions {
   /** Explicit paths by node name (MatMul/Gemm), overriding what the graph suggests. */
   readonly moduleMap?: Readonly<Record<string, string>>;
+  /** The model type (config.json's), for families whose own modules are packed. */
+  readonly modelType?: string;
 }
 
 /** A linear layer before its path is known. */
@@ -84,13 +119,25 @@ export function linearNodes(graph: Graph): LinearNode[] {
     const ok = (b.dims.length === 1 && b.dims[0] === out) || (b.dims.length === 2 && b.dims[0] === 1 && b.dims[1] === out);
     return ok ? b : undefined;
   };
-  // An Add consuming the output with a bias initializer as its other operand (either order).
+  // A 1-D float initializer of `out` values, or such a slice of a packed bias: an output of a
+  // Split along axis 0 of a 1-D initializer, with constant sizes.
+  const biasOperand = (name: string, out: number): { initializer: string; offset?: number; split?: string } | undefined => {
+    const b = graph.initializers.get(name);
+    if (b) return b.dims.length === 1 && b.dims[0] === out && isFloat(b.dtype) ? { initializer: name } : undefined;
+    const p = producer.get(name);
+    if (p?.opType !== 'Split' || Number(p.attrs.axis ?? 0) !== 0) return undefined;
+    const packed = graph.initializers.get(p.inputs[0] ?? '');
+    const sizes = splitSizes(graph, p);
+    const k = p.outputs.indexOf(name);
+    if (!packed || packed.dims.length !== 1 || !isFloat(packed.dtype) || !sizes || sizes[k] !== out) return undefined;
+    return { initializer: packed.name, offset: sizes.slice(0, k).reduce((a, v) => a + v, 0), split: p.name };
+  };
+  // An Add consuming the output with a bias as its other operand (either order).
   const biasAdd = (output: string, out: number): ModuleInfo['bias'] => {
     for (const c of consumers.get(output) ?? []) {
       if (c.opType !== 'Add' || c.inputs.length !== 2) continue;
-      const other = c.inputs[0] === output ? c.inputs[1]! : c.inputs[0]!;
-      const b = graph.initializers.get(other);
-      if (b && b.dims.length === 1 && b.dims[0] === out && isFloat(b.dtype)) return { node: c.name, initializer: other };
+      const b = biasOperand(c.inputs[0] === output ? c.inputs[1]! : c.inputs[0]!, out);
+      if (b) return { node: c.name, ...b };
     }
     return undefined;
   };
@@ -130,6 +177,33 @@ export function linearNodes(graph: Graph): LinearNode[] {
   return found;
 }
 
+/** The constant sizes of a Split node's outputs, when it states them (sizes input or attribute). */
+function splitSizes(graph: Graph, split: Node): number[] | undefined {
+  const input = split.inputs[1];
+  if (input) {
+    const init = graph.initializers.get(input);
+    return init ? Array.from(initializerToRef(init).data) : undefined;
+  }
+  const attr = split.attrs.split as readonly number[] | undefined;
+  if (attr) return [...attr];
+  return undefined;
+}
+
+/** The Split along the last axis that alone reads a linear's output (after its bias), with its sizes. */
+function packedSplit(graph: Graph, l: LinearNode, consumers: ReadonlyMap<string, readonly Node[]>, nodeByName: ReadonlyMap<string, Node>): { node: Node; sizes: number[] } | undefined {
+  const out = l.bias ? nodeByName.get(l.bias.node)?.outputs[0] : nodeByName.get(l.node)?.outputs[0];
+  if (!out) return undefined;
+  const readers = consumers.get(out) ?? [];
+  const split = readers[0];
+  if (readers.length !== 1 || split?.opType !== 'Split' || split.inputs[0] !== out) return undefined;
+  const axis = Number(split.attrs.axis ?? 0);
+  // The product is [..., outFeatures]: the split must be along its last axis.
+  if (axis !== -1 && axis !== 2) return undefined;
+  const sizes = splitSizes(graph, split);
+  if (!sizes || sizes.length !== split.outputs.length || sizes.reduce((a, v) => a + v, 0) !== l.outFeatures) return undefined;
+  return { node: split, sizes };
+}
+
 /** '/model/layers.0/self_attn/k_proj/MatMul' → 'model.layers.0.self_attn.k_proj'. */
 export function scopePath(nodeName: string): string | undefined {
   if (!nodeName.startsWith('/')) return undefined;
@@ -139,8 +213,40 @@ export function scopePath(nodeName: string): string | undefined {
   return parts.length > 0 && PATH_RE.test(path) ? path : undefined;
 }
 
-/** 'x.key.weight' (or 'x.key.weight_transposed') → 'x.key'; undefined for names like 'onnx::MatMul_1'. */
+/** TensorFlow's names of a layer's weight and bias variables, by PyTorch name. */
+const TF_PARAMETER: Readonly<Record<'weight' | 'bias', readonly string[]>> = { weight: ['kernel'], bias: ['bias'] };
+
+/**
+ * A TensorFlow variable name as transformers maps it to PyTorch (modeling_tf_pytorch_utils and
+ * load_tf_weights_in_bert): ':0' dropped, '_._' and 'layer_3' split into levels, a Keras model's
+ * own first level (`tf_bert_for_sequence_classification/`) dropped, levels joined by '.'.
+ * 'tf_bert_for_x/bert/encoder/layer_._0/attention/self/key/kernel:0' and
+ * 'bert/encoder/layer_0/attention/self/key/kernel:0' → 'bert.encoder.layer.0.attention.self.key'.
+ */
+export function tfParameterPath(name: string, suffix: 'weight' | 'bias'): string | undefined {
+  if (!name.includes('/')) return undefined;
+  const levels = name
+    .replace(/:\d+$/, '')
+    .replace(/_\._/g, '/')
+    .split('/')
+    .filter((l) => l !== '')
+    .flatMap((l) => {
+      const m = /^([A-Za-z]+)_(\d+)$/.exec(l);
+      return m ? [m[1]!, m[2]!] : [l];
+    });
+  if (levels[0]?.startsWith('tf_')) levels.shift();
+  if (!TF_PARAMETER[suffix].includes(levels.pop() ?? '')) return undefined;
+  const path = levels.join('.');
+  return levels.length > 0 && PATH_RE.test(path) ? path : undefined;
+}
+
+/**
+ * 'x.key.weight' (or 'x.key.weight_transposed') → 'x.key', and TensorFlow's '…/key/kernel:0' the
+ * same way (tfParameterPath); undefined for names like 'onnx::MatMul_1'.
+ */
 export function parameterPath(name: string, suffix: 'weight' | 'bias'): string | undefined {
+  const tf = tfParameterPath(name, suffix);
+  if (tf) return tf;
   const base = name.replace(/(_transposed|_transpose|_T|\.T)$/, '');
   if (!base.endsWith(`.${suffix}`)) return undefined;
   const path = base.slice(0, -suffix.length - 1);
@@ -150,6 +256,17 @@ export function parameterPath(name: string, suffix: 'weight' | 'bias'): string |
 /** The module of every linear layer whose path can be recovered, in graph order. */
 export function findModules(graph: Graph, options: FindModulesOptions = {}): ModuleInfo[] {
   const linears = linearNodes(graph);
+  const consumers = new Map<string, Node[]>();
+  const nodeByName = new Map<string, Node>();
+  for (const n of graph.nodes) {
+    nodeByName.set(n.name, n);
+    for (const i of new Set(n.inputs)) {
+      if (!i) continue;
+      const list = consumers.get(i);
+      if (list) list.push(n);
+      else consumers.set(i, [n]);
+    }
+  }
   // A scope shared by linears with different weights (a functional F.linear inside a parent
   // module) names the parent, not a layer: those fall back to parameter names.
   const weightsByScope = new Map<string, Set<string>>();
@@ -157,18 +274,98 @@ export function findModules(graph: Graph, options: FindModulesOptions = {}): Mod
     const s = scopePath(l.node);
     if (s) weightsByScope.set(s, (weightsByScope.get(s) ?? new Set()).add(l.weight));
   }
-  const out: ModuleInfo[] = [];
-  for (const l of linears) {
-    const mapped = options.moduleMap?.[l.node];
+  const own = (l: LinearNode): [string, ModuleInfo['pathSource']] | undefined => {
     const scope = scopePath(l.node);
     const candidates: [string | undefined, ModuleInfo['pathSource']][] = [
-      [mapped, 'moduleMap'],
+      [options.moduleMap?.[l.node], 'moduleMap'],
       [scope && weightsByScope.get(scope)!.size === 1 ? scope : undefined, 'scope'],
       [parameterPath(l.weight, 'weight'), 'weight'],
-      [l.bias ? parameterPath(l.bias.initializer, 'bias') : undefined, 'bias'],
+      [l.bias && l.bias.offset === undefined ? parameterPath(l.bias.initializer, 'bias') : undefined, 'bias'],
     ];
     const hit = candidates.find((c) => c[0] !== undefined);
-    if (hit) out.push({ path: hit[0]!, pathSource: hit[1], ...l });
+    return hit ? [hit[0]!, hit[1]] : undefined;
+  };
+  const named = new Map(linears.map((l) => [l, own(l)] as const));
+  const hasSelfAttn = [...named.values()].some((p) => p?.[0].includes('.self_attn.'));
+  const pathOf = (l: LinearNode): [string, ModuleInfo['pathSource']] | undefined => {
+    const p = named.get(l);
+    return p && p[1] !== 'moduleMap' ? [transformersPath(p[0], hasSelfAttn), p[1]] : p;
+  };
+
+  // Fused attentions: the role of each value they read, and their output projection's path.
+  const byOutput = new Map<string, LinearNode>();
+  for (const l of linears) {
+    const n = nodeByName.get(l.node);
+    if (n) byOutput.set(n.inputs[0]!, l);
+  }
+  const roleOf = new Map<string, { role: 0 | 1 | 2; siblings: ReturnType<typeof siblingPaths> }>();
+  for (const e of graph.expanded ?? []) {
+    const a = e.attention;
+    const o = a && byOutput.get(a.output);
+    const oPath = o && pathOf(o);
+    if (!a || !oPath) continue;
+    const siblings = siblingPaths(oPath[0]);
+    ([a.query, a.key, a.value] as const).forEach((v, role) => {
+      if (v) roleOf.set(v, { role: role as 0 | 1 | 2, siblings });
+    });
+  }
+  const sibling = (value: string | undefined): string | undefined => {
+    const r = value ? roleOf.get(value) : undefined;
+    return r?.siblings?.separate?.[r.role];
+  };
+  const outputOf = (l: LinearNode): string | undefined => (l.bias ? nodeByName.get(l.bias.node)?.outputs[0] : nodeByName.get(l.node)?.outputs[0]);
+
+  const out: ModuleInfo[] = [];
+  for (const l of linears) {
+    const path = pathOf(l);
+    const packed = packedSplit(graph, l, consumers, nodeByName);
+    if (packed && (!path || path[1] !== 'moduleMap')) {
+      // Parts named by the tool's packing, or by a fused attention's layout.
+      let parts = path ? packedPartPaths(path[0], packed.sizes.length, options.modelType) : undefined;
+      let source: ModuleInfo['pathSource'] | undefined = path?.[1];
+      let whole = path?.[0];
+      if (!path) {
+        const r = roleOf.get(packed.node.outputs[0]!);
+        if (r?.siblings?.separate && packed.sizes.length === 3) parts = [...r.siblings.separate];
+        else if (r?.siblings?.packed) whole = r.siblings.packed;
+        source = 'attention';
+      }
+      if (parts) {
+        let start = 0;
+        packed.sizes.forEach((size, index) => {
+          const bias = l.bias ? { ...l.bias, offset: (l.bias.offset ?? 0) + start } : undefined;
+          out.push({ ...l, path: parts![index]!, pathSource: source!, outFeatures: size, ...(bias ? { bias } : {}), part: { start, total: l.outFeatures, split: packed.node.name, index } });
+          start += size;
+        });
+        continue;
+      }
+      if (whole) out.push({ ...l, path: whole, pathSource: source! });
+      continue;
+    }
+    if (path) {
+      out.push({ ...l, path: path[0], pathSource: path[1] });
+      continue;
+    }
+    const fromAttention = sibling(outputOf(l));
+    if (fromAttention) out.push({ ...l, path: fromAttention, pathSource: 'attention' });
+  }
+  return mergeSites(out);
+}
+
+/** Folds modules of one path and one weight (and layout) into the first, the rest as its sites. */
+function mergeSites(modules: readonly ModuleInfo[]): ModuleInfo[] {
+  const first = new Map<string, number>();
+  const out: ModuleInfo[] = [];
+  for (const m of modules) {
+    const key = `${m.path}\u0000${m.weight}\u0000${m.weightLayout}\u0000${m.kind}`;
+    const at = first.get(key);
+    if (at === undefined) {
+      first.set(key, out.length);
+      out.push(m);
+      continue;
+    }
+    const site: ModuleSite = { node: m.node, ...(m.bias ? { bias: m.bias } : {}), ...(m.transpose ? { transpose: m.transpose } : {}), ...(m.part ? { part: m.part } : {}) };
+    out[at] = { ...out[at]!, sites: [...(out[at]!.sites ?? []), site] };
   }
   return out;
 }

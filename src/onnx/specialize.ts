@@ -9,18 +9,34 @@
 //
 // Folding rule: a node is evaluated on the CPU when all its inputs are known there and no input or
 // output exceeds FOLD_LIMIT elements; a Transpose of a big embedding stays for the GPU. Ops whose
-// lowering is 'fold' (Shape, Range, ConstantOfShape) must fold, or specialisation fails.
+// lowering is 'fold' (Shape, Range, ConstantOfShape) must fold, or specialisation fails. Composite
+// ops (OpDef.expand: Einsum, OneHot) are replaced by their expansion, whose nodes are then inferred,
+// folded and kept like the file's own.
+//
+// Control flow: every If (flattened on load, see ops/control.ts) is decided first, from constants,
+// shapes and the values of the inputs its condition reads (`options.values`, which only decide
+// branches and never become constants of the plan); the decisions join the cache key, the chosen
+// branch's outputs become the If's, and the other branch is never looked at.
+//
+// Zero-size dims are ONNX's: an input may have dims of 0 (an empty past), and every op's rule says
+// what an empty tensor gives; lowerings drop dispatches over nothing, so no empty buffer is bound.
+//
+// A computed graph output that disagrees with its declared shape is a warning naming the output,
+// once per graph (onnxruntime only warns: exporters often declare traced dims), not an error.
 //
 // The result satisfies the compiler's PlanGraph contract, and is cached per graph and shape key: a
 // memo of a pure function, since graphs are never mutated (a model given new initializer values
 // gets a new graph object, see Model.replaceInitializers), so an entry cannot go stale.
 
-import { IA3Error, InputError, ShapeError, UnsupportedOpError } from '../errors.js';
-import { initializerGpuData, initializerToRef, normDomain, opsetOf, type Graph, type Node } from '../ir/graph.js';
+import { IA3Error, InputError, ShapeError, UnsupportedOpError, warnOnce } from '../errors.js';
+import { initializerGpuData, initializerToRef, nodeOpset, opsetOf, type Graph, type Node } from '../ir/graph.js';
 import { clampedRange } from '../ir/shape.js';
 import type { ResidentData, SpecializedGraph, SpecNode } from '../ir/static-graph.js';
 import { sizeOf, toGpuArray, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
-import { OPS, isOpType } from '../ops/registry.js';
+import { expandAtSpecialisation, takenNames } from '../ops/expansion.js';
+import { isOpType, resolveOp } from '../ops/registry.js';
+import { conditionHolds, ifArity } from '../ops/control.js';
+import { insertIndexChecks } from './index-checks.js';
 import type { Inputs, OpContext, OpDef } from '../ops/types.js';
 
 /** Largest tensor (elements) a CPU fold reads or writes. */
@@ -31,7 +47,15 @@ export const VALUE_LIMIT = 1 << 16;
 export interface SpecializeOptions {
   /** Override FOLD_LIMIT (elements). */
   readonly foldLimit?: number;
+  /**
+   * Values of runtime inputs (the feeds), read only to decide If conditions that depend on them;
+   * the plan still reads every input at run time.
+   */
+  readonly values?: Readonly<Record<string, ArrayLike<number | bigint>>>;
 }
+
+/** What a build decides up front: the branch of every live If node, by node name. */
+type Branches = ReadonlyMap<string, boolean>;
 
 const cache = new WeakMap<Graph, Map<string, SpecializedGraph>>();
 
@@ -56,11 +80,13 @@ export function specialize(
   inputShapes: Readonly<Record<string, readonly number[]>>,
   options: SpecializeOptions = {},
 ): SpecializedGraph {
-  const key = shapeKey(inputShapes, options);
+  const foldLimit = options.foldLimit ?? FOLD_LIMIT;
+  const branches = graph.nodes.some(isIf) ? chooseBranches(graph, inputShapes, foldLimit, options.values ?? {}) : new Map<string, boolean>();
+  const key = shapeKey(inputShapes, options) + [...branches].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([n, v]) => `;if:${n}=${v ? 1 : 0}`).join('');
   let perGraph = cache.get(graph);
   const hit = perGraph?.get(key);
   if (hit) return hit;
-  const spec = build(graph, inputShapes, key, options.foldLimit ?? FOLD_LIMIT);
+  const spec = build(graph, inputShapes, key, foldLimit, branches);
   if (!perGraph) cache.set(graph, (perGraph = new Map()));
   perGraph.set(key, spec);
   return spec;
@@ -111,11 +137,83 @@ function dimsOnlyValue(node: Node, dims: readonly number[], opset: number): RefT
   return { dtype: 'int64', dims: [out.length], data: Float64Array.from(out) };
 }
 
+const isIf = (n: Node): boolean => n.opType === 'If' && n.domain === '';
+
+/**
+ * The nodes the graph outputs depend on, given a decision for each If reached (`choose`, called
+ * once per If, in no particular order): an If depends on its chosen branch's outputs only.
+ */
+function liveNodes(graph: Graph, choose: (node: Node) => boolean): Set<Node> {
+  const producer = new Map<string, Node>();
+  for (const n of graph.nodes) for (const o of n.outputs) if (o) producer.set(o, n);
+  const live = new Set<Node>();
+  const stack = graph.outputs.map((o) => o.name);
+  const seen = new Set<string>();
+  while (stack.length > 0) {
+    const v = stack.pop()!;
+    if (seen.has(v)) continue;
+    seen.add(v);
+    const p = producer.get(v);
+    if (!p || live.has(p)) continue;
+    live.add(p);
+    if (isIf(p)) {
+      const n = ifArity(p.inputs.length, { opType: 'If', nodeName: p.name });
+      const start = choose(p) ? 1 : 1 + n;
+      stack.push(...p.inputs.slice(start, start + n).filter((i) => i !== ''));
+    } else {
+      for (const i of p.inputs) if (i) stack.push(i);
+    }
+  }
+  return live;
+}
+
+/**
+ * Decides every If the outputs depend on: its condition is specialised on its own (the graph with
+ * the condition as its only output, input values as constants) and must fold to a value.
+ */
+function chooseBranches(
+  graph: Graph,
+  inputShapes: Readonly<Record<string, readonly number[]>>,
+  foldLimit: number,
+  values: Readonly<Record<string, ArrayLike<number | bigint>>>,
+): Map<string, boolean> {
+  const decided = new Map<string, boolean>();
+  liveNodes(graph, (node) => {
+    const cond = node.inputs[0]!;
+    // The cone of the condition alone, with the given input values as constants.
+    const coneGraph: Graph = { ...graph, outputs: [{ name: cond }] };
+    const cone = build(coneGraph, inputShapes, '', foldLimit, chooseBranches(coneGraph, inputShapes, foldLimit, values), values);
+    const v = cone.constants.get(cone.outputs[0]!);
+    if (!v) {
+      const reads = cone.inputs.map((i) => `'${i.name}'`).join(', ');
+      throw new UnsupportedOpError(
+        'If',
+        node.name,
+        `its condition '${cond}' is only known at run time (it reads ${reads || 'values computed on the GPU'}): ` +
+          'the toolkit compiles one branch, chosen from constants, shapes and the values of the inputs given to run',
+        opsetOf(graph, ''),
+      );
+    }
+    const holds = conditionHolds(v, { opType: 'If', nodeName: node.name });
+    decided.set(node.name, holds);
+    return holds;
+  });
+  return decided;
+}
+
 function sameType(a: TensorType, b: TensorType): boolean {
   return a.dtype === b.dtype && a.dims.length === b.dims.length && a.dims.every((d, i) => d === b.dims[i]);
 }
 
-function build(graph: Graph, inputShapes: Readonly<Record<string, readonly number[]>>, key: string, foldLimit: number): SpecializedGraph {
+function build(
+  graph: Graph,
+  inputShapes: Readonly<Record<string, readonly number[]>>,
+  key: string,
+  foldLimit: number,
+  branches: Branches,
+  /** Input values to treat as constants (only when specialising an If condition's cone). */
+  constantInputs: Readonly<Record<string, ArrayLike<number | bigint>>> = {},
+): SpecializedGraph {
   // 1. Inputs: names, ranks, static dims, symbols.
   const declared = new Map(graph.inputs.map((d) => [d.name, d]));
   for (const name of Object.keys(inputShapes)) {
@@ -128,30 +226,24 @@ function build(graph: Graph, inputShapes: Readonly<Record<string, readonly numbe
   for (const d of graph.inputs) {
     const dims = inputShapes[d.name];
     if (dims === undefined) continue;
-    if (!Array.isArray(dims) || !dims.every((x) => Number.isInteger(x) && x >= 1)) {
-      throw new InputError(`input '${d.name}': dims must be positive integers, got ${JSON.stringify(dims)}`);
+    if (!Array.isArray(dims) || !dims.every((x) => Number.isInteger(x) && x >= 0)) {
+      throw new InputError(`input '${d.name}': dims must be non-negative integers, got ${JSON.stringify(dims)}`);
     }
     const err = d.dims ? symbols.bind(d.dims, dims, `input '${d.name}'`) : undefined;
     if (err) throw new InputError(`input '${d.name}': ${err}`);
-    info.set(d.name, { dtype: d.dtype, dims: [...dims] });
+    const given = constantInputs[d.name];
+    if (given !== undefined && given.length !== sizeOf(dims)) {
+      throw new InputError(`input '${d.name}': ${given.length} values for dims ${fmt(dims)}`);
+    }
+    info.set(d.name, given === undefined ? { dtype: d.dtype, dims: [...dims] } : { dtype: d.dtype, dims: [...dims], value: { dtype: d.dtype, dims: [...dims], data: Float64Array.from(given, Number) } });
   }
 
   // 2. Nodes the outputs depend on (before folding; folding can only remove more).
-  const producer = new Map<string, Node>();
-  for (const n of graph.nodes) for (const o of n.outputs) if (o) producer.set(o, n);
-  const liveNodes = new Set<Node>();
-  const stack = graph.outputs.map((o) => o.name);
-  const seen = new Set<string>();
-  while (stack.length > 0) {
-    const v = stack.pop()!;
-    if (seen.has(v)) continue;
-    seen.add(v);
-    const p = producer.get(v);
-    if (p && !liveNodes.has(p)) {
-      liveNodes.add(p);
-      for (const i of p.inputs) if (i) stack.push(i);
-    }
-  }
+  const live = liveNodes(graph, (n) => {
+    const choice = branches.get(n.name);
+    if (choice === undefined) throw new Error(`specialize: If node '${n.name}' was not decided`);
+    return choice;
+  });
 
   // 3. Walk in topological order: infer types, fold on the CPU, drop Identity/Dropout.
   const alias = new Map<string, string>();
@@ -187,14 +279,27 @@ function build(graph: Graph, inputShapes: Readonly<Record<string, readonly numbe
     return init !== undefined && sizeOf(init.dims) <= foldLimit;
   };
   const consumed = new Set<string>();
-  for (const n of liveNodes) for (const i of n.inputs) if (i) consumed.add(i);
+  for (const n of live) for (const i of n.inputs) if (i) consumed.add(i);
   for (const o of graph.outputs) consumed.add(o.name);
 
   const kept: SpecNode[] = [];
-  for (const node of graph.nodes) {
-    if (!liveNodes.has(node)) continue;
-    const opset = opsetOf(graph, node.domain);
+  let taken: Set<string> | undefined; // the graph's names, for expansions (made on the first one)
+  const visit = (node: Node): void => {
+    // The nodes of an expansion carry the opset whose semantics they are written in.
+    const opset = nodeOpset(graph, node);
     const ctx: OpContext = { opType: node.opType, nodeName: node.name, opset, numOutputs: node.outputs.length };
+    if (isIf(node)) {
+      // The chosen branch's outputs are the If's (branch nodes before it were kept or folded).
+      const n = ifArity(node.inputs.length, ctx);
+      const start = branches.get(node.name)! ? 1 : 1 + n;
+      node.outputs.forEach((o, k) => {
+        const src = resolve(node.inputs[start + k] ?? '');
+        if (!src) throw new ShapeError(node.opType, node.name, `branch output ${k} is missing`);
+        valueOf(src, node.name);
+        if (o) alias.set(o, src);
+      });
+      return;
+    }
     // Inference: Dropout is the identity. Only a Dropout whose mask is read stays a node.
     const maskRead = node.opType === 'Dropout' && !!node.outputs[1] && consumed.has(node.outputs[1]);
     if (node.domain === '' && (node.opType === 'Identity' || node.opType === 'Dropout') && !maskRead) {
@@ -202,22 +307,34 @@ function build(graph: Graph, inputShapes: Readonly<Record<string, readonly numbe
       if (!src) throw new ShapeError(node.opType, node.name, 'required input 0 is missing');
       valueOf(src, node.name);
       alias.set(node.outputs[0]!, src);
-      continue;
+      return;
     }
     // Re-checked here for graphs built in code (IA3 insertion, autograd) or decoded with
     // allowUnsupported: the registry entry must be of the node's domain and opset.
-    if (!isOpType(node.opType)) {
-      throw new UnsupportedOpError(node.opType, node.name, 'not implemented', opset);
+    const resolved = resolveOp(node.domain, node.opType);
+    if (!resolved) {
+      const reason = isOpType(node.opType) ? `not implemented in domain '${node.domain || 'ai.onnx'}'` : 'not implemented';
+      throw new UnsupportedOpError(node.opType, node.name, reason, opset, node.domain);
     }
-    const def: OpDef = OPS[node.opType];
-    if (normDomain(def.domain) !== node.domain) {
-      throw new UnsupportedOpError(node.opType, node.name, `not implemented in domain '${node.domain || 'ai.onnx'}'`, opset);
+    if (resolved.kind === 'expanded') {
+      throw new UnsupportedOpError(node.opType, node.name, 'is a fused op that loading expands (onnx/expand.ts); this graph skipped it', opset, node.domain);
     }
-    if (opset < (def.sinceVersion ?? 1)) {
-      throw new UnsupportedOpError(node.opType, node.name, `implemented from opset ${def.sinceVersion}`, opset);
+    const def: OpDef = resolved.def;
+    if (opset < (def.sinceVersion ?? 1) || opset > (def.untilVersion ?? Infinity)) {
+      throw new UnsupportedOpError(node.opType, node.name, `implemented for opsets ${def.sinceVersion ?? 1} to ${def.untilVersion ?? 'the latest'}`, opset);
     }
     const inNames = node.inputs.map((v) => (v === '' ? '' : resolve(v)));
     const inInfos: Inputs<ValueInfo> = inNames.map((v) => (v === '' ? undefined : valueOf(v, node.name)));
+    if (def.expand) {
+      taken ??= takenNames(graph);
+      const names = taken;
+      const site: Node = { ...node, inputs: inNames };
+      const context = { taken: names, initializer: (v: string) => graph.initializers.get(v), dims: (v: string) => info.get(v)?.dims, opset };
+      const expansion = guarded(node, () => expandAtSpecialisation(def, site, inInfos, context));
+      for (const c of expansion.initializers) info.set(c.name, { dtype: c.dtype, dims: c.dims, value: initializerToRef(c) });
+      for (const n of expansion.nodes) visit(n);
+      return;
+    }
     const outTypes = guarded(node, () => def.shape(inInfos, node.attrs, ctx)) as ValueInfo[];
     node.outputs.forEach((o, i) => {
       if (o && !outTypes[i]) {
@@ -262,13 +379,14 @@ function build(graph: Graph, inputShapes: Readonly<Record<string, readonly numbe
         }
         info.set(o, { dtype: v.dtype, dims: v.dims, value: v });
       });
-      continue;
+      return;
     }
     node.outputs.forEach((o, i) => {
       if (o) info.set(o, { dtype: outTypes[i]!.dtype, dims: [...outTypes[i]!.dims] });
     });
     kept.push({ name: node.name, opType: node.opType, domain: node.domain, inputs: inNames, outputs: [...node.outputs], attrs: node.attrs, opset });
-  }
+  };
+  for (const node of graph.nodes) if (live.has(node)) visit(node);
 
   // 4. Outputs: check against the declared types, binding output-only symbols.
   const outputNames = graph.outputs.map((o) => o.name);
@@ -277,17 +395,17 @@ function build(graph: Graph, inputShapes: Readonly<Record<string, readonly numbe
     const t = valueOf(outputs[i]!, `graph output '${o.name}'`);
     if (o.dtype && o.dtype !== t.dtype) throw new ShapeError('Output', o.name, `declared ${o.dtype}, computed ${t.dtype}`);
     const err = o.dims ? symbols.bind(o.dims, t.dims, `graph output '${o.name}'`) : undefined;
-    if (err) throw new ShapeError('Output', o.name, err);
+    if (err) warnOnce(graph, `output:${o.name}`, `graph output '${o.name}' is declared ${fmt(o.dims!)} but computes ${fmt(t.dims)} (${err}); running it anyway, as onnxruntime does`);
   });
 
   // 5. Dead nodes after folding.
-  const live = new Set(outputs);
+  const needed = new Set(outputs);
   const final: SpecNode[] = [];
   for (let i = kept.length - 1; i >= 0; i--) {
     const n = kept[i]!;
-    if (!n.outputs.some((o) => live.has(o))) continue;
+    if (!n.outputs.some((o) => needed.has(o))) continue;
     final.push(n);
-    for (const v of n.inputs) if (v) live.add(v);
+    for (const v of n.inputs) if (v) needed.add(v);
   }
   final.reverse();
 
@@ -300,12 +418,15 @@ function build(graph: Graph, inputShapes: Readonly<Record<string, readonly numbe
     if (v !== o && producedBy.has(v) && !rename.has(v) && !outputNames.includes(v)) rename.set(v, o);
   });
   const rn = (v: string): string => rename.get(v) ?? v;
-  const nodes: SpecNode[] = rename.size === 0 ? final : final.map((n) => ({ ...n, inputs: n.inputs.map(rn), outputs: n.outputs.map(rn) }));
+  const renamed: SpecNode[] = rename.size === 0 ? final : final.map((n) => ({ ...n, inputs: n.inputs.map(rn), outputs: n.outputs.map(rn) }));
   outputs = outputs.map(rn);
   const infoOf = (v: string): ValueInfo => {
     for (const [from, to] of rename) if (to === v) return info.get(from)!;
     return info.get(v)!;
   };
+  // Gathers over indices computed at run time get their out-of-range checks.
+  const checked = insertIndexChecks(renamed, infoOf, (v, t) => info.set(v, t));
+  const nodes = checked.nodes;
 
   // 7. Collect types, constants, weights, resident data and runtime inputs.
   const types = new Map<string, TensorType>();
@@ -320,6 +441,7 @@ function build(graph: Graph, inputShapes: Readonly<Record<string, readonly numbe
     types.set(v, type);
     if (inputNames.has(v)) {
       runtime.push({ name: v, type });
+      if (t.value) constants.set(v, t.value); // an input given as a constant (an If condition's cone)
       return;
     }
     if (t.value) constants.set(v, t.value);
@@ -355,6 +477,7 @@ function build(graph: Graph, inputShapes: Readonly<Record<string, readonly numbe
     weights,
     resident,
     symbols: bound,
+    checks: checked.checks,
   };
 }
 

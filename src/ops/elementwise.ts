@@ -405,20 +405,20 @@ function geluMode(attrs: Attrs, ctx: OpContext): 'none' | 'tanh' {
 }
 
 const unaryOps = {
-  Exp: unary({ doc: 'e^x', accepts: 'float', f: Math.exp, gpuF: 'EXP' }),
-  Log: unary({ doc: 'natural logarithm', accepts: 'float', f: Math.log, gpuF: 'LOG' }),
-  Sqrt: unary({ doc: 'square root', accepts: 'float', f: Math.sqrt, gpuF: 'SQRT' }),
-  Neg: unary({ doc: '-x', accepts: 'numeric', f: (x) => -x, gpuF: 'NEG_F', i: (x) => -x, gpuI: 'NEG_I' }),
-  Abs: unary({ doc: '|x|', accepts: 'numeric', f: Math.abs, gpuF: 'ABS_F', i: Math.abs, gpuI: 'ABS_I' }),
-  Erf: unary({ doc: 'Gauss error function', accepts: 'float', f: erf, gpuF: 'ERF' }),
-  Reciprocal: unary({ doc: '1/x', accepts: 'float', f: (x) => 1 / x, gpuF: 'RECIP' }),
-  Tanh: unary({ doc: 'hyperbolic tangent', accepts: 'float', f: Math.tanh, gpuF: 'TANH' }),
-  Sigmoid: unary({ doc: 'logistic sigmoid 1/(1+e^-x)', accepts: 'float', f: sigmoid, gpuF: 'SIGMOID' }),
-  Relu: unary({ doc: 'max(x, 0)', accepts: 'numeric', f: (x) => Math.max(x, 0), gpuF: 'RELU_F', i: (x) => Math.max(x, 0), gpuI: 'RELU_I' }),
-  Sin: unary({ doc: 'sine', accepts: 'float', f: Math.sin, gpuF: 'SIN' }),
-  Cos: unary({ doc: 'cosine', accepts: 'float', f: Math.cos, gpuF: 'COS' }),
-  Floor: unary({ doc: 'round down', accepts: 'float', f: Math.floor, gpuF: 'FLOOR' }),
-  Ceil: unary({ doc: 'round up', accepts: 'float', f: Math.ceil, gpuF: 'CEIL' }),
+  Exp: unary({ sinceVersion: 6, doc: 'e^x', accepts: 'float', f: Math.exp, gpuF: 'EXP' }),
+  Log: unary({ sinceVersion: 6, doc: 'natural logarithm', accepts: 'float', f: Math.log, gpuF: 'LOG' }),
+  Sqrt: unary({ sinceVersion: 6, doc: 'square root', accepts: 'float', f: Math.sqrt, gpuF: 'SQRT' }),
+  Neg: unary({ sinceVersion: 6, doc: '-x', accepts: 'numeric', f: (x) => -x, gpuF: 'NEG_F', i: (x) => -x, gpuI: 'NEG_I' }),
+  Abs: unary({ sinceVersion: 6, doc: '|x|', accepts: 'numeric', f: Math.abs, gpuF: 'ABS_F', i: Math.abs, gpuI: 'ABS_I' }),
+  Erf: unary({ sinceVersion: 9, doc: 'Gauss error function', accepts: 'float', f: erf, gpuF: 'ERF' }),
+  Reciprocal: unary({ sinceVersion: 6, doc: '1/x', accepts: 'float', f: (x) => 1 / x, gpuF: 'RECIP' }),
+  Tanh: unary({ sinceVersion: 6, doc: 'hyperbolic tangent', accepts: 'float', f: Math.tanh, gpuF: 'TANH' }),
+  Sigmoid: unary({ sinceVersion: 6, doc: 'logistic sigmoid 1/(1+e^-x)', accepts: 'float', f: sigmoid, gpuF: 'SIGMOID' }),
+  Relu: unary({ sinceVersion: 6, doc: 'max(x, 0)', accepts: 'numeric', f: (x) => Math.max(x, 0), gpuF: 'RELU_F', i: (x) => Math.max(x, 0), gpuI: 'RELU_I' }),
+  Sin: unary({ sinceVersion: 7, doc: 'sine', accepts: 'float', f: Math.sin, gpuF: 'SIN' }),
+  Cos: unary({ sinceVersion: 7, doc: 'cosine', accepts: 'float', f: Math.cos, gpuF: 'COS' }),
+  Floor: unary({ sinceVersion: 6, doc: 'round down', accepts: 'float', f: Math.floor, gpuF: 'FLOOR' }),
+  Ceil: unary({ sinceVersion: 6, doc: 'round up', accepts: 'float', f: Math.ceil, gpuF: 'CEIL' }),
   Not: unary({ doc: 'logical not', accepts: 'bool', i: (x) => (x === 0 ? 1 : 0), gpuI: 'NOT' }),
   Softplus: unary({
     doc: 'log(1 + e^x), computed without overflow',
@@ -448,6 +448,8 @@ interface BinarySpec {
   gpuF?: EwOp;
   i?: (a: number, b: number, ctx: OpContext) => number;
   gpuI?: EwOp;
+  /** The first opset with NumPy broadcasting (7; 12 for the ops added then). */
+  sinceVersion: number;
 }
 
 function binaryTypes(inputs: Inputs<TensorType>, spec: BinarySpec, ctx: OpContext) {
@@ -466,6 +468,7 @@ function binaryTypes(inputs: Inputs<TensorType>, spec: BinarySpec, ctx: OpContex
 function binary(spec: BinarySpec): OpDef {
   return {
     domain: '',
+    sinceVersion: spec.sinceVersion,
     doc: spec.doc,
     shape(inputs, _attrs, ctx) {
       const t = binaryTypes(inputs, spec, ctx);
@@ -502,10 +505,10 @@ function intMul(a: number, b: number): number {
 }
 
 const binaryOps = {
-  Add: binary({ doc: 'a + b', accepts: 'numeric', out: 'same', f: (a, b) => a + b, gpuF: 'ADD_F', i: (a, b) => a + b, gpuI: 'ADD_I' }),
-  Sub: binary({ doc: 'a - b', accepts: 'numeric', out: 'same', f: (a, b) => a - b, gpuF: 'SUB_F', i: (a, b) => a - b, gpuI: 'SUB_I' }),
-  Mul: binary({ doc: 'a * b', accepts: 'numeric', out: 'same', f: (a, b) => a * b, gpuF: 'MUL_F', i: intMul, gpuI: 'MUL_I' }),
-  Div: binary({
+  Add: binary({ sinceVersion: 7, doc: 'a + b', accepts: 'numeric', out: 'same', f: (a, b) => a + b, gpuF: 'ADD_F', i: (a, b) => a + b, gpuI: 'ADD_I' }),
+  Sub: binary({ sinceVersion: 7, doc: 'a - b', accepts: 'numeric', out: 'same', f: (a, b) => a - b, gpuF: 'SUB_F', i: (a, b) => a - b, gpuI: 'SUB_I' }),
+  Mul: binary({ sinceVersion: 7, doc: 'a * b', accepts: 'numeric', out: 'same', f: (a, b) => a * b, gpuF: 'MUL_F', i: intMul, gpuI: 'MUL_I' }),
+  Div: binary({ sinceVersion: 7,
     doc: 'a / b (integer division truncates toward zero, as C)',
     accepts: 'numeric',
     out: 'same',
@@ -514,14 +517,14 @@ const binaryOps = {
     i: intDiv,
     gpuI: 'DIV_I',
   }),
-  Equal: binary({ doc: 'a == b → bool', accepts: 'any', out: 'bool', f: (a, b) => bool(a === b), gpuF: 'EQ_F', i: (a, b) => bool(a === b), gpuI: 'EQ_I' }),
-  Less: binary({ doc: 'a < b → bool', accepts: 'comparable', out: 'bool', f: (a, b) => bool(a < b), gpuF: 'LT_F', i: (a, b) => bool(a < b), gpuI: 'LT_I' }),
-  Greater: binary({ doc: 'a > b → bool', accepts: 'comparable', out: 'bool', f: (a, b) => bool(a > b), gpuF: 'GT_F', i: (a, b) => bool(a > b), gpuI: 'GT_I' }),
-  LessOrEqual: binary({ doc: 'a <= b → bool', accepts: 'comparable', out: 'bool', f: (a, b) => bool(a <= b), gpuF: 'LE_F', i: (a, b) => bool(a <= b), gpuI: 'LE_I' }),
-  GreaterOrEqual: binary({ doc: 'a >= b → bool', accepts: 'comparable', out: 'bool', f: (a, b) => bool(a >= b), gpuF: 'GE_F', i: (a, b) => bool(a >= b), gpuI: 'GE_I' }),
-  And: binary({ doc: 'logical and', accepts: 'bool', out: 'bool', i: (a, b) => bool(a !== 0 && b !== 0), gpuI: 'AND' }),
-  Or: binary({ doc: 'logical or', accepts: 'bool', out: 'bool', i: (a, b) => bool(a !== 0 || b !== 0), gpuI: 'OR' }),
-  Xor: binary({ doc: 'logical xor', accepts: 'bool', out: 'bool', i: (a, b) => bool((a !== 0) !== (b !== 0)), gpuI: 'XOR' }),
+  Equal: binary({ sinceVersion: 7, doc: 'a == b → bool', accepts: 'any', out: 'bool', f: (a, b) => bool(a === b), gpuF: 'EQ_F', i: (a, b) => bool(a === b), gpuI: 'EQ_I' }),
+  Less: binary({ sinceVersion: 7, doc: 'a < b → bool', accepts: 'comparable', out: 'bool', f: (a, b) => bool(a < b), gpuF: 'LT_F', i: (a, b) => bool(a < b), gpuI: 'LT_I' }),
+  Greater: binary({ sinceVersion: 7, doc: 'a > b → bool', accepts: 'comparable', out: 'bool', f: (a, b) => bool(a > b), gpuF: 'GT_F', i: (a, b) => bool(a > b), gpuI: 'GT_I' }),
+  LessOrEqual: binary({ sinceVersion: 12, doc: 'a <= b → bool', accepts: 'comparable', out: 'bool', f: (a, b) => bool(a <= b), gpuF: 'LE_F', i: (a, b) => bool(a <= b), gpuI: 'LE_I' }),
+  GreaterOrEqual: binary({ sinceVersion: 12, doc: 'a >= b → bool', accepts: 'comparable', out: 'bool', f: (a, b) => bool(a >= b), gpuF: 'GE_F', i: (a, b) => bool(a >= b), gpuI: 'GE_I' }),
+  And: binary({ sinceVersion: 7, doc: 'logical and', accepts: 'bool', out: 'bool', i: (a, b) => bool(a !== 0 && b !== 0), gpuI: 'AND' }),
+  Or: binary({ sinceVersion: 7, doc: 'logical or', accepts: 'bool', out: 'bool', i: (a, b) => bool(a !== 0 || b !== 0), gpuI: 'OR' }),
+  Xor: binary({ sinceVersion: 7, doc: 'logical xor', accepts: 'bool', out: 'bool', i: (a, b) => bool((a !== 0) !== (b !== 0)), gpuI: 'XOR' }),
 } satisfies Record<string, OpDef>;
 
 // Pow: base T and exponent T1 may differ (opset 12+); the output has the base's dtype.
@@ -538,6 +541,7 @@ function powTypes(inputs: Inputs<TensorType>, ctx: OpContext) {
 
 const Pow: OpDef = {
   domain: '',
+  sinceVersion: 7, // NumPy broadcasting; 12 let the exponent's type differ, which this handles too
   doc: 'a^b; float base with a negative value needs an integral exponent; int base: exact integer power',
   shape(inputs, _attrs, ctx) {
     const t = powTypes(inputs, ctx);
@@ -575,6 +579,8 @@ interface VariadicSpec {
   gpuI?: EwOp;
   /** Mean divides the folded sum by the input count. */
   mean?: boolean;
+  /** Opset 6 dropped the legacy `consumed_inputs`; 8 added broadcasting, a superset of 6's equal shapes. */
+  sinceVersion: number;
 }
 
 function variadicTypes(inputs: Inputs<TensorType>, spec: VariadicSpec, ctx: OpContext) {
@@ -591,6 +597,7 @@ function variadicTypes(inputs: Inputs<TensorType>, spec: VariadicSpec, ctx: OpCo
 function variadic(spec: VariadicSpec): OpDef {
   return {
     domain: '',
+    sinceVersion: spec.sinceVersion,
     doc: spec.doc,
     shape(inputs, _attrs, ctx) {
       const t = variadicTypes(inputs, spec, ctx);
@@ -636,10 +643,10 @@ function variadic(spec: VariadicSpec): OpDef {
 }
 
 const variadicOps = {
-  Min: variadic({ doc: 'element-wise minimum of 1..n inputs', accepts: 'numeric', f: Math.min, gpuF: 'MIN_F', gpuI: 'MIN_I' }),
-  Max: variadic({ doc: 'element-wise maximum of 1..n inputs', accepts: 'numeric', f: Math.max, gpuF: 'MAX_F', gpuI: 'MAX_I' }),
-  Sum: variadic({ doc: 'element-wise sum of 1..n inputs', accepts: 'float', f: (a, b) => a + b, gpuF: 'ADD_F' }),
-  Mean: variadic({ doc: 'element-wise mean of 1..n inputs', accepts: 'float', f: (a, b) => a + b, gpuF: 'ADD_F', mean: true }),
+  Min: variadic({ sinceVersion: 6, doc: 'element-wise minimum of 1..n inputs', accepts: 'numeric', f: Math.min, gpuF: 'MIN_F', gpuI: 'MIN_I' }),
+  Max: variadic({ sinceVersion: 6, doc: 'element-wise maximum of 1..n inputs', accepts: 'numeric', f: Math.max, gpuF: 'MAX_F', gpuI: 'MAX_I' }),
+  Sum: variadic({ sinceVersion: 6, doc: 'element-wise sum of 1..n inputs', accepts: 'float', f: (a, b) => a + b, gpuF: 'ADD_F' }),
+  Mean: variadic({ sinceVersion: 6, doc: 'element-wise mean of 1..n inputs', accepts: 'float', f: (a, b) => a + b, gpuF: 'ADD_F', mean: true }),
 } satisfies Record<string, OpDef>;
 
 // ---------------------------------------------------------------------------------------------
@@ -656,6 +663,7 @@ function whereTypes(inputs: Inputs<TensorType>, ctx: OpContext) {
 
 const Where: OpDef = {
   domain: '',
+  sinceVersion: 9,
   doc: 'condition ? x : y, all three broadcast',
   shape(inputs, _attrs, ctx) {
     const t = whereTypes(inputs, ctx);
@@ -696,6 +704,7 @@ function clipTypes(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext) {
 
 const Clip: OpDef = {
   domain: '',
+  sinceVersion: 6, // Clip-1's legacy consumed_inputs dropped; bounds are attributes until 11
   doc: 'min(max(x, min), max); bounds are attributes before opset 11, optional scalar inputs from 11',
   shape(inputs, attrs, ctx) {
     const { x } = clipTypes(inputs, attrs, ctx);
@@ -791,6 +800,7 @@ function castOp(from: DataType, to: DataType): EwOp | undefined {
 
 const Cast: OpDef = {
   domain: '',
+  sinceVersion: 6, // Cast-1 named the target type by a string
   doc: "converts to dtype `to` (TensorProto code): float→int truncates toward zero, to bool is x != 0",
   shape(inputs, attrs, ctx) {
     const x = need(inputs, 0, ctx);

@@ -144,19 +144,23 @@ export const foldOps = {
     () => ({ dtype: 'int64', dims: [] }),
     (inputs, _attrs, ctx) => tensor('int64', [], [sizeOf(need(inputs, 0, 'data', ctx).dims)]),
   ),
-  Range: foldOp(
-    'Range(start, limit, delta): start + i·delta for i < max(ceil((limit-start)/delta), 0). Folded on the CPU.',
-    11,
-    (inputs, _attrs, ctx) => {
-      const { n, dtype } = rangeCount(inputs, ctx);
-      return { dtype, dims: [n] };
-    },
-    (inputs, _attrs, ctx) => {
-      const { start, delta, n, dtype } = rangeCount(inputs, ctx);
-      const round = dtype === 'float32' ? Math.fround : (v: number): number => v;
-      return tensor(dtype, [n], Array.from({ length: n }, (_, i) => round(start + i * delta)));
-    },
-  ),
+  Range: {
+    // Range-27 accumulates float16 in float32 (stash_type), which this definition does not.
+    untilVersion: 26,
+    ...foldOp(
+      'Range(start, limit, delta): start + i·delta for i < max(ceil((limit-start)/delta), 0). Folded on the CPU.',
+      11,
+      (inputs, _attrs, ctx) => {
+        const { n, dtype } = rangeCount(inputs, ctx);
+        return { dtype, dims: [n] };
+      },
+      (inputs, _attrs, ctx) => {
+        const { start, delta, n, dtype } = rangeCount(inputs, ctx);
+        const round = dtype === 'float32' ? Math.fround : (v: number): number => v;
+        return tensor(dtype, [n], Array.from({ length: n }, (_, i) => round(start + i * delta)));
+      },
+    ),
+  },
   ConstantOfShape: foldOp(
     'ConstantOfShape: a tensor of the constant shape input filled with the one-element `value` attribute (float32 0 by default). Folded.',
     9,

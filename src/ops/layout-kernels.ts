@@ -248,6 +248,8 @@ export interface GatherMap {
   readonly dataStrides: readonly number[];
   readonly axisDim: number;
   readonly axisStride: number;
+  /** Write NaN (float data) for an out-of-range index instead of clamping it. */
+  readonly poison?: boolean;
 }
 
 export function gatherProgram(map: GatherMap, ctx: OpContext): Program | undefined {
@@ -257,7 +259,7 @@ export function gatherProgram(map: GatherMap, ctx: OpContext): Program | undefin
   const n = sizeOf(map.dims);
   return {
     kernel: gatherKernel,
-    overrides: { WG },
+    overrides: { WG, POISON: map.poison ? 1 : 0 },
     uniforms: {
       n,
       rank: keep.length,

@@ -8,8 +8,8 @@
 // Size: seven data-movement ops, each a shape rule, a reference and a lowering over the shared layout
 // kernels.
 
-import { UnsupportedOpError } from '../errors.js';
-import { gpuStorage } from '../ir/dtype.js';
+import { IndexOutOfRangeError, UnsupportedOpError } from '../errors.js';
+import { gpuStorage, isFloat } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { broadcastShapes, broadcastStrides, forEachIndex, normAxis, wrapIndex } from '../ir/shape.js';
 import { sizeOf, stridesOf, tensor, type RefTensor } from '../ir/tensor.js';
@@ -72,10 +72,10 @@ const Transpose: OpDef = {
 // ---------------------------------------------------------------------------------------------
 // Gather, GatherElements
 
-/** Checks one index against the axis and wraps it (the reference's strict semantics). */
+/** Checks one index against the axis and wraps it (the reference's strict semantics, onnxruntime's error). */
 function checkedIndex(v: number, n: number, pos: number, axis: number, ctx: OpContext): number {
   if (v < -n || v >= n) {
-    throw shapeError(ctx, `index ${v} at position ${pos} of indices is out of range [${-n}, ${n - 1}] for axis ${axis} of size ${n}`);
+    throw new IndexOutOfRangeError(ctx.opType, ctx.nodeName, v, n, `index ${v} at position ${pos} of indices is out of range [${-n}, ${n - 1}] for axis ${axis} of size ${n}`);
   }
   return wrapIndex(v, n);
 }
@@ -94,7 +94,7 @@ function gatherPlan(inputs: Inputs<Operand>, attrs: Attrs, ctx: OpContext) {
 
 const Gather: OpDef = {
   domain: '',
-  doc: 'Gather along `axis` with int indices (negative wrap). Reference: out-of-range index throws; GPU: clamped to the axis.',
+  doc: 'Gather along `axis` with int indices (negative wrap). An out-of-range index is an IndexOutOfRangeError: at specialisation when constant, from the CPU reference, and after a GPU step from its index check (the kernel writes NaN for float data, clamps integers).',
   shape(inputs, attrs, ctx) {
     const p = gatherPlan(inputs, attrs, ctx);
     return [{ dtype: p.data.dtype, dims: p.outDims }];
@@ -124,6 +124,7 @@ const Gather: OpDef = {
         dataStrides: [p.axisDim * p.inner, 0, 1],
         axisDim: p.axisDim,
         axisStride: p.inner,
+        poison: isFloat(p.data.dtype),
       },
       ctx,
     );
@@ -150,7 +151,7 @@ function gatherElementsPlan(inputs: Inputs<Operand>, attrs: Attrs, ctx: OpContex
 const GatherElements: OpDef = {
   domain: '',
   sinceVersion: 11,
-  doc: 'GatherElements along `axis`: out[c] = data[c with c[axis] = indices[c]]. Reference throws on out-of-range; GPU clamps.',
+  doc: 'GatherElements along `axis`: out[c] = data[c with c[axis] = indices[c]]. Out-of-range indices as for Gather (IndexOutOfRangeError; NaN for float data on the GPU).',
   shape(inputs, attrs, ctx) {
     const p = gatherElementsPlan(inputs, attrs, ctx);
     return [{ dtype: p.data.dtype, dims: [...p.indices.dims] }];
@@ -179,6 +180,7 @@ const GatherElements: OpDef = {
         dataStrides: p.strides.map((s, d) => (d === p.axis ? 0 : s)),
         axisDim: n,
         axisStride: p.strides[p.axis]!,
+        poison: isFloat(p.data.dtype),
       },
       ctx,
     );

@@ -1,6 +1,6 @@
 // Softmax and normalisation ops.
 //
-// ONNX: Softmax, LogSoftmax (both opset regimes), LayerNormalization (17), and onnxruntime's
+// ONNX: Softmax, LogSoftmax (both opset regimes), LayerNormalization (17; onnxruntime's before), and onnxruntime's
 // SimplifiedLayerNormalization (RMSNorm; onnxruntime registers it in the ai.onnx domain).
 // Internal (domain 'ia3'): MaskedSoftmax — softmax(x·scale + mask), the attention pattern in one
 // kernel — and the backward ops SoftmaxGrad, LayerNormalizationGrad, SimplifiedLayerNormalizationGrad.
@@ -575,8 +575,9 @@ export const normalizationOps = {
 
   LayerNormalization: {
     domain: '',
-    sinceVersion: 17,
-    doc: 'layer normalisation over dims[axis:]; outputs Y, Mean, InvStdDev (float32, normalised dims kept as 1)',
+    // ONNX added it at opset 17; onnxruntime also runs it in older ai.onnx opsets (its contrib schema).
+    sinceVersion: 1,
+    doc: 'layer normalisation over dims[axis:]; outputs Y, Mean, InvStdDev (float32, normalised dims kept as 1); opset 17 in ONNX, accepted from 1 as onnxruntime does',
     shape(inputs, attrs, ctx) {
       const x = need(inputs, 0, ctx);
       requireFloat(x, 'X', ctx);

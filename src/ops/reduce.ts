@@ -431,6 +431,7 @@ function cumsumPlan(inputs: Inputs<ValueInfo>, attrs: Attrs, ctx: OpContext) {
 
 const CumSum: OpDef = {
   domain: '',
+  sinceVersion: 11,
   doc: 'prefix sums along the axis input; attrs exclusive, reverse',
   shape(inputs, attrs, ctx) {
     const { x } = cumsumPlan(inputs, attrs, ctx);

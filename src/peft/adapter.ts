@@ -89,6 +89,13 @@ export function createAdapter(name: string, resolved: IA3Config, model: Model): 
   const targets: IA3Target[] = selected.map((s) => {
     const module = byPath.get(s.path)!;
     const dims: [number, number] = s.feedforward ? [1, module.inFeatures] : [module.outFeatures, 1];
+    if (s.feedforward && module.part) {
+      // Its input is the input of every part: scaling it would scale the other parts too.
+      throw new InputError(
+        `module '${s.path}' is one part of a packed projection (columns ${module.part.start}..${module.part.start + module.outFeatures} of '${module.weight}', node '${module.node}'): ` +
+          'IA3 cannot scale its input alone (feed-forward); target it as a non-feed-forward module',
+      );
+    }
     return { module, feedforward: s.feedforward, key: `${KEY_PREFIX}${s.path}.ia3_l`, dims };
   });
   const params: AdapterParam[] = targets.map((t) => {
@@ -99,6 +106,9 @@ export function createAdapter(name: string, resolved: IA3Config, model: Model): 
   // modules_to_save (PEFT's task wrapper adds the classifier head for SEQ_CLS): trainable
   // copies of the linear modules that match, initialised from the frozen weights.
   for (const module of model.modules.filter((m) => isModuleToSave(resolved, m.path))) {
+    if (module.part || module.bias?.offset !== undefined) {
+      throw new InputError(`modules_to_save: module '${module.path}' shares its weight or bias with other modules in a packed projection ('${module.weight}'), so it cannot be trained as a copy of its own`);
+    }
     const weight = model.graph.initializers.get(module.weight)!;
     // An [in, out] weight is PyTorch's layout for GPT-2's Conv1D (named like a parameter), and
     // the exporter's transpose of a Linear's [out, in] weight otherwise.

@@ -14,7 +14,7 @@
 import { InputError, UnsupportedOpError } from '../errors.js';
 import type { Graph, Initializer, Node } from '../ir/graph.js';
 import type { Model } from '../model.js';
-import type { ModuleInfo } from '../onnx/modules.js';
+import { moduleSites, type ModuleInfo } from '../onnx/modules.js';
 import type { Adapter } from './adapter.js';
 
 /** A targeted module with the vectors of every active adapter that targets it. */
@@ -42,7 +42,7 @@ export function insertIA3(graph: Graph, targets: readonly ScaledModule[], saved:
   // (other readers of a tied weight keep the frozen original).
   for (const s of saved) {
     initializers.set(s.by.name, s.by);
-    const own = new Set([s.module.node, s.module.transpose, s.module.bias?.node].filter((n): n is string => !!n));
+    const own = new Set(moduleSites(s.module).flatMap((m) => [m.node, m.transpose, m.bias?.node]).filter((n): n is string => !!n));
     nodes = nodes.map((n) => (own.has(n.name) && n.inputs.includes(s.replace) ? { ...n, inputs: n.inputs.map((i) => (i === s.replace ? s.by.name : i)) } : n));
   }
   const indexOf = (name: string): number => {
@@ -54,26 +54,30 @@ export function insertIA3(graph: Graph, targets: readonly ScaledModule[], saved:
     if (t.vectors.length === 0) continue;
     for (const v of t.vectors) initializers.set(v.name, v);
     const names = t.vectors.map((v) => v.name);
-    const m = t.module;
-    if (t.feedforward) {
-      // Input scale: u = x ⊙ l feeds the MatMul/Gemm in place of x.
-      const at = indexOf(m.node);
-      const mm = nodes[at]!;
-      if (mm.opType === 'Gemm' && mm.attrs.transA === 1) {
-        throw new UnsupportedOpError('Gemm', mm.name, `IA3 feed-forward scaling of module '${m.path}' needs transA = 0`);
+    // A module computed in several places (both branches of a merged decoder) is scaled in each.
+    for (const m of moduleSites(t.module)) {
+      if (t.feedforward) {
+        // Input scale: u = x ⊙ l feeds the MatMul/Gemm in place of x.
+        const at = indexOf(m.node);
+        const mm = nodes[at]!;
+        if (mm.opType === 'Gemm' && mm.attrs.transA === 1) {
+          throw new UnsupportedOpError('Gemm', mm.name, `IA3 feed-forward scaling of module '${t.module.path}' needs transA = 0`);
+        }
+        const x = mm.inputs[0]!;
+        const u = `${mm.name}/ia3_input`;
+        nodes.splice(at, 1, { name: `${mm.name}/IA3Scale`, opType: 'IA3Scale', domain: 'ia3', inputs: [x, ...names], outputs: [u], attrs: {} }, { ...mm, inputs: [u, ...mm.inputs.slice(1)] });
+      } else {
+        // Output scale after the bias: the producer of the module's output writes a new value that
+        // IA3Scale turns back into the original name, so every reader (and graph outputs) see y·l.
+        // A part of a packed projection is scaled where the Split hands out its columns.
+        const [producer, k] = m.part ? [m.part.split, m.part.index] : [m.bias ? m.bias.node : m.node, 0];
+        const at = indexOf(producer);
+        const p = nodes[at]!;
+        const z = p.outputs[k]!;
+        const pre = `${z}/ia3_pre`;
+        const outputs = p.outputs.map((o, i) => (i === k ? pre : o));
+        nodes.splice(at, 1, { ...p, outputs }, { name: `${p.name}/IA3Scale${k === 0 ? '' : `_${k}`}`, opType: 'IA3Scale', domain: 'ia3', inputs: [pre, ...names], outputs: [z], attrs: {} });
       }
-      const x = mm.inputs[0]!;
-      const u = `${mm.name}/ia3_input`;
-      nodes.splice(at, 1, { name: `${mm.name}/IA3Scale`, opType: 'IA3Scale', domain: 'ia3', inputs: [x, ...names], outputs: [u], attrs: {} }, { ...mm, inputs: [u, ...mm.inputs.slice(1)] });
-    } else {
-      // Output scale after the bias: the producer of the module's output writes a new value that
-      // IA3Scale turns back into the original name, so every reader (and graph outputs) see y·l.
-      const producer = m.bias ? m.bias.node : m.node;
-      const at = indexOf(producer);
-      const p = nodes[at]!;
-      const z = p.outputs[0]!;
-      const pre = `${z}/ia3_pre`;
-      nodes.splice(at, 1, { ...p, outputs: [pre, ...p.outputs.slice(1)] }, { name: `${p.name}/IA3Scale`, opType: 'IA3Scale', domain: 'ia3', inputs: [pre, ...names], outputs: [z], attrs: {} });
     }
   }
   return { ...graph, nodes, initializers };

@@ -6,6 +6,8 @@
 // weight that is depends on its layout (ModuleInfo.weightLayout): [in, out] for MatMul and GPT-2's
 // Conv1D (Gemm transB = 0), [out, in] for Gemm transB = 1. A fused QKV projection is one module
 // whose output axis holds q, k and v: its vector covers all three, so nothing special is needed.
+// A packed projection whose parts are modules of their own (the optimizer's BERT Attention, the
+// genai builder's qkv_proj) scales each part's columns: full-length vectors, ones elsewhere.
 //
 // The GPU scales with the registry's element-wise Mul (broadcasting the vector as [n] or [n, 1])
 // into a scratch buffer, then copies the result over the weight's buffer, so every compiled plan
@@ -20,7 +22,7 @@ import type { Graph, Initializer } from '../ir/graph.js';
 import { sizeOf, type ValueInfo } from '../ir/tensor.js';
 import type { Model } from '../model.js';
 import { rewriteOnnxTensors, type OnnxWithExternalData } from '../onnx/export.js';
-import type { ModuleInfo } from '../onnx/modules.js';
+import { moduleSites, type ModuleInfo } from '../onnx/modules.js';
 import { OPS } from '../ops/registry.js';
 import type { Adapter } from './adapter.js';
 import type { SavedCopy } from './inject.js';
@@ -54,15 +56,23 @@ export function mergeSteps(graph: Graph, module: ModuleInfo, feedforward: boolea
   // [in, out] stores the output axis last; [out, in] stores it first.
   const outAxis = module.weightLayout === 'in_out' ? 1 : 0;
   const axis = feedforward ? 1 - outAxis : outAxis;
-  const steps: ScaleStep[] = [{ initializer: module.weight, dims: weight.dims, axis, vector }];
+  // A part of a packed weight or bias scales its own columns: ones elsewhere change nothing.
+  const within = (length: number, start: number): Float32Array => {
+    if (start === 0 && length === vector.length) return vector;
+    if (start + vector.length > length) throw new InputError(`module '${module.path}': ${vector.length} values from ${start} do not fit ${length}`);
+    const full = new Float32Array(length).fill(1);
+    full.set(vector, start);
+    return full;
+  };
+  const steps: ScaleStep[] = [{ initializer: module.weight, dims: weight.dims, axis, vector: module.part && !feedforward ? within(weight.dims[axis]!, module.part.start) : vector }];
   if (!feedforward && module.bias) {
     const bias = graph.initializers.get(module.bias.initializer);
     if (!bias) throw new InputError(`module '${module.path}': bias initializer '${module.bias.initializer}' not found`);
-    steps.push({ initializer: module.bias.initializer, dims: bias.dims, axis: 0, vector });
+    steps.push({ initializer: module.bias.initializer, dims: bias.dims, axis: 0, vector: module.bias.offset !== undefined ? within(bias.dims[0]!, module.bias.offset) : vector });
   }
   for (const s of steps) {
-    if (s.dims[s.axis] !== vector.length || (s.dims.length !== 2 && s.dims.length !== 1)) {
-      throw new InputError(`module '${module.path}': a vector of ${vector.length} values cannot scale axis ${s.axis} of '${s.initializer}' [${s.dims.join(', ')}]`);
+    if (s.dims[s.axis] !== s.vector.length || (s.dims.length !== 2 && s.dims.length !== 1)) {
+      throw new InputError(`module '${module.path}': a vector of ${s.vector.length} values cannot scale axis ${s.axis} of '${s.initializer}' [${s.dims.join(', ')}]`);
     }
   }
   return steps;
@@ -81,7 +91,7 @@ export function checkMergeable(graph: Graph, modules: readonly ModuleInfo[], opt
   }
   const problems: string[] = [];
   for (const m of modules) {
-    const own = new Set([m.node, m.transpose, m.bias?.node].filter((n): n is string => !!n));
+    const own = new Set(moduleSites(m).flatMap((x) => [x.node, x.transpose, x.bias?.node, x.bias?.split]).filter((n): n is string => !!n));
     for (const name of [m.weight, m.bias?.initializer].filter((n): n is string => !!n)) {
       const init = graph.initializers.get(name)!;
       if (init.dtype !== 'float32') problems.push(`'${name}' of module '${m.path}' is ${init.dtype}; merging supports float32 weights`);
@@ -93,8 +103,28 @@ export function checkMergeable(graph: Graph, modules: readonly ModuleInfo[], opt
     if (options.gpu && m.transpose) {
       problems.push(`module '${m.path}' reads its weight '${m.weight}' through Transpose node '${m.transpose}', whose folded result compiled plans keep`);
     }
+    if (options.gpu && m.bias?.split) {
+      problems.push(`module '${m.path}' reads its bias from the packed '${m.bias.initializer}' through Split node '${m.bias.split}' (a fused attention's bias), whose folded result compiled plans keep`);
+    }
   }
   if (problems.length > 0) throw new InputError(`cannot merge the adapters into the weights:\n  ${problems.join('\n  ')}`);
+}
+
+/**
+ * One step per tensor: the parts of a packed projection scale disjoint columns of one weight, so
+ * their full-length vectors (ones outside each part) multiply exactly into one. (GPU jobs must
+ * write distinct buffers.)
+ */
+export function combineSteps(steps: readonly ScaleStep[]): ScaleStep[] {
+  const byTensor = new Map<string, ScaleStep>();
+  for (const s of steps) {
+    const prev = byTensor.get(s.initializer);
+    if (!prev) byTensor.set(s.initializer, s);
+    else if (prev.axis !== s.axis || prev.vector.length !== s.vector.length) {
+      throw new InputError(`'${s.initializer}' would be scaled along two different axes by one adapter`);
+    } else byTensor.set(s.initializer, { ...prev, vector: prev.vector.map((v, i) => v * s.vector[i]!) });
+  }
+  return [...byTensor.values()];
 }
 
 /** `data` (shape `dims`) with every slice along `axis` multiplied (or divided) by `vector`, in float32. */
@@ -286,10 +316,10 @@ export class MergeState {
     return rewriteOnnxTensors(file, values);
   }
 
-  /** The weight and bias scalings of an adapter's vectors (each vector mapped by `f`). */
+  /** The weight and bias scalings of an adapter's vectors (each vector mapped by `f`), one per tensor. */
   private vectorSteps(adapter: string, f: (v: Float32Array) => Float32Array): ScaleStep[] {
     const a = this.host.adapter(adapter);
-    return a.targets.flatMap((t) => mergeSteps(this.host.base.graph, t.module, t.feedforward, f(a.params.find((p) => p.target === t)!.values)));
+    return combineSteps(a.targets.flatMap((t) => mergeSteps(this.host.base.graph, t.module, t.feedforward, f(a.params.find((p) => p.target === t)!.values))));
   }
 
   /** The GPU copy of a frozen weight, uploaded now if no plan has needed it yet. */

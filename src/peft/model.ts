@@ -12,7 +12,7 @@
 // Size: PEFT's PeftModel API is about thirty public members; each is its doc comment and a few lines
 // of delegation to the modules above.
 
-import { LABELS, LOSS, withLoss, type LossTask } from '../autograd/loss.js';
+import { LABELS, LOSS, logitsOutput, withLoss, type LossTask } from '../autograd/loss.js';
 import { InputError } from '../errors.js';
 import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
 import type { TensorData } from '../ir/tensor.js';
@@ -269,7 +269,10 @@ export class PeftModel {
   /** `lossAndGradients` on the float64 CPU executor (same IR; the oracle of the GPU result). */
   lossAndGradientsReference({ inputs, labels }: { inputs: Record<string, Feed>; labels: Feed }): { loss: number; gradients: Record<string, Float64Array> } {
     const { model, trainables } = this.trainingModel();
-    const { loss, gradients } = model.lossAndGradientsReference({ ...inputs, [LABELS]: labels }, LOSS, trainables.map((t) => t.name));
+    // A fresh graph object, as in runReference: the memo of specialisations would hold the values
+    // the vectors had when it was filled.
+    const fresh = model.withGraph({ ...model.graph });
+    const { loss, gradients } = fresh.lossAndGradientsReference({ ...inputs, [LABELS]: labels }, LOSS, trainables.map((t) => t.name));
     const out: Record<string, Float64Array> = {};
     for (const t of trainables) {
       const g = Float32Array.from(gradients.get(t.name)!);
@@ -319,7 +322,7 @@ export class PeftModel {
     const task = this.adapter(this.active[0]!).config.taskType;
     if (task === 'CAUSAL_LM' || task === 'SEQ_CLS') return task;
     if (task !== null) throw new InputError(`training for task type ${task} is not supported (CAUSAL_LM and SEQ_CLS are)`);
-    const logits = this.base.graph.outputs.find((o) => o.name === 'logits');
+    const logits = this.base.graph.outputs.find((o) => o.name === logitsOutput(this.base.graph));
     if (!logits?.dims) throw new InputError('set taskType: the model has no logits output of known rank to infer the loss from');
     return logits.dims.length === 3 ? 'CAUSAL_LM' : 'SEQ_CLS';
   }

@@ -121,8 +121,9 @@ export function pythonFixed(x: number, digits: number): string {
  * a transposed copy of the embedding).
  */
 export function countParameters(graph: Graph): number {
+  // Module buffers (rotary caches a fused attention reads) are not parameters either.
   const floats = [...graph.initializers.values()].filter(
-    (t) => !t.constant && isFloat(t.dtype),
+    (t) => !t.constant && !t.buffer && isFloat(t.dtype),
   );
   let total = 0;
   const bySize = new Map<number, Initializer[]>();

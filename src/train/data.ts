@@ -11,6 +11,8 @@
 //     it is built, rather than silently training on garbage.
 
 import { InputError } from '../errors.js';
+import { isFloat, type DataType } from '../ir/dtype.js';
+import type { InputDecl } from '../ir/graph.js';
 
 /** One tokenized training example, with the field names of HF datasets/tokenizers. */
 export interface Example {
@@ -26,6 +28,11 @@ export interface Example {
 /** A batch ready to feed: model inputs and labels, int64 row-major, dims [batch, length]. */
 export interface Batch {
   inputs: Record<string, { data: BigInt64Array; dims: number[] }>;
+  /**
+   * Inputs that are not int64: float32 masks of models that declare them float (old GPT-2 exports),
+   * and those fed empty ({@link EmptyInput}: caches with a past of 0, `use_cache_branch` false).
+   */
+  other?: Record<string, { data: Float32Array | Uint8Array; dims: number[] }>;
   /** CAUSAL_LM: [batch, length] with −100 at pads; SEQ_CLS: [batch]. */
   labels: { data: BigInt64Array; dims: number[] };
   /** Real (attention_mask 1) tokens in the batch, for tokens/s. */
@@ -46,6 +53,41 @@ export interface CollateOptions {
   inputNames: readonly string[];
   /** Where pads go; 'right' (default) as HF tokenizers for training. */
   paddingSide?: 'right' | 'left';
+  /** Inputs fed empty (a decoder's key/value cache, `use_cache_branch`); see {@link emptyInputsOf}. */
+  emptyInputs?: readonly EmptyInput[];
+  /** Known inputs the model declares float (an old export's float attention_mask): made float32. */
+  floatInputs?: readonly string[];
+}
+
+/**
+ * A model input that training feeds without examples: a key/value cache with no past (a past
+ * length of 0, as generation starts), or a merged decoder's `use_cache_branch` = false (the branch
+ * without a past). `dims` has 'batch' where the batch size goes.
+ */
+export interface EmptyInput {
+  readonly name: string;
+  readonly dtype: DataType;
+  readonly dims: readonly (number | 'batch')[];
+}
+
+/**
+ * The declared inputs training feeds empty: optimum's `past_key_values.<i>.key/value` (and the
+ * older `past_<i>`), whose symbolic dims other than the batch (the symbol of input_ids' first dim)
+ * become 0, and `use_cache_branch`. Caches without a symbolic past dim are left out (collate then
+ * names them as inputs it cannot build).
+ */
+export function emptyInputsOf(inputs: readonly InputDecl[]): EmptyInput[] {
+  const batch = inputs.find((d) => d.name === 'input_ids')?.dims?.[0];
+  const out: EmptyInput[] = [];
+  for (const d of inputs) {
+    if (d.name === 'use_cache_branch' && d.dtype === 'bool' && d.dims?.every((x) => typeof x === 'number')) {
+      out.push({ name: d.name, dtype: d.dtype, dims: d.dims as number[] });
+    } else if (/^past(_|\.|$)/.test(d.name) && isFloat(d.dtype) && d.dims) {
+      const dims = d.dims.map((x) => (typeof x === 'number' ? x : x === batch ? 'batch' : 0));
+      if (dims.includes(0)) out.push({ name: d.name, dtype: d.dtype, dims });
+    }
+  }
+  return out;
 }
 
 /** Options of {@link batches}. */
@@ -61,6 +103,16 @@ export interface BatchOptions extends CollateOptions {
 
 /** Inputs {@link collate} knows how to build. */
 const KNOWN_INPUTS = ['input_ids', 'attention_mask', 'token_type_ids', 'position_ids'] as const;
+
+/** TensorFlow exports of google-research/bert name the inputs after its feature tensors. */
+const INPUT_ALIASES: Readonly<Record<string, (typeof KNOWN_INPUTS)[number]>> = {
+  'input_ids:0': 'input_ids',
+  'input_mask:0': 'attention_mask',
+  'segment_ids:0': 'token_type_ids',
+};
+
+/** The known input an input name stands for (itself, or the one a TensorFlow name aliases). */
+const knownInput = (name: string): string => INPUT_ALIASES[name] ?? name;
 /** CrossEntropy's ignore_index in the loss graph (see loss.ts). */
 const IGNORE = -100;
 
@@ -188,9 +240,9 @@ function validateOptions(opts: CollateOptions): void {
   validateBuckets(opts.buckets);
   const side = opts.paddingSide ?? 'right';
   if (side !== 'right' && side !== 'left') throw new InputError(`paddingSide must be 'right' or 'left', got '${String(side)}'`);
-  if (!opts.inputNames.includes('input_ids')) throw new InputError("inputNames must include 'input_ids'");
+  if (!opts.inputNames.some((n) => knownInput(n) === 'input_ids')) throw new InputError("inputNames must include 'input_ids'");
   for (const name of opts.inputNames) {
-    if (!(KNOWN_INPUTS as readonly string[]).includes(name)) {
+    if (!(KNOWN_INPUTS as readonly string[]).includes(knownInput(name)) && !opts.emptyInputs?.some((e) => e.name === name)) {
       throw new InputError(`model input '${name}' cannot be built from examples (known: ${KNOWN_INPUTS.join(', ')})`);
     }
   }
@@ -253,7 +305,9 @@ function prepare(ex: Example, i: number, opts: CollateOptions): Row {
  * - `input_ids` (pads = padTokenId), `attention_mask` (1 real, 0 pad), `token_type_ids` (all 0);
  * - `position_ids`: right padding → 0, 1, 2, … along the row, as HF models default to (the real
  *   tokens get 0..len−1; pads, which are masked, keep counting); left padding → as HF's
- *   `cumsum(attention_mask) − 1` with masked positions set to 1, so the first real token is 0.
+ *   `cumsum(attention_mask) − 1` with masked positions set to 1, so the first real token is 0;
+ * - TensorFlow's `input_ids:0`, `input_mask:0`, `segment_ids:0` as the three above;
+ * - `emptyInputs`: a decoder's caches with a past of 0 and `use_cache_branch` false; `floatInputs` as float32.
  *
  * Labels: CAUSAL_LM → `labels` (or the input ids, with the example's own mask-0 tokens ignored),
  * −100 at pads, dims [batch, length]; SEQ_CLS → each example's `label`, dims [batch].
@@ -306,8 +360,21 @@ export function collate(examples: readonly Example[], opts: CollateOptions): Bat
     position_ids: pos,
   };
   const inputs: Batch['inputs'] = {};
-  for (const name of opts.inputNames) inputs[name] = { data: all[name]!, dims: [b, len] };
-  return { inputs, labels: { data: labels, dims: causal ? [b, len] : [b] }, tokens, examples: b };
+  const other: NonNullable<Batch['other']> = {};
+  for (const name of opts.inputNames) {
+    const e = opts.emptyInputs?.find((x) => x.name === name);
+    if (e) {
+      const dims = e.dims.map((d) => (d === 'batch' ? b : d));
+      const n = dims.reduce((p, d) => p * d, 1);
+      other[name] = { data: e.dtype === 'bool' ? new Uint8Array(n) : new Float32Array(n), dims };
+    } else if (opts.floatInputs?.includes(name)) {
+      other[name] = { data: Float32Array.from(all[knownInput(name)]!, Number), dims: [b, len] };
+    } else {
+      inputs[name] = { data: all[knownInput(name)]!, dims: [b, len] };
+    }
+  }
+  const batch: Batch = { inputs, labels: { data: labels, dims: causal ? [b, len] : [b] }, tokens, examples: b };
+  return Object.keys(other).length > 0 ? { ...batch, other } : batch;
 }
 
 /**

@@ -15,6 +15,7 @@
 
 import type { GpuContext } from '../gpu/device.js';
 import { DispatchList, type BoundProgram } from '../gpu/dispatch.js';
+import { BufferUsage, MapMode } from '../gpu/flags.js';
 import { packUniforms } from '../gpu/kernel.js';
 import type { WeightStore } from '../gpu/weights.js';
 import type { GradientPlan } from '../model.js';
@@ -126,8 +127,8 @@ export class StepEncoder {
     private readonly settings: StepSettings,
   ) {
     const probe = adamwProgram(flat.n, settings.hyper, 1);
-    this.adamUniforms = gpu.device.createBuffer({ size: packUniforms(probe.kernel, probe.uniforms).byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    this.ring = gpu.device.createBuffer({ size: 8 * settings.loggingSteps, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC });
+    this.adamUniforms = gpu.device.createBuffer({ size: packUniforms(probe.kernel, probe.uniforms).byteLength, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST });
+    this.ring = gpu.device.createBuffer({ size: 8 * settings.loggingSteps, usage: BufferUsage.COPY_DST | BufferUsage.COPY_SRC });
   }
 
   /** Builds the dispatch lists an optimizer step over these plans (one per micro-batch) needs. */
@@ -165,11 +166,11 @@ export class StepEncoder {
 
   /** The first `count` (loss, gradient norm) pairs of the ring, once the queued steps are done. */
   async readRing(count: number): Promise<Float32Array> {
-    const staging = this.gpu.device.createBuffer({ size: 8 * count, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    const staging = this.gpu.device.createBuffer({ size: 8 * count, usage: BufferUsage.MAP_READ | BufferUsage.COPY_DST });
     const enc = this.gpu.device.createCommandEncoder({ label: 'trainer.read' });
     enc.copyBufferToBuffer(this.ring, 0, staging, 0, 8 * count);
     this.gpu.device.queue.submit([enc.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
+    await staging.mapAsync(MapMode.READ);
     const v = new Float32Array(staging.getMappedRange().slice(0));
     staging.destroy();
     return v;

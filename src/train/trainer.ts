@@ -17,11 +17,12 @@
 //
 // Size: the Trainer's public types (arguments, events, errors) sit beside it.
 
-import { LABELS, LOSS, SCORES, type LossTask } from '../autograd/loss.js';
+import { LABELS, LOSS, SCORES, logitsOutput, type LossTask } from '../autograd/loss.js';
 import { IA3Error, InputError } from '../errors.js';
+import { isFloat } from '../ir/dtype.js';
 import type { GradientPlan, Model } from '../model.js';
 import type { PeftModel } from '../peft/model.js';
-import { batches, bucketsUpTo, type Batch, type Example } from './data.js';
+import { batches, bucketsUpTo, emptyInputsOf, type Batch, type Example } from './data.js';
 import { FlatState, StepEncoder } from './optimizer.js';
 import { learningRateAt, warmupStepsFrom, type ScheduleName } from './schedule.js';
 
@@ -203,6 +204,8 @@ export class Trainer {
       buckets: this.args.buckets ?? bucketsUpTo(this.args.maxLength),
       maxLength: this.args.maxLength,
       inputNames: model.inputNames.filter((n) => n !== LABELS),
+      emptyInputs: emptyInputsOf(model.graph.inputs),
+      floatInputs: model.graph.inputs.filter((d) => isFloat(d.dtype)).map((d) => d.name),
     };
   }
 
@@ -314,7 +317,10 @@ export class Trainer {
   private async plansFor(run: Run, micro: readonly Batch[]): Promise<GradientPlan[]> {
     const plans: GradientPlan[] = [];
     for (const b of micro) {
-      plans.push(await run.model.gradientPlan({ ...Object.fromEntries(Object.entries(b.inputs).map(([k, v]) => [k, v.dims])), [LABELS]: b.labels.dims }, LOSS, run.wrt));
+      const feeds = { ...b.inputs, ...b.other };
+      const shapes = { ...Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.dims])), [LABELS]: b.labels.dims };
+      // Input values decide a merged decoder's If branch (use_cache_branch), like a shape.
+      plans.push(await run.model.gradientPlan(shapes, LOSS, run.wrt, Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.data]))));
     }
     return plans;
   }
@@ -335,7 +341,7 @@ export class Trainer {
     run.encoder.writeStep(step, lr);
     micro.forEach((b, k) => {
       const g = plans[k]!;
-      const feeds = run.model.gpuFeeds({ ...b.inputs, [LABELS]: b.labels });
+      const feeds = run.model.gpuFeeds({ ...b.inputs, ...b.other, [LABELS]: b.labels });
       g.plan.writeInputs(new Map([...feeds].filter(([name]) => g.inputs.includes(name)).map(([name, v]) => [name, v.data])));
       run.encoder.encodeMicroBatch(g, k, micro.length, step);
     });
@@ -394,8 +400,8 @@ export class Trainer {
     let correct = 0;
     let examples = 0;
     for (const b of batches(dataset, { ...collate, batchSize: this.args.batchSize, seed: 0, epoch: 0, shuffle: false })) {
-      const scoresName = model.outputNames.includes(SCORES) ? SCORES : 'logits';
-      const out = await model.run({ ...b.inputs, [LABELS]: b.labels }, [LOSS, scoresName]);
+      const scoresName = model.outputNames.includes(SCORES) ? SCORES : logitsOutput(model.graph);
+      const out = await model.run({ ...b.inputs, ...b.other, [LABELS]: b.labels }, [LOSS, scoresName]);
       // The loss is a mean over the batch's counted labels: weight batches by that count.
       const labels = b.labels.data;
       let counted = 0;

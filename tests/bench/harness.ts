@@ -1,5 +1,6 @@
 // Benchmark harness helpers: GPU timing by wall clock around whole submissions (median of
-// trials, each trial many repetitions in one command buffer), and the result rows.
+// trials, each trial many repetitions in one command buffer), the result rows, and the context
+// every suite gets, the same in the browser page and in Node.
 import type { GpuContext } from '../../src/gpu/device.js';
 
 export interface BenchRow {
@@ -19,6 +20,8 @@ export interface BenchContext {
   quick: boolean;
   rows: BenchRow[];
   log: (msg: string) => void;
+  /** A file of the repository by its path from the root (the page fetches it, Node reads it). */
+  readFile: (path: string) => Promise<Uint8Array>;
 }
 
 /** Median seconds per repetition of `encode` (which records one repetition into the encoder). */

@@ -1,45 +1,27 @@
-// The benchmark page: runs the selected suites and publishes rows on window.__bench.
-import { adapterName, createDevice } from '../../src/gpu/device.js';
-import type { BenchContext, BenchRow } from './harness.js';
-import { kernelSuite } from './kernels.js';
-import { modelSuite } from './models.js';
-import { trainSuite } from './train.js';
+// The benchmark page: runs the selected suites in the browser and publishes the result on
+// window.__bench for run.mjs.
+import { createDevice } from '../../src/gpu/device.js';
+import { runSuites, type BenchResult } from './suites.js';
 
 declare global {
   interface Window {
-    __bench?: { adapter: string; rows: BenchRow[]; done: boolean; error?: string; quick: boolean };
+    __bench?: BenchResult;
   }
 }
-
-const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
-  kernels: kernelSuite,
-  models: modelSuite,
-  train: trainSuite,
-};
 
 const params = new URLSearchParams(location.search);
-const selected = (params.get('suites') || Object.keys(SUITES).join(',')).split(',').filter(Boolean);
-const quick = params.get('quick') === '1';
 const out = document.getElementById('out')!;
-const state: NonNullable<Window['__bench']> = { adapter: '', rows: [], done: false, quick };
+const state: BenchResult = { runtime: 'browser', adapter: '', rows: [], done: false, quick: params.get('quick') === '1' };
 window.__bench = state;
 
-try {
-  const gpu = await createDevice();
-  state.adapter = adapterName(gpu.adapterInfo);
-  const log = (msg: string): void => {
+await runSuites(() => createDevice(), (params.get('suites') ?? '').split(',').filter(Boolean), state, {
+  log: (msg) => {
     console.log(msg);
     out.textContent += `\n${msg}`;
-  };
-  log(`adapter: ${state.adapter}`);
-  for (const name of selected) {
-    const suite = SUITES[name];
-    if (!suite) throw new Error(`unknown suite '${name}' (have ${Object.keys(SUITES).join(', ')})`);
-    log(`suite ${name}…`);
-    await suite({ gpu, quick, rows: state.rows, log });
-  }
-} catch (e) {
-  state.error = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
-} finally {
-  state.done = true;
-}
+  },
+  readFile: async (path) => {
+    const r = await fetch(`/${path}`);
+    if (!r.ok) throw new Error(`GET /${path}: HTTP ${r.status}`);
+    return new Uint8Array(await r.arrayBuffer());
+  },
+});

@@ -54,7 +54,7 @@ interface Case {
   seq: number;
 }
 
-export async function modelSuite({ gpu, quick, rows, log }: BenchContext): Promise<void> {
+export async function modelSuite({ gpu, quick, rows, log, readFile }: BenchContext): Promise<void> {
   ort.env.wasm.numThreads = 1;
   ort.env.logLevel = 'error';
   const cases: Case[] = quick
@@ -67,8 +67,7 @@ export async function modelSuite({ gpu, quick, rows, log }: BenchContext): Promi
         { fixture: 'gpt2-bench', batch: 1, seq: 128 },
       ];
   for (const c of cases) {
-    const base = `/tests/fixtures/${c.fixture}/onnx/model.onnx`;
-    const bytes = new Uint8Array(await (await fetch(base)).arrayBuffer());
+    const bytes = await readFile(`tests/fixtures/${c.fixture}/onnx/model.onnx`);
     const external = c.fixture === 'gpt2-bench' ? syntheticExternalData(bytes) : undefined;
     const model = await loadModel(bytes, { device: gpu, ...(external ? { externalData: { [external.location]: external.bytes } } : {}) });
     const n = c.batch * c.seq;

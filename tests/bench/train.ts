@@ -7,8 +7,8 @@ import { getPeftModel, IA3Config, loadModel, type TensorData } from '../../src/i
 import { type BenchContext, round, timeGpu } from './harness.js';
 import { syntheticExternalData } from './models.js';
 
-export async function trainSuite({ gpu, quick, rows, log }: BenchContext): Promise<void> {
-  const bytes = new Uint8Array(await (await fetch('/tests/fixtures/gpt2-bench/onnx/model.onnx')).arrayBuffer());
+export async function trainSuite({ gpu, quick, rows, log, readFile }: BenchContext): Promise<void> {
+  const bytes = await readFile('tests/fixtures/gpt2-bench/onnx/model.onnx');
   const external = syntheticExternalData(bytes);
   const model = await loadModel(bytes, { device: gpu, externalData: { [external.location]: external.bytes } });
   const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));

@@ -8,6 +8,7 @@ import { loadModel, type TensorData } from '../../src/index.js';
 import { IA3Config } from '../../src/peft/config.js';
 import { getPeftModel } from '../../src/peft/model.js';
 import { getGpu } from '../util/gpu.js';
+import { relativeError } from '../util/tensors.js';
 
 interface Json {
   dtype: string;
@@ -30,16 +31,6 @@ interface IA3Reference {
 const floats = (t: Record<string, Json>): Record<string, TensorData> =>
   Object.fromEntries(Object.entries(t).map(([k, v]) => [k, { data: Float32Array.from(v.data), dims: v.dims }]));
 const ints = (v: Json): TensorData => ({ data: BigInt64Array.from(v.data.map(BigInt)), dims: v.dims });
-
-function relativeError(got: ArrayLike<number>, want: readonly number[]): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < want.length; i++) {
-    num += (got[i]! - want[i]!) ** 2;
-    den += want[i]! ** 2;
-  }
-  return Math.sqrt(num / Math.max(den, 1e-30));
-}
 
 describe.each(['bert', 'gpt2', 'llama', 'distilbert'])('%s', (name) => {
   it('IA3 gradients equal PyTorch (one adapter, padding, two adapters)', async () => {

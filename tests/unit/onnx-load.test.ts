@@ -1,54 +1,22 @@
 // loadOnnx from every source a user has: a folder URL (HF layout), an .onnx URL, bytes, a File,
-// and a picked folder's files; external data found by location; typed errors when files are missing.
-import { readFileSync } from 'node:fs';
-import { onnx } from 'onnx-proto';
+// a picked folder's files, and in Node a file path; external data found by location; typed errors
+// when files are missing.
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { FormatError, InputError } from '../../src/errors.js';
 import { loadOnnx } from '../../src/onnx/load.js';
+import { withExternalData } from '../util/onnx-build.js';
 
 const modelBytes = (m: string, f = 'model.onnx') => new Uint8Array(readFileSync(`tests/fixtures/${m}/onnx/${f}`));
 const configBytes = (m: string) => new Uint8Array(readFileSync(`tests/fixtures/${m}/config.json`));
 
-/** A decoded ModelProto, typed as protobufjs fills it: every repeated field an array, scalars defaulted. */
-interface PNode extends onnx.INodeProto {
-  name: string;
-  opType: string;
-  domain: string;
-  input: string[];
-  output: string[];
-}
-interface PTensor extends onnx.ITensorProto {
-  name: string;
-  dataType: number;
-  rawData: Uint8Array;
-}
-interface PModel extends onnx.ModelProto {
-  graph: Omit<onnx.GraphProto, 'node' | 'initializer'> & { node: PNode[]; initializer: PTensor[] };
-}
-
 /** The gpt2 fixture with its large initializers moved to an external file named `location`. */
-function externalGpt2(location: string): { model: Uint8Array<ArrayBuffer>; data: Uint8Array<ArrayBuffer>; first: string } {
-  const p = onnx.ModelProto.decode(modelBytes('gpt2')) as PModel;
-  const parts: Uint8Array[] = [];
-  let offset = 0;
-  let first = '';
-  for (const t of p.graph!.initializer) {
-    if (t.rawData.length < 1024) continue;
-    first ||= t.name;
-    parts.push(t.rawData.slice());
-    t.externalData = [
-      { key: 'location', value: location },
-      { key: 'offset', value: String(offset) },
-      { key: 'length', value: String(t.rawData.length) },
-    ];
-    t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
-    offset += t.rawData.length;
-    delete (t as { rawData?: Uint8Array }).rawData;
-  }
-  const data = new Uint8Array(offset);
-  parts.reduce((at, c) => (data.set(c, at), at + c.length), 0);
-  return { model: new Uint8Array(onnx.ModelProto.encode(p).finish()), data, first };
-}
+const externalGpt2 = (location: string) => withExternalData(modelBytes('gpt2'), location);
 
 /** A fetch over an in-memory site; records the URLs asked for. */
 function site(files: Record<string, Uint8Array<ArrayBuffer>>) {
@@ -203,5 +171,82 @@ describe('bytes and files', () => {
     expect(none.message).toContain('no ONNX model among the 1 files');
     const two = await rejection(loadOnnx([new File([ext.model], 'a.onnx'), new File([ext.model], 'b.onnx')]));
     expect(two.message).toContain('options.modelFile');
+  });
+});
+
+describe('file paths (Node)', () => {
+  // A Hugging Face folder on disk: config.json, onnx/model.onnx and its external data beside it.
+  const ext = externalGpt2('model.onnx_data');
+  const dir = mkdtempSync(join(tmpdir(), 'ia3-load-'));
+  mkdirSync(join(dir, 'onnx'));
+  writeFileSync(join(dir, 'config.json'), configBytes('gpt2'));
+  writeFileSync(join(dir, 'onnx', 'model.onnx'), ext.model);
+  writeFileSync(join(dir, 'onnx', 'model.onnx_data'), ext.data);
+  writeFileSync(join(dir, 'onnx', 'weights.bin'), modelBytes('bert')); // a model file not named .onnx
+
+  it('loads a folder path (with or without the trailing slash), its config and external data', async () => {
+    for (const source of [dir, `${dir}/`]) {
+      const r = await loadOnnx(source);
+      expect(r.modelPath).toBe('onnx/model.onnx');
+      expect(r.config?.model_type).toBe('gpt2');
+      expect(Object.keys(r.files).sort()).toEqual(['config.json', 'onnx/model.onnx', 'onnx/model.onnx_data']);
+      expect(r.graph.initializers.get(ext.first)!.data.buffer).toBe(r.files['onnx/model.onnx_data']!.buffer);
+    }
+  });
+
+  it('loads an .onnx path, a file: URL, a relative path and a model file of any name', async () => {
+    const byPath = await loadOnnx(join(dir, 'onnx', 'model.onnx'));
+    expect(byPath.config?.model_type).toBe('gpt2'); // one level above onnx/
+    expect(byPath.externalData['model.onnx_data']!.length).toBe(ext.data.length);
+    const byUrl = await loadOnnx(pathToFileURL(join(dir, 'onnx', 'model.onnx')));
+    expect(byUrl.modelPath).toBe('onnx/model.onnx');
+    const relative = await loadOnnx('tests/fixtures/bert/onnx/model_opset17.onnx');
+    expect(relative.config?.model_type).toBe('bert');
+    const named = await loadOnnx(join(dir, 'onnx', 'weights.bin'));
+    expect(named.modelPath).toBe('onnx/weights.bin');
+    expect(named.graph.inputs.map((i) => i.name)).toEqual(['input_ids', 'attention_mask', 'token_type_ids']);
+  });
+
+  it('names what is missing: the path, the model in a folder, the external file', async () => {
+    const nowhere = await rejection(loadOnnx(join(dir, 'absent')));
+    expect(nowhere).toBeInstanceOf(InputError);
+    expect(nowhere.message).toBe(`no such file or folder: ${join(dir, 'absent')}`);
+    const empty = mkdtempSync(join(tmpdir(), 'ia3-empty-'));
+    const none = await rejection(loadOnnx(empty));
+    expect(none.message).toBe(`no ONNX model found: tried ${empty}/onnx/model.onnx, ${empty}/model.onnx (no such file)`);
+    const alone = mkdtempSync(join(tmpdir(), 'ia3-alone-'));
+    writeFileSync(join(alone, 'model.onnx'), ext.model);
+    const noData = await rejection(loadOnnx(alone));
+    expect(noData).toBeInstanceOf(InputError);
+    expect(noData.message).toContain(`tensor '${ext.first}' of model.onnx stores its data in the external file 'model.onnx_data', which was not found`);
+  });
+
+  it("refuses external data outside the model's folder before reading it", async () => {
+    for (const location of ['../secret.bin', '/etc/hostname']) {
+      const bad = externalGpt2(location);
+      const d = mkdtempSync(join(tmpdir(), 'ia3-escape-'));
+      writeFileSync(join(d, 'model.onnx'), bad.model);
+      const e = await rejection(loadOnnx(d));
+      expect(e).toBeInstanceOf(FormatError);
+      expect(e.message).toBe(`model.onnx: tensor '${bad.first}': external data location '${location}' is outside the model's folder`);
+    }
+  });
+
+  it('keeps URL semantics for http(s) URLs and whenever a fetch is injected', async () => {
+    const { fetch, asked } = site({ [`${dir}/onnx/model.onnx`]: ext.model, [`${dir}/onnx/model.onnx_data`]: ext.data });
+    await loadOnnx(`${dir}/onnx/model.onnx`, { fetch });
+    expect(asked).toContain(`${dir}/onnx/model.onnx_data`);
+    // Without an injected fetch, an http URL is fetched (Node's own fetch, from a local server).
+    const server = createServer((req, res) => {
+      if (req.url === '/m/model.onnx') res.end(modelBytes('bert'));
+      else res.writeHead(404).end();
+    });
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    try {
+      const { port } = server.address() as AddressInfo;
+      expect((await loadOnnx(`http://127.0.0.1:${port}/m/`)).modelPath).toBe('model.onnx');
+    } finally {
+      server.close();
+    }
   });
 });

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeOnnx } from '../../src/onnx/decode.js';
 import { describeGraph } from '../../src/onnx/describe.js';
 import { detectModelType, findModules, parameterPath, scopePath, unnamedLinears } from '../../src/onnx/modules.js';
+import type { PModel } from '../util/onnx-build.js';
 
 const MODELS = ['bert', 'gpt2', 'llama', 'distilbert'] as const;
 const bytesOf = (m: string, f = 'model.onnx'): Uint8Array => new Uint8Array(readFileSync(`tests/fixtures/${m}/onnx/${f}`));
@@ -17,22 +18,6 @@ interface RefModule {
   in_features: number;
   out_features: number;
   bias: boolean;
-}
-/** A decoded ModelProto, typed as protobufjs fills it: every repeated field an array, scalars defaulted. */
-interface PNode extends onnx.INodeProto {
-  name: string;
-  opType: string;
-  domain: string;
-  input: string[];
-  output: string[];
-}
-interface PTensor extends onnx.ITensorProto {
-  name: string;
-  dataType: number;
-  rawData: Uint8Array;
-}
-interface PModel extends onnx.ModelProto {
-  graph: Omit<onnx.GraphProto, 'node' | 'initializer'> & { node: PNode[]; initializer: PTensor[] };
 }
 
 const refModules = (m: string): RefModule[] => json(`tests/fixtures/${m}/reference.json`).modules;

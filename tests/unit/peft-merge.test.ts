@@ -15,7 +15,7 @@ import { IA3Config } from '../../src/peft/config.js';
 import { checkMergeable, mergeSteps, scaleCpu, unmergeDivisor } from '../../src/peft/merge.js';
 import { getPeftModel } from '../../src/peft/model.js';
 import { vectorName } from '../../src/peft/adapter.js';
-import { singleOpModel } from '../util/onnx-build.js';
+import { singleOpModel, withExternalData } from '../util/onnx-build.js';
 
 // Nothing here touches the GPU: adding adapters and exporting run on the CPU copies.
 const noGpu = {} as GpuContext;
@@ -143,11 +143,6 @@ describe('merge checks', () => {
   });
 });
 
-interface PTensor extends onnx.ITensorProto {
-  name: string;
-  rawData: Uint8Array;
-}
-
 describe('exportMergedOnnx', () => {
   it('writes float_data tensors in place (Gemm transB: [out, in] weight, bias scaled)', async () => {
     const W = { name: 'W', dataType: onnx.TensorProto.DataType.FLOAT, dims: [3, 2], floatData: [1, 2, 3, 4, 5, 6] };
@@ -169,25 +164,8 @@ describe('exportMergedOnnx', () => {
   });
 
   it('writes external data at the same locations and offsets, raw_data in place, everything else identical', async () => {
-    // The gpt2 fixture with its large tensors moved to an external file.
-    const p = onnx.ModelProto.decode(gpt2Bytes());
-    const parts: Uint8Array[] = [];
-    let offset = 0;
-    for (const t of p.graph!.initializer as PTensor[]) {
-      if (t.rawData.length < 4096 || t.name.includes('c_proj')) continue; // mlp.c_proj stays raw_data
-      parts.push(t.rawData.slice());
-      t.externalData = [
-        { key: 'location', value: 'weights.bin' },
-        { key: 'offset', value: String(offset) },
-        { key: 'length', value: String(t.rawData.length) },
-      ];
-      t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
-      offset += t.rawData.length;
-      delete (t as { rawData?: Uint8Array }).rawData;
-    }
-    const data = new Uint8Array(offset);
-    parts.reduce((at, c) => (data.set(c, at), at + c.length), 0);
-    const bytes = new Uint8Array(onnx.ModelProto.encode(p).finish());
+    // The gpt2 fixture with its large tensors moved to an external file; mlp.c_proj stays raw_data.
+    const { model: bytes, data } = withExternalData(gpt2Bytes(), 'weights.bin', (t) => t.rawData.length >= 4096 && !t.name.includes('c_proj'));
     const model = await cpuModel(bytes, { 'weights.bin': data });
     const peft = getPeftModel(model, new IA3Config());
     fill(peft, 'default', 7);

@@ -6,9 +6,11 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { copyShader } from '../../src/gpu/copy.js';
+import { maskShader } from '../../src/ops/attention-mask.js';
 import { uniformStruct, type Shader } from '../../src/gpu/wgsl.js';
 import { elementwiseShader } from '../../src/ops/elementwise.js';
 import { ia3Shader } from '../../src/ops/ia3.js';
+import { indexCheckShader } from '../../src/ops/index-check.js';
 import { gatherShader, padShader, stridedShader, transposeShader, triluShader } from '../../src/ops/layout-kernels.js';
 import { lossShader } from '../../src/ops/loss.js';
 import { matmulGemvShader, matmulShader } from '../../src/ops/matmul.js';
@@ -20,9 +22,11 @@ import { trainShader } from '../../src/train/kernels.js';
 
 const SHADERS: readonly Shader[] = [
   copyShader,
+  maskShader,
   trainShader,
   elementwiseShader,
   ia3Shader,
+  indexCheckShader,
   gatherShader,
   padShader,
   stridedShader,

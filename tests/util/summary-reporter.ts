@@ -1,8 +1,9 @@
-// Prints one closing line, "tests: N passed, N failed, N skipped", that CI logs can be read by.
-import type { Reporter, TestModule } from 'vitest/node';
+// Prints one closing line, "tests: N passed, N failed, N skipped", that CI logs can be read by,
+// with ", N unhandled errors" when a test process crashed or an error escaped every test.
+import type { Reporter, SerializedError, TestModule } from 'vitest/node';
 
 export default class SummaryReporter implements Reporter {
-  onTestRunEnd(testModules: readonly TestModule[]): void {
+  onTestRunEnd(testModules: readonly TestModule[], unhandledErrors: readonly SerializedError[] = []): void {
     let passed = 0;
     let failed = 0;
     let skipped = 0;
@@ -18,6 +19,7 @@ export default class SummaryReporter implements Reporter {
       if (m.state() === 'failed' && failedHere === 0) failedHere = 1;
       failed += failedHere;
     }
-    console.log(`\ntests: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+    const errors = unhandledErrors.length > 0 ? `, ${unhandledErrors.length} unhandled error${unhandledErrors.length > 1 ? 's' : ''}` : '';
+    console.log(`\ntests: ${passed} passed, ${failed} failed, ${skipped} skipped${errors}`);
   }
 }

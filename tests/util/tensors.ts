@@ -55,6 +55,17 @@ export function closeness(actual: ArrayLike<number>, expected: ArrayLike<number>
   return { worst, at, maxAbs };
 }
 
+/** ‖got − want‖₂ / ‖want‖₂ (a vector's relative error, for gradients). */
+export function relativeError(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i]! - want[i]!) ** 2;
+    den += want[i]! ** 2;
+  }
+  return Math.sqrt(num / Math.max(den, 1e-30));
+}
+
 export function expectClose(actual: RefTensor, expected: RefTensor, tol: Tolerance = {}, what = 'tensor'): void {
   expect(actual.dims, `${what}: dims`).toEqual(expected.dims);
   expect(actual.data.length, `${what}: length`).toBe(sizeOf(expected.dims));

@@ -1,0 +1,16 @@
+// The benchmark in Node: the same suites as the page, on Dawn (the `webgpu` package), started by
+// `npm run bench -- --runtime node` (run.mjs bundles this file and runs it with the Vulkan
+// environment of tests/util/dawn-env.ts). Usage: node <bundle> <result.json> [suites] [--quick]
+import { dawn } from './node-shims.js';
+import { readFile, writeFile } from 'node:fs/promises';
+import { createDevice } from '../../src/gpu/device.js';
+import { runSuites, type BenchResult } from './suites.js';
+
+const [resultPath, suites = '', ...flags] = process.argv.slice(2);
+if (!resultPath) throw new Error('usage: node.js <result.json> [suites] [--quick]');
+const state: BenchResult = { runtime: 'node', adapter: '', rows: [], done: false, quick: flags.includes('--quick') };
+await runSuites(() => createDevice({ gpu: dawn }), suites.split(',').filter(Boolean), state, {
+  log: (msg) => console.log(msg),
+  readFile: async (path) => new Uint8Array(await readFile(path)),
+});
+await writeFile(resultPath, JSON.stringify(state, null, 2));
