@@ -86,6 +86,21 @@ interface RawRow {
   split?: DataSplit;
 }
 
+/**
+ * JSON.parse's message for one line, with its position as a column of that line. Engines append
+ * "at position N" and some "(line 1 column M)" — a second line number, always 1, that contradicts
+ * the file's line the error names.
+ */
+export function jsonProblem(message: string): string {
+  const column = /\(line \d+ column (\d+)\)/.exec(message)?.[1] ?? /at position (\d+)/.exec(message)?.[1];
+  const what = message
+    .replace(/\s*\(line \d+ column \d+\)/, '')
+    .replace(/\s*(?:in JSON )?at position \d+/, '')
+    .replace(/\s*in JSON$/, '');
+  const col = column === undefined ? '' : ` at column ${/\(line/.test(message) ? column : Number(column) + 1}`;
+  return `not valid JSON${col}: ${what}`;
+}
+
 function readText(value: unknown, line: number): string {
   if (typeof value !== 'string') throw new DataFileError('"text" must be a string', line);
   if (value.trim() === '') throw new DataFileError('"text" is empty', line);
@@ -133,7 +148,7 @@ function parseJsonl(content: string): RawRow[] {
     try {
       value = JSON.parse(text);
     } catch (e) {
-      throw new DataFileError(`not valid JSON: ${(e as Error).message}`, line);
+      throw new DataFileError(jsonProblem((e as Error).message), line);
     }
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
       throw new DataFileError('expected a JSON object like {"text": "...", "label": 0}', line);

@@ -4,8 +4,8 @@
 import { downloadAdapter } from 'ia3-webgpu';
 import { WorkerClient, WorkerFailure } from './client.js';
 import { checkDataFileSize } from './datafile.js';
-import type { AccuracyResult, DataInfo, ModelInfo, ModelSource, ProgressEvent, Task, TrainOutcome, TrainSettings } from './protocol.js';
-import { checkSetting, DEFAULTS, settingsFromUrl, splitModules, type NumericSettings } from './settings.js';
+import type { AccuracyResult, BaselineResult, DataInfo, ModelInfo, ModelSource, ProgressEvent, Scores, Task, TrainOutcome, TrainSettings } from './protocol.js';
+import { checkSetting, estimateSeconds, PARAMS, presetFor, PRESETS, settingsFromUrl, SOFTWARE_RATES, splitModules, type NumericSettings, type PresetName, type Rates } from './settings.js';
 import { LossChart } from './ui/chart.js';
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
@@ -15,7 +15,9 @@ const $ = <T extends HTMLElement = HTMLElement>(id: string): T => {
 };
 const button = (id: string): HTMLButtonElement => $<HTMLButtonElement>(id);
 
-/** A message for people: the library's error name says what kind of problem it is. */
+const capitalise = (s: string): string => s.charAt(0).toUpperCase() + s.slice(1);
+
+/** A message for people: what went wrong, in the page's words, without the error's class name. */
 function describeError(e: unknown): string {
   if (e instanceof WorkerFailure) {
     switch (e.name) {
@@ -25,11 +27,15 @@ function describeError(e: unknown): string {
         return `This model uses an operation the toolkit cannot run — ${e.message}`;
       case 'DataFileError':
         return `The data file cannot be read${e.line === undefined ? '' : ` (line ${e.line})`}: ${e.message.replace(/^line \d+: /, '')}`;
+      case 'DeviceLostError':
+        return `The GPU device was lost (${e.message}); reload the page to start again`;
+      case 'NonFiniteError':
+        return `Training diverged — ${e.message}. Try a smaller learning rate.`;
       default:
-        return `${e.name}: ${e.message}`;
+        return capitalise(e.message);
     }
   }
-  return e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  return e instanceof Error ? capitalise(e.message) : String(e);
 }
 
 function show(el: HTMLElement, text: string, kind: 'ok' | 'error' | '' = ''): void {
@@ -37,44 +43,123 @@ function show(el: HTMLElement, text: string, kind: 'ok' | 'error' | '' = ''): vo
   el.textContent = text;
 }
 
-const percent = (r: AccuracyResult): string => `${(100 * r.accuracy).toFixed(1)}%`;
+const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
 const clock = (s: number): string => (Number.isFinite(s) ? `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, '0')}` : '—');
+const minutes = (s: number): string => (s < 90 ? `${Math.max(10, Math.round(s / 10) * 10)} s` : `${Math.round(s / 60)} min`);
+
+/** Accuracy "of N" in a scores cell, precision and recall of spam under it, the figures as data attributes. */
+function showScores(id: string, r: Scores, note = ''): void {
+  const el = $(id);
+  el.textContent = `${pct(r.accuracy)} of ${r.examples}${note}`;
+  const pr = document.createElement('span');
+  pr.className = 'pr';
+  pr.textContent = `spam precision ${pct(r.precision)}, recall ${pct(r.recall)}`;
+  el.append(pr);
+  Object.assign(el.dataset, { accuracy: String(r.accuracy), precision: String(r.precision), recall: String(r.recall), examples: String(r.examples) });
+}
+
+function clearScores(id: string, text = '—'): void {
+  const el = $(id);
+  el.textContent = text;
+  for (const k of ['accuracy', 'precision', 'recall', 'examples']) delete el.dataset[k];
+}
+
+function showAccuracy(id: string, r: AccuracyResult): void {
+  showScores(id, r, r.stopped ? ` (stopped: ${r.examples} of ${r.total} mails)` : '');
+}
 
 // --- settings ----------------------------------------------------------------------------------
 
 const form = $<HTMLFormElement>('settings-form');
-const field = (name: string): HTMLInputElement => form.elements.namedItem(name) as HTMLInputElement;
+const presetSelect = $<HTMLSelectElement>('preset');
+const numericKeys = Object.keys(PARAMS) as (keyof NumericSettings)[];
+/** The inputs of the numeric settings: the form's, and the Style tab's step count. */
+const field = (name: keyof NumericSettings | 'targetModules' | 'feedforwardModules'): HTMLInputElement =>
+  name === 'styleSteps' ? $<HTMLInputElement>('style-steps') : (form.elements.namedItem(name) as HTMLInputElement);
 let defaultModules = { target: '', feedforward: '' };
+let software = true;
+/** Seconds per unit of work on this adapter: the software figures until a run here measures its own. */
+let rates: Rates | null = null;
 
 function fillSettings(s: NumericSettings): void {
-  for (const [k, v] of Object.entries(s)) field(k).value = String(v);
+  for (const k of numericKeys) field(k).value = String(s[k]);
 }
 
-/** The form's settings; a bad value throws with the setting's name. */
+/** The value of one setting, or its message (shown under the settings while it is wrong). */
+function setting(key: keyof NumericSettings): number | string {
+  return checkSetting(key, field(key).value);
+}
+
+/** Shows what is wrong with the settings now (nothing once they are fixed). */
+function checkForm(): string[] {
+  const problems = numericKeys.map(setting).filter((v): v is string => typeof v === 'string');
+  show($('settings-error'), problems.join('; '), problems.length ? 'error' : '');
+  return problems;
+}
+
+/** The settings a training run needs; throws the settings' problems (named as the page labels them). */
 function readSettings(): TrainSettings {
-  const out: Partial<NumericSettings> = {};
-  for (const key of Object.keys(DEFAULTS) as (keyof NumericSettings)[]) {
-    const v = checkSetting(key, field(key).value);
-    if (typeof v === 'string') {
-      show($('settings-error'), v, 'error');
-      throw new Error(v);
-    }
-    out[key] = v;
-  }
-  show($('settings-error'), '');
+  const problems = checkForm();
+  if (problems.length) throw new Error(`check the settings: ${problems.join('; ')}`);
+  const v = Object.fromEntries(numericKeys.map((k) => [k, setting(k) as number])) as NumericSettings;
   const target = field('targetModules').value.trim();
   const ff = field('feedforwardModules').value.trim();
   // The model type's defaults unchanged: let the library resolve them (as PEFT does).
   const same = target === defaultModules.target && ff === defaultModules.feedforward;
-  return { ...(out as NumericSettings), targetModules: same ? [] : splitModules(target), feedforwardModules: same ? [] : splitModules(ff) };
+  return {
+    learningRate: v.learningRate,
+    steps: v.steps,
+    batchSize: v.batchSize,
+    seqLen: v.seqLen,
+    evalSize: v.evalSize,
+    seed: v.seed,
+    targetModules: same ? [] : splitModules(target),
+    feedforwardModules: same ? [] : splitModules(ff),
+  };
+}
+
+/** The preset the form matches, or 'custom'. */
+function matchingPreset(): PresetName | 'custom' {
+  const hit = (Object.keys(PRESETS) as PresetName[]).find((name) => numericKeys.every((k) => Number(field(k).value) === PRESETS[name][k]));
+  return hit ?? 'custom';
+}
+
+/** Says how long the chosen preset, and the full one, take on this adapter (when that is known). */
+function showPresetNote(): void {
+  const r = rates ?? (software ? SOFTWARE_RATES : null);
+  const name = presetSelect.value as PresetName | 'custom';
+  const values = name === 'custom' ? (Object.fromEntries(numericKeys.map((k) => [k, Number(field(k).value)])) as NumericSettings) : PRESETS[name];
+  if (!r) {
+    $('preset-note').textContent = name === 'full' ? 'the full run: validation before and after, then the test set on request' : '';
+    return;
+  }
+  const here = estimateSeconds(values, r);
+  const full = estimateSeconds(PRESETS.full, r);
+  const basis = rates ? 'at the speed measured here' : 'on a software adapter like this one (SwiftShader, 2 CPU cores)';
+  let text = `a spam-filter run takes about ${minutes(here.spam)}, a style run about ${minutes(here.style)} ${basis}`;
+  if (name !== 'full') text += `; the full preset (${PRESETS.full.steps} steps of ${PRESETS.full.batchSize} × ${PRESETS.full.seqLen} tokens) would take about ${minutes(full.spam)} and ${minutes(full.style)}`;
+  $('preset-note').textContent = `${capitalise(text)}.`;
+}
+
+presetSelect.onchange = () => {
+  if (presetSelect.value !== 'custom') fillSettings(PRESETS[presetSelect.value as PresetName]);
+  checkForm();
+  showPresetNote();
+};
+for (const k of numericKeys) {
+  field(k).addEventListener('input', () => {
+    presetSelect.value = matchingPreset();
+    checkForm();
+    showPresetNote();
+  });
 }
 
 // --- the worker --------------------------------------------------------------------------------
 
 const client = new WorkerClient(new Worker(new URL('./worker.ts', import.meta.url), { type: 'module' }));
 const charts: Record<Task, LossChart> = { spam: new LossChart($('loss-chart')), style: new LossChart($('style-chart')) };
-/** Steps per mean on the loss curve: about six means over a run, at most ten steps each. */
-const meanWindow = (steps: number): number => Math.max(1, Math.min(10, Math.floor(steps / 6)));
+/** Steps per mean on the loss curve: about six means over a run, two to ten steps each. */
+const meanWindow = (steps: number): number => Math.max(2, Math.min(10, Math.floor(steps / 6)));
 const ids: Record<Task, { train: string; stop: string; resume: string; progress: string; text: string; chart: string }> = {
   spam: { train: 'train', stop: 'stop', resume: 'resume', progress: 'progress', text: 'progress-text', chart: 'loss-chart' },
   style: { train: 'style-train', stop: 'style-stop', resume: 'style-resume', progress: 'style-progress', text: 'style-progress-text', chart: 'style-chart' },
@@ -83,24 +168,32 @@ let ready = false;
 let busy: string | null = null;
 const resumable: Record<Task, boolean> = { spam: false, style: false };
 let trainedTask: Task = 'spam';
+/** The settings of the last spam run: the sequence length Classify and the test set use. */
+let lastSpamRun: TrainSettings | undefined;
+/**
+ * The first and latest progress of the run part under way, for this adapter's speed: measured
+ * from the first reported step, as the time before it is mostly compiling the training step.
+ */
+const speed: Record<Task, { first: [step: number, time: number]; last?: [step: number, time: number] } | undefined> = { spam: undefined, style: undefined };
 
-/** Buttons follow one state: idle (ready), busy with a request, or training a task. */
-function refresh(training: Task | null = null): void {
+/** Buttons follow one state: idle (ready), busy with a request, or running something Stop can end. */
+function refresh(stoppable: Task | null = null): void {
   const idle = ready && busy === null;
   for (const t of ['spam', 'style'] as Task[]) {
     button(ids[t].train).disabled = !idle;
-    button(ids[t].stop).disabled = training !== t;
+    button(ids[t].stop).disabled = stoppable !== t;
     button(ids[t].resume).disabled = !idle || !resumable[t];
   }
   for (const id of ['classify', 'eval-test', 'download', 'style-generate', 'model-url-load']) button(id).disabled = !idle;
   for (const id of ['adapter-files', 'model-files', 'data-file']) $<HTMLInputElement>(id).disabled = !idle;
 }
 
-/** Runs one user action: one at a time, errors shown where the action was started. */
-async function action(name: string, where: HTMLElement, fn: () => Promise<void>, training: Task | null = null): Promise<void> {
+/** Runs one user action: one at a time, its old message cleared, errors shown where it was started. */
+async function action(name: string, where: HTMLElement, fn: () => Promise<void>, stoppable: Task | null = null): Promise<void> {
   if (busy !== null) return;
   busy = name;
-  refresh(training);
+  show(where, '');
+  refresh(stoppable);
   try {
     await fn();
   } catch (e) {
@@ -116,11 +209,18 @@ client.onEvent((e) => {
     case 'progress':
       onProgress(e);
       break;
+    case 'evalProgress': {
+      const p = $<HTMLProgressElement>('progress');
+      p.max = e.total;
+      p.value = e.done;
+      show($('progress-text'), `measuring ${e.what}: ${e.done} / ${e.total} mails · ETA ${clock(e.eta)}`);
+      break;
+    }
     case 'phase':
       show($(ids[e.task].text), e.text);
       break;
     case 'accuracy':
-      $(e.phase === 'before' ? 'acc-before' : 'acc-after').textContent = `${percent(e.result)} of ${e.result.examples}`;
+      showAccuracy(e.phase === 'before' ? 'acc-before' : 'acc-after', e.result);
       break;
     case 'perplexity':
       $(e.phase === 'before' ? 'ppl-before' : 'ppl-after').textContent = `${e.result.perplexity.toFixed(2)} on ${e.result.windows} windows`;
@@ -132,6 +232,10 @@ client.onEvent((e) => {
 });
 
 function onProgress(e: ProgressEvent): void {
+  const now = performance.now();
+  const sp = speed[e.task];
+  if (!sp) speed[e.task] = { first: [e.step, now] };
+  else sp.last = [e.step, now];
   const p = $<HTMLProgressElement>(ids[e.task].progress);
   p.max = e.totalSteps;
   p.value = e.step;
@@ -155,21 +259,53 @@ function showModel(info: ModelInfo): void {
 function showData(d: DataInfo): void {
   if (d.task === 'spam') {
     $('spam-data').textContent = `${d.name}: ${d.train} training, ${d.validation} validation, ${d.test} test mails${d.labels ? ` (${d.labels.join(' / ')})` : ''}`;
+    $('test-size').textContent = `(all ${d.test} mails)`;
   } else {
     $('style-data').textContent = `${d.name}: ${d.train.toLocaleString('en-US')} characters`;
   }
 }
 
-function finished(task: Task, o: TrainOutcome): void {
-  resumable[task] = o.reason === 'stopped';
+async function showBaseline(): Promise<void> {
+  const evalSize = setting('evalSize');
+  const b: BaselineResult = await client.request('baseline', { evalSize: typeof evalSize === 'number' ? evalSize : PRESETS.quick.evalSize });
+  showScores('base-val', b.validation);
+  showScores('base-test', b.test);
+  $('val-size').textContent = `(a fixed subset of ${b.validation.examples} mails)`;
+  $('base-time').textContent = `(trained in ${Math.max(1, Math.round(b.trainMs))} ms)`;
+}
+
+function finished(task: Task, o: TrainOutcome, settings?: TrainSettings): void {
+  resumable[task] = o.resumable;
   const el = $(ids[task].text);
   const chart = charts[task];
   const losses = chart.first === undefined ? '' : ` · mean loss ${chart.first.toFixed(4)} → ${chart.last!.toFixed(4)}`;
   show(el, `${o.reason === 'completed' ? 'done' : 'stopped'}: ${o.steps} steps in ${clock(o.seconds)}${losses}`, o.reason === 'completed' ? 'ok' : '');
   el.dataset.state = o.reason;
+  // The speed of this adapter, for the presets' estimates.
+  const sp = speed[task];
+  speed[task] = undefined;
+  if (settings && sp?.last && sp.last[0] > sp.first[0]) {
+    const perToken = (sp.last[1] - sp.first[1]) / 1000 / ((sp.last[0] - sp.first[0]) * settings.batchSize * settings.seqLen);
+    const r = rates ?? { ...SOFTWARE_RATES };
+    if (task === 'spam') r.train = perToken;
+    else r.lm = perToken;
+    rates = r;
+    showPresetNote();
+  }
+}
+
+function noteEvalRate(r: AccuracyResult, seqLen: number): void {
+  if (r.examples > 0 && rates) rates.evaluate = r.seconds / (r.examples * seqLen);
 }
 
 // --- the spam filter ---------------------------------------------------------------------------
+
+async function classifySample(): Promise<void> {
+  show($('classify-result'), 'classifying…');
+  const seqLen = setting('seqLen');
+  const r = await client.request('classify', { text: $<HTMLTextAreaElement>('mail').value, seqLen: lastSpamRun?.seqLen ?? (typeof seqLen === 'number' ? seqLen : PRESETS.quick.seqLen) });
+  show($('classify-result'), `P(spam) with the adapter ${pct(r.withAdapter)} · without (base model) ${pct(r.withoutAdapter)}`);
+}
 
 button('train').onclick = () =>
   void action(
@@ -178,48 +314,69 @@ button('train').onclick = () =>
     async () => {
       const settings = readSettings();
       charts.spam.clear(meanWindow(settings.steps));
-      $('acc-after').textContent = '—';
+      clearScores('acc-after');
+      clearScores('acc-test');
+      show($('classify-result'), '');
       $('progress-text').dataset.state = 'running';
       resumable.spam = false;
-      finished('spam', await client.request('train', { task: 'spam', settings }));
+      await showBaseline();
+      const o = await client.request('train', { task: 'spam', settings });
+      lastSpamRun = settings;
+      finished('spam', o, settings);
       trainedTask = 'spam';
+      if (o.reason === 'completed') await classifySample();
     },
     'spam',
   );
 button('stop').onclick = () => client.stop();
 button('resume').onclick = () =>
-  void action('resume', $('progress-text'), async () => finished('spam', await client.request('resume', { task: 'spam' })), 'spam');
+  void action(
+    'resume',
+    $('progress-text'),
+    async () => {
+      const o = await client.request('resume', { task: 'spam' });
+      finished('spam', o, lastSpamRun);
+      if (o.reason === 'completed') await classifySample();
+    },
+    'spam',
+  );
 button('eval-test').onclick = () =>
-  void action('test', $('acc-test'), async () => {
-    $('acc-test').textContent = 'measuring…';
-    const r = await client.request('evaluate', { settings: readSettings(), split: 'test' });
-    $('acc-test').textContent = `${percent(r)} of ${r.examples}`;
-  });
-button('classify').onclick = () =>
-  void action('classify', $('classify-result'), async () => {
-    show($('classify-result'), 'classifying…');
-    const r = await client.request('classify', { text: $<HTMLTextAreaElement>('mail').value, settings: readSettings() });
-    show($('classify-result'), `P(spam) with the adapter ${(100 * r.withAdapter).toFixed(1)}% · without (base model) ${(100 * r.withoutAdapter).toFixed(1)}%`);
-  });
+  void action(
+    'test',
+    $('progress-text'),
+    async () => {
+      // The adapter's own sequence length (that of its run), else the form's.
+      const settings = lastSpamRun ?? readSettings();
+      clearScores('acc-test', 'measuring…');
+      $('acc-test').dataset.state = 'running';
+      const r = await client.request('evaluate', { settings, split: 'test' });
+      showAccuracy('acc-test', r);
+      noteEvalRate(r, settings.seqLen);
+      $('acc-test').dataset.state = r.stopped ? 'stopped' : 'completed';
+      show($('progress-text'), r.stopped ? `test set stopped after ${r.examples} of ${r.total} mails` : `test set: ${r.examples} mails in ${clock(r.seconds)}`, r.stopped ? '' : 'ok');
+    },
+    'spam',
+  );
+button('classify').onclick = () => void action('classify', $('classify-result'), classifySample);
 
 // --- the style task ----------------------------------------------------------------------------
 
-const presetSelect = $<HTMLSelectElement>('style-preset');
+const styleSelect = $<HTMLSelectElement>('style-preset');
 const styleArea = $<HTMLTextAreaElement>('style-text');
 const OWN_TEXT = '__own__';
 const FROM_FILE = '__file__';
 
-async function loadPresets(): Promise<void> {
+async function loadStyleTexts(): Promise<void> {
   const res = await fetch(new URL('data/style/index.json', document.baseURI));
   if (!res.ok) throw new Error(`data/style/index.json: HTTP ${res.status}`);
   const index = (await res.json()) as { id: string; title: string; file: string }[];
-  for (const p of index) presetSelect.add(new Option(p.title, p.file));
-  presetSelect.add(new Option('my own text (paste below)', OWN_TEXT));
-  await choosePreset();
+  for (const p of index) styleSelect.add(new Option(p.title, p.file));
+  styleSelect.add(new Option('my own text (paste below)', OWN_TEXT));
+  await chooseStyleText();
 }
 
-async function choosePreset(): Promise<void> {
-  const v = presetSelect.value;
+async function chooseStyleText(): Promise<void> {
+  const v = styleSelect.value;
   styleArea.readOnly = v !== OWN_TEXT;
   if (v === OWN_TEXT) {
     styleArea.value = '';
@@ -230,7 +387,7 @@ async function choosePreset(): Promise<void> {
     styleArea.value = await res.text();
   }
 }
-presetSelect.onchange = () => void choosePreset().catch((e: unknown) => show($('style-data'), describeError(e), 'error'));
+styleSelect.onchange = () => void chooseStyleText().catch((e: unknown) => show($('style-data'), describeError(e), 'error'));
 
 async function samples(settings: TrainSettings, which: ('before' | 'after')[]): Promise<void> {
   const prompt = $<HTMLInputElement>('prompt').value;
@@ -238,28 +395,32 @@ async function samples(settings: TrainSettings, which: ('before' | 'after')[]): 
   for (const w of which) await client.request('generate', { prompt, tokens, settings, which: w });
 }
 
+/** The style run's settings: the shared ones with its own step count. */
+function styleSettings(): TrainSettings {
+  return { ...readSettings(), steps: setting('styleSteps') as number };
+}
+
 button('style-train').onclick = () =>
   void action(
     'style-train',
     $('style-progress-text'),
     async () => {
-      // The style run has its own step count (the other settings are shared with the spam filter).
-      const styleSteps = checkSetting('steps', $<HTMLInputElement>('style-steps').value);
-      if (typeof styleSteps === 'string') throw new Error(styleSteps.replace(/^steps/, 'style training steps'));
-      const settings = { ...readSettings(), steps: styleSteps };
-      if (presetSelect.value !== FROM_FILE) {
-        const name = presetSelect.selectedOptions[0]?.text ?? 'text';
-        showData(await client.request('setStyleText', { text: styleArea.value, name }));
+      const settings = styleSettings();
+      // Checked (long enough?) before anything else runs.
+      if (styleSelect.value !== FROM_FILE) {
+        const name = styleSelect.selectedOptions[0]?.text ?? 'text';
+        showData(await client.request('setStyleText', { text: styleArea.value, name, seqLen: settings.seqLen }));
       }
       charts.style.clear(meanWindow(settings.steps));
       $('sample-after').textContent = '';
       $('ppl-before').textContent = '—';
       $('ppl-after').textContent = '—';
+      $('style-progress-text').dataset.state = 'running';
       show($('style-progress-text'), 'sampling from the base model…');
       await samples(settings, ['before']);
       resumable.style = false;
       const o = await client.request('train', { task: 'style', settings });
-      finished('style', o);
+      finished('style', o, settings);
       trainedTask = 'style';
       if (o.reason === 'completed') await samples(settings, ['after']);
     },
@@ -272,12 +433,13 @@ button('style-resume').onclick = () =>
     $('style-progress-text'),
     async () => {
       const o = await client.request('resume', { task: 'style' });
-      finished('style', o);
-      if (o.reason === 'completed') await samples(readSettings(), ['after']);
+      const settings = styleSettings();
+      finished('style', o, settings);
+      if (o.reason === 'completed') await samples(settings, ['after']);
     },
     'style',
   );
-button('style-generate').onclick = () => void action('generate', $('style-progress-text'), () => samples(readSettings(), ['before', 'after']));
+button('style-generate').onclick = () => void action('generate', $('style-progress-text'), () => samples(styleSettings(), ['before', 'after']));
 
 // --- tabs --------------------------------------------------------------------------------------
 
@@ -318,9 +480,9 @@ $<HTMLInputElement>('adapter-files').onchange = (ev) => {
     $('trainable').textContent = r.trainableLine;
     if (r.task === 'spam') {
       show(filesStatus, 'adapter loaded; measuring validation accuracy…');
-      const acc = await client.request('evaluate', { settings: readSettings(), split: 'validation' });
-      $('acc-after').textContent = `${percent(acc)} of ${acc.examples}`;
-      show(filesStatus, `loaded a spam filter adapter: validation accuracy ${percent(acc)}`, 'ok');
+      const acc = await client.request('evaluate', { settings: lastSpamRun ?? readSettings(), split: 'validation' });
+      showAccuracy('acc-after', acc);
+      show(filesStatus, `loaded a spam filter adapter: validation accuracy ${pct(acc.accuracy)} of ${acc.examples}`, 'ok');
     } else {
       show(filesStatus, 'loaded a style adapter: “Generate again” samples with it', 'ok');
     }
@@ -361,9 +523,12 @@ $<HTMLInputElement>('data-file').onchange = (ev) => {
     }
     const info = await client.request('loadData', { task, name: file.name, content: await file.text() });
     showData(info);
-    if (task === 'style') {
-      if (![...presetSelect.options].some((o) => o.value === FROM_FILE)) presetSelect.add(new Option(`data file: ${file.name}`, FROM_FILE));
-      presetSelect.value = FROM_FILE;
+    if (task === 'spam') {
+      for (const id of ['acc-before', 'acc-after', 'acc-test']) clearScores(id);
+      await showBaseline();
+    } else {
+      if (![...styleSelect.options].some((o) => o.value === FROM_FILE)) styleSelect.add(new Option(`data file: ${file.name}`, FROM_FILE));
+      styleSelect.value = FROM_FILE;
       styleArea.value = '';
       styleArea.readOnly = true;
     }
@@ -374,9 +539,7 @@ $<HTMLInputElement>('data-file').onchange = (ev) => {
 
 // --- start -------------------------------------------------------------------------------------
 
-const fromUrl = settingsFromUrl(location.search);
-fillSettings(fromUrl.settings);
-if (fromUrl.problems.length) show($('settings-error'), `URL parameters ignored: ${fromUrl.problems.join('; ')}`, 'error');
+let fromUrl = settingsFromUrl(location.search, 'quick');
 
 function fillModuleDefaults(): void {
   field('targetModules').value = fromUrl.modules.target?.join(', ') ?? defaultModules.target;
@@ -388,13 +551,21 @@ async function start(): Promise<void> {
   show($('status'), 'requesting a WebGPU device…');
   try {
     const d = await client.request('device', {});
+    software = d.software;
     $('adapter').textContent = `${d.adapter}${d.software ? ' (a software adapter: correct, but slow)' : ''}`;
+    // The preset follows the adapter unless the URL names one.
+    fromUrl = settingsFromUrl(location.search, presetFor(d.software));
+    fillSettings(fromUrl.settings);
+    presetSelect.value = fromUrl.changed ? 'custom' : fromUrl.preset;
+    if (fromUrl.problems.length) show($('settings-error'), `URL parameters ignored: ${fromUrl.problems.join('; ')}`, 'error');
+    showPresetNote();
     show($('status'), 'loading the model and data in the worker…');
     const r = await client.request('init', { model: { kind: 'shipped' }, base: document.baseURI });
     showModel(r.spam);
     fillModuleDefaults();
     for (const d of r.data) showData(d);
-    await loadPresets();
+    await showBaseline();
+    await loadStyleTexts();
     ready = true;
     show($('status'), 'ready', 'ok');
   } catch (e) {

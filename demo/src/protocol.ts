@@ -30,6 +30,7 @@ export interface ModelInfo {
   /** model.describe(): modules, ops, parameters. */
   summary: string;
   layers: number | null;
+  /** Parameters of the model itself (as the summary counts them: the adapter not included). */
   parameters: number;
   /** PEFT's printTrainableParameters() line for the current adapter. */
   trainableLine: string;
@@ -48,11 +49,31 @@ export interface DataInfo {
   labels: string[] | null;
 }
 
-export interface AccuracyResult {
-  split: 'validation' | 'test';
+/** Accuracy, and precision and recall of the spam class, of one classifier on one split. */
+export interface Scores {
   accuracy: number;
-  loss: number;
+  precision: number;
+  recall: number;
+  /** Examples scored. */
   examples: number;
+}
+
+export interface AccuracyResult extends Scores {
+  split: 'validation' | 'test';
+  loss: number;
+  /** Examples of the split (or subset) asked for; `examples` < `total` when Stop cut it short. */
+  total: number;
+  stopped: boolean;
+  /** Wall time of the measurement. */
+  seconds: number;
+}
+
+/** The naive-Bayes baseline, trained on the training split, scored on the same mails as the model. */
+export interface BaselineResult {
+  validation: Scores;
+  test: Scores;
+  /** Wall time of training it, milliseconds. */
+  trainMs: number;
 }
 
 /** Style task: the language-model loss on the held-out end of the text (never trained on). */
@@ -72,7 +93,10 @@ export interface ClassifyResult {
 export interface TrainOutcome {
   steps: number;
   reason: 'completed' | 'stopped';
+  /** Training time of the whole run so far (a resumed run adds to its earlier parts). */
   seconds: number;
+  /** Whether Resume can continue it (not when Stop came before training began). */
+  resumable: boolean;
 }
 
 /** The serialised error: enough for the page to say what went wrong and where. */
@@ -91,6 +115,9 @@ export interface Requests {
   init: { req: { model: ModelSource; /** The page's base URL: shipped files are relative to it. */ base: string }; res: { spam: ModelInfo; style: ModelInfo; data: DataInfo[] } };
   loadModel: { req: { task: Task; source: ModelSource }; res: ModelInfo };
   loadData: { req: { task: Task; name: string; content: string }; res: DataInfo };
+  /** The baseline on the validation subset of `evalSize` mails and on the test split. */
+  baseline: { req: { evalSize: number }; res: BaselineResult };
+  /** Accuracy of the current adapter, with progress events; Stop ends it early (`stopped`). */
   evaluate: { req: { settings: TrainSettings; split: 'validation' | 'test' }; res: AccuracyResult };
   /**
    * Spam: a fresh adapter from the settings, trained (validation accuracy before and after as
@@ -100,10 +127,12 @@ export interface Requests {
   train: { req: { task: Task; settings: TrainSettings }; res: TrainOutcome };
   /** Continues a stopped run (same optimizer state and data position). */
   resume: { req: { task: Task }; res: TrainOutcome };
-  classify: { req: { text: string; settings: TrainSettings }; res: ClassifyResult };
+  /** At the trained adapter's sequence length (`seqLen` before any training). */
+  classify: { req: { text: string; seqLen: number }; res: ClassifyResult };
   /** 'before': the base model (adapter disabled); 'after': with the trained adapter. */
   generate: { req: { prompt: string; tokens: number; settings: TrainSettings; which: 'before' | 'after' }; res: { text: string } };
-  setStyleText: { req: { text: string; name: string }; res: DataInfo };
+  /** Checks at once that the text is long enough to train on and to hold out at `seqLen`. */
+  setStyleText: { req: { text: string; name: string; seqLen: number }; res: DataInfo };
   downloadAdapter: { req: { task: Task }; res: { files: { 'adapter_model.safetensors': Uint8Array; 'adapter_config.json': string } } };
   loadAdapter: { req: { files: File[] }; res: { task: Task; trainableLine: string } };
 }
@@ -112,7 +141,7 @@ export type RequestType = keyof Requests;
 
 export type Request = { [K in RequestType]: { id: number; type: K } & Requests[K]['req'] }[RequestType];
 
-/** Stop needs no answer: it only asks the running `train` to return after its current step. */
+/** Stop needs no answer: it asks the running training or evaluation to return after its current batch. */
 export interface StopMessage {
   type: 'stop';
 }
@@ -126,6 +155,18 @@ export interface ProgressEvent {
   step: number;
   totalSteps: number;
   stepsPerSecond: number;
+  /** Seconds left at the current speed. */
+  eta: number;
+}
+
+/** Evaluation under way: mails classified so far (a few updates a second at most). */
+export interface EvalProgressEvent {
+  type: 'evalProgress';
+  /** What is measured, for the status line ("validation accuracy before training", "test accuracy"). */
+  what: string;
+  split: 'validation' | 'test';
+  done: number;
+  total: number;
   /** Seconds left at the current speed. */
   eta: number;
 }
@@ -157,7 +198,7 @@ export interface SampleEvent {
   done: boolean;
 }
 
-export type WorkerEvent = ProgressEvent | PhaseEvent | AccuracyEvent | PerplexityEvent | SampleEvent;
+export type WorkerEvent = ProgressEvent | EvalProgressEvent | PhaseEvent | AccuracyEvent | PerplexityEvent | SampleEvent;
 
 export type Response =
   | { type: 'result'; id: number; value: unknown }

@@ -19,9 +19,11 @@ import {
   type PeftModel,
   type TensorData,
 } from 'ia3-webgpu';
+import { predictNaiveBayes, scores, trainNaiveBayes, type LabelledText } from './baseline.js';
 import { DataFileError, parseDataFile } from './datafile.js';
-import type { AccuracyResult, DataInfo, FromWorker, ModelInfo, ModelSource, PerplexityResult, Request, Requests, Task, ToWorker, TrainOutcome, TrainSettings, WorkerError } from './protocol.js';
+import type { AccuracyResult, BaselineResult, DataInfo, FromWorker, ModelInfo, ModelSource, PerplexityResult, Request, Requests, Task, ToWorker, TrainOutcome, TrainSettings, WorkerError } from './protocol.js';
 import { mulberry32, sampleTopK, seededShuffle, softmax } from './sampling.js';
+import { warmupStepsFor } from './settings.js';
 
 // The worker global, typed by hand: the project compiles against the DOM lib, not WebWorker.
 const scope = self as unknown as { postMessage(message: FromWorker, transfer?: Transferable[]): void; onmessage: ((ev: MessageEvent<ToWorker>) => void) | null };
@@ -33,6 +35,8 @@ const SHIPPED_SPAM = 'data/spam-assassin.jsonl';
 const CHARS_PER_TOKEN_BOUND = 8;
 /** Validation subsets are drawn with this fixed seed, so "before" and "after" see the same mails. */
 const EVAL_SUBSET_SEED = 1234;
+/** Mails per forward pass when measuring accuracy (one compiled plan: a short last batch is padded). */
+const EVAL_BATCH = 8;
 
 interface TaskState {
   model: Model;
@@ -45,12 +49,9 @@ interface TaskState {
   /** Style task: the held-out windows the perplexity before and after is measured on. */
   evalData?: Example[];
   totalSteps?: number;
+  /** Training seconds of the run so far, over its stopped and resumed parts. */
+  trainSeconds?: number;
   settings?: TrainSettings;
-}
-
-interface LabelledText {
-  text: string;
-  label: number;
 }
 
 let base = '';
@@ -59,8 +60,12 @@ const tasks: Partial<Record<Task, TaskState>> = {};
 let spamData: { name: string; train: LabelledText[]; validation: LabelledText[]; test: LabelledText[]; labels: string[] } | undefined;
 let styleText: { name: string; text: string } | undefined;
 let training: Trainer | undefined;
+/** Set by Stop; the running evaluation checks it between batches (training has its own stop). */
+let stopRequested = false;
 /** Accuracy of the base model (the adapter at its identity init) by subset key: it never changes. */
 const baseAccuracy = new Map<string, AccuracyResult>();
+/** The naive-Bayes baseline of the current spam data (retrained when the data changes). */
+let baseline: { model: ReturnType<typeof trainNaiveBayes>; trainMs: number } | undefined;
 
 function state(task: Task): TaskState {
   const s = tasks[task];
@@ -115,12 +120,57 @@ async function loadTask(task: Task, source: ModelSource): Promise<ModelInfo> {
     name = source.kind === 'shipped' ? 'sotu-gpt2 (shipped)' : url;
   }
   const tokenizer = new Tokenizer(tokJson as object, tokConfig as object);
+  if (source.kind !== 'shipped') {
+    try {
+      await checkHead(task, model, tokenizer);
+    } catch (e) {
+      await model.dispose();
+      throw e;
+    }
+  }
   const old = tasks[task];
   const peft = getPeftModel(model, new IA3Config({ taskType: task === 'spam' ? 'SEQ_CLS' : 'CAUSAL_LM' }));
   tasks[task] = { model, tokenizer, name, peft };
   if (old && old.model !== model && old.model !== tasks[task === 'spam' ? 'style' : 'spam']?.model) await old.model.dispose();
   baseAccuracy.clear();
   return modelInfo(task);
+}
+
+/**
+ * Refuses a model whose output does not fit the task, before anything is trained on it: the spam
+ * filter needs one score per class (a sequence-classification head), the style task one per
+ * token of the tokenizer (a language-model head). A causal-LM export loaded for the spam filter
+ * would otherwise be accepted and report P(spam) from two arbitrary vocabulary logits.
+ */
+async function checkHead(task: Task, model: Model, tokenizer: Tokenizer): Promise<void> {
+  if (!model.outputNames.includes('logits')) {
+    throw new InputError(`the model has no output named "logits" (its outputs: ${model.outputNames.join(', ')}); the page reads the scores from "logits", as Hugging Face exports name them`);
+  }
+  // Two tokens through the graph: the size of the last axis is the head's.
+  const probe = await model.run(feedsFor(model, [[0, 0]], 2), ['logits']);
+  const dims = probe.logits!.dims;
+  const width = dims[dims.length - 1]!;
+  const vocabulary = tokenizer.get_vocab().size;
+  const classes = numClasses(model);
+  if (task === 'spam' && width !== classes) {
+    const lm = width >= vocabulary;
+    throw new InputError(
+      `this model gives ${width.toLocaleString('en-US')} scores per token${lm ? ', one per word of its vocabulary: it is a language model (causal-LM head)' : ''}, ` +
+        `while the spam filter needs ${classes} (one per class: ${Object.values(labelNames(model)).join(', ')}). ` +
+        `Pick a sequence-classification export of it (a "score" or "classifier" head with ${classes} outputs)${lm ? ', or load this one for the style task' : ''}.`,
+    );
+  }
+  if (task === 'style' && width < vocabulary) {
+    throw new InputError(
+      `this model gives ${width} scores per token, but its tokenizer has ${vocabulary.toLocaleString('en-US')} tokens: it is a classifier, not a language model. ` +
+        'The style task needs a causal-LM export (one score per token of the vocabulary); load this one for the spam filter.',
+    );
+  }
+}
+
+function labelNames(model: Model): Record<string, string> {
+  const id2label = model.config?.id2label as Record<string, string> | undefined;
+  return id2label ?? Object.fromEntries(Array.from({ length: numClasses(model) }, (_, i) => [String(i), `class ${i}`]));
 }
 
 function modelInfo(task: Task): ModelInfo {
@@ -135,7 +185,8 @@ function modelInfo(task: Task): ModelInfo {
     modelType: s.model.modelType ?? null,
     summary: s.model.describe(),
     layers: Number.isFinite(layers) ? layers : null,
-    parameters: s.peft.getNbTrainableParameters()[1],
+    // PEFT's "all params" counts the adapter too; the model line and the summary count the model.
+    parameters: s.peft.getNbTrainableParameters()[1] - s.peft.getNbTrainableParameters()[0],
     trainableLine: s.peft.printTrainableParameters(),
     defaultTargetModules: list(resolved.targetModules),
     defaultFeedforwardModules: list(resolved.feedforwardModules),
@@ -196,7 +247,8 @@ function styleSplit(tokenizer: Tokenizer, text: string, seqLen: number, maxHeldO
   const cut = Math.floor(ids.length * STYLE_TRAIN_FRACTION);
   const train = windows(ids.slice(0, cut), seqLen);
   const heldOut = windows(ids.slice(cut), seqLen).slice(0, maxHeldOut);
-  if (train.length === 0 || heldOut.length === 0) throw new InputError(`the style text is too short: its ${ids.length} tokens leave nothing to train on or to hold out (it needs at least 11)`);
+  // The held-out tenth needs two tokens (one prediction), so the text needs 20 tokens.
+  if (train.length === 0 || heldOut.length === 0) throw new InputError(`the style text is too short: ${ids.length} tokens (about ${text.trim().split(/\s+/).filter(Boolean).length} words); it needs at least 20 tokens, and a few paragraphs to show a style`);
   return { train, heldOut };
 }
 
@@ -222,23 +274,83 @@ function trainerFor(peft: PeftModel, s: TrainSettings): Trainer {
     // Each read of the losses is a progress update: about one per step (these are seconds long on
     // a software adapter), fewer on long runs.
     loggingSteps: Math.min(10, 1 + Math.floor(s.steps / 300)),
-    warmupSteps: Math.min(10, Math.floor(s.steps / 10)),
+    warmupSteps: warmupStepsFor(s.steps),
   });
 }
 
+/**
+ * The adapter's config from the settings. Module names are checked here, with messages that name
+ * the module and what the model has, before PEFT's own checks (whose messages name neither).
+ */
 function configFor(task: Task, s: TrainSettings): IA3Config {
   const opts = { taskType: task === 'spam' ? ('SEQ_CLS' as const) : ('CAUSAL_LM' as const) };
   if (s.targetModules.length === 0 && s.feedforwardModules.length === 0) return new IA3Config(opts);
+  const paths = state(task).model.moduleNames();
+  // PEFT's list matching: the whole path, or its end after a dot.
+  const matches = (entry: string): boolean => paths.some((p) => p === entry || p.endsWith(`.${entry}`));
+  // Short names for the message: the path after the layer index ("attn.c_attn"), once each.
+  const names = [...new Set(paths.map((p) => p.replace(/^.*?\.\d+\./, '')))];
+  const unknown = [...s.targetModules, ...s.feedforwardModules].filter((m) => !matches(m));
+  if (unknown.length) {
+    throw new InputError(`no module of the model is called ${unknown.map((m) => `"${m}"`).join(', ')}; its linear modules are ${names.join(', ')} (a name matches the end of a module path)`);
+  }
+  const notTargeted = s.feedforwardModules.filter((m) => !s.targetModules.includes(m));
+  if (notTargeted.length) {
+    throw new InputError(`the feed-forward module${notTargeted.length > 1 ? 's' : ''} ${notTargeted.map((m) => `"${m}"`).join(', ')} must also be listed as target module${notTargeted.length > 1 ? 's' : ''} (IA3 scales the input of the feed-forward modules among its targets)`);
+  }
   return new IA3Config({ ...opts, targetModules: s.targetModules, feedforwardModules: s.feedforwardModules });
 }
 
-/** Accuracy of the task's current adapter on a validation subset (or the whole test split). */
-async function evaluate(settings: TrainSettings, split: 'validation' | 'test'): Promise<AccuracyResult> {
+/**
+ * Classifies labelled mails with the task's current adapter, EVAL_BATCH at a time, posting progress
+ * and stopping early on Stop: accuracy, spam precision and recall, and the mean loss. Reads the
+ * scores at each mail's last real token (its end-of-text token), as the training loss pools them.
+ */
+async function evaluateRows(rows: readonly LabelledText[], seqLen: number, split: 'validation' | 'test', what: string): Promise<AccuracyResult> {
   const s = state('spam');
+  const k = spamIndex(s.model);
+  const items = rows.filter((x) => x.text.length > 0).map((x) => ({ ids: classIds(s.model, s.tokenizer, x.text, seqLen), label: x.label }));
+  const predicted: number[] = [];
+  const labels: number[] = [];
+  let lossSum = 0;
+  const t0 = performance.now();
+  let lastPost = 0;
+  for (let i = 0; i < items.length && !stopRequested; i += EVAL_BATCH) {
+    const batch = items.slice(i, i + EVAL_BATCH);
+    // Padded with copies of the first mail to a whole batch: one compiled plan for every batch.
+    const rowsIds = [...batch, ...Array.from({ length: EVAL_BATCH - batch.length }, () => batch[0]!)].map((b) => b.ids);
+    const out = (await s.peft.run(feedsFor(s.model, rowsIds, seqLen), ['logits'])).logits!;
+    batch.forEach((b, r) => {
+      const p = softmax([...rowAt(out, r, b.ids.length - 1)]);
+      let best = 0;
+      for (let c = 1; c < p.length; c++) if (p[c]! > p[best]!) best = c;
+      predicted.push(best);
+      labels.push(b.label);
+      lossSum -= Math.log(Math.max(p[b.label] ?? 0, 1e-30));
+    });
+    const now = performance.now();
+    if (now - lastPost > 250 || predicted.length === items.length) {
+      const rate = predicted.length / Math.max(1e-3, (now - t0) / 1000);
+      post({ type: 'evalProgress', what, split, done: predicted.length, total: items.length, eta: (items.length - predicted.length) / rate });
+      lastPost = now;
+    }
+  }
+  const sc = scores(predicted, labels, k);
+  return { split, ...sc, loss: predicted.length ? lossSum / predicted.length : 0, total: items.length, stopped: predicted.length < items.length, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Accuracy of the spam filter's current adapter on a validation subset (or the whole test split). */
+async function evaluate(settings: TrainSettings, split: 'validation' | 'test', what = `${split} accuracy`): Promise<AccuracyResult> {
   if (!spamData) throw new InputError('no spam data loaded');
-  const examples = classExamples(s, evalSubset(split, settings.evalSize), settings.seqLen);
-  const r = await trainerFor(s.peft, settings).evaluate(examples);
-  return { split, accuracy: r.accuracy ?? 0, loss: r.loss, examples: r.examples };
+  return evaluateRows(evalSubset(split, settings.evalSize), settings.seqLen, split, what);
+}
+
+/** The naive-Bayes baseline on the validation subset the model is measured on, and on the test split. */
+function baselineResult(evalSize: number): BaselineResult {
+  if (!spamData || !baseline) throw new InputError('no spam data loaded');
+  const nb = baseline.model;
+  const score = (rows: readonly LabelledText[]) => scores(rows.map((r) => predictNaiveBayes(nb, r.text)), rows.map((r) => r.label), spamIndex(state('spam').model));
+  return { validation: score(evalSubset('validation', evalSize)), test: score(spamData.test), trainMs: baseline.trainMs };
 }
 
 /** Replaces a task's adapter and frees the old adapter's compiled plans. */
@@ -270,12 +382,14 @@ async function runTrainer(task: Task): Promise<TrainOutcome> {
   const flush = (step: number): void => {
     const now = performance.now();
     const done = step - startStep;
+    // Speed of this part of the run (a resumed run recompiles nothing, but its first steps wait).
     const sps = done / Math.max(1e-3, (now - t0) / 1000);
     post({ type: 'progress', task, points, step, totalSteps: total, stepsPerSecond: sps, eta: sps > 0 ? (total - step) / sps : Infinity });
     points = [];
     lastPost = now;
   };
   const off = trainer.on('step', (e) => {
+    if (stopRequested) trainer.stop(); // Stop came before this part of the run had begun
     points.push([e.step, e.loss]);
     // Batched: the page gets a handful of messages a second, however fast the steps are.
     if (performance.now() - lastPost > 100 || e.step >= total) flush(e.step);
@@ -286,7 +400,8 @@ async function runTrainer(task: Task): Promise<TrainOutcome> {
     const r = await trainer.train(s.trainData!);
     if (points.length) flush(trainer.globalStep);
     const reason = r.steps >= total ? 'completed' : 'stopped';
-    return { steps: r.steps, reason, seconds: (performance.now() - t0) / 1000 };
+    s.trainSeconds = (s.trainSeconds ?? 0) + (performance.now() - t0) / 1000;
+    return { steps: r.steps, reason, seconds: s.trainSeconds, resumable: reason === 'stopped' };
   } finally {
     off();
     training = undefined;
@@ -300,6 +415,7 @@ async function train(task: Task, settings: TrainSettings): Promise<TrainOutcome>
   await usePeft(task, getPeftModel(s.model, configFor(task, settings)));
   s.settings = settings;
   s.totalSteps = settings.steps;
+  s.trainSeconds = 0;
   if (task === 'spam') {
     if (!spamData) throw new InputError('no spam data loaded');
     // Before training the adapter is the identity (vectors of ones, the head as shipped): the
@@ -308,7 +424,11 @@ async function train(task: Task, settings: TrainSettings): Promise<TrainOutcome>
     let before = baseAccuracy.get(key);
     if (!before) {
       post({ type: 'phase', task, text: 'measuring validation accuracy before training…' });
-      before = await evaluate(settings, 'validation');
+      before = await evaluate(settings, 'validation', 'validation accuracy before training');
+      if (before.stopped) {
+        post({ type: 'accuracy', phase: 'before', result: before });
+        return { steps: 0, reason: 'stopped', seconds: 0, resumable: false };
+      }
       baseAccuracy.set(key, before);
     }
     post({ type: 'accuracy', phase: 'before', result: before });
@@ -324,6 +444,8 @@ async function train(task: Task, settings: TrainSettings): Promise<TrainOutcome>
     post({ type: 'perplexity', phase: 'before', result: await heldOutPerplexity(s) });
   }
   s.trainer = trainerFor(s.peft, settings);
+  // Stopped while measuring or tokenising: nothing trained yet, Resume starts the run.
+  if (stopRequested) return { steps: 0, reason: 'stopped', seconds: 0, resumable: true };
   return finishRun(task);
 }
 
@@ -333,7 +455,9 @@ async function finishRun(task: Task): Promise<TrainOutcome> {
   if (outcome.reason === 'completed') s.trainer!.dispose(); // nothing left to resume
   if (outcome.reason === 'completed' && task === 'spam') {
     post({ type: 'phase', task, text: 'measuring validation accuracy after training…' });
-    post({ type: 'accuracy', phase: 'after', result: await evaluate(s.settings!, 'validation') });
+    const after = await evaluate(s.settings!, 'validation', 'validation accuracy after training');
+    // Stopped while measuring: the adapter is trained, only its accuracy is partial.
+    post({ type: 'accuracy', phase: 'after', result: after });
   }
   if (outcome.reason === 'completed' && task === 'style') {
     post({ type: 'phase', task, text: 'measuring held-out perplexity after training…' });
@@ -352,31 +476,35 @@ async function resume(task: Task): Promise<TrainOutcome> {
 
 // --- inference ---------------------------------------------------------------------------------
 
-/** Feeds for one right-padded row of `len` real tokens at the fixed length `padded`. */
-function feedsFor(model: Model, ids: readonly number[], padded: number): Record<string, TensorData> {
+/** Feeds for right-padded rows of real tokens at the fixed length `padded`. */
+function feedsFor(model: Model, rows: readonly (readonly number[])[], padded: number): Record<string, TensorData> {
   const pad = Number((model.config?.pad_token_id as number | null | undefined) ?? 0);
   const feeds: Record<string, TensorData> = {};
   for (const name of model.inputNames) {
-    const data = new BigInt64Array(padded);
-    for (let t = 0; t < padded; t++) {
-      const real = t < ids.length;
-      if (name === 'input_ids') data[t] = BigInt(real ? ids[t]! : pad);
-      else if (name === 'attention_mask') data[t] = real ? 1n : 0n;
-      else if (name === 'position_ids') data[t] = BigInt(t);
-      else if (name === 'token_type_ids') data[t] = 0n;
-      else throw new InputError(`the model has an input '${name}' the demo does not know how to fill`);
-    }
-    feeds[name] = { data, dims: [1, padded] };
+    const data = new BigInt64Array(rows.length * padded);
+    rows.forEach((ids, r) => {
+      for (let t = 0; t < padded; t++) {
+        const real = t < ids.length;
+        const at = r * padded + t;
+        if (name === 'input_ids') data[at] = BigInt(real ? ids[t]! : pad);
+        else if (name === 'attention_mask') data[at] = real ? 1n : 0n;
+        else if (name === 'position_ids') data[at] = BigInt(t);
+        else if (name === 'token_type_ids') data[at] = 0n;
+        else throw new InputError(`the model has an input "${name}" the page does not know how to fill (it fills input_ids, attention_mask, position_ids, token_type_ids)`);
+      }
+    });
+    feeds[name] = { data, dims: [rows.length, padded] };
   }
   return feeds;
 }
 
-/** Logits of position `pos` of a [1, T, C] output. */
-function rowAt(out: TensorData, pos: number): Float32Array {
+/** Scores of row `row` at position `pos` of a [B, T, C] output (a [B, C] output is already pooled). */
+function rowAt(out: TensorData, row: number, pos: number): Float32Array {
   const dims = out.dims;
   const classes = dims[dims.length - 1]!;
   const data = out.data as Float32Array;
-  return dims.length === 3 ? data.subarray(pos * classes, (pos + 1) * classes) : data.subarray(0, classes);
+  const at = dims.length === 3 ? row * dims[1]! + pos : row;
+  return data.subarray(at * classes, (at + 1) * classes);
 }
 
 function spamIndex(model: Model): number {
@@ -385,13 +513,15 @@ function spamIndex(model: Model): number {
   return hit ? Number(hit[0]) : 1;
 }
 
-async function classify(text: string, settings: TrainSettings): Promise<{ withAdapter: number; withoutAdapter: number }> {
+async function classify(text: string, fallbackSeqLen: number): Promise<{ withAdapter: number; withoutAdapter: number }> {
   const s = state('spam');
   if (text.trim() === '') throw new InputError('the mail is empty');
-  const ids = classIds(s.model, s.tokenizer, text, settings.seqLen);
-  const feeds = feedsFor(s.model, ids, settings.seqLen);
+  // The length the adapter was trained at; the form's only before any training.
+  const seqLen = s.settings?.seqLen ?? fallbackSeqLen;
+  const ids = classIds(s.model, s.tokenizer, text, seqLen);
+  const feeds = feedsFor(s.model, [ids], seqLen);
   const k = spamIndex(s.model);
-  const p = async (): Promise<number> => softmax([...rowAt((await s.peft.run(feeds, ['logits'])).logits!, ids.length - 1)])[k]!;
+  const p = async (): Promise<number> => softmax([...rowAt((await s.peft.run(feeds, ['logits'])).logits!, 0, ids.length - 1)])[k]!;
   const withAdapter = await p();
   s.peft.disableAdapter();
   try {
@@ -417,8 +547,8 @@ async function generate(prompt: string, tokens: number, settings: TrainSettings,
     for (let i = 0; i < tokens; i++) {
       // A window of at most L tokens, right-padded to L: one compiled plan for every token.
       const window = ids.slice(Math.max(0, ids.length - L));
-      const out = await s.peft.run(feedsFor(s.model, window, L), ['logits']);
-      const next = sampleTopK(rowAt(out.logits!, window.length - 1), TOP_K, TEMPERATURE, random);
+      const out = await s.peft.run(feedsFor(s.model, [window], L), ['logits']);
+      const next = sampleTopK(rowAt(out.logits!, 0, window.length - 1), TOP_K, TEMPERATURE, random);
       ids.push(next);
       generated.push(next);
       if (i % 4 === 3 || i === tokens - 1) post({ type: 'sample', which, text: s.tokenizer.decode(generated), done: i === tokens - 1 });
@@ -439,8 +569,21 @@ function downloadAdapter(task: Task): Requests['downloadAdapter']['res'] {
   return { files: { 'adapter_model.safetensors': weights, 'adapter_config.json': config } };
 }
 
+/**
+ * A safetensors file starts with the little-endian u64 length of a JSON header that follows it.
+ * Checked here so that a wrong file is named as such rather than by its first eight bytes read as
+ * a (huge) header length.
+ */
+function checkSafetensors(bytes: Uint8Array, name: string): void {
+  const n = bytes.length >= 9 ? new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true) : -1n;
+  if (n < 2n || n > BigInt(bytes.length - 8) || bytes[8] !== 0x7b /* '{' */) {
+    throw new InputError(`the file ${name} is not a safetensors file (a safetensors file starts with the length of its JSON header, then the header); pick the adapter_model.safetensors that was downloaded with the adapter`);
+  }
+}
+
 async function loadAdapter(files: File[]): Promise<{ task: Task; trainableLine: string }> {
   const adapter = await adapterFilesFromFileList(files);
+  checkSafetensors(adapter['adapter_model.safetensors'], 'adapter_model.safetensors');
   const config = IA3Config.fromJSON(adapter['adapter_config.json']);
   const task: Task = config.taskType === 'SEQ_CLS' ? 'spam' : config.taskType === 'CAUSAL_LM' ? 'style' : (() => {
     throw new InputError(`adapter_config.json has task_type ${JSON.stringify(config.taskType)}; the page trains SEQ_CLS (spam filter) and CAUSAL_LM (style) adapters`);
@@ -451,7 +594,7 @@ async function loadAdapter(files: File[]): Promise<{ task: Task; trainableLine: 
 }
 
 /** Spam data from a parsed file: its own splits when it has them, else 80 / 10 / 10 with a fixed seed. */
-function useSpamData(name: string, parsed: ReturnType<typeof parseDataFile>, labelNames?: string[]): DataInfo {
+function useSpamData(name: string, parsed: ReturnType<typeof parseDataFile>, names?: string[]): DataInfo {
   const unlabelled = parsed.examples.findIndex((e) => e.label === undefined);
   if (unlabelled >= 0) throw new InputError(`${name}: the spam filter needs a label on every row (row ${unlabelled + 1} has none)`);
   const classes = numClasses(state('spam').model);
@@ -467,8 +610,11 @@ function useSpamData(name: string, parsed: ReturnType<typeof parseDataFile>, lab
     split = { validation: shuffled.slice(0, nVal), test: shuffled.slice(nVal, 2 * nVal), train: shuffled.slice(2 * nVal) };
   }
   if (split.train.length === 0 || split.validation.length === 0) throw new InputError(`${name}: too few rows for a train and a validation split`);
-  spamData = { name, ...split, labels: labelNames ?? parsed.labels ?? [] };
+  spamData = { name, ...split, labels: names ?? parsed.labels ?? [] };
   baseAccuracy.clear();
+  const t0 = performance.now();
+  const model = trainNaiveBayes(split.train, classes);
+  baseline = { model, trainMs: performance.now() - t0 };
   return spamInfo();
 }
 
@@ -510,18 +656,21 @@ async function handle(r: Request): Promise<unknown> {
       return loadTask(r.task, r.source);
     case 'loadData':
       return loadData(r.task, r.name, r.content);
-    case 'evaluate': {
+    case 'baseline':
+      return baselineResult(r.evalSize);
+    case 'evaluate':
       return evaluate(r.settings, r.split);
-    }
     case 'train':
       return train(r.task, r.settings);
     case 'resume':
       return resume(r.task);
     case 'classify':
-      return classify(r.text, r.settings);
+      return classify(r.text, r.seqLen);
     case 'generate':
       return { text: await generate(r.prompt, r.tokens, r.settings, r.which) };
     case 'setStyleText':
+      // Checked now rather than after sampling from the base model: a text too short is refused at once.
+      styleSplit(state('style').tokenizer, r.text, r.seqLen, 1);
       styleText = { name: r.name, text: r.text };
       return styleInfo();
     case 'downloadAdapter':
@@ -537,11 +686,13 @@ let queue: Promise<unknown> = Promise.resolve();
 scope.onmessage = (ev: MessageEvent<ToWorker>) => {
   const m = ev.data;
   if (m.type === 'stop') {
+    stopRequested = true;
     training?.stop();
     return;
   }
   if (m.type === 'init') base = m.base;
   queue = queue.then(async () => {
+    stopRequested = false; // a Stop applies to the request running when it came
     try {
       post({ type: 'result', id: m.id, value: await handle(m) });
     } catch (e) {

@@ -6,6 +6,7 @@ import {
   MAX_LINE_BYTES,
   checkDataFileSize,
   parseDataFile,
+  jsonProblem,
 } from '../../demo/src/datafile.js';
 
 /** Runs `fn`, expecting a DataFileError; returns it for closer checks. */
@@ -120,7 +121,15 @@ describe('parseDataFile: JSONL', () => {
   it('names the line of invalid JSON', () => {
     const e = failure(() => parseDataFile('d.jsonl', '{"text":"a"}\n\n{"text": oops}\n'));
     expect(e.line).toBe(3);
-    expect(e.message).toMatch(/^line 3: not valid JSON: /);
+    expect(e.message).toMatch(/^line 3: not valid JSON( at column \d+)?: /);
+    // One line number only: the file's (engines add "(line 1 column N)" for the parsed line).
+    expect(e.message.match(/line \d+/g)).toEqual(['line 3']);
+  });
+
+  it('gives the column of a JSON error in the engines\' wordings', () => {
+    expect(jsonProblem("Expected ',' or '}' after property value in JSON at position 29")).toBe("not valid JSON at column 30: Expected ',' or '}' after property value");
+    expect(jsonProblem("Expected ',' or '}' after property value in JSON at position 29 (line 1 column 30)")).toBe("not valid JSON at column 30: Expected ',' or '}' after property value");
+    expect(jsonProblem('Unexpected token \'}\', "{"a":}" is not valid JSON')).toBe('not valid JSON: Unexpected token \'}\', "{"a":}" is not valid JSON');
   });
 
   it('refuses a line that is not an object', () => {

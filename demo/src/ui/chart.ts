@@ -1,8 +1,25 @@
 // The live loss curve: uPlot, fed in batches and redrawn at most once per animation frame, so a
 // burst of training steps costs the main thread one cheap redraw. Each step's loss is one batch's
 // (noisy); a second series is the mean over the last `window` steps, as a trainer's logged loss.
+//
+// Invariants: the chart stays hidden until a run has a point to draw; it always spans its
+// container (a ResizeObserver follows the layout, so a chart made in a hidden tab is sized when
+// the tab is shown); steps are whole numbers on the x axis, and the y axis shows as many decimals
+// as its tick spacing needs, so no two ticks read the same.
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
+
+const HEIGHT = 220;
+/** Colours of the x series (unused), the batch losses and their running mean. */
+const COLOURS = ['', '#9db8ea', '#1d4fa8'];
+const STEP_INCREMENTS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000];
+
+/** Tick labels with the decimals their spacing needs (0.6735, 0.6740 rather than 0.674, 0.674). */
+function tickLabels(_u: uPlot, splits: number[]): string[] {
+  const step = splits.length > 1 ? Math.abs(splits[1]! - splits[0]!) : 1;
+  const decimals = Math.min(8, Math.max(0, -Math.floor(Math.log10(step || 1) + 1e-9)));
+  return splits.map((v) => v.toFixed(decimals));
+}
 
 export class LossChart {
   private readonly xs: number[] = [];
@@ -12,47 +29,65 @@ export class LossChart {
   private frame = 0;
   private window = 1;
 
-  constructor(target: HTMLElement) {
-    const width = Math.max(300, target.clientWidth || 600);
+  constructor(private readonly target: HTMLElement) {
+    target.hidden = true;
     this.plot = new uPlot(
       {
-        width,
-        height: 220,
+        width: 600,
+        height: HEIGHT,
         scales: { x: { time: false } },
-        axes: [{ label: 'step' }, { label: 'loss' }],
+        axes: [
+          { label: 'step', incrs: STEP_INCREMENTS, values: (_u, splits) => splits.map((v) => String(v)) },
+          { label: 'loss', values: tickLabels, size: 60 },
+        ],
         series: [
           { label: 'step' },
-          { label: 'batch loss', stroke: '#9db8ea', width: 1, points: { show: false } },
-          { label: 'running mean', stroke: '#2f6fdb', width: 2, points: { show: false } },
+          { label: 'batch loss', stroke: COLOURS[1], width: 1, points: { show: false } },
+          { label: 'running mean', stroke: COLOURS[2], width: 2.5, points: { show: false } },
         ],
-        legend: { live: false },
+        // Filled markers: an outline alone in a light colour reads as "no series".
+        legend: { live: false, markers: { fill: (_u, i) => COLOURS[i] ?? 'transparent' } },
       },
       [[], [], []],
       target,
     );
+    new ResizeObserver(() => this.fit()).observe(target);
+  }
+
+  /** Spans the container's width (0 while hidden: then nothing to do until it is shown). */
+  private fit(): void {
+    const width = this.target.clientWidth;
+    if (width > 0 && width !== this.plot.width) this.plot.setSize({ width, height: HEIGHT });
   }
 
   push(points: readonly (readonly [number, number])[]): void {
+    if (points.length === 0) return;
     for (const [x, y] of points) {
       this.xs.push(x);
       this.ys.push(y);
       this.means.push(this.xs.length >= this.window ? mean(this.ys.slice(-this.window)) : null);
     }
+    this.target.hidden = false;
     if (!this.frame) {
       this.frame = requestAnimationFrame(() => {
         this.frame = 0;
+        this.fit();
         this.plot.setData([this.xs, this.ys, this.means]);
       });
     }
   }
 
-  /** Starts a new curve; `window` steps per mean. */
+  /**
+   * Starts a new curve with `window` steps per mean. At least two: a one-step mean is the batch
+   * loss itself and would hide it.
+   */
   clear(window: number): void {
     this.xs.length = 0;
     this.ys.length = 0;
     this.means.length = 0;
-    this.window = Math.max(1, window);
+    this.window = Math.max(2, window);
     this.plot.setData([[], [], []]);
+    this.target.hidden = true;
   }
 
   get points(): number {
