@@ -110,7 +110,8 @@ export class Plan {
       const type = graph.types.get(name);
       if (!type) throw new Error(`plan: value '${name}' has no type`);
       const value = graph.constants.get(name);
-      return value ? { ...type, value } : type;
+      const storage = graph.resident.get(name)?.storage;
+      return value || storage ? { ...type, ...(value ? { value } : {}), ...(storage ? { storage } : {}) } : type;
     };
 
     for (let i = 0; i < graph.nodes.length; i++) {
@@ -122,6 +123,11 @@ export class Plan {
         throw new ShapeError(node.opType, node.name, 'is computed on the CPU at specialisation and cannot run in a plan');
       }
       const inInfos = node.inputs.map(infoOf);
+      inInfos.forEach((info, k) => {
+        if (info?.storage && !def.packedInputs?.includes(k)) {
+          throw new ShapeError(node.opType, node.name, `input ${k} '${node.inputs[k]}' is a weight stored ${info.storage}, which this op's kernel does not read`);
+        }
+      });
       const outTypes = node.outputs.map((o) => {
         const t = graph.types.get(o);
         if (!t) throw new Error(`plan: output '${o}' of ${node.name} has no type`);

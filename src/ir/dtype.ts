@@ -79,3 +79,49 @@ export function halfToFloat(h: number): number {
   if (exp === 0x1f) return frac ? NaN : sign * Infinity;
   return sign * (1 + frac / 1024) * 2 ** (exp - 15);
 }
+
+/**
+ * How the GPU stores a frozen weight when not as its dtype's default (f32 / i32): `f16x2` packs two
+ * IEEE halves per u32 word, element 2j in the low half (WGSL's `unpack2x16float` order). Any adapter
+ * reads it (no `shader-f16` needed); the kernels that accept it dequantise on load.
+ */
+export type WeightStorage = 'f16x2';
+
+/** The nearest IEEE half bit pattern of a number (round to nearest even; overflow to ±∞). */
+export function floatToHalf(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0]!;
+  const sign = (u >>> 16) & 0x8000;
+  const exp = (u >>> 23) & 0xff;
+  let mant = u & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 127 + 15;
+  if (e >= 0x1f) return sign | 0x7c00;
+  if (e <= 0) {
+    if (e < -10) return sign;
+    mant |= 0x800000;
+    const shift = 14 - e;
+    let h = mant >>> shift;
+    const rest = mant & ((1 << shift) - 1);
+    const half = 1 << (shift - 1);
+    if (rest > half || (rest === half && h & 1)) h++;
+    return sign | h;
+  }
+  let h = (e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  // A carry out of the mantissa rounds the exponent up (to ∞ at the top): the bits stay valid.
+  if (rest > 0x1000 || (rest === 0x1000 && h & 1)) h++;
+  return sign | h;
+}
+
+/**
+ * Values packed as `f16x2` words, padded to whole 16-byte quads (kernels read four halves as one
+ * vec2<u32>, so the binding must hold every quad an index reaches).
+ */
+export function packHalves(values: ArrayLike<number>): Uint32Array {
+  const out = new Uint32Array(Math.ceil(values.length / 8) * 4);
+  for (let i = 0; i < values.length; i++) {
+    out[i >> 1]! |= floatToHalf(values[i]!) << ((i & 1) * 16);
+  }
+  return out;
+}

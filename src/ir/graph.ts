@@ -11,7 +11,7 @@
 // is a graph input, an initializer, an earlier node's output, or '' (an omitted optional input).
 
 import { FormatError } from '../errors.js';
-import type { DataType } from './dtype.js';
+import { packHalves, type DataType, type WeightStorage } from './dtype.js';
 import { sizeOf, type RefTensor } from './tensor.js';
 
 export type AttrValue = number | string | readonly number[] | readonly string[] | RefTensor;
@@ -60,6 +60,11 @@ export interface Initializer {
    * attention reads): PyTorch does not count it, so parameter counts leave it out.
    */
   readonly buffer?: boolean;
+  /**
+   * How the GPU stores it when not widened to f32 (set at load, onnx/precision.ts, for float16
+   * weights whose every reader dequantises in its kernel): the file's precision kept on the GPU.
+   */
+  readonly storage?: WeightStorage;
 }
 
 export interface Node {
@@ -144,13 +149,21 @@ export function initializerToRef(init: Initializer): RefTensor {
   return { dtype: init.dtype, dims: [...init.dims], data: out };
 }
 
+const PACKED = new WeakMap<Initializer, Uint32Array>();
+
 /**
- * The initializer's values in GPU storage (f32 for float types, i32 otherwise), without a copy
- * when the data already is f32 or i32. Returns undefined when an integer value does not fit 32
+ * The initializer's values in GPU storage (f32 for float types, i32 otherwise, packed halves for
+ * `storage` 'f16x2'), without a copy when the data already is f32 or i32. Returns undefined when an integer value does not fit 32
  * bits (such tensors are only ever read on the CPU, e.g. Slice's INT64_MAX ends).
  */
-export function initializerGpuData(init: Initializer): Float32Array | Int32Array | undefined {
+export function initializerGpuData(init: Initializer): Float32Array | Int32Array | Uint32Array | undefined {
   const d = init.data;
+  if (init.storage === 'f16x2') {
+    // One packed copy per weight, however many specialisations upload it.
+    let packed = PACKED.get(init);
+    if (!packed) PACKED.set(init, (packed = packHalves(d as Float32Array)));
+    return packed;
+  }
   if (d instanceof Float32Array || d instanceof Int32Array) return d;
   if (d instanceof Float64Array) return Float32Array.from(d);
   const out = new Int32Array(d.length);

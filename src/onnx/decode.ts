@@ -24,6 +24,7 @@ import { initializerToRef, normDomain, topoSort, uniqueNodeNames, type AttrValue
 import { sizeOf } from '../ir/tensor.js';
 import { resolveOp } from '../ops/registry.js';
 import { expandGraph } from './expand.js';
+import { packHalfWeights } from './precision.js';
 
 /** The ai.onnx opsets whose semantics the registry implements. */
 export const MIN_OPSET = 7;
@@ -501,7 +502,8 @@ export function buildGraph(
   // Fused ops become primitives here; one an expansion refuses is reported with the others.
   const graph = expandGraph(decoded, (node, e) => note(node.opType, node.domain, node.name, e.detail));
   if (unsupported.size > 0 && !options.allowUnsupported) throw unsupportedError([...unsupported.values()], opsets.get('') ?? 0);
-  return graph;
+  // Half-precision weights whose readers dequantise stay half on the GPU (their float Casts go).
+  return packHalfWeights(graph);
 }
 
 /** One UnsupportedOpError naming every unsupported op type, a node of each, and the opset. */

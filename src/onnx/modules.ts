@@ -107,6 +107,8 @@ export function linearNodes(graph: Graph): LinearNode[] {
     const b = graph.initializers.get(name);
     if (b) return b.dims.length === 1 && b.dims[0] === out && isFloat(b.dtype) ? { initializer: name } : undefined;
     const p = producer.get(name);
+    // A half bias widened by a Cast (fp16 weights, float32 compute) is still the module's bias.
+    if (p?.opType === 'Cast' && Number(p.attrs.to) === 1 && graph.initializers.get(p.inputs[0]!)?.dtype === 'float16') return biasOperand(p.inputs[0]!, out);
     if (p?.opType !== 'Split' || Number(p.attrs.axis ?? 0) !== 0) return undefined;
     const packed = graph.initializers.get(p.inputs[0] ?? '');
     const sizes = splitSizes(graph, p);

@@ -18,10 +18,10 @@ import { ShapeError, UnsupportedOpError } from '../errors.js';
 import type { KernelDef, Program, UniformField } from '../gpu/kernel.js';
 import type { DeviceTraits } from '../gpu/traits.js';
 import { Shader } from '../gpu/wgsl.js';
-import { FLOAT_TYPES, type DataType } from '../ir/dtype.js';
+import { FLOAT_TYPES, type DataType, type WeightStorage } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { broadcastShapes, broadcastStrides } from '../ir/shape.js';
-import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
+import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef, LoweringContext } from './types.js';
 import { attrFloat, attrInt, need } from './util.js';
 
@@ -50,18 +50,47 @@ const UNIFORMS: readonly UniformField[] = [
 /** Bits of the kernels' `flags` uniform, written into both shaders as WGSL constants. */
 const FLAGS = { F_TRANS_A: 1, F_TRANS_B: 2, F_C: 4, F_IN_SCALE: 8, F_OUT_SCALE: 16 } as const;
 
+/**
+ * B's binding and readers per weight storage: `bQuad(i)` is elements i..i+3 (i a multiple of 4),
+ * `bElem(e)` one element. Packed halves (ir/dtype.ts `f16x2`) are four to a vec2<u32>, widened by
+ * WGSL's core `unpack2x16float`: half the bytes of f32 on every adapter, no `shader-f16` needed.
+ */
+const B_STORAGE = {
+  f32: `@group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;
+fn bQuad(i: u32) -> vec4<f32> { return B[i >> 2u]; }
+fn bElem(e: u32) -> f32 { return B[e >> 2u][e & 3u]; }`,
+  f16x2: `@group(0) @binding(1) var<storage, read> B: array<vec2<u32>>;
+fn bQuad(i: u32) -> vec4<f32> { let w = B[i >> 2u]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn bElem(e: u32) -> f32 { let w = B[e >> 2u]; return unpack2x16float(select(w.x, w.y, (e & 2u) != 0u))[e & 1u]; }`,
+} as const;
+
 /** The tiled kernel and the small-M kernel read one Params struct and one set of flag bits. */
 const shared = { structs: { Params: UNIFORMS }, consts: FLAGS };
-export const matmulShader = new Shader('matmul.wgsl', tiledText, shared);
-export const matmulGemvShader = new Shader('matmul-gemv.wgsl', gemvText, shared);
-
 const bindings = { inputs: [...BINDINGS.inputs], outputs: [...BINDINGS.outputs], uniforms: 'Params' };
-/** Tiled kernel storing vec4 rows of Y (N a multiple of 4). */
-export const matmulKernel = matmulShader.kernel({ name: 'matmul', entryPoint: 'main', ...bindings });
-/** Tiled kernel storing scalars (any N). */
-export const matmulScalarStoreKernel = matmulShader.kernel({ name: 'matmul-scalar-store', entryPoint: 'main_scalar', ...bindings });
-/** Small-M kernel (M ≤ 8). */
-export const matmulGemvKernel = matmulGemvShader.kernel({ name: 'matmul-gemv', ...bindings });
+
+/** The kernels of one B storage: tiled (vec4 or scalar stores of Y) and small-M. */
+function matmulKernels(storage: keyof typeof B_STORAGE) {
+  const suffix = storage === 'f32' ? '' : `-${storage}`;
+  const tiled = new Shader('matmul.wgsl', tiledText, { ...shared, variant: B_STORAGE[storage] });
+  const gemv = new Shader('matmul-gemv.wgsl', gemvText, { ...shared, variant: B_STORAGE[storage] });
+  return {
+    tiled,
+    gemv,
+    /** Tiled kernel storing vec4 rows of Y (N a multiple of 4). */
+    vec4: tiled.kernel({ name: `matmul${suffix}`, entryPoint: 'main', ...bindings }),
+    /** Tiled kernel storing scalars (any N). */
+    scalar: tiled.kernel({ name: `matmul-scalar-store${suffix}`, entryPoint: 'main_scalar', ...bindings }),
+    /** Small-M kernel (M ≤ 8). */
+    small: gemv.kernel({ name: `matmul-gemv${suffix}`, ...bindings }),
+  };
+}
+
+const KERNELS = { f32: matmulKernels('f32'), f16x2: matmulKernels('f16x2') } as const;
+export const matmulShader = KERNELS.f32.tiled;
+export const matmulGemvShader = KERNELS.f32.gemv;
+/** The same files composed for B in packed halves. */
+export const matmulPackedShader = KERNELS.f16x2.tiled;
+export const matmulGemvPackedShader = KERNELS.f16x2.gemv;
 
 /** A tile configuration of the tiled kernel: WG_X×WG_Y invocations, each an RM×CN block of Y. */
 export interface MatmulTile {
@@ -196,18 +225,17 @@ export function matmulGeometry(
   return { aDims: a, bDims: b, batch, M, K: Ka, N, outDims };
 }
 
-function floatOperands(ctx: OpContext, ...ts: (TensorType | undefined)[]): DataType {
-  const present = ts.filter((t): t is TensorType => t !== undefined);
-  const dtype = present[0]!.dtype;
-  for (const t of present) {
-    if (!FLOAT_TYPES.has(t.dtype)) {
+/**
+ * Float operands of any float dtypes: the product is computed in f32 and has A's dtype. (ONNX asks
+ * for one dtype; mixing arises inside the toolkit only: a float16 weight read without its Cast
+ * (onnx/precision.ts), f32 IA3 vectors on float16 activations.)
+ */
+function floatOperands(ctx: OpContext, ...ts: (TensorType | undefined)[]): void {
+  for (const t of ts) {
+    if (t && !FLOAT_TYPES.has(t.dtype)) {
       throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `only float tensors are supported, got ${t.dtype}`, ctx.opset);
     }
-    if (t.dtype !== dtype) {
-      throw new ShapeError(ctx.opType, ctx.nodeName, `inputs must share one dtype, got ${present.map((x) => x.dtype).join(' and ')}`);
-    }
   }
-  return dtype;
 }
 
 function flag(attrs: Attrs, name: string): boolean {
@@ -322,7 +350,8 @@ function mergedBatch(geo: MatmulGeometry): BatchDim[] {
 const { F_TRANS_A, F_TRANS_B, F_C, F_IN_SCALE, F_OUT_SCALE } = FLAGS;
 
 /** Lowers a Problem to dispatches of the tiled or GEMV kernel. */
-function lowerProblem(p: Problem, ctx: LoweringContext, options: MatmulLoweringOptions): LoweringSteps {
+function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: LoweringContext, options: MatmulLoweringOptions): LoweringSteps {
+  const kernels = KERNELS[storage ?? 'f32'];
   const { geo, transA, transB } = p;
   let { M } = geo;
   const { K, N } = geo;
@@ -348,14 +377,14 @@ function lowerProblem(p: Problem, ctx: LoweringContext, options: MatmulLoweringO
   let tilesM: number;
   let tilesN: number;
   if (M <= GEMV_MAX_ROWS) {
-    kernel = matmulGemvKernel;
+    kernel = kernels.small;
     overrides = { TRANS_B: transB ? 1 : 0, VEC_B: vecB ? 1 : 0, ROW_GROUPS: M <= 4 ? 1 : 2 };
     tilesM = 1;
     tilesN = Math.ceil(N / (transB ? GEMV_COLS.t : GEMV_COLS.n));
   } else {
     const tile = options.tile ?? pickTile(M, N, nBatch, ctx.device);
     const { WG_X, WG_Y, KT, RM, CN } = tile;
-    kernel = N % 4 === 0 ? matmulKernel : matmulScalarStoreKernel;
+    kernel = N % 4 === 0 ? kernels.vec4 : kernels.scalar;
     overrides = { WG_X, WG_Y, KT, RM, CN, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0 };
     tilesM = Math.ceil(M / (RM * WG_Y));
     tilesN = Math.ceil(N / (CN * WG_X));
@@ -510,13 +539,14 @@ export interface MatmulLoweringOptions {
 /** The GPU lowering of MatMul, Gemm or FusedMatMul for `ctx.device`. */
 export function lowerMatmul(
   opType: MatmulOpType,
-  inputs: Inputs<TensorType>,
+  inputs: Inputs<ValueInfo>,
   attrs: Attrs,
   ctx: LoweringContext,
   options: MatmulLoweringOptions = {},
 ): LoweringSteps {
   if (options.tile) checkTile(options.tile);
-  return lowerProblem(PROBLEMS[opType](inputs, attrs, ctx), ctx, options);
+  // B (input 1) may be a packed weight; A and the vectors are activations or f32 vectors.
+  return lowerProblem(PROBLEMS[opType](inputs, attrs, ctx), inputs[1]?.storage, ctx, options);
 }
 
 function defineMatmulOp(opType: MatmulOpType, domain: string, doc: string): OpDef {
@@ -534,6 +564,7 @@ function defineMatmulOp(opType: MatmulOpType, domain: string, doc: string): OpDe
     gpu(inputs, _outputs, attrs, ctx) {
       return lowerMatmul(opType, inputs, attrs, ctx);
     },
+    packedInputs: [1],
   };
 }
 

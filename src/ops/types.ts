@@ -69,6 +69,11 @@ export interface OpDef {
   shape(inputs: Inputs<ValueInfo>, attrs: Attrs, ctx: OpContext): TensorType[];
   reference(inputs: Inputs<RefTensor>, attrs: Attrs, ctx: OpContext): RefTensor[];
   readonly gpu: GpuLower | 'fold';
+  /**
+   * Inputs the lowering reads in a packed weight storage (`ValueInfo.storage`) as well as in f32;
+   * the plan refuses a packed value anywhere else, and the load-time packing asks before packing.
+   */
+  readonly packedInputs?: readonly number[];
 }
 
 /**

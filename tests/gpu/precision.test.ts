@@ -1,0 +1,210 @@
+// Half-precision frozen weights on the GPU (src/onnx/precision.ts, ir/dtype.ts `f16x2`):
+//   - the matmul kernels reading B as packed halves against the float64 reference: tiled (vec4 and
+//     scalar stores) and small-M kernels, B plain and transposed (the dX product), aligned and
+//     unaligned B rows, every fused input;
+//   - the fp16 variants of tests/fixtures/real/ (whole-graph fp16 with f32 I/O; fp16 weights read
+//     through Casts): forward against onnxruntime-web within the file's tolerance, the packed
+//     weights' GPU bytes, module paths and IA3 state-dict keys/shapes equal to the fp32 export's,
+//     IA3 gradients against the float64 CPU executor on the same IR, adapter files keyed like the
+//     fp32 model's, and AdamW steps lowering the loss.
+// Packed storage needs no `shader-f16` (WGSL's core unpack2x16float), so nothing here depends on
+// the adapter's features; the log line says whether the adapter has shader-f16 at all.
+import { describe, expect, it } from 'vitest';
+import { packHalves, floatToHalf, halfToFloat } from '../../src/ir/dtype.js';
+import type { Attrs } from '../../src/ir/graph.js';
+import type { RefTensor, TensorData } from '../../src/ir/tensor.js';
+import { loadModel, type Model } from '../../src/index.js';
+import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
+import { lowerMatmul, matmulOps, type MatmulOpType } from '../../src/ops/matmul.js';
+import { IA3Config } from '../../src/peft/config.js';
+import { getPeftModel, type PeftModel } from '../../src/peft/model.js';
+import { ortDiffs, type OrtReference, type Reference } from '../util/fixture-compare.js';
+import { getGpu } from '../util/gpu.js';
+import { closeness, expectClose, randomTensor } from '../util/tensors.js';
+
+async function fetchJson<T>(url: string): Promise<T> {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`GET ${url}: ${r.status}`);
+  return (await r.json()) as T;
+}
+
+function tensorData(t: { dtype: string; dims: readonly number[]; data: ArrayLike<number | boolean> }): TensorData {
+  const values = Array.from(t.data, Number);
+  if (t.dtype === 'int64') return { data: BigInt64Array.from(values, (v) => BigInt(v)), dims: [...t.dims] };
+  if (t.dtype === 'int32') return { data: Int32Array.from(values), dims: [...t.dims] };
+  return { data: Float32Array.from(values), dims: [...t.dims] };
+}
+
+/** A random tensor whose values are exactly representable as halves (what a packed weight holds). */
+function halfTensor(dims: number[], seed: number): RefTensor {
+  const t = randomTensor(dims, seed);
+  return { ...t, data: t.data.map((v) => halfToFloat(floatToHalf(v))) };
+}
+
+describe('packed halves', () => {
+  it('round to nearest even and pack two per word, low half first', () => {
+    expect(floatToHalf(1)).toBe(0x3c00);
+    expect(floatToHalf(-2)).toBe(0xc000);
+    expect(floatToHalf(65520)).toBe(0x7c00); // rounds up past the largest half
+    expect(floatToHalf(2 ** -24)).toBe(1); // smallest subnormal
+    expect(floatToHalf(1 + 2 ** -11)).toBe(0x3c00); // a tie rounds to even
+    expect(floatToHalf(1 + 3 * 2 ** -11)).toBe(0x3c02);
+    const words = packHalves([1, -2, 0.5]);
+    expect(words.length).toBe(4); // padded to a 16-byte quad
+    expect([words[0], words[1]]).toEqual([0xc0003c00, 0x3800]);
+  });
+});
+
+describe('matmul kernels with B as packed halves', () => {
+  const cases: [string, MatmulOpType, number, number, number, Attrs, boolean][] = [
+    // name, op, M, K, N, attrs, fused inputs
+    ['tiled, vec4 B rows', 'MatMul', 37, 64, 48, {}, false],
+    ['tiled, scalar stores, unaligned B rows', 'MatMul', 33, 21, 30, {}, false],
+    ['tiled, transposed B (dX = dY·Wᵀ)', 'FusedMatMul', 40, 48, 36, { transB: 1 }, false],
+    ['tiled, transposed unaligned B', 'FusedMatMul', 19, 27, 13, { transB: 1 }, false],
+    ['small M, B rows', 'MatMul', 3, 70, 52, {}, false],
+    ['small M, transposed B', 'FusedMatMul', 5, 66, 9, { transB: 1 }, false],
+    ['tiled, bias and both IA3 scales', 'FusedMatMul', 24, 32, 40, {}, true],
+    ['small M, bias and both IA3 scales, transposed B', 'FusedMatMul', 2, 35, 17, { transB: 1 }, true],
+  ];
+  let seed = 100;
+  for (const [name, op, M, K, N, attrs, fused] of cases) {
+    it(name, async () => {
+      const a = randomTensor([M, K], seed++);
+      const b = halfTensor(attrs.transB ? [N, K] : [K, N], seed++);
+      const inputs = fused ? [a, b, randomTensor([N], seed++), randomTensor([K], seed++), randomTensor([N], seed++)] : [a, b];
+      const ctx = context(op, name);
+      const kernels = lowerMatmul(op, inputs.map((t, i) => ({ dtype: t.dtype, dims: t.dims, ...(i === 1 ? { storage: 'f16x2' as const } : {}) })), attrs, ctx).steps.map((s) => s.program.kernel.name);
+      expect(kernels.every((k) => k.endsWith('-f16x2')), kernels.join()).toBe(true);
+      const want = runReference(matmulOps[op], inputs, attrs, ctx)[0]!;
+      const [got] = await runOnGpu(await getGpu(), matmulOps[op], inputs, attrs, ctx, new Set(), { 1: 'f16x2' });
+      expectClose(got!, want, { rtol: 1e-4, atol: 1e-5 + 2e-6 * K }, name);
+    });
+  }
+});
+
+interface Variant {
+  readonly model: 'gpt2' | 'llama' | 'bert';
+  readonly file: string;
+  readonly task: 'CAUSAL_LM' | 'SEQ_CLS';
+}
+
+const VARIANTS: readonly Variant[] = [
+  { model: 'gpt2', file: 'onnx/model_fp16.onnx', task: 'CAUSAL_LM' },
+  { model: 'gpt2', file: 'onnx/model_fp16_weights.onnx', task: 'CAUSAL_LM' },
+  { model: 'llama', file: 'onnx/model_fp16.onnx', task: 'CAUSAL_LM' },
+  { model: 'llama', file: 'onnx/model_fp16_weights.onnx', task: 'CAUSAL_LM' },
+  { model: 'bert', file: 'onnx/model_fp16.onnx', task: 'SEQ_CLS' },
+];
+
+const keysAndDims = (sd: Record<string, TensorData>): string[] => Object.entries(sd).map(([k, t]) => `${k} [${t.dims.join(',')}]`).sort();
+
+/** Deterministic token rows of ids in [4, vocab). */
+function tokenRows(batch: number, len: number, vocab: number, seed: number): number[][] {
+  let s = seed;
+  return Array.from({ length: batch }, () =>
+    Array.from({ length: len }, () => {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      return 4 + (s % (vocab - 4));
+    }),
+  );
+}
+
+function feedsOf(v: Variant, ids: number[][]): Record<string, TensorData> {
+  const dims = [ids.length, ids[0]!.length];
+  const flat = ids.flat();
+  const feeds: Record<string, TensorData> = {
+    input_ids: { data: BigInt64Array.from(flat, (x) => BigInt(x)), dims },
+    attention_mask: { data: BigInt64Array.from(flat, () => 1n), dims },
+  };
+  if (v.model === 'llama') feeds.position_ids = { data: BigInt64Array.from(flat, (_, i) => BigInt(i % dims[1]!)), dims };
+  if (v.model === 'bert') feeds.token_type_ids = { data: new BigInt64Array(flat.length), dims };
+  return feeds;
+}
+
+function labelsOf(v: Variant, ids: number[][]): TensorData {
+  return v.task === 'SEQ_CLS'
+    ? { data: BigInt64Array.from(ids.map((_, i) => BigInt(i % 2))), dims: [ids.length] }
+    : { data: BigInt64Array.from(ids.flat(), (x) => BigInt(x)), dims: [ids.length, ids[0]!.length] };
+}
+
+/** AdamW steps over lossAndGradients on one repeated batch; the mean loss of the first and last two steps. */
+async function adamSteps(peft: PeftModel, v: Variant, ids: number[][], steps: number, lr: number): Promise<[number, number]> {
+  const m = new Map<string, Float64Array>();
+  const s2 = new Map<string, Float64Array>();
+  const losses: number[] = [];
+  for (let t = 1; t <= steps; t++) {
+    const { loss, gradients } = await peft.lossAndGradients({ inputs: feedsOf(v, ids), labels: labelsOf(v, ids) });
+    losses.push(loss);
+    const state = peft.stateDict();
+    const next: Record<string, TensorData> = {};
+    for (const [key, g] of Object.entries(gradients)) {
+      const gd = g.data as Float32Array;
+      const mk = m.get(key) ?? new Float64Array(gd.length);
+      const vk = s2.get(key) ?? new Float64Array(gd.length);
+      const p = Float32Array.from(state[key]!.data as Float32Array);
+      for (let i = 0; i < gd.length; i++) {
+        mk[i] = 0.9 * mk[i]! + 0.1 * gd[i]!;
+        vk[i] = 0.999 * vk[i]! + 0.001 * gd[i]! ** 2;
+        p[i] = p[i]! - (lr * (mk[i]! / (1 - 0.9 ** t))) / (Math.sqrt(vk[i]! / (1 - 0.999 ** t)) + 1e-8);
+      }
+      m.set(key, mk);
+      s2.set(key, vk);
+      next[key] = { data: p, dims: state[key]!.dims };
+    }
+    peft.loadStateDict(next);
+  }
+  return [(losses[0]! + losses[1]!) / 2, (losses[steps - 1]! + losses[steps - 2]!) / 2];
+}
+
+describe('fp16 variants on the GPU', () => {
+  for (const v of VARIANTS) {
+    it(`${v.model}-variants/${v.file}: onnxruntime-web outputs, packed weights, IA3 like the fp32 export, gradients, training`, async () => {
+      const gpu = await getGpu();
+      console.log(`[precision] adapter shader-f16: ${gpu.traits.shaderF16 ? 'yes' : 'no'}; fp16 weights are read as packed halves either way`);
+      const root = `/tests/fixtures/real/${v.model}-variants`;
+      const ref = (await fetchJson<Reference>(`${root}/reference.json`)).files[v.file]!;
+      const ort = (await fetchJson<OrtReference>(`${root}/ort_reference.json`)).files[v.file]!;
+      const model = await loadModel(`${root}/${v.file}`, { device: gpu });
+      const plain: Model = await loadModel(`/tests/fixtures/${v.model}/onnx/model.onnx`, { device: gpu });
+      try {
+        for (const c of ref.cases) {
+          const out = await model.run(Object.fromEntries(Object.entries(c.inputs).map(([k, t]) => [k, tensorData(t)])));
+          const got = Object.fromEntries(Object.entries(out).map(([k, t]) => [k, { dims: t.dims, data: Array.from(t.data as Float32Array) }]));
+          for (const d of ortDiffs(c, ort.cases.find((o) => o.name === c.name)!, got, ref.torch_tolerance!)) {
+            console.log(`[precision] ${v.model} ${v.file} ${c.name} ${d.name}: max |GPU − onnxruntime-web| ${d.maxAbs.toExponential(2)}`);
+            expect(d.worst, `${c.name} ${d.name}: max |Δ| ${d.maxAbs}`).toBeLessThanOrEqual(1);
+          }
+        }
+        // The matmul weights stay half on the GPU: fewer bytes than the fp32 export's.
+        await plain.run(feedsOf(v, tokenRows(1, 3, 50, 3)));
+        console.log(`[precision] ${v.model} ${v.file}: GPU weight bytes ${model.weightBytes} vs fp32 ${plain.weightBytes}`);
+        expect(model.weightBytes).toBeLessThan(0.75 * plain.weightBytes);
+
+        expect(model.moduleNames()).toEqual(plain.moduleNames());
+        const peft = getPeftModel(model, new IA3Config({ taskType: v.task, initIa3Weights: false }));
+        const base = getPeftModel(plain, new IA3Config({ taskType: v.task, initIa3Weights: false }));
+        expect(keysAndDims(peft.stateDict())).toEqual(keysAndDims(base.stateDict()));
+        const files = peft.saveAdapter();
+        expect(files['adapter_config.json']).toBe(base.saveAdapter()['adapter_config.json']);
+
+        const ids = tokenRows(2, 6, 50, 7);
+        const g = await peft.lossAndGradients({ inputs: feedsOf(v, ids), labels: labelsOf(v, ids) });
+        const r = peft.lossAndGradientsReference({ inputs: feedsOf(v, ids), labels: labelsOf(v, ids) });
+        expect(Math.abs(g.loss - r.loss), 'loss').toBeLessThan(1e-4 * Math.abs(r.loss));
+        for (const [key, grad] of Object.entries(g.gradients)) {
+          const want = r.gradients[`default/${key}`]!;
+          const scale = Math.max(...Array.from(want, Math.abs));
+          const { worst, maxAbs } = closeness(grad.data as Float32Array, want, { rtol: 2e-3, atol: 2e-4 * scale });
+          expect(worst, `d/${key}: max |Δ| ${maxAbs}`).toBeLessThanOrEqual(1);
+        }
+        const [first, last] = await adamSteps(peft, v, ids, 8, 0.05);
+        console.log(`[precision] ${v.model} ${v.file}: loss ${first.toFixed(4)} → ${last.toFixed(4)}`);
+        expect(last).toBeLessThan(first);
+      } finally {
+        await model.dispose();
+        await plain.dispose();
+      }
+    });
+  }
+});
