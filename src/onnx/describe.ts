@@ -57,6 +57,15 @@ export function describeGraph(graph: Graph, modules: readonly ModuleInfo[]): str
     `Parameters: ${group(params)} in ${weights} float tensors (${bytes(paramBytes)})` +
       (external.size ? `, external data: ${[...external].join(', ')}` : ''),
   );
+  // Precision on the GPU (onnx/precision.ts): packed halves read by the matmul kernels, or f32.
+  const halves = [...graph.initializers.values()].filter((i) => i.dtype === 'float16' && !i.constant);
+  if (halves.length > 0) {
+    const packed = halves.filter((i) => i.storage === 'f16x2');
+    lines.push(
+      `Precision on the GPU: ${packed.length} float16 weights kept half (packed two per u32 word, widened inside the matmul kernels; ` +
+        `no shader-f16 needed), ${halves.length - packed.length} other float16 tensors widened to f32`,
+    );
+  }
 
   const hist = new Map<string, number>();
   for (const n of graph.nodes) {

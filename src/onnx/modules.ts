@@ -95,20 +95,24 @@ export function linearNodes(graph: Graph): LinearNode[] {
     const init = weightInit(p.inputs[0]!);
     return init ? { init, transpose: p } : undefined;
   };
+  // A half bias widened by a Cast (fp16 weights, float32 compute) is still the module's bias.
+  const throughCast = (name: string): string => {
+    const p = producer.get(name);
+    return p?.opType === 'Cast' && Number(p.attrs.to) === 1 && graph.initializers.get(p.inputs[0]!)?.dtype === 'float16' ? p.inputs[0]! : name;
+  };
   const biasInit = (name: string, out: number): Initializer | undefined => {
-    const b = graph.initializers.get(name);
+    const b = graph.initializers.get(throughCast(name));
     if (!b || !isFloat(b.dtype)) return undefined;
     const ok = (b.dims.length === 1 && b.dims[0] === out) || (b.dims.length === 2 && b.dims[0] === 1 && b.dims[1] === out);
     return ok ? b : undefined;
   };
   // A 1-D float initializer of `out` values, or such a slice of a packed bias: an output of a
   // Split along axis 0 of a 1-D initializer, with constant sizes.
-  const biasOperand = (name: string, out: number): { initializer: string; offset?: number; split?: string } | undefined => {
+  const biasOperand = (operand: string, out: number): { initializer: string; offset?: number; split?: string } | undefined => {
+    const name = throughCast(operand);
     const b = graph.initializers.get(name);
     if (b) return b.dims.length === 1 && b.dims[0] === out && isFloat(b.dtype) ? { initializer: name } : undefined;
     const p = producer.get(name);
-    // A half bias widened by a Cast (fp16 weights, float32 compute) is still the module's bias.
-    if (p?.opType === 'Cast' && Number(p.attrs.to) === 1 && graph.initializers.get(p.inputs[0]!)?.dtype === 'float16') return biasOperand(p.inputs[0]!, out);
     if (p?.opType !== 'Split' || Number(p.attrs.axis ?? 0) !== 0) return undefined;
     const packed = graph.initializers.get(p.inputs[0] ?? '');
     const sizes = splitSizes(graph, p);

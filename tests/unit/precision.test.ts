@@ -1,0 +1,54 @@
+// Loading fp16 files (src/onnx/precision.ts) on the CPU: which float16 weights stay packed halves,
+// that the Casts in front of them are gone (and nothing else changed: the CPU executor still
+// reproduces onnxruntime-web), that module discovery finds the fp32 export's modules with their
+// biases, and that describe() says which weights are half on the GPU.
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import type { RefTensor } from '../../src/ir/tensor.js';
+import { decodeOnnx } from '../../src/onnx/decode.js';
+import { describeGraph } from '../../src/onnx/describe.js';
+import { runReferenceModel } from '../../src/onnx/executor.js';
+import { findModules } from '../../src/onnx/modules.js';
+import { ortDiffs, readJson, type JsonTensor, type OrtReference, type Reference } from '../util/real-fixtures.js';
+
+const refTensor = (t: JsonTensor): RefTensor => ({ dtype: t.dtype, dims: t.dims, data: Float64Array.from(t.data as number[], Number) });
+
+const FILES: [model: string, file: string][] = [
+  ['gpt2', 'onnx/model_fp16.onnx'],
+  ['gpt2', 'onnx/model_fp16_weights.onnx'],
+  ['llama', 'onnx/model_fp16.onnx'],
+  ['llama', 'onnx/model_fp16_weights.onnx'],
+  ['bert', 'onnx/model_fp16.onnx'],
+];
+
+describe('fp16 files at load', () => {
+  for (const [model, file] of FILES) {
+    it(`${model}-variants/${file}`, () => {
+      const root = `tests/fixtures/real/${model}-variants`;
+      const graph = decodeOnnx(new Uint8Array(readFileSync(`${root}/${file}`)));
+      const modelType = (JSON.parse(readFileSync(`${root}/config.json`, 'utf8')) as { model_type: string }).model_type;
+      const plain = decodeOnnx(new Uint8Array(readFileSync(`tests/fixtures/${model}/onnx/model.onnx`)));
+
+      // Every module's weight is packed and read by its matmul directly.
+      const modules = findModules(graph, { modelType });
+      const summary = (ms: ReturnType<typeof findModules>) => ms.map((m) => `${m.path} ${m.inFeatures}→${m.outFeatures} bias ${m.bias !== undefined}`);
+      expect(summary(modules)).toEqual(summary(findModules(plain, { modelType })));
+      for (const m of modules) expect(graph.initializers.get(m.weight)?.storage, m.path).toBe('f16x2');
+      const packed = new Set([...graph.initializers.values()].filter((i) => i.storage === 'f16x2').map((i) => i.name));
+      for (const n of graph.nodes) {
+        if (n.inputs.some((v) => packed.has(v))) expect(['MatMul', 'Gemm'], n.name).toContain(n.opType);
+      }
+      expect(describeGraph(graph, modules)).toContain(`Precision on the GPU: ${packed.size} float16 weights kept half`);
+
+      // The same function: the CPU executor against onnxruntime-web.
+      const ref = readJson<Reference>(`${root}/reference.json`).files[file]!;
+      const ort = readJson<OrtReference>(`${root}/ort_reference.json`).files[file]!;
+      for (const c of ref.cases) {
+        const out = runReferenceModel(graph, Object.fromEntries(Object.entries(c.inputs).map(([k, t]) => [k, refTensor(t)])));
+        for (const d of ortDiffs(c, ort.cases.find((o) => o.name === c.name)!, out, ref.torch_tolerance!)) {
+          expect(d.worst, `${c.name} ${d.name}: max |Δ| ${d.maxAbs}`).toBeLessThanOrEqual(1);
+        }
+      }
+    });
+  }
+});
