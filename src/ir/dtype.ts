@@ -81,11 +81,64 @@ export function halfToFloat(h: number): number {
 }
 
 /**
- * How the GPU stores a frozen weight when not as its dtype's default (f32 / i32): `f16x2` packs two
- * IEEE halves per u32 word, element 2j in the low half (WGSL's `unpack2x16float` order). Any adapter
- * reads it (no `shader-f16` needed); the kernels that accept it dequantise on load.
+ * How the GPU stores a frozen weight when not as its dtype's default (f32 / i32); the kernels that
+ * accept one dequantise on load, on any adapter (no `shader-f16` needed):
+ *   - `f16x2`: two IEEE halves per u32 word, element 2j in the low half (`unpack2x16float` order);
+ *   - `q4b<block>[z]`: onnxruntime's MatMulNBits 4-bit blocks of a weight W [K, N] (in, out), as
+ *     `Q4Layout` describes; `z` when it has zero points (else 8).
  */
-export type WeightStorage = 'f16x2';
+export type WeightStorage = 'f16x2' | `q4b${number}` | `q4b${number}z`;
+
+/** The block size and zero-point presence of a `q4b…` storage (undefined for other storages). */
+export function q4Storage(storage: WeightStorage | undefined): { blockSize: number; zeroPoints: boolean } | undefined {
+  const m = storage ? /^q4b(\d+)(z?)$/.exec(storage) : null;
+  return m ? { blockSize: Number(m[1]), zeroPoints: m[2] === 'z' } : undefined;
+}
+
+/**
+ * The u32 words of a `q4b…` weight W [K, N] (MatMulNBits' B transposed: K in, N out), each region
+ * starting on a word: the 4-bit codes as MatMulNBits stores them (row n of N, ⌈K/block⌉ blocks of
+ * block/2 bytes, element 2j in the low nibble), then the scales as f32 bits [N, blocks], then the
+ * 4-bit zero points [N, ⌈blocks/2⌉] bytes when present; padded to whole 16-byte quads.
+ */
+export interface Q4Layout {
+  readonly K: number;
+  readonly N: number;
+  readonly blockSize: number;
+  readonly blocks: number;
+  /** Words per row of codes; scales start at N·rowWords, zero points at N·(rowWords + blocks). */
+  readonly rowWords: number;
+}
+
+export function q4Layout(K: number, N: number, blockSize: number): Q4Layout {
+  const blocks = Math.ceil(K / blockSize);
+  return { K, N, blockSize, blocks, rowWords: (blocks * blockSize) / 8 };
+}
+
+/** Packs MatMulNBits' codes, scales and optional zero-point bytes into one `q4b…` word array. */
+export function packQ4(l: Q4Layout, codes: Uint8Array, scales: ArrayLike<number>, zeroPoints?: Uint8Array): Uint32Array {
+  const zpBytes = zeroPoints ? l.N * Math.ceil(l.blocks / 2) : 0;
+  const words = l.N * (l.rowWords + l.blocks) + Math.ceil(zpBytes / 4);
+  const out = new Uint32Array(Math.ceil(words / 4) * 4);
+  const bytes = new Uint8Array(out.buffer);
+  bytes.set(codes.subarray(0, l.N * l.rowWords * 4));
+  new Float32Array(out.buffer, 4 * l.N * l.rowWords, l.N * l.blocks).set(scales);
+  if (zeroPoints) bytes.set(zeroPoints.subarray(0, zpBytes), 4 * l.N * (l.rowWords + l.blocks));
+  return out;
+}
+
+/** Element (k, n) of a packed `q4b…` weight: (code − zero point) · scale, as onnxruntime dequantises. */
+export function q4Value(words: Uint32Array, l: Q4Layout, zeroPoints: boolean, k: number, n: number): number {
+  const code = (words[n * l.rowWords + (k >> 3)]! >>> ((k & 7) * 4)) & 15;
+  const blk = Math.floor(k / l.blockSize);
+  const scale = new Float32Array(words.buffer, words.byteOffset + 4 * (l.N * l.rowWords + n * l.blocks + blk), 1)[0]!;
+  let zp = 8;
+  if (zeroPoints) {
+    const zi = n * Math.ceil(l.blocks / 2) + (blk >> 1);
+    zp = (words[l.N * (l.rowWords + l.blocks) + (zi >> 2)]! >>> ((zi & 3) * 8 + (blk & 1) * 4)) & 15;
+  }
+  return (code - zp) * scale;
+}
 
 /** The nearest IEEE half bit pattern of a number (round to nearest even; overflow to ±∞). */
 export function floatToHalf(x: number): number {

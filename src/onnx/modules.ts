@@ -223,15 +223,19 @@ export function findModules(graph: Graph, options: FindModulesOptions = {}): Mod
       else consumers.set(i, [n]);
     }
   }
+  // The MatMul of an expanded MatMulNBits sits under the fused node's name: scope from that node
+  // ('/model/layers.0/mlp/down_proj/MatMul_Q4' → 'model.layers.0.mlp.down_proj').
+  const quantised = new Map((graph.expanded ?? []).filter((e) => e.node.opType === 'MatMulNBits').flatMap((e) => e.nodes.map((n) => [n, e.node.name] as const)));
+  const scopeOf = (l: LinearNode): string | undefined => scopePath(quantised.get(l.node) ?? l.node);
   // A scope shared by linears with different weights (a functional F.linear inside a parent
   // module) names the parent, not a layer: those fall back to parameter names.
   const weightsByScope = new Map<string, Set<string>>();
   for (const l of linears) {
-    const s = scopePath(l.node);
+    const s = scopeOf(l);
     if (s) weightsByScope.set(s, (weightsByScope.get(s) ?? new Set()).add(l.weight));
   }
   const own = (l: LinearNode): [string, ModuleInfo['pathSource']] | undefined => {
-    const scope = scopePath(l.node);
+    const scope = scopeOf(l);
     const candidates: [string | undefined, ModuleInfo['pathSource']][] = [
       [options.moduleMap?.[l.node], 'moduleMap'],
       [scope && weightsByScope.get(scope)!.size === 1 ? scope : undefined, 'scope'],

@@ -39,7 +39,7 @@ export function packHalfWeights(graph: Graph): Graph {
   const dropped = new Map<string, string>(); // Cast output → the weight it widened
   const packed: Initializer[] = [];
   for (const init of graph.initializers.values()) {
-    if (init.dtype !== 'float16' || init.dims.length < 2 || outputs.has(init.name)) continue;
+    if (init.dtype !== 'float16' || init.storage || init.dims.length < 2 || outputs.has(init.name)) continue;
     const rs = readers.get(init.name) ?? [];
     const casts: Node[] = [];
     const ok =

@@ -35,6 +35,8 @@ export interface Expansion {
   readonly initializers: Initializer[];
   /** Initializers to flag as module buffers. */
   readonly buffers: string[];
+  /** Initializers of the file the expansion replaced by its own weights (dropped once unread). */
+  readonly replaced: string[];
   readonly record: ExpandedOp;
 }
 
@@ -61,6 +63,7 @@ export class ExpansionBuilder implements Expander {
   private readonly nodes: Node[] = [];
   private readonly inits: Initializer[] = [];
   private readonly buffers: string[] = [];
+  private readonly replaced: string[] = [];
   private roles: ExpandedOp['attention'];
 
   constructor(
@@ -115,6 +118,13 @@ export class ExpansionBuilder implements Expander {
     return name;
   }
 
+  weight(w: Omit<Initializer, 'name' | 'constant'>, replaces: readonly string[], hint: string): string {
+    const name = this.fresh(hint);
+    this.inits.push({ ...w, name });
+    this.replaced.push(...replaces);
+    return name;
+  }
+
   ints(values: readonly number[]): string {
     return this.constant({ dtype: 'int64', dims: [values.length], data: values }, `ints[${values.join(',')}]`);
   }
@@ -149,7 +159,8 @@ export class ExpansionBuilder implements Expander {
     for (const o of this.node.outputs) {
       if (o && !produced.has(o)) this.unsupported(`its expansion does not produce output '${o}'`);
     }
-    const record: ExpandedOp = { node: this.node, nodes: this.nodes.map((n) => n.name), constants: this.inits.map((i) => i.name), ...(this.roles ? { attention: this.roles } : {}) };
-    return { nodes: this.nodes, initializers: this.inits, buffers: this.buffers, record };
+    const constants = this.inits.filter((i) => i.constant).map((i) => i.name);
+    const record: ExpandedOp = { node: this.node, nodes: this.nodes.map((n) => n.name), constants, ...(this.roles ? { attention: this.roles } : {}) };
+    return { nodes: this.nodes, initializers: this.inits, buffers: this.buffers, replaced: this.replaced, record };
   }
 }

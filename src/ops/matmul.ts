@@ -18,7 +18,7 @@ import { ShapeError, UnsupportedOpError } from '../errors.js';
 import type { KernelDef, Program, UniformField } from '../gpu/kernel.js';
 import type { DeviceTraits } from '../gpu/traits.js';
 import { Shader } from '../gpu/wgsl.js';
-import { FLOAT_TYPES, type DataType, type WeightStorage } from '../ir/dtype.js';
+import { FLOAT_TYPES, q4Storage, type DataType, type WeightStorage } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { broadcastShapes, broadcastStrides } from '../ir/shape.js';
 import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
@@ -62,6 +62,30 @@ fn bElem(e: u32) -> f32 { return B[e >> 2u][e & 3u]; }`,
   f16x2: `@group(0) @binding(1) var<storage, read> B: array<vec2<u32>>;
 fn bQuad(i: u32) -> vec4<f32> { let w = B[i >> 2u]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 fn bElem(e: u32) -> f32 { let w = B[e >> 2u]; return unpack2x16float(select(w.x, w.y, (e & 2u) != 0u))[e & 1u]; }`,
+  // W [Q_K, Q_N] as 4-bit codes, f32 scales and 4-bit zero points in one word array (ir/dtype.ts
+  // Q4Layout); element e = k·Q_N + n is (code − zero point) · scale of its block.
+  q4: `override Q_K: u32 = 1u;
+override Q_N: u32 = 1u;
+override Q_BS: u32 = 32u;
+override Q_ZP: bool = false;
+override Q_NB: u32 = (Q_K + Q_BS - 1u) / Q_BS;
+override Q_ROW: u32 = Q_NB * Q_BS / 8u;
+override Q_SOFF: u32 = Q_N * Q_ROW;
+override Q_ZOFF: u32 = Q_SOFF + Q_N * Q_NB;
+@group(0) @binding(1) var<storage, read> B: array<u32>;
+fn bElem(e: u32) -> f32 {
+  let k = e / Q_N;
+  let n = e % Q_N;
+  let code = (B[n * Q_ROW + (k >> 3u)] >> ((k & 7u) * 4u)) & 15u;
+  let blk = k / Q_BS;
+  var zp = 8u;
+  if (Q_ZP) {
+    let zi = n * ((Q_NB + 1u) / 2u) + (blk >> 1u);
+    zp = (B[Q_ZOFF + (zi >> 2u)] >> ((zi & 3u) * 8u + (blk & 1u) * 4u)) & 15u;
+  }
+  return (f32(code) - f32(zp)) * bitcast<f32>(B[Q_SOFF + n * Q_NB + blk]);
+}
+fn bQuad(i: u32) -> vec4<f32> { return vec4<f32>(bElem(i), bElem(i + 1u), bElem(i + 2u), bElem(i + 3u)); }`,
 } as const;
 
 /** The tiled kernel and the small-M kernel read one Params struct and one set of flag bits. */
@@ -85,12 +109,14 @@ function matmulKernels(storage: keyof typeof B_STORAGE) {
   };
 }
 
-const KERNELS = { f32: matmulKernels('f32'), f16x2: matmulKernels('f16x2') } as const;
+const KERNELS = { f32: matmulKernels('f32'), f16x2: matmulKernels('f16x2'), q4: matmulKernels('q4') } as const;
 export const matmulShader = KERNELS.f32.tiled;
 export const matmulGemvShader = KERNELS.f32.gemv;
 /** The same files composed for B in packed halves. */
 export const matmulPackedShader = KERNELS.f16x2.tiled;
 export const matmulGemvPackedShader = KERNELS.f16x2.gemv;
+export const matmulQ4Shader = KERNELS.q4.tiled;
+export const matmulGemvQ4Shader = KERNELS.q4.gemv;
 
 /** A tile configuration of the tiled kernel: WG_X×WG_Y invocations, each an RM×CN block of Y. */
 export interface MatmulTile {
@@ -351,7 +377,10 @@ const { F_TRANS_A, F_TRANS_B, F_C, F_IN_SCALE, F_OUT_SCALE } = FLAGS;
 
 /** Lowers a Problem to dispatches of the tiled or GEMV kernel. */
 function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: LoweringContext, options: MatmulLoweringOptions): LoweringSteps {
-  const kernels = KERNELS[storage ?? 'f32'];
+  const q4 = q4Storage(storage);
+  const kernels = KERNELS[q4 ? 'q4' : storage === 'f16x2' ? 'f16x2' : 'f32'];
+  // A 4-bit weight's layout is fixed per weight shape: pipeline constants, like the tile.
+  const q4Overrides: Record<string, number> = q4 ? { Q_K: p.geo.bDims.at(-2)!, Q_N: p.geo.bDims.at(-1)!, Q_BS: q4.blockSize, Q_ZP: q4.zeroPoints ? 1 : 0 } : {};
   const { geo, transA, transB } = p;
   let { M } = geo;
   const { K, N } = geo;
@@ -378,14 +407,14 @@ function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: Lower
   let tilesN: number;
   if (M <= GEMV_MAX_ROWS) {
     kernel = kernels.small;
-    overrides = { TRANS_B: transB ? 1 : 0, VEC_B: vecB ? 1 : 0, ROW_GROUPS: M <= 4 ? 1 : 2 };
+    overrides = { TRANS_B: transB ? 1 : 0, VEC_B: vecB ? 1 : 0, ROW_GROUPS: M <= 4 ? 1 : 2, ...q4Overrides };
     tilesM = 1;
     tilesN = Math.ceil(N / (transB ? GEMV_COLS.t : GEMV_COLS.n));
   } else {
     const tile = options.tile ?? pickTile(M, N, nBatch, ctx.device);
     const { WG_X, WG_Y, KT, RM, CN } = tile;
     kernel = N % 4 === 0 ? kernels.vec4 : kernels.scalar;
-    overrides = { WG_X, WG_Y, KT, RM, CN, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0 };
+    overrides = { WG_X, WG_Y, KT, RM, CN, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0, ...q4Overrides };
     tilesM = Math.ceil(M / (RM * WG_Y));
     tilesN = Math.ceil(N / (CN * WG_X));
   }

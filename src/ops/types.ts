@@ -93,6 +93,11 @@ export interface Expander {
   op(opType: OpType, inputs: readonly (string | undefined)[], attrs?: Attrs, output?: string): string;
   /** A constant tensor (an initializer flagged `constant`, so never counted as a parameter). */
   constant(t: { readonly dtype: DataType; readonly dims: readonly number[]; readonly data: ArrayLike<number> }, hint: string): string;
+  /**
+   * A frozen weight the expansion made from the file's (a quantised weight repacked for its kernel;
+   * counted as a parameter, unlike constants), replacing `replaces`, which are dropped once unread.
+   */
+  weight(w: Omit<Initializer, 'name' | 'constant'>, replaces: readonly string[], hint: string): string;
   /** An int64 vector constant (shapes, axes, split sizes). */
   ints(values: readonly number[]): string;
   /** A scalar constant of `dtype`. */

@@ -1,9 +1,10 @@
-// Half-precision frozen weights on the GPU (src/onnx/precision.ts, ir/dtype.ts `f16x2`):
+// Half-precision and 4-bit frozen weights on the GPU (src/onnx/precision.ts, ops/contrib-quant.ts,
+// ir/dtype.ts `f16x2` and `q4b…`; the 4-bit kernels against their references: tests/gpu/contrib.test.ts):
 //   - the matmul kernels reading B as packed halves against the float64 reference: tiled (vec4 and
 //     scalar stores) and small-M kernels, B plain and transposed (the dX product), aligned and
 //     unaligned B rows, every fused input;
 //   - the fp16 variants of tests/fixtures/real/ (whole-graph fp16 with f32 I/O; fp16 weights read
-//     through Casts): forward against onnxruntime-web within the file's tolerance, the packed
+//     through Casts) and the MatMulNBits ones (block 32 symmetric, block 128 with zero points, q4f16): forward against onnxruntime-web within the file's tolerance, the packed
 //     weights' GPU bytes, module paths and IA3 state-dict keys/shapes equal to the fp32 export's,
 //     IA3 gradients against the float64 CPU executor on the same IR, adapter files keyed like the
 //     fp32 model's, and AdamW steps lowering the loss.
@@ -95,6 +96,11 @@ const VARIANTS: readonly Variant[] = [
   { model: 'llama', file: 'onnx/model_fp16.onnx', task: 'CAUSAL_LM' },
   { model: 'llama', file: 'onnx/model_fp16_weights.onnx', task: 'CAUSAL_LM' },
   { model: 'bert', file: 'onnx/model_fp16.onnx', task: 'SEQ_CLS' },
+  { model: 'llama', file: 'onnx/model_q4.onnx', task: 'CAUSAL_LM' },
+  { model: 'llama', file: 'onnx/model_q4_b128_zp.onnx', task: 'CAUSAL_LM' },
+  { model: 'llama', file: 'onnx/model_q4f16.onnx', task: 'CAUSAL_LM' },
+  { model: 'bert', file: 'onnx/model_q4.onnx', task: 'SEQ_CLS' },
+  { model: 'bert', file: 'onnx/model_q4_b128_zp.onnx', task: 'SEQ_CLS' },
 ];
 
 const keysAndDims = (sd: Record<string, TensorData>): string[] => Object.entries(sd).map(([k, t]) => `${k} [${t.dims.join(',')}]`).sort();
@@ -157,7 +163,7 @@ async function adamSteps(peft: PeftModel, v: Variant, ids: number[][], steps: nu
   return [(losses[0]! + losses[1]!) / 2, (losses[steps - 1]! + losses[steps - 2]!) / 2];
 }
 
-describe('fp16 variants on the GPU', () => {
+describe('fp16 and 4-bit variants on the GPU', () => {
   for (const v of VARIANTS) {
     it(`${v.model}-variants/${v.file}: onnxruntime-web outputs, packed weights, IA3 like the fp32 export, gradients, training`, async () => {
       const gpu = await getGpu();
@@ -176,7 +182,7 @@ describe('fp16 variants on the GPU', () => {
             expect(d.worst, `${c.name} ${d.name}: max |Δ| ${d.maxAbs}`).toBeLessThanOrEqual(1);
           }
         }
-        // The matmul weights stay half on the GPU: fewer bytes than the fp32 export's.
+        // The matmul weights stay half (or 4-bit) on the GPU: fewer bytes than the fp32 export's.
         await plain.run(feedsOf(v, tokenRows(1, 3, 50, 3)));
         console.log(`[precision] ${v.model} ${v.file}: GPU weight bytes ${model.weightBytes} vs fp32 ${plain.weightBytes}`);
         expect(model.weightBytes).toBeLessThan(0.75 * plain.weightBytes);

@@ -52,3 +52,38 @@ describe('fp16 files at load', () => {
     });
   }
 });
+
+const Q4_FILES: [model: string, file: string][] = [
+  ['llama', 'onnx/model_q4.onnx'],
+  ['llama', 'onnx/model_q4_b128_zp.onnx'],
+  ['llama', 'onnx/model_q4f16.onnx'],
+  ['bert', 'onnx/model_q4.onnx'],
+  ['bert', 'onnx/model_q4_b128_zp.onnx'],
+];
+
+describe('4-bit MatMulNBits files at load', () => {
+  for (const [model, file] of Q4_FILES) {
+    it(`${model}-variants/${file}`, () => {
+      const root = `tests/fixtures/real/${model}-variants`;
+      const graph = decodeOnnx(new Uint8Array(readFileSync(`${root}/${file}`)));
+      const modelType = (JSON.parse(readFileSync(`${root}/config.json`, 'utf8')) as { model_type: string }).model_type;
+      const plain = decodeOnnx(new Uint8Array(readFileSync(`tests/fixtures/${model}/onnx/model.onnx`)));
+      const modules = findModules(graph, { modelType });
+      const summary = (ms: ReturnType<typeof findModules>) => ms.map((m) => `${m.path} ${m.inFeatures}→${m.outFeatures} bias ${m.bias !== undefined}`);
+      expect(summary(modules)).toEqual(summary(findModules(plain, { modelType })));
+      const quantised = modules.filter((m) => graph.initializers.get(m.weight)?.storage?.startsWith('q4b'));
+      expect(quantised.length, 'modules on 4-bit weights').toBeGreaterThan(0);
+      // The file's codes, scales and zero points are gone: only the repacked weights remain.
+      expect([...graph.initializers.values()].filter((i) => i.dtype === 'uint8')).toEqual([]);
+
+      const ref = readJson<Reference>(`${root}/reference.json`).files[file]!;
+      const ort = readJson<OrtReference>(`${root}/ort_reference.json`).files[file]!;
+      for (const c of ref.cases) {
+        const out = runReferenceModel(graph, Object.fromEntries(Object.entries(c.inputs).map(([k, t]) => [k, refTensor(t)])));
+        for (const d of ortDiffs(c, ort.cases.find((o) => o.name === c.name)!, out, ref.torch_tolerance!)) {
+          expect(d.worst, `${c.name} ${d.name}: max |Δ| ${d.maxAbs}`).toBeLessThanOrEqual(1);
+        }
+      }
+    });
+  }
+});
