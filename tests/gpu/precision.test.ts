@@ -11,9 +11,9 @@
 // Packed storage needs no `shader-f16` (WGSL's core unpack2x16float), so nothing here depends on
 // the adapter's features; the log line says whether the adapter has shader-f16 at all.
 import { describe, expect, it } from 'vitest';
-import { packHalves, floatToHalf, halfToFloat } from '../../src/ir/dtype.js';
+import { floatToHalf, halfToFloat, packHalves, packQ4, q4Layout, q4Value, type WeightStorage } from '../../src/ir/dtype.js';
 import type { Attrs } from '../../src/ir/graph.js';
-import type { RefTensor, TensorData } from '../../src/ir/tensor.js';
+import { fromGpuBytes, tensor, toGpuArray, type RefTensor, type TensorData } from '../../src/ir/tensor.js';
 import { loadModel, type Model } from '../../src/index.js';
 import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { lowerMatmul, matmulOps, type MatmulOpType } from '../../src/ops/matmul.js';
@@ -21,7 +21,7 @@ import { IA3Config } from '../../src/peft/config.js';
 import { getPeftModel, type PeftModel } from '../../src/peft/model.js';
 import { ortDiffs, type OrtReference, type Reference } from '../util/fixture-compare.js';
 import { getGpu } from '../util/gpu.js';
-import { closeness, expectClose, randomTensor } from '../util/tensors.js';
+import { closeness, expectClose, randomInts, randomTensor } from '../util/tensors.js';
 
 async function fetchJson<T>(url: string): Promise<T> {
   const r = await fetch(url);
@@ -80,6 +80,50 @@ describe('matmul kernels with B as packed halves', () => {
       const want = runReference(matmulOps[op], inputs, attrs, ctx)[0]!;
       const [got] = await runOnGpu(await getGpu(), matmulOps[op], inputs, attrs, ctx, new Set(), { 1: 'f16x2' });
       expectClose(got!, want, { rtol: 1e-4, atol: 1e-5 + 2e-6 * K }, name);
+    });
+  }
+});
+
+describe('matmul kernels with B in 4-bit blocks', () => {
+  // W [K, N] from random codes, scales and zero points; the kernels read the packed words, the
+  // reference the dequantised values (q4Value, which the expansion's own reference is checked against).
+  const cases: [block: number, K: number, N: number, zp: boolean, M: number, transposed: boolean][] = [
+    [16, 40, 12, true, 20, false],
+    [32, 64, 36, false, 3, false],
+    [64, 96, 16, true, 17, true],
+    [128, 64, 24, true, 5, true],
+    [256, 300, 8, false, 33, false],
+    [256, 260, 20, true, 2, true],
+  ];
+  let seed = 300;
+  for (const [block, K, N, zp, M, transposed] of cases) {
+    const what = `block ${block}, K ${K}, N ${N}${zp ? ', zero points' : ''}, M ${M}${transposed ? ', dX = dY·Wᵀ' : ''}`;
+    it(what, async () => {
+      const l = q4Layout(K, N, block);
+      const codes = Uint8Array.from(randomInts([N * l.blocks * (block / 2)], seed++, 0, 256, 'uint8').data);
+      const zeros = zp ? Uint8Array.from(randomInts([N * Math.ceil(l.blocks / 2)], seed++, 0, 256, 'uint8').data) : undefined;
+      const words = packQ4(l, codes, randomTensor([N * l.blocks], seed++, 0.01, 0.1).data, zeros);
+      const w = tensor('float32', [K, N]);
+      for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) w.data[k * N + n] = q4Value(words, l, zp, k, n);
+      const storage: WeightStorage = zp ? `q4b${block}z` : `q4b${block}`;
+      // Forward x·W, or the transposed product dY·Wᵀ of the MatMul gradient (FusedMatMul transB).
+      const a = randomTensor(transposed ? [M, N] : [M, K], seed++);
+      const attrs: Attrs = transposed ? { transB: 1 } : {};
+      const op: MatmulOpType = transposed ? 'FusedMatMul' : 'MatMul';
+      const ctx = context(op, what);
+      const want = runReference(matmulOps[op], [a, w], attrs, ctx)[0]!;
+      const low = lowerMatmul(op, [{ dtype: 'float32', dims: a.dims }, { dtype: 'float32', dims: [K, N], storage }], attrs, ctx);
+      expect(low.steps.every((st) => st.program.kernel.name.endsWith('-q4')), low.steps.map((st) => st.program.kernel.name).join()).toBe(true);
+      const gpu = await getGpu();
+      const bufs = [gpu.upload(toGpuArray(a)), gpu.upload(words)];
+      const out = gpu.buffers.acquire(4 * want.data.length);
+      try {
+        await gpu.run(low.steps.map((st) => ({ program: st.program, buffers: st.bindings.map((r) => ('in' in r ? bufs[r.in] ?? bufs[0]! : out)) })));
+        const got = fromGpuBytes({ dtype: 'float32', dims: want.dims }, await gpu.read(out, 4 * want.data.length));
+        expectClose(got, want, { rtol: 1e-4, atol: 1e-5 + 2e-6 * K }, what);
+      } finally {
+        for (const b of [...bufs, out]) gpu.buffers.release(b);
+      }
     });
   }
 });

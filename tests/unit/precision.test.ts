@@ -1,7 +1,9 @@
-// Loading fp16 files (src/onnx/precision.ts) on the CPU: which float16 weights stay packed halves,
-// that the Casts in front of them are gone (and nothing else changed: the CPU executor still
-// reproduces onnxruntime-web), that module discovery finds the fp32 export's modules with their
-// biases, and that describe() says which weights are half on the GPU.
+// Loading fp16 and 4-bit files on the CPU: which float16 weights stay packed halves
+// (src/onnx/precision.ts), that the Casts in front of them are gone, that MatMulNBits becomes a
+// MatMul on one repacked 4-bit weight (ops/contrib-quant.ts) — and nothing else changed: the CPU
+// executor still reproduces onnxruntime-web —, that module discovery finds the fp32 export's modules
+// with their biases, that describe() says which weights are half on the GPU, and that merging is
+// refused with the reason and the way out.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { RefTensor } from '../../src/ir/tensor.js';
@@ -9,6 +11,7 @@ import { decodeOnnx } from '../../src/onnx/decode.js';
 import { describeGraph } from '../../src/onnx/describe.js';
 import { runReferenceModel } from '../../src/onnx/executor.js';
 import { findModules } from '../../src/onnx/modules.js';
+import { checkMergeable } from '../../src/peft/merge.js';
 import { ortDiffs, readJson, type JsonTensor, type OrtReference, type Reference } from '../util/real-fixtures.js';
 
 const refTensor = (t: JsonTensor): RefTensor => ({ dtype: t.dtype, dims: t.dims, data: Float64Array.from(t.data as number[], Number) });
@@ -39,6 +42,7 @@ describe('fp16 files at load', () => {
         if (n.inputs.some((v) => packed.has(v))) expect(['MatMul', 'Gemm'], n.name).toContain(n.opType);
       }
       expect(describeGraph(graph, modules)).toContain(`Precision on the GPU: ${packed.size} float16 weights kept half`);
+      expect(() => checkMergeable(graph, modules, { gpu: true })).toThrow(/is float16; merging supports float32 weights: load this adapter into the model's fp32 export/);
 
       // The same function: the CPU executor against onnxruntime-web.
       const ref = readJson<Reference>(`${root}/reference.json`).files[file]!;
@@ -73,6 +77,7 @@ describe('4-bit MatMulNBits files at load', () => {
       expect(summary(modules)).toEqual(summary(findModules(plain, { modelType })));
       const quantised = modules.filter((m) => graph.initializers.get(m.weight)?.storage?.startsWith('q4b'));
       expect(quantised.length, 'modules on 4-bit weights').toBeGreaterThan(0);
+      expect(() => checkMergeable(graph, modules, { gpu: false })).toThrow(/is a 4-bit weight \(MatMulNBits\); merging would requantise it/);
       // The file's codes, scales and zero points are gone: only the repacked weights remain.
       expect([...graph.initializers.values()].filter((i) => i.dtype === 'uint8')).toEqual([]);
 
