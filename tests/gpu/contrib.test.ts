@@ -16,11 +16,12 @@ import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { EXPANDED_OPS } from '../../src/ops/registry.js';
 import type { ExpandedOpDef } from '../../src/ops/types.js';
 import { IA3Config } from '../../src/peft/config.js';
-import { getPeftModel, type PeftModel } from '../../src/peft/model.js';
+import { getPeftModel } from '../../src/peft/model.js';
 import { Trainer } from '../../src/train/trainer.js';
 import { caseGraph, contribCases } from '../util/contrib-cases.js';
 import { CONTRIB_FILES, PAIRS, refusesEmptyInput, tokenRows, type Pair } from '../util/contrib-pairs.js';
 import { ortDiffs, type OrtReference, type Reference } from '../util/fixture-compare.js';
+import { adamSteps } from '../util/adam.js';
 import { getGpu } from '../util/gpu.js';
 import { closeness, randomTensor } from '../util/tensors.js';
 
@@ -204,36 +205,6 @@ function toyRows(n: number, len: number, seed: number): number[][] {
   );
 }
 
-/** AdamW steps over lossAndGradients (β 0.9/0.999, no decay); returns the mean loss of the first and last two steps. */
-async function adamSteps(peft: PeftModel, feeds: (rows: number[][]) => Record<string, TensorData>, rows: number[][][], lr: number): Promise<[number, number]> {
-  const m = new Map<string, Float64Array>();
-  const v = new Map<string, Float64Array>();
-  const losses: number[] = [];
-  for (let t = 1; t <= rows.length; t++) {
-    const batch = rows[t - 1]!;
-    const { loss, gradients } = await peft.lossAndGradients({ inputs: feeds(batch), labels: labelsOf({ task: 'CAUSAL_LM' }, batch) });
-    losses.push(loss);
-    const state = peft.stateDict();
-    const next: Record<string, TensorData> = {};
-    for (const [key, g] of Object.entries(gradients)) {
-      const gd = g.data as Float32Array;
-      const mk = m.get(key) ?? new Float64Array(gd.length);
-      const vk = v.get(key) ?? new Float64Array(gd.length);
-      const p = Float32Array.from(state[key]!.data as Float32Array);
-      for (let i = 0; i < gd.length; i++) {
-        mk[i] = 0.9 * mk[i]! + 0.1 * gd[i]!;
-        vk[i] = 0.999 * vk[i]! + 0.001 * gd[i]! ** 2;
-        p[i] = p[i]! - (lr * (mk[i]! / (1 - 0.9 ** t))) / (Math.sqrt(vk[i]! / (1 - 0.999 ** t)) + 1e-8);
-      }
-      m.set(key, mk);
-      v.set(key, vk);
-      next[key] = { data: p, dims: state[key]!.dims };
-    }
-    peft.loadStateDict(next);
-  }
-  return [(losses[0]! + losses[1]!) / 2, (losses[losses.length - 1]! + losses[losses.length - 2]!) / 2];
-}
-
 describe('IA3 training on optimised and genai-built files lowers the loss', () => {
   it('bert-ort-optimized (Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu) with the Trainer', async () => {
     const model = await loadModel('/tests/fixtures/real/bert-ort-optimized/onnx/model_optimized.onnx', { device: await getGpu() });
@@ -271,7 +242,7 @@ describe('IA3 training on optimised and genai-built files lowers the loss', () =
       try {
         const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
         const batches = Array.from({ length: 12 }, (_, k) => toyRows(4, 8, 100 + k));
-        const [first, last] = await adamSteps(peft, (rows) => feeds.optimizedFeeds(rows, rows.map(() => 8)), batches, 0.1);
+        const [first, last] = await adamSteps(peft, batches.map((rows) => ({ inputs: feeds.optimizedFeeds(rows, rows.map(() => 8)), labels: labelsOf({ task: 'CAUSAL_LM' }, rows) })), 0.1);
         console.log(`[contrib-train] ${folder} loss ${first.toFixed(4)} → ${last.toFixed(4)}`);
         expect(last).toBeLessThan(first - 0.2);
       } finally {

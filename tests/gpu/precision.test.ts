@@ -5,7 +5,7 @@
 //     unaligned B rows, every fused input;
 //   - the fp16 variants of tests/fixtures/real/ (whole-graph fp16 with f32 I/O; fp16 weights read
 //     through Casts) and the MatMulNBits ones (block 32 symmetric, block 128 with zero points, q4f16): forward against onnxruntime-web within the file's tolerance, the packed
-//     weights' GPU bytes, module paths and IA3 state-dict keys/shapes equal to the fp32 export's,
+//     weights' GPU bytes, module paths and IA3 state-dict keys/shapes and printTrainableParameters equal to the fp32 export's,
 //     IA3 gradients against the float64 CPU executor on the same IR, adapter files keyed like the
 //     fp32 model's, and AdamW steps lowering the loss.
 // Packed storage needs no `shader-f16` (WGSL's core unpack2x16float), so nothing here depends on
@@ -18,8 +18,9 @@ import { loadModel, type Model } from '../../src/index.js';
 import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { lowerMatmul, matmulOps, type MatmulOpType } from '../../src/ops/matmul.js';
 import { IA3Config } from '../../src/peft/config.js';
-import { getPeftModel, type PeftModel } from '../../src/peft/model.js';
+import { getPeftModel } from '../../src/peft/model.js';
 import { ortDiffs, type OrtReference, type Reference } from '../util/fixture-compare.js';
+import { adamSteps } from '../util/adam.js';
 import { getGpu } from '../util/gpu.js';
 import { closeness, expectClose, randomInts, randomTensor } from '../util/tensors.js';
 
@@ -178,35 +179,6 @@ function labelsOf(v: Variant, ids: number[][]): TensorData {
     : { data: BigInt64Array.from(ids.flat(), (x) => BigInt(x)), dims: [ids.length, ids[0]!.length] };
 }
 
-/** AdamW steps over lossAndGradients on one repeated batch; the mean loss of the first and last two steps. */
-async function adamSteps(peft: PeftModel, v: Variant, ids: number[][], steps: number, lr: number): Promise<[number, number]> {
-  const m = new Map<string, Float64Array>();
-  const s2 = new Map<string, Float64Array>();
-  const losses: number[] = [];
-  for (let t = 1; t <= steps; t++) {
-    const { loss, gradients } = await peft.lossAndGradients({ inputs: feedsOf(v, ids), labels: labelsOf(v, ids) });
-    losses.push(loss);
-    const state = peft.stateDict();
-    const next: Record<string, TensorData> = {};
-    for (const [key, g] of Object.entries(gradients)) {
-      const gd = g.data as Float32Array;
-      const mk = m.get(key) ?? new Float64Array(gd.length);
-      const vk = s2.get(key) ?? new Float64Array(gd.length);
-      const p = Float32Array.from(state[key]!.data as Float32Array);
-      for (let i = 0; i < gd.length; i++) {
-        mk[i] = 0.9 * mk[i]! + 0.1 * gd[i]!;
-        vk[i] = 0.999 * vk[i]! + 0.001 * gd[i]! ** 2;
-        p[i] = p[i]! - (lr * (mk[i]! / (1 - 0.9 ** t))) / (Math.sqrt(vk[i]! / (1 - 0.999 ** t)) + 1e-8);
-      }
-      m.set(key, mk);
-      s2.set(key, vk);
-      next[key] = { data: p, dims: state[key]!.dims };
-    }
-    peft.loadStateDict(next);
-  }
-  return [(losses[0]! + losses[1]!) / 2, (losses[steps - 1]! + losses[steps - 2]!) / 2];
-}
-
 describe('fp16 and 4-bit variants on the GPU', () => {
   for (const v of VARIANTS) {
     it(`${v.model}-variants/${v.file}: onnxruntime-web outputs, packed weights, IA3 like the fp32 export, gradients, training`, async () => {
@@ -235,6 +207,8 @@ describe('fp16 and 4-bit variants on the GPU', () => {
         const peft = getPeftModel(model, new IA3Config({ taskType: v.task, initIa3Weights: false }));
         const base = getPeftModel(plain, new IA3Config({ taskType: v.task, initIa3Weights: false }));
         expect(keysAndDims(peft.stateDict())).toEqual(keysAndDims(base.stateDict()));
+        // Weights count by their logical numel, as in the fp32 export (docs/architecture.md, Precision).
+        expect(peft.printTrainableParameters()).toBe(base.printTrainableParameters());
         const files = peft.saveAdapter();
         expect(files['adapter_config.json']).toBe(base.saveAdapter()['adapter_config.json']);
 
@@ -248,7 +222,7 @@ describe('fp16 and 4-bit variants on the GPU', () => {
           const { worst, maxAbs } = closeness(grad.data as Float32Array, want, { rtol: 2e-3, atol: 2e-4 * scale });
           expect(worst, `d/${key}: max |Δ| ${maxAbs}`).toBeLessThanOrEqual(1);
         }
-        const [first, last] = await adamSteps(peft, v, ids, 8, 0.05);
+        const [first, last] = await adamSteps(peft, Array.from({ length: 8 }, () => ({ inputs: feedsOf(v, ids), labels: labelsOf(v, ids) })), 0.05);
         console.log(`[precision] ${v.model} ${v.file}: loss ${first.toFixed(4)} → ${last.toFixed(4)}`);
         expect(last).toBeLessThan(first);
       } finally {

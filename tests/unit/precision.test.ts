@@ -6,81 +6,62 @@
 // refused with the reason and the way out.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import type { Graph } from '../../src/ir/graph.js';
 import type { RefTensor } from '../../src/ir/tensor.js';
 import { decodeOnnx } from '../../src/onnx/decode.js';
 import { describeGraph } from '../../src/onnx/describe.js';
 import { runReferenceModel } from '../../src/onnx/executor.js';
-import { findModules } from '../../src/onnx/modules.js';
+import { findModules, type ModuleInfo } from '../../src/onnx/modules.js';
 import { checkMergeable } from '../../src/peft/merge.js';
 import { ortDiffs, readJson, type JsonTensor, type OrtReference, type Reference } from '../util/real-fixtures.js';
 
 const refTensor = (t: JsonTensor): RefTensor => ({ dtype: t.dtype, dims: t.dims, data: Float64Array.from(t.data as number[], Number) });
 
-const FILES: [model: string, file: string][] = [
-  ['gpt2', 'onnx/model_fp16.onnx'],
-  ['gpt2', 'onnx/model_fp16_weights.onnx'],
-  ['llama', 'onnx/model_fp16.onnx'],
-  ['llama', 'onnx/model_fp16_weights.onnx'],
-  ['bert', 'onnx/model_fp16.onnx'],
+const FILES: [model: string, file: string, kind: 'fp16' | 'q4'][] = [
+  ['gpt2', 'onnx/model_fp16.onnx', 'fp16'],
+  ['gpt2', 'onnx/model_fp16_weights.onnx', 'fp16'],
+  ['llama', 'onnx/model_fp16.onnx', 'fp16'],
+  ['llama', 'onnx/model_fp16_weights.onnx', 'fp16'],
+  ['bert', 'onnx/model_fp16.onnx', 'fp16'],
+  ['llama', 'onnx/model_q4.onnx', 'q4'],
+  ['llama', 'onnx/model_q4_b128_zp.onnx', 'q4'],
+  ['llama', 'onnx/model_q4f16.onnx', 'q4'],
+  ['bert', 'onnx/model_q4.onnx', 'q4'],
+  ['bert', 'onnx/model_q4_b128_zp.onnx', 'q4'],
 ];
 
-describe('fp16 files at load', () => {
-  for (const [model, file] of FILES) {
+/** Half weights: every module's weight is packed and read by its matmul directly. */
+function checkHalf(graph: Graph, modules: readonly ModuleInfo[]): void {
+  for (const m of modules) expect(graph.initializers.get(m.weight)?.storage, m.path).toBe('f16x2');
+  const packed = new Set([...graph.initializers.values()].filter((i) => i.storage === 'f16x2').map((i) => i.name));
+  for (const n of graph.nodes) {
+    if (n.inputs.some((v) => packed.has(v))) expect(['MatMul', 'Gemm'], n.name).toContain(n.opType);
+  }
+  expect(describeGraph(graph, modules)).toContain(`Precision on the GPU: ${packed.size} float16 weights kept half`);
+  expect(() => checkMergeable(graph, modules, { gpu: true })).toThrow(/is float16; merging supports float32 weights: load this adapter into the model's fp32 export/);
+}
+
+/** 4-bit weights: modules on repacked weights; the file's codes, scales and zero points are gone. */
+function checkQ4(graph: Graph, modules: readonly ModuleInfo[]): void {
+  expect(modules.filter((m) => graph.initializers.get(m.weight)?.storage?.startsWith('q4b')).length, 'modules on 4-bit weights').toBeGreaterThan(0);
+  expect(() => checkMergeable(graph, modules, { gpu: false })).toThrow(/is a 4-bit weight \(MatMulNBits\); merging would requantise it/);
+  expect([...graph.initializers.values()].filter((i) => i.dtype === 'uint8')).toEqual([]);
+}
+
+describe('fp16 and 4-bit files at load', () => {
+  for (const [model, file, kind] of FILES) {
     it(`${model}-variants/${file}`, () => {
       const root = `tests/fixtures/real/${model}-variants`;
       const graph = decodeOnnx(new Uint8Array(readFileSync(`${root}/${file}`)));
       const modelType = (JSON.parse(readFileSync(`${root}/config.json`, 'utf8')) as { model_type: string }).model_type;
       const plain = decodeOnnx(new Uint8Array(readFileSync(`tests/fixtures/${model}/onnx/model.onnx`)));
-
-      // Every module's weight is packed and read by its matmul directly.
       const modules = findModules(graph, { modelType });
-      const summary = (ms: ReturnType<typeof findModules>) => ms.map((m) => `${m.path} ${m.inFeatures}→${m.outFeatures} bias ${m.bias !== undefined}`);
+      const summary = (ms: readonly ModuleInfo[]) => ms.map((m) => `${m.path} ${m.inFeatures}→${m.outFeatures} bias ${m.bias !== undefined}`);
       expect(summary(modules)).toEqual(summary(findModules(plain, { modelType })));
-      for (const m of modules) expect(graph.initializers.get(m.weight)?.storage, m.path).toBe('f16x2');
-      const packed = new Set([...graph.initializers.values()].filter((i) => i.storage === 'f16x2').map((i) => i.name));
-      for (const n of graph.nodes) {
-        if (n.inputs.some((v) => packed.has(v))) expect(['MatMul', 'Gemm'], n.name).toContain(n.opType);
-      }
-      expect(describeGraph(graph, modules)).toContain(`Precision on the GPU: ${packed.size} float16 weights kept half`);
-      expect(() => checkMergeable(graph, modules, { gpu: true })).toThrow(/is float16; merging supports float32 weights: load this adapter into the model's fp32 export/);
+      if (kind === 'fp16') checkHalf(graph, modules);
+      else checkQ4(graph, modules);
 
       // The same function: the CPU executor against onnxruntime-web.
-      const ref = readJson<Reference>(`${root}/reference.json`).files[file]!;
-      const ort = readJson<OrtReference>(`${root}/ort_reference.json`).files[file]!;
-      for (const c of ref.cases) {
-        const out = runReferenceModel(graph, Object.fromEntries(Object.entries(c.inputs).map(([k, t]) => [k, refTensor(t)])));
-        for (const d of ortDiffs(c, ort.cases.find((o) => o.name === c.name)!, out, ref.torch_tolerance!)) {
-          expect(d.worst, `${c.name} ${d.name}: max |Δ| ${d.maxAbs}`).toBeLessThanOrEqual(1);
-        }
-      }
-    });
-  }
-});
-
-const Q4_FILES: [model: string, file: string][] = [
-  ['llama', 'onnx/model_q4.onnx'],
-  ['llama', 'onnx/model_q4_b128_zp.onnx'],
-  ['llama', 'onnx/model_q4f16.onnx'],
-  ['bert', 'onnx/model_q4.onnx'],
-  ['bert', 'onnx/model_q4_b128_zp.onnx'],
-];
-
-describe('4-bit MatMulNBits files at load', () => {
-  for (const [model, file] of Q4_FILES) {
-    it(`${model}-variants/${file}`, () => {
-      const root = `tests/fixtures/real/${model}-variants`;
-      const graph = decodeOnnx(new Uint8Array(readFileSync(`${root}/${file}`)));
-      const modelType = (JSON.parse(readFileSync(`${root}/config.json`, 'utf8')) as { model_type: string }).model_type;
-      const plain = decodeOnnx(new Uint8Array(readFileSync(`tests/fixtures/${model}/onnx/model.onnx`)));
-      const modules = findModules(graph, { modelType });
-      const summary = (ms: ReturnType<typeof findModules>) => ms.map((m) => `${m.path} ${m.inFeatures}→${m.outFeatures} bias ${m.bias !== undefined}`);
-      expect(summary(modules)).toEqual(summary(findModules(plain, { modelType })));
-      const quantised = modules.filter((m) => graph.initializers.get(m.weight)?.storage?.startsWith('q4b'));
-      expect(quantised.length, 'modules on 4-bit weights').toBeGreaterThan(0);
-      expect(() => checkMergeable(graph, modules, { gpu: false })).toThrow(/is a 4-bit weight \(MatMulNBits\); merging would requantise it/);
-      // The file's codes, scales and zero points are gone: only the repacked weights remain.
-      expect([...graph.initializers.values()].filter((i) => i.dtype === 'uint8')).toEqual([]);
-
       const ref = readJson<Reference>(`${root}/reference.json`).files[file]!;
       const ort = readJson<OrtReference>(`${root}/ort_reference.json`).files[file]!;
       for (const c of ref.cases) {
