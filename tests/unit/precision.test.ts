@@ -6,14 +6,19 @@
 // refused with the reason and the way out.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import type { GpuContext } from '../../src/gpu/device.js';
 import type { Graph } from '../../src/ir/graph.js';
 import type { RefTensor } from '../../src/ir/tensor.js';
 import { decodeOnnx } from '../../src/onnx/decode.js';
 import { describeGraph } from '../../src/onnx/describe.js';
 import { runReferenceModel } from '../../src/onnx/executor.js';
-import { findModules, type ModuleInfo } from '../../src/onnx/modules.js';
+import { Model } from '../../src/model.js';
+import { detectModelType, findModules, type ModuleInfo } from '../../src/onnx/modules.js';
+import { IA3Config } from '../../src/peft/config.js';
+import { getPeftModel } from '../../src/peft/model.js';
 import { checkMergeable } from '../../src/peft/merge.js';
 import { ortDiffs, readJson, type JsonTensor, type OrtReference, type Reference } from '../util/real-fixtures.js';
+import { closeness } from '../util/tensors.js';
 
 const refTensor = (t: JsonTensor): RefTensor => ({ dtype: t.dtype, dims: t.dims, data: Float64Array.from(t.data as number[], Number) });
 
@@ -72,4 +77,28 @@ describe('fp16 and 4-bit files at load', () => {
       }
     });
   }
+});
+
+describe('modules_to_save on a 4-bit weight', () => {
+  it('trains an f32 copy of the dequantised weight (llama q4 lm_head)', () => {
+    const load = (path: string): Model => {
+      const bytes = new Uint8Array(readFileSync(path));
+      const config = JSON.parse(readFileSync('tests/fixtures/real/llama-variants/config.json', 'utf8')) as { model_type: string };
+      const graph = decodeOnnx(bytes);
+      const modules = findModules(graph, { modelType: config.model_type });
+      return new Model({} as GpuContext, graph, config, modules, detectModelType(modules, config), new Map(), { bytes, fileName: 'model.onnx', externalData: {} });
+    };
+    const config = () => new IA3Config({ taskType: 'CAUSAL_LM', modulesToSave: ['lm_head'] });
+    const q4 = getPeftModel(load('tests/fixtures/real/llama-variants/onnx/model_q4.onnx'), config());
+    const fp32 = getPeftModel(load('tests/fixtures/llama/onnx/model.onnx'), config());
+    const key = 'base_model.model.lm_head.weight';
+    const got = q4.stateDict()[key]!;
+    const want = fp32.stateDict()[key]!;
+    expect(got.dims).toEqual(want.dims);
+    // The copy is the dequantised weight: within 4-bit rounding of the fp32 weight, never raw words.
+    const w = want.data as Float32Array;
+    const scale = Math.max(...Array.from(w, Math.abs));
+    const { worst, maxAbs } = closeness(got.data as Float32Array, w, { rtol: 0, atol: 0.15 * scale });
+    expect(worst, `max |Δ| ${maxAbs} vs max |w| ${scale}`).toBeLessThanOrEqual(1);
+  });
 });
