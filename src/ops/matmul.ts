@@ -112,7 +112,7 @@ function matmulKernels(storage: keyof typeof B_STORAGE) {
 const KERNELS = { f32: matmulKernels('f32'), f16x2: matmulKernels('f16x2'), q4: matmulKernels('q4') } as const;
 export const matmulShader = KERNELS.f32.tiled;
 export const matmulGemvShader = KERNELS.f32.gemv;
-/** The same files composed for B in packed halves. */
+/** The same files composed for B in packed halves, and in 4-bit blocks. */
 export const matmulPackedShader = KERNELS.f16x2.tiled;
 export const matmulGemvPackedShader = KERNELS.f16x2.gemv;
 export const matmulQ4Shader = KERNELS.q4.tiled;

@@ -3,6 +3,7 @@ import { adapterName, createDevice } from '../../src/gpu/device.js';
 import type { BenchContext, BenchRow } from './harness.js';
 import { kernelSuite } from './kernels.js';
 import { modelSuite } from './models.js';
+import { precisionSuite } from './precision.js';
 import { trainSuite } from './train.js';
 
 declare global {
@@ -15,6 +16,7 @@ const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
   kernels: kernelSuite,
   models: modelSuite,
   train: trainSuite,
+  precision: precisionSuite,
 };
 
 const params = new URLSearchParams(location.search);
