@@ -51,6 +51,8 @@ function checkQ4(graph: Graph, modules: readonly ModuleInfo[]): void {
   expect(modules.filter((m) => graph.initializers.get(m.weight)?.storage?.startsWith('q4b')).length, 'modules on 4-bit weights').toBeGreaterThan(0);
   expect(() => checkMergeable(graph, modules, { gpu: false })).toThrow(/is a 4-bit weight \(MatMulNBits\); merging would requantise it/);
   expect([...graph.initializers.values()].filter((i) => i.dtype === 'uint8')).toEqual([]);
+  const count = [...graph.initializers.values()].filter((i) => i.storage?.startsWith('q4b')).length;
+  expect(describeGraph(graph, modules)).toContain(`Precision on the GPU: ${count} weights in 4-bit blocks (MatMulNBits)`);
 }
 
 describe('fp16 and 4-bit files at load', () => {
