@@ -85,9 +85,11 @@ export function halfToFloat(h: number): number {
  * accept one dequantise on load, on any adapter (no `shader-f16` needed):
  *   - `f16x2`: two IEEE halves per u32 word, element 2j in the low half (`unpack2x16float` order);
  *   - `q4b<block>[z]`: onnxruntime's MatMulNBits 4-bit blocks of a weight W [K, N] (in, out), as
- *     `Q4Layout` describes; `z` when it has zero points (else 8).
+ *     `Q4Layout` describes; `z` when it has zero points (else 8);
+ *   - `i8r` / `i8c` / `u8r` / `u8c`: a DequantizeLinear'd 2-D weight, int8 or uint8 codes four per
+ *     word, then f32 scales and the zero points (as f32) per row (`r`, axis 0) or column (`c`, axis 1).
  */
-export type WeightStorage = 'f16x2' | `q4b${number}` | `q4b${number}z`;
+export type WeightStorage = 'f16x2' | `q4b${number}` | `q4b${number}z` | 'i8r' | 'i8c' | 'u8r' | 'u8c';
 
 /** The block size and zero-point presence of a `q4b…` storage (undefined for other storages). */
 export function q4Storage(storage: WeightStorage | undefined): { blockSize: number; zeroPoints: boolean } | undefined {
@@ -177,4 +179,38 @@ export function packHalves(values: ArrayLike<number>): Uint32Array {
     out[i >> 1]! |= floatToHalf(values[i]!) << ((i & 1) * 16);
   }
   return out;
+}
+
+/** Signedness and channel axis of an 8-bit storage (undefined for other storages). */
+export function int8Storage(storage: WeightStorage | undefined): { signed: boolean; axis: 0 | 1 } | undefined {
+  const m = storage ? /^([iu])8([rc])$/.exec(storage) : null;
+  return m ? { signed: m[1] === 'i', axis: m[2] === 'r' ? 0 : 1 } : undefined;
+}
+
+/**
+ * The u32 words of an 8-bit weight [R, C]: its codes (row-major, four per word, element 4j in the
+ * low byte), then `channels` f32 scales and `channels` f32 zero points, each region on a word;
+ * padded to whole 16-byte quads.
+ */
+export function packInt8(codes: ArrayLike<number>, scales: ArrayLike<number>, zeroPoints: ArrayLike<number>): Uint32Array {
+  const codeWords = Math.ceil(codes.length / 4);
+  const out = new Uint32Array(Math.ceil((codeWords + 2 * scales.length) / 4) * 4);
+  const bytes = new Uint8Array(out.buffer);
+  for (let i = 0; i < codes.length; i++) bytes[i] = codes[i]! & 255;
+  const f = new Float32Array(out.buffer, 4 * codeWords, 2 * scales.length);
+  f.set(scales);
+  f.set(zeroPoints, scales.length);
+  return out;
+}
+
+/** Element (r, c) of a packed 8-bit weight [R, C]: (code − zero point) · scale of its channel. */
+export function int8Value(words: Uint32Array, dims: readonly number[], signed: boolean, axis: 0 | 1, r: number, c: number): number {
+  const [R, C] = dims as [number, number];
+  const e = r * C + c;
+  let code = (words[e >> 2]! >>> ((e & 3) * 8)) & 255;
+  if (signed && code > 127) code -= 256;
+  const channels = axis === 0 ? R : C;
+  const ch = axis === 0 ? r : c;
+  const f = new Float32Array(words.buffer, words.byteOffset + 4 * Math.ceil((R * C) / 4), 2 * channels);
+  return (code - f[channels + ch]!) * f[ch]!;
 }

@@ -11,7 +11,7 @@
 // is a graph input, an initializer, an earlier node's output, or '' (an omitted optional input).
 
 import { FormatError } from '../errors.js';
-import { packHalves, q4Layout, q4Storage, q4Value, type DataType, type WeightStorage } from './dtype.js';
+import { int8Storage, int8Value, packHalves, q4Layout, q4Storage, q4Value, type DataType, type WeightStorage } from './dtype.js';
 import { sizeOf, type RefTensor } from './tensor.js';
 
 export type AttrValue = number | string | readonly number[] | readonly string[] | RefTensor;
@@ -156,6 +156,12 @@ export function initializerToRef(init: Initializer): RefTensor {
     for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) out[k * N + j] = q4Value(d as Uint32Array, l, q4.zeroPoints, k, j);
     return { dtype: init.dtype, dims: [...init.dims], data: out };
   }
+  const i8 = int8Storage(init.storage);
+  if (i8) {
+    const [R, C] = init.dims as [number, number];
+    for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) out[r * C + c] = int8Value(d as Uint32Array, init.dims, i8.signed, i8.axis, r, c);
+    return { dtype: init.dtype, dims: [...init.dims], data: out };
+  }
   if (d instanceof BigInt64Array) for (let i = 0; i < n; i++) out[i] = Number(d[i]!);
   else out.set(d as ArrayLike<number>);
   return { dtype: init.dtype, dims: [...init.dims], data: out };
@@ -170,7 +176,7 @@ const PACKED = new WeakMap<Initializer, Uint32Array>();
  */
 export function initializerGpuData(init: Initializer): Float32Array | Int32Array | Uint32Array | undefined {
   const d = init.data;
-  if (q4Storage(init.storage)) return d as Uint32Array;
+  if (q4Storage(init.storage) || int8Storage(init.storage)) return d as Uint32Array;
   if (init.storage === 'f16x2') {
     // One packed copy per weight, however many specialisations upload it.
     let packed = PACKED.get(init);

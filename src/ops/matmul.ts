@@ -18,7 +18,7 @@ import { ShapeError, UnsupportedOpError } from '../errors.js';
 import type { KernelDef, Program, UniformField } from '../gpu/kernel.js';
 import type { DeviceTraits } from '../gpu/traits.js';
 import { Shader } from '../gpu/wgsl.js';
-import { FLOAT_TYPES, q4Storage, type DataType, type WeightStorage } from '../ir/dtype.js';
+import { FLOAT_TYPES, int8Storage, q4Storage, type DataType, type WeightStorage } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { broadcastShapes, broadcastStrides } from '../ir/shape.js';
 import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
@@ -86,6 +86,23 @@ fn bElem(e: u32) -> f32 {
   return (f32(code) - f32(zp)) * bitcast<f32>(B[Q_SOFF + n * Q_NB + blk]);
 }
 fn bQuad(i: u32) -> vec4<f32> { return vec4<f32>(bElem(i), bElem(i + 1u), bElem(i + 2u), bElem(i + 3u)); }`,
+  // W [Q_R, Q_C] as 8-bit codes four per word, then f32 scales and zero points per row (Q_AXIS 0)
+  // or column (1) (ir/dtype.ts packInt8); element e is (code − zero point) · scale of its channel.
+  i8: `override Q_R: u32 = 1u;
+override Q_C: u32 = 1u;
+override Q_AXIS: u32 = 1u;
+override Q_SIGNED: bool = true;
+override Q_CH: u32 = select(Q_C, Q_R, Q_AXIS == 0u);
+override Q_SOFF: u32 = (Q_R * Q_C + 3u) / 4u;
+@group(0) @binding(1) var<storage, read> B: array<u32>;
+fn bElem(e: u32) -> f32 {
+  let byte = (B[e >> 2u] >> ((e & 3u) * 8u)) & 255u;
+  var code = f32(byte);
+  if (Q_SIGNED) { code = f32(bitcast<i32>(byte << 24u) >> 24u); }
+  let ch = select(e % Q_C, e / Q_C, Q_AXIS == 0u);
+  return (code - bitcast<f32>(B[Q_SOFF + Q_CH + ch])) * bitcast<f32>(B[Q_SOFF + ch]);
+}
+fn bQuad(i: u32) -> vec4<f32> { return vec4<f32>(bElem(i), bElem(i + 1u), bElem(i + 2u), bElem(i + 3u)); }`,
 } as const;
 
 /** The tiled kernel and the small-M kernel read one Params struct and one set of flag bits. */
@@ -109,14 +126,16 @@ function matmulKernels(storage: keyof typeof B_STORAGE) {
   };
 }
 
-const KERNELS = { f32: matmulKernels('f32'), f16x2: matmulKernels('f16x2'), q4: matmulKernels('q4') } as const;
+const KERNELS = { f32: matmulKernels('f32'), f16x2: matmulKernels('f16x2'), q4: matmulKernels('q4'), i8: matmulKernels('i8') } as const;
 export const matmulShader = KERNELS.f32.tiled;
 export const matmulGemvShader = KERNELS.f32.gemv;
-/** The same files composed for B in packed halves, and in 4-bit blocks. */
+/** The same files composed for B in packed halves, 4-bit blocks and 8-bit channels. */
 export const matmulPackedShader = KERNELS.f16x2.tiled;
 export const matmulGemvPackedShader = KERNELS.f16x2.gemv;
 export const matmulQ4Shader = KERNELS.q4.tiled;
 export const matmulGemvQ4Shader = KERNELS.q4.gemv;
+export const matmulI8Shader = KERNELS.i8.tiled;
+export const matmulGemvI8Shader = KERNELS.i8.gemv;
 
 /** A tile configuration of the tiled kernel: WG_X×WG_Y invocations, each an RM×CN block of Y. */
 export interface MatmulTile {
@@ -378,9 +397,15 @@ const { F_TRANS_A, F_TRANS_B, F_C, F_IN_SCALE, F_OUT_SCALE } = FLAGS;
 /** Lowers a Problem to dispatches of the tiled or GEMV kernel. */
 function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: LoweringContext, options: MatmulLoweringOptions): LoweringSteps {
   const q4 = q4Storage(storage);
-  const kernels = KERNELS[q4 ? 'q4' : storage === 'f16x2' ? 'f16x2' : 'f32'];
-  // A 4-bit weight's layout is fixed per weight shape: pipeline constants, like the tile.
-  const q4Overrides: Record<string, number> = q4 ? { Q_K: p.geo.bDims.at(-2)!, Q_N: p.geo.bDims.at(-1)!, Q_BS: q4.blockSize, Q_ZP: q4.zeroPoints ? 1 : 0 } : {};
+  const i8 = int8Storage(storage);
+  const kernels = KERNELS[q4 ? 'q4' : i8 ? 'i8' : storage === 'f16x2' ? 'f16x2' : 'f32'];
+  // A quantised weight's layout is fixed per weight shape: pipeline constants, like the tile.
+  const [bRows, bCols] = [p.geo.bDims.at(-2)!, p.geo.bDims.at(-1)!];
+  const quantOverrides: Record<string, number> = q4
+    ? { Q_K: bRows, Q_N: bCols, Q_BS: q4.blockSize, Q_ZP: q4.zeroPoints ? 1 : 0 }
+    : i8
+      ? { Q_R: bRows, Q_C: bCols, Q_AXIS: i8.axis, Q_SIGNED: i8.signed ? 1 : 0 }
+      : {};
   const { geo, transA, transB } = p;
   let { M } = geo;
   const { K, N } = geo;
@@ -407,14 +432,14 @@ function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: Lower
   let tilesN: number;
   if (M <= GEMV_MAX_ROWS) {
     kernel = kernels.small;
-    overrides = { TRANS_B: transB ? 1 : 0, VEC_B: vecB ? 1 : 0, ROW_GROUPS: M <= 4 ? 1 : 2, ...q4Overrides };
+    overrides = { TRANS_B: transB ? 1 : 0, VEC_B: vecB ? 1 : 0, ROW_GROUPS: M <= 4 ? 1 : 2, ...quantOverrides };
     tilesM = 1;
     tilesN = Math.ceil(N / (transB ? GEMV_COLS.t : GEMV_COLS.n));
   } else {
     const tile = options.tile ?? pickTile(M, N, nBatch, ctx.device);
     const { WG_X, WG_Y, KT, RM, CN } = tile;
     kernel = N % 4 === 0 ? kernels.vec4 : kernels.scalar;
-    overrides = { WG_X, WG_Y, KT, RM, CN, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0, ...q4Overrides };
+    overrides = { WG_X, WG_Y, KT, RM, CN, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0, ...quantOverrides };
     tilesM = Math.ceil(M / (RM * WG_Y));
     tilesN = Math.ceil(N / (CN * WG_X));
   }

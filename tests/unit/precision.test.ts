@@ -22,7 +22,7 @@ import { closeness } from '../util/tensors.js';
 
 const refTensor = (t: JsonTensor): RefTensor => ({ dtype: t.dtype, dims: t.dims, data: Float64Array.from(t.data as number[], Number) });
 
-const FILES: [model: string, file: string, kind: 'fp16' | 'q4'][] = [
+const FILES: [model: string, file: string, kind: 'fp16' | 'q4' | 'int8'][] = [
   ['gpt2', 'onnx/model_fp16.onnx', 'fp16'],
   ['gpt2', 'onnx/model_fp16_weights.onnx', 'fp16'],
   ['llama', 'onnx/model_fp16.onnx', 'fp16'],
@@ -33,6 +33,9 @@ const FILES: [model: string, file: string, kind: 'fp16' | 'q4'][] = [
   ['llama', 'onnx/model_q4f16.onnx', 'q4'],
   ['bert', 'onnx/model_q4.onnx', 'q4'],
   ['bert', 'onnx/model_q4_b128_zp.onnx', 'q4'],
+  ['gpt2', 'onnx/model_int8_qdq.onnx', 'int8'],
+  ['llama', 'onnx/model_int8_qdq.onnx', 'int8'],
+  ['bert', 'onnx/model_int8_qdq.onnx', 'int8'],
 ];
 
 /** Half weights: every module's weight is packed and read by its matmul directly. */
@@ -55,7 +58,15 @@ function checkQ4(graph: Graph, modules: readonly ModuleInfo[]): void {
   expect(describeGraph(graph, modules)).toContain(`Precision on the GPU: ${count} weights in 4-bit blocks (MatMulNBits)`);
 }
 
-describe('fp16 and 4-bit files at load', () => {
+/** QDQ 8-bit weights: every module's weight folded into one packed weight; no DequantizeLinear left. */
+function checkInt8(graph: Graph, modules: readonly ModuleInfo[]): void {
+  for (const m of modules) expect(graph.initializers.get(m.weight)?.storage, m.path).toMatch(/^[iu]8[rc]$/);
+  expect(graph.nodes.filter((n) => n.opType === 'DequantizeLinear')).toEqual([]);
+  expect([...graph.initializers.values()].filter((i) => i.dtype === 'int8' || i.dtype === 'uint8')).toEqual([]);
+  expect(() => checkMergeable(graph, modules, { gpu: false })).toThrow(/is an 8-bit weight/);
+}
+
+describe('fp16, 4-bit and 8-bit files at load', () => {
   for (const [model, file, kind] of FILES) {
     it(`${model}-variants/${file}`, () => {
       const root = `tests/fixtures/real/${model}-variants`;
@@ -66,7 +77,8 @@ describe('fp16 and 4-bit files at load', () => {
       const summary = (ms: readonly ModuleInfo[]) => ms.map((m) => `${m.path} ${m.inFeatures}→${m.outFeatures} bias ${m.bias !== undefined}`);
       expect(summary(modules)).toEqual(summary(findModules(plain, { modelType })));
       if (kind === 'fp16') checkHalf(graph, modules);
-      else checkQ4(graph, modules);
+      else if (kind === 'q4') checkQ4(graph, modules);
+      else checkInt8(graph, modules);
 
       // The same function: the CPU executor against onnxruntime-web.
       const ref = readJson<Reference>(`${root}/reference.json`).files[file]!;

@@ -2,7 +2,7 @@
 // is the one generated from `uniforms`, at the binding after its inputs and outputs, defined once;
 // every input and output is a storage binding of the right access; the entry point exists. And
 // every file in shaders/ is composed by a Shader (a new file must be listed here; matmul's files
-// once per storage of B: f32, packed halves, 4-bit blocks).
+// once per storage of B: f32, packed halves, 4-bit blocks, 8-bit channels).
 import { readdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -13,7 +13,7 @@ import { elementwiseShader } from '../../src/ops/elementwise.js';
 import { ia3Shader } from '../../src/ops/ia3.js';
 import { gatherShader, padShader, stridedShader, transposeShader, triluShader } from '../../src/ops/layout-kernels.js';
 import { lossShader } from '../../src/ops/loss.js';
-import { matmulGemvPackedShader, matmulGemvQ4Shader, matmulGemvShader, matmulPackedShader, matmulQ4Shader, matmulShader } from '../../src/ops/matmul.js';
+import { matmulGemvI8Shader, matmulGemvPackedShader, matmulGemvQ4Shader, matmulGemvShader, matmulI8Shader, matmulPackedShader, matmulQ4Shader, matmulShader } from '../../src/ops/matmul.js';
 import { normShader, softmaxShader } from '../../src/ops/normalization.js';
 import { optimShader } from '../../src/ops/optim.js';
 import { reduceShader, scanShader } from '../../src/ops/reduce.js';
@@ -38,6 +38,8 @@ const SHADERS: readonly Shader[] = [
   matmulGemvPackedShader,
   matmulQ4Shader,
   matmulGemvQ4Shader,
+  matmulI8Shader,
+  matmulGemvI8Shader,
   normShader,
   softmaxShader,
   optimShader,
