@@ -57,7 +57,7 @@ function int8Weight(graph: Graph, dq: Node): Initializer | undefined {
  * `graph` with its packable float16 weights marked packed (their float Casts dropped) and its QDQ
  * 8-bit weights folded into packed weights (their DequantizeLinear nodes dropped).
  */
-export function packHalfWeights(graph: Graph): Graph {
+export function packFrozenWeights(graph: Graph): Graph {
   const readers = new Map<string, Node[]>();
   for (const n of graph.nodes) {
     for (const v of new Set(n.inputs)) {
