@@ -118,7 +118,8 @@ export class Plan {
         const type = graph.types.get(name);
         if (!type) throw new Error(`plan: value '${name}' has no type`);
         const value = graph.constants.get(name);
-        return value ? { ...type, value } : type;
+        const storage = graph.resident.get(name)?.storage;
+        return value || storage ? { ...type, ...(value ? { value } : {}), ...(storage ? { storage } : {}) } : type;
       };
 
       for (let i = 0; i < graph.nodes.length; i++) {
@@ -130,6 +131,11 @@ export class Plan {
           throw new ShapeError(node.opType, node.name, 'is computed on the CPU at specialisation and cannot run in a plan');
         }
         const inInfos = node.inputs.map(infoOf);
+        inInfos.forEach((info, k) => {
+          if (info?.storage && !def.packedInputs?.includes(k)) {
+            throw new ShapeError(node.opType, node.name, `input ${k} '${node.inputs[k]}' is a weight stored ${info.storage}, which this op's kernel does not read`);
+          }
+        });
         const outTypes = node.outputs.map((o) => {
           const t = graph.types.get(o);
           if (!t) throw new Error(`plan: output '${o}' of ${node.name} has no type`);
@@ -235,8 +241,10 @@ export class Plan {
 function checkSizes(graph: PlanGraph, traits: DeviceTraits): void {
   const limit = Math.min(traits.limits.maxBufferSize, traits.limits.maxStorageBufferBindingSize);
   const check = (value: string, what: string): void => {
+    // A weight kept packed (ir/dtype.ts) takes the bytes of its words, not 4 per element.
+    const packed = graph.resident.get(value)?.storage ? graph.resident.get(value)!.data.byteLength : undefined;
     const type = graph.types.get(value);
-    const bytes = type ? 4 * sizeOf(type.dims) : 0;
+    const bytes = packed ?? (type ? 4 * sizeOf(type.dims) : 0);
     if (bytes > limit) throw new SizeLimitError(what, bytes, limit, 'bytes', "a buffer the kernels bind whole: the device's maxBufferSize and maxStorageBufferBindingSize");
   };
   for (const inp of graph.inputs) check(inp.name, `input '${inp.name}'`);

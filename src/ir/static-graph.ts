@@ -6,6 +6,7 @@
 // the Graph and input shapes it came from (onnx/specialize.ts builds it; autograd/ appends to it).
 
 import type { Attrs, Graph } from './graph.js';
+import type { WeightStorage } from './dtype.js';
 import type { RefTensor, TensorType } from './tensor.js';
 
 /** A node of a plan's graph (after specialisation; topological order). */
@@ -18,8 +19,11 @@ export interface PlanNode {
   readonly opset: number;
 }
 
-/** Resident data the plan uploads once: weights (typed arrays) or folded constants. */
-export type ResidentData = { readonly type: TensorType; readonly data: Float32Array | Int32Array };
+/**
+ * Resident data the plan uploads once: weights (typed arrays) or folded constants; `storage` when
+ * the data is a packed form (ir/dtype.ts) that only some lowerings read.
+ */
+export type ResidentData = { readonly type: TensorType; readonly data: Float32Array | Int32Array | Uint32Array; readonly storage?: WeightStorage };
 
 /**
  * An index check: the status value of an IndexCheck node guarding a gather (see

@@ -25,6 +25,7 @@ import { initializerToRef, normDomain, topoSort, uniqueNodeNames, type AttrValue
 import { sizeOf } from '../ir/tensor.js';
 import { resolveOp } from '../ops/registry.js';
 import { expandGraph } from './expand.js';
+import { packFrozenWeights } from './precision.js';
 
 /** The ai.onnx opsets whose semantics the registry implements. */
 export const MIN_OPSET = 7;
@@ -638,7 +639,15 @@ export function buildGraph(
     nodes: sorted,
   };
   // Fused ops become primitives here; one an expansion refuses is reported with the others.
-  const graph = expandGraph(decoded, (node, e) => note(node.opType, node.domain, node.name, e.detail));
+  const expandedGraph = expandGraph(decoded, (node, e) => note(node.opType, node.domain, node.name, e.detail));
+  // Half-precision and QDQ 8-bit weights whose readers dequantise stay packed on the GPU (their
+  // Casts and DequantizeLinears go: those nodes are no longer unsupported).
+  const graph = packFrozenWeights(expandedGraph);
+  const kept = new Set(graph.nodes.map((n) => n.name));
+  for (const [key, u] of unsupported) {
+    u.nodes = u.nodes.filter((n) => kept.has(n));
+    if (u.nodes.length === 0) unsupported.delete(key);
+  }
   if (unsupported.size > 0 && !options.allowUnsupported) throw unsupportedError([...unsupported.values()], opsets.get('') ?? 0);
   return graph;
 }

@@ -472,7 +472,7 @@ function build(
     if (init) {
       weights.push(v);
       const data = initializerGpuData(init);
-      if (data) resident.set(v, { type, data });
+      if (data) resident.set(v, { type, data, ...(init.storage ? { storage: init.storage } : {}) });
     } else if (t.value) {
       const data = gpuData(t.value);
       if (data) resident.set(v, { type, data });

@@ -4,12 +4,14 @@ import { adapterName, type AdapterDescription, type GpuContext } from '../../src
 import type { BenchContext, BenchRow } from './harness.js';
 import { kernelSuite } from './kernels.js';
 import { modelSuite } from './models.js';
+import { precisionSuite } from './precision.js';
 import { trainSuite } from './train.js';
 
 export const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
   kernels: kernelSuite,
   models: modelSuite,
   train: trainSuite,
+  precision: precisionSuite,
 };
 
 /** What a run publishes: the page on window.__bench, Node in the JSON file run.mjs reads. */

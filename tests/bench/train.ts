@@ -4,7 +4,7 @@
 // IA3 needs no weight gradients), tokens per second, and GPU memory of the training plan as a
 // ratio to the frozen weights' size.
 import { getPeftModel, IA3Config, loadModel, type TensorData } from '../../src/index.js';
-import { type BenchContext, round, timeGpu } from './harness.js';
+import { type BenchContext, round, timeForwardAndStep } from './harness.js';
 import { syntheticExternalData } from './models.js';
 
 export async function trainSuite({ gpu, quick, rows, log, readFile }: BenchContext): Promise<void> {
@@ -16,20 +16,7 @@ export async function trainSuite({ gpu, quick, rows, log, readFile }: BenchConte
   const n = batch * seq;
   const ids = new BigInt64Array(n).map((_, i) => BigInt(1 + ((i * 7919) % 500)));
   const feeds: Record<string, TensorData> = { input_ids: { data: ids, dims: [batch, seq] }, attention_mask: { data: new BigInt64Array(n).fill(1n), dims: [batch, seq] } };
-  const shapes = { input_ids: [batch, seq], attention_mask: [batch, seq] };
-
-  // Forward of the adapted model (IA3 scales fused into the matmuls), no readback.
-  const { plan: forward } = await peft.current().planFor(shapes);
-  forward.writeInputs(new Map(Object.entries(feeds).map(([k, v]) => [k, Int32Array.from(v.data as BigInt64Array, Number)])));
-  const reps = quick ? 2 : 5;
-  const tForward = await timeGpu(gpu, (enc) => forward.encode(enc), { reps, trials: 3 });
-
-  // Forward + loss + backward to every IA3 vector.
-  const { model: lossModel, trainables } = peft.trainingModel();
-  const g = await lossModel.gradientPlan({ ...shapes, labels: [batch, seq] }, 'loss', trainables.map((t) => t.name));
-  const trainFeeds = lossModel.gpuFeeds({ ...feeds, labels: feeds.input_ids! });
-  g.plan.writeInputs(new Map([...trainFeeds].filter(([k]) => g.inputs.includes(k)).map(([k, v]) => [k, v.data])));
-  const tStep = await timeGpu(gpu, (enc) => g.plan.encode(enc), { reps, trials: 3 });
+  const { forward, step: g, tForward, tStep } = await timeForwardAndStep(gpu, peft, feeds, quick ? 2 : 5);
 
   const label = `gpt2-bench b${batch}×s${seq}`;
   rows.push({
