@@ -104,3 +104,25 @@ export class InputError extends IA3Error {
     super('INPUT', message);
   }
 }
+
+/**
+ * A tensor does not fit the device's buffer limits and the toolkit cannot split it: names the
+ * tensor, its bytes, the limit and what to change. Thrown before any GPU work of the plan.
+ */
+export class LimitError extends IA3Error {
+  override readonly name: string = 'LimitError';
+  readonly tensor: string;
+  readonly bytes: number;
+  readonly limit: number;
+  readonly limitName: string;
+  constructor(tensor: string, bytes: number, limit: number, limitName: string, detail: string) {
+    super(
+      'LIMIT',
+      `tensor '${tensor}' needs ${bytes.toLocaleString('en-US')} bytes, over the device's ${limitName} of ${limit.toLocaleString('en-US')} bytes: ${detail}`,
+    );
+    this.tensor = tensor;
+    this.bytes = bytes;
+    this.limit = limit;
+    this.limitName = limitName;
+  }
+}

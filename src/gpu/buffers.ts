@@ -4,14 +4,19 @@
 // of nearly equal size are interchangeable. `liveBytes` counts what callers hold (class sizes, i.e.
 // what the GPU really allocated for them); `peakLiveBytes` is what benchmarks report as memory.
 // Every pooled buffer has STORAGE | COPY_SRC | COPY_DST usage so any of them can be read back or
-// overwritten from the CPU.
+// overwritten from the CPU. A class never exceeds the device's buffer limit (a size just under the
+// limit gets its exact, 16-byte aligned size), and a request over the limit is a LimitError here,
+// before WebGPU would fail with an untyped validation error.
+
+import { LimitError } from '../errors.js';
 
 const MiB = 1 << 20;
 
-export function sizeClass(bytes: number): number {
+/** The size class of a `bytes`-byte request, capped at `limit` when the request itself fits. */
+export function sizeClass(bytes: number, limit = Infinity): number {
   const b = Math.max(16, bytes);
-  if (b <= MiB) return 2 ** Math.ceil(Math.log2(b));
-  return Math.ceil(b / MiB) * MiB;
+  const c = b <= MiB ? 2 ** Math.ceil(Math.log2(b)) : Math.ceil(b / MiB) * MiB;
+  return c > limit && b <= limit ? Math.ceil(b / 16) * 16 : c;
 }
 
 // GPUBufferUsage is undefined outside a WebGPU-capable realm (Node unit tests import this module);
@@ -26,11 +31,22 @@ export class BufferPool {
   peakLiveBytes = 0;
   pooledBytes = 0;
 
-  constructor(private readonly device: GPUDevice) {}
+  constructor(
+    private readonly device: GPUDevice,
+    /** The largest buffer to create: the largest a kernel can bind (see traits.bindingLimit). */
+    readonly limit = Infinity,
+    private readonly limitName = 'maxStorageBufferBindingSize',
+  ) {}
+
+  /** The bytes `acquire(bytes)` allocates. */
+  classOf(bytes: number): number {
+    return sizeClass(bytes, this.limit);
+  }
 
   /** A storage buffer of at least `bytes` bytes. Contents are undefined (stale) unless zeroed. */
   acquire(bytes: number, label?: string): GPUBuffer {
-    const size = sizeClass(bytes);
+    const size = this.classOf(bytes);
+    this.check(size, label);
     const list = this.free.get(size);
     let buffer = list?.pop();
     if (buffer) {
@@ -47,9 +63,16 @@ export class BufferPool {
    */
   acquireExact(bytes: number, label?: string): GPUBuffer {
     const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    this.check(size, label);
     const buffer = this.device.createBuffer({ label, size, usage: STORAGE_USAGE });
     this.exact.add(buffer);
     return this.track(buffer, size);
+  }
+
+  private check(size: number, label: string | undefined): void {
+    if (size > this.limit) {
+      throw new LimitError(label ?? 'buffer', size, this.limit, this.limitName, 'no GPU buffer may be larger (the plan that asked for it should have split or refused it)');
+    }
   }
 
   private track(buffer: GPUBuffer, size: number): GPUBuffer {

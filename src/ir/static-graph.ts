@@ -18,8 +18,11 @@ export interface PlanNode {
   readonly opset: number;
 }
 
-/** Resident data the plan uploads once: weights (typed arrays) or folded constants. */
-export type ResidentData = { readonly type: TensorType; readonly data: Float32Array | Int32Array };
+/**
+ * Resident data the plan uploads once: weights (typed arrays) or folded constants. `data` is absent
+ * for a weight that lives only on the GPU (streamed there at load): the plan finds it in `shared`.
+ */
+export type ResidentData = { readonly type: TensorType; readonly data?: Float32Array | Int32Array };
 
 /** What a plan is compiled from. */
 export interface PlanGraph {
