@@ -5,6 +5,7 @@
 import { elementwiseOps } from './elementwise.js';
 import { ia3Ops } from './ia3.js';
 import { layoutOps } from './layout.js';
+import { lmHeadOps } from './lm-head.js';
 import { lossOps } from './loss.js';
 import { matmulOps } from './matmul.js';
 import { normalizationOps } from './normalization.js';
@@ -16,6 +17,7 @@ export const OPS = {
   ...elementwiseOps,
   ...ia3Ops,
   ...layoutOps,
+  ...lmHeadOps,
   ...lossOps,
   ...matmulOps,
   ...normalizationOps,

@@ -287,13 +287,14 @@ export class PeftModel {
     this.assertLive();
     if (this.disabled) throw new InputError('adapters are disabled: there is nothing to train');
     if (this.merged) throw new InputError(`cannot train while adapters are merged (${this.merging.merged.join(', ')}): call unmerge() first`);
-    const model = this.variants.get(`${this.active.join('+')}|loss`, () => withLoss(this.current().graph, this.lossTask()));
     const used = new Set(this.savedInUse().map((s) => s.by.name));
     const trainables = this.active.flatMap((a) =>
       this.adapter(a)
         .params.filter((p) => p.target || used.has(p.name))
         .map((param) => ({ name: param.name, adapter: a, param })),
     );
+    const trainable = new Set(trainables.map((t) => t.name));
+    const model = this.variants.get(`${this.active.join('+')}|loss`, () => withLoss(this.current().graph, this.lossTask(), { trainable }));
     return { model, trainables };
   }
 

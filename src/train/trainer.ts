@@ -394,8 +394,9 @@ export class Trainer {
     let correct = 0;
     let examples = 0;
     for (const b of batches(dataset, { ...collate, batchSize: this.args.batchSize, seed: 0, epoch: 0, shuffle: false })) {
+      // Classification reads the scores too; a causal LM only the loss (its logits may not be an output).
       const scoresName = model.outputNames.includes(SCORES) ? SCORES : 'logits';
-      const out = await model.run({ ...b.inputs, [LABELS]: b.labels }, [LOSS, scoresName]);
+      const out = await model.run({ ...b.inputs, [LABELS]: b.labels }, task === 'CAUSAL_LM' ? [LOSS] : [LOSS, scoresName]);
       // The loss is a mean over the batch's counted labels: weight batches by that count.
       const labels = b.labels.data;
       let counted = 0;
