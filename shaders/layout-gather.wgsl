@@ -11,7 +11,9 @@
 // of range after that is CLAMPED to [0, axis_dim - 1]: a kernel cannot raise, and clamping keeps
 // the read inside the tensor (the float64 reference throws instead, naming the index).
 // Consecutive invocations handle consecutive output words, so embedding lookups (inner = hidden
-// size) read and write whole contiguous rows.
+// size) read and write whole contiguous rows. A table too large for one binding is gathered from
+// its row blocks, one dispatch each: `data` is then the block [block_lo, block_hi) of the axis, and
+// an element whose (clamped) index lies outside it is left for the dispatch of its own block.
 
 override WG: u32 = 256u;
 
@@ -45,5 +47,6 @@ fn main(
   var j = indices[ii];
   if (j < 0) { j += P.axis_dim; }
   j = clamp(j, 0, P.axis_dim - 1);
-  out[i] = data[dd + u32(j) * P.axis_stride];
+  if (j < P.block_lo || j >= P.block_hi) { return; }
+  out[i] = data[dd + u32(j - P.block_lo) * P.axis_stride];
 }

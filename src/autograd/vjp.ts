@@ -720,6 +720,7 @@ export const VJP: { readonly [K in OpType]: VjpEntry } = {
   Transpose,
   Gather,
   GatherElements: unsupported('GatherElements (the data gradient needs a scatter-add op)'),
+  GatherBlocks: unsupported('GatherBlocks (the legaliser emits it after the reverse pass; a trained table is never split)'),
   Expand,
   Tile,
   Pad,

@@ -24,6 +24,8 @@ import type { LoweringContext, OpDef } from '../ops/types.js';
 export interface CompileOptions {
   /** Lower for these traits instead of the device's own (tests asking for a kernel variant). */
   readonly device?: DeviceTraits;
+  /** The layout `layoutPlan` gave for this graph and device (computed again when absent). */
+  readonly layout?: PlanLayout;
 }
 
 export interface PlanMemory {
@@ -63,9 +65,10 @@ export interface PlanLayout {
 /**
  * Lowers every node and assigns buffers by liveness, without touching a GPU. Throws LimitError for
  * a value, input, weight or scratch buffer larger than the device's binding limit, ShapeError for
- * a node the registry cannot lower.
+ * a node the registry cannot lower. `sharedBytes(name)` gives the size of a resident tensor held
+ * elsewhere (the model's weight store; by default `graph.shared`), undefined for one the plan uploads.
  */
-export function layoutPlan(graph: PlanGraph, device: DeviceTraits): PlanLayout {
+export function layoutPlan(graph: PlanGraph, device: DeviceTraits, sharedBytes: (name: string) => number | undefined = (name) => graph.shared?.get(name)?.size): PlanLayout {
   const limit = bindingLimit(device);
   const limitName = device.limits.maxStorageBufferBindingSize <= device.limits.maxBufferSize ? 'maxStorageBufferBindingSize' : 'maxBufferSize';
   const check = (name: string, bytes: number, what: string): void => {
@@ -79,9 +82,9 @@ export function layoutPlan(graph: PlanGraph, device: DeviceTraits): PlanLayout {
   const uploads = new Map<string, number>();
   const resident = new Set<string>();
   for (const name of consumed) {
-    const shared = graph.shared?.get(name);
-    if (shared) {
-      memory.sharedBytes += shared.size;
+    const shared = sharedBytes(name);
+    if (shared !== undefined) {
+      memory.sharedBytes += shared;
       resident.add(name);
       continue;
     }
@@ -105,6 +108,7 @@ export function layoutPlan(graph: PlanGraph, device: DeviceTraits): PlanLayout {
   const lastUse = new Map<string, number>();
   graph.nodes.forEach((n, i) => n.inputs.forEach((v) => v && lastUse.set(v, i)));
   for (const o of graph.outputs) lastUse.set(o, Infinity);
+  for (const parts of graph.outputParts?.values() ?? []) for (const p of parts) lastUse.set(p, Infinity);
   // Views share a slot with their source: the root value owns it, and lives as long as any view.
   const root = new Map<string, string>();
   const rootOf = (v: string): string => root.get(v) ?? v;
@@ -206,14 +210,14 @@ export class Plan {
 
   static async compile(gpu: GpuContext, graph: PlanGraph, options: CompileOptions = {}): Promise<Plan> {
     gpu.assertAlive();
-    const layout = layoutPlan(graph, options.device ?? gpu.traits);
+    const layout = options.layout ?? layoutPlan(graph, options.device ?? gpu.traits);
     const pool = gpu.buffers;
     const buffers = new Map<string, GPUBuffer>();
     const owned: GPUBuffer[] = [];
     try {
       for (const name of new Set(graph.nodes.flatMap((n) => n.inputs))) {
         const shared = graph.shared?.get(name);
-        if (shared) buffers.set(name, shared);
+        if (shared && !layout.uploads.has(name)) buffers.set(name, shared);
       }
       for (const name of layout.uploads.keys()) {
         const data = graph.resident.get(name)!.data;
@@ -285,16 +289,35 @@ export class Plan {
     const err = await device.popErrorScope();
     if (err) throw new GpuExecutionError(`plan execution failed: ${err.message}`);
     const out = new Map<string, Float32Array | Int32Array>();
-    await Promise.all(
-      read.map(async (name) => {
-        const type = this.graph.types.get(name);
-        const buf = this.buffers.get(name);
-        if (!type || !buf) throw new Error(`plan: '${name}' is not a value of this plan`);
-        const n = sizeOf(type.dims);
-        const bytes = await this.gpu.read(buf, 4 * n);
-        out.set(name, gpuArrayOf(type, bytes));
-      }),
-    );
+    await Promise.all(read.map(async (name) => out.set(name, await this.read(name))));
+    return out;
+  }
+
+  /** Whether `value` can be read after an execution (it has a buffer, or parts that do). */
+  has(value: string): boolean {
+    return this.buffers.has(value) || (this.graph.outputParts?.has(value) ?? false);
+  }
+
+  /** Reads a value back (its parts one after another, for an output computed in parts). */
+  private async read(name: string): Promise<Float32Array | Int32Array> {
+    const type = this.graph.types.get(name);
+    if (!type) throw new Error(`plan: '${name}' is not a value of this plan`);
+    const parts = this.graph.outputParts?.get(name);
+    if (!parts) {
+      const buf = this.buffers.get(name);
+      if (!buf) throw new Error(`plan: '${name}' is not a value of this plan`);
+      return gpuArrayOf(type, await this.gpu.read(buf, 4 * sizeOf(type.dims)));
+    }
+    const out = gpuArrayOf(type, new ArrayBuffer(4 * sizeOf(type.dims)));
+    let at = 0;
+    for (const p of parts) {
+      const buf = this.buffers.get(p);
+      const t = this.graph.types.get(p);
+      if (!buf || !t) throw new Error(`plan: '${p}' is not a value of this plan`);
+      const n = sizeOf(t.dims);
+      out.set(gpuArrayOf(t, await this.gpu.read(buf, 4 * n)), at);
+      at += n;
+    }
     return out;
   }
 

@@ -42,6 +42,11 @@ export interface PlanGraph {
    * training plan of another shape). Looked up before `resident`; the plan never frees them.
    */
   readonly shared?: ReadonlyMap<string, GPUBuffer>;
+  /**
+   * Outputs too large for one buffer, computed in parts: value → its parts, consecutive row ranges
+   * of the value flattened to [rows, last dim] (compile/legalize.ts); reading the value reads them.
+   */
+  readonly outputParts?: ReadonlyMap<string, readonly string[]>;
 }
 
 export interface SpecNode extends PlanNode {

@@ -2,6 +2,7 @@
 // lowering (see types.ts). `OpType` is derived from this table, and the autograd's VJP table is a
 // mapped type over OpType, so adding an op here without its gradient rule does not compile.
 
+import { blockOps } from './blocks.js';
 import { elementwiseOps } from './elementwise.js';
 import { ia3Ops } from './ia3.js';
 import { layoutOps } from './layout.js';
@@ -14,6 +15,7 @@ import { rotaryOps } from './rotary.js';
 import type { OpDef } from './types.js';
 
 export const OPS = {
+  ...blockOps,
   ...elementwiseOps,
   ...ia3Ops,
   ...layoutOps,
