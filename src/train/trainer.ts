@@ -19,9 +19,9 @@
 
 import { LABELS, LOSS, SCORES, type LossTask } from '../autograd/loss.js';
 import { IA3Error, InputError } from '../errors.js';
-import type { GradientPlan, Model } from '../model.js';
+import type { GradientPlan, MemoryPlan, Model } from '../model.js';
 import type { PeftModel } from '../peft/model.js';
-import { batches, bucketsUpTo, type Batch, type Example } from './data.js';
+import { batches, bucketsUpTo, countedLabels, splitRows, type Batch, type Example } from './data.js';
 import { FlatState, StepEncoder } from './optimizer.js';
 import { learningRateAt, warmupStepsFrom, type ScheduleName } from './schedule.js';
 
@@ -51,6 +51,14 @@ export interface TrainingArguments {
   buckets?: number[];
   /** Padding token; default config.json's pad_token_id, else 0. */
   padTokenId?: number;
+  /**
+   * GPU memory (bytes) a training step may take — weights, activations, inputs and optimizer
+   * state, as `memoryPlan` counts them. A batch whose step would take more runs as micro-batches of
+   * fewer rows (halved until one fits) whose gradients add up to the whole batch's: each is
+   * weighted by its share of the batch's counted labels, so the step is the one the whole batch
+   * makes. A single sequence that does not fit is an InputError before any GPU work. Default: no budget.
+   */
+  maxMemoryBytes?: number;
 }
 
 export interface StepEvent {
@@ -130,6 +138,8 @@ interface Run {
   readonly totalSteps: number;
   readonly warmup: number;
   uploaded: boolean;
+  /** Rows per micro-batch that fit maxMemoryBytes, by batch shape. */
+  readonly fitted: Map<string, number>;
   /** Steps since the last read of the loss ring, and when that window started. */
   window: Pending[];
   windowStart: number;
@@ -139,7 +149,7 @@ interface Run {
 }
 
 export class Trainer {
-  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId'>> & Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId'>;
+  readonly args: Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes'>> & Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes'>;
   private readonly listeners: { [K in keyof Events]: Set<(e: Events[K]) => void> } = { step: new Set(), log: new Set(), evaluate: new Set(), end: new Set() };
   private stopRequested = false;
   /** Optimizer steps taken by this trainer. */
@@ -169,6 +179,7 @@ export class Trainer {
       maxLength: args.maxLength ?? 128,
       buckets: args.buckets,
       padTokenId: args.padTokenId,
+      maxMemoryBytes: args.maxMemoryBytes,
     };
     const positive: (keyof TrainingArguments)[] = ['learningRate', 'batchSize', 'numEpochs', 'gradientAccumulationSteps', 'loggingSteps', 'maxLength'];
     for (const k of positive) {
@@ -178,6 +189,24 @@ export class Trainer {
     if (this.args.maxSteps !== undefined && !(Number.isInteger(this.args.maxSteps) && this.args.maxSteps > 0)) {
       throw new InputError(`TrainingArguments.maxSteps must be a positive integer, got ${this.args.maxSteps}`);
     }
+    const budget = this.args.maxMemoryBytes;
+    if (budget !== undefined && !(typeof budget === 'number' && budget > 0 && Number.isFinite(budget))) {
+      throw new InputError(`TrainingArguments.maxMemoryBytes must be a positive number of bytes, got ${budget}`);
+    }
+  }
+
+  /**
+   * The GPU memory of one training step on `batch` sequences of `sequence` tokens, before anything
+   * runs: the forward + loss + backward plan's (PeftModel.memoryPlan) and the optimizer state's
+   * (flat values, gradients, AdamW moments). A LimitError when a tensor of the step cannot fit the
+   * device's buffers.
+   */
+  memoryPlan({ batch, sequence }: { batch: number; sequence: number }): MemoryPlan & { readonly optimizer: number } {
+    const plan = this.peft.memoryPlan({ batch, sequence });
+    const { model, trainables } = this.peft.trainingModel();
+    const layout = FlatState.layout(model.gpu, trainables.map((t) => ({ name: t.name, n: t.param.values.length })));
+    const optimizer = FlatState.bytes(model.gpu, layout, this.args.maxGradNorm);
+    return { ...plan, optimizer, total: plan.total + optimizer };
   }
 
   /** Subscribes to an event; returns the function that unsubscribes. */
@@ -220,10 +249,11 @@ export class Trainer {
     try {
       for (const { micro, epoch } of this.stepGroups(run)) {
         const step = this.globalStep;
-        const plans = await this.plansFor(run, micro);
+        const pieces = this.fit(run, micro);
+        const plans = await this.plansFor(run, pieces.map((p) => p.batch));
         await this.prepareStep(run, plans);
         const lr = learningRateAt(step, { name: this.args.lrScheduler, baseLr: this.args.learningRate, warmupSteps: run.warmup, totalSteps: run.totalSteps });
-        this.submitStep(run, micro, plans, step, lr);
+        this.submitStep(run, pieces, plans, step, lr);
         run.window.push({ step: step + 1, epoch: epoch + 1, lr, tokens: micro.reduce((s, b) => s + b.tokens, 0) });
         this.globalStep++;
         const done = (): boolean => this.stopRequested || this.globalStep >= run.totalSteps;
@@ -260,7 +290,7 @@ export class Trainer {
     const session = this.session;
     if (session.dataset !== dataset) Object.assign(session, { dataset, epoch: 0, consumed: 0 });
     const hyper = { lr: a.learningRate, beta1: a.adamBeta1, beta2: a.adamBeta2, eps: a.adamEpsilon, weightDecay: a.weightDecay };
-    const settings = { hyper, maxGradNorm: a.maxGradNorm, loggingSteps: a.loggingSteps, accumulation: a.gradientAccumulationSteps };
+    const settings = { hyper, maxGradNorm: a.maxGradNorm, loggingSteps: a.loggingSteps };
     return {
       model,
       session,
@@ -270,6 +300,7 @@ export class Trainer {
       totalSteps,
       warmup: a.warmupSteps > 0 ? a.warmupSteps : warmupStepsFrom(a.warmupRatio, totalSteps),
       uploaded: false,
+      fitted: new Map(),
       window: [],
       windowStart: performance.now(),
       pendingRead: undefined,
@@ -310,6 +341,39 @@ export class Trainer {
     }
   }
 
+  /**
+   * The micro-batches a step submits and each one's weight in it: the groups' batches (weight
+   * 1 / gradientAccumulationSteps each, as the Hugging Face Trainer), each cut into pieces of the
+   * most rows whose step fits maxMemoryBytes; a piece's weight is its share of its batch's counted
+   * labels (the loss is a mean over them), so the pieces add up to the batch.
+   */
+  private fit(run: Run, micro: readonly Batch[]): { batch: Batch; alpha: number }[] {
+    const budget = this.args.maxMemoryBytes;
+    const k = micro.length;
+    if (budget === undefined) return micro.map((batch) => ({ batch, alpha: 1 / k }));
+    return micro.flatMap((batch) => {
+      const [rows, sequence] = [batch.examples, batch.labels.dims[1] ?? batch.inputs.input_ids?.dims[1] ?? 1];
+      const key = `${rows}x${sequence}`;
+      let fits = run.fitted.get(key);
+      if (fits === undefined) {
+        fits = rows;
+        let need = this.memoryPlan({ batch: fits, sequence }).total;
+        while (need > budget && fits > 1) {
+          fits = Math.ceil(fits / 2);
+          need = this.memoryPlan({ batch: fits, sequence }).total;
+        }
+        if (need > budget) {
+          throw new InputError(`a training step on one sequence of ${sequence} tokens needs ${need.toLocaleString('en-US')} bytes of GPU memory, over maxMemoryBytes (${budget.toLocaleString('en-US')}); use shorter sequences (maxLength) or a larger budget`);
+        }
+        run.fitted.set(key, fits);
+      }
+      const pieces = splitRows(batch, fits);
+      if (pieces.length === 1) return [{ batch, alpha: 1 / k }];
+      const total = countedLabels(batch, run.collate.task);
+      return pieces.map((p) => ({ batch: p, alpha: total > 0 ? countedLabels(p, run.collate.task) / total / k : 0 }));
+    });
+  }
+
   /** The compiled forward + loss + backward plan of each micro-batch's shapes (one per bucket). */
   private async plansFor(run: Run, micro: readonly Batch[]): Promise<GradientPlan[]> {
     const plans: GradientPlan[] = [];
@@ -331,13 +395,13 @@ export class Trainer {
   }
 
   /** Writes each micro-batch's inputs and submits it; the last one carries clipping, AdamW and the copy-back. */
-  private submitStep(run: Run, micro: readonly Batch[], plans: readonly GradientPlan[], step: number, lr: number): void {
+  private submitStep(run: Run, pieces: readonly { batch: Batch; alpha: number }[], plans: readonly GradientPlan[], step: number, lr: number): void {
     run.encoder.writeStep(step, lr);
-    micro.forEach((b, k) => {
+    pieces.forEach(({ batch: b, alpha }, k) => {
       const g = plans[k]!;
       const feeds = run.model.gpuFeeds({ ...b.inputs, [LABELS]: b.labels });
       g.plan.writeInputs(new Map([...feeds].filter(([name]) => g.inputs.includes(name)).map(([name, v]) => [name, v.data])));
-      run.encoder.encodeMicroBatch(g, k, micro.length, step);
+      run.encoder.encodeMicroBatch(g, k, pieces.length, step, alpha);
     });
   }
 
