@@ -24,6 +24,7 @@ import { findLmHead } from './onnx/heads.js';
 import { detectModelType, findModules, type ModuleInfo } from './onnx/modules.js';
 import { specialize } from './onnx/specialize.js';
 import { WeightStore } from './gpu/weights.js';
+import { GpuWeightSink } from './onnx/weights-sink.js';
 import type { OnnxSourceFile } from './onnx/export.js';
 
 /** A compiled forward + backward plan (see `Model.gradientPlan`). */
@@ -68,15 +69,33 @@ export interface RunOptions {
 /** A feed: a tensor, or (for ids and masks) nested number arrays such as `number[][]`. */
 export type Feed = TensorData | number[] | number[][] | number[][][];
 
-export interface LoadModelOptions extends LoadOnnxOptions {
+export interface LoadModelOptions extends Omit<LoadOnnxOptions, 'sink'> {
   /** The GPU to run on; a new device is created when omitted. */
   device?: GpuContext;
   /** Explicit module paths for MatMul/Gemm nodes whose path cannot be recovered: node name → path. */
   moduleMap?: Record<string, string>;
+  /**
+   * Keep every weight's values on the CPU as well. By default a tensor over 1 MiB goes to the GPU
+   * as the file streams in and lives only there (the JS heap holds no copy of the model); the CPU
+   * reference executor (`runReference`) and modules_to_save copies of such weights then refuse
+   * with an InputError, and merging reads them back from the GPU.
+   */
+  keepWeightsOnCpu?: boolean;
 }
 
-/** The ONNX file a model was decoded from, kept to write it back with merged weights. */
-export type OnnxFile = OnnxSourceFile;
+/**
+ * The ONNX file a model was loaded from, read again when needed (the merged export rewrites it):
+ * from its URL, its Files, or the bytes given to `loadModel` (which keep a reference to them).
+ */
+export interface OnnxFile {
+  readonly fileName: string;
+  read(): Promise<OnnxSourceFile>;
+}
+
+/** An OnnxFile over bytes in memory (a graph built in code, tests). */
+export function onnxFileOf(file: OnnxSourceFile): OnnxFile {
+  return { fileName: file.fileName, read: async () => file };
+}
 
 /** A frozen transformer imported from ONNX. */
 export class Model {
@@ -428,14 +447,29 @@ function toGpuFeed(name: string, dtype: DataType, feed: Feed): { dims: number[];
 }
 
 /**
- * Loads a frozen transformer exported to ONNX.
+ * Loads a frozen transformer exported to ONNX. The files are read as streams: weights over 1 MiB go
+ * to the GPU as they arrive (see LoadModelOptions.keepWeightsOnCpu), so memory holds the graph and
+ * small tensors only; `onProgress` reports bytes and tensors as they land.
  * @param source URL of a Hugging Face model folder or of an `.onnx` file, the file's bytes, or
  *   `File`s (a picked folder); external data is found by its location name.
  */
 export async function loadModel(source: ModelSource, options: LoadModelOptions = {}): Promise<Model> {
-  const { graph, config, files, modelPath, externalData } = await loadOnnx(source, options);
-  const modules = findModules(graph, options.moduleMap ? { moduleMap: options.moduleMap } : {});
   const gpu = options.device ?? (await createDevice());
-  const onnxFile: OnnxFile = { bytes: files[modelPath]!, fileName: modelPath.split('/').pop() ?? modelPath, externalData };
-  return new Model(gpu, graph, config as Record<string, unknown> | undefined, modules, detectModelType(modules, config), undefined, onnxFile);
+  const weights = new WeightStore(gpu);
+  const sink = options.keepWeightsOnCpu ? undefined : new GpuWeightSink(gpu, weights);
+  let loaded: Awaited<ReturnType<typeof loadOnnx>>;
+  try {
+    loaded = await loadOnnx(source, { ...options, ...(sink ? { sink } : {}) });
+  } catch (e) {
+    sink?.abort();
+    throw e;
+  }
+  let graph = loaded.graph;
+  if (sink && sink.stats.size > 0) {
+    const initializers = new Map([...graph.initializers].map(([k, v]) => [k, !v.data && sink.stats.has(k) ? { ...v, stats: sink.stats.get(k)! } : v]));
+    graph = { ...graph, initializers };
+  }
+  const modules = findModules(graph, options.moduleMap ? { moduleMap: options.moduleMap } : {});
+  const onnxFile: OnnxFile = { fileName: loaded.modelPath.split('/').pop() ?? loaded.modelPath, read: loaded.reread };
+  return new Model(gpu, graph, loaded.config as Record<string, unknown> | undefined, modules, detectModelType(modules, loaded.config), weights, onnxFile);
 }

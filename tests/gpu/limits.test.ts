@@ -1,5 +1,6 @@
 // Device buffer limits on the GPU: the demo's GPT-2 (embedding and head 3 MiB each) on a device
-// that plans for a 64 KiB binding limit — embedding in row blocks, matmul weights in column blocks,
+// that plans for a 64 KiB binding limit — embedding in row blocks, matmul weights in column blocks
+// (both written into their blocks as the file streams in, onnx/weights-sink.ts),
 // the fused head over vocabulary blocks, the logits in row parts — gives the logits, the loss and
 // the IA3 gradients of the same model on a device without the limit, and no buffer it binds exceeds
 // the limit. The memory plan predicts the compiled plan's allocations. The logits of the last

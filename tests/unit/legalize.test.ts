@@ -88,7 +88,7 @@ describe('legalize', () => {
     expect(() => layoutPlan(legal, limited(64 * KiB), (name) => (legal.weights.includes(name) ? 16 : undefined))).not.toThrow();
     const x = feeds(2, 8);
     expectSame(runLegal(legal, x, ['logits']).logits!, runReferenceGraph(spec, x).logits!.data, 'logits');
-  });
+  }, 60_000);
 
   it('gives the same loss and IA3 gradients through the backward pass and the fused head', () => {
     // IA3 vectors as runtime inputs in the training graph: the GPT-2 targets c_attn and mlp.c_proj.
@@ -107,7 +107,7 @@ describe('legalize', () => {
     backward.outputNames.forEach((name, i) => {
       if (names.includes(name)) expectSame(got[backward.outputs[i]!]!, want[name]!.data, name);
     });
-  });
+  }, 60_000);
 
   it('refuses what no rule splits with a LimitError naming tensor, bytes and limit', () => {
     const spec = specialize(graph, { input_ids: [2, 8], attention_mask: [2, 8] });
