@@ -35,7 +35,7 @@ import type { BufferRef, Inputs, LoweringContext, LoweringSteps, OpContext, OpDe
 import { attrInt, attrString, need } from './util.js';
 
 export const lmHeadShader = new Shader('lm-head.wgsl', text, {
-  prelude: ['grid', 'f32max'],
+  prelude: ['grid', 'f32max', 'lse'],
   structs: {
     Params: [
       ['rows', 'u32'], // rows of this chunk (lh_loss: all rows; lh_add: elements)

@@ -27,7 +27,7 @@ import type { LoweringSteps, OpContext, OpDef } from './types.js';
 import { attrInt, attrString, need } from './util.js';
 
 export const lossShader = new Shader('loss.wgsl', lossText, {
-  prelude: ['grid', 'f32max'],
+  prelude: ['grid', 'f32max', 'lse'],
   structs: {
     Params: [
       ['rows', 'u32'],
