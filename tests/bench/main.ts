@@ -3,6 +3,7 @@ import { adapterName, createDevice } from '../../src/gpu/device.js';
 import type { BenchContext, BenchRow } from './harness.js';
 import { kernelSuite } from './kernels.js';
 import { modelSuite } from './models.js';
+import { scaleSuite } from './scale.js';
 import { trainSuite } from './train.js';
 
 declare global {
@@ -15,10 +16,13 @@ const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
   kernels: kernelSuite,
   models: modelSuite,
   train: trainSuite,
+  scale: scaleSuite,
 };
+/** Suites run only when named (`--suite scale`): minutes to hours on a software adapter. */
+const OPT_IN = new Set(['scale']);
 
 const params = new URLSearchParams(location.search);
-const selected = (params.get('suites') || Object.keys(SUITES).join(',')).split(',').filter(Boolean);
+const selected = (params.get('suites') || Object.keys(SUITES).filter((s) => !OPT_IN.has(s)).join(',')).split(',').filter(Boolean);
 const quick = params.get('quick') === '1';
 const out = document.getElementById('out')!;
 const state: NonNullable<Window['__bench']> = { adapter: '', rows: [], done: false, quick };

@@ -1,8 +1,10 @@
 // `npm run bench`: serves the benchmark page with Vite, runs it in headless Chromium (WebGPU),
 // prints a readable table and the JSON, and writes the JSON to bench-results/.
 // Every figure is a ratio against a baseline measured in the same page and run.
-// Usage: npm run bench [-- --suite kernels,models] [--quick]
-import { mkdirSync, writeFileSync } from 'node:fs';
+// Usage: npm run bench [-- --suite kernels,models] [--quick]; `--suite scale` (opt-in) generates its
+// models on first use (tests/fixtures/generate_scale.py, Python with PyTorch and onnx).
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createServer, runnerImport } from 'vite';
 import { chromium } from 'playwright';
@@ -12,6 +14,14 @@ const args = process.argv.slice(2);
 const suiteArg = args.find((a) => a.startsWith('--suite'));
 const suites = suiteArg ? (suiteArg.includes('=') ? suiteArg.split('=')[1] : args[args.indexOf(suiteArg) + 1]) : '';
 const quick = args.includes('--quick');
+
+if (suites.split(',').includes('scale')) {
+  for (const name of ['gpt2-4x256', 'gpt2-small']) {
+    if (existsSync(resolve(root, 'tests/fixtures/scale', name, 'onnx/model.onnx_data'))) continue;
+    console.log(`generating tests/fixtures/scale/${name} (once)…`);
+    execFileSync('python3', [resolve(root, 'tests/fixtures/generate_scale.py'), name], { stdio: 'inherit' });
+  }
+}
 
 // The same Chromium and flags as the tests (tests/util/chromium.ts, TypeScript: loaded via Vite).
 const { module: chromiumUtil } = await runnerImport(resolve(root, 'tests/util/chromium.ts'));
@@ -25,7 +35,9 @@ const server = await createServer({
 });
 await server.listen();
 const { port } = server.httpServer.address();
-const browser = await chromium.launch({ ...chromiumUtil.chromiumLaunchOptions(), headless: true });
+// Plus exact JS heap figures and gc() for the scale suite's heap measurement.
+const launch = chromiumUtil.chromiumLaunchOptions();
+const browser = await chromium.launch({ ...launch, args: [...launch.args, '--enable-precise-memory-info', '--js-flags=--expose-gc'], headless: true });
 let exitCode = 0;
 try {
   const page = await browser.newPage();
