@@ -7,9 +7,11 @@
 // GPU bytes of an IA3 step at 8×128 / weight bytes (goal ≤ 1.6), forward and step on 1×8 as ratios
 // to onnxruntime-web WASM's forward and to our own forward. Then the step/forward ratio at 4×64 and
 // 8×128 on the 4×256 model and on gpt2-bench (6×384). `--quick` runs the 124M step at 1×32 (its
-// 8×128 memory is then planned only) and times with fewer repetitions.
+// 8×128 memory is then planned only) and times with fewer repetitions. Last, 20 cycles of load
+// (streamed) → one training step → dispose of the 4×256 model: the buffer pool's live bytes after
+// each cycle against those before the first (goal: equal; dispose() frees everything).
 import * as ort from 'onnxruntime-web';
-import { getPeftModel, IA3Config, loadModel, type Model, type TensorData } from '../../src/index.js';
+import { getPeftModel, IA3Config, loadModel, Trainer, type Example, type Model, type TensorData } from '../../src/index.js';
 import type { LoadProgress } from '../../src/onnx/stream.js';
 import { type BenchContext, round, timeAsync } from './harness.js';
 import { loadGpt2Bench, stepAndForward } from './train.js';
@@ -120,4 +122,36 @@ export async function scaleSuite(ctx: BenchContext): Promise<void> {
     }
     await m.dispose();
   }
+
+  await disposeCycles(ctx, 20);
+}
+
+/** `cycles` × (load the 4×256 model, one IA3 training step, dispose all): live bytes after each. */
+async function disposeCycles({ gpu, rows, log }: BenchContext, cycles: number): Promise<void> {
+  const data: Example[] = Array.from({ length: 4 }, (_, i) => ({ input_ids: Array.from({ length: 16 }, (_, t) => 1 + ((i * 131 + t * 17) % 500)) }));
+  const start = gpu.buffers.liveBytes;
+  const after: number[] = [];
+  const t0 = performance.now();
+  for (let c = 0; c < cycles; c++) {
+    const model = await loadModel(`${SCALE}/gpt2-4x256/`, { device: gpu });
+    const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
+    const trainer = new Trainer(peft, { batchSize: 2, maxSteps: 1, maxLength: 16 });
+    await trainer.train(data);
+    trainer.dispose();
+    await peft.dispose();
+    await model.dispose();
+    after.push(gpu.buffers.liveBytes);
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const worst = Math.max(...after.map((b) => b - start));
+  rows.push({
+    suite: 'scale',
+    name: `gpt2-4x256 load → train → dispose ×${cycles}: most live bytes left`,
+    value: worst,
+    unit: 'B',
+    baseline: `live bytes before the first cycle (${start}); 0 is no leak`,
+    goal: '0',
+    extra: { start, after, secondsPerCycle: round(seconds / cycles) },
+  });
+  log(`scale: ${cycles} load → train → dispose cycles, live bytes before ${start}, after each: ${[...new Set(after)].join(', ')} (${(seconds / cycles).toFixed(1)} s a cycle)`);
 }
