@@ -18,8 +18,11 @@ export interface PlanNode {
   readonly opset: number;
 }
 
-/** Resident data the plan uploads once: weights (typed arrays) or folded constants. */
-export type ResidentData = { readonly type: TensorType; readonly data: Float32Array | Int32Array };
+/**
+ * Resident data the plan uploads once: weights (typed arrays) or folded constants. `data` is absent
+ * for a weight that lives only on the GPU (streamed there at load): the plan finds it in `shared`.
+ */
+export type ResidentData = { readonly type: TensorType; readonly data?: Float32Array | Int32Array };
 
 /**
  * An index check: the status value of an IndexCheck node guarding a gather (see
@@ -55,6 +58,11 @@ export interface PlanGraph {
   readonly shared?: ReadonlyMap<string, GPUBuffer>;
   /** Index checks whose status values live to the end of a step (readable like outputs). */
   readonly checks?: readonly IndexCheckInfo[];
+  /**
+   * Outputs too large for one buffer, computed in parts: value → its parts, consecutive row ranges
+   * of the value flattened to [rows, last dim] (compile/legalize.ts); reading the value reads them.
+   */
+  readonly outputParts?: ReadonlyMap<string, readonly string[]>;
 }
 
 export interface SpecNode extends PlanNode {

@@ -12,6 +12,7 @@
 // (peft/inject.ts) and writes them to the model's weight store.
 
 import { InputError } from '../errors.js';
+import { initializerData } from '../ir/graph.js';
 import type { TensorData } from '../ir/tensor.js';
 import type { Model } from '../model.js';
 import type { ModuleInfo } from '../onnx/modules.js';
@@ -120,7 +121,7 @@ export function createAdapter(name: string, resolved: IA3Config, model: Model): 
       key: `${KEY_PREFIX}${module.path}.weight`,
       dims: transposed ? [wDims[1]!, wDims[0]!] : wDims,
       transposed,
-      values: Float32Array.from(weight.data as ArrayLike<number>),
+      values: Float32Array.from(initializerData(weight, `modules_to_save (module '${module.path}')`) as ArrayLike<number>),
       saved: { module, initializer: module.weight, onnxDims: wDims },
     });
     if (module.bias) {
@@ -130,7 +131,7 @@ export function createAdapter(name: string, resolved: IA3Config, model: Model): 
         key: `${KEY_PREFIX}${module.path}.bias`,
         dims: [...bias.dims],
         transposed: false,
-        values: Float32Array.from(bias.data as ArrayLike<number>),
+        values: Float32Array.from(initializerData(bias, `modules_to_save (module '${module.path}')`) as ArrayLike<number>),
         saved: { module, initializer: module.bias.initializer, onnxDims: [...bias.dims] },
       });
     }
