@@ -51,6 +51,11 @@ export class WorkerClient {
     this.worker.postMessage({ type: 'stop' } satisfies ToWorker);
   }
 
+  /** Only honoured by a worker started under `?debug`: destroys its WebGPU device (end-to-end tests). */
+  debugLoseDevice(): void {
+    this.worker.postMessage({ type: 'debugLoseDevice' } satisfies ToWorker);
+  }
+
   onEvent(listener: (e: WorkerEvent) => void): void {
     this.listeners.add(listener);
   }
