@@ -671,9 +671,10 @@ async function start(): Promise<void> {
     await showBaseline();
     await loadStyleTexts();
     ready = true;
-    show($('status'), 'ready', 'ok');
+    // Ready once the page knows whether a reload interrupted a run (offered above the tabs).
     offers = await client.request('interrupted', {});
     showOffer();
+    show($('status'), 'ready', 'ok');
   } catch (e) {
     const msg = describeError(e);
     show($('status'), msg, 'error');

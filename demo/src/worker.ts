@@ -534,11 +534,12 @@ async function runTrainer(task: Task): Promise<TrainOutcome> {
   try {
     post({ type: 'phase', task, text: trainer.globalStep === 0 ? 'compiling the training step…' : 'resuming…' });
     const r = await trainer.train(s.trainData!);
-    if (points.length) flush(trainer.globalStep);
     const reason = r.steps >= total ? 'completed' : 'stopped';
     s.trainSeconds = (s.trainSeconds ?? 0) + (performance.now() - t0) / 1000;
     return { steps: r.steps, reason, seconds: s.trainSeconds, resumable: reason === 'stopped' };
   } finally {
+    // The last steps, also when the run failed: the page counts the steps a lost device redoes from them.
+    if (points.length) flush(s.lastStep ?? trainer.globalStep);
     off();
     offCheckpoint();
     training = undefined;
