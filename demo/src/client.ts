@@ -6,11 +6,13 @@ import type { FromWorker, Requests, RequestType, ToWorker, WorkerError, WorkerEv
 export class WorkerFailure extends Error {
   readonly code: string;
   readonly line: number | undefined;
+  readonly recovered: boolean;
   constructor(e: WorkerError) {
     super(e.message);
     this.name = e.name;
     this.code = e.code;
     this.line = e.line;
+    this.recovered = e.recovered ?? false;
   }
 }
 

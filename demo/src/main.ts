@@ -28,7 +28,9 @@ function describeError(e: unknown): string {
       case 'DataFileError':
         return `The data file cannot be read${e.line === undefined ? '' : ` (line ${e.line})`}: ${e.message.replace(/^line \d+: /, '')}`;
       case 'DeviceLostError':
-        return `The GPU device was lost and the page could not carry on (${e.message}). Reload the page: a training run resumes from its last checkpoint`;
+        return e.recovered
+          ? `The GPU device was lost (${e.message}). The page has a new device and has loaded the model again: try again (a stopped run resumes from its last checkpoint)`
+          : `The GPU device was lost (${e.message}) and the page could not get a new one. Reload the page: a training run resumes from its last checkpoint`;
       case 'NonFiniteError':
         return `Training diverged — ${e.message}. Try a smaller learning rate.`;
       default:

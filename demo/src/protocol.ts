@@ -117,6 +117,8 @@ export interface WorkerError {
   message: string;
   /** DataFileError: the 1-based line of the data file. */
   line?: number;
+  /** DeviceLostError (whose message is the device's reason): whether the worker has a new device and the models loaded again. */
+  recovered?: boolean;
 }
 
 /** Requests and the value each one resolves with. */

@@ -22,6 +22,7 @@ import {
   type Model,
   type PeftModel,
   type TensorData,
+  type TrainingArguments,
 } from 'ia3-webgpu';
 import { predictNaiveBayes, scores, trainNaiveBayes, type LabelledText } from './baseline.js';
 import { DataFileError, parseDataFile } from './datafile.js';
@@ -96,6 +97,8 @@ function state(task: Task): TaskState {
 }
 
 function serialiseError(e: unknown): WorkerError {
+  // The reason only: the library's message tells a developer what to do, which the page has done (or says).
+  if (e instanceof DeviceLostError) return { name: e.name, code: e.code, message: e.reason, recovered: gpu !== undefined && !gpu.isLost };
   if (e instanceof DataFileError) return e.line === null ? { name: 'DataFileError', code: 'DATA_FILE', message: e.message } : { name: 'DataFileError', code: 'DATA_FILE', message: e.message, line: e.line };
   if (e instanceof IA3Error) return { name: e.name, code: e.code, message: e.message };
   if (e instanceof Error) return { name: e.name, code: 'ERROR', message: e.message };
@@ -289,9 +292,7 @@ function evalSubset(split: 'validation' | 'test', size: number): LabelledText[] 
 const checkpointStepsFor = (steps: number): number => Math.min(10, Math.max(1, Math.floor(steps / 8)));
 
 function trainerFor(peft: PeftModel, s: TrainSettings, checkpoints?: CheckpointStore): Trainer {
-  return new Trainer(
-    peft,
-    {
+  const args: TrainingArguments = {
     learningRate: s.learningRate,
     batchSize: s.batchSize,
     maxSteps: s.steps,
@@ -303,9 +304,8 @@ function trainerFor(peft: PeftModel, s: TrainSettings, checkpoints?: CheckpointS
     loggingSteps: Math.min(10, 1 + Math.floor(s.steps / 300)),
     warmupSteps: warmupStepsFor(s.steps),
     checkpointSteps: checkpointStepsFor(s.steps),
-    },
-    { checkpoints },
-  );
+  };
+  return new Trainer(peft, args, { checkpoints });
 }
 
 /**
@@ -481,13 +481,10 @@ async function resumeInterrupted(task: Task): Promise<TrainOutcome> {
 }
 
 /**
- * The device was lost mid-run: a new device, every loaded model loaded again from where it came
- * from, and the run rebuilt from its last checkpoint. Tells the page how many steps are redone.
+ * A new device in place of a lost one, and every loaded model loaded again from where it came
+ * from (fresh adapters: a stopped run continues from its checkpoint, see `resume`).
  */
-async function recover(task: Task, lost: DeviceLostError): Promise<void> {
-  const s = state(task);
-  const lostAt = s.lastStep ?? 0;
-  post({ type: 'phase', task, text: `the GPU device was lost at step ${lostAt}: creating a new device and loading the model again…` });
+async function replaceDevice(): Promise<void> {
   gpu = await createDevice();
   for (const t of ['spam', 'style'] as Task[]) {
     const old = tasks[t];
@@ -497,6 +494,17 @@ async function recover(task: Task, lost: DeviceLostError): Promise<void> {
     await old.model.dispose().catch(() => undefined);
     await loadTask(t, old.source);
   }
+}
+
+/**
+ * The device was lost mid-run: a new device, the models loaded again, and the run rebuilt from its
+ * last checkpoint. Tells the page how many steps are redone.
+ */
+async function recover(task: Task, lost: DeviceLostError): Promise<void> {
+  const s = state(task);
+  const lostAt = s.lastStep ?? 0;
+  post({ type: 'phase', task, text: `the GPU device was lost at step ${lostAt}: creating a new device and loading the model again…` });
+  await replaceDevice();
   const seconds = s.trainSeconds;
   const resumedFrom = await restoreRun(task, s.record!);
   state(task).trainSeconds = seconds;
@@ -865,6 +873,8 @@ scope.onmessage = (ev: MessageEvent<ToWorker>) => {
     } catch (e) {
       // Errors a user can cause are shown on the page; anything else is a bug worth a stack trace.
       if (!(e instanceof IA3Error || e instanceof DataFileError)) console.error(e);
+      // Lost outside a training run (which recovers by itself): a new device for the next request.
+      if (e instanceof DeviceLostError && tasks.spam) await replaceDevice().catch((inner: unknown) => console.error(inner));
       post({ type: 'error', id: m.id, error: serialiseError(e) });
     }
   });

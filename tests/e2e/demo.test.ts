@@ -415,6 +415,17 @@ it('recovers from a lost device mid-run: a new device, the model loaded again, t
   expect((await scoresOf(page, '#acc-after')).examples).toBe(8);
   await waitFor(page, 'the sample mail to be classified', async () => /with the adapter/.test(await text(page, '#classify-result')));
   await page.screenshot({ path: resolve(out, 'demo-device-lost.png'), fullPage: true });
+
+  // Lost while idle: the next action says so, the worker gets a new device, and the one after works.
+  await page.evaluate(() => (window as unknown as { __demo: { loseDevice(): void } }).__demo.loseDevice());
+  await page.click('#classify');
+  await waitFor(page, 'the lost device to be reported', visible(page, '#classify-result.error'));
+  const idle = await text(page, '#classify-result');
+  console.log(`[demo] lost while idle: ${idle}`);
+  expect(idle).toMatch(/^The GPU device was lost \(destroyed\)\. The page has a new device and has loaded the model again: try again/);
+  await waitFor(page, 'Classify to be enabled', async () => page.locator('#classify').isEnabled());
+  await page.click('#classify');
+  await waitFor(page, 'the mail to be classified on the new device', async () => /with the adapter/.test(await text(page, '#classify-result')));
   await page.close();
 });
 
