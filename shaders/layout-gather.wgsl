@@ -14,7 +14,9 @@
 // (shaders/index-check.wgsl) flags the step so the host raises onnxruntime's error, as the float64
 // reference does directly.
 // Consecutive invocations handle consecutive output words, so embedding lookups (inner = hidden
-// size) read and write whole contiguous rows.
+// size) read and write whole contiguous rows. A table too large for one binding is gathered from
+// its row blocks, one dispatch each: `data` is then the block [block_lo, block_hi) of the axis, and
+// an element whose (clamped) index lies outside it is left for the dispatch of its own block.
 
 override WG: u32 = 256u;
 override POISON: u32 = 0u;
@@ -50,6 +52,8 @@ fn main(
   if (j < 0) { j += P.axis_dim; }
   let inside = j >= 0 && j < P.axis_dim;
   j = clamp(j, 0, P.axis_dim - 1);
-  let v = data[dd + u32(j) * P.axis_stride];
+  // The block holding the clamped index writes the element (a poisoned one too, exactly once).
+  if (j < P.block_lo || j >= P.block_hi) { return; }
+  let v = data[dd + u32(j - P.block_lo) * P.axis_stride];
   out[i] = select(v, 0x7fc00000u, POISON == 1u && !inside); // 0x7fc00000: the f32 quiet NaN
 }

@@ -47,29 +47,7 @@ fn counts(label: i32, p: Params) -> bool {
 
 fn ldz(i: u32) -> f32 { return logits[i >> 2u][i & 3u]; }
 
-// Folds a block (max bm, Σexp(z − bm) = e) into the running (max, sum) pair.
-fn online(acc: vec2<f32>, bm: f32, e: f32) -> vec2<f32> {
-  let m = max(acc.x, bm);
-  return vec2<f32>(m, acc.y * exp(acc.x - m) + e * exp(bm - m));
-}
-
-// Tree reduction over each segment of TPR invocations: (max, sum-exp) merge, or a plain sum.
-// Called in uniform control flow; every invocation gets its segment's result.
-fn reduce(lid: u32, v: vec2<f32>, lse: bool) -> vec2<f32> {
-  let lane = lid % TPR;
-  red[lid] = v;
-  workgroupBarrier();
-  for (var off = TPR / 2u; off > 0u; off >>= 1u) {
-    if (lane < off) {
-      let q = red[lid + off];
-      if (lse) { red[lid] = online(red[lid], q.x, q.y); } else { red[lid] = red[lid] + q; }
-    }
-    workgroupBarrier();
-  }
-  let r = red[lid - lane];
-  workgroupBarrier();
-  return r;
-}
+// online() and reduce() (segments of TPR lanes over `red`) come from the prelude ('lse').
 
 // One pass over a row of `len` logits (0 for dead segments) from flat offset `base`: (max, sum-exp).
 fn row_stats(lid: u32, base: u32, len: u32) -> vec2<f32> {

@@ -171,6 +171,15 @@ export class SizeLimitError extends IA3Error {
     this.size = size;
     this.limit = limit;
   }
+
+  /**
+   * A tensor the toolkit cannot split to fit one GPU binding: names the tensor (and the node output
+   * that computes it, `producer`), its bytes, the device limit's name and (in `detail`) what to change.
+   */
+  static binding(tensor: string, bytes: number, limit: number, limitName: string, detail: string, producer?: string): SizeLimitError {
+    const what = producer ? `tensor '${tensor}' (${producer})` : `tensor '${tensor}'`;
+    return new SizeLimitError(what, bytes, limit, 'bytes', `the device's ${limitName}: ${detail}`);
+  }
 }
 
 /** An object was used after `dispose()` (or after `mergeAndUnload()` consumed it). */

@@ -9,21 +9,24 @@
 
 import { buildBackward, type BackwardSummary } from './autograd/grad.js';
 import { fuseGraph } from './compile/fuse.js';
-import { Plan } from './compile/plan.js';
+import { legalize, type LegalGraph } from './compile/legalize.js';
+import { layoutPlan, Plan, type PlanLayout } from './compile/plan.js';
 import { BusyError, DisposedError, InputError } from './errors.js';
 import { createDevice, type GpuContext } from './gpu/device.js';
 import { FLOAT_TYPES, gpuStorage, type DataType } from './ir/dtype.js';
 import { initializerGpuData, type Graph, type Initializer } from './ir/graph.js';
-import type { IndexCheckInfo, SpecializedGraph } from './ir/static-graph.js';
+import { residentBytes, type IndexCheckInfo, type PlanGraph, type SpecializedGraph } from './ir/static-graph.js';
 import { sizeOf, type RefTensor, type TensorData } from './ir/tensor.js';
 import { describeGraph } from './onnx/describe.js';
 import { checkIndexFeeds } from './onnx/bounds.js';
 import { runReferenceGraph } from './onnx/executor.js';
 import { loadOnnx, type LoadOnnxOptions, type ModelSource } from './onnx/load.js';
+import { findLmHead } from './onnx/heads.js';
 import { detectModelType, findModules, type ModuleInfo } from './onnx/modules.js';
 import { raiseIndexChecks } from './onnx/index-checks.js';
 import { specialize } from './onnx/specialize.js';
 import { WeightStore } from './gpu/weights.js';
+import { GpuWeightSink } from './onnx/weights-sink.js';
 import type { OnnxSourceFile } from './onnx/export.js';
 
 /** A compiled forward + backward plan (see `Model.gradientPlan`). */
@@ -40,18 +43,63 @@ export interface GradientPlan {
   readonly summary: BackwardSummary;
 }
 
+/**
+ * GPU memory of one execution of a plan, known before it runs (`Model.memoryPlan`): bytes of the
+ * buffers it binds, which is what it allocates (activations share buffers by liveness).
+ */
+export interface MemoryPlan {
+  /** Frozen weights and adapter tensors the plan reads (resident in the model's weight store). */
+  readonly weights: number;
+  /** Peak bytes of activations and scratch buffers (the plan allocates them all once). */
+  readonly activations: number;
+  /** Runtime input buffers. */
+  readonly inputs: number;
+  /** Constants the plan uploads itself. */
+  readonly constants: number;
+  /** All of the above. */
+  readonly total: number;
+}
+
+/** Options of `Model.run`. */
+export interface RunOptions {
+  /**
+   * The sequence positions whose logits to compute: 'all' (default), 'last' (what generation
+   * reads), or position indices (negative from the end). With a plain LM head (onnx/heads.ts) the
+   * head then runs on those positions only; `logits` is [batch, positions, vocabulary].
+   */
+  readonly positions?: 'all' | 'last' | readonly number[];
+}
+
 /** A feed: a tensor, or (for ids and masks) nested number arrays such as `number[][]`. */
 export type Feed = TensorData | number[] | number[][] | number[][][];
 
-export interface LoadModelOptions extends LoadOnnxOptions {
+export interface LoadModelOptions extends Omit<LoadOnnxOptions, 'sink'> {
   /** The GPU to run on; a new device is created when omitted. */
   device?: GpuContext;
   /** Explicit module paths for MatMul/Gemm nodes whose path cannot be recovered: node name → path. */
   moduleMap?: Record<string, string>;
+  /**
+   * Keep every weight's values on the CPU as well. By default a tensor over 1 MiB goes to the GPU
+   * as the file streams in and lives only there (the JS heap holds no copy of the model); the CPU
+   * reference executor (`runReference`) and modules_to_save copies of such weights then refuse
+   * with an InputError, and merging reads them back from the GPU.
+   */
+  keepWeightsOnCpu?: boolean;
 }
 
-/** The ONNX file a model was decoded from, kept to write it back with merged weights. */
-export type OnnxFile = OnnxSourceFile;
+/**
+ * The ONNX file a model was loaded from, read again when needed (the merged export rewrites it):
+ * from its URL, its Files, or the bytes given to `loadModel` (which keep a reference to them).
+ */
+export interface OnnxFile {
+  readonly fileName: string;
+  read(): Promise<OnnxSourceFile>;
+}
+
+/** An OnnxFile over bytes in memory (a graph built in code, tests). */
+export function onnxFileOf(file: OnnxSourceFile): OnnxFile {
+  return { fileName: file.fileName, read: async () => file };
+}
 
 /**
  * What a model and its `withGraph` variants share beyond the weights: whether they are disposed,
@@ -69,6 +117,8 @@ interface Lifetime {
 export class Model {
   private readonly plans = new Map<string, Promise<{ spec: SpecializedGraph; plan: Plan }>>();
   private readonly gradPlans = new Map<string, Promise<GradientPlan>>();
+  /** Variants whose head computes the logits of some positions only, by `RunOptions.positions`. */
+  private readonly headVariants = new Map<string, Model>();
   private currentGraph: Graph;
   private lifetime: Lifetime = { disposed: false, busy: undefined, dependents: new Set() };
   /** Made by `withGraph`: its weights and lifetime belong to the model it was made from. */
@@ -185,8 +235,10 @@ export class Model {
    * @param feeds one entry per graph input the outputs depend on; ids may be `number[][]`.
    * @returns every graph output (or those named in `outputs`).
    */
-  async run(feeds: Record<string, Feed>, outputs: readonly string[] = this.outputNames): Promise<Record<string, TensorData>> {
+  async run(feeds: Record<string, Feed>, outputs: readonly string[] = this.outputNames, options: RunOptions = {}): Promise<Record<string, TensorData>> {
     this.assertUsable();
+    const positions = options.positions ?? 'all';
+    if (positions !== 'all') return this.atPositions(positions).run(feeds, outputs);
     const tensors = this.normaliseFeeds(feeds);
     const shapes = Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims]));
     const values = valuesOf(tensors);
@@ -198,7 +250,7 @@ export class Model {
     }
     const valueOf = (o: string): string => spec.outputs[spec.outputNames.indexOf(o)]!;
     const checks = spec.checks ?? [];
-    const toRead = [...outputs.map(valueOf).filter((v) => !spec.constants.has(v) && plan.buffers.has(v)), ...checks.map((c) => c.value)];
+    const toRead = [...outputs.map(valueOf).filter((v) => !spec.constants.has(v) && plan.has(v)), ...checks.map((c) => c.value)];
     const gpuFeeds = new Map([...tensors].filter(([k]) => spec.inputs.some((i) => i.name === k)).map(([k, v]) => [k, v.data]));
     const read = await plan.execute(gpuFeeds, toRead);
     raiseIndexChecks(checks, (v) => read.get(v));
@@ -228,6 +280,35 @@ export class Model {
   }
 
   /**
+   * This model with its LM head computing the logits of `positions` only (see RunOptions): the
+   * head's input gathered at those positions first. Cached per positions.
+   */
+  private atPositions(positions: 'last' | readonly number[]): Model {
+    const list = positions === 'last' ? [-1] : [...positions];
+    if (list.length === 0 || list.some((p) => !Number.isInteger(p))) throw new InputError(`positions must be 'all', 'last' or a non-empty list of integers, got ${JSON.stringify(positions)}`);
+    const key = list.join(',');
+    let m = this.headVariants.get(key);
+    if (!m) {
+      const head = findLmHead(this.graph);
+      if (!head) throw new InputError("positions other than 'all' need a model whose 'logits' come from a plain LM head (a MatMul or Gemm of the last hidden states)");
+      const g = this.graph;
+      const idx = 'positions/indices';
+      const picked = 'positions/hidden';
+      const logits = g.outputs.find((o) => o.name === head.node.outputs[0]);
+      const nodes = g.nodes.flatMap((n) =>
+        n === head.node
+          ? [{ name: 'positions/Gather', opType: 'Gather', domain: '', inputs: [head.hidden, idx], outputs: [picked], attrs: { axis: -2 } }, { ...n, inputs: [picked, ...n.inputs.slice(1)] }]
+          : [n],
+      );
+      const initializers = new Map(g.initializers).set(idx, { name: idx, dtype: 'int64', dims: [list.length], data: BigInt64Array.from(list.map(BigInt)) });
+      const outputs = g.outputs.map((o) => (o === logits && o.dims ? { ...o, dims: o.dims.map((d, i) => (i === o.dims!.length - 2 ? list.length : d)) } : o));
+      m = this.withGraph({ ...g, nodes, initializers, outputs });
+      this.headVariants.set(key, m);
+    }
+    return m;
+  }
+
+  /**
    * The specialised graph and compiled plan for a set of input shapes (compiled once per shape and
    * If decision; `values`, the feeds, decide the If branches of graphs that have them).
    */
@@ -236,11 +317,51 @@ export class Model {
     const spec = specialize(this.graph, shapes, values ? { values } : {});
     let entry = this.plans.get(spec.key);
     if (!entry) {
-      entry = Plan.compile(this.gpu, fuseGraph({ ...spec, shared: this.sharedWeights(spec) })).then((plan) => ({ spec, plan }));
+      entry = this.compile(spec).then((plan) => ({ spec, plan }));
       entry.catch(() => this.plans.delete(spec.key));
       this.plans.set(spec.key, entry);
     }
     return entry;
+  }
+
+  /**
+   * The GPU memory a forward pass on inputs of these shapes takes, computed without running or
+   * allocating anything (a SizeLimitError when a tensor cannot fit the device's buffers).
+   */
+  memoryPlan(shapes: Record<string, readonly number[]>, values?: InputValues): MemoryPlan {
+    this.assertUsable();
+    return memoryOf(this.prepare(specialize(this.graph, shapes, values ? { values } : {})).layout);
+  }
+
+  /** The memory of the gradient plan `gradientPlan(shapes, loss, wrt, values)` would compile (see memoryPlan). */
+  gradientMemoryPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[], values?: InputValues): MemoryPlan {
+    this.assertUsable();
+    return memoryOf(this.prepare(buildBackward(specialize(this.graph, shapes, values ? { values } : {}), loss, wrt).graph).layout);
+  }
+
+  /**
+   * A specialised graph made ready for this device, without GPU work: legalised for its buffer
+   * limits (weights in blocks, large outputs in parts, else a SizeLimitError), fused, laid out.
+   */
+  private prepare(spec: SpecializedGraph): { legal: LegalGraph; graph: PlanGraph; layout: PlanLayout } {
+    const legal = legalize(spec, this.gpu.traits, (name) => this.weights.get(name) !== undefined);
+    const graph = fuseGraph(legal);
+    const stored = new Set(legal.weights);
+    const layout = layoutPlan(graph, this.gpu.traits, (name) => {
+      if (!stored.has(name)) return undefined;
+      const b = this.weights.get(name);
+      const r = legal.resident.get(name);
+      return b ? b.size : r ? Math.max(16, Math.ceil(residentBytes(r) / 16) * 16) : undefined;
+    });
+    return { legal, graph, layout };
+  }
+
+  /** Compiles a specialised graph: prepared, its weights uploaded to the store (once), then planned. */
+  private compile(spec: SpecializedGraph): Promise<Plan> {
+    const { legal, graph, layout } = this.prepare(spec);
+    // int64 values beyond 32 bits have no GPU form: only the CPU reads them.
+    for (const name of legal.weights) this.weights.ensure(name, () => legal.resident.get(name)?.data);
+    return Plan.compile(this.gpu, { ...graph, shared: this.weights.buffers }, { layout });
   }
 
   /**
@@ -255,7 +376,7 @@ export class Model {
     let entry = this.gradPlans.get(key);
     if (!entry) {
       const backward = buildBackward(spec, loss, wrt);
-      entry = Plan.compile(this.gpu, fuseGraph({ ...backward.graph, shared: this.sharedWeights(backward.graph) })).then((plan) => ({
+      entry = this.compile(backward.graph).then((plan) => ({
         plan,
         loss: backward.graph.outputs[backward.graph.outputNames.indexOf(loss)]!,
         gradients: backward.gradients,
@@ -315,6 +436,9 @@ export class Model {
     this.plans.clear();
     this.gradPlans.clear();
     for (const p of plans) (await p).plan.destroy();
+    const variants = [...this.headVariants.values()];
+    this.headVariants.clear();
+    for (const m of variants) await m.releasePlans();
   }
 
   /**
@@ -347,12 +471,6 @@ export class Model {
     return init && this.weights.ensure(name, () => initializerGpuData(init));
   }
 
-  private sharedWeights(spec: Pick<SpecializedGraph, 'weights'>): ReadonlyMap<string, GPUBuffer> {
-    // int64 values beyond 32 bits have no GPU form: only the CPU reads them.
-    for (const name of spec.weights) this.weightBuffer(name);
-    return this.weights.buffers;
-  }
-
   private normaliseFeeds(feeds: Record<string, Feed>): Map<string, { dtype: DataType; dims: number[]; data: Float32Array | Int32Array }> {
     const out = new Map<string, { dtype: DataType; dims: number[]; data: Float32Array | Int32Array }>();
     for (const [name, feed] of Object.entries(feeds)) {
@@ -369,6 +487,12 @@ export type InputValues = Readonly<Record<string, ArrayLike<number | bigint>>>;
 
 function valuesOf(tensors: ReadonlyMap<string, { readonly data: Float32Array | Int32Array }>): InputValues {
   return Object.fromEntries([...tensors].map(([k, v]) => [k, v.data]));
+}
+
+/** The MemoryPlan of a layout. */
+function memoryOf(layout: PlanLayout): MemoryPlan {
+  const m = layout.memory;
+  return { weights: m.sharedBytes, activations: m.activationBytes, inputs: m.inputBytes, constants: m.residentBytes, total: m.sharedBytes + m.activationBytes + m.inputBytes + m.residentBytes };
 }
 
 /** Converts a feed to the GPU storage of `dtype` (f32, or i32 for integer and bool types). */
@@ -415,16 +539,32 @@ function toGpuFeed(name: string, dtype: DataType, feed: Feed): { dims: number[];
 }
 
 /**
- * Loads a frozen transformer exported to ONNX.
+ * Loads a frozen transformer exported to ONNX. The files are read as streams: weights over 1 MiB go
+ * to the GPU as they arrive (see LoadModelOptions.keepWeightsOnCpu), so memory holds the graph and
+ * small tensors only; `onProgress` reports bytes and tensors as they land.
  * @param source URL of a Hugging Face model folder or of an `.onnx` file, the file's bytes, or
  *   `File`s (a picked folder); in Node also the file path of such a folder or `.onnx` file.
  *   External data is found by its location name, next to the `.onnx`.
  */
 export async function loadModel(source: ModelSource, options: LoadModelOptions = {}): Promise<Model> {
-  const { graph, config, files, modelPath, externalData } = await loadOnnx(source, options);
+  const gpu = options.device ?? (await createDevice());
+  const weights = new WeightStore(gpu);
+  const sink = options.keepWeightsOnCpu ? undefined : new GpuWeightSink(gpu, weights);
+  let loaded: Awaited<ReturnType<typeof loadOnnx>>;
+  try {
+    loaded = await loadOnnx(source, { ...options, ...(sink ? { sink } : {}) });
+  } catch (e) {
+    sink?.abort();
+    throw e;
+  }
+  let graph = loaded.graph;
+  if (sink && sink.stats.size > 0) {
+    const initializers = new Map([...graph.initializers].map(([k, v]) => [k, !v.data && sink.stats.has(k) ? { ...v, stats: sink.stats.get(k)! } : v]));
+    graph = { ...graph, initializers };
+  }
+  const config = loaded.config as Record<string, unknown> | undefined;
   const declaredType = typeof config?.model_type === 'string' ? config.model_type : undefined;
   const modules = findModules(graph, { ...(options.moduleMap ? { moduleMap: options.moduleMap } : {}), ...(declaredType ? { modelType: declaredType } : {}) });
-  const gpu = options.device ?? (await createDevice());
-  const onnxFile: OnnxFile = { bytes: files[modelPath]!, fileName: modelPath.split('/').pop() ?? modelPath, externalData };
-  return new Model(gpu, graph, config as Record<string, unknown> | undefined, modules, detectModelType(modules, config), undefined, onnxFile);
+  const onnxFile: OnnxFile = { fileName: loaded.modelPath.split('/').pop() ?? loaded.modelPath, read: loaded.reread };
+  return new Model(gpu, graph, config, modules, detectModelType(modules, config), weights, onnxFile);
 }

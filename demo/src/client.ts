@@ -6,11 +6,13 @@ import type { FromWorker, Requests, RequestType, ToWorker, WorkerError, WorkerEv
 export class WorkerFailure extends Error {
   readonly code: string;
   readonly line: number | undefined;
+  readonly recovered: boolean;
   constructor(e: WorkerError) {
     super(e.message);
     this.name = e.name;
     this.code = e.code;
     this.line = e.line;
+    this.recovered = e.recovered ?? false;
   }
 }
 
@@ -49,6 +51,11 @@ export class WorkerClient {
 
   stop(): void {
     this.worker.postMessage({ type: 'stop' } satisfies ToWorker);
+  }
+
+  /** Only honoured by a worker started under `?debug`: destroys its WebGPU device (end-to-end tests). */
+  debugLoseDevice(): void {
+    this.worker.postMessage({ type: 'debugLoseDevice' } satisfies ToWorker);
   }
 
   onEvent(listener: (e: WorkerEvent) => void): void {

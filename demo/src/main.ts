@@ -4,7 +4,7 @@
 import { downloadAdapter } from 'ia3-webgpu';
 import { WorkerClient, WorkerFailure } from './client.js';
 import { checkDataFileSize } from './datafile.js';
-import type { AccuracyResult, BaselineResult, DataInfo, ModelInfo, ModelSource, ProgressEvent, Scores, Task, TrainOutcome, TrainSettings } from './protocol.js';
+import type { AccuracyResult, BaselineResult, DataInfo, InterruptedRun, ModelInfo, ModelSource, ProgressEvent, RecoveredEvent, Scores, Task, TrainOutcome, TrainSettings } from './protocol.js';
 import { checkSetting, estimateSeconds, PARAMS, presetFor, PRESETS, settingsFromUrl, SOFTWARE_RATES, splitModules, type NumericSettings, type PresetName, type Rates } from './settings.js';
 import { LossChart } from './ui/chart.js';
 
@@ -28,7 +28,9 @@ function describeError(e: unknown): string {
       case 'DataFileError':
         return `The data file cannot be read${e.line === undefined ? '' : ` (line ${e.line})`}: ${e.message.replace(/^line \d+: /, '')}`;
       case 'DeviceLostError':
-        return `The GPU device was lost (${e.message}); reload the page to start again`;
+        return e.recovered
+          ? `The GPU device was lost (${e.message}). The page has a new device and has loaded the model again: try again (a stopped run resumes from its last checkpoint)`
+          : `The GPU device was lost (${e.message}) and the page could not get a new one. Reload the page: a training run resumes from its last checkpoint`;
       case 'NonFiniteError':
         return `Training diverged — ${e.message}. Try a smaller learning rate.`;
       default:
@@ -160,10 +162,16 @@ const client = new WorkerClient(new Worker(new URL('./worker.ts', import.meta.ur
 const charts: Record<Task, LossChart> = { spam: new LossChart($('loss-chart')), style: new LossChart($('style-chart')) };
 /** Steps per mean on the loss curve: about six means over a run, two to ten steps each. */
 const meanWindow = (steps: number): number => Math.max(2, Math.min(10, Math.floor(steps / 6)));
-const ids: Record<Task, { train: string; stop: string; resume: string; progress: string; text: string; chart: string }> = {
-  spam: { train: 'train', stop: 'stop', resume: 'resume', progress: 'progress', text: 'progress-text', chart: 'loss-chart' },
-  style: { train: 'style-train', stop: 'style-stop', resume: 'style-resume', progress: 'style-progress', text: 'style-progress-text', chart: 'style-chart' },
+const ids: Record<Task, { train: string; stop: string; resume: string; progress: string; text: string; chart: string; recovery: string }> = {
+  spam: { train: 'train', stop: 'stop', resume: 'resume', progress: 'progress', text: 'progress-text', chart: 'loss-chart', recovery: 'recovery' },
+  style: { train: 'style-train', stop: 'style-stop', resume: 'style-resume', progress: 'style-progress', text: 'style-progress-text', chart: 'style-chart', recovery: 'style-recovery' },
 };
+/** The step of the run's last checkpoint (what a reload or a lost device resumes from). */
+const checkpointAt: Record<Task, number | undefined> = { spam: undefined, style: undefined };
+/** Steps the run under way has done twice because the device was lost. */
+const redone: Record<Task, { steps: number; losses: number }> = { spam: { steps: 0, losses: 0 }, style: { steps: 0, losses: 0 } };
+/** Interrupted runs the page offers to resume (one at a time). */
+let offers: InterruptedRun[] = [];
 let ready = false;
 let busy: string | null = null;
 const resumable: Record<Task, boolean> = { spam: false, style: false };
@@ -225,6 +233,13 @@ client.onEvent((e) => {
     case 'perplexity':
       $(e.phase === 'before' ? 'ppl-before' : 'ppl-after').textContent = `${e.result.perplexity.toFixed(2)} on ${e.result.windows} windows`;
       break;
+    case 'checkpoint':
+      checkpointAt[e.task] = e.step;
+      $(ids[e.task].text).dataset.checkpoint = String(e.step);
+      break;
+    case 'recovered':
+      onRecovered(e);
+      break;
     case 'sample':
       $(e.which === 'before' ? 'sample-before' : 'sample-after').textContent = `${$<HTMLInputElement>('prompt').value}${e.text}${e.done ? '' : '…'}`;
       break;
@@ -246,7 +261,40 @@ function onProgress(e: ProgressEvent): void {
   el.dataset.points = String(chart.points);
   el.dataset.first = String(chart.first);
   el.dataset.last = String(chart.last);
-  show($(ids[e.task].text), `step ${e.step} / ${e.totalSteps} · ${e.stepsPerSecond.toFixed(2)} steps/s · ETA ${clock(e.eta)}${last === undefined ? '' : ` · loss ${last.toFixed(4)}`}`);
+  el.dataset.firstStep = String(chart.firstStep);
+  const saved = checkpointAt[e.task];
+  show($(ids[e.task].text), `step ${e.step} / ${e.totalSteps} · ${e.stepsPerSecond.toFixed(2)} steps/s · ETA ${clock(e.eta)}${last === undefined ? '' : ` · loss ${last.toFixed(4)}`}${saved === undefined ? '' : ` · saved at step ${saved}`}`);
+}
+
+const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/** The worker got a new device after losing one, and goes on from the last checkpoint. */
+function onRecovered(e: RecoveredEvent): void {
+  const r = redone[e.task];
+  r.steps += e.redone;
+  r.losses++;
+  charts[e.task].dropAfter(e.resumedFrom);
+  speed[e.task] = undefined; // the reload is no part of the training speed
+  const el = $(ids[e.task].recovery);
+  const from = e.resumedFrom === 0 ? 'from the start (no checkpoint had been saved yet)' : `from the checkpoint of step ${e.resumedFrom}`;
+  const all = r.losses > 1 ? ` (${plural(r.steps, 'step')} over ${r.losses} losses in this run)` : '';
+  el.textContent = `The GPU device was lost at step ${e.lostAt} (${e.reason}). The page created a new device, loaded the model again and resumed ${from}: ${plural(e.redone, 'step')} redone${all}. Nothing else is needed from you.`;
+  Object.assign(el.dataset, { lostAt: String(e.lostAt), resumedFrom: String(e.resumedFrom), redone: String(e.redone), total: String(r.steps) });
+  el.hidden = false;
+}
+
+/** A new run (or a resumed one) starts: no checkpoint or recovery of an earlier run is shown. */
+function startRun(task: Task): void {
+  checkpointAt[task] = undefined;
+  redone[task] = { steps: 0, losses: 0 };
+  const el = $(ids[task].recovery);
+  el.hidden = true;
+  el.textContent = '';
+  for (const k of ['lostAt', 'resumedFrom', 'redone', 'total']) delete el.dataset[k];
+  delete $(ids[task].text).dataset.checkpoint;
+  // A new run of the task replaces the interrupted one (its checkpoint is cleared when it starts).
+  offers = offers.filter((o) => o.task !== task);
+  showOffer();
 }
 
 function showModel(info: ModelInfo): void {
@@ -319,6 +367,7 @@ button('train').onclick = () =>
       show($('classify-result'), '');
       $('progress-text').dataset.state = 'running';
       resumable.spam = false;
+      startRun('spam');
       await showBaseline();
       const o = await client.request('train', { task: 'spam', settings });
       lastSpamRun = settings;
@@ -419,6 +468,7 @@ button('style-train').onclick = () =>
       show($('style-progress-text'), 'sampling from the base model…');
       await samples(settings, ['before']);
       resumable.style = false;
+      startRun('style');
       const o = await client.request('train', { task: 'style', settings });
       finished('style', o, settings);
       trainedTask = 'style';
@@ -440,6 +490,59 @@ button('style-resume').onclick = () =>
     'style',
   );
 button('style-generate').onclick = () => void action('generate', $('style-progress-text'), () => samples(styleSettings(), ['before', 'after']));
+
+// --- runs interrupted by a reload ------------------------------------------------------------
+
+const taskName = (t: Task): string => (t === 'spam' ? 'spam-filter' : 'style');
+
+/** Offers the first interrupted run (its checkpoint survived the reload), if any. */
+function showOffer(): void {
+  const o = offers[0];
+  const box = $('resume-offer');
+  box.hidden = !o;
+  if (!o) return;
+  $('resume-offer-text').textContent = `A ${taskName(o.task)} run (${o.totalSteps} steps on ${o.dataName}) was interrupted; its last checkpoint is step ${o.step}. Resume it from there, with the settings it was started with?`;
+  Object.assign(box.dataset, { task: o.task, step: String(o.step) });
+}
+
+/** The form shows the settings an interrupted run was started with (what it resumes with). */
+function fillRunSettings(task: Task, s: TrainSettings): void {
+  for (const k of ['learningRate', 'batchSize', 'seqLen', 'evalSize', 'seed'] as const) field(k).value = String(s[k]);
+  field(task === 'spam' ? 'steps' : 'styleSteps').value = String(s.steps);
+  field('targetModules').value = s.targetModules.length ? s.targetModules.join(', ') : defaultModules.target;
+  field('feedforwardModules').value = s.feedforwardModules.length ? s.feedforwardModules.join(', ') : defaultModules.feedforward;
+  presetSelect.value = matchingPreset();
+  checkForm();
+}
+
+button('resume-offer-yes').onclick = () => {
+  const o = offers.shift();
+  if (!o) return;
+  button(`tab-${o.task}`).click();
+  fillRunSettings(o.task, o.settings);
+  showOffer();
+  void action(
+    'resume-interrupted',
+    $(ids[o.task].text),
+    async () => {
+      startRun(o.task);
+      charts[o.task].clear(meanWindow(o.settings.steps));
+      $(ids[o.task].text).dataset.state = 'running';
+      const r = await client.request('resumeInterrupted', { task: o.task });
+      finished(o.task, r, o.settings);
+      trainedTask = o.task;
+      if (o.task === 'spam') lastSpamRun = o.settings;
+      if (r.reason === 'completed') await (o.task === 'spam' ? classifySample() : samples(o.settings, ['after']));
+    },
+    o.task,
+  );
+};
+button('resume-offer-no').onclick = () => {
+  const o = offers.shift();
+  showOffer();
+  const where = $('files-status');
+  if (o) void action('discard', where, () => client.request('discardInterrupted', { task: o.task }).then(() => show(where, `discarded the interrupted ${taskName(o.task)} run`)));
+};
 
 // --- tabs --------------------------------------------------------------------------------------
 
@@ -540,6 +643,9 @@ $<HTMLInputElement>('data-file').onchange = (ev) => {
 // --- start -------------------------------------------------------------------------------------
 
 let fromUrl = settingsFromUrl(location.search, 'quick');
+/** `?debug`: the end-to-end test may destroy the worker's WebGPU device (window.__demo.loseDevice()). */
+const debug = new URLSearchParams(location.search).has('debug');
+if (debug) (window as unknown as { __demo: { loseDevice(): void } }).__demo = { loseDevice: () => client.debugLoseDevice() };
 
 function fillModuleDefaults(): void {
   field('targetModules').value = fromUrl.modules.target?.join(', ') ?? defaultModules.target;
@@ -560,13 +666,16 @@ async function start(): Promise<void> {
     if (fromUrl.problems.length) show($('settings-error'), `URL parameters ignored: ${fromUrl.problems.join('; ')}`, 'error');
     showPresetNote();
     show($('status'), 'loading the model and data in the worker…');
-    const r = await client.request('init', { model: { kind: 'shipped' }, base: document.baseURI });
+    const r = await client.request('init', { model: { kind: 'shipped' }, base: document.baseURI, debug });
     showModel(r.spam);
     fillModuleDefaults();
     for (const d of r.data) showData(d);
     await showBaseline();
     await loadStyleTexts();
     ready = true;
+    // Ready once the page knows whether a reload interrupted a run (offered above the tabs).
+    offers = await client.request('interrupted', {});
+    showOffer();
     show($('status'), 'ready', 'ok');
   } catch (e) {
     const msg = describeError(e);

@@ -99,6 +99,17 @@ export interface TrainOutcome {
   resumable: boolean;
 }
 
+/** A run whose checkpoint survived a reload of the page (Origin Private File System). */
+export interface InterruptedRun {
+  task: Task;
+  /** The checkpoint's step, and the run's length. */
+  step: number;
+  totalSteps: number;
+  settings: TrainSettings;
+  /** The data it trains on (spam: the data set's name; style: the text's name). */
+  dataName: string;
+}
+
 /** The serialised error: enough for the page to say what went wrong and where. */
 export interface WorkerError {
   name: string;
@@ -106,13 +117,15 @@ export interface WorkerError {
   message: string;
   /** DataFileError: the 1-based line of the data file. */
   line?: number;
+  /** DeviceLostError (whose message is the device's reason): whether the worker has a new device and the models loaded again. */
+  recovered?: boolean;
 }
 
 /** Requests and the value each one resolves with. */
 export interface Requests {
   /** The WebGPU device (first, so a missing WebGPU is reported before anything is downloaded). */
   device: { req: Record<string, never>; res: { adapter: string; software: boolean } };
-  init: { req: { model: ModelSource; /** The page's base URL: shipped files are relative to it. */ base: string }; res: { spam: ModelInfo; style: ModelInfo; data: DataInfo[] } };
+  init: { req: { model: ModelSource; /** The page's base URL: shipped files are relative to it. */ base: string; /** `?debug`: honour DebugMessage. */ debug: boolean }; res: { spam: ModelInfo; style: ModelInfo; data: DataInfo[] } };
   loadModel: { req: { task: Task; source: ModelSource }; res: ModelInfo };
   loadData: { req: { task: Task; name: string; content: string }; res: DataInfo };
   /** The baseline on the validation subset of `evalSize` mails and on the test split. */
@@ -127,6 +140,12 @@ export interface Requests {
   train: { req: { task: Task; settings: TrainSettings }; res: TrainOutcome };
   /** Continues a stopped run (same optimizer state and data position). */
   resume: { req: { task: Task }; res: TrainOutcome };
+  /** The runs a reload interrupted, each from its last checkpoint (none: an empty list). */
+  interrupted: { req: Record<string, never>; res: InterruptedRun[] };
+  /** Continues an interrupted run from its checkpoint, on the data and settings it was started with. */
+  resumeInterrupted: { req: { task: Task }; res: TrainOutcome };
+  /** Deletes an interrupted run's checkpoint (the user declined to resume it). */
+  discardInterrupted: { req: { task: Task }; res: null };
   /** At the trained adapter's sequence length (`seqLen` before any training). */
   classify: { req: { text: string; seqLen: number }; res: ClassifyResult };
   /** 'before': the base model (adapter disabled); 'after': with the trained adapter. */
@@ -144,6 +163,14 @@ export type Request = { [K in RequestType]: { id: number; type: K } & Requests[K
 /** Stop needs no answer: it asks the running training or evaluation to return after its current batch. */
 export interface StopMessage {
   type: 'stop';
+}
+
+/**
+ * Only under the page's `?debug` flag (the end-to-end test): destroys the WebGPU device now, in the
+ * middle of whatever runs, as a driver reset or a lost GPU would.
+ */
+export interface DebugMessage {
+  type: 'debugLoseDevice';
 }
 
 /** A batch of training steps, posted at most every ~100 ms so the page renders a few per second. */
@@ -198,11 +225,33 @@ export interface SampleEvent {
   done: boolean;
 }
 
-export type WorkerEvent = ProgressEvent | EvalProgressEvent | PhaseEvent | AccuracyEvent | PerplexityEvent | SampleEvent;
+/** A checkpoint of the running training was saved (a reload or a lost device resumes from it). */
+export interface CheckpointSavedEvent {
+  type: 'checkpoint';
+  task: Task;
+  step: number;
+}
+
+/**
+ * The GPU device was lost during training and the worker recovered: a new device, the models
+ * loaded again, the run resumed from its last checkpoint. The steps after it are done again.
+ */
+export interface RecoveredEvent {
+  type: 'recovered';
+  task: Task;
+  /** The last step reported before the loss, and the checkpoint step the run resumes from. */
+  lostAt: number;
+  resumedFrom: number;
+  redone: number;
+  /** The device's reason ('destroyed', 'unknown'). */
+  reason: string;
+}
+
+export type WorkerEvent = ProgressEvent | EvalProgressEvent | PhaseEvent | AccuracyEvent | PerplexityEvent | SampleEvent | CheckpointSavedEvent | RecoveredEvent;
 
 export type Response =
   | { type: 'result'; id: number; value: unknown }
   | { type: 'error'; id: number; error: WorkerError };
 
 export type FromWorker = Response | WorkerEvent;
-export type ToWorker = Request | StopMessage;
+export type ToWorker = Request | StopMessage | DebugMessage;

@@ -6,22 +6,27 @@ import {
   adapterFilesFromFileList,
   adapterName,
   createDevice,
+  DeviceLostError,
   getPeftModel,
   IA3Config,
   IA3Error,
   InputError,
   loadModel,
   loadPeftModel,
+  MemoryCheckpointStore,
+  OpfsCheckpointStore,
   Trainer,
+  type CheckpointStore,
   type Example,
   type GpuContext,
   type Model,
   type PeftModel,
   type TensorData,
+  type TrainingArguments,
 } from 'ia3-webgpu';
 import { predictNaiveBayes, scores, trainNaiveBayes, type LabelledText } from './baseline.js';
 import { DataFileError, parseDataFile } from './datafile.js';
-import type { AccuracyResult, BaselineResult, DataInfo, FromWorker, ModelInfo, ModelSource, PerplexityResult, Request, Requests, Task, ToWorker, TrainOutcome, TrainSettings, WorkerError } from './protocol.js';
+import type { AccuracyResult, BaselineResult, DataInfo, FromWorker, InterruptedRun, ModelInfo, ModelSource, PerplexityResult, Request, Requests, Task, ToWorker, TrainOutcome, TrainSettings, WorkerError } from './protocol.js';
 import { mulberry32, sampleTopK, seededShuffle, softmax } from './sampling.js';
 import { warmupStepsFor } from './settings.js';
 
@@ -37,11 +42,24 @@ const CHARS_PER_TOKEN_BOUND = 8;
 const EVAL_SUBSET_SEED = 1234;
 /** Mails per forward pass when measuring accuracy (one compiled plan: a short last batch is padded). */
 const EVAL_BATCH = 8;
+/** Device losses in one run the worker recovers from before it gives up (a GPU that keeps failing). */
+const MAX_RECOVERIES = 3;
+
+/** What a run was started with, kept beside its checkpoint so a reload can rebuild its examples. */
+interface RunRecord {
+  settings: TrainSettings;
+  /** Spam: the data set's name (it must be the one loaded to resume). Style: the text's name. */
+  dataName: string;
+  /** Style: the text itself (a pasted text is gone after a reload). */
+  text?: string;
+}
 
 interface TaskState {
   model: Model;
   tokenizer: Tokenizer;
   name: string;
+  /** Where the model came from: a lost device loads it again from there. */
+  source: ModelSource;
   peft: PeftModel;
   /** The run in progress or stopped (for Resume), with the data it trains on. */
   trainer?: Trainer;
@@ -52,6 +70,9 @@ interface TaskState {
   /** Training seconds of the run so far, over its stopped and resumed parts. */
   trainSeconds?: number;
   settings?: TrainSettings;
+  record?: RunRecord;
+  /** The last step the page was told about (what a lost device makes it redo from a checkpoint). */
+  lastStep?: number;
 }
 
 let base = '';
@@ -60,6 +81,8 @@ const tasks: Partial<Record<Task, TaskState>> = {};
 let spamData: { name: string; train: LabelledText[]; validation: LabelledText[]; test: LabelledText[]; labels: string[] } | undefined;
 let styleText: { name: string; text: string } | undefined;
 let training: Trainer | undefined;
+/** `?debug` on the page: the end-to-end test may destroy the device (DebugMessage). */
+let debug = false;
 /** Set by Stop; the running evaluation checks it between batches (training has its own stop). */
 let stopRequested = false;
 /** Accuracy of the base model (the adapter at its identity init) by subset key: it never changes. */
@@ -74,6 +97,8 @@ function state(task: Task): TaskState {
 }
 
 function serialiseError(e: unknown): WorkerError {
+  // The reason only: the library's message tells a developer what to do, which the page has done (or says).
+  if (e instanceof DeviceLostError) return { name: e.name, code: e.code, message: e.reason, recovered: gpu !== undefined && !gpu.isLost };
   if (e instanceof DataFileError) return e.line === null ? { name: 'DataFileError', code: 'DATA_FILE', message: e.message } : { name: 'DataFileError', code: 'DATA_FILE', message: e.message, line: e.line };
   if (e instanceof IA3Error) return { name: e.name, code: e.code, message: e.message };
   if (e instanceof Error) return { name: e.name, code: 'ERROR', message: e.message };
@@ -130,7 +155,7 @@ async function loadTask(task: Task, source: ModelSource): Promise<ModelInfo> {
   }
   const old = tasks[task];
   const peft = getPeftModel(model, new IA3Config({ taskType: task === 'spam' ? 'SEQ_CLS' : 'CAUSAL_LM' }));
-  tasks[task] = { model, tokenizer, name, peft };
+  tasks[task] = { model, tokenizer, name, source, peft };
   if (old && old.model !== model && old.model !== tasks[task === 'spam' ? 'style' : 'spam']?.model) await old.model.dispose();
   baseAccuracy.clear();
   return modelInfo(task);
@@ -263,8 +288,11 @@ function evalSubset(split: 'validation' | 'test', size: number): LabelledText[] 
   return split === 'validation' ? seededShuffle(all, EVAL_SUBSET_SEED).slice(0, Math.max(1, Math.min(size, all.length))) : all;
 }
 
-function trainerFor(peft: PeftModel, s: TrainSettings): Trainer {
-  return new Trainer(peft, {
+/** Steps between checkpoints: about eight per run, at most ten steps apart (the most a lost device redoes). */
+const checkpointStepsFor = (steps: number): number => Math.min(10, Math.max(1, Math.floor(steps / 8)));
+
+function trainerFor(peft: PeftModel, s: TrainSettings, checkpoints?: CheckpointStore): Trainer {
+  const args: TrainingArguments = {
     learningRate: s.learningRate,
     batchSize: s.batchSize,
     maxSteps: s.steps,
@@ -275,7 +303,9 @@ function trainerFor(peft: PeftModel, s: TrainSettings): Trainer {
     // a software adapter), fewer on long runs.
     loggingSteps: Math.min(10, 1 + Math.floor(s.steps / 300)),
     warmupSteps: warmupStepsFor(s.steps),
-  });
+    checkpointSteps: checkpointStepsFor(s.steps),
+  };
+  return new Trainer(peft, args, { checkpoints });
 }
 
 /**
@@ -362,11 +392,123 @@ async function usePeft(task: Task, peft: PeftModel): Promise<void> {
   s.trainer = undefined;
   s.trainData = undefined;
   s.evalData = undefined;
-  if (old !== peft) {
-    old.enableAdapter();
-    await old.current().releasePlans();
-    await old.trainingModel().model.releasePlans();
+  // Each PeftModel holds its own vectors and plans: disposing the old one frees them.
+  if (old !== peft) await old.dispose();
+}
+
+// --- checkpoints -------------------------------------------------------------------------------
+
+// Checkpoints go to the Origin Private File System, so a reload can resume the run; where it is
+// missing, to memory (a lost device can still be recovered from, a reload cannot).
+const hasOpfs = typeof navigator !== 'undefined' && typeof navigator.storage?.getDirectory === 'function';
+const stores: Record<Task, CheckpointStore> = {
+  spam: hasOpfs ? new OpfsCheckpointStore('demo-spam') : new MemoryCheckpointStore(),
+  style: hasOpfs ? new OpfsCheckpointStore('demo-style') : new MemoryCheckpointStore(),
+};
+const recordFile = (task: Task): string => `demo-${task}.run.json`;
+
+async function saveRecord(task: Task, record: RunRecord): Promise<void> {
+  if (!hasOpfs) return;
+  const dir = await navigator.storage.getDirectory();
+  const w = await (await dir.getFileHandle(recordFile(task), { create: true })).createWritable();
+  await w.write(JSON.stringify(record));
+  await w.close();
+}
+
+async function loadRecord(task: Task): Promise<RunRecord | undefined> {
+  if (!hasOpfs) return undefined;
+  try {
+    const dir = await navigator.storage.getDirectory();
+    const o = JSON.parse(await (await (await dir.getFileHandle(recordFile(task))).getFile()).text()) as RunRecord;
+    return o && typeof o.dataName === 'string' && typeof o.settings?.steps === 'number' ? o : undefined;
+  } catch {
+    return undefined; // none saved (NotFoundError), or not ours
   }
+}
+
+/** Forgets a task's run: its checkpoint and its record. */
+async function clearRun(task: Task): Promise<void> {
+  await stores[task].clear();
+  if (hasOpfs) await (await navigator.storage.getDirectory()).removeEntry(recordFile(task)).catch(() => undefined);
+}
+
+async function interrupted(): Promise<InterruptedRun[]> {
+  const runs: InterruptedRun[] = [];
+  for (const task of ['spam', 'style'] as Task[]) {
+    const record = await loadRecord(task);
+    // A checkpoint that does not parse (written by another version) is dropped, not offered.
+    const cp = record && (await stores[task].load().catch(() => undefined));
+    if (record && cp) runs.push({ task, step: cp.step, totalSteps: record.settings.steps, settings: record.settings, dataName: record.dataName });
+    else await clearRun(task);
+  }
+  return runs;
+}
+
+/**
+ * Rebuilds a run from its record (the same examples: data, tokenizer, seed, split) on a fresh
+ * adapter, and its trainer from the last checkpoint (from step 0 when there is none yet).
+ * Returns the step it continues from.
+ */
+async function restoreRun(task: Task, record: RunRecord): Promise<number> {
+  const s = state(task);
+  const settings = record.settings;
+  let trainData: Example[];
+  let evalData: Example[] | undefined;
+  if (task === 'spam') {
+    if (!spamData || spamData.name !== record.dataName) throw new InputError(`the interrupted run trained on ${record.dataName}, and ${spamData?.name ?? 'no data'} is loaded: load ${record.dataName} again, then resume`);
+    trainData = classExamples(s, spamData.train, settings.seqLen);
+  } else {
+    styleText = { name: record.dataName, text: record.text ?? '' };
+    ({ train: trainData, heldOut: evalData } = styleSplit(s.tokenizer, styleText.text, settings.seqLen, settings.evalSize));
+  }
+  await usePeft(task, getPeftModel(s.model, configFor(task, settings)));
+  const cp = await stores[task].load();
+  // fromCheckpoint refuses another model, adapter config or example list, by name.
+  s.trainer = cp ? Trainer.fromCheckpoint(s.peft, cp, { checkpoints: stores[task] }) : trainerFor(s.peft, settings, stores[task]);
+  Object.assign(s, { settings, record, totalSteps: settings.steps, trainData, evalData, lastStep: s.trainer.globalStep });
+  return s.trainer.globalStep;
+}
+
+/** Continues a run a reload interrupted (or one whose trainer a lost device took away). */
+async function resumeInterrupted(task: Task): Promise<TrainOutcome> {
+  if (training) throw new InputError('a training run is already in progress');
+  const record = await loadRecord(task);
+  if (!record) throw new InputError('there is no interrupted run to resume');
+  const from = await restoreRun(task, record);
+  state(task).trainSeconds = 0;
+  post({ type: 'phase', task, text: `resuming from the checkpoint of step ${from}…` });
+  return finishRun(task);
+}
+
+/**
+ * A new device in place of a lost one, and every loaded model loaded again from where it came
+ * from (fresh adapters: a stopped run continues from its checkpoint, see `resume`).
+ */
+async function replaceDevice(): Promise<void> {
+  gpu = await createDevice();
+  for (const t of ['spam', 'style'] as Task[]) {
+    const old = tasks[t];
+    if (!old) continue;
+    old.trainer?.dispose();
+    // Its buffers died with the device; disposing only settles the bookkeeping.
+    await old.model.dispose().catch(() => undefined);
+    await loadTask(t, old.source);
+  }
+}
+
+/**
+ * The device was lost mid-run: a new device, the models loaded again, and the run rebuilt from its
+ * last checkpoint. Tells the page how many steps are redone.
+ */
+async function recover(task: Task, lost: DeviceLostError): Promise<void> {
+  const s = state(task);
+  const lostAt = s.lastStep ?? 0;
+  post({ type: 'phase', task, text: `the GPU device was lost at step ${lostAt}: creating a new device and loading the model again…` });
+  await replaceDevice();
+  const seconds = s.trainSeconds;
+  const resumedFrom = await restoreRun(task, s.record!);
+  state(task).trainSeconds = seconds;
+  post({ type: 'recovered', task, lostAt, resumedFrom, redone: Math.max(0, lostAt - resumedFrom), reason: lost.reason });
 }
 
 // --- training ----------------------------------------------------------------------------------
@@ -388,8 +530,10 @@ async function runTrainer(task: Task): Promise<TrainOutcome> {
     points = [];
     lastPost = now;
   };
+  const offCheckpoint = trainer.on('checkpoint', (e) => post({ type: 'checkpoint', task, step: e.step }));
   const off = trainer.on('step', (e) => {
     if (stopRequested) trainer.stop(); // Stop came before this part of the run had begun
+    s.lastStep = e.step;
     points.push([e.step, e.loss]);
     // Batched: the page gets a handful of messages a second, however fast the steps are.
     if (performance.now() - lastPost > 100 || e.step >= total) flush(e.step);
@@ -398,12 +542,14 @@ async function runTrainer(task: Task): Promise<TrainOutcome> {
   try {
     post({ type: 'phase', task, text: trainer.globalStep === 0 ? 'compiling the training step…' : 'resuming…' });
     const r = await trainer.train(s.trainData!);
-    if (points.length) flush(trainer.globalStep);
     const reason = r.steps >= total ? 'completed' : 'stopped';
     s.trainSeconds = (s.trainSeconds ?? 0) + (performance.now() - t0) / 1000;
     return { steps: r.steps, reason, seconds: s.trainSeconds, resumable: reason === 'stopped' };
   } finally {
+    // The last steps, also when the run failed: the page counts the steps a lost device redoes from them.
+    if (points.length) flush(s.lastStep ?? trainer.globalStep);
     off();
+    offCheckpoint();
     training = undefined;
   }
 }
@@ -413,6 +559,7 @@ async function train(task: Task, settings: TrainSettings): Promise<TrainOutcome>
   if (training) throw new InputError('a training run is already in progress');
   // A fresh adapter from the settings: the previous run's values and optimizer state are dropped.
   await usePeft(task, getPeftModel(s.model, configFor(task, settings)));
+  await clearRun(task);
   s.settings = settings;
   s.totalSteps = settings.steps;
   s.trainSeconds = 0;
@@ -434,25 +581,41 @@ async function train(task: Task, settings: TrainSettings): Promise<TrainOutcome>
     post({ type: 'accuracy', phase: 'before', result: before });
     post({ type: 'phase', task, text: 'tokenising the training mails…' });
     s.trainData = classExamples(s, spamData.train, settings.seqLen);
+    s.record = { settings, dataName: spamData.name };
   } else {
     if (!styleText) throw new InputError('no style text chosen');
     const split = styleSplit(s.tokenizer, styleText.text, settings.seqLen, settings.evalSize);
     s.trainData = split.train;
     s.evalData = split.heldOut;
+    s.record = { settings, dataName: styleText.name, text: styleText.text };
     // The fresh adapter is the identity: this is the base model's perplexity on the held-out end.
     post({ type: 'phase', task, text: 'measuring held-out perplexity before training…' });
     post({ type: 'perplexity', phase: 'before', result: await heldOutPerplexity(s) });
   }
-  s.trainer = trainerFor(s.peft, settings);
+  s.trainer = trainerFor(s.peft, settings, stores[task]);
+  s.lastStep = 0;
+  await saveRecord(task, s.record);
   // Stopped while measuring or tokenising: nothing trained yet, Resume starts the run.
   if (stopRequested) return { steps: 0, reason: 'stopped', seconds: 0, resumable: true };
   return finishRun(task);
 }
 
+/** Trains to the end (or Stop), recovering from lost devices; then the measurements after training. */
 async function finishRun(task: Task): Promise<TrainOutcome> {
+  let outcome: TrainOutcome | undefined;
+  for (let losses = 0; !outcome; ) {
+    try {
+      outcome = await runTrainer(task);
+    } catch (e) {
+      if (!(e instanceof DeviceLostError) || ++losses > MAX_RECOVERIES) throw e;
+      await recover(task, e);
+    }
+  }
   const s = state(task);
-  const outcome = await runTrainer(task);
-  if (outcome.reason === 'completed') s.trainer!.dispose(); // nothing left to resume
+  if (outcome.reason === 'completed') {
+    s.trainer!.dispose(); // nothing left to resume
+    await clearRun(task);
+  }
   if (outcome.reason === 'completed' && task === 'spam') {
     post({ type: 'phase', task, text: 'measuring validation accuracy after training…' });
     const after = await evaluate(s.settings!, 'validation', 'validation accuracy after training');
@@ -468,7 +631,8 @@ async function finishRun(task: Task): Promise<TrainOutcome> {
 
 async function resume(task: Task): Promise<TrainOutcome> {
   const s = state(task);
-  if (!s.trainer || !s.trainData) throw new InputError('there is no stopped run to resume');
+  // A run whose trainer is gone (a lost device during another task's run) continues from its checkpoint.
+  if (!s.trainer || !s.trainData) return resumeInterrupted(task);
   if (training) throw new InputError('a training run is already in progress');
   if (s.trainer.globalStep >= s.totalSteps!) throw new InputError('the run has already completed');
   return finishRun(task);
@@ -664,6 +828,13 @@ async function handle(r: Request): Promise<unknown> {
       return train(r.task, r.settings);
     case 'resume':
       return resume(r.task);
+    case 'interrupted':
+      return interrupted();
+    case 'resumeInterrupted':
+      return resumeInterrupted(r.task);
+    case 'discardInterrupted':
+      await clearRun(r.task);
+      return null;
     case 'classify':
       return classify(r.text, r.seqLen);
     case 'generate':
@@ -690,7 +861,11 @@ scope.onmessage = (ev: MessageEvent<ToWorker>) => {
     training?.stop();
     return;
   }
-  if (m.type === 'init') base = m.base;
+  if (m.type === 'debugLoseDevice') {
+    if (debug) gpu?.device.destroy();
+    return;
+  }
+  if (m.type === 'init') ({ base, debug } = m);
   queue = queue.then(async () => {
     stopRequested = false; // a Stop applies to the request running when it came
     try {
@@ -698,6 +873,8 @@ scope.onmessage = (ev: MessageEvent<ToWorker>) => {
     } catch (e) {
       // Errors a user can cause are shown on the page; anything else is a bug worth a stack trace.
       if (!(e instanceof IA3Error || e instanceof DataFileError)) console.error(e);
+      // Lost outside a training run (which recovers by itself): a new device for the next request.
+      if (e instanceof DeviceLostError && tasks.spam) await replaceDevice().catch((inner: unknown) => console.error(inner));
       post({ type: 'error', id: m.id, error: serialiseError(e) });
     }
   });

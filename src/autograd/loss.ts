@@ -4,13 +4,21 @@
 //              tokens not ignored (labels are the input ids with padding set to −100)
 //   SEQ_CLS    loss = CrossEntropy(logits [batch, num_labels], labels [batch])
 //
-// The loss nodes are ordinary IR nodes (Slice + the fused CrossEntropyLoss kernel), so the same
-// graph runs on the GPU plan and on the float64 CPU executor, and autograd differentiates it. It is
-// a pure rewrite of the graph IR, the head of every backward pass: PeftModel (lossAndGradients) and
-// the Trainer both build on it, so it lives below them.
+// The loss nodes are ordinary IR nodes, so the same graph runs on the GPU plan and on the float64
+// CPU executor, and autograd differentiates it. It is a pure rewrite of the graph IR, the head of
+// every backward pass: PeftModel (lossAndGradients) and the Trainer both build on it, so it lives
+// below them.
+//
+// CAUSAL_LM with a plain LM head (onnx/heads.ts) whose weight is not trained fuses the head with
+// the loss: LMHeadCrossEntropy(hidden, labels shifted left and padded with −100, W) computes the
+// logits in chunks and never holds them whole (ops/lm-head.ts), so training memory does not grow
+// with batch × sequence × vocabulary; the logits are then no output of the training graph. Other
+// heads, and heads whose weight is not a plain float32 one (kept packed, onnx/precision.ts), take
+// Slice + CrossEntropyLoss over the logits.
 
 import { InputError } from '../errors.js';
 import type { Graph, Initializer, Node } from '../ir/graph.js';
+import { findLmHead } from '../onnx/heads.js';
 
 export type LossTask = 'CAUSAL_LM' | 'SEQ_CLS';
 
@@ -30,8 +38,18 @@ export function logitsOutput(graph: Pick<Graph, 'outputs'>): string {
   return graph.outputs.some((o) => o.name === 'logits') ? 'logits' : (graph.outputs[0]?.name ?? 'logits');
 }
 
+export interface LossOptions {
+  /** The output holding the scores (default: `logitsOutput(graph)`). */
+  readonly logits?: string;
+  /** Trainable values: a head whose weight is one keeps the unfused loss (its weight needs a gradient). */
+  readonly trainable?: ReadonlySet<string>;
+  /** Fuse a plain LM head with the causal-LM loss (default true). */
+  readonly fuseHead?: boolean;
+}
+
 /** `graph` with an int64 `labels` input and a scalar float `loss` output for `task`. */
-export function withLoss(graph: Graph, task: LossTask, logits = logitsOutput(graph)): Graph {
+export function withLoss(graph: Graph, task: LossTask, options: LossOptions = {}): Graph {
+  const logits = options.logits ?? logitsOutput(graph);
   if (!graph.outputs.some((o) => o.name === logits)) {
     throw new InputError(`the model has no output '${logits}' to compute the ${task} loss from`);
   }
@@ -40,6 +58,11 @@ export function withLoss(graph: Graph, task: LossTask, logits = logitsOutput(gra
   const initializers = new Map(graph.initializers);
   let scores = logits;
   let targets = LABELS;
+  const head = task === 'CAUSAL_LM' && options.fuseHead !== false ? findLmHead(graph, logits) : undefined;
+  // The fused head's kernel reads a float32 weight: a head kept packed (fp16, 4-bit, 8-bit) or of
+  // another dtype (a float16 one read through a dropped Cast) takes the unfused loss.
+  const w = head && graph.initializers.get(head.weight);
+  if (head && w?.dtype === 'float32' && !w.storage && !options.trainable?.has(head.weight)) return withFusedHead(graph, head, logits);
   if (task === 'CAUSAL_LM') {
     // Predict token t+1 from positions ≤ t: drop the last position of the logits, the first label.
     for (const t of [i64('loss/zero', [0n]), i64('loss/one', [1n]), i64('loss/minus_one', [-1n]), i64('loss/end', [2n ** 62n])]) {
@@ -94,5 +117,39 @@ export function withLoss(graph: Graph, task: LossTask, logits = logitsOutput(gra
     initializers,
     inputs: [...graph.inputs, { name: LABELS, dtype: 'int64', dims: labelDims }],
     outputs: [...graph.outputs, { name: LOSS, dtype: 'float32', dims: [] }, ...(scores === SCORES ? [{ name: SCORES, dtype: 'float32' as const, dims: ['labels_batch', 'classes'] }] : [])],
+  };
+}
+
+/**
+ * CAUSAL_LM through the fused head: labels shifted left (position t predicts token t+1) and padded
+ * with −100 on the right, so the last position counts for nothing and the hidden states need no
+ * slicing. The head's node goes; so does the `logits` output.
+ */
+function withFusedHead(graph: Graph, head: NonNullable<ReturnType<typeof findLmHead>>, logits: string): Graph {
+  const initializers = new Map(graph.initializers);
+  for (const t of [i64('loss/one', [1n]), i64('loss/end', [2n ** 62n])]) initializers.set(t.name, t);
+  const opset = graph.opsets.get('') ?? 0;
+  const n = (name: string, opType: string, inputs: string[], outputs: string[], attrs: Node['attrs'] = {}, domain = ''): Node => ({ name, opType, domain, inputs, outputs, attrs });
+  // Pad-11 reads pads and the fill from inputs; earlier Pad from attributes.
+  let pad: Node;
+  if (opset >= 11) {
+    initializers.set('loss/pads', i64('loss/pads', [0n, 0n, 0n, 1n]));
+    initializers.set('loss/ignore', { name: 'loss/ignore', dtype: 'int64', dims: [], data: BigInt64Array.of(-100n) });
+    pad = n('loss/pad_labels', 'Pad', ['loss/labels_next', 'loss/pads', 'loss/ignore'], ['loss/labels']);
+  } else {
+    pad = n('loss/pad_labels', 'Pad', ['loss/labels_next'], ['loss/labels'], { pads: [0, 0, 0, 1], value: -100 });
+  }
+  const nodes: Node[] = [
+    ...graph.nodes.filter((x) => x !== head.node),
+    n('loss/shift_labels', 'Slice', [LABELS, 'loss/one', 'loss/end', 'loss/one'], ['loss/labels_next']),
+    pad,
+    n('loss/lm_head', 'LMHeadCrossEntropy', [head.hidden, 'loss/labels', head.weight], [LOSS, 'loss/count'], { ignore_index: -100, reduction: 'mean', transB: head.transB ? 1 : 0 }, 'ia3'),
+  ];
+  return {
+    ...graph,
+    nodes,
+    initializers,
+    inputs: [...graph.inputs, { name: LABELS, dtype: 'int64', dims: ['labels_batch', 'labels_sequence'] }],
+    outputs: [...graph.outputs.filter((o) => o.name !== logits), { name: LOSS, dtype: 'float32', dims: [] }],
   };
 }

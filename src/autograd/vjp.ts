@@ -635,6 +635,22 @@ const RotaryEmbeddingGrad: VjpRule = (c) => {
   return [c.b.op('RotaryEmbedding', [dy0(c), inName(c, 1), inName(c, 2)], c.node.attrs)];
 };
 
+/**
+ * The fused LM-head loss computes ∂loss/∂hidden itself (its output 2, computed in the same pass as
+ * the loss once the reverse pass asks for it); the rule scales it by dloss. Its weight is frozen.
+ */
+const LMHeadCrossEntropy: VjpRule = (c) => {
+  for (let i = 2; i < c.node.inputs.length; i++) {
+    if (c.needs(i)) c.unsupported('the LM head weight gets no gradient here (withLoss leaves a trainable head to the unfused loss)');
+  }
+  if (c.dy[2] !== undefined) c.unsupported('second-order gradients (through dhidden) are not implemented');
+  if (!c.needs(0) || c.dy[0] === undefined) return [];
+  const dh = c.output(2);
+  const g = c.dy[0];
+  const seed = c.b.constants.get(g);
+  return [seed && seed.data.length === 1 && seed.data[0] === 1 ? dh : c.b.mul(dh, g)];
+};
+
 const CrossEntropyLoss: VjpRule = (c) => {
   // The count output is piecewise constant: only the loss carries a gradient.
   const g = c.dy[0];
@@ -704,6 +720,7 @@ export const VJP: { readonly [K in OpType]: VjpEntry } = {
   Transpose,
   Gather,
   GatherElements: unsupported('GatherElements (the data gradient needs a scatter-add op)'),
+  GatherBlocks: unsupported('GatherBlocks (the legaliser emits it after the reverse pass; a trained table is never split)'),
   Expand,
   Tile,
   Pad,
@@ -727,6 +744,7 @@ export const VJP: { readonly [K in OpType]: VjpEntry } = {
   // Loss
   CrossEntropyLoss,
   CrossEntropyLossGrad: secondOrder,
+  LMHeadCrossEntropy,
   // Matrix products
   MatMul: (c) => matmulVjp(c, { tA: false, tB: false, alpha: 1 }),
   Gemm: (c) =>

@@ -1,18 +1,22 @@
 // Static execution plans: a shape-specialised graph compiled once, replayed as one command buffer.
 //
-// Compilation lowers every node through the op registry, then assigns GPU buffers by liveness:
-// a value's buffer is taken from the pool at its defining node and handed back after its last use,
-// so later values reuse it (views such as Reshape share their source's buffer and extend its life).
-// Weights and constants are uploaded once and stay resident; graph inputs get their own buffers
-// that `execute` overwrites. Pipelines, uniform buffers and bind groups are all built here, so a
-// step only records dispatches: no allocation, no compilation, no CPU readback.
+// Compilation has two phases. `layoutPlan` is pure: it lowers every node through the op registry
+// and assigns buffers by liveness — a value's buffer is a slot taken at its defining node and
+// handed back after its last use, so later values reuse it (views such as Reshape share their
+// source's slot and extend its life) — and checks every buffer against the device's limits, so a
+// tensor that cannot fit is a SizeLimitError naming it before any GPU work. Its byte counts are the
+// plan's memory, known before anything is allocated (`Model.memoryPlan`). `Plan.compile` then
+// allocates exactly that layout: weights and constants uploaded once and resident, graph inputs in
+// their own buffers that `execute` overwrites, one pooled buffer per slot; pipelines, uniform
+// buffers and bind groups are all built here, so a step only records dispatches: no allocation, no
+// compilation, no CPU readback.
 
 import { GpuExecutionError, ShapeError, SizeLimitError } from '../errors.js';
 import { sizeClass } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/device.js';
-import { DispatchList, resolveBindings, type BoundProgram } from '../gpu/dispatch.js';
-import type { DeviceTraits } from '../gpu/traits.js';
-import type { PlanGraph } from '../ir/static-graph.js';
+import { DispatchList, resolveBindings, type BoundProgram, type LoweringSteps } from '../gpu/dispatch.js';
+import { bindingLimit, type DeviceTraits } from '../gpu/traits.js';
+import { residentBytes, type PlanGraph, type PlanNode } from '../ir/static-graph.js';
 import { gpuArrayOf, sizeOf, type ValueInfo } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
 import type { LoweringContext, OpDef } from '../ops/types.js';
@@ -20,15 +24,178 @@ import type { LoweringContext, OpDef } from '../ops/types.js';
 export interface CompileOptions {
   /** Lower for these traits instead of the device's own (tests asking for a kernel variant). */
   readonly device?: DeviceTraits;
+  /** The layout `layoutPlan` gave for this graph and device (computed again when absent). */
+  readonly layout?: PlanLayout;
 }
 
 export interface PlanMemory {
-  /** Bytes of resident tensors this plan uploaded (weights and constants it owns). */
+  /** Bytes of resident tensors this plan uploads (weights and constants it owns). */
   residentBytes: number;
-  /** Peak bytes of activations and scratch buffers live at once during a step. */
+  /** Bytes of resident buffers the plan reads from elsewhere (the model's weight store). */
+  sharedBytes: number;
+  /** Peak bytes of activations and scratch buffers live at once during a step (their slots). */
   activationBytes: number;
   /** Bytes of the runtime input buffers. */
   inputBytes: number;
+}
+
+/** Where a lowered node's buffers live: op inputs by value name, outputs and temps by slot. */
+interface LoweredNode {
+  readonly node: PlanNode;
+  readonly lowering: LoweringSteps;
+  readonly temps: readonly number[];
+}
+
+/** The pure result of planning: lowerings, slot sizes, which slot holds each value, the bytes. */
+export interface PlanLayout {
+  readonly lowered: readonly LoweredNode[];
+  /** Bytes of each activation slot (a size class). */
+  readonly slots: readonly number[];
+  /** Activation value → slot (views are in `views`). */
+  readonly valueSlot: ReadonlyMap<string, number>;
+  /** View (Reshape, Squeeze, …) → the value whose buffer it shares. */
+  readonly views: ReadonlyMap<string, string>;
+  /** Runtime input → bytes of its buffer. */
+  readonly inputs: ReadonlyMap<string, number>;
+  /** Resident values this plan uploads itself (not shared), with their bytes. */
+  readonly uploads: ReadonlyMap<string, number>;
+  readonly memory: PlanMemory;
+}
+
+/**
+ * Lowers every node and assigns buffers by liveness, without touching a GPU. Throws SizeLimitError for
+ * a value, input, weight or scratch buffer larger than the device's binding limit, ShapeError for
+ * a node the registry cannot lower. `sharedBytes(name)` gives the size of a resident tensor held
+ * elsewhere (the model's weight store; by default `graph.shared`), undefined for one the plan uploads.
+ */
+export function layoutPlan(graph: PlanGraph, device: DeviceTraits, sharedBytes: (name: string) => number | undefined = (name) => graph.shared?.get(name)?.size): PlanLayout {
+  const limit = bindingLimit(device);
+  const limitName = device.limits.maxStorageBufferBindingSize <= device.limits.maxBufferSize ? 'maxStorageBufferBindingSize' : 'maxBufferSize';
+  const check = (name: string, bytes: number, what: string, producer?: string): void => {
+    if (!(bytes <= limit)) {
+      throw SizeLimitError.binding(name, bytes, limit, limitName, `${what} cannot be split to fit one binding; use a shorter sequence or a smaller batch (a plan needs every tensor it binds under the limit)`, producer);
+    }
+  };
+  const memory: PlanMemory = { residentBytes: 0, sharedBytes: 0, activationBytes: 0, inputBytes: 0 };
+
+  const consumed = new Set(graph.nodes.flatMap((n) => n.inputs).filter((s) => s !== ''));
+  const uploads = new Map<string, number>();
+  const resident = new Set<string>();
+  for (const name of consumed) {
+    const shared = sharedBytes(name);
+    if (shared !== undefined) {
+      memory.sharedBytes += shared;
+      resident.add(name);
+      continue;
+    }
+    const r = graph.resident.get(name);
+    if (!r) continue;
+    // A weight kept packed (ir/dtype.ts) takes the bytes of its words, not 4 per element.
+    const bytes = Math.max(16, Math.ceil(residentBytes(r) / 16) * 16);
+    check(name, bytes, 'this weight or constant');
+    uploads.set(name, bytes);
+    memory.residentBytes += bytes;
+    resident.add(name);
+  }
+  const inputs = new Map<string, number>();
+  for (const inp of graph.inputs) {
+    const bytes = sizeClass(4 * Math.max(1, sizeOf(inp.type.dims)), limit);
+    check(inp.name, 4 * sizeOf(inp.type.dims), 'this runtime input');
+    inputs.set(inp.name, bytes);
+    memory.inputBytes += bytes;
+  }
+
+  // Liveness: index of the last node reading each value (outputs live to the end).
+  const lastUse = new Map<string, number>();
+  graph.nodes.forEach((n, i) => n.inputs.forEach((v) => v && lastUse.set(v, i)));
+  for (const o of [...graph.outputs, ...(graph.checks ?? []).map((c) => c.value)]) lastUse.set(o, Infinity);
+  for (const parts of graph.outputParts?.values() ?? []) for (const p of parts) lastUse.set(p, Infinity);
+  // Views share a slot with their source: the root value owns it, and lives as long as any view.
+  const root = new Map<string, string>();
+  const rootOf = (v: string): string => root.get(v) ?? v;
+
+  // Slots come from a plan-local free list by size class, so values whose lives do not overlap
+  // share memory (the pool never hands a plan's buffer to anyone else).
+  const slots: number[] = [];
+  const free = new Map<number, number[]>();
+  const alloc = (bytes: number): number => {
+    const size = sizeClass(Math.max(4, bytes), limit);
+    const reused = free.get(size)?.pop();
+    if (reused !== undefined) return reused;
+    slots.push(size);
+    return slots.length - 1;
+  };
+  const recycle = (slot: number): void => {
+    const size = slots[slot]!;
+    let list = free.get(size);
+    if (!list) free.set(size, (list = []));
+    list.push(slot);
+  };
+  const valueSlot = new Map<string, number>();
+  const persistent = new Set<string>([...inputs.keys(), ...resident]);
+  const lowered: LoweredNode[] = [];
+
+  const infoOf = (name: string): ValueInfo | undefined => {
+    if (name === '') return undefined;
+    const type = graph.types.get(name);
+    if (!type) throw new Error(`plan: value '${name}' has no type`);
+    const value = graph.constants.get(name);
+    const storage = graph.resident.get(name)?.storage;
+    return value || storage ? { ...type, ...(value ? { value } : {}), ...(storage ? { storage } : {}) } : type;
+  };
+
+  for (let i = 0; i < graph.nodes.length; i++) {
+    const node = graph.nodes[i]!;
+    const ctx: LoweringContext = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length, device };
+    if (!isOpType(node.opType)) throw new ShapeError(node.opType, node.name, 'no such op in the registry');
+    const def: OpDef = OPS[node.opType];
+    if (def.gpu === 'fold') {
+      throw new ShapeError(node.opType, node.name, 'is computed on the CPU at specialisation and cannot run in a plan');
+    }
+    const inInfos = node.inputs.map(infoOf);
+    inInfos.forEach((info, k) => {
+      if (info?.storage && !def.packedInputs?.includes(k)) {
+        throw new ShapeError(node.opType, node.name, `input ${k} '${node.inputs[k]}' is a weight stored ${info.storage}, which this op's kernel does not read`);
+      }
+    });
+    const outTypes = node.outputs.map((o) => {
+      const t = graph.types.get(o);
+      if (!t) throw new Error(`plan: output '${o}' of ${node.name} has no type`);
+      return t;
+    });
+    const lowering = def.gpu(inInfos, outTypes, node.attrs, ctx);
+    if ('alias' in lowering) {
+      const src = node.inputs[lowering.alias]!;
+      const out = node.outputs[0]!;
+      const r = rootOf(src);
+      root.set(out, r);
+      lastUse.set(r, Math.max(lastUse.get(r) ?? -1, lastUse.get(out) ?? -1));
+    } else {
+      node.outputs.forEach((o, k) => {
+        const bytes = 4 * sizeOf(outTypes[k]!.dims);
+        check(o, bytes, 'this activation', `${node.opType} node '${node.name}' output ${k}`);
+        valueSlot.set(o, alloc(bytes));
+      });
+      const temps = (lowering.temps ?? []).map((bytes) => {
+        check(`${node.name}.tmp`, bytes, `scratch memory of ${node.opType} node '${node.name}'`);
+        return alloc(bytes);
+      });
+      lowered.push({ node, lowering, temps });
+      for (const t of temps) recycle(t);
+    }
+    // Values whose last use is this node (or that nothing reads) return to the free list.
+    for (const v of new Set([...node.inputs, ...node.outputs])) {
+      if (!v) continue;
+      const r = rootOf(v);
+      if ((lastUse.get(r) ?? -1) <= i && !persistent.has(r)) {
+        const slot = valueSlot.get(r);
+        if (slot !== undefined) recycle(slot);
+        persistent.add(r); // recycled once only
+      }
+    }
+  }
+  memory.activationBytes = slots.reduce((s, b) => s + b, 0);
+  return { lowered, slots, valueSlot, views: root, inputs, uploads, memory };
 }
 
 /** A compiled plan. Create with `Plan.compile`; release GPU memory with `destroy`. */
@@ -50,134 +217,50 @@ export class Plan {
 
   static async compile(gpu: GpuContext, graph: PlanGraph, options: CompileOptions = {}): Promise<Plan> {
     gpu.assertAlive();
-    const device = options.device ?? gpu.traits;
+    const layout = options.layout ?? layoutPlan(graph, options.device ?? gpu.traits);
     const pool = gpu.buffers;
     const buffers = new Map<string, GPUBuffer>();
     const owned: GPUBuffer[] = [];
-    const memory: PlanMemory = { residentBytes: 0, activationBytes: 0, inputBytes: 0 };
-
-    checkSizes(graph, gpu.traits);
-    // Every buffer taken from the pool so far, handed back if compilation fails half way, so a
-    // failed compile leaves the pool's accounting where it was.
-    const held = new Set<GPUBuffer>();
     try {
-      // Resident tensors referenced by the nodes, uploaded once.
-      const consumed = new Set(graph.nodes.flatMap((n) => n.inputs).filter((s) => s !== ''));
-      for (const name of consumed) {
-        if (buffers.has(name)) continue;
+      for (const name of new Set(graph.nodes.flatMap((n) => n.inputs))) {
         const shared = graph.shared?.get(name);
-        if (shared) {
-          buffers.set(name, shared);
-          continue;
-        }
-        const r = graph.resident.get(name);
-        if (!r) continue;
-        const b = gpu.upload(r.data, name, true);
-        held.add(b);
+        if (shared && !layout.uploads.has(name)) buffers.set(name, shared);
+      }
+      for (const name of layout.uploads.keys()) {
+        const data = graph.resident.get(name)!.data;
+        if (!data) throw new Error(`plan: resident '${name}' has no data and no shared buffer`);
+        const b = gpu.upload(data, name, true);
         buffers.set(name, b);
         owned.push(b);
-        memory.residentBytes += b.size;
       }
-      for (const inp of graph.inputs) {
-        const b = pool.acquire(4 * Math.max(1, sizeOf(inp.type.dims)), inp.name);
-        held.add(b);
-        buffers.set(inp.name, b);
+      for (const [name, bytes] of layout.inputs) {
+        const b = pool.acquire(bytes, name);
+        buffers.set(name, b);
         owned.push(b);
-        memory.inputBytes += b.size;
       }
-
-      // Liveness: index of the last node reading each value (outputs live to the end).
-      const lastUse = new Map<string, number>();
-      graph.nodes.forEach((n, i) => n.inputs.forEach((v) => v && lastUse.set(v, i)));
-      for (const o of [...graph.outputs, ...(graph.checks ?? []).map((c) => c.value)]) lastUse.set(o, Infinity);
-      // Views share a buffer with their source: the root value owns it, and lives as long as any view.
-      const root = new Map<string, string>();
-      const rootOf = (v: string): string => root.get(v) ?? v;
-
-      // Activation buffers come from a plan-local free list, so values whose lives do not overlap
-      // share memory, while the pool never hands a plan's buffer to anyone else.
-      const free = new Map<number, GPUBuffer[]>();
-      const activations: GPUBuffer[] = [];
-      const alloc = (bytes: number, label: string): GPUBuffer => {
-        const size = sizeClass(Math.max(4, bytes));
-        const b = free.get(size)?.pop() ?? pool.acquire(size, label);
-        held.add(b);
-        if (!activations.includes(b)) activations.push(b);
+      const slotBuffers = layout.slots.map((bytes, k) => {
+        const b = pool.acquire(bytes, `slot${k}`);
+        owned.push(b);
         return b;
-      };
-      const recycle = (b: GPUBuffer): void => {
-        let list = free.get(b.size);
-        if (!list) free.set(b.size, (list = []));
-        list.push(b);
-      };
-      const steps: BoundProgram[] = [];
-      const persistent = new Set<string>([...graph.inputs.map((x) => x.name), ...buffers.keys()]);
-
-      const infoOf = (name: string): ValueInfo | undefined => {
-        if (name === '') return undefined;
-        const type = graph.types.get(name);
-        if (!type) throw new Error(`plan: value '${name}' has no type`);
-        const value = graph.constants.get(name);
-        const storage = graph.resident.get(name)?.storage;
-        return value || storage ? { ...type, ...(value ? { value } : {}), ...(storage ? { storage } : {}) } : type;
-      };
-
-      for (let i = 0; i < graph.nodes.length; i++) {
-        const node = graph.nodes[i]!;
-        const ctx: LoweringContext = { opType: node.opType, nodeName: node.name, opset: node.opset, numOutputs: node.outputs.length, device };
-        if (!isOpType(node.opType)) throw new ShapeError(node.opType, node.name, 'no such op in the registry');
-        const def: OpDef = OPS[node.opType];
-        if (def.gpu === 'fold') {
-          throw new ShapeError(node.opType, node.name, 'is computed on the CPU at specialisation and cannot run in a plan');
-        }
-        const inInfos = node.inputs.map(infoOf);
-        inInfos.forEach((info, k) => {
-          if (info?.storage && !def.packedInputs?.includes(k)) {
-            throw new ShapeError(node.opType, node.name, `input ${k} '${node.inputs[k]}' is a weight stored ${info.storage}, which this op's kernel does not read`);
-          }
-        });
-        const outTypes = node.outputs.map((o) => {
-          const t = graph.types.get(o);
-          if (!t) throw new Error(`plan: output '${o}' of ${node.name} has no type`);
-          return t;
-        });
-        const lowering = def.gpu(inInfos, outTypes, node.attrs, ctx);
-        if ('alias' in lowering) {
-          const src = node.inputs[lowering.alias]!;
-          const b = buffers.get(src);
-          if (!b) throw new Error(`plan: ${node.name} aliases '${src}', which has no buffer`);
-          buffers.set(node.outputs[0]!, b);
-          const r = rootOf(src);
-          root.set(node.outputs[0]!, r);
-          lastUse.set(r, Math.max(lastUse.get(r) ?? -1, lastUse.get(node.outputs[0]!) ?? -1));
-        } else {
-          const outBufs = node.outputs.map((o, k) => {
-            const b = alloc(4 * sizeOf(outTypes[k]!.dims), o);
-            buffers.set(o, b);
-            return b;
-          });
-          const temps = (lowering.temps ?? []).map((bytes) => alloc(bytes, `${node.name}.tmp`));
-          const inputs = node.inputs.map((name) => (name ? buffers.get(name) : undefined));
-          steps.push(...resolveBindings(lowering, { inputs, outputs: outBufs, temps }, `plan: node '${node.name}'`));
-          for (const t of temps) recycle(t);
-        }
-        // Values whose last use is this node (or that nothing reads) return to the free list.
-        for (const v of new Set([...node.inputs, ...node.outputs])) {
-          if (!v) continue;
-          const r = rootOf(v);
-          if ((lastUse.get(r) ?? -1) <= i && !persistent.has(r)) {
-            const b = buffers.get(r);
-            if (b) recycle(b);
-            persistent.add(r); // recycled once only
-          }
-        }
+      });
+      for (const [v, slot] of layout.valueSlot) buffers.set(v, slotBuffers[slot]!);
+      for (const [v, r] of layout.views) {
+        const b = buffers.get(r);
+        if (b) buffers.set(v, b);
       }
-      owned.push(...activations);
-      memory.activationBytes = activations.reduce((s, b) => s + b.size, 0);
+      const steps: BoundProgram[] = [];
+      for (const { node, lowering, temps } of layout.lowered) {
+        const slots = {
+          inputs: node.inputs.map((name) => (name ? buffers.get(name) : undefined)),
+          outputs: node.outputs.map((o) => buffers.get(o)!),
+          temps: temps.map((t) => slotBuffers[t]!),
+        };
+        steps.push(...resolveBindings(lowering, slots, `plan: node '${node.name}'`));
+      }
       const dispatches = await DispatchList.prepare(gpu, steps);
-      return new Plan(gpu, graph, dispatches, buffers, [...new Set(owned)], memory);
+      return new Plan(gpu, graph, dispatches, buffers, owned, { ...layout.memory });
     } catch (e) {
-      for (const b of held) pool.release(b);
+      for (const b of owned) pool.release(b);
       throw e;
     }
   }
@@ -213,16 +296,35 @@ export class Plan {
     const err = await device.popErrorScope();
     if (err) throw new GpuExecutionError(`plan execution failed: ${err.message}`);
     const out = new Map<string, Float32Array | Int32Array>();
-    await Promise.all(
-      read.map(async (name) => {
-        const type = this.graph.types.get(name);
-        const buf = this.buffers.get(name);
-        if (!type || !buf) throw new Error(`plan: '${name}' is not a value of this plan`);
-        const n = sizeOf(type.dims);
-        const bytes = await this.gpu.read(buf, 4 * n);
-        out.set(name, gpuArrayOf(type, bytes));
-      }),
-    );
+    await Promise.all(read.map(async (name) => out.set(name, await this.read(name))));
+    return out;
+  }
+
+  /** Whether `value` can be read after an execution (it has a buffer, or parts that do). */
+  has(value: string): boolean {
+    return this.buffers.has(value) || (this.graph.outputParts?.has(value) ?? false);
+  }
+
+  /** Reads a value back (its parts one after another, for an output computed in parts). */
+  private async read(name: string): Promise<Float32Array | Int32Array> {
+    const type = this.graph.types.get(name);
+    if (!type) throw new Error(`plan: '${name}' is not a value of this plan`);
+    const parts = this.graph.outputParts?.get(name);
+    if (!parts) {
+      const buf = this.buffers.get(name);
+      if (!buf) throw new Error(`plan: '${name}' is not a value of this plan`);
+      return gpuArrayOf(type, await this.gpu.read(buf, 4 * sizeOf(type.dims)));
+    }
+    const out = gpuArrayOf(type, new ArrayBuffer(4 * sizeOf(type.dims)));
+    let at = 0;
+    for (const p of parts) {
+      const buf = this.buffers.get(p);
+      const t = this.graph.types.get(p);
+      if (!buf || !t) throw new Error(`plan: '${p}' is not a value of this plan`);
+      const n = sizeOf(t.dims);
+      out.set(gpuArrayOf(t, await this.gpu.read(buf, 4 * n)), at);
+      at += n;
+    }
     return out;
   }
 
@@ -230,26 +332,5 @@ export class Plan {
   destroy(): void {
     for (const b of this.owned) this.gpu.buffers.release(b);
     this.dispatches.destroy();
-  }
-}
-
-/**
- * Every value of the plan fits one buffer the kernels can bind whole (the device's maxBufferSize
- * and maxStorageBufferBindingSize), checked before anything is allocated: a shape from an untrusted
- * file (Expand to [1e12]) is a SizeLimitError naming the node, not a failed allocation.
- */
-function checkSizes(graph: PlanGraph, traits: DeviceTraits): void {
-  const limit = Math.min(traits.limits.maxBufferSize, traits.limits.maxStorageBufferBindingSize);
-  const check = (value: string, what: string): void => {
-    // A weight kept packed (ir/dtype.ts) takes the bytes of its words, not 4 per element.
-    const packed = graph.resident.get(value)?.storage ? graph.resident.get(value)!.data.byteLength : undefined;
-    const type = graph.types.get(value);
-    const bytes = packed ?? (type ? 4 * sizeOf(type.dims) : 0);
-    if (bytes > limit) throw new SizeLimitError(what, bytes, limit, 'bytes', "a buffer the kernels bind whole: the device's maxBufferSize and maxStorageBufferBindingSize");
-  };
-  for (const inp of graph.inputs) check(inp.name, `input '${inp.name}'`);
-  for (const n of graph.nodes) {
-    n.inputs.forEach((v) => v && graph.resident.has(v) && check(v, `constant '${v}' read by ${n.opType} node '${n.name}'`));
-    n.outputs.forEach((v, k) => v && check(v, `${n.opType} node '${n.name}' output ${k} ('${v}')`));
   }
 }

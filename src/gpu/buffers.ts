@@ -7,8 +7,11 @@
 // overwritten from the CPU. Uniform and ring buffers (`create`) are counted in `liveBytes` too, so
 // that it is every byte the toolkit holds: what `dispose()` must bring back to where it was.
 //
-// Every allocation is checked against the device's maxBufferSize before it is made: a size from an
-// untrusted file is a SizeLimitError naming what asked for it, and nothing is allocated or counted.
+// Every allocation is checked before it is made: a storage buffer against the largest buffer a
+// kernel can bind (a size class never exceeds it; a size just under the limit gets its exact,
+// 16-byte aligned size), any other buffer against maxBufferSize. A size from an untrusted file or
+// a plan that should have split its tensor is a SizeLimitError naming what asked for it, before
+// WebGPU would fail with an untyped validation error; nothing is allocated or counted.
 
 import { SizeLimitError } from '../errors.js';
 
@@ -16,10 +19,11 @@ import { BufferUsage } from './flags.js';
 
 const MiB = 1 << 20;
 
-export function sizeClass(bytes: number): number {
+/** The size class of a `bytes`-byte request, capped at `limit` when the request itself fits. */
+export function sizeClass(bytes: number, limit = Infinity): number {
   const b = Math.max(16, bytes);
-  if (b <= MiB) return 2 ** Math.ceil(Math.log2(b));
-  return Math.ceil(b / MiB) * MiB;
+  const c = b <= MiB ? 2 ** Math.ceil(Math.log2(b)) : Math.ceil(b / MiB) * MiB;
+  return c > limit && b <= limit ? Math.ceil(b / 16) * 16 : c;
 }
 
 export const STORAGE_USAGE = BufferUsage.STORAGE | BufferUsage.COPY_SRC | BufferUsage.COPY_DST;
@@ -32,21 +36,22 @@ export class BufferPool {
   peakLiveBytes = 0;
   pooledBytes = 0;
 
-  constructor(private readonly device: GPUDevice) {}
+  constructor(
+    private readonly device: GPUDevice,
+    /** The largest buffer to create: the largest a kernel can bind (see traits.bindingLimit). */
+    readonly limit = Infinity,
+    private readonly limitName = 'maxStorageBufferBindingSize',
+  ) {}
 
-  /** Throws SizeLimitError unless a buffer of `bytes` can be created on this device. */
-  checkSize(bytes: number, what: string): void {
-    const limit = this.device.limits.maxBufferSize;
-    if (!(Number.isFinite(bytes) && bytes >= 0 && bytes <= limit)) {
-      throw new SizeLimitError(what, bytes, limit, 'bytes', "the device's maxBufferSize");
-    }
+  /** The bytes `acquire(bytes)` allocates. */
+  classOf(bytes: number): number {
+    return sizeClass(bytes, this.limit);
   }
 
   /** A storage buffer of at least `bytes` bytes. Contents are undefined (stale) unless zeroed. */
   acquire(bytes: number, label?: string): GPUBuffer {
-    this.checkSize(bytes, `buffer '${label ?? ''}'`);
-    const size = sizeClass(bytes);
-    this.checkSize(size, `buffer '${label ?? ''}' (rounded to its size class)`);
+    const size = this.classOf(bytes);
+    this.check(size, label);
     const list = this.free.get(size);
     let buffer = list?.pop();
     if (buffer) {
@@ -63,7 +68,7 @@ export class BufferPool {
    */
   acquireExact(bytes: number, label?: string): GPUBuffer {
     const size = Math.max(16, Math.ceil(bytes / 16) * 16);
-    this.checkSize(size, `buffer '${label ?? ''}'`);
+    this.check(size, label);
     const buffer = this.device.createBuffer({ label, size, usage: STORAGE_USAGE });
     this.exact.add(buffer);
     return this.track(buffer, size);
@@ -74,10 +79,17 @@ export class BufferPool {
    * `release` like an exact buffer.
    */
   create(descriptor: GPUBufferDescriptor): GPUBuffer {
-    this.checkSize(descriptor.size, `buffer '${descriptor.label ?? ''}'`);
+    this.check(descriptor.size, descriptor.label, this.device.limits.maxBufferSize, 'maxBufferSize');
     const buffer = this.device.createBuffer(descriptor);
     this.exact.add(buffer);
     return this.track(buffer, buffer.size);
+  }
+
+  /** Throws SizeLimitError unless a buffer of `size` bytes may be created. */
+  private check(size: number, label: string | undefined, limit = this.limit, limitName = this.limitName): void {
+    if (!(Number.isFinite(size) && size >= 0 && size <= limit)) {
+      throw new SizeLimitError(`buffer '${label ?? ''}'`, size, limit, 'bytes', `the device's ${limitName}`);
+    }
   }
 
   private track(buffer: GPUBuffer, size: number): GPUBuffer {

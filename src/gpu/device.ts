@@ -14,7 +14,7 @@ import { DispatchList, type BoundProgram } from './dispatch.js';
 import { BufferUsage, MapMode } from './flags.js';
 import { packUniforms, type Program } from './kernel.js';
 import { PipelineCache } from './pipelines.js';
-import { DEFAULT_LIMITS, traitsOf, type DeviceTraits } from './traits.js';
+import { bindingLimit, DEFAULT_LIMITS, traitsOf, type DeviceLimits, type DeviceTraits } from './traits.js';
 
 /** The limits below which the toolkit refuses an adapter (WebGPU's guaranteed minimums). */
 const REQUIRED = {
@@ -52,6 +52,13 @@ export interface CreateDeviceOptions {
    * `webgpu` package (`import { create } from 'webgpu'`).
    */
   gpu?: GPU;
+  /**
+   * Buffer limits for the toolkit to plan with, below the device's own: tensors larger than the
+   * binding limit are split or refused as if the device had these limits (tests exercise the split
+   * paths on small models this way; an application may leave headroom). A value above what the
+   * device grants is a WebGPUUnavailableError.
+   */
+  limits?: Partial<Pick<DeviceLimits, 'maxStorageBufferBindingSize' | 'maxBufferSize'>>;
 }
 
 export type DeviceLostListener = (error: DeviceLostError) => void;
@@ -70,12 +77,21 @@ export class GpuContext {
   constructor(
     readonly device: GPUDevice,
     readonly adapterInfo: AdapterDescription,
+    /** Limits to plan with instead of the device's (only lower ones; see CreateDeviceOptions.limits). */
+    limits: CreateDeviceOptions['limits'] = {},
   ) {
     this.pipelines = new PipelineCache(device);
-    this.buffers = new BufferPool(device);
     this.hasF16 = device.features.has('shader-f16');
     this.hasTimestamps = device.features.has('timestamp-query');
-    this.traits = traitsOf(device, adapterInfo.isSoftware);
+    const own = traitsOf(device, adapterInfo.isSoftware);
+    for (const [name, v] of Object.entries(limits) as [keyof DeviceLimits, number | undefined][]) {
+      if (v === undefined) continue;
+      if (!(Number.isInteger(v) && v >= 16 && v <= own.limits[name])) {
+        throw new WebGPUUnavailableError(`limits.${name} = ${v}: the device grants ${own.limits[name]}; ask for a whole number of bytes from 16 up to that`);
+      }
+    }
+    this.traits = { ...own, limits: { ...own.limits, ...limits } };
+    this.buffers = new BufferPool(device, bindingLimit(this.traits));
     // Every loss counts, 'destroyed' included: work in flight fails either way, and a caller
     // that destroyed the device still needs its operations to fail with DeviceLostError.
     void device.lost.then((info) => this.markLost(info.reason, info.message));
@@ -302,5 +318,10 @@ export async function createDevice(options: CreateDeviceOptions = {}): Promise<G
     throw new WebGPUUnavailableError(`requestDevice() failed: ${String(cause)}`, { cause });
   }
   keepAlive.set(device, { gpu, adapter });
-  return new GpuContext(device, describeAdapter(adapter));
+  try {
+    return new GpuContext(device, describeAdapter(adapter), options.limits);
+  } catch (e) {
+    device.destroy();
+    throw e;
+  }
 }

@@ -63,3 +63,8 @@ export function traitsOf(device: GPUDevice, software: boolean): DeviceTraits {
   for (const name of Object.keys(DEFAULT_LIMITS) as (keyof DeviceLimits)[]) limits[name] = device.limits[name];
   return { software, shaderF16: device.features.has('shader-f16'), limits };
 }
+
+/** The largest buffer a kernel may bind whole: the binding limit, or the buffer limit when lower. */
+export function bindingLimit(device: DeviceTraits): number {
+  return Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize);
+}

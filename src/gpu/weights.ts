@@ -67,6 +67,14 @@ export class WeightStore {
     return b;
   }
 
+  /** An exact-size buffer registered under `name`, for values written in pieces (a streamed load). */
+  allocate(name: string, bytes: number): GPUBuffer {
+    if (this.map.has(name)) throw new Error(`weight store: '${name}' is already resident`);
+    const b = this.gpu.buffers.acquireExact(bytes, name);
+    this.map.set(name, b);
+    return b;
+  }
+
   /** Writes new values into `name`'s buffer when it is resident; returns whether it was. */
   write(name: string, values: GpuData): boolean {
     const b = this.get(name);

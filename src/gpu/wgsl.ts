@@ -17,6 +17,34 @@ const PRELUDE = {
   grid: 'fn workgroup_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 { return wid.y * nwg.x + wid.x; }',
   /** The largest finite f32 (FLT_MAX), from ir/dtype.ts. */
   f32max: `const F32_MAX: f32 = ${F32_MAX.toExponential()};`,
+  /**
+   * Online log-sum-exp: `online` folds a block's (max, Σexp) into a running pair; `reduce` merges
+   * it (or plain sums) over each segment of TPR lanes by a fixed tree in `red` — the file declares
+   * `override TPR` and `var<workgroup> red: array<vec2<f32>, WG>` (the loss kernels, the fused head).
+   */
+  lse: `// Folds a block (max bm, Σexp(z − bm) = e) into the running (max, sum) pair.
+fn online(acc: vec2<f32>, bm: f32, e: f32) -> vec2<f32> {
+  let m = max(acc.x, bm);
+  return vec2<f32>(m, acc.y * exp(acc.x - m) + e * exp(bm - m));
+}
+
+// Tree reduction over each segment of TPR invocations: (max, sum-exp) merge, or a plain sum.
+// Called in uniform control flow; every invocation gets its segment's result.
+fn reduce(lid: u32, v: vec2<f32>, lse: bool) -> vec2<f32> {
+  let lane = lid % TPR;
+  red[lid] = v;
+  workgroupBarrier();
+  for (var off = TPR / 2u; off > 0u; off >>= 1u) {
+    if (lane < off) {
+      let q = red[lid + off];
+      if (lse) { red[lid] = online(red[lid], q.x, q.y); } else { red[lid] = red[lid] + q; }
+    }
+    workgroupBarrier();
+  }
+  let r = red[lid - lane];
+  workgroupBarrier();
+  return r;
+}`,
 } as const;
 
 export type PreludePart = keyof typeof PRELUDE;

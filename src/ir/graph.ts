@@ -10,7 +10,7 @@
 // Invariants: value names are unique (SSA); node names are unique and non-empty; every node input
 // is a graph input, an initializer, an earlier node's output, or '' (an omitted optional input).
 
-import { FormatError } from '../errors.js';
+import { FormatError, InputError } from '../errors.js';
 import { int8Storage, int8Value, packHalves, q4Layout, q4Storage, q4Value, type DataType, type WeightStorage } from './dtype.js';
 import { sizeOf, type RefTensor } from './tensor.js';
 
@@ -53,7 +53,17 @@ export interface Initializer {
   /** The ONNX dtype; a float16 tensor keeps 'float16' while its data is widened to float32. */
   readonly dtype: DataType;
   readonly dims: readonly number[];
-  readonly data: InitializerData;
+  /**
+   * The values; absent for a large weight whose data went to the GPU as the file streamed in
+   * (loadModel): the model's weight store holds it, and CPU readers (the reference executor,
+   * folding, merging) read it back or refuse (see `initializerData`).
+   */
+  readonly data?: InitializerData;
+  /**
+   * For a weight without `data`: order-independent statistics of its values, taken as they
+   * streamed (parameter counting recognises a transposed copy of a tied weight by them).
+   */
+  readonly stats?: ValueStats;
   /** True when the value came from a `Constant` node rather than the initializer list. */
   readonly constant?: boolean;
   /** Set when the bytes came from an external data file. */
@@ -128,6 +138,25 @@ export interface Graph {
   readonly expanded?: readonly ExpandedOp[];
 }
 
+/** Sum, sum of squares, minimum and maximum of a tensor's values (float64 accumulations). */
+export interface ValueStats {
+  readonly sum: number;
+  readonly sumSquares: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+/**
+ * An initializer's values; an InputError naming the weight and `use` when they live on the GPU
+ * only (streamed there at load).
+ */
+export function initializerData(init: Initializer, use: string): InitializerData {
+  if (!init.data) {
+    throw new InputError(`weight '${init.name}' lives on the GPU only (its data went there as the model loaded); ${use} needs it on the CPU: load the model with { keepWeightsOnCpu: true }`);
+  }
+  return init.data;
+}
+
 /** Normalises an ONNX domain name: 'ai.onnx' and '' are the same domain. */
 export function normDomain(domain: string | null | undefined): string {
   return !domain || domain === 'ai.onnx' ? '' : domain;
@@ -144,10 +173,10 @@ export function nodeOpset(graph: Pick<Graph, 'opsets'>, node: Pick<Node, 'domain
 }
 
 /** The float64 reference tensor of an initializer (a copy; integer types are exact). */
-export function initializerToRef(init: Initializer): RefTensor {
+export function initializerToRef(init: Initializer, use = 'the CPU reference'): RefTensor {
   const n = sizeOf(init.dims);
   const out = new Float64Array(n);
-  const d = init.data;
+  const d = initializerData(init, use);
   const q4 = q4Storage(init.storage);
   if (q4) {
     // Dequantised for the CPU executor (the oracle on the same IR); the GPU keeps the packed words.
@@ -176,6 +205,7 @@ const PACKED = new WeakMap<Initializer, Uint32Array>();
  */
 export function initializerGpuData(init: Initializer): Float32Array | Int32Array | Uint32Array | undefined {
   const d = init.data;
+  if (!d) return undefined; // already on the GPU: the weight store holds it
   if (q4Storage(init.storage) || int8Storage(init.storage)) return d as Uint32Array;
   if (init.storage === 'f16x2') {
     // One packed copy per weight, however many specialisations upload it.

@@ -37,6 +37,7 @@ const INDEX_OPERANDS: Readonly<Record<string, (n: SpecNode, spec: SpecializedGra
   GatherElements: axisBound,
   CrossEntropyLoss: (n, spec) => ceBound(n, spec, 1),
   CrossEntropyLossGrad: (n, spec) => ceBound(n, spec, 2),
+  LMHeadCrossEntropy: lmHeadBound,
 };
 
 /** A gather's indices: [−n, n) for the axis of size n they address (see `gatherAxis`). */
@@ -56,8 +57,23 @@ function ceBound(n: SpecNode, spec: SpecializedGraph, labels: number): { input: 
   return { input: labels, bound: { lo: 0, hi: v, ignore, what: `the ${v} classes of ${n.opType} node '${n.name}' (or ignore_index ${ignore})` } };
 }
 
-/** Ops whose first input reaches their output with its values unchanged (a subset, for Slice). */
-const PASS_THROUGH = new Set(['Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Expand', 'Slice', 'Identity']);
+/** The fused LM head's labels (ops/lm-head.ts): a class of the head's vocabulary, the blocks' widths summed. */
+function lmHeadBound(n: SpecNode, spec: SpecializedGraph): { input: number; bound: IndexBound } | undefined {
+  let v = 0;
+  for (const w of n.inputs.slice(2)) {
+    const dims = spec.types.get(w)?.dims;
+    if (dims?.length !== 2) return undefined;
+    v += n.attrs.transB === 1 ? dims[0]! : dims[1]!;
+  }
+  const ignore = Number(n.attrs.ignore_index ?? -100);
+  return { input: 1, bound: { lo: 0, hi: v, ignore, what: `the ${v} classes of ${n.opType} node '${n.name}' (or ignore_index ${ignore})` } };
+}
+
+/**
+ * Ops whose first input reaches their output with its values unchanged (a subset, for Slice; with
+ * a constant fill around them, for Pad: the causal-LM loss shifts its labels with Slice and Pad).
+ */
+const PASS_THROUGH = new Set(['Reshape', 'Unsqueeze', 'Squeeze', 'Flatten', 'Expand', 'Slice', 'Identity', 'Pad']);
 
 const memo = new WeakMap<SpecializedGraph, ReadonlyMap<string, readonly IndexBound[]>>();
 

@@ -20,7 +20,7 @@
 import { onnx } from 'onnx-proto';
 import { FormatError, InputError, UnsupportedOpError, warn } from '../errors.js';
 import { normLocation, relativeLocation } from '../io/location.js';
-import { halfToFloat, DTYPES, dtypeFromOnnx, onnxTypeName, type DataType } from '../ir/dtype.js';
+import { halfToFloat, DTYPES, dtypeFromOnnx, onnxTypeName, type DataType, type WeightStorage } from '../ir/dtype.js';
 import { initializerToRef, normDomain, topoSort, uniqueNodeNames, type AttrValue, type Attrs, type Dim, type Graph, type Initializer, type InitializerData, type InputDecl, type Node, type ValueDecl } from '../ir/graph.js';
 import { sizeOf } from '../ir/tensor.js';
 import { resolveOp } from '../ops/registry.js';
@@ -99,6 +99,11 @@ export function parseModel(bytes: Uint8Array, fileName = 'model.onnx'): ParsedMo
   } catch (e) {
     throw protobufError(e, bytes.length, fileName);
   }
+  return { ...checkModel(proto, fileName), bytes };
+}
+
+/** Checks a decoded model's frame (IR version, graph, opsets); the result has no file bytes. */
+export function checkModel(proto: onnx.ModelProto, fileName: string): Omit<ParsedModel, 'bytes'> {
   if (toNum(proto.irVersion) <= 0) throw new FormatError(fileName, 'not an ONNX model: ir_version is missing');
   if (!proto.graph) throw new FormatError(fileName, 'not an ONNX model: it has no graph');
   if (proto.opsetImport.length === 0) throw new FormatError(fileName, 'the model declares no opset_import');
@@ -114,7 +119,7 @@ export function parseModel(bytes: Uint8Array, fileName = 'model.onnx'): ParsedMo
       );
     }
   }
-  return { proto, bytes, file: fileName };
+  return { proto, file: fileName };
 }
 
 function protobufError(e: unknown, length: number, file: string): FormatError {
@@ -165,7 +170,8 @@ export function decodeOnnx(bytes: Uint8Array | ArrayBuffer, options: DecodeOptio
   return buildGraph(parseModel(u8, options.fileName), options.externalData ?? {}, options);
 }
 
-function externalEntries(t: onnx.ITensorProto, file: string): { location: string; offset?: number; length?: number } {
+/** A tensor's external data entries, checked: location (io/location.ts's rule), and offset and length as byte counts. */
+export function externalEntries(t: onnx.ITensorProto, file: string): { location: string; offset?: number; length?: number } {
   const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
   const raw = kv.get('location');
   if (!raw) throw new FormatError(file, `tensor '${t.name}' has external data without a location`);
@@ -191,6 +197,21 @@ interface TensorContext {
   readonly file: string;
   readonly bytes: Uint8Array;
   readonly external: ReadonlyMap<string, Uint8Array>;
+  /** Tensors whose data went elsewhere as the file streamed (the GPU): their bytes. */
+  readonly streamed?: ReadonlyMap<onnx.ITensorProto, number>;
+  /** How a streamed tensor is stored there when not as f32 (TensorSink.storage). */
+  readonly streamedStorage?: (name: string) => WeightStorage | undefined;
+  /** External data read per tensor (a streamed load keeps no whole external file). */
+  readonly externalTensors?: ReadonlyMap<onnx.ITensorProto, Uint8Array>;
+}
+
+/** Options of buildGraph. */
+export interface BuildOptions {
+  readonly allowUnsupported?: boolean;
+  /** See TensorContext. */
+  readonly streamed?: ReadonlyMap<onnx.ITensorProto, number>;
+  readonly streamedStorage?: (name: string) => WeightStorage | undefined;
+  readonly externalTensors?: ReadonlyMap<onnx.ITensorProto, Uint8Array>;
 }
 
 /** A typed array over `n` elements of `dtype` stored little-endian in `src` (a view when aligned). */
@@ -235,6 +256,23 @@ function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext, name = t.name ??
   }
   const n = sizeOf(dims);
   const bytesNeeded = n * DTYPES[dtype].bytes;
+  const streamed = ctx.streamed?.get(t);
+  const ext = t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL ? externalEntries(t, ctx.file) : undefined;
+  const external = ext ? { external: { location: ext.location, offset: ext.offset ?? 0, length: ext.length ?? bytesNeeded } } : {};
+  if (streamed !== undefined) {
+    if (streamed !== bytesNeeded) {
+      throw new FormatError(ext?.location ?? ctx.file, `${what} has ${streamed} bytes of data, but ${dtype} [${dims.join(',')}] needs ${bytesNeeded}`, ext?.offset);
+    }
+    const storage = ctx.streamedStorage?.(name);
+    return { name, dtype, dims, ...external, ...(storage ? { storage } : {}) };
+  }
+  const own = ctx.externalTensors?.get(t);
+  if (own) {
+    if (own.length !== bytesNeeded) {
+      throw new FormatError(ext!.location, `${what} has ${own.length} bytes of external data, but ${dtype} [${dims.join(',')}] needs ${bytesNeeded}`, ext!.offset);
+    }
+    return { name, dtype, dims, data: typedFromBytes(dtype, own, n), ...external };
+  }
   if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
     const ref = externalEntries(t, ctx.file);
     const file = ctx.external.get(ref.location);
@@ -566,15 +604,18 @@ function flattenIf(n: onnx.INodeProto, name: string, own: string, ins: readonly 
 }
 
 /** Builds the Graph IR from a parsed model and its external files (by normalised location). */
-export function buildGraph(
-  parsed: ParsedModel,
-  externalData: Readonly<Record<string, Uint8Array>>,
-  options: { readonly allowUnsupported?: boolean } = {},
-): Graph {
+export function buildGraph(parsed: ParsedModel, externalData: Readonly<Record<string, Uint8Array>>, options: BuildOptions = {}): Graph {
   const { proto, file } = parsed;
   const g = proto.graph!;
   const external = new Map(Object.entries(externalData).map(([k, v]) => [normLocation(k), v]));
-  const ctx: TensorContext = { file, bytes: parsed.bytes, external };
+  const ctx: TensorContext = {
+    file,
+    bytes: parsed.bytes,
+    external,
+    ...(options.streamed ? { streamed: options.streamed } : {}),
+    ...(options.streamedStorage ? { streamedStorage: options.streamedStorage } : {}),
+    ...(options.externalTensors ? { externalTensors: options.externalTensors } : {}),
+  };
 
   const opsets = new Map<string, number>();
   for (const o of proto.opsetImport) opsets.set(normDomain(o.domain), toNum(o.version));

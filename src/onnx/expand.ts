@@ -62,7 +62,8 @@ export class StaticDims {
 
   private ints(value: string): number[] | undefined {
     const init = this.initializer(value);
-    return init ? Array.from(initializerToRef(init).data) : undefined;
+    // A weight that streamed to the GPU (no CPU data) is no shape operand: unknown here.
+    return init?.data ? Array.from(initializerToRef(init).data) : undefined;
   }
 
   private compute(value: string): Dims | undefined {

@@ -4,16 +4,24 @@
 // Node also a file path (or `file:` URL) of such a folder or .onnx, read with node:fs, which is
 // imported only there (see runtime.ts), so browser bundles hold no file-system code.
 //
-// The .onnx is parsed first, so external data is fetched (or looked up among the given files) only
-// for the locations its initializers actually name; a missing one is an InputError naming both the
-// location and a tensor stored there. Files are kept as Uint8Arrays: the graph's weights are views
-// into them, so they are not copied again.
+// Every file is read as a stream (onnx/stream.ts): the .onnx first, so external data is fetched (or
+// looked up among the given files) only for the locations its initializers actually name; a
+// missing one is an InputError naming both the location and a tensor stored there. Given a
+// TensorSink (loadModel's GPU upload), the data of every tensor over KEEP_BYTES goes to it as it
+// arrives and no file is ever held whole: the graph's large initializers then have no CPU data.
+// Small tensors (shape constants, biases, norms: what specialisation reads) are always kept. The
+// files are not kept either; `reread` reads them again (the merged export needs the original).
 
+import { onnx } from 'onnx-proto';
 import { FormatError, InputError } from '../errors.js';
+import { DTYPES, dtypeFromOnnx } from '../ir/dtype.js';
 import type { Graph } from '../ir/graph.js';
 import { normLocation, urlInFolder } from '../io/location.js';
-import { buildGraph, externalDataRefs, parseModel } from './decode.js';
+import type { Reader } from '../ops/blocks.js';
 import { importNodeModule, isNode } from '../runtime.js';
+import { buildGraph, checkModel, externalEntries, externalDataRefs, type ParsedModel } from './decode.js';
+import type { OnnxSourceFile } from './export.js';
+import { addReader, blobSource, bytesSource, readAll, readExternalStream, readModelStream, responseSource, type ByteSource, type ExternalRange, type LoadProgress, type StreamedTensors, type TensorSink } from './stream.js';
 
 /** A model: URL (folder or .onnx), bytes, a File, or the files of a folder; in Node also a file path. */
 export type ModelSource = string | URL | ArrayBuffer | Uint8Array | Blob | readonly File[] | FileList;
@@ -33,18 +41,27 @@ export interface LoadOnnxOptions {
   readonly fetch?: (url: string) => Promise<Response>;
   /** Build the graph even with unsupported ops (inspection only; see DecodeOptions). */
   readonly allowUnsupported?: boolean;
+  /** Where the data of tensors over KEEP_BYTES goes as it streams (loadModel: the GPU); kept in memory without one. */
+  readonly sink?: TensorSink;
+  /** Called as bytes arrive and tensors land: for a progress bar. */
+  readonly onProgress?: (progress: LoadProgress) => void;
+  /** With a sink: tensors up to this many bytes stay in memory (default KEEP_BYTES). */
+  readonly keepBytes?: number;
 }
+
+/** Tensors up to this many bytes keep their data on the CPU even with a sink (specialisation reads small ones). */
+export const KEEP_BYTES = 1 << 20;
 
 export interface LoadedOnnx {
   readonly graph: Graph;
   /** The parsed config.json, when the source had one. */
   readonly config: Record<string, unknown> | undefined;
   /** Every file read, by path relative to the model folder (e.g. 'onnx/model.onnx'). */
-  readonly files: Readonly<Record<string, Uint8Array>>;
-  /** Key of the .onnx in `files`. */
+  readonly paths: readonly string[];
+  /** The .onnx's path among `paths`. */
   readonly modelPath: string;
-  /** The external data files by location, as the model's tensors name them. */
-  readonly externalData: Readonly<Record<string, Uint8Array>>;
+  /** Reads the .onnx and its external data files again (from the URL, the Files, or the bytes given). */
+  reread(): Promise<OnnxSourceFile>;
 }
 
 const DEFAULT_MODEL_FILES = ['onnx/model.onnx', 'model.onnx'];
@@ -53,6 +70,12 @@ async function bytesOf(d: FileData): Promise<Uint8Array> {
   if (d instanceof Uint8Array) return d;
   if (d instanceof ArrayBuffer) return new Uint8Array(d);
   return new Uint8Array(await d.arrayBuffer());
+}
+
+function sourceOf(name: string, d: FileData): ByteSource {
+  if (d instanceof Uint8Array) return bytesSource(name, d);
+  if (d instanceof ArrayBuffer) return bytesSource(name, new Uint8Array(d));
+  return blobSource(name, d);
 }
 
 function isBlob(x: unknown): x is Blob {
@@ -112,11 +135,11 @@ export async function loadOnnx(source: ModelSource, options: LoadOnnxOptions = {
     return path === undefined ? loadFromStore(String(source), urlStore(options), given, options) : loadFromStore(path, await diskStore(), given, options);
   }
   if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
-    return finish(await bytesOf(source), 'model.onnx', undefined, given, async () => undefined, options);
+    return finish(sourceOf('model.onnx', source), 'model.onnx', undefined, given, async () => undefined, options);
   }
   if (isBlob(source)) {
     const name = (source as File).name || 'model.onnx';
-    return finish(await bytesOf(source), name, undefined, given, async () => undefined, options);
+    return finish(blobSource(name, source), name, undefined, given, async () => undefined, options);
   }
   if (Array.isArray(source) || (typeof source === 'object' && source !== null && 'length' in source)) {
     return loadFileList(Array.from(source as ArrayLike<File>), given, options);
@@ -124,40 +147,109 @@ export async function loadOnnx(source: ModelSource, options: LoadOnnxOptions = {
   throw new InputError('loadOnnx: the source must be a URL, bytes, a File or a list of Files');
 }
 
-/** Parses the model, resolves its external data, builds the graph. */
+/** Progress over every file of one load. */
+function progressOf(report: LoadOnnxOptions['onProgress']) {
+  const state = { file: '', loadedBytes: 0, totalBytes: 0 as number | undefined, tensors: 0, totalTensors: undefined as number | undefined };
+  let last = 0;
+  const emit = (force = false): void => {
+    // At most one event per MiB of data, and one per tensor that lands.
+    if (!report || (!force && state.loadedBytes - last < 1 << 20)) return;
+    last = state.loadedBytes;
+    report({ ...state });
+  };
+  return {
+    file(name: string, size: number | undefined): void {
+      state.file = name;
+      state.totalBytes = state.totalBytes === undefined || size === undefined ? undefined : state.totalBytes + size;
+    },
+    bytes(n: number): void {
+      state.loadedBytes += n;
+      emit();
+    },
+    tensor(): void {
+      state.tensors++;
+      emit(true);
+    },
+    total(n: number): void {
+      state.totalTensors = n;
+      emit(true);
+    },
+  };
+}
+
+/** Reads the model (streaming large tensors to the sink), resolves and reads its external data, builds the graph. */
 async function finish(
-  bytes: Uint8Array,
+  source: ByteSource,
   modelPath: string,
   config: Record<string, unknown> | undefined,
   given: ReadonlyMap<string, FileData>,
-  find: (location: string) => Promise<{ path: string; bytes: Uint8Array } | undefined>,
+  find: (location: string) => Promise<{ path: string; source: ByteSource } | undefined>,
   options: LoadOnnxOptions,
-  extraFiles: Record<string, Uint8Array> = {},
+  extraPaths: readonly string[] = [],
 ): Promise<LoadedOnnx> {
   const fileName = modelPath.split('/').pop() ?? modelPath;
-  const parsed = parseModel(bytes, fileName);
-  const files: Record<string, Uint8Array> = { ...extraFiles, [modelPath]: bytes };
-  const external: Record<string, Uint8Array> = {};
+  const keepBytes = options.sink ? (options.keepBytes ?? KEEP_BYTES) : Infinity;
+  const progress = progressOf(options.onProgress);
+  progress.file(fileName, source.size);
+  const { proto, streamed } = await readModelStream({ ...source, name: fileName }, { ...(options.sink ? { sink: options.sink } : {}), keepBytes, onBytes: progress.bytes, onTensor: progress.tensor });
+  const parsed: ParsedModel = { ...checkModel(proto, fileName), bytes: new Uint8Array(0) };
+  progress.total(parsed.proto.graph?.initializer?.length ?? 0);
+  const paths = [...extraPaths, modelPath];
+  const externalSources = new Map<string, ByteSource>();
+  const kept = new Map<onnx.ITensorProto, Uint8Array>();
+  const allStreamed: StreamedTensors = new Map(streamed);
+  // How the graph reads each tensor: the sink's block layout for one over the binding limit.
+  const readers = new Map<string, Reader[]>();
+  for (const node of parsed.proto.graph?.node ?? []) addReader(node, readers);
   for (const ref of externalDataRefs(parsed)) {
     const base = ref.location.split('/').pop()!;
     const g = given.get(ref.location) ?? [...given].find(([k]) => k.split('/').pop() === base)?.[1];
-    if (g) {
-      external[ref.location] = await bytesOf(g);
-      files[joinPath(dirname(modelPath), ref.location)] = external[ref.location]!;
-      continue;
-    }
-    const found = await find(ref.location);
+    let found: { path: string; source: ByteSource } | undefined = g ? { path: joinPath(dirname(modelPath), ref.location), source: sourceOf(ref.location, g) } : await find(ref.location);
     if (!found) {
       throw new InputError(
         `tensor '${ref.tensor}' of ${fileName} stores its data in the external file '${ref.location}', which was not found ` +
           `(keep it next to the model, or pass it in options.externalData['${ref.location}'])`,
       );
     }
-    external[ref.location] = found.bytes;
-    files[found.path] = found.bytes;
+    found = { path: found.path, source: { ...found.source, name: ref.location } };
+    externalSources.set(ref.location, found.source);
+    paths.push(found.path);
+    progress.file(ref.location, found.source.size);
+    const ranges: ExternalRange[] = externalTensors(parsed, ref.location).map(({ tensor, offset, length }) => {
+      const writer = length > keepBytes ? options.sink?.begin({ name: tensor.name ?? '', dataType: tensor.dataType ?? 0, dims: (tensor.dims ?? []).map(Number), byteLength: length, readers: readers.get(tensor.name ?? '') ?? [] }) : undefined;
+      if (writer) allStreamed.set(tensor, length);
+      return { tensor, offset, length, ...(writer ? { writer } : {}) };
+    });
+    for (const [t, b] of await readExternalStream(found.source, ranges, progress.bytes, progress.tensor)) kept.set(t, b);
   }
-  const graph = buildGraph(parsed, external, options);
-  return { graph, config, files, modelPath, externalData: external };
+  const sink = options.sink;
+  const storageOf = sink?.storage ? (name: string) => sink.storage!(name) : undefined;
+  const graph = buildGraph(parsed, {}, { ...options, streamed: allStreamed, externalTensors: kept, ...(storageOf ? { streamedStorage: storageOf } : {}) });
+  const reread = async (): Promise<OnnxSourceFile> => {
+    const bytes = await readAll(source);
+    const externalData: Record<string, Uint8Array> = {};
+    for (const [location, src] of externalSources) externalData[location] = await readAll(src);
+    return { bytes, fileName, externalData };
+  };
+  return { graph, config, paths, modelPath, reread };
+}
+
+/** The tensors stored in one external file, with their byte ranges (offset and length checked as numbers). */
+function externalTensors(parsed: ParsedModel, location: string) {
+  const out: { tensor: onnx.ITensorProto; offset: number; length: number }[] = [];
+  const g = parsed.proto.graph!;
+  const visit = (t: onnx.ITensorProto): void => {
+    if (t.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) return;
+    const e = externalEntries(t, parsed.file);
+    if (e.location !== location) return;
+    const n = (t.dims ?? []).reduce<number>((a, d) => a * Number(d), 1);
+    const dtype = dtypeFromOnnx(t.dataType ?? 0);
+    const bytes = dtype ? n * DTYPES[dtype].bytes : 0; // an unknown code is decode.ts's error to name
+    out.push({ tensor: t, offset: e.offset ?? 0, length: e.length ?? bytes });
+  };
+  for (const t of g.initializer ?? []) visit(t);
+  for (const n of g.node ?? []) for (const a of n.attribute ?? []) if (a.t) visit(a.t);
+  return out;
 }
 
 /**
@@ -165,8 +257,8 @@ async function finish(
  * the same way (folder → config.json and onnx/model.onnx; an .onnx → external data beside it).
  */
 interface FileStore {
-  /** A file's bytes, or undefined when there is no such file (HTTP 404, ENOENT). */
-  get(location: string): Promise<Uint8Array | undefined>;
+  /** A file as a stream (read again when read again), or undefined when there is no such file (HTTP 404, ENOENT). */
+  open(location: string, name: string): Promise<ByteSource | undefined>;
   /** Whether `location` names the model file itself rather than the folder holding it. */
   isModelFile(location: string): Promise<boolean>;
   /** The path part of a location: a URL without its query string and fragment. */
@@ -184,31 +276,40 @@ interface FileStore {
 
 function urlStore(options: LoadOnnxOptions): FileStore {
   const fetchFn = options.fetch ?? ((u: string) => globalThis.fetch(u));
+  const request = async (u: string): Promise<Response | undefined> => {
+    let res: Response;
+    try {
+      res = await fetchFn(u);
+    } catch (e) {
+      throw new InputError(`could not fetch ${u}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (res.status === 404) return undefined;
+    if (!res.ok) throw new InputError(`could not fetch ${u}: HTTP ${res.status}`);
+    return res;
+  };
   return {
     path: urlPath,
     inFolder: urlInFolder,
     verb: 'fetch',
     absent: 'HTTP 404',
     isModelFile: async (url) => /\.onnx$/i.test(urlPath(url)),
-    async get(u) {
-      let res: Response;
-      try {
-        res = await fetchFn(u);
-      } catch (e) {
-        throw new InputError(`could not fetch ${u}: ${e instanceof Error ? e.message : String(e)}`);
-      }
-      if (res.status === 404) return undefined;
-      if (!res.ok) throw new InputError(`could not fetch ${u}: HTTP ${res.status}`);
-      return new Uint8Array(await res.arrayBuffer());
+    async open(u, name) {
+      const res = await request(u);
+      return res && responseSource(name, res, async () => (await request(u)) ?? Promise.reject(new InputError(`could not fetch ${u} again: HTTP 404`)));
     },
   };
 }
 
-/** Files on disk, in Node: a folder path or the path of the .onnx itself (its name need not end in .onnx). */
+/**
+ * Files on disk, in Node: a folder path or the path of the .onnx itself (its name need not end in
+ * .onnx). A file is read whole when its source is read (node:fs's readFile, one chunk), and read
+ * again for `reread`: the loader keeps no copy, though the file is not read in chunks.
+ */
 async function diskStore(): Promise<FileStore> {
   const fs = await importNodeModule('node:fs/promises');
   const code = (e: unknown): string | undefined => (e as { code?: string } | null)?.code;
   const missing = (e: unknown): boolean => code(e) === 'ENOENT' || code(e) === 'ENOTDIR';
+  const failed = (path: string, e: unknown): InputError => new InputError(`could not read ${path}: ${e instanceof Error ? e.message : String(e)}`);
   return {
     path: (path) => path,
     inFolder: (dir, rel) => dir + rel,
@@ -219,17 +320,34 @@ async function diskStore(): Promise<FileStore> {
         return (await fs.stat(path)).isFile();
       } catch (e) {
         if (missing(e)) throw new InputError(`no such file or folder: ${path}`);
-        throw new InputError(`could not read ${path}: ${e instanceof Error ? e.message : String(e)}`);
+        throw failed(path, e);
       }
     },
-    async get(path) {
+    async open(path, name) {
+      let first: Uint8Array;
       try {
-        const b = await fs.readFile(path);
-        return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+        first = await fs.readFile(path);
       } catch (e) {
         if (missing(e) || code(e) === 'EISDIR') return undefined;
-        throw new InputError(`could not read ${path}: ${e instanceof Error ? e.message : String(e)}`);
+        throw failed(path, e);
       }
+      let pending: Uint8Array | undefined = first;
+      return {
+        name,
+        size: first.byteLength,
+        async *chunks() {
+          let b = pending;
+          pending = undefined;
+          if (!b) {
+            try {
+              b = await fs.readFile(path);
+            } catch (e) {
+              throw failed(path, e);
+            }
+          }
+          yield new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+        },
+      };
     },
   };
 }
@@ -249,7 +367,8 @@ async function filePathOf(source: string | URL, options: LoadOnnxOptions): Promi
 async function loadFromStore(url: string, store: FileStore, given: ReadonlyMap<string, FileData>, options: LoadOnnxOptions): Promise<LoadedOnnx> {
   const optional = async (u: string): Promise<Uint8Array | undefined> => {
     try {
-      return await store.get(u);
+      const source = await store.open(u, 'config.json');
+      return source && (await readAll(source));
     } catch {
       return undefined; // an optional file (config.json) may be absent or blocked
     }
@@ -257,25 +376,25 @@ async function loadFromStore(url: string, store: FileStore, given: ReadonlyMap<s
 
   let modelUrl: string;
   let modelPath: string;
-  let bytes: Uint8Array | undefined;
+  let source: ByteSource | undefined;
   let config: Record<string, unknown> | undefined;
-  const extra: Record<string, Uint8Array> = {};
+  const extra: string[] = [];
   // Derived locations (config.json, onnx/model.onnx, external data) are built from the path alone:
   // the source URL's query string (a token for that one file) is never sent anywhere else.
   const readConfig = async (dir: string): Promise<void> => {
     const c = await optional(store.inFolder(dir, 'config.json'));
     if (c) {
       config = parseConfig(c, 'config.json');
-      extra['config.json'] = c;
+      extra.push('config.json');
     }
   };
   const path = store.path(url);
   if (await store.isModelFile(url)) {
     modelUrl = url;
-    bytes = await store.get(url);
-    if (!bytes) throw new InputError(`could not ${store.verb} ${url}: ${store.absent}`);
     const dir = folderUrl(path);
     const name = path.slice(dir.length);
+    source = await store.open(url, name);
+    if (!source) throw new InputError(`could not ${store.verb} ${url}: ${store.absent}`);
     modelPath = name;
     // The HF layout keeps config.json one level above onnx/.
     if (/(^|\/)onnx\/$/.test(dir)) {
@@ -291,21 +410,21 @@ async function loadFromStore(url: string, store: FileStore, given: ReadonlyMap<s
     for (const candidate of options.modelFile ? [options.modelFile] : DEFAULT_MODEL_FILES) {
       const u = store.inFolder(dir, normLocation(candidate));
       tried.push(u);
-      bytes = await store.get(u);
-      if (bytes) {
+      source = await store.open(u, candidate.split('/').pop()!);
+      if (source) {
         modelUrl = u;
         modelPath = candidate;
         break;
       }
     }
-    if (!bytes) throw new InputError(`no ONNX model found: tried ${tried.join(', ')} (${store.absent})`);
+    if (!source) throw new InputError(`no ONNX model found: tried ${tried.join(', ')} (${store.absent})`);
   }
   const modelDir = folderUrl(store.path(modelUrl));
   const find = async (location: string) => {
-    const b = await store.get(store.inFolder(modelDir, location));
-    return b ? { path: joinPath(dirname(modelPath), location), bytes: b } : undefined;
+    const b = await store.open(store.inFolder(modelDir, location), location);
+    return b ? { path: joinPath(dirname(modelPath), location), source: b } : undefined;
   };
-  return finish(bytes, modelPath, config, given, find, options, extra);
+  return finish(source, modelPath, config, given, find, options, extra);
 }
 
 async function loadFileList(list: File[], given: ReadonlyMap<string, FileData>, options: LoadOnnxOptions): Promise<LoadedOnnx> {
@@ -335,7 +454,7 @@ async function loadFileList(list: File[], given: ReadonlyMap<string, FileData>, 
   const rel = (p: string): string => (root && p.startsWith(`${root}/`) ? p.slice(root.length + 1) : p);
 
   let config: Record<string, unknown> | undefined;
-  const extra: Record<string, Uint8Array> = {};
+  const extra: string[] = [];
   const configEntry =
     entries.find((e) => e.path === joinPath(root, 'config.json')) ??
     entries.find((e) => e.path === joinPath(modelDir, 'config.json')) ??
@@ -345,13 +464,13 @@ async function loadFileList(list: File[], given: ReadonlyMap<string, FileData>, 
   if (configEntry) {
     const b = await bytesOf(configEntry.file);
     config = parseConfig(b, configEntry.path);
-    extra[rel(configEntry.path)] = b;
+    extra.push(rel(configEntry.path));
   }
   const find = async (location: string) => {
     const want = joinPath(modelDir, location);
     const base = location.split('/').pop()!;
     const e = entries.find((x) => x.path === want) ?? entries.find((x) => x.path.split('/').pop() === base);
-    return e ? { path: rel(e.path), bytes: await bytesOf(e.file) } : undefined;
+    return e ? { path: rel(e.path), source: blobSource(location, e.file) } : undefined;
   };
-  return finish(await bytesOf(model.file), rel(model.path), config, given, find, options, extra);
+  return finish(blobSource(model.file.name, model.file), rel(model.path), config, given, find, options, extra);
 }

@@ -188,7 +188,7 @@ function splitSizes(graph: Graph, split: Node): number[] | undefined {
   const input = split.inputs[1];
   if (input) {
     const init = graph.initializers.get(input);
-    return init ? Array.from(initializerToRef(init).data) : undefined;
+    return init?.data ? Array.from(initializerToRef(init).data) : undefined;
   }
   const attr = split.attrs.split as readonly number[] | undefined;
   if (attr) return [...attr];

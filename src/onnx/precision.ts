@@ -34,8 +34,9 @@ function readsPacked(node: Node, value: string): boolean {
 /** The packed weight a QDQ `DequantizeLinear` of constant 8-bit weights stands for, when it is one. */
 function int8Weight(graph: Graph, dq: Node): Initializer | undefined {
   const [x, scale, zp] = dq.inputs.map((v) => (v ? graph.initializers.get(v) : undefined));
-  if (!x || !scale || x.dims.length !== 2 || (x.dtype !== 'int8' && x.dtype !== 'uint8') || scale.dtype !== 'float32') return undefined;
-  if (dq.inputs[2] && (!zp || zp.dtype !== x.dtype)) return undefined;
+  // Values streamed to the GPU at load (no CPU data) cannot be repacked: the DequantizeLinear stays.
+  if (!x?.data || !scale?.data || x.dims.length !== 2 || (x.dtype !== 'int8' && x.dtype !== 'uint8') || scale.dtype !== 'float32') return undefined;
+  if (dq.inputs[2] && (!zp?.data || zp.dtype !== x.dtype)) return undefined;
   const axis = Number(dq.attrs.axis ?? 1);
   if (axis !== 0 && axis !== 1) return undefined;
   const channels = x.dims[axis]!;
@@ -71,6 +72,8 @@ export function packFrozenWeights(graph: Graph): Graph {
   const dropped = new Map<string, string>(); // Cast output → the weight it widened
   const packed: Initializer[] = [];
   for (const init of graph.initializers.values()) {
+    // A weight the streaming load packed on the GPU already has its `storage` (its sink saw only
+    // matmul readers, onnx/weights-sink.ts).
     if (init.dtype !== 'float16' || init.storage || init.dims.length < 2 || outputs.has(init.name)) continue;
     const rs = readers.get(init.name) ?? [];
     const casts: Node[] = [];
@@ -85,7 +88,9 @@ export function packFrozenWeights(graph: Graph): Graph {
         return next.length > 0 && next.every((x) => readsPacked(x, r.outputs[0]!));
       });
     if (!ok) continue;
-    packed.push({ ...init, storage: 'f16x2' });
+    // One streamed to the GPU widened to f32 (no CPU data: read through Casts) stays f32 there,
+    // but loses its Casts all the same (they are exact), so module discovery sees `x·W`.
+    if (init.data) packed.push({ ...init, storage: 'f16x2' });
     for (const c of casts) dropped.set(c.outputs[0]!, init.name);
   }
   const folded = new Set<Node>();
@@ -98,7 +103,7 @@ export function packFrozenWeights(graph: Graph): Graph {
     packed.push(w);
     folded.add(n);
   }
-  if (packed.length === 0) return graph;
+  if (packed.length === 0 && dropped.size === 0) return graph;
   const initializers = new Map(graph.initializers);
   for (const p of packed) initializers.set(p.name, p);
   const nodes = graph.nodes

@@ -269,7 +269,7 @@ function build(
     if (known) return known;
     const init = graph.initializers.get(name);
     if (init) {
-      const v: ValueInfo = sizeOf(init.dims) <= VALUE_LIMIT
+      const v: ValueInfo = sizeOf(init.dims) <= VALUE_LIMIT && init.data
         ? { dtype: init.dtype, dims: init.dims, value: initializerToRef(init) }
         : { dtype: init.dtype, dims: init.dims };
       info.set(name, v);
@@ -286,12 +286,13 @@ function build(
     const v = info.get(name)?.value;
     if (v) return v;
     const init = graph.initializers.get(name);
-    return init && sizeOf(init.dims) <= foldLimit ? initializerToRef(init) : undefined;
+    return init?.data && sizeOf(init.dims) <= foldLimit ? initializerToRef(init) : undefined;
   };
+  // A weight whose data streamed to the GPU is not known on the CPU: nodes reading it run there.
   const cpuKnown = (name: string): boolean => {
     if (info.get(name)?.value) return true;
     const init = graph.initializers.get(name);
-    return init !== undefined && sizeOf(init.dims) <= foldLimit;
+    return init?.data !== undefined && sizeOf(init.dims) <= foldLimit;
   };
   const consumed = new Set<string>();
   for (const n of live) for (const i of n.inputs) if (i) consumed.add(i);
@@ -472,7 +473,7 @@ function build(
     if (init) {
       weights.push(v);
       const data = initializerGpuData(init);
-      if (data) resident.set(v, { type, data, ...(init.storage ? { storage: init.storage } : {}) });
+      if (data || !init.data) resident.set(v, { type, ...(data ? { data } : {}), ...(init.storage ? { storage: init.storage } : {}) });
     } else if (t.value) {
       const data = gpuData(t.value);
       if (data) resident.set(v, { type, data });

@@ -19,7 +19,7 @@
 
 import { ShapeError } from '../errors.js';
 import { packQ4, q4Layout } from '../ir/dtype.js';
-import type { Attrs } from '../ir/graph.js';
+import { initializerData, type Attrs } from '../ir/graph.js';
 import { tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
 import type { ExpandedOpDef, Expander, Inputs, OpContext } from './types.js';
 import { attrInt, need } from './util.js';
@@ -92,14 +92,17 @@ function expand(x: Expander, attrs: Attrs): void {
   if (x.input(4) !== undefined) x.unsupported('g_idx (act-order) is not supported');
   const [b, scales, zp] = [x.initializer(bName), x.initializer(sName), zName === undefined ? undefined : x.initializer(zName)];
   if (!b || !scales || (zName !== undefined && !zp)) x.unsupported('B, scales and zero_points must be initializers (frozen weights)');
-  if (b.dtype !== 'uint8' || b.data.length !== p.N * p.blocks * (p.block / 2)) {
+  // Read on the CPU to repack (the streaming load keeps every tensor a MatMulNBits reads in memory).
+  const use = `the 4-bit weight repacking of node '${x.node.name}'`;
+  const [bData, sData, zData] = [initializerData(b, use), initializerData(scales, use), zp ? initializerData(zp, use) : undefined];
+  if (b.dtype !== 'uint8' || bData.length !== p.N * p.blocks * (p.block / 2)) {
     x.unsupported(`B must be uint8 [${p.N}, ${p.blocks}, ${p.block / 2}], got ${b.dtype} [${b.dims.join(',')}]`);
   }
   if (scales.dims.reduce((m, d) => m * d, 1) !== p.N * p.blocks) x.unsupported(`scales must hold N·blocks = ${p.N * p.blocks} values`);
-  if (zp && (zp.dtype !== 'uint8' || zp.data.length !== p.N * Math.ceil(p.blocks / 2))) {
+  if (zp && (zp.dtype !== 'uint8' || zData!.length !== p.N * Math.ceil(p.blocks / 2))) {
     x.unsupported(`zero_points must be uint8 4-bit pairs [${p.N * Math.ceil(p.blocks / 2)}], got ${zp.dtype} [${zp.dims.join(',')}]`);
   }
-  const words = packQ4(q4Layout(p.K, p.N, p.block), b.data as Uint8Array, scales.data as ArrayLike<number>, zp?.data as Uint8Array | undefined);
+  const words = packQ4(q4Layout(p.K, p.N, p.block), bData as Uint8Array, sData as ArrayLike<number>, zData as Uint8Array | undefined);
   const w = x.weight(
     { dtype: scales.dtype, dims: [p.K, p.N], data: words, storage: zp ? `q4b${p.block}z` : `q4b${p.block}` },
     [bName, sName, ...(zName ? [zName] : [])],

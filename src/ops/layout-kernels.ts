@@ -68,6 +68,8 @@ export const gatherShader = new Shader('layout-gather.wgsl', gatherText, {
       ['rank', 'u32'],
       ['axis_dim', 'i32'],
       ['axis_stride', 'u32'],
+      ['block_lo', 'i32'], // the bound data holds indices block_lo ≤ j < block_hi of the axis
+      ['block_hi', 'i32'],
       ['dims', { array: 'u32', length: LATTICE_RANK }],
       ['idx_strides', { array: 'u32', length: LATTICE_RANK }],
       ['data_strides', { array: 'u32', length: LATTICE_RANK }],
@@ -250,6 +252,11 @@ export interface GatherMap {
   readonly axisStride: number;
   /** Write NaN (float data) for an out-of-range index instead of clamping it. */
   readonly poison?: boolean;
+  /**
+   * The bound data is the block [lo, hi) of the axis (a row-split embedding table): output elements
+   * whose index falls elsewhere are left alone, for another block's dispatch (default: the whole axis).
+   */
+  readonly block?: readonly [lo: number, hi: number];
 }
 
 export function gatherProgram(map: GatherMap, ctx: OpContext): Program | undefined {
@@ -265,6 +272,8 @@ export function gatherProgram(map: GatherMap, ctx: OpContext): Program | undefin
       rank: keep.length,
       axis_dim: map.axisDim,
       axis_stride: map.axisStride,
+      block_lo: map.block?.[0] ?? 0,
+      block_hi: map.block?.[1] ?? map.axisDim,
       dims: keep.map((k) => map.dims[k]!),
       idx_strides: keep.map((k) => map.idxStrides[k]!),
       data_strides: keep.map((k) => map.dataStrides[k]!),

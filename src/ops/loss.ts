@@ -17,6 +17,7 @@
 
 import lossText from '../../shaders/loss.wgsl?raw';
 import { InputError, ShapeError, UnsupportedOpError } from '../errors.js';
+import type { Program } from '../gpu/kernel.js';
 import { Shader } from '../gpu/wgsl.js';
 import { FLOAT_TYPES } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
@@ -26,7 +27,7 @@ import type { LoweringSteps, OpContext, OpDef } from './types.js';
 import { attrInt, attrString, need } from './util.js';
 
 export const lossShader = new Shader('loss.wgsl', lossText, {
-  prelude: ['grid', 'f32max'],
+  prelude: ['grid', 'f32max', 'lse'],
   structs: {
     Params: [
       ['rows', 'u32'],
@@ -129,6 +130,11 @@ function rowOverrides(v: number) {
 /** Overrides of the single-workgroup sums (the whole workgroup is one segment). */
 const SUM_OVERRIDES = { WG: ROW_WG, TPR: ROW_WG, VEC: 0 };
 
+/** One workgroup counting the labels of `rows` rows that count (not `ignore`, inside [0, v)): (labels) → (count). */
+export function labelCountProgram(rows: number, v: number, ignore: number): Program {
+  return { kernel: countKernel, overrides: SUM_OVERRIDES, uniforms: { rows, v, ignore, mean: 1 }, workgroups: [1, 1, 1] };
+}
+
 export const lossOps = {
   CrossEntropyLoss: {
     domain: 'ia3',
@@ -213,10 +219,7 @@ export const lossOps = {
       return {
         temps: [4],
         steps: [
-          {
-            program: { kernel: countKernel, overrides: SUM_OVERRIDES, uniforms: u, workgroups: [1, 1, 1] },
-            bindings: [{ in: 2 }, { tmp: 0 }],
-          },
+          { program: labelCountProgram(c.rows, c.v, c.ignore), bindings: [{ in: 2 }, { tmp: 0 }] },
           {
             program: { kernel: gradKernel, overrides, uniforms: u, workgroups: rowGrid(c.rows, tpr) },
             bindings: [{ in: 1 }, { in: 2 }, { in: 0 }, { tmp: 0 }, { out: 0 }],

@@ -463,7 +463,7 @@ function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: Lower
     aStrides: pad(inner.map((d) => d.a), 0),
     bStrides: pad(inner.map((d) => d.b), 0),
   };
-  const maxElems = Math.max(sizeOf(geo.aDims), sizeOf(geo.bDims), nBatch * M * N);
+  const maxElems = Math.max(sizeOf(geo.aDims) + (options.aOffset ?? 0), sizeOf(geo.bDims), nBatch * M * N + (options.yOffset ?? 0));
   if (maxElems > 0xffffffff) {
     throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `tensors of ${maxElems} elements exceed 32-bit indexing`, ctx.opset);
   }
@@ -487,7 +487,7 @@ function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: Lower
           steps.push({
             kernel,
             overrides,
-            uniforms: { ...base, zBase, mBase, nBase, aBase, bBase, yBase },
+            uniforms: { ...base, zBase, mBase, nBase, aBase: aBase + (options.aOffset ?? 0), bBase, yBase: yBase + (options.yOffset ?? 0) },
             workgroups: [Math.min(CH, tilesN - nBase), Math.min(CH, tilesM - mBase), Math.min(CH, nInner - zBase)],
           });
         }
@@ -588,6 +588,12 @@ export interface MatmulLoweringOptions {
   readonly tile?: MatmulTile;
   /** Bound on each grid dimension (the device's limit by default); larger grids become several dispatches. */
   readonly maxWorkgroupsPerDim?: number;
+  /**
+   * Element offsets into A and Y: the product of rows of a larger A (or into rows of a larger Y),
+   * as the chunked LM head computes one chunk of rows at a time.
+   */
+  readonly aOffset?: number;
+  readonly yOffset?: number;
 }
 
 /** The GPU lowering of MatMul, Gemm or FusedMatMul for `ctx.device`. */

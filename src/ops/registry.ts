@@ -10,6 +10,7 @@
 // gradient, or expands into primitives; nothing else type-checks.
 
 import { attentionMaskOps } from './attention-mask.js';
+import { blockOps } from './blocks.js';
 import { contribActivationOps } from './contrib-activation.js';
 import { contribAttentionOps } from './contrib-attention.js';
 import { contribNormOps } from './contrib-norm.js';
@@ -21,6 +22,7 @@ import { elementwiseOps } from './elementwise.js';
 import { ia3Ops } from './ia3.js';
 import { indexCheckOps } from './index-check.js';
 import { layoutOps } from './layout.js';
+import { lmHeadOps } from './lm-head.js';
 import { lossOps } from './loss.js';
 import { matmulOps } from './matmul.js';
 import { normalizationOps } from './normalization.js';
@@ -31,12 +33,14 @@ import type { ExpandedOpDef, OpDef } from './types.js';
 
 export const OPS = {
   ...attentionMaskOps,
+  ...blockOps,
   ...controlOps,
   ...einsumOps,
   ...elementwiseOps,
   ...ia3Ops,
   ...indexCheckOps,
   ...layoutOps,
+  ...lmHeadOps,
   ...lossOps,
   ...matmulOps,
   ...normalizationOps,

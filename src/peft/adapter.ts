@@ -122,7 +122,7 @@ export function createAdapter(name: string, resolved: IA3Config, model: Model): 
       dims: transposed ? [wDims[1]!, wDims[0]!] : wDims,
       transposed,
       // The weight's values (dequantised when the file stores it in 4-bit blocks): the copy trains in f32.
-      values: Float32Array.from(initializerToRef(weight).data),
+      values: Float32Array.from(initializerToRef(weight, `modules_to_save (module '${module.path}')`).data),
       saved: { module, initializer: module.weight, onnxDims: wDims },
     });
     if (module.bias) {
@@ -132,7 +132,7 @@ export function createAdapter(name: string, resolved: IA3Config, model: Model): 
         key: `${KEY_PREFIX}${module.path}.bias`,
         dims: [...bias.dims],
         transposed: false,
-        values: Float32Array.from(initializerToRef(bias).data),
+        values: Float32Array.from(initializerToRef(bias, `modules_to_save (module '${module.path}')`).data),
         saved: { module, initializer: module.bias.initializer, onnxDims: [...bias.dims] },
       });
     }

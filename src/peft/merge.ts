@@ -260,7 +260,7 @@ export class MergeState {
     const values = new Map<string, Float32Array>();
     for (const r of rounds) {
       for (const s of r.steps) {
-        const next = scaleCpu(values.get(s.initializer) ?? (graph.initializers.get(s.initializer)!.data as Float32Array), s.dims, s.axis, s.vector);
+        const next = scaleCpu(values.get(s.initializer) ?? (await this.cpuValues(graph, s.initializer)), s.dims, s.axis, s.vector);
         const at = safe ? firstNonFinite(next) : -1;
         if (at >= 0) throw new MergeError(r.adapter, `'${s.initializer}' element ${at} would be ${next[at]}`);
         values.set(s.initializer, next);
@@ -282,6 +282,7 @@ export class MergeState {
     const values = new Map<string, Float32Array>();
     for (const adapter of [...this.list].reverse()) {
       for (const s of this.vectorSteps(adapter, unmergeDivisor)) {
+        // Merging gave every weight it touched CPU values (read back from the GPU if need be).
         values.set(s.initializer, scaleCpu(values.get(s.initializer) ?? (graph.initializers.get(s.initializer)!.data as Float32Array), s.dims, s.axis, s.vector, 'div'));
       }
     }
@@ -304,8 +305,8 @@ export class MergeState {
    * (unless already merged) and their modules_to_save copies; `active` empty when disabled.
    */
   async exportOnnx(active: readonly string[]): Promise<OnnxWithExternalData> {
-    const file = this.host.base.onnxFile;
-    if (!file) throw new InputError('exportMergedOnnx needs a model loaded from an ONNX file by loadModel (this graph was built in code)');
+    const source = this.host.base.onnxFile;
+    if (!source) throw new InputError('exportMergedOnnx needs a model loaded from an ONNX file by loadModel (this graph was built in code)');
     const graph = this.host.base.graph;
     const values = new Map<string, Float32Array>();
     for (const name of this.touched) values.set(name, graph.initializers.get(name)!.data as Float32Array);
@@ -314,7 +315,7 @@ export class MergeState {
         checkMergeable(graph, [...new Map(active.flatMap((n) => this.host.adapter(n).targets.map((t) => [t.module.path, t.module] as const))).values()], { gpu: false });
         for (const a of active) {
           for (const s of this.vectorSteps(a, (v) => v)) {
-            values.set(s.initializer, scaleCpu(values.get(s.initializer) ?? (graph.initializers.get(s.initializer)!.data as Float32Array), s.dims, s.axis, s.vector));
+            values.set(s.initializer, scaleCpu(values.get(s.initializer) ?? (await this.cpuValues(graph, s.initializer)), s.dims, s.axis, s.vector));
           }
         }
       }
@@ -322,7 +323,20 @@ export class MergeState {
       checkMergeable(graph, [...new Set(saved.map((s) => s.module))], { gpu: false });
       for (const s of saved) values.set(s.replace, s.by.data as Float32Array);
     }
-    return rewriteOnnxTensors(file, values);
+    // The file was not kept: read it again (its URL, Files, or the bytes loadModel was given).
+    return rewriteOnnxTensors(await source.read(), values);
+  }
+
+  /**
+   * A frozen float32 weight's values on the CPU: its data, or a read-back of its GPU copy for a
+   * weight that streamed to the GPU only at load (unmerged: the GPU holds the file's values).
+   */
+  private async cpuValues(graph: Graph, name: string): Promise<Float32Array> {
+    const init = graph.initializers.get(name)!;
+    if (init.data) return init.data as Float32Array;
+    const buffer = this.host.base.weights.get(name);
+    if (!buffer) throw new InputError(`weight '${name}' is on the GPU in blocks (over the device's binding limit): merging it is not supported`);
+    return new Float32Array(await this.host.base.gpu.read(buffer, 4 * sizeOf(init.dims)));
   }
 
   /** The weight and bias scalings of an adapter's vectors (each vector mapped by `f`), one per tensor. */

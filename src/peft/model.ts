@@ -16,7 +16,7 @@ import { LABELS, LOSS, logitsOutput, withLoss, type LossTask } from '../autograd
 import { BusyError, DisposedError, InputError } from '../errors.js';
 import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
 import type { TensorData } from '../ir/tensor.js';
-import type { Feed, Model } from '../model.js';
+import type { Feed, MemoryPlan, Model, RunOptions } from '../model.js';
 import type { OnnxWithExternalData } from '../onnx/export.js';
 import {
   adapterPrefixes,
@@ -243,9 +243,20 @@ export class PeftModel {
     }
   }
 
-  /** Forward pass with the active adapters (the base model's when disabled). */
-  async run(feeds: Record<string, Feed>, outputs?: readonly string[]): Promise<Record<string, TensorData>> {
-    return this.current().run(feeds, outputs);
+  /** Forward pass with the active adapters (the base model's when disabled); options as `Model.run`'s. */
+  async run(feeds: Record<string, Feed>, outputs?: readonly string[], options?: RunOptions): Promise<Record<string, TensorData>> {
+    return this.current().run(feeds, outputs, options);
+  }
+
+  /**
+   * The GPU memory of one forward + loss + backward pass of the active adapters on a batch of
+   * `batch` sequences of `sequence` tokens (every model input [batch, sequence]), computed without
+   * running anything: weights, activations (peak), inputs, constants. A SizeLimitError when a tensor
+   * of that step cannot fit the device's buffers. The Trainer adds its optimizer state.
+   */
+  memoryPlan({ batch, sequence }: { batch: number; sequence: number }): MemoryPlan {
+    const { model, trainables } = this.trainingModel();
+    return model.gradientMemoryPlan(trainingShapes(model, this.lossTask(), batch, sequence), LOSS, trainables.map((t) => t.name));
   }
 
   /** The same forward on the float64 CPU reference executor (the test oracle). */
@@ -305,13 +316,14 @@ export class PeftModel {
     this.assertLive();
     if (this.disabled) throw new InputError('adapters are disabled: there is nothing to train');
     if (this.merged) throw new InputError(`cannot train while adapters are merged (${this.merging.merged.join(', ')}): call unmerge() first`);
-    const model = this.variants.get(`${this.active.join('+')}|loss`, () => withLoss(this.current().graph, this.lossTask()));
     const used = new Set(this.savedInUse().map((s) => s.by.name));
     const trainables = this.active.flatMap((a) =>
       this.adapter(a)
         .params.filter((p) => p.target || used.has(p.name))
         .map((param) => ({ name: param.name, adapter: a, param })),
     );
+    const trainable = new Set(trainables.map((t) => t.name));
+    const model = this.variants.get(`${this.active.join('+')}|loss`, () => withLoss(this.current().graph, this.lossTask(), { trainable }));
     return { model, trainables };
   }
 
@@ -516,6 +528,16 @@ export class PeftModel {
     if (!a) throw new InputError(`no adapter named '${name}' (adapters: ${[...this.adapters.keys()].join(', ')})`);
     return a;
   }
+}
+
+/** Input shapes of a training step: every model input [batch, sequence]; labels per the task. */
+export function trainingShapes(model: Model, task: LossTask, batch: number, sequence: number): Record<string, number[]> {
+  for (const [k, v] of Object.entries({ batch, sequence })) {
+    if (!Number.isInteger(v) || v < 1) throw new InputError(`memoryPlan: ${k} must be a positive integer, got ${v}`);
+  }
+  const shapes: Record<string, number[]> = {};
+  for (const name of model.inputNames) shapes[name] = name === LABELS && task === 'SEQ_CLS' ? [batch] : [batch, sequence];
+  return shapes;
 }
 
 const parseAdapterConfig = (content: string | Uint8Array, fileName: string): IA3Config => IA3Config.fromJSON(content, fileName);

@@ -10,7 +10,7 @@
 
 import { InputError } from '../errors.js';
 import { isFloat } from '../ir/dtype.js';
-import type { Graph, Initializer } from '../ir/graph.js';
+import type { Graph, Initializer, ValueStats } from '../ir/graph.js';
 import { sizeOf } from '../ir/tensor.js';
 
 /**
@@ -143,10 +143,40 @@ function isCopyOrTranspose(a: Initializer, b: Initializer): boolean {
   if ((a.storage && a.storage !== 'f16x2') || (b.storage && b.storage !== 'f16x2')) return false;
   const x = a.data;
   const y = b.data;
+  if (!x || !y) return sameStats(a, b);
   if (x.length !== y.length || x.length < 2) return false;
   if (a.dims.join() === b.dims.join() && x.every((v, i) => v === y[i])) return true;
   if (a.dims.length !== 2 || b.dims.length !== 2 || a.dims[0] !== b.dims[1] || a.dims[1] !== b.dims[0]) return false;
   const [r, c] = a.dims as [number, number];
   for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) if (x[i * c + j] !== y[j * r + i]) return false;
   return true;
+}
+
+/**
+ * Copies or transposes of each other by their values' statistics, for weights whose data is on the
+ * GPU only: equal minimum and maximum, and sums that agree to float64 rounding (summed in a
+ * different order when transposed).
+ */
+function sameStats(a: Initializer, b: Initializer): boolean {
+  const s = statsOf(a);
+  const t = statsOf(b);
+  if (!s || !t || sizeOf(a.dims) !== sizeOf(b.dims) || sizeOf(a.dims) < 2) return false;
+  const near = (p: number, q: number): boolean => Math.abs(p - q) <= 1e-9 * Math.max(Math.abs(p), Math.abs(q), 1e-30);
+  return s.min === t.min && s.max === t.max && near(s.sum, t.sum) && near(s.sumSquares, t.sumSquares);
+}
+
+function statsOf(t: Initializer): ValueStats | undefined {
+  if (t.stats || !t.data) return t.stats;
+  let sum = 0;
+  let sumSquares = 0;
+  let min = Infinity;
+  let max = -Infinity;
+  for (const v of t.data) {
+    const x = Number(v);
+    sum += x;
+    sumSquares += x * x;
+    min = Math.min(min, x);
+    max = Math.max(max, x);
+  }
+  return { sum, sumSquares, min, max };
 }

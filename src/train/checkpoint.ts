@@ -246,7 +246,11 @@ export function modelFingerprint(graph: Graph): string {
     for (const o of graph.outputs) h.text(o.name);
     for (const n of graph.nodes) h.text(`${n.opType}:${n.inputs.join(',')}:${n.outputs.join(',')}`);
     for (const [name, init] of [...graph.initializers].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-      h.text(`${name}:${init.dtype}:${init.dims.join(',')}`).bytes(new Uint8Array(init.data.buffer, init.data.byteOffset, init.data.byteLength));
+      h.text(`${name}:${init.dtype}:${init.dims.join(',')}`);
+      // A weight that streamed to the GPU has no CPU data: its value statistics (taken as it
+      // streamed, in float64) stand for its bytes.
+      if (init.data) h.bytes(new Uint8Array(init.data.buffer, init.data.byteOffset, init.data.byteLength));
+      else h.text(init.stats ? `stats:${init.stats.sum}:${init.stats.sumSquares}:${init.stats.min}:${init.stats.max}` : `external:${init.external?.location}:${init.external?.offset}:${init.external?.length}`);
     }
     modelPrints.set(graph, (print = h.digest()));
   }

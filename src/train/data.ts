@@ -415,3 +415,47 @@ export function* batches(examples: readonly Example[], opts: BatchOptions): Gene
     yield collate(order.slice(s, s + opts.batchSize), opts);
   }
 }
+
+/**
+ * Labels of a batch that the loss counts: CAUSAL_LM — positions after the first whose label is
+ * not −100 (the loss predicts token t+1 from position t); SEQ_CLS — labels that are not −100.
+ */
+export function countedLabels(batch: Batch, task: CollateOptions['task']): number {
+  const labels = batch.labels.data;
+  let n = 0;
+  if (task === 'CAUSAL_LM') {
+    const len = batch.labels.dims[1]!;
+    for (let i = 0; i < labels.length; i++) if (i % len !== 0 && labels[i] !== BigInt(IGNORE)) n++;
+  } else {
+    for (const v of labels) if (v !== BigInt(IGNORE)) n++;
+  }
+  return n;
+}
+
+/** The batch cut into pieces of at most `rows` rows (the last may be shorter), in order. */
+export function splitRows(batch: Batch, rows: number): Batch[] {
+  const total = batch.examples;
+  if (rows >= total) return [batch];
+  const pieces: Batch[] = [];
+  for (let r0 = 0; r0 < total; r0 += rows) {
+    const r1 = Math.min(total, r0 + rows);
+    const cut = <T extends BigInt64Array | Float32Array | Uint8Array>(t: { data: T; dims: number[] }) => {
+      const per = t.data.length / total;
+      return { data: t.data.slice(r0 * per, r1 * per) as T, dims: [r1 - r0, ...t.dims.slice(1)] };
+    };
+    const inputs: Batch['inputs'] = {};
+    for (const [name, t] of Object.entries(batch.inputs)) inputs[name] = cut(t);
+    const piece: Batch = { inputs, labels: cut(batch.labels), tokens: 0, examples: r1 - r0 };
+    if (batch.other) {
+      // Float masks and empty caches lead with the batch; a flag such as use_cache_branch ([1]) has none.
+      const other: NonNullable<Batch['other']> = {};
+      for (const [name, t] of Object.entries(batch.other)) other[name] = t.dims[0] === total ? cut(t) : t;
+      piece.other = other;
+    }
+    const mask = inputs.attention_mask?.data ?? piece.other?.attention_mask?.data;
+    if (mask) for (const v of mask) piece.tokens += Number(v);
+    else piece.tokens = inputs.input_ids?.data.length ?? 0;
+    pieces.push(piece);
+  }
+  return pieces;
+}

@@ -10,8 +10,10 @@
 // buffer (rewritten every step with the step's learning rate and bias corrections), the ring of
 // (loss, gradient norm) pairs read back every `loggingSteps` steps, and the dispatch lists —
 // per plan the accumulation of each gradient (and the loss) into the flat buffers, and once the
-// update (clip, AdamW, copy of the new values back into the buffers the plans read). A step records
-// into command encoders only; nothing is read back inside it.
+// update (clip, AdamW, copy of the new values back into the buffers the plans read). A
+// micro-batch's weight in the step (1 / accumulation steps, times its share of the labels when the
+// Trainer cut a batch to fit its memory budget) is written into the accumulation's uniform buffers
+// before it is submitted. A step records into command encoders only; nothing is read back inside it.
 
 import type { GpuContext } from '../gpu/device.js';
 import { DispatchList, type BoundProgram } from '../gpu/dispatch.js';
@@ -73,6 +75,13 @@ export class FlatState {
 
   static allocate(gpu: GpuContext, layout: { entries: FlatEntry[]; total: number }, maxGradNorm: number): FlatState {
     return new FlatState(gpu, layout.entries, layout.total, maxGradNorm);
+  }
+
+  /** The GPU bytes `allocate` would take for `layout` (what the buffer pool hands out). */
+  static bytes(gpu: GpuContext, layout: { total: number }, maxGradNorm: number): number {
+    const n = Math.max(4, layout.total);
+    const pool = gpu.buffers;
+    return 4 * pool.classOf(4 * n) + 2 * pool.classOf(16) + pool.classOf(Math.max(16, gradNormPrograms(n, maxGradNorm).tempBytes));
   }
 
   /** Tensor `e`'s range of a flat buffer, as a binding. */
@@ -144,8 +153,12 @@ export interface StepSettings {
   readonly maxGradNorm: number;
   /** Steps between reads of the (loss, gradient norm) ring: its length. */
   readonly loggingSteps: number;
-  /** Micro-batches per optimizer step (each gradient is accumulated with weight 1 / this). */
-  readonly accumulation: number;
+}
+
+/** A plan's accumulation into the flat buffers: its dispatches and the uniform buffers it rewrites (alpha per micro-batch). */
+interface Accumulation {
+  readonly list: DispatchList;
+  readonly uniforms: readonly { readonly buffer: GPUBuffer; readonly n: number }[];
 }
 
 /** The dispatch lists and buffers of one `train` call over a FlatState. */
@@ -153,7 +166,7 @@ export class StepEncoder {
   private readonly adamUniforms: GPUBuffer;
   private readonly ring: GPUBuffer;
   /** Per plan, the accumulation that overwrites (0: first micro-batch) or adds (1). */
-  private readonly accumulations = new Map<GradientPlan, Map<0 | 1, DispatchList>>();
+  private readonly accumulations = new Map<GradientPlan, Map<0 | 1, Accumulation>>();
   private update: DispatchList | undefined;
 
   constructor(
@@ -182,14 +195,20 @@ export class StepEncoder {
 
   /**
    * Submits micro-batch `k` of `count` of step `step` as one command buffer (its plan's inputs
-   * already written): the plan, then its gradients accumulated; the last one also clips, steps
-   * AdamW, copies the values back and records the step's (loss, norm) in the ring.
+   * already written): the plan, then its loss and gradients accumulated with weight `alpha`; the
+   * last one also clips, steps AdamW, copies the values back and records the step's (loss, norm)
+   * in the ring.
    */
-  encodeMicroBatch(g: GradientPlan, k: number, count: number, step: number): void {
+  encodeMicroBatch(g: GradientPlan, k: number, count: number, step: number, alpha: number): void {
+    const acc = this.accumulations.get(g)!.get(k === 0 ? 0 : 1)!;
+    for (const u of acc.uniforms) {
+      const p = accumulateProgram(u.n, alpha, k === 0 ? 0 : 1);
+      this.gpu.device.queue.writeBuffer(u.buffer, 0, packUniforms(p.kernel, p.uniforms));
+    }
     const enc = this.gpu.device.createCommandEncoder({ label: `trainer.step${step}.micro${k}` });
     g.plan.encode(enc);
     const pass = enc.beginComputePass();
-    this.accumulations.get(g)!.get(k === 0 ? 0 : 1)!.encode(pass);
+    acc.list.encode(pass);
     const last = k === count - 1;
     if (last) this.update!.encode(pass);
     pass.end();
@@ -218,27 +237,49 @@ export class StepEncoder {
   }
 
   destroy(): void {
-    for (const byBeta of this.accumulations.values()) for (const list of byBeta.values()) list.destroy();
+    for (const byBeta of this.accumulations.values()) {
+      for (const acc of byBeta.values()) {
+        acc.list.destroy();
+        for (const u of acc.uniforms) this.gpu.buffers.release(u.buffer);
+      }
+    }
     this.update?.destroy();
     this.gpu.buffers.release(this.adamUniforms);
     this.gpu.buffers.release(this.ring);
   }
 
-  /** Gradient (and loss) accumulation out of one plan's buffers; beta 0 overwrites, 1 adds. */
-  private async accumulation(g: GradientPlan, beta: 0 | 1): Promise<DispatchList> {
+  /**
+   * Gradient (and loss) accumulation out of one plan's buffers; beta 0 overwrites, 1 adds. Its
+   * uniforms are buffers of its own, rewritten with each micro-batch's weight before it is submitted.
+   */
+  private async accumulation(g: GradientPlan, beta: 0 | 1): Promise<Accumulation> {
     let byBeta = this.accumulations.get(g);
     if (!byBeta) this.accumulations.set(g, (byBeta = new Map()));
-    let list = byBeta.get(beta);
-    if (!list) {
-      const alpha = 1 / this.settings.accumulation;
+    let acc = byBeta.get(beta);
+    if (!acc) {
       const flat = this.flat;
-      list = await DispatchList.prepare(this.gpu, [
-        ...flat.entries.map((e) => ({ program: accumulateProgram(e.n, alpha, beta), buffers: [g.plan.buffers.get(g.gradients.get(e.name)!)!, flat.slice(flat.grads, e)] })),
-        { program: accumulateProgram(1, alpha, beta), buffers: [g.plan.buffers.get(g.loss)!, flat.lossAcc] },
-      ]);
-      byBeta.set(beta, list);
+      const targets = [
+        ...flat.entries.map((e) => ({ n: e.n, buffers: [g.plan.buffers.get(g.gradients.get(e.name)!)!, flat.slice(flat.grads, e)] })),
+        { n: 1, buffers: [g.plan.buffers.get(g.loss)!, flat.lossAcc] },
+      ];
+      const uniforms = targets.map((t) => {
+        const p = accumulateProgram(t.n, 1, beta);
+        return { n: t.n, buffer: this.gpu.buffers.create({ label: 'trainer.accumulate', size: packUniforms(p.kernel, p.uniforms).byteLength, usage: BufferUsage.UNIFORM | BufferUsage.COPY_DST }) };
+      });
+      let list: DispatchList;
+      try {
+        list = await DispatchList.prepare(
+          this.gpu,
+          targets.map((t, i) => ({ program: accumulateProgram(t.n, 1, beta), buffers: t.buffers, uniforms: uniforms[i]!.buffer })),
+        );
+      } catch (e) {
+        for (const u of uniforms) this.gpu.buffers.release(u.buffer);
+        throw e;
+      }
+      acc = { list, uniforms };
+      byBeta.set(beta, acc);
     }
-    return list;
+    return acc;
   }
 
   /** Clipping, AdamW over the flat buffers, and the copy of the new values into the plans' buffers. */

@@ -29,13 +29,13 @@
 import { LABELS, LOSS, SCORES, logitsOutput, type LossTask } from '../autograd/loss.js';
 import { BusyError, DeviceLostError, DisposedError, IA3Error, InputError } from '../errors.js';
 import { isFloat } from '../ir/dtype.js';
-import type { GradientPlan, Model } from '../model.js';
+import type { GradientPlan, MemoryPlan, Model } from '../model.js';
 import { inputRange } from '../onnx/bounds.js';
 import { specialize } from '../onnx/specialize.js';
 import { serializeConfig } from '../peft/config.js';
 import type { PeftModel, Trainable, TrainingLease } from '../peft/model.js';
 import { datasetFingerprint, modelFingerprint, textFingerprint, type Checkpoint, type CheckpointFingerprint, type CheckpointStore } from './checkpoint.js';
-import { batches, bucketLength, bucketsUpTo, emptyInputsOf, knownInput, validateExamples, type Batch, type Example } from './data.js';
+import { batches, bucketLength, bucketsUpTo, countedLabels, emptyInputsOf, knownInput, splitRows, validateExamples, type Batch, type Example } from './data.js';
 import { FlatState, StepEncoder } from './optimizer.js';
 import { learningRateAt, warmupStepsFrom, type ScheduleName } from './schedule.js';
 
@@ -65,6 +65,14 @@ export interface TrainingArguments {
   buckets?: number[];
   /** Padding token; default config.json's pad_token_id, else 0. */
   padTokenId?: number;
+  /**
+   * GPU memory (bytes) a training step may take — weights, activations, inputs and optimizer
+   * state, as `memoryPlan` counts them. A batch whose step would take more runs as micro-batches of
+   * fewer rows (halved until one fits) whose gradients add up to the whole batch's: each is
+   * weighted by its share of the batch's counted labels, so the step is the one the whole batch
+   * makes. A single sequence that does not fit is an InputError before any GPU work. Default: no budget.
+   */
+  maxMemoryBytes?: number;
   /** Steps between checkpoints to the trainer's store (0: only when a run ends). Default 0. */
   checkpointSteps?: number;
 }
@@ -164,6 +172,8 @@ interface Prepared {
   readonly warmup: number;
   readonly dataset: string;
   readonly fingerprint: CheckpointFingerprint;
+  /** Rows per micro-batch that fit maxMemoryBytes, by batch shape (the full batches' found by `validate`). */
+  readonly fitted: Map<string, number>;
 }
 
 /** One `train` call: the model it trains, its schedule, and its GPU objects. */
@@ -187,7 +197,7 @@ interface Run extends Prepared {
 }
 
 /** The resolved arguments (defaults filled in), as checkpoints record them. */
-type ResolvedArguments = Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId'>> & Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId'>;
+type ResolvedArguments = Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes'>> & Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes'>;
 
 const SCHEDULES: readonly string[] = ['linear', 'cosine', 'constant', 'constant_with_warmup'];
 
@@ -228,6 +238,7 @@ export class Trainer {
       maxLength: args.maxLength ?? 128,
       buckets: args.buckets,
       padTokenId: args.padTokenId,
+      maxMemoryBytes: args.maxMemoryBytes,
       checkpointSteps: args.checkpointSteps ?? 0,
     };
     checkArguments(this.args);
@@ -276,6 +287,25 @@ export class Trainer {
   /** The last checkpoint this trainer saved or resumed from (undefined: none). */
   get lastCheckpoint(): Checkpoint | undefined {
     return this.saved;
+  }
+
+  /**
+   * The GPU memory of one training step on `batch` sequences of `sequence` tokens, before anything
+   * runs: the forward + loss + backward plan's (PeftModel.memoryPlan) and the optimizer state's
+   * (flat values, gradients, AdamW moments). A SizeLimitError when a tensor of the step cannot fit the
+   * device's buffers.
+   */
+  memoryPlan({ batch, sequence }: { batch: number; sequence: number }): MemoryPlan & { readonly optimizer: number } {
+    for (const [k, v] of Object.entries({ batch, sequence })) {
+      if (!Number.isInteger(v) || v < 1) throw new InputError(`memoryPlan: ${k} must be a positive integer, got ${v}`);
+    }
+    const { model, trainables } = this.peft.trainingModel();
+    // The shapes the Trainer feeds (caches fed empty included), not only ids and mask.
+    const { shapes, values } = batchShapes(this.collateOptions(model, this.peft.lossTask()), batch, sequence);
+    const plan = model.gradientMemoryPlan(shapes, LOSS, trainables.map((t) => t.name), values);
+    const layout = FlatState.layout(model.gpu, trainables.map((t) => ({ name: t.name, n: t.param.values.length })));
+    const optimizer = FlatState.bytes(model.gpu, layout, this.args.maxGradNorm);
+    return { ...plan, optimizer, total: plan.total + optimizer };
   }
 
   /** Subscribes to an event; returns the function that unsubscribes. */
@@ -330,10 +360,11 @@ export class Trainer {
       const current = run;
       for (const { micro, epoch } of this.stepGroups(current)) {
         const step = this.globalStep;
-        const plans = await this.plansFor(current, micro);
+        const pieces = this.fit(current, micro);
+        const plans = await this.plansFor(current, pieces.map((p) => p.batch));
         await this.prepareStep(current, plans);
         const lr = learningRateAt(step, { name: this.args.lrScheduler, baseLr: this.args.learningRate, warmupSteps: current.warmup, totalSteps: current.totalSteps });
-        this.submitStep(current, micro, plans, step, lr);
+        this.submitStep(current, pieces, plans, step, lr);
         current.submitted++;
         current.window.push({ step: step + 1, epoch: epoch + 1, lr, tokens: micro.reduce((s, b) => s + b.tokens, 0) });
         this.globalStep++;
@@ -457,27 +488,19 @@ export class Trainer {
     const warmup = a.warmupSteps > 0 ? a.warmupSteps : warmupStepsFrom(a.warmupRatio, totalSteps);
     learningRateAt(0, { name: a.lrScheduler, baseLr: a.learningRate, warmupSteps: warmup, totalSteps });
     this.checkIndices(model, collate, rows);
+    // With a memory budget, every bucket's full batch is fitted now: one sequence over it is refused here.
+    const fitted = new Map<string, number>();
+    if (a.maxMemoryBytes !== undefined) {
+      for (const len of bucketsUsed(rows, collate.buckets)) this.rowsThatFit(Math.min(a.batchSize, dataset.length), len, a.maxMemoryBytes, fitted);
+    }
     const print = datasetFingerprint(dataset);
-    return { examples: dataset, model, trainables, collate, totalSteps, warmup, dataset: print, fingerprint: this.fingerprint(print) };
+    return { examples: dataset, model, trainables, collate, totalSteps, warmup, dataset: print, fingerprint: this.fingerprint(print), fitted };
   }
 
   /** Ids, token types, positions and labels against the graphs of every bucket the data can use. */
   private checkIndices(model: Model, collate: Prepared['collate'], rows: ReturnType<typeof validateExamples>): void {
-    const lengths = rows.map((r) => r.ids.length);
-    const [lo, hi] = [bucketLength(Math.min(...lengths), collate.buckets), bucketLength(Math.max(...lengths), collate.buckets)];
-    const bs = this.args.batchSize;
-    for (const len of [...new Set(collate.buckets)].filter((b) => b >= lo && b <= hi).sort((x, y) => x - y)) {
-      // The shapes (and If-deciding values) collate gives this bucket: [batch, length] for what
-      // examples fill, a past of 0 and use_cache_branch = false for what training feeds empty.
-      const shapes: Record<string, number[]> = {};
-      const values: Record<string, Uint8Array> = {};
-      for (const name of collate.inputNames) {
-        const empty = collate.emptyInputs.find((e) => e.name === name);
-        const dims = empty ? empty.dims.map((d) => (d === 'batch' ? bs : d)) : [bs, len];
-        shapes[name] = dims;
-        if (empty) values[name] = new Uint8Array(dims.reduce((p, d) => p * d, 1));
-      }
-      shapes[LABELS] = collate.task === 'CAUSAL_LM' ? [bs, len] : [bs];
+    for (const len of bucketsUsed(rows, collate.buckets)) {
+      const { shapes, values } = batchShapes(collate, this.args.batchSize, len);
       const spec = specialize(model.graph, shapes, { values }); // also checks constant positions against their table
       const within = (known: string, value: number, where: () => string): void => {
         // The model's name for a known input (TensorFlow exports alias them, e.g. 'input_ids:0').
@@ -513,7 +536,7 @@ export class Trainer {
     const session = this.session;
     if (session.dataset !== p.dataset) Object.assign(session, { dataset: p.dataset, epoch: 0, consumed: 0 });
     const hyper = { lr: a.learningRate, beta1: a.adamBeta1, beta2: a.adamBeta2, eps: a.adamEpsilon, weightDecay: a.weightDecay };
-    const settings = { hyper, maxGradNorm: a.maxGradNorm, loggingSteps: Math.min(a.loggingSteps, p.totalSteps), accumulation: a.gradientAccumulationSteps };
+    const settings = { hyper, maxGradNorm: a.maxGradNorm, loggingSteps: Math.min(a.loggingSteps, p.totalSteps) };
     return {
       ...p,
       session,
@@ -558,6 +581,46 @@ export class Trainer {
     }
   }
 
+  /**
+   * The micro-batches a step submits and each one's weight in it: the groups' batches (weight
+   * 1 / gradientAccumulationSteps each, as the Hugging Face Trainer), each cut into pieces of the
+   * most rows whose step fits maxMemoryBytes; a piece's weight is its share of its batch's counted
+   * labels (the loss is a mean over them), so the pieces add up to the batch.
+   */
+  private fit(run: Run, micro: readonly Batch[]): { batch: Batch; alpha: number }[] {
+    const budget = this.args.maxMemoryBytes;
+    const k = micro.length;
+    if (budget === undefined) return micro.map((batch) => ({ batch, alpha: 1 / k }));
+    return micro.flatMap((batch) => {
+      const sequence = batch.labels.dims[1] ?? Object.values(batch.inputs)[0]?.dims[1] ?? 1;
+      const pieces = splitRows(batch, this.rowsThatFit(batch.examples, sequence, budget, run.fitted));
+      if (pieces.length === 1) return [{ batch, alpha: 1 / k }];
+      const total = countedLabels(batch, run.collate.task);
+      return pieces.map((p) => ({ batch: p, alpha: total > 0 ? countedLabels(p, run.collate.task) / total / k : 0 }));
+    });
+  }
+
+  /**
+   * The most rows (of `rows`, halved until they fit) whose training step on `sequence` tokens fits
+   * `budget` bytes, remembered in `fitted`; an InputError when one sequence does not fit.
+   */
+  private rowsThatFit(rows: number, sequence: number, budget: number, fitted: Map<string, number>): number {
+    const key = `${rows}x${sequence}`;
+    let fits = fitted.get(key);
+    if (fits !== undefined) return fits;
+    fits = rows;
+    let need = this.memoryPlan({ batch: fits, sequence }).total;
+    while (need > budget && fits > 1) {
+      fits = Math.ceil(fits / 2);
+      need = this.memoryPlan({ batch: fits, sequence }).total;
+    }
+    if (need > budget) {
+      throw new InputError(`a training step on one sequence of ${sequence} tokens needs ${need.toLocaleString('en-US')} bytes of GPU memory, over maxMemoryBytes (${budget.toLocaleString('en-US')}); use shorter sequences (maxLength) or a larger budget`);
+    }
+    fitted.set(key, fits);
+    return fits;
+  }
+
   /** The compiled forward + loss + backward plan of each micro-batch's shapes (one per bucket). */
   private async plansFor(run: Run, micro: readonly Batch[]): Promise<GradientPlan[]> {
     const plans: GradientPlan[] = [];
@@ -582,13 +645,13 @@ export class Trainer {
   }
 
   /** Writes each micro-batch's inputs and submits it; the last one carries clipping, AdamW and the copy-back. */
-  private submitStep(run: Run, micro: readonly Batch[], plans: readonly GradientPlan[], step: number, lr: number): void {
+  private submitStep(run: Run, pieces: readonly { batch: Batch; alpha: number }[], plans: readonly GradientPlan[], step: number, lr: number): void {
     run.encoder.writeStep(step, lr);
-    micro.forEach((b, k) => {
+    pieces.forEach(({ batch: b, alpha }, k) => {
       const g = plans[k]!;
       const feeds = run.model.gpuFeeds({ ...b.inputs, ...b.other, [LABELS]: b.labels });
       g.plan.writeInputs(new Map([...feeds].filter(([name]) => g.inputs.includes(name)).map(([name, v]) => [name, v.data])));
-      run.encoder.encodeMicroBatch(g, k, micro.length, step);
+      run.encoder.encodeMicroBatch(g, k, pieces.length, step, alpha);
     });
   }
 
@@ -662,8 +725,9 @@ export class Trainer {
     let correct = 0;
     let examples = 0;
     for (const b of batches(dataset, { ...collate, batchSize: this.args.batchSize, seed: 0, epoch: 0, shuffle: false })) {
+      // Classification reads the scores too; a causal LM only the loss (its logits may not be an output).
       const scoresName = model.outputNames.includes(SCORES) ? SCORES : logitsOutput(model.graph);
-      const out = await model.run({ ...b.inputs, ...b.other, [LABELS]: b.labels }, [LOSS, scoresName]);
+      const out = await model.run({ ...b.inputs, ...b.other, [LABELS]: b.labels }, task === 'CAUSAL_LM' ? [LOSS] : [LOSS, scoresName]);
       // The loss is a mean over the batch's counted labels: weight batches by that count.
       const labels = b.labels.data;
       let counted = 0;
@@ -696,6 +760,31 @@ function sessionKey(entries: readonly { name: string; n: number }[]): string {
 }
 
 /** Every argument, checked once (InputError naming it); what depends on the data is checked in `validate`. */
+/**
+ * The shapes (and If-deciding values) collate gives a batch of `batch` rows of `length` tokens:
+ * [batch, length] for what examples fill, a past of 0 and use_cache_branch = false for what
+ * training feeds empty, and the labels.
+ */
+function batchShapes(collate: ReturnType<Trainer['collateOptions']>, batch: number, length: number): { shapes: Record<string, number[]>; values: Record<string, Uint8Array> } {
+  const shapes: Record<string, number[]> = {};
+  const values: Record<string, Uint8Array> = {};
+  for (const name of collate.inputNames) {
+    const empty = collate.emptyInputs.find((e) => e.name === name);
+    const dims = empty ? empty.dims.map((d) => (d === 'batch' ? batch : d)) : [batch, length];
+    shapes[name] = dims;
+    if (empty) values[name] = new Uint8Array(dims.reduce((p, d) => p * d, 1));
+  }
+  shapes[LABELS] = collate.task === 'CAUSAL_LM' ? [batch, length] : [batch];
+  return { shapes, values };
+}
+
+/** The bucket lengths batches of `rows` can take (from the shortest example's to the longest's), ascending. */
+function bucketsUsed(rows: ReturnType<typeof validateExamples>, buckets: readonly number[]): number[] {
+  const lengths = rows.map((r) => r.ids.length);
+  const [lo, hi] = [bucketLength(Math.min(...lengths), buckets), bucketLength(Math.max(...lengths), buckets)];
+  return [...new Set(buckets)].filter((b) => b >= lo && b <= hi).sort((x, y) => x - y);
+}
+
 function checkArguments(a: ResolvedArguments): void {
   const fail = (k: string, what: string, v: unknown): never => {
     throw new InputError(`TrainingArguments.${k} must be ${what}, got ${JSON.stringify(v) ?? String(v)}`);
@@ -714,5 +803,6 @@ function checkArguments(a: ResolvedArguments): void {
   if (!SCHEDULES.includes(a.lrScheduler)) fail('lrScheduler', `one of ${SCHEDULES.join(', ')}`, a.lrScheduler);
   if (!integer(a.seed)) fail('seed', 'an integer', a.seed);
   if (a.padTokenId !== undefined && !(integer(a.padTokenId) && a.padTokenId >= 0)) fail('padTokenId', 'an integer ≥ 0', a.padTokenId);
+  if (a.maxMemoryBytes !== undefined && !(finite(a.maxMemoryBytes) && a.maxMemoryBytes > 0)) fail('maxMemoryBytes', 'a positive number of bytes', a.maxMemoryBytes);
   if (a.buckets !== undefined && !(Array.isArray(a.buckets) && a.buckets.length > 0 && a.buckets.every((b) => integer(b) && b > 0))) fail('buckets', 'a non-empty list of positive integers', a.buckets);
 }

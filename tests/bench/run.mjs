@@ -4,8 +4,11 @@
 //   --runtime browser (default): serves the benchmark page with Vite and runs it in headless
 //     Chromium (WebGPU), with the tests' flags;
 //   --runtime node: runs the same suites in Node on Dawn (the `webgpu` package), via node-run.mjs.
-// Usage: npm run bench [-- --suite kernels,models] [--quick] [--runtime node]
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+// Usage: npm run bench [-- --suite kernels,models] [--quick] [--runtime node]; `--suite scale`
+// (opt-in, browser) generates its models on first use (tests/fixtures/generate_scale.py, Python
+// with PyTorch and onnx).
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createServer, runnerImport } from 'vite';
@@ -24,6 +27,14 @@ const runtime = option('--runtime') ?? 'browser';
 if (!['browser', 'node'].includes(runtime)) {
   console.error(`--runtime must be browser or node, got '${runtime}'`);
   process.exit(2);
+}
+
+if (suites.split(',').includes('scale')) {
+  for (const name of ['gpt2-4x256', 'gpt2-small']) {
+    if (existsSync(resolve(root, 'tests/fixtures/scale', name, 'onnx/model.onnx_data'))) continue;
+    console.log(`generating tests/fixtures/scale/${name} (once)…`);
+    execFileSync('python3', [resolve(root, 'tests/fixtures/generate_scale.py'), name], { stdio: 'inherit' });
+  }
 }
 
 const result = runtime === 'node' ? await runNode() : await runBrowser();
@@ -63,7 +74,9 @@ async function runBrowser() {
   });
   await server.listen();
   const { port } = server.httpServer.address();
-  const browser = await chromium.launch({ ...chromiumUtil.chromiumLaunchOptions(), headless: true });
+  // Plus exact JS heap figures and gc() for the scale suite's heap measurement.
+  const launch = chromiumUtil.chromiumLaunchOptions();
+  const browser = await chromium.launch({ ...launch, args: [...launch.args, '--enable-precise-memory-info', '--js-flags=--expose-gc'], headless: true });
   try {
     const page = await browser.newPage();
     page.on('console', (m) => console.log(`[page] ${m.text()}`));

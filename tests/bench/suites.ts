@@ -5,6 +5,7 @@ import type { BenchContext, BenchRow } from './harness.js';
 import { kernelSuite } from './kernels.js';
 import { modelSuite } from './models.js';
 import { precisionSuite } from './precision.js';
+import { scaleSuite } from './scale.js';
 import { trainSuite } from './train.js';
 
 export const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
@@ -12,7 +13,13 @@ export const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
   models: modelSuite,
   train: trainSuite,
   precision: precisionSuite,
+  scale: scaleSuite,
 };
+/**
+ * Suites run only when named (`--suite scale`): minutes to hours on a software adapter. The scale
+ * suite loads its models from URLs (streaming) and reads the page's heap: it runs in the browser.
+ */
+const OPT_IN = new Set(['scale']);
 
 /** What a run publishes: the page on window.__bench, Node in the JSON file run.mjs reads. */
 export interface BenchResult {
@@ -32,7 +39,7 @@ export async function runSuites(
   state: BenchResult,
   io: Pick<BenchContext, 'log' | 'readFile'>,
 ): Promise<void> {
-  const selected = names.length > 0 ? names : Object.keys(SUITES);
+  const selected = names.length > 0 ? names : Object.keys(SUITES).filter((s) => !OPT_IN.has(s));
   try {
     const g = await gpu();
     state.adapter = adapterName(g.adapterInfo);

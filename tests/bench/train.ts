@@ -2,21 +2,35 @@
 // refilled with seeded random values): one training step (forward + causal-LM loss + backward of
 // the IA3 vectors, one command buffer) as a ratio to the same model's forward pass (goal ≤ 2.2×:
 // IA3 needs no weight gradients), tokens per second, and GPU memory of the training plan as a
-// ratio to the frozen weights' size.
-import { getPeftModel, IA3Config, loadModel, type TensorData } from '../../src/index.js';
+// ratio to the frozen weights' size. `stepAndForward` is shared with the scale suite.
+import { getPeftModel, IA3Config, loadModel, type Model, type TensorData } from '../../src/index.js';
 import { type BenchContext, round, timeForwardAndStep } from './harness.js';
 import { syntheticExternalData } from './models.js';
 
-export async function trainSuite({ gpu, quick, rows, log, readFile }: BenchContext): Promise<void> {
+/** The gpt2-bench fixture with its seeded external data. */
+export async function loadGpt2Bench(gpu: BenchContext['gpu'], readFile: BenchContext['readFile']): Promise<Model> {
   const bytes = await readFile('tests/fixtures/gpt2-bench/onnx/model.onnx');
   const external = syntheticExternalData(bytes);
-  const model = await loadModel(bytes, { device: gpu, externalData: { [external.location]: external.bytes } });
+  return loadModel(bytes, { device: gpu, externalData: { [external.location]: external.bytes } });
+}
+
+/**
+ * Seconds of one IA3 training step (forward + causal-LM loss + backward, no readback) and of the
+ * adapted model's forward on `batch` × `seq` tokens, each the median of `reps` in one submission.
+ */
+export async function stepAndForward(gpu: BenchContext['gpu'], model: Model, batch: number, seq: number, reps: number) {
   const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
-  const [batch, seq] = quick ? [1, 32] : [4, 128];
   const n = batch * seq;
   const ids = new BigInt64Array(n).map((_, i) => BigInt(1 + ((i * 7919) % 500)));
   const feeds: Record<string, TensorData> = { input_ids: { data: ids, dims: [batch, seq] }, attention_mask: { data: new BigInt64Array(n).fill(1n), dims: [batch, seq] } };
-  const { forward, step: g, tForward, tStep } = await timeForwardAndStep(gpu, peft, feeds, quick ? 2 : 5);
+  return { ...(await timeForwardAndStep(gpu, peft, feeds, reps)), peft };
+}
+
+export async function trainSuite({ gpu, quick, rows, log, readFile }: BenchContext): Promise<void> {
+  const model = await loadGpt2Bench(gpu, readFile);
+  const [batch, seq] = quick ? [1, 32] : [4, 128];
+  const n = batch * seq;
+  const { tStep, tForward, forward, step: g } = await stepAndForward(gpu, model, batch, seq, quick ? 2 : 5);
 
   const label = `gpt2-bench b${batch}×s${seq}`;
   rows.push({

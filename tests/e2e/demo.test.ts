@@ -25,6 +25,10 @@ const out = resolve(root, 'test-results');
 const QUICK = '?preset=quick';
 /** The style run: the quick preset's settings with fewer steps and held-out windows. */
 const STYLE_RUN = '?preset=quick&stylesteps=8&eval=16';
+/** A tiny spam run for the checkpoint tests: ten steps of 2 × 16 tokens, a checkpoint after each, 8 validation mails. */
+const TINY = '?preset=quick&steps=10&batch=2&seqlen=16&eval=8';
+/** The lost-device run: 16 such steps, a checkpoint every 2, so a loss between two redoes steps. */
+const LOST_RUN = '?preset=quick&steps=16&batch=2&seqlen=16&eval=8&debug';
 /**
  * How long the page may show no progress at all before a wait fails. The longest still phase is
  * compiling the training step (a minute or two on SwiftShader when the machine is busy).
@@ -52,7 +56,7 @@ afterAll(async () => {
 });
 
 /** What moves on the page while it works: progress bars and status lines. */
-const PROGRESS = ['#status', '#progress', '#progress-text', '#acc-test', '#style-progress', '#style-progress-text', '#sample-before', '#sample-after', '#files-status', '#classify-result'];
+const PROGRESS = ['#status', '#resume-offer', '#recovery', '#progress', '#progress-text', '#acc-test', '#style-progress', '#style-progress-text', '#sample-before', '#sample-after', '#files-status', '#classify-result'];
 
 async function snapshot(page: Page): Promise<string> {
   return page.evaluate((sels) => sels.map((s) => {
@@ -383,5 +387,78 @@ it('speaks to people: which setting, which line, which module, which model head;
   console.log(`[demo] unsupported model: ${opMessage}`);
   expect(opMessage).toMatch(/operation the toolkit cannot run — Det node 'Det_0'/);
   expect(errors.filter((e) => !/404|Failed to load resource/.test(e))).toEqual([]);
+  await page.close();
+});
+
+/** The page's data attribute `name` of `selector` as a number (NaN when it has none). */
+const dataNumber = async (page: Page, selector: string, name: string): Promise<number> => Number((await page.locator(selector).getAttribute(`data-${name}`)) ?? NaN);
+
+it('recovers from a lost device mid-run: a new device, the model loaded again, the run resumed from its last checkpoint, the steps redone said', { timeout: NO_TIMEOUT }, async () => {
+  const { page } = await openPage(LOST_RUN);
+  await page.click('#train');
+  const shownStep = async (): Promise<number> => Number(/^step (\d+) \//.exec(await text(page, '#progress-text'))?.[1] ?? 0);
+  await waitFor(page, 'a step after the checkpoint of step 2', async () => (await dataNumber(page, '#progress-text', 'checkpoint')) >= 2 && (await shownStep()) > (await dataNumber(page, '#progress-text', 'checkpoint')));
+  // As a driver reset would: the worker's device is destroyed in the middle of the run, between
+  // two checkpoints (unless the next one lands first: then nothing is redone).
+  await page.evaluate(() => (window as unknown as { __demo: { loseDevice(): void } }).__demo.loseDevice());
+  await waitFor(page, 'the page to recover', visible(page, '#recovery[data-redone]'));
+  const message = await text(page, '#recovery');
+  console.log(`[demo] ${message}`);
+  const [lostAt, resumedFrom, redone] = await Promise.all(['lost-at', 'resumed-from', 'redone'].map((k) => dataNumber(page, '#recovery', k)));
+  expect(resumedFrom).toBeGreaterThanOrEqual(2);
+  expect(lostAt).toBeGreaterThanOrEqual(resumedFrom);
+  expect(lostAt).toBeLessThan(16);
+  expect(redone).toBe(lostAt - resumedFrom);
+  expect(message).toContain(`The GPU device was lost at step ${lostAt} (destroyed)`);
+  expect(message).toContain(`resumed from the checkpoint of step ${resumedFrom}: ${redone} step${redone === 1 ? '' : 's'} redone`);
+  await waitFor(page, 'the run to complete', visible(page, '#progress-text[data-state=completed]'));
+  expect(await text(page, '#progress-text')).toMatch(/^done: 16 steps/);
+  // The curve goes on from the checkpoint: the redone steps replace their first try, every step once.
+  expect(await dataNumber(page, '#loss-chart', 'points')).toBe(16);
+  // The recovered run is measured on the new device like any other.
+  expect((await scoresOf(page, '#acc-after')).examples).toBe(8);
+  await waitFor(page, 'the sample mail to be classified', async () => /with the adapter/.test(await text(page, '#classify-result')));
+  await page.screenshot({ path: resolve(out, 'demo-device-lost.png'), fullPage: true });
+
+  // Lost while idle: the next action says so, the worker gets a new device, and the one after works.
+  await page.evaluate(() => (window as unknown as { __demo: { loseDevice(): void } }).__demo.loseDevice());
+  await page.click('#classify');
+  await waitFor(page, 'the lost device to be reported', visible(page, '#classify-result.error'));
+  const idle = await text(page, '#classify-result');
+  console.log(`[demo] lost while idle: ${idle}`);
+  expect(idle).toMatch(/^The GPU device was lost \(destroyed\)\. The page has a new device and has loaded the model again: try again/);
+  await waitFor(page, 'Classify to be enabled', async () => page.locator('#classify').isEnabled());
+  await page.click('#classify');
+  await waitFor(page, 'the mail to be classified on the new device', async () => /with the adapter/.test(await text(page, '#classify-result')));
+  await page.close();
+});
+
+it('offers to resume a run that a reload interrupted, and resumes it from its checkpoint step', { timeout: NO_TIMEOUT }, async () => {
+  const { page } = await openPage(TINY);
+  await page.click('#train');
+  await waitFor(page, 'a checkpoint after step 2', async () => (await dataNumber(page, '#progress-text', 'checkpoint')) >= 2);
+  const saved = await dataNumber(page, '#progress-text', 'checkpoint');
+  await page.reload();
+  await waitFor(page, 'the page to open again', visible(page, '#status.ok, #status.error'));
+  expect(await page.locator('#resume-offer').isVisible()).toBe(true);
+  // A later checkpoint may have landed between the one seen and the reload.
+  const step = await dataNumber(page, '#resume-offer', 'step');
+  expect(step).toBeGreaterThanOrEqual(saved);
+  expect(step).toBeLessThan(10);
+  const offer = await text(page, '#resume-offer-text');
+  console.log(`[demo] after the reload: ${offer}`);
+  expect(offer).toContain(`A spam-filter run (10 steps on SpamAssassin public corpus) was interrupted; its last checkpoint is step ${step}.`);
+  await page.click('#resume-offer-yes');
+  await waitFor(page, 'the resumed run to complete', visible(page, '#progress-text[data-state=completed]'));
+  expect(await page.locator('#resume-offer').isHidden()).toBe(true);
+  expect(await text(page, '#progress-text')).toMatch(/^done: 10 steps/);
+  // It went on from the checkpoint: its first step is the one after it, and it did the rest.
+  expect(await dataNumber(page, '#loss-chart', 'first-step')).toBe(step + 1);
+  expect(await dataNumber(page, '#loss-chart', 'points')).toBe(10 - step);
+  expect((await scoresOf(page, '#acc-after')).examples).toBe(8);
+  // A completed run leaves no checkpoint: the next reload offers nothing.
+  await page.reload();
+  await waitFor(page, 'the page to open a third time', visible(page, '#status.ok, #status.error'));
+  expect(await page.locator('#resume-offer').isHidden()).toBe(true);
   await page.close();
 });

@@ -140,11 +140,17 @@ describe('Gather and GatherElements', () => {
     await check('Gather', [randInt([6, 7]), tensor('int32', [3], [6, -7, 0])], { axis: 1 }, { constants: [] });
   });
 
-  it('clamps out-of-range indices on the GPU (the reference throws)', async () => {
+  it('out-of-range indices on the GPU: NaN for float data, clamped integers (the reference throws)', async () => {
     const gpu = await getGpu();
     const data = rand([4, 3]);
-    const [out] = await runOnGpu(gpu, layoutOps.Gather, [data, ints([9, -9])], {}, ctxOf('Gather'), new Set([1]));
-    expect(Array.from(out!.data)).toEqual([...data.data.slice(9, 12), ...data.data.slice(0, 3)]);
+    const [out] = await runOnGpu(gpu, layoutOps.Gather, [data, ints([9, 1, -9])], {}, ctxOf('Gather'), new Set([1]));
+    const got = Array.from(out!.data);
+    expect(got.slice(0, 3).every(Number.isNaN)).toBe(true);
+    expect(got.slice(3, 6)).toEqual(Array.from(data.data.slice(3, 6)));
+    expect(got.slice(6, 9).every(Number.isNaN)).toBe(true);
+    const table = randInt([4, 3]);
+    const [clamped] = await runOnGpu(gpu, layoutOps.Gather, [table, ints([9, -9])], {}, ctxOf('Gather'), new Set([1]));
+    expect(Array.from(clamped!.data)).toEqual([...Array.from(table.data.slice(9, 12)), ...Array.from(table.data.slice(0, 3))]);
   });
 
   it('GatherElements matches the reference on each axis', async () => {

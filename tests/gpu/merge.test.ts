@@ -205,13 +205,13 @@ describe('merge on gpt2', () => {
     peft.setParamValues(vectorName('second', t.module.path), v);
     const names = [...scaledInitializers(peft, model).keys()];
     const data = names.map((n) => model.graph.initializers.get(n)!.data);
-    const gpuBefore = await Promise.all(names.map((n) => model.gpu.read(model.weightBuffers.get(n)!, 4 * model.graph.initializers.get(n)!.data.length)));
+    const gpuBefore = await Promise.all(names.map((n) => model.gpu.read(model.weightBuffers.get(n)!, 4 * model.graph.initializers.get(n)!.data!.length)));
     const err = await peft.merge({ safe: true }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(MergeError);
     expect((err as Error).message).toMatch(/^NaNs detected in the merged weights\. The adapter second seems to be broken/);
     expect(peft.merged).toBe(false);
     expect(names.map((n) => model.graph.initializers.get(n)!.data)).toEqual(data);
-    const gpuAfter = await Promise.all(names.map((n) => model.gpu.read(model.weightBuffers.get(n)!, 4 * model.graph.initializers.get(n)!.data.length)));
+    const gpuAfter = await Promise.all(names.map((n) => model.gpu.read(model.weightBuffers.get(n)!, 4 * model.graph.initializers.get(n)!.data!.length)));
     expect(gpuAfter.map((b) => bits(b))).toEqual(gpuBefore.map((b) => bits(b)));
     // Without the NaN vector the first adapter merges, and the weights can no longer be trained.
     peft.setAdapter('default');

@@ -8,7 +8,9 @@
 //     and the QDQ int8 ones (per-channel DequantizeLinear weights): forward against onnxruntime-web within the file's tolerance, the packed
 //     weights' GPU bytes, module paths and IA3 state-dict keys/shapes and parameter counts equal to the fp32 export's,
 //     IA3 gradients against the float64 CPU executor on the same IR, adapter files keyed like the
-//     fp32 model's, and AdamW steps lowering the loss.
+//     fp32 model's, and AdamW steps lowering the loss;
+//   - streamed loads (weights to the GPU as the file is read) of the llama fp16 and q4 variants:
+//     the storage each weight gets there, and logits and IA3 gradients equal to the in-memory load's.
 // Packed storage needs no `shader-f16` (WGSL's core unpack2x16float), so nothing here depends on
 // the adapter's features; the log line says whether the adapter has shader-f16 at all.
 import { describe, expect, it } from 'vitest';
@@ -210,6 +212,50 @@ describe('fp16, 4-bit and 8-bit variants on the GPU', () => {
       } finally {
         await model.dispose();
         await plain.dispose();
+      }
+    });
+  }
+});
+
+describe('streamed loads keep the precision of an in-memory load', () => {
+  // keepBytes 4096 streams every matmul weight of the tiny llama variants to the GPU as the file is
+  // read (onnx/weights-sink.ts): halves read only by MatMuls go there packed, halves read through
+  // Casts widened to f32 (their Casts dropped all the same), MatMulNBits' tensors stay on the CPU
+  // to be repacked. Either way the model computes exactly what the in-memory load computes.
+  const cases: readonly [string, string][] = [
+    ['onnx/model_fp16.onnx', 'f16x2'],
+    ['onnx/model_fp16_weights.onnx', 'f32'],
+    ['onnx/model_q4.onnx', 'q4b32'],
+  ];
+  for (const [file, kept] of cases) {
+    it(`llama-variants/${file}: the q_proj weight is ${kept} on the GPU, logits and IA3 gradients equal the in-memory load's`, async () => {
+      const gpu = await getGpu();
+      const url = `/tests/fixtures/real/llama-variants/${file}`;
+      const streamed = await loadModel(url, { device: gpu, keepBytes: 4096 });
+      const whole = await loadModel(url, { device: gpu, keepWeightsOnCpu: true });
+      try {
+        const q = streamed.modules.find((m) => m.path.endsWith('layers.0.self_attn.q_proj'))!;
+        const w = streamed.graph.initializers.get(q.weight)!;
+        expect(w.storage ?? 'f32').toBe(kept);
+        if (kept !== 'q4b32') expect(w.data, 'streamed: no CPU copy').toBeUndefined();
+        expect(streamed.moduleNames()).toEqual(whole.moduleNames());
+        const v: Variant = { model: 'llama', file, task: 'CAUSAL_LM' };
+        const ids = tokenRows(2, 6, 50, 9, 4);
+        const a = await streamed.run(feedsOf(v, ids));
+        const b = await whole.run(feedsOf(v, ids));
+        expect(Array.from(a.logits!.data as Float32Array)).toEqual(Array.from(b.logits!.data as Float32Array));
+        // Both hold every weight on the GPU now. In memory, halves read through Casts are packed
+        // too; streamed, they are widened.
+        if (kept === 'f32') expect(streamed.weightBytes).toBeGreaterThan(whole.weightBytes);
+        else expect(streamed.weightBytes).toBe(whole.weightBytes);
+        const config = new IA3Config({ taskType: 'CAUSAL_LM', initIa3Weights: false });
+        const ga = await getPeftModel(streamed, config).lossAndGradients({ inputs: feedsOf(v, ids), labels: labelsOf(v, ids) });
+        const gb = await getPeftModel(whole, config).lossAndGradients({ inputs: feedsOf(v, ids), labels: labelsOf(v, ids) });
+        expect(ga.loss).toBe(gb.loss);
+        for (const [key, grad] of Object.entries(gb.gradients)) expect(Array.from(ga.gradients[key]!.data as Float32Array), key).toEqual(Array.from(grad.data as Float32Array));
+      } finally {
+        await streamed.dispose();
+        await whole.dispose();
       }
     });
   }

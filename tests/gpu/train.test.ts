@@ -101,6 +101,35 @@ describe('Trainer', () => {
     expect(Math.max(...one.map((v, i) => Math.abs(v - two[i]!)))).toBeLessThan(1e-5);
   });
 
+  it('fits a memory budget: a batch cut into micro-batches makes the same step, weighted by counted labels', async () => {
+    // Lengths 4..9: the pieces of a batch count different numbers of labels.
+    const data = toyData(6, 9, 23).map((ex, i) => ({ input_ids: ex.input_ids.slice(0, 4 + i) }));
+    const step = async (maxMemoryBytes?: number) => {
+      const model = await gpt2();
+      const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
+      const trainer = new Trainer(peft, { learningRate: 0.01, batchSize: 6, maxSteps: 1, seed: 4, lrScheduler: 'constant', ...(maxMemoryBytes ? { maxMemoryBytes } : {}) });
+      const losses: number[] = [];
+      trainer.on('step', (e) => losses.push(e.loss));
+      const budget = trainer.memoryPlan({ batch: 2, sequence: 16 }).total;
+      const whole = trainer.memoryPlan({ batch: 6, sequence: 16 }).total;
+      await trainer.train(data);
+      const state = peft.stateDict();
+      await model.dispose();
+      return { values: Object.values(state).flatMap((t) => Array.from(t.data as Float32Array)), loss: losses[0]!, budget, whole };
+    };
+    const one = await step();
+    expect(one.whole).toBeGreaterThan(one.budget);
+    const cut = await step(one.budget);
+    expect(one.values.some((v) => v !== 1)).toBe(true);
+    expect(Math.abs(cut.loss - one.loss) / one.loss).toBeLessThan(1e-5);
+    expect(Math.max(...one.values.map((v, i) => Math.abs(v - cut.values[i]!)))).toBeLessThan(1e-5);
+    // Not even one sequence fits: refused before any GPU work.
+    const model = await gpt2();
+    const trainer = new Trainer(getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' })), { batchSize: 6, maxSteps: 1, maxMemoryBytes: 1024 });
+    await expect(trainer.train(data)).rejects.toThrow(/a training step on one sequence of 16 tokens needs [\d,]+ bytes of GPU memory, over maxMemoryBytes \(1,024\)/);
+    await model.dispose();
+  });
+
   it('stop() ends training after the step in flight, with an end event', async () => {
     const model = await gpt2();
     const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));

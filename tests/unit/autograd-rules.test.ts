@@ -344,4 +344,17 @@ suite('rotary and loss', [
     inputs: [rand([4, 3], -2, 2), { t: tensor('int64', [4], [0, 2, 1, 1]), constant: true }],
     attrs: { reduction: 'sum' },
   },
+  {
+    name: 'LMHeadCrossEntropy, one weight block (dhidden exposed by the rule)',
+    op: 'LMHeadCrossEntropy',
+    inputs: [rand([2, 3, 4], -2, 2), { t: tensor('int64', [2, 3], [1, 4, -100, 0, 2, 2]), constant: true }, constF([4, 5])],
+    outputs: 2,
+  },
+  {
+    name: 'LMHeadCrossEntropy, three transposed blocks, sum',
+    op: 'LMHeadCrossEntropy',
+    inputs: [rand([3, 4], -2, 2), { t: tensor('int64', [3], [6, 0, 3]), constant: true }, constF([2, 4]), constF([3, 4]), constF([2, 4])],
+    attrs: { transB: 1, reduction: 'sum' },
+    outputs: 2,
+  },
 ]);

@@ -38,4 +38,13 @@ describe('checkIndexFeeds', () => {
     expect((e as Error).message).toMatch(/^input 'labels': element 1 is 7, outside \[0, 2\) ∪ \{-100\}: it indexes the 2 classes/);
     expect(() => checkIndexFeeds(spec, feeds({ ...ids, labels: [1, -100] }))).not.toThrow();
   });
+
+  it("a causal-LM label past the fused LM head's vocabulary is an InputError (through the shift's Slice and Pad)", () => {
+    const spec = specialize(withLoss(graphOf('gpt2'), 'CAUSAL_LM'), { input_ids: [1, 3], attention_mask: [1, 3], labels: [1, 3] });
+    expect(spec.nodes.some((n) => n.opType === 'LMHeadCrossEntropy')).toBe(true);
+    expect(inputRange(spec, 'labels')).toMatchObject({ lo: 0, hi: 120, ignore: -100 });
+    const ids = { input_ids: [5, 6, 7], attention_mask: [1, 1, 1] };
+    expect(() => checkIndexFeeds(spec, feeds({ ...ids, labels: [5, 6, 120] }))).toThrow(/^input 'labels': element 2 is 120, outside \[0, 120\) ∪ \{-100\}: it indexes the 120 classes of LMHeadCrossEntropy/);
+    expect(() => checkIndexFeeds(spec, feeds({ ...ids, labels: [5, 119, -100] }))).not.toThrow();
+  });
 });

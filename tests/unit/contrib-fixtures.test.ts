@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import type { GpuContext } from '../../src/gpu/device.js';
 import type { RefTensor, TensorData } from '../../src/ir/tensor.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
-import { Model } from '../../src/model.js';
+import { Model, onnxFileOf } from '../../src/model.js';
 import { decodeOnnx } from '../../src/onnx/decode.js';
 import { detectModelType, findModules } from '../../src/onnx/modules.js';
 import { runReferenceModel } from '../../src/onnx/executor.js';
@@ -29,7 +29,7 @@ function cpuModel(folder: string, file: string): Model {
   const config = JSON.parse(readFileSync(`${ROOT}/${folder}/config.json`, 'utf8')) as Record<string, unknown>;
   const graph = decodeOnnx(bytes);
   const modules = findModules(graph, { modelType: config.model_type as string });
-  return new Model(noGpu, graph, config, modules, detectModelType(modules, config), new Map(), { bytes, fileName: file.split('/').pop()!, externalData: {} });
+  return new Model(noGpu, graph, config, modules, detectModelType(modules, config), new Map(), onnxFileOf({ bytes, fileName: file.split('/').pop()!, externalData: {} }));
 }
 
 const refTensor = (t: JsonTensor): RefTensor => ({ dtype: t.dtype === 'float16' ? 'float32' : t.dtype, dims: t.dims, data: Float64Array.from(t.data as number[], Number) });
@@ -149,7 +149,7 @@ describe('merging IA3 into fused-op weights, and what describe() says', () => {
       const { worst, maxAbs } = closeness(merged.logits!.data, adapted.logits!.data, { rtol: 1e-5, atol: 1e-6 });
       expect(worst, `merged vs adapted, max |Δ| ${maxAbs}`).toBeLessThanOrEqual(1);
       // The base model (ones) differs from the adapted one: the vectors were folded in.
-      expect(closeness(runReferenceModel(decodeOnnx(model.onnxFile!.bytes), Object.fromEntries(Object.entries(feeds(ids)).map(([k, t]) => [k, { dtype: t.data instanceof BigInt64Array ? 'int64' : 'float32', dims: t.dims, data: Float64Array.from(t.data as ArrayLike<number | bigint>, Number) } as RefTensor]))).logits!.data, adapted.logits!.data, { rtol: 1e-5, atol: 1e-6 }).worst).toBeGreaterThan(1);
+      expect(closeness(runReferenceModel(decodeOnnx((await model.onnxFile!.read()).bytes), Object.fromEntries(Object.entries(feeds(ids)).map(([k, t]) => [k, { dtype: t.data instanceof BigInt64Array ? 'int64' : 'float32', dims: t.dims, data: Float64Array.from(t.data as ArrayLike<number | bigint>, Number) } as RefTensor]))).logits!.data, adapted.logits!.data, { rtol: 1e-5, atol: 1e-6 }).worst).toBeGreaterThan(1);
     });
   }
 

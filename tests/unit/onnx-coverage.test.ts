@@ -184,10 +184,10 @@ describe("onnxruntime's rules for duplicates and versions", () => {
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
     try {
       const twice = decodeOnnx(graphModel([{ opType: 'Add', name: 'a', input: ['x', 'k'], output: ['y'] }], [{ name: 'x', dims: [1] }], [{ name: 'y' }], [init(1), init(2)]));
-      expect(twice.initializers.get('k')!.data[0]).toBe(2);
+      expect(twice.initializers.get('k')!.data![0]).toBe(2);
       const constant = { opType: 'Constant', name: 'c', output: ['k'], attribute: [{ name: 'value_float', type: onnx.AttributeProto.AttributeType.FLOAT, f: 5 }] };
       const both = decodeOnnx(graphModel([constant, { opType: 'Add', name: 'a', input: ['x', 'k'], output: ['y'] }], [{ name: 'x', dims: [1] }], [{ name: 'y' }], [init(1)]));
-      expect(both.initializers.get('k')!.data[0]).toBe(5);
+      expect(both.initializers.get('k')!.data![0]).toBe(5);
       expect(warn).toHaveBeenCalledTimes(2);
       expect(String(warn.mock.calls[1]![0])).toMatch(/'k' is defined more than once \(Constant node 'c' repeats it\); the latest definition is used/);
     } finally {

@@ -61,8 +61,8 @@ describe('fixtures', () => {
         // Every initializer holds exactly its elements, float32 weights as views of the file where aligned.
         for (const t of raw.graph!.initializer) {
           const init = g.initializers.get(t.name)!;
-          expect(init.data.length).toBe(init.dims.reduce((a, b) => a * b, 1));
-          if (init.dtype === 'float32' && t.rawData.byteOffset % 4 === 0) expect(init.data.buffer).toBe(bytes.buffer);
+          expect(init.data!.length).toBe(init.dims.reduce((a, b) => a * b, 1));
+          if (init.dtype === 'float32' && t.rawData.byteOffset % 4 === 0) expect(init.data!.buffer).toBe(bytes.buffer);
           const expected = new Float32Array(t.rawData.slice().buffer);
           expect(Array.from(init.data as Float32Array)).toEqual(Array.from(expected));
         }
@@ -133,7 +133,7 @@ describe('tensor encodings', () => {
       const aligned = proto(bytes).graph!.initializer[0]!.rawData.byteOffset % 4 === 0;
       const c = decodeOnnx(bytes).initializers.get('c')!;
       expect(Array.from(c.data as Float32Array)).toEqual([7, 8]);
-      expect(c.data.buffer === bytes.buffer, `pad ${pad}`).toBe(aligned);
+      expect(c.data!.buffer === bytes.buffer, `pad ${pad}`).toBe(aligned);
       views.add(aligned);
     }
     expect(views).toEqual(new Set([true, false]));
@@ -348,7 +348,7 @@ describe('external data', () => {
     for (const name of moved) {
       const init = g.initializers.get(name)!;
       expect(init.external?.location).toBe('model.onnx_data');
-      expect(init.data.buffer).toBe(data.buffer);
+      expect(init.data!.buffer).toBe(data.buffer);
     }
     const c = cases('bert')[3]!;
     const out = runReferenceModel(g, feedsOf(c)).logits!;
@@ -406,7 +406,7 @@ describe('torch external data (gpt2-bench)', () => {
     const external = [...g.initializers.values()].filter((i) => i.external);
     expect(external.length).toBe(77);
     // torch writes float32 tensors back to back: every one is a view of the data file.
-    for (const i of external) expect(i.data.buffer).toBe(data.buffer);
+    for (const i of external) expect(i.data!.buffer).toBe(data.buffer);
     expect(caught(() => decodeOnnx(model, { externalData: { 'model.onnx_data': data.subarray(0, size - 4) } }))).toBeInstanceOf(FormatError);
   });
 });

@@ -57,11 +57,16 @@ describe('URLs', () => {
     const r = await loadOnnx(`${base}/`, { fetch });
     expect(r.config?.model_type).toBe('gpt2');
     expect(r.modelPath).toBe('onnx/model.onnx');
-    expect(Object.keys(r.files).sort()).toEqual(['config.json', 'onnx/model.onnx', 'onnx/model.onnx_data']);
+    expect([...r.paths].sort()).toEqual(['config.json', 'onnx/model.onnx', 'onnx/model.onnx_data']);
     expect(asked).toEqual([`${base}/config.json`, `${base}/onnx/model.onnx`, `${base}/onnx/model.onnx_data`]);
     const w = r.graph.initializers.get(ext.first)!;
     expect(w.external?.location).toBe('model.onnx_data');
-    expect(w.data.buffer).toBe(r.files['onnx/model.onnx_data']!.buffer);
+    expect(w.data!.length).toBe(w.dims.reduce((a, b) => a * b, 1));
+    // The files are not kept: reading them again fetches them again.
+    const again = await r.reread();
+    expect(again.bytes).toEqual(ext.model);
+    expect(again.externalData['model.onnx_data']).toEqual(ext.data);
+    expect(asked.slice(3)).toEqual([`${base}/onnx/model.onnx`, `${base}/onnx/model.onnx_data`]);
   });
 
   it('falls back to model.onnx at the root and works without config.json', async () => {
@@ -102,7 +107,7 @@ describe('URLs', () => {
     const { fetch, asked } = site({ [`${base}/onnx/model.onnx`]: ext.model });
     const r = await loadOnnx(`${base}/onnx/model.onnx`, { fetch, externalData: { 'model.onnx_data': ext.data.buffer as ArrayBuffer } });
     expect(asked).not.toContain(`${base}/onnx/model.onnx_data`);
-    expect(r.graph.initializers.get(ext.first)!.data.length).toBeGreaterThan(0);
+    expect(r.graph.initializers.get(ext.first)!.data!.length).toBeGreaterThan(0);
   });
 
   it('names the missing external file and a tensor stored in it', async () => {
@@ -152,7 +157,7 @@ describe('bytes and files', () => {
     const r = await loadOnnx(files);
     expect(r.modelPath).toBe('onnx/model.onnx');
     expect(r.config?.model_type).toBe('gpt2');
-    expect(Object.keys(r.files).sort()).toEqual(['config.json', 'onnx/model.onnx', 'onnx/model.onnx_data']);
+    expect([...r.paths].sort()).toEqual(['config.json', 'onnx/model.onnx', 'onnx/model.onnx_data']);
     expect(r.graph.opsets.get('')).toBe(14);
     // options.modelFile picks another model of the folder.
     const r17 = await loadOnnx(files, { modelFile: 'onnx/model_opset17.onnx' });
@@ -167,7 +172,8 @@ describe('bytes and files', () => {
     const r = await loadOnnx([new File([ext.model], 'model.onnx'), new File([ext.data], 'model.onnx_data')]);
     expect(r.graph.initializers.get(ext.first)!.external?.location).toBe('weights/model.onnx_data');
     const given = await loadOnnx(ext.model, { externalData: { 'model.onnx_data': new Blob([ext.data]) } });
-    expect(given.files['weights/model.onnx_data']!.length).toBe(ext.data.length);
+    expect(given.paths).toContain('weights/model.onnx_data');
+    expect((await given.reread()).externalData['weights/model.onnx_data']!.length).toBe(ext.data.length);
     const e = await rejection(loadOnnx([new File([ext.model], 'model.onnx')]));
     expect(e).toBeInstanceOf(InputError);
     expect(e.message).toContain("'weights/model.onnx_data'");
@@ -193,15 +199,17 @@ describe('file paths (Node)', () => {
       const r = await loadOnnx(source);
       expect(r.modelPath).toBe('onnx/model.onnx');
       expect(r.config?.model_type).toBe('gpt2');
-      expect(Object.keys(r.files).sort()).toEqual(['config.json', 'onnx/model.onnx', 'onnx/model.onnx_data']);
-      expect(r.graph.initializers.get(ext.first)!.data.buffer).toBe(r.files['onnx/model.onnx_data']!.buffer);
+      expect([...r.paths].sort()).toEqual(['config.json', 'onnx/model.onnx', 'onnx/model.onnx_data']);
+      expect(r.graph.initializers.get(ext.first)!.data!.length).toBeGreaterThan(0);
+      // The file is not kept; reread() reads it from disk again.
+      expect((await r.reread()).externalData['model.onnx_data']!.length).toBe(ext.data.length);
     }
   });
 
   it('loads an .onnx path, a file: URL, a relative path and a model file of any name', async () => {
     const byPath = await loadOnnx(join(dir, 'onnx', 'model.onnx'));
     expect(byPath.config?.model_type).toBe('gpt2'); // one level above onnx/
-    expect(byPath.externalData['model.onnx_data']!.length).toBe(ext.data.length);
+    expect((await byPath.reread()).externalData['model.onnx_data']!.length).toBe(ext.data.length);
     const byUrl = await loadOnnx(pathToFileURL(join(dir, 'onnx', 'model.onnx')));
     expect(byUrl.modelPath).toBe('onnx/model.onnx');
     const relative = await loadOnnx('tests/fixtures/bert/onnx/model_opset17.onnx');
@@ -313,7 +321,7 @@ describe('external data stays inside the model folder', () => {
       const { fetch, asked } = site({ [`${base}/onnx/model.onnx?token=secret`]: ext.model, [url]: ext.data });
       const r = await loadOnnx(`${base}/onnx/model.onnx?token=secret`, { fetch });
       expect(asked.at(-1)).toBe(url);
-      expect(r.graph.initializers.get(ext.first)!.data.length).toBeGreaterThan(0);
+      expect(r.graph.initializers.get(ext.first)!.data!.length).toBeGreaterThan(0);
     }
   });
 });

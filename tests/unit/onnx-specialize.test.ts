@@ -48,7 +48,7 @@ function checkContract(spec: SpecializedGraph): void {
   }
   for (const w of spec.weights) expect(spec.source.initializers.has(w)).toBe(true);
   for (const [name, r] of spec.resident) {
-    expect(r.data.length, name).toBe(r.type.dims.reduce((a, b) => a * b, 1));
+    expect(r.data?.length, name).toBe(r.type.dims.reduce((a, b) => a * b, 1));
     expect(r.type).toEqual(spec.types.get(name));
   }
   for (const [name, v] of spec.constants) expect(v.dims).toEqual(spec.types.get(name)!.dims);

@@ -21,9 +21,9 @@ import { singleOpModel, withExternalData } from '../util/onnx-build.js';
 const noGpu = {} as GpuContext;
 
 async function cpuModel(bytes: Uint8Array, externalData: Record<string, Uint8Array> = {}, moduleMap?: Record<string, string>): Promise<Model> {
-  const { graph, config, externalData: ext } = await loadOnnx(bytes, { externalData });
+  const { graph, config, reread } = await loadOnnx(bytes, { externalData });
   const modules = findModules(graph, moduleMap ? { moduleMap } : {});
-  const file: OnnxFile = { bytes, fileName: 'model.onnx', externalData: ext };
+  const file: OnnxFile = { fileName: 'model.onnx', read: reread };
   return new Model(noGpu, graph, config as Record<string, unknown> | undefined, modules, detectModelType(modules, config) ?? 'gpt2', new Map(), file);
 }
 

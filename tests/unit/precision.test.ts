@@ -6,13 +6,18 @@
 // refused with the reason and the way out.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { legalize } from '../../src/compile/legalize.js';
+import { layoutPlan } from '../../src/compile/plan.js';
+import { SizeLimitError } from '../../src/errors.js';
+import { deviceTraits } from '../../src/gpu/traits.js';
 import type { GpuContext } from '../../src/gpu/device.js';
 import type { Graph } from '../../src/ir/graph.js';
-import type { RefTensor } from '../../src/ir/tensor.js';
+import { sizeOf, type RefTensor } from '../../src/ir/tensor.js';
 import { decodeOnnx } from '../../src/onnx/decode.js';
 import { describeGraph } from '../../src/onnx/describe.js';
+import { specialize } from '../../src/onnx/specialize.js';
 import { runReferenceModel } from '../../src/onnx/executor.js';
-import { Model } from '../../src/model.js';
+import { Model, onnxFileOf } from '../../src/model.js';
 import { detectModelType, findModules, type ModuleInfo } from '../../src/onnx/modules.js';
 import { IA3Config } from '../../src/peft/config.js';
 import { getPeftModel } from '../../src/peft/model.js';
@@ -100,7 +105,7 @@ describe('modules_to_save on a 4-bit weight', () => {
       const config = JSON.parse(readFileSync('tests/fixtures/real/llama-variants/config.json', 'utf8')) as { model_type: string };
       const graph = decodeOnnx(bytes);
       const modules = findModules(graph, { modelType: config.model_type });
-      return new Model({} as GpuContext, graph, config, modules, detectModelType(modules, config), new Map(), { bytes, fileName: 'model.onnx', externalData: {} });
+      return new Model({} as GpuContext, graph, config, modules, detectModelType(modules, config), new Map(), onnxFileOf({ bytes, fileName: 'model.onnx', externalData: {} }));
     };
     const config = () => new IA3Config({ taskType: 'CAUSAL_LM', modulesToSave: ['lm_head'] });
     const q4 = getPeftModel(load('tests/fixtures/real/llama-variants/onnx/model_q4.onnx'), config());
@@ -114,5 +119,29 @@ describe('modules_to_save on a 4-bit weight', () => {
     const scale = Math.max(...Array.from(w, Math.abs));
     const { worst, maxAbs } = closeness(got.data as Float32Array, w, { rtol: 0, atol: 0.15 * scale });
     expect(worst, `max |Δ| ${maxAbs} vs max |w| ${scale}`).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('packed weights under a binding limit', () => {
+  const graph = decodeOnnx(new Uint8Array(readFileSync('tests/fixtures/real/llama-variants/onnx/model_q4.onnx')));
+  const shapes = { input_ids: [1, 1], attention_mask: [1, 1], position_ids: [1, 1] };
+  const limited = (bytes: number) => deviceTraits({ limits: { maxStorageBufferBindingSize: bytes } });
+  const packed = [...graph.initializers.values()].filter((i) => i.storage === 'q4b32');
+  const q = packed.reduce((a, b) => ((b.data as Uint32Array).byteLength > (a.data as Uint32Array).byteLength ? b : a));
+
+  it('count their words, not 4 bytes per element: 4-bit weights whose f32 form would not fit stay whole', () => {
+    const words = (q.data as Uint32Array).byteLength;
+    const limit = 2 * words;
+    expect(4 * sizeOf(q.dims)).toBeGreaterThan(limit);
+    const legal = legalize(specialize(graph, shapes), limited(limit));
+    for (const w of packed) expect(legal.resident.get(w.name)?.storage, w.name).toBe('q4b32');
+    expect(() => layoutPlan(legal, limited(limit))).not.toThrow();
+  });
+
+  it('are not cut into blocks: one over the limit is a SizeLimitError naming it and its storage', () => {
+    const limit = Math.floor((q.data as Uint32Array).byteLength / 2);
+    const spec = specialize(graph, shapes);
+    expect(() => legalize(spec, limited(limit))).toThrow(SizeLimitError);
+    expect(() => legalize(spec, limited(limit))).toThrow(/stored packed \(q4b32\), and packed weights are not split into blocks/);
   });
 });

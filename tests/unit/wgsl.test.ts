@@ -13,6 +13,7 @@ import { elementwiseShader } from '../../src/ops/elementwise.js';
 import { ia3Shader } from '../../src/ops/ia3.js';
 import { indexCheckShader } from '../../src/ops/index-check.js';
 import { gatherShader, padShader, stridedShader, transposeShader, triluShader } from '../../src/ops/layout-kernels.js';
+import { lmHeadShader } from '../../src/ops/lm-head.js';
 import { lossShader } from '../../src/ops/loss.js';
 import { matmulGemvI8Shader, matmulGemvPackedShader, matmulGemvQ4Shader, matmulGemvShader, matmulI8Shader, matmulPackedShader, matmulQ4Shader, matmulShader } from '../../src/ops/matmul.js';
 import { normShader, softmaxShader } from '../../src/ops/normalization.js';
@@ -34,6 +35,7 @@ const SHADERS: readonly Shader[] = [
   transposeShader,
   triluShader,
   lossShader,
+  lmHeadShader,
   matmulShader,
   matmulGemvShader,
   matmulPackedShader,

@@ -90,6 +90,19 @@ export class LossChart {
     this.target.hidden = true;
   }
 
+  /** Drops the points after `step` (a run resumed from a checkpoint draws them again). */
+  dropAfter(step: number): void {
+    let n = this.xs.length;
+    while (n > 0 && this.xs[n - 1]! > step) n--;
+    this.xs.length = this.ys.length = this.means.length = n;
+    this.plot.setData([this.xs, this.ys, this.means]);
+  }
+
+  /** The step of the first point (undefined: none). */
+  get firstStep(): number | undefined {
+    return this.xs[0];
+  }
+
   get points(): number {
     return this.xs.length;
   }
