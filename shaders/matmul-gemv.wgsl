@@ -31,9 +31,10 @@ const COLS_T: u32 = WG / KS_T;
 
 // F_TRANS_A, F_TRANS_B, F_C, F_IN_SCALE, F_OUT_SCALE: the bits of Params.flags, from src/ops/matmul.ts.
 // struct Params: generated from its declaration in src/ops/matmul.ts.
+// B (binding 1) and its readers bQuad(i) (elements i..i+3, i % 4 == 0) and bElem(e) come from
+// src/ops/matmul.ts per weight storage: f32, or f16 halves packed in u32 words (dequantised here).
 
 @group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> C: array<f32>;
 @group(0) @binding(3) var<storage, read> inScale: array<f32>;
 @group(0) @binding(4) var<storage, read> outScale: array<f32>;
@@ -50,11 +51,11 @@ fn elemA(i: u32) -> f32 { return A[i >> 2u][i & 3u]; }
 // 4 elements of B from linear index i (n of them in range).
 fn quadB(i: u32, n: u32) -> vec4<f32> {
   if (VEC_B) {
-    if (n >= 4u) { return B[i >> 2u]; }
+    if (n >= 4u) { return bQuad(i); }
     return vec4<f32>(0.0);
   }
   var v = vec4<f32>(0.0);
-  for (var j = 0u; j < min(n, 4u); j++) { let e = i + j; v[j] = B[e >> 2u][e & 3u]; }
+  for (var j = 0u; j < min(n, 4u); j++) { let e = i + j; v[j] = bElem(e); }
   return v;
 }
 

@@ -29,8 +29,9 @@
 // by additions only: index arithmetic per load cost as much as the load on a software adapter.
 // With VEC_A / VEC_B (that dimension a multiple of 4, so every quad is aligned and entirely in or
 // out of range) a quad is one vec4 load; otherwise four bounds-checked scalars. Out-of-range
-// elements load as 0, so partial tiles need no special casing in the inner loop. Operands are bound
-// as array<vec4<f32>>: their buffers must be padded to 16 bytes (pool buffers always are).
+// elements load as 0, so partial tiles need no special casing in the inner loop. A is bound as
+// array<vec4<f32>>, B as vec4<f32> or (packed halves) vec2<u32> quads: their buffers must be padded
+// to 16 bytes (pool buffers and packed weights always are).
 //
 // Batch: grid z (plus zBase, for batches over 65535) is a linear index over up to four batch dims
 // (batchDims, innermost first) with per-operand element strides (0 for broadcast dims); dims past
@@ -66,9 +67,10 @@ override LB: u32 = QB / NT;
 
 // F_TRANS_A, F_TRANS_B, F_C, F_IN_SCALE, F_OUT_SCALE: the bits of Params.flags, from src/ops/matmul.ts.
 // struct Params: generated from its declaration in src/ops/matmul.ts.
+// B (binding 1) and its readers bQuad(i) (elements i..i+3, i % 4 == 0) and bElem(e) come from
+// src/ops/matmul.ts per weight storage: f32, or f16 halves packed in u32 words (dequantised here).
 
 @group(0) @binding(0) var<storage, read> A: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> C: array<f32>;
 @group(0) @binding(3) var<storage, read> inScale: array<f32>;
 @group(0) @binding(4) var<storage, read> outScale: array<f32>;
@@ -167,10 +169,10 @@ fn loadB(l: u32, k0: u32) -> vec4<f32> {
   let n = sb.x + l * sb.xSlot;
   if (n >= P.N || k >= P.K) { return vec4<f32>(0.0); }
   let i = sb.idx + l * sb.slot + k0 * sb.kStride;
-  if (VEC_B) { return B[i >> 2u]; }
+  if (VEC_B) { return bQuad(i); }
   let r = select(P.N - n, P.K - k, sb.alongK);
   var v = vec4<f32>(0.0);
-  for (var j = 0u; j < min(r, 4u); j++) { let e = i + j; v[j] = B[e >> 2u][e & 3u]; }
+  for (var j = 0u; j < min(r, 4u); j++) { let e = i + j; v[j] = bElem(e); }
   return v;
 }
 

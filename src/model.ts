@@ -15,7 +15,7 @@ import { BusyError, DisposedError, InputError } from './errors.js';
 import { createDevice, type GpuContext } from './gpu/device.js';
 import { FLOAT_TYPES, gpuStorage, type DataType } from './ir/dtype.js';
 import { initializerGpuData, type Graph, type Initializer } from './ir/graph.js';
-import type { IndexCheckInfo, PlanGraph, SpecializedGraph } from './ir/static-graph.js';
+import { residentBytes, type IndexCheckInfo, type PlanGraph, type SpecializedGraph } from './ir/static-graph.js';
 import { sizeOf, type RefTensor, type TensorData } from './ir/tensor.js';
 import { describeGraph } from './onnx/describe.js';
 import { checkIndexFeeds } from './onnx/bounds.js';
@@ -351,7 +351,7 @@ export class Model {
       if (!stored.has(name)) return undefined;
       const b = this.weights.get(name);
       const r = legal.resident.get(name);
-      return b ? b.size : r ? Math.max(16, Math.ceil((4 * sizeOf(r.type.dims)) / 16) * 16) : undefined;
+      return b ? b.size : r ? Math.max(16, Math.ceil(residentBytes(r) / 16) * 16) : undefined;
     });
     return { legal, graph, layout };
   }

@@ -13,7 +13,8 @@
 // the loss: LMHeadCrossEntropy(hidden, labels shifted left and padded with −100, W) computes the
 // logits in chunks and never holds them whole (ops/lm-head.ts), so training memory does not grow
 // with batch × sequence × vocabulary; the logits are then no output of the training graph. Other
-// heads take Slice + CrossEntropyLoss over the logits.
+// heads, and heads whose weight is not a plain float32 one (kept packed, onnx/precision.ts), take
+// Slice + CrossEntropyLoss over the logits.
 
 import { InputError } from '../errors.js';
 import type { Graph, Initializer, Node } from '../ir/graph.js';
@@ -58,7 +59,10 @@ export function withLoss(graph: Graph, task: LossTask, options: LossOptions = {}
   let scores = logits;
   let targets = LABELS;
   const head = task === 'CAUSAL_LM' && options.fuseHead !== false ? findLmHead(graph, logits) : undefined;
-  if (head && !options.trainable?.has(head.weight)) return withFusedHead(graph, head, logits);
+  // The fused head's kernel reads a float32 weight: a head kept packed (fp16, 4-bit, 8-bit) or of
+  // another dtype (a float16 one read through a dropped Cast) takes the unfused loss.
+  const w = head && graph.initializers.get(head.weight);
+  if (head && w?.dtype === 'float32' && !w.storage && !options.trainable?.has(head.weight)) return withFusedHead(graph, head, logits);
   if (task === 'CAUSAL_LM') {
     // Predict token t+1 from positions ≤ t: drop the last position of the logits, the first label.
     for (const t of [i64('loss/zero', [0n]), i64('loss/one', [1n]), i64('loss/minus_one', [-1n]), i64('loss/end', [2n ** 62n])]) {

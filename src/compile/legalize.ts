@@ -19,7 +19,7 @@
 import { SizeLimitError } from '../errors.js';
 import { bindingLimit, type DeviceTraits } from '../gpu/traits.js';
 import type { Attrs } from '../ir/graph.js';
-import type { ResidentData, SpecializedGraph, SpecNode } from '../ir/static-graph.js';
+import { residentBytes, type ResidentData, type SpecializedGraph, type SpecNode } from '../ir/static-graph.js';
 import { sizeOf, type RefTensor, type TensorType } from '../ir/tensor.js';
 import { blockAxis, blockData, blockLayout, type Block } from '../ops/blocks.js';
 
@@ -37,10 +37,11 @@ const OPSET = 13;
 export function legalize(spec: SpecializedGraph, device: DeviceTraits, stored: (name: string) => boolean = () => false): LegalGraph {
   const limit = bindingLimit(device);
   const limitName = device.limits.maxStorageBufferBindingSize <= device.limits.maxBufferSize ? 'maxStorageBufferBindingSize' : 'maxBufferSize';
-  const bytesOf = (t: TensorType): number => 4 * sizeOf(t.dims);
+  // GPU bytes of a value: 4 per element, or a packed weight's words (ir/static-graph.ts residentBytes).
+  const valueBytes = (v: string, t: TensorType, r = spec.resident.get(v)): number => (r?.storage ? residentBytes(r) : 4 * sizeOf(t.dims));
   const big = (v: string): boolean => {
     const t = spec.types.get(v);
-    return t !== undefined && bytesOf(t) > limit;
+    return t !== undefined && valueBytes(v, t) > limit;
   };
   const anyBig = spec.nodes.some((n) => n.inputs.some(big) || n.outputs.some(big)) || spec.inputs.some((i) => big(i.name));
   if (!anyBig) return spec;
@@ -61,7 +62,7 @@ export function legalize(spec: SpecializedGraph, device: DeviceTraits, stored: (
   const producer = new Map<string, string>();
   for (const n of spec.nodes) n.outputs.forEach((o, k) => producer.set(o, `${n.opType} node '${n.name}' output ${k}`));
   const fail = (v: string, detail: string): never => {
-    throw SizeLimitError.binding(v, bytesOf(types.get(v)!), limit, limitName, detail, producer.get(v));
+    throw SizeLimitError.binding(v, valueBytes(v, types.get(v)!, resident.get(v)), limit, limitName, detail, producer.get(v));
   };
   const ints = (values: readonly number[]): string => {
     const name = fresh(`legal/ints[${values.join(',')}]`);
@@ -94,7 +95,7 @@ export function legalize(spec: SpecializedGraph, device: DeviceTraits, stored: (
   for (const i of spec.inputs) if (big(i.name)) fail(i.name, 'it is a runtime input; feed a smaller batch or sequence');
   for (const n of [...nodes]) {
     for (const o of n.outputs) {
-      if (!o || bytesOf(types.get(o)!) <= limit) continue;
+      if (!o || valueBytes(o, types.get(o)!) <= limit) continue;
       if (!outputs.has(o) || nodes.some((m) => m.inputs.includes(o)) || !inRows(n)) {
         fail(o, `it is the output of ${n.opType} node '${n.name}', which cannot be computed in parts; use a shorter sequence or a smaller batch`);
       }
@@ -127,9 +128,12 @@ export function legalize(spec: SpecializedGraph, device: DeviceTraits, stored: (
   }
   // ---- Weights over the limit: blocks, and their readers rewritten.
   for (const [w, r] of [...resident]) {
-    if (bytesOf(r.type) <= limit) continue;
+    if (valueBytes(w, r.type, r) <= limit) continue;
     const readers = nodes.filter((n) => n.inputs.includes(w));
     if (readers.length === 0) continue;
+    // Blocks of packed words (4-bit blocks with their scales, 8-bit codes with per-channel scales)
+    // are not cut: such a weight over the limit is refused.
+    if (r.storage) fail(w, `it is stored packed (${r.storage}), and packed weights are not split into blocks; load the model's float32 export, whose weights are`);
     if (r.type.dims.length !== 2) fail(w, `only matrices are stored in blocks; it is read by ${readers[0]!.opType} node '${readers[0]!.name}'`);
     const axis = blockAxis(w, readers);
     if (typeof axis === 'string') fail(w, axis);
@@ -137,7 +141,7 @@ export function legalize(spec: SpecializedGraph, device: DeviceTraits, stored: (
     for (const b of blocks) {
       const type: TensorType = { dtype: r.type.dtype, dims: b.dims };
       types.set(b.name, type);
-      if (r.data) resident.set(b.name, { type, data: blockData(r.data, r.type.dims, axis as number, b) });
+      if (r.data) resident.set(b.name, { type, data: blockData(r.data as Float32Array | Int32Array, r.type.dims, axis as number, b) }); // not packed: refused above
       else if (stored(b.name)) resident.set(b.name, { type });
       else fail(w, `it lives on the GPU as one buffer, and the blocks this device needs ('${b.name}', …) were not stored; load the model on this device`);
     }
@@ -214,7 +218,7 @@ export function legalize(spec: SpecializedGraph, device: DeviceTraits, stored: (
   // Whatever is still over the limit (a Concat of column blocks, say) has no rule.
   for (const n of nodes) {
     for (const v of [...n.inputs, ...n.outputs]) {
-      if (v && bytesOf(types.get(v)!) > limit) {
+      if (v && valueBytes(v, types.get(v)!, resident.get(v)) > limit) {
         fail(v, `it is ${n.inputs.includes(v) ? 'read' : 'written'} by ${n.opType} node '${n.name}', which cannot take it in parts; use a shorter sequence or a smaller batch`);
       }
     }

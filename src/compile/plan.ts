@@ -16,7 +16,7 @@ import { sizeClass } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/device.js';
 import { DispatchList, resolveBindings, type BoundProgram, type LoweringSteps } from '../gpu/dispatch.js';
 import { bindingLimit, type DeviceTraits } from '../gpu/traits.js';
-import type { PlanGraph, PlanNode } from '../ir/static-graph.js';
+import { residentBytes, type PlanGraph, type PlanNode } from '../ir/static-graph.js';
 import { gpuArrayOf, sizeOf, type ValueInfo } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
 import type { LoweringContext, OpDef } from '../ops/types.js';
@@ -90,7 +90,8 @@ export function layoutPlan(graph: PlanGraph, device: DeviceTraits, sharedBytes: 
     }
     const r = graph.resident.get(name);
     if (!r) continue;
-    const bytes = Math.max(16, Math.ceil((4 * sizeOf(r.type.dims)) / 16) * 16);
+    // A weight kept packed (ir/dtype.ts) takes the bytes of its words, not 4 per element.
+    const bytes = Math.max(16, Math.ceil(residentBytes(r) / 16) * 16);
     check(name, bytes, 'this weight or constant');
     uploads.set(name, bytes);
     memory.residentBytes += bytes;
@@ -139,7 +140,8 @@ export function layoutPlan(graph: PlanGraph, device: DeviceTraits, sharedBytes: 
     const type = graph.types.get(name);
     if (!type) throw new Error(`plan: value '${name}' has no type`);
     const value = graph.constants.get(name);
-    return value ? { ...type, value } : type;
+    const storage = graph.resident.get(name)?.storage;
+    return value || storage ? { ...type, ...(value ? { value } : {}), ...(storage ? { storage } : {}) } : type;
   };
 
   for (let i = 0; i < graph.nodes.length; i++) {
@@ -151,6 +153,11 @@ export function layoutPlan(graph: PlanGraph, device: DeviceTraits, sharedBytes: 
       throw new ShapeError(node.opType, node.name, 'is computed on the CPU at specialisation and cannot run in a plan');
     }
     const inInfos = node.inputs.map(infoOf);
+    inInfos.forEach((info, k) => {
+      if (info?.storage && !def.packedInputs?.includes(k)) {
+        throw new ShapeError(node.opType, node.name, `input ${k} '${node.inputs[k]}' is a weight stored ${info.storage}, which this op's kernel does not read`);
+      }
+    });
     const outTypes = node.outputs.map((o) => {
       const t = graph.types.get(o);
       if (!t) throw new Error(`plan: output '${o}' of ${node.name} has no type`);

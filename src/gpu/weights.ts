@@ -15,8 +15,8 @@
 
 import type { GpuContext } from './device.js';
 
-/** Values in GPU storage: f32 for float dtypes, i32 for integer and bool dtypes. */
-export type GpuData = Float32Array | Int32Array;
+/** Values in GPU storage: f32 for float dtypes, i32 for integer and bool dtypes, u32 words of packed weights. */
+export type GpuData = Float32Array | Int32Array | Uint32Array;
 
 export class WeightStore {
   private parent: { store: WeightStore; own: (name: string) => boolean } | undefined;

@@ -56,6 +56,11 @@ export interface ShaderOptions {
   readonly consts?: Readonly<Record<string, number>>;
   /** Prelude helpers the shader uses. */
   readonly prelude?: readonly PreludePart[];
+  /**
+   * WGSL the host writes per variant of the file, placed just before its text (an operand's
+   * binding and readers for one storage format, so one algorithm serves f32 and packed weights).
+   */
+  readonly variant?: string;
 }
 
 /** The WGSL type of a uniform field: a scalar, or `n` values packed as vec4s (one vec4 when n ≤ 4). */
@@ -89,6 +94,7 @@ export class Shader {
     for (const p of Object.keys(PRELUDE) as PreludePart[]) if (options.prelude?.includes(p)) parts.push(PRELUDE[p]);
     for (const [name, v] of Object.entries(options.consts ?? {})) parts.push(`const ${name}: u32 = ${v}u;`);
     for (const [name, fields] of Object.entries(options.structs ?? {})) parts.push(uniformStruct(name, fields));
+    if (options.variant) parts.push(options.variant);
     parts.push(`// ---- shaders/${file}`, text);
     this.source = parts.join('\n');
   }

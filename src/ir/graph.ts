@@ -11,15 +11,18 @@
 // is a graph input, an initializer, an earlier node's output, or '' (an omitted optional input).
 
 import { FormatError, InputError } from '../errors.js';
-import type { DataType } from './dtype.js';
+import { int8Storage, int8Value, packHalves, q4Layout, q4Storage, q4Value, type DataType, type WeightStorage } from './dtype.js';
 import { sizeOf, type RefTensor } from './tensor.js';
 
 export type AttrValue = number | string | readonly number[] | readonly string[] | RefTensor;
 /** Node attributes by ONNX attribute name. */
 export type Attrs = Readonly<Record<string, AttrValue>>;
 
-/** Element storage of an initializer. float16 is widened to Float32Array on load. */
-export type InitializerData = Float32Array | Float64Array | Int32Array | BigInt64Array | Int8Array | Uint8Array;
+/**
+ * Element storage of an initializer. float16 is widened to Float32Array on load; a 4-bit weight
+ * (`storage` q4b…) keeps its packed words (Uint32Array).
+ */
+export type InitializerData = Float32Array | Float64Array | Int32Array | BigInt64Array | Int8Array | Uint8Array | Uint32Array;
 
 /** A dim of a declared input or output: a size, or a symbol such as 'batch'. */
 export type Dim = number | string;
@@ -70,6 +73,12 @@ export interface Initializer {
    * attention reads): PyTorch does not count it, so parameter counts leave it out.
    */
   readonly buffer?: boolean;
+  /**
+   * How the GPU stores it when not widened to f32 (set at load: onnx/precision.ts for float16
+   * weights whose every reader dequantises in its kernel; MatMulNBits' expansion for 4-bit blocks):
+   * the file's precision kept on the GPU. A q4 weight's `data` is its packed words.
+   */
+  readonly storage?: WeightStorage;
 }
 
 export interface Node {
@@ -164,23 +173,46 @@ export function nodeOpset(graph: Pick<Graph, 'opsets'>, node: Pick<Node, 'domain
 }
 
 /** The float64 reference tensor of an initializer (a copy; integer types are exact). */
-export function initializerToRef(init: Initializer): RefTensor {
+export function initializerToRef(init: Initializer, use = 'the CPU reference'): RefTensor {
   const n = sizeOf(init.dims);
   const out = new Float64Array(n);
-  const d = initializerData(init, 'the CPU reference');
+  const d = initializerData(init, use);
+  const q4 = q4Storage(init.storage);
+  if (q4) {
+    // Dequantised for the CPU executor (the oracle on the same IR); the GPU keeps the packed words.
+    const [K, N] = init.dims as [number, number];
+    const l = q4Layout(K, N, q4.blockSize);
+    for (let k = 0; k < K; k++) for (let j = 0; j < N; j++) out[k * N + j] = q4Value(d as Uint32Array, l, q4.zeroPoints, k, j);
+    return { dtype: init.dtype, dims: [...init.dims], data: out };
+  }
+  const i8 = int8Storage(init.storage);
+  if (i8) {
+    const [R, C] = init.dims as [number, number];
+    for (let r = 0; r < R; r++) for (let c = 0; c < C; c++) out[r * C + c] = int8Value(d as Uint32Array, init.dims, i8.signed, i8.axis, r, c);
+    return { dtype: init.dtype, dims: [...init.dims], data: out };
+  }
   if (d instanceof BigInt64Array) for (let i = 0; i < n; i++) out[i] = Number(d[i]!);
   else out.set(d as ArrayLike<number>);
   return { dtype: init.dtype, dims: [...init.dims], data: out };
 }
 
+const PACKED = new WeakMap<Initializer, Uint32Array>();
+
 /**
- * The initializer's values in GPU storage (f32 for float types, i32 otherwise), without a copy
- * when the data already is f32 or i32. Returns undefined when an integer value does not fit 32
+ * The initializer's values in GPU storage (f32 for float types, i32 otherwise, packed halves for
+ * `storage` 'f16x2'), without a copy when the data already is f32 or i32. Returns undefined when an integer value does not fit 32
  * bits (such tensors are only ever read on the CPU, e.g. Slice's INT64_MAX ends).
  */
-export function initializerGpuData(init: Initializer): Float32Array | Int32Array | undefined {
+export function initializerGpuData(init: Initializer): Float32Array | Int32Array | Uint32Array | undefined {
   const d = init.data;
   if (!d) return undefined; // already on the GPU: the weight store holds it
+  if (q4Storage(init.storage) || int8Storage(init.storage)) return d as Uint32Array;
+  if (init.storage === 'f16x2') {
+    // One packed copy per weight, however many specialisations upload it.
+    let packed = PACKED.get(init);
+    if (!packed) PACKED.set(init, (packed = packHalves(d as Float32Array)));
+    return packed;
+  }
   if (d instanceof Float32Array || d instanceof Int32Array) return d;
   if (d instanceof Float64Array) return Float32Array.from(d);
   const out = new Int32Array(d.length);

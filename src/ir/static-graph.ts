@@ -6,7 +6,8 @@
 // the Graph and input shapes it came from (onnx/specialize.ts builds it; autograd/ appends to it).
 
 import type { Attrs, Graph } from './graph.js';
-import type { RefTensor, TensorType } from './tensor.js';
+import type { WeightStorage } from './dtype.js';
+import { sizeOf, type RefTensor, type TensorType } from './tensor.js';
 
 /** A node of a plan's graph (after specialisation; topological order). */
 export interface PlanNode {
@@ -21,8 +22,21 @@ export interface PlanNode {
 /**
  * Resident data the plan uploads once: weights (typed arrays) or folded constants. `data` is absent
  * for a weight that lives only on the GPU (streamed there at load): the plan finds it in `shared`.
+ * `storage` when the weight is in a packed form (ir/dtype.ts) that only some lowerings read.
  */
-export type ResidentData = { readonly type: TensorType; readonly data?: Float32Array | Int32Array };
+export type ResidentData = { readonly type: TensorType; readonly data?: Float32Array | Int32Array | Uint32Array; readonly storage?: WeightStorage };
+
+/**
+ * Bytes a resident value takes in its GPU buffer: its packed words when stored packed (one streamed
+ * to the GPU has no CPU data; only halves are streamed packed: two per word, padded to 16 bytes as
+ * `packHalves` pads), else 4 per element.
+ */
+export function residentBytes(r: ResidentData): number {
+  if (!r.storage) return 4 * sizeOf(r.type.dims);
+  if (r.data) return r.data.byteLength;
+  if (r.storage === 'f16x2') return Math.ceil(sizeOf(r.type.dims) / 8) * 16;
+  throw new Error(`a resident weight stored ${r.storage} has no data`);
+}
 
 /**
  * An index check: the status value of an IndexCheck node guarding a gather (see

@@ -5,7 +5,7 @@
 // integers), the oracle of every GPU test. TensorData is how tensors cross the public API.
 // `toGpuArray` / `fromGpuBytes` convert between a RefTensor and the GPU's storage of its dtype.
 
-import { gpuStorage, type DataType } from './dtype.js';
+import { gpuStorage, type DataType, type WeightStorage } from './dtype.js';
 
 /** The static type of a value: dtype and fully known dims. */
 export interface TensorType {
@@ -23,6 +23,8 @@ export interface RefTensor {
 /** A value at compile time: its type, and its contents when it is a constant. */
 export interface ValueInfo extends TensorType {
   readonly value?: RefTensor;
+  /** A resident weight stored packed on the GPU (only lowerings that declare `packedInputs` see one). */
+  readonly storage?: WeightStorage;
 }
 
 /** Tensors cross the public API as plain data. */

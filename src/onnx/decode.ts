@@ -20,11 +20,12 @@
 import { onnx } from 'onnx-proto';
 import { FormatError, InputError, UnsupportedOpError, warn } from '../errors.js';
 import { normLocation, relativeLocation } from '../io/location.js';
-import { halfToFloat, DTYPES, dtypeFromOnnx, onnxTypeName, type DataType } from '../ir/dtype.js';
+import { halfToFloat, DTYPES, dtypeFromOnnx, onnxTypeName, type DataType, type WeightStorage } from '../ir/dtype.js';
 import { initializerToRef, normDomain, topoSort, uniqueNodeNames, type AttrValue, type Attrs, type Dim, type Graph, type Initializer, type InitializerData, type InputDecl, type Node, type ValueDecl } from '../ir/graph.js';
 import { sizeOf } from '../ir/tensor.js';
 import { resolveOp } from '../ops/registry.js';
 import { expandGraph } from './expand.js';
+import { packFrozenWeights } from './precision.js';
 
 /** The ai.onnx opsets whose semantics the registry implements. */
 export const MIN_OPSET = 7;
@@ -198,6 +199,8 @@ interface TensorContext {
   readonly external: ReadonlyMap<string, Uint8Array>;
   /** Tensors whose data went elsewhere as the file streamed (the GPU): their bytes. */
   readonly streamed?: ReadonlyMap<onnx.ITensorProto, number>;
+  /** How a streamed tensor is stored there when not as f32 (TensorSink.storage). */
+  readonly streamedStorage?: (name: string) => WeightStorage | undefined;
   /** External data read per tensor (a streamed load keeps no whole external file). */
   readonly externalTensors?: ReadonlyMap<onnx.ITensorProto, Uint8Array>;
 }
@@ -207,6 +210,7 @@ export interface BuildOptions {
   readonly allowUnsupported?: boolean;
   /** See TensorContext. */
   readonly streamed?: ReadonlyMap<onnx.ITensorProto, number>;
+  readonly streamedStorage?: (name: string) => WeightStorage | undefined;
   readonly externalTensors?: ReadonlyMap<onnx.ITensorProto, Uint8Array>;
 }
 
@@ -259,7 +263,8 @@ function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext, name = t.name ??
     if (streamed !== bytesNeeded) {
       throw new FormatError(ext?.location ?? ctx.file, `${what} has ${streamed} bytes of data, but ${dtype} [${dims.join(',')}] needs ${bytesNeeded}`, ext?.offset);
     }
-    return { name, dtype, dims, ...external };
+    const storage = ctx.streamedStorage?.(name);
+    return { name, dtype, dims, ...external, ...(storage ? { storage } : {}) };
   }
   const own = ctx.externalTensors?.get(t);
   if (own) {
@@ -608,6 +613,7 @@ export function buildGraph(parsed: ParsedModel, externalData: Readonly<Record<st
     bytes: parsed.bytes,
     external,
     ...(options.streamed ? { streamed: options.streamed } : {}),
+    ...(options.streamedStorage ? { streamedStorage: options.streamedStorage } : {}),
     ...(options.externalTensors ? { externalTensors: options.externalTensors } : {}),
   };
 
@@ -674,7 +680,15 @@ export function buildGraph(parsed: ParsedModel, externalData: Readonly<Record<st
     nodes: sorted,
   };
   // Fused ops become primitives here; one an expansion refuses is reported with the others.
-  const graph = expandGraph(decoded, (node, e) => note(node.opType, node.domain, node.name, e.detail));
+  const expandedGraph = expandGraph(decoded, (node, e) => note(node.opType, node.domain, node.name, e.detail));
+  // Half-precision and QDQ 8-bit weights whose readers dequantise stay packed on the GPU (their
+  // Casts and DequantizeLinears go: those nodes are no longer unsupported).
+  const graph = packFrozenWeights(expandedGraph);
+  const kept = new Set(graph.nodes.map((n) => n.name));
+  for (const [key, u] of unsupported) {
+    u.nodes = u.nodes.filter((n) => kept.has(n));
+    if (u.nodes.length === 0) unsupported.delete(key);
+  }
   if (unsupported.size > 0 && !options.allowUnsupported) throw unsupportedError([...unsupported.values()], opsets.get('') ?? 0);
   return graph;
 }

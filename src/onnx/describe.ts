@@ -57,6 +57,18 @@ export function describeGraph(graph: Graph, modules: readonly ModuleInfo[]): str
     `Parameters: ${group(params)} in ${weights} float tensors (${bytes(paramBytes)})` +
       (external.size ? `, external data: ${[...external].join(', ')}` : ''),
   );
+  // Precision on the GPU: packed halves (onnx/precision.ts) and 4-bit blocks (ops/contrib-quant.ts)
+  // read by the matmul kernels, or f32.
+  const halves = [...graph.initializers.values()].filter((i) => i.dtype === 'float16' && !i.constant && !i.storage?.startsWith('q4b'));
+  if (halves.length > 0) {
+    const packed = halves.filter((i) => i.storage === 'f16x2');
+    lines.push(
+      `Precision on the GPU: ${packed.length} float16 weights kept half (packed two per u32 word, widened inside the matmul kernels; ` +
+        `no shader-f16 needed), ${halves.length - packed.length} other float16 tensors widened to f32`,
+    );
+  }
+  const q4 = [...graph.initializers.values()].filter((i) => i.storage?.startsWith('q4b'));
+  if (q4.length > 0) lines.push(`Precision on the GPU: ${q4.length} weights in 4-bit blocks (MatMulNBits), dequantised inside the matmul kernels`);
 
   const hist = new Map<string, number>();
   for (const n of graph.nodes) {

@@ -176,6 +176,7 @@ export function expandGraph(graph: Graph, onError?: (node: Node, error: Unsuppor
   const nodes: Node[] = [];
   const expanded: NonNullable<Graph['expanded']>[number][] = [...(graph.expanded ?? [])];
   const buffers = new Set<string>();
+  const replaced = new Set<string>();
   for (const node of graph.nodes) {
     const op = resolveOp(node.domain, node.opType);
     if (op?.kind !== 'expanded') {
@@ -193,10 +194,13 @@ export function expandGraph(graph: Graph, onError?: (node: Node, error: Unsuppor
     }
     for (const init of result.initializers) initializers.set(init.name, init);
     for (const b of result.buffers) buffers.add(b);
+    for (const r of result.replaced) replaced.add(r);
     dims.add(result.nodes);
     nodes.push(...result.nodes);
     expanded.push(result.record);
   }
   for (const name of buffers) initializers.set(name, { ...initializers.get(name)!, buffer: true });
+  const read = new Set(nodes.flatMap((n) => n.inputs));
+  for (const name of replaced) if (!read.has(name) && !graph.outputs.some((o) => o.name === name)) initializers.delete(name);
   return { ...graph, nodes, initializers, expanded };
 }

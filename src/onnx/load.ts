@@ -222,7 +222,9 @@ async function finish(
     });
     for (const [t, b] of await readExternalStream(found.source, ranges, progress.bytes, progress.tensor)) kept.set(t, b);
   }
-  const graph = buildGraph(parsed, {}, { ...options, streamed: allStreamed, externalTensors: kept });
+  const sink = options.sink;
+  const storageOf = sink?.storage ? (name: string) => sink.storage!(name) : undefined;
+  const graph = buildGraph(parsed, {}, { ...options, streamed: allStreamed, externalTensors: kept, ...(storageOf ? { streamedStorage: storageOf } : {}) });
   const reread = async (): Promise<OnnxSourceFile> => {
     const bytes = await readAll(source);
     const externalData: Record<string, Uint8Array> = {};

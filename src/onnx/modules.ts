@@ -113,15 +113,21 @@ export function linearNodes(graph: Graph): LinearNode[] {
     const init = weightInit(p.inputs[0]!);
     return init ? { init, transpose: p } : undefined;
   };
+  // A half bias widened by a Cast (fp16 weights, float32 compute) is still the module's bias.
+  const throughCast = (name: string): string => {
+    const p = producer.get(name);
+    return p?.opType === 'Cast' && Number(p.attrs.to) === 1 && graph.initializers.get(p.inputs[0]!)?.dtype === 'float16' ? p.inputs[0]! : name;
+  };
   const biasInit = (name: string, out: number): Initializer | undefined => {
-    const b = graph.initializers.get(name);
+    const b = graph.initializers.get(throughCast(name));
     if (!b || !isFloat(b.dtype)) return undefined;
     const ok = (b.dims.length === 1 && b.dims[0] === out) || (b.dims.length === 2 && b.dims[0] === 1 && b.dims[1] === out);
     return ok ? b : undefined;
   };
   // A 1-D float initializer of `out` values, or such a slice of a packed bias: an output of a
   // Split along axis 0 of a 1-D initializer, with constant sizes.
-  const biasOperand = (name: string, out: number): { initializer: string; offset?: number; split?: string } | undefined => {
+  const biasOperand = (operand: string, out: number): { initializer: string; offset?: number; split?: string } | undefined => {
+    const name = throughCast(operand);
     const b = graph.initializers.get(name);
     if (b) return b.dims.length === 1 && b.dims[0] === out && isFloat(b.dtype) ? { initializer: name } : undefined;
     const p = producer.get(name);
@@ -267,15 +273,19 @@ export function findModules(graph: Graph, options: FindModulesOptions = {}): Mod
       else consumers.set(i, [n]);
     }
   }
+  // The MatMul of an expanded MatMulNBits sits under the fused node's name: scope from that node
+  // ('/model/layers.0/mlp/down_proj/MatMul_Q4' → 'model.layers.0.mlp.down_proj').
+  const quantised = new Map((graph.expanded ?? []).filter((e) => e.node.opType === 'MatMulNBits').flatMap((e) => e.nodes.map((n) => [n, e.node.name] as const)));
+  const scopeOf = (l: LinearNode): string | undefined => scopePath(quantised.get(l.node) ?? l.node);
   // A scope shared by linears with different weights (a functional F.linear inside a parent
   // module) names the parent, not a layer: those fall back to parameter names.
   const weightsByScope = new Map<string, Set<string>>();
   for (const l of linears) {
-    const s = scopePath(l.node);
+    const s = scopeOf(l);
     if (s) weightsByScope.set(s, (weightsByScope.get(s) ?? new Set()).add(l.weight));
   }
   const own = (l: LinearNode): [string, ModuleInfo['pathSource']] | undefined => {
-    const scope = scopePath(l.node);
+    const scope = scopeOf(l);
     const candidates: [string | undefined, ModuleInfo['pathSource']][] = [
       [options.moduleMap?.[l.node], 'moduleMap'],
       [scope && weightsByScope.get(scope)!.size === 1 ? scope : undefined, 'scope'],

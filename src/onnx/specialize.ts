@@ -473,7 +473,7 @@ function build(
     if (init) {
       weights.push(v);
       const data = initializerGpuData(init);
-      if (data || !init.data) resident.set(v, data ? { type, data } : { type });
+      if (data || !init.data) resident.set(v, { type, ...(data ? { data } : {}), ...(init.storage ? { storage: init.storage } : {}) });
     } else if (t.value) {
       const data = gpuData(t.value);
       if (data) resident.set(v, { type, data });

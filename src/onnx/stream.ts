@@ -18,6 +18,7 @@
 
 import { onnx } from 'onnx-proto';
 import { FormatError } from '../errors.js';
+import type { WeightStorage } from '../ir/dtype.js';
 import type { Reader } from '../ops/blocks.js';
 
 /** A file read front to back in chunks; each `chunks()` call reads it again from the start. */
@@ -123,6 +124,8 @@ export interface TensorWriter {
 /** Where large tensors go as they stream; `begin` returns undefined to keep one in memory instead. */
 export interface TensorSink {
   begin(header: TensorHeader): TensorWriter | undefined;
+  /** How a tensor it took is stored when not as f32 (halves kept packed), for the decoder. */
+  storage?(name: string): WeightStorage | undefined;
 }
 
 /** Progress of a load: bytes read over all files so far, and tensors whose data is in place. */

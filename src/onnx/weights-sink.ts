@@ -5,14 +5,18 @@
 // element from one piece to the next) in one exact-size buffer, or — when it exceeds the device's
 // binding limit — in the blocks the legaliser will ask for: the same block rule (ops/blocks.ts)
 // applied to the readers the stream has seen, so the blocks are found in the store by name. Order-
-// independent statistics of the values are kept for parameter counting (peft/params.ts). Other
-// dtypes (integer and quantised tensors) are left to the CPU path (`begin` returns undefined).
+// independent statistics of the values are kept for parameter counting (peft/params.ts). A float16
+// matrix that the graph reads only as a matmul's B stays half instead: the file's bytes are the
+// packed form (`f16x2`, ir/dtype.ts), copied as they come, and `storage()` tells the decoder, so
+// onnx/precision.ts marks it packed as it would a weight kept in memory. Other dtypes (integer and
+// quantised tensors), and every tensor a MatMulNBits reads (repacked on the CPU at load), are left
+// to the CPU path (`begin` returns undefined).
 
 import { SizeLimitError } from '../errors.js';
 import type { GpuContext } from '../gpu/device.js';
 import { bindingLimit } from '../gpu/traits.js';
 import type { WeightStore } from '../gpu/weights.js';
-import { dtypeFromOnnx, halfToFloat } from '../ir/dtype.js';
+import { dtypeFromOnnx, halfToFloat, type WeightStorage } from '../ir/dtype.js';
 import type { ValueStats } from '../ir/graph.js';
 import { sizeOf } from '../ir/tensor.js';
 import { blockAxis, blockLayout, type Block } from '../ops/blocks.js';
@@ -25,6 +29,8 @@ export class GpuWeightSink implements TensorSink {
   /** Statistics of every tensor written, by name. */
   readonly stats = new Map<string, ValueStats>();
   private readonly created: string[] = [];
+  /** Float16 tensors stored as packed halves (`f16x2`), not widened. */
+  private readonly packed = new Set<string>();
 
   constructor(
     private readonly gpu: GpuContext,
@@ -38,9 +44,18 @@ export class GpuWeightSink implements TensorSink {
     const width = SOURCE_BYTES[dtype];
     // A size that disagrees with the dims is the decoder's FormatError to raise: keep the bytes.
     if (h.byteLength !== n * width || h.dims.some((d) => !Number.isSafeInteger(d) || d < 0)) return undefined;
+    // A tensor MatMulNBits reads (its scales) is repacked on the CPU at load (ops/contrib-quant.ts).
+    if (h.readers.some((r) => r.opType === 'MatMulNBits')) return undefined;
     const limit = bindingLimit(this.gpu.traits);
+    if (dtype === 'float16' && readByMatmulsOnly(h) && packedHalfBytes(n) <= limit) {
+      // The file's halves are already the packed form (two per little-endian u32 word, element 2j
+      // in the low half): copied as they come; onnx/precision.ts sees `storage` and keeps them.
+      const buffer = this.alloc(h.name, packedHalfBytes(n));
+      this.packed.add(h.name);
+      return this.writer(h.name, dtype, n, (e0, _values, raw) => this.gpu.write(buffer, raw, 2 * e0), 4);
+    }
     const bytes = 4 * n;
-    let place: (e0: number, values: Float32Array) => void;
+    let place: (e0: number, values: Float32Array, raw: Uint8Array) => void;
     if (bytes <= limit) {
       const buffer = this.alloc(h.name, bytes);
       place = (e0, values) => this.gpu.write(buffer, values, 4 * e0);
@@ -55,6 +70,11 @@ export class GpuWeightSink implements TensorSink {
       place = this.blockPlacer(h.dims as [number, number], axis as 0 | 1, blocks);
     }
     return this.writer(h.name, dtype, n, place);
+  }
+
+  /** How `name` is stored on the GPU when not as f32 (TensorSink.storage). */
+  storage(name: string): WeightStorage | undefined {
+    return this.packed.has(name) ? 'f16x2' : undefined;
   }
 
   /** Frees every buffer this sink created (a load that failed half way). */
@@ -98,10 +118,14 @@ export class GpuWeightSink implements TensorSink {
     };
   }
 
-  /** A writer converting the stored dtype to f32, carrying partial elements between pieces. */
-  private writer(name: string, dtype: keyof typeof SOURCE_BYTES, n: number, place: (e0: number, values: Float32Array) => void): TensorWriter {
+  /**
+   * A writer converting the stored dtype to f32 (and handing `place` the file's bytes too), carrying
+   * partial units of `unit` bytes (one element by default; two halves for packed words, so every
+   * write starts at a multiple of 4 bytes) between pieces.
+   */
+  private writer(name: string, dtype: keyof typeof SOURCE_BYTES, n: number, place: (e0: number, values: Float32Array, raw: Uint8Array) => void, unit: number = SOURCE_BYTES[dtype]): TensorWriter {
     const width = SOURCE_BYTES[dtype];
-    const carry = new Uint8Array(width);
+    const carry = new Uint8Array(unit);
     let carried = 0;
     let e = 0;
     const stats = { sum: 0, sumSquares: 0, min: Infinity, max: -Infinity };
@@ -124,30 +148,49 @@ export class GpuWeightSink implements TensorSink {
         if (x < stats.min) stats.min = x;
         if (x > stats.max) stats.max = x;
       }
-      place(e, values);
+      place(e, values, aligned);
       e += count;
     };
     return {
       write: (piece) => {
         let p = piece;
         if (carried > 0) {
-          const k = Math.min(width - carried, p.length);
+          const k = Math.min(unit - carried, p.length);
           carry.set(p.subarray(0, k), carried);
           carried += k;
           p = p.subarray(k);
-          if (carried < width) return;
+          if (carried < unit) return;
           emit(carry);
           carried = 0;
         }
-        const whole = p.length - (p.length % width);
+        const whole = p.length - (p.length % unit);
         if (whole > 0) emit(p.subarray(0, whole));
         carry.set(p.subarray(whole));
         carried = p.length - whole;
       },
       end: () => {
+        // An odd count of packed halves: the last one is a partial unit, written alone.
+        if (carried === width && e + 1 === n) {
+          emit(carry.subarray(0, width));
+          carried = 0;
+        }
         if (e !== n || carried !== 0) throw new Error(`weight sink: '${name}' received ${e} of ${n} values`);
         this.stats.set(name, stats);
       },
     };
   }
+}
+
+/** Bytes of `n` packed halves in their buffer (as `packHalves` lays them out: padded to 16 bytes). */
+function packedHalfBytes(n: number): number {
+  return Math.ceil(n / 8) * 16;
+}
+
+/**
+ * Whether the graph reads a tensor only as a matmul's B (MatMul's or Gemm's input 1), the readers
+ * whose kernels read packed halves (OpDef.packedInputs): what onnx/precision.ts would keep half. A
+ * weight read through Casts (or by anything else) is widened to f32 as it streams.
+ */
+function readByMatmulsOnly(h: TensorHeader): boolean {
+  return h.dims.length >= 2 && h.readers.length > 0 && h.readers.every((r) => (r.opType === 'MatMul' || r.opType === 'Gemm') && r.inputs.every((v, k) => v !== h.name || k === 1));
 }

@@ -6,6 +6,7 @@
 import type { GpuContext } from '../gpu/device.js';
 import { resolveBindings } from '../gpu/dispatch.js';
 import { DEFAULT_TRAITS, type DeviceTraits } from '../gpu/traits.js';
+import { packHalves, type WeightStorage } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { fromGpuBytes, sizeOf, toGpuArray, type RefTensor, type ValueInfo } from '../ir/tensor.js';
 import type { Inputs, LoweringContext, OpContext, OpDef } from './types.js';
@@ -23,7 +24,8 @@ export function runReference(def: OpDef, inputs: Inputs<RefTensor>, attrs: Attrs
 /**
  * Runs an op on the GPU: uploads inputs, lowers, dispatches, reads outputs back. The lowering is for
  * `ctx.device` when the context names traits (a test asking for a variant), else for `gpu`'s own.
- * `constants` marks inputs whose values the lowering may read at compile time (axes, shapes).
+ * `constants` marks inputs whose values the lowering may read at compile time (axes, shapes);
+ * `storage` uploads inputs in a packed weight storage (the op must list them in `packedInputs`).
  */
 export async function runOnGpu(
   gpu: GpuContext,
@@ -32,9 +34,10 @@ export async function runOnGpu(
   attrs: Attrs,
   ctx: OpContext & { readonly device?: DeviceTraits },
   constants: ReadonlySet<number> = new Set(),
+  storage: Readonly<Record<number, WeightStorage>> = {},
 ): Promise<RefTensor[]> {
   const infos: Inputs<ValueInfo> = inputs.map((t, i) =>
-    t === undefined ? undefined : { dtype: t.dtype, dims: t.dims, ...(constants.has(i) ? { value: t } : {}) },
+    t === undefined ? undefined : { dtype: t.dtype, dims: t.dims, ...(constants.has(i) ? { value: t } : {}), ...(storage[i] ? { storage: storage[i] } : {}) },
   );
   const outTypes = def.shape(infos, attrs, ctx);
   if (def.gpu === 'fold') return def.reference(inputs, attrs, ctx);
@@ -44,6 +47,7 @@ export async function runOnGpu(
   // does not); a lowering that binds one that did not fit fails below, naming the input.
   const inBufs = inputs.map((t, i) => {
     if (t === undefined) return undefined;
+    if (storage[i] === 'f16x2') return gpu.upload(packHalves(t.data));
     if (!constants.has(i)) return gpu.upload(toGpuArray(t));
     try {
       return gpu.upload(toGpuArray(t));

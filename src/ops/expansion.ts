@@ -43,10 +43,12 @@ export interface ExpansionContext {
 /** What an expansion produced. */
 export interface Expansion {
   readonly nodes: Node[];
-  /** Its constants (flagged `constant`, never parameters). */
+  /** Its constants (flagged `constant`, never parameters) and, at load, the weights it made (`weight`). */
   readonly initializers: Initializer[];
   /** Initializers to flag as module buffers (at load only). */
   readonly buffers: string[];
+  /** Initializers of the file the expansion replaced by its own weights (dropped once unread; at load only). */
+  readonly replaced: string[];
   /** What `Graph.expanded` records of it (at load only). */
   readonly record: ExpandedOp;
 }
@@ -84,6 +86,7 @@ class ExpansionBuilder implements Expander, ShapedExpander {
   private readonly nodes: Node[] = [];
   private readonly inits: Initializer[] = [];
   private readonly buffers: string[] = [];
+  private readonly replaced: string[] = [];
   private roles: ExpandedOp['attention'];
   readonly context: OpContext;
 
@@ -155,6 +158,13 @@ class ExpansionBuilder implements Expander, ShapedExpander {
     return name;
   }
 
+  weight(w: Omit<Initializer, 'name' | 'constant'>, replaces: readonly string[], hint: string): string {
+    const name = this.fresh(hint);
+    this.inits.push({ ...w, name });
+    this.replaced.push(...replaces);
+    return name;
+  }
+
   ints(values: readonly number[]): string {
     return this.constant({ dtype: 'int64', dims: [values.length], data: values }, `ints[${values.join(',')}]`);
   }
@@ -189,8 +199,9 @@ class ExpansionBuilder implements Expander, ShapedExpander {
     for (const o of this.node.outputs) {
       if (o && !produced.has(o)) this.unsupported(`its expansion does not produce output '${o}'`);
     }
-    const record: ExpandedOp = { node: this.node, nodes: this.nodes.map((n) => n.name), constants: this.inits.map((i) => i.name), ...(this.roles ? { attention: this.roles } : {}) };
-    return { nodes: this.nodes, initializers: this.inits, buffers: this.buffers, record };
+    const constants = this.inits.filter((i) => i.constant).map((i) => i.name);
+    const record: ExpandedOp = { node: this.node, nodes: this.nodes.map((n) => n.name), constants, ...(this.roles ? { attention: this.roles } : {}) };
+    return { nodes: this.nodes, initializers: this.inits, buffers: this.buffers, replaced: this.replaced, record };
   }
 }
 

@@ -18,10 +18,10 @@ import { ShapeError, UnsupportedOpError } from '../errors.js';
 import type { KernelDef, Program, UniformField } from '../gpu/kernel.js';
 import type { DeviceTraits } from '../gpu/traits.js';
 import { Shader } from '../gpu/wgsl.js';
-import { FLOAT_TYPES, type DataType } from '../ir/dtype.js';
+import { FLOAT_TYPES, int8Storage, q4Storage, type DataType, type WeightStorage } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { broadcastShapes, broadcastStrides } from '../ir/shape.js';
-import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
+import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef, LoweringContext } from './types.js';
 import { attrFloat, attrInt, need } from './util.js';
 
@@ -50,18 +50,92 @@ const UNIFORMS: readonly UniformField[] = [
 /** Bits of the kernels' `flags` uniform, written into both shaders as WGSL constants. */
 const FLAGS = { F_TRANS_A: 1, F_TRANS_B: 2, F_C: 4, F_IN_SCALE: 8, F_OUT_SCALE: 16 } as const;
 
+/**
+ * B's binding and readers per weight storage: `bQuad(i)` is elements i..i+3 (i a multiple of 4),
+ * `bElem(e)` one element. Packed halves (ir/dtype.ts `f16x2`) are four to a vec2<u32>, widened by
+ * WGSL's core `unpack2x16float`: half the bytes of f32 on every adapter, no `shader-f16` needed.
+ */
+const B_STORAGE = {
+  f32: `@group(0) @binding(1) var<storage, read> B: array<vec4<f32>>;
+fn bQuad(i: u32) -> vec4<f32> { return B[i >> 2u]; }
+fn bElem(e: u32) -> f32 { return B[e >> 2u][e & 3u]; }`,
+  f16x2: `@group(0) @binding(1) var<storage, read> B: array<vec2<u32>>;
+fn bQuad(i: u32) -> vec4<f32> { let w = B[i >> 2u]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn bElem(e: u32) -> f32 { let w = B[e >> 2u]; return unpack2x16float(select(w.x, w.y, (e & 2u) != 0u))[e & 1u]; }`,
+  // W [Q_K, Q_N] as 4-bit codes, f32 scales and 4-bit zero points in one word array (ir/dtype.ts
+  // Q4Layout); element e = k·Q_N + n is (code − zero point) · scale of its block.
+  q4: `override Q_K: u32 = 1u;
+override Q_N: u32 = 1u;
+override Q_BS: u32 = 32u;
+override Q_ZP: bool = false;
+override Q_NB: u32 = (Q_K + Q_BS - 1u) / Q_BS;
+override Q_ROW: u32 = Q_NB * Q_BS / 8u;
+override Q_SOFF: u32 = Q_N * Q_ROW;
+override Q_ZOFF: u32 = Q_SOFF + Q_N * Q_NB;
+@group(0) @binding(1) var<storage, read> B: array<u32>;
+fn bElem(e: u32) -> f32 {
+  let k = e / Q_N;
+  let n = e % Q_N;
+  let code = (B[n * Q_ROW + (k >> 3u)] >> ((k & 7u) * 4u)) & 15u;
+  let blk = k / Q_BS;
+  var zp = 8u;
+  if (Q_ZP) {
+    let zi = n * ((Q_NB + 1u) / 2u) + (blk >> 1u);
+    zp = (B[Q_ZOFF + (zi >> 2u)] >> ((zi & 3u) * 8u + (blk & 1u) * 4u)) & 15u;
+  }
+  return (f32(code) - f32(zp)) * bitcast<f32>(B[Q_SOFF + n * Q_NB + blk]);
+}
+fn bQuad(i: u32) -> vec4<f32> { return vec4<f32>(bElem(i), bElem(i + 1u), bElem(i + 2u), bElem(i + 3u)); }`,
+  // W [Q_R, Q_C] as 8-bit codes four per word, then f32 scales and zero points per row (Q_AXIS 0)
+  // or column (1) (ir/dtype.ts packInt8); element e is (code − zero point) · scale of its channel.
+  i8: `override Q_R: u32 = 1u;
+override Q_C: u32 = 1u;
+override Q_AXIS: u32 = 1u;
+override Q_SIGNED: bool = true;
+override Q_CH: u32 = select(Q_C, Q_R, Q_AXIS == 0u);
+override Q_SOFF: u32 = (Q_R * Q_C + 3u) / 4u;
+@group(0) @binding(1) var<storage, read> B: array<u32>;
+fn bElem(e: u32) -> f32 {
+  let byte = (B[e >> 2u] >> ((e & 3u) * 8u)) & 255u;
+  var code = f32(byte);
+  if (Q_SIGNED) { code = f32(bitcast<i32>(byte << 24u) >> 24u); }
+  let ch = select(e % Q_C, e / Q_C, Q_AXIS == 0u);
+  return (code - bitcast<f32>(B[Q_SOFF + Q_CH + ch])) * bitcast<f32>(B[Q_SOFF + ch]);
+}
+fn bQuad(i: u32) -> vec4<f32> { return vec4<f32>(bElem(i), bElem(i + 1u), bElem(i + 2u), bElem(i + 3u)); }`,
+} as const;
+
 /** The tiled kernel and the small-M kernel read one Params struct and one set of flag bits. */
 const shared = { structs: { Params: UNIFORMS }, consts: FLAGS };
-export const matmulShader = new Shader('matmul.wgsl', tiledText, shared);
-export const matmulGemvShader = new Shader('matmul-gemv.wgsl', gemvText, shared);
-
 const bindings = { inputs: [...BINDINGS.inputs], outputs: [...BINDINGS.outputs], uniforms: 'Params' };
-/** Tiled kernel storing vec4 rows of Y (N a multiple of 4). */
-export const matmulKernel = matmulShader.kernel({ name: 'matmul', entryPoint: 'main', ...bindings });
-/** Tiled kernel storing scalars (any N). */
-export const matmulScalarStoreKernel = matmulShader.kernel({ name: 'matmul-scalar-store', entryPoint: 'main_scalar', ...bindings });
-/** Small-M kernel (M ≤ 8). */
-export const matmulGemvKernel = matmulGemvShader.kernel({ name: 'matmul-gemv', ...bindings });
+
+/** The kernels of one B storage: tiled (vec4 or scalar stores of Y) and small-M. */
+function matmulKernels(storage: keyof typeof B_STORAGE) {
+  const suffix = storage === 'f32' ? '' : `-${storage}`;
+  const tiled = new Shader('matmul.wgsl', tiledText, { ...shared, variant: B_STORAGE[storage] });
+  const gemv = new Shader('matmul-gemv.wgsl', gemvText, { ...shared, variant: B_STORAGE[storage] });
+  return {
+    tiled,
+    gemv,
+    /** Tiled kernel storing vec4 rows of Y (N a multiple of 4). */
+    vec4: tiled.kernel({ name: `matmul${suffix}`, entryPoint: 'main', ...bindings }),
+    /** Tiled kernel storing scalars (any N). */
+    scalar: tiled.kernel({ name: `matmul-scalar-store${suffix}`, entryPoint: 'main_scalar', ...bindings }),
+    /** Small-M kernel (M ≤ 8). */
+    small: gemv.kernel({ name: `matmul-gemv${suffix}`, ...bindings }),
+  };
+}
+
+const KERNELS = { f32: matmulKernels('f32'), f16x2: matmulKernels('f16x2'), q4: matmulKernels('q4'), i8: matmulKernels('i8') } as const;
+export const matmulShader = KERNELS.f32.tiled;
+export const matmulGemvShader = KERNELS.f32.gemv;
+/** The same files composed for B in packed halves, 4-bit blocks and 8-bit channels. */
+export const matmulPackedShader = KERNELS.f16x2.tiled;
+export const matmulGemvPackedShader = KERNELS.f16x2.gemv;
+export const matmulQ4Shader = KERNELS.q4.tiled;
+export const matmulGemvQ4Shader = KERNELS.q4.gemv;
+export const matmulI8Shader = KERNELS.i8.tiled;
+export const matmulGemvI8Shader = KERNELS.i8.gemv;
 
 /** A tile configuration of the tiled kernel: WG_X×WG_Y invocations, each an RM×CN block of Y. */
 export interface MatmulTile {
@@ -196,18 +270,17 @@ export function matmulGeometry(
   return { aDims: a, bDims: b, batch, M, K: Ka, N, outDims };
 }
 
-function floatOperands(ctx: OpContext, ...ts: (TensorType | undefined)[]): DataType {
-  const present = ts.filter((t): t is TensorType => t !== undefined);
-  const dtype = present[0]!.dtype;
-  for (const t of present) {
-    if (!FLOAT_TYPES.has(t.dtype)) {
+/**
+ * Float operands of any float dtypes: the product is computed in f32 and has A's dtype. (ONNX asks
+ * for one dtype; mixing arises inside the toolkit only: a float16 weight read without its Cast
+ * (onnx/precision.ts), f32 IA3 vectors on float16 activations.)
+ */
+function floatOperands(ctx: OpContext, ...ts: (TensorType | undefined)[]): void {
+  for (const t of ts) {
+    if (t && !FLOAT_TYPES.has(t.dtype)) {
       throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `only float tensors are supported, got ${t.dtype}`, ctx.opset);
     }
-    if (t.dtype !== dtype) {
-      throw new ShapeError(ctx.opType, ctx.nodeName, `inputs must share one dtype, got ${present.map((x) => x.dtype).join(' and ')}`);
-    }
   }
-  return dtype;
 }
 
 function flag(attrs: Attrs, name: string): boolean {
@@ -322,7 +395,17 @@ function mergedBatch(geo: MatmulGeometry): BatchDim[] {
 const { F_TRANS_A, F_TRANS_B, F_C, F_IN_SCALE, F_OUT_SCALE } = FLAGS;
 
 /** Lowers a Problem to dispatches of the tiled or GEMV kernel. */
-function lowerProblem(p: Problem, ctx: LoweringContext, options: MatmulLoweringOptions): LoweringSteps {
+function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: LoweringContext, options: MatmulLoweringOptions): LoweringSteps {
+  const q4 = q4Storage(storage);
+  const i8 = int8Storage(storage);
+  const kernels = KERNELS[q4 ? 'q4' : i8 ? 'i8' : storage === 'f16x2' ? 'f16x2' : 'f32'];
+  // A quantised weight's layout is fixed per weight shape: pipeline constants, like the tile.
+  const [bRows, bCols] = [p.geo.bDims.at(-2)!, p.geo.bDims.at(-1)!];
+  const quantOverrides: Record<string, number> = q4
+    ? { Q_K: bRows, Q_N: bCols, Q_BS: q4.blockSize, Q_ZP: q4.zeroPoints ? 1 : 0 }
+    : i8
+      ? { Q_R: bRows, Q_C: bCols, Q_AXIS: i8.axis, Q_SIGNED: i8.signed ? 1 : 0 }
+      : {};
   const { geo, transA, transB } = p;
   let { M } = geo;
   const { K, N } = geo;
@@ -348,15 +431,15 @@ function lowerProblem(p: Problem, ctx: LoweringContext, options: MatmulLoweringO
   let tilesM: number;
   let tilesN: number;
   if (M <= GEMV_MAX_ROWS) {
-    kernel = matmulGemvKernel;
-    overrides = { TRANS_B: transB ? 1 : 0, VEC_B: vecB ? 1 : 0, ROW_GROUPS: M <= 4 ? 1 : 2 };
+    kernel = kernels.small;
+    overrides = { TRANS_B: transB ? 1 : 0, VEC_B: vecB ? 1 : 0, ROW_GROUPS: M <= 4 ? 1 : 2, ...quantOverrides };
     tilesM = 1;
     tilesN = Math.ceil(N / (transB ? GEMV_COLS.t : GEMV_COLS.n));
   } else {
     const tile = options.tile ?? pickTile(M, N, nBatch, ctx.device);
     const { WG_X, WG_Y, KT, RM, CN } = tile;
-    kernel = N % 4 === 0 ? matmulKernel : matmulScalarStoreKernel;
-    overrides = { WG_X, WG_Y, KT, RM, CN, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0 };
+    kernel = N % 4 === 0 ? kernels.vec4 : kernels.scalar;
+    overrides = { WG_X, WG_Y, KT, RM, CN, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0, ...quantOverrides };
     tilesM = Math.ceil(M / (RM * WG_Y));
     tilesN = Math.ceil(N / (CN * WG_X));
   }
@@ -516,13 +599,14 @@ export interface MatmulLoweringOptions {
 /** The GPU lowering of MatMul, Gemm or FusedMatMul for `ctx.device`. */
 export function lowerMatmul(
   opType: MatmulOpType,
-  inputs: Inputs<TensorType>,
+  inputs: Inputs<ValueInfo>,
   attrs: Attrs,
   ctx: LoweringContext,
   options: MatmulLoweringOptions = {},
 ): LoweringSteps {
   if (options.tile) checkTile(options.tile);
-  return lowerProblem(PROBLEMS[opType](inputs, attrs, ctx), ctx, options);
+  // B (input 1) may be a packed weight; A and the vectors are activations or f32 vectors.
+  return lowerProblem(PROBLEMS[opType](inputs, attrs, ctx), inputs[1]?.storage, ctx, options);
 }
 
 function defineMatmulOp(opType: MatmulOpType, domain: string, doc: string): OpDef {
@@ -540,6 +624,7 @@ function defineMatmulOp(opType: MatmulOpType, domain: string, doc: string): OpDe
     gpu(inputs, _outputs, attrs, ctx) {
       return lowerMatmul(opType, inputs, attrs, ctx);
     },
+    packedInputs: [1],
   };
 }
 

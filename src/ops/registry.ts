@@ -14,6 +14,7 @@ import { blockOps } from './blocks.js';
 import { contribActivationOps } from './contrib-activation.js';
 import { contribAttentionOps } from './contrib-attention.js';
 import { contribNormOps } from './contrib-norm.js';
+import { contribQuantOps } from './contrib-quant.js';
 import { contribRotaryOps } from './contrib-rotary.js';
 import { controlOps } from './control.js';
 import { einsumOps } from './einsum.js';
@@ -59,6 +60,7 @@ export const EXPANDED_OPS = {
   ...contribActivationOps,
   ...contribAttentionOps,
   ...contribNormOps,
+  ...contribQuantOps,
   ...contribRotaryOps,
 } satisfies Record<string, ExpandedOpDef>;
 

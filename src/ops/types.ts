@@ -90,6 +90,11 @@ export interface OpDef extends OpVersions {
   readonly gpu: GpuLower | 'fold';
   /** A composite op's expansion into other registry ops, applied at specialisation (see above). */
   readonly expand?: (x: ShapedExpander, attrs: Attrs) => void;
+  /**
+   * Inputs the lowering reads in a packed weight storage (`ValueInfo.storage`) as well as in f32;
+   * the plan refuses a packed value anywhere else, and the load-time packing asks before packing.
+   */
+  readonly packedInputs?: readonly number[];
 }
 
 /**
@@ -134,6 +139,11 @@ export interface Expander extends ExpansionWriter {
   buffer(value: string): void;
   /** Records the projections an attention op reads, for module discovery. */
   attention(roles: NonNullable<ExpandedOp['attention']>): void;
+  /**
+   * A frozen weight the expansion made from the file's (a quantised weight repacked for its kernel;
+   * counted as a parameter, unlike constants), replacing `replaces`, which are dropped once unread.
+   */
+  weight(w: Omit<Initializer, 'name' | 'constant'>, replaces: readonly string[], hint: string): string;
 }
 
 /** The writer of an expansion at specialisation (a composite op): the inputs' concrete types come with it. */

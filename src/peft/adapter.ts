@@ -12,7 +12,7 @@
 // (peft/inject.ts) and writes them to the model's weight store.
 
 import { InputError } from '../errors.js';
-import { initializerData } from '../ir/graph.js';
+import { initializerToRef } from '../ir/graph.js';
 import type { TensorData } from '../ir/tensor.js';
 import type { Model } from '../model.js';
 import type { ModuleInfo } from '../onnx/modules.js';
@@ -121,7 +121,8 @@ export function createAdapter(name: string, resolved: IA3Config, model: Model): 
       key: `${KEY_PREFIX}${module.path}.weight`,
       dims: transposed ? [wDims[1]!, wDims[0]!] : wDims,
       transposed,
-      values: Float32Array.from(initializerData(weight, `modules_to_save (module '${module.path}')`) as ArrayLike<number>),
+      // The weight's values (dequantised when the file stores it in 4-bit blocks): the copy trains in f32.
+      values: Float32Array.from(initializerToRef(weight, `modules_to_save (module '${module.path}')`).data),
       saved: { module, initializer: module.weight, onnxDims: wDims },
     });
     if (module.bias) {
@@ -131,7 +132,7 @@ export function createAdapter(name: string, resolved: IA3Config, model: Model): 
         key: `${KEY_PREFIX}${module.path}.bias`,
         dims: [...bias.dims],
         transposed: false,
-        values: Float32Array.from(initializerData(bias, `modules_to_save (module '${module.path}')`) as ArrayLike<number>),
+        values: Float32Array.from(initializerToRef(bias, `modules_to_save (module '${module.path}')`).data),
         saved: { module, initializer: module.bias.initializer, onnxDims: [...bias.dims] },
       });
     }

@@ -94,7 +94,16 @@ export function checkMergeable(graph: Graph, modules: readonly ModuleInfo[], opt
     const own = new Set(moduleSites(m).flatMap((x) => [x.node, x.transpose, x.bias?.node, x.bias?.split]).filter((n): n is string => !!n));
     for (const name of [m.weight, m.bias?.initializer].filter((n): n is string => !!n)) {
       const init = graph.initializers.get(name)!;
-      if (init.dtype !== 'float32') problems.push(`'${name}' of module '${m.path}' is ${init.dtype}; merging supports float32 weights`);
+      // Quantised and half weights are refused rather than requantised (lossy, and the file's
+      // precision could not hold the merged values exactly); the same adapter merges into the
+      // fp32 export of the model, whose modules and keys are these.
+      if (init.storage?.startsWith('q4b')) {
+        problems.push(`'${name}' of module '${m.path}' is a 4-bit weight (MatMulNBits); merging would requantise it (lossy): load this adapter into the model's fp32 export and merge or export there`);
+      } else if (init.storage && init.storage !== 'f16x2') {
+        problems.push(`'${name}' of module '${m.path}' is an 8-bit weight (DequantizeLinear); merging would requantise it (lossy): load this adapter into the model's fp32 export and merge or export there`);
+      } else if (init.dtype !== 'float32') {
+        problems.push(`'${name}' of module '${m.path}' is ${init.dtype}; merging supports float32 weights: load this adapter into the model's fp32 export and merge or export there`);
+      }
       const others = (readers.get(name) ?? []).filter((r) => !own.has(r));
       if (others.length > 0) {
         problems.push(`initializer '${name}' of module '${m.path}' is also read by node${others.length > 1 ? 's' : ''} ${others.map((o) => `'${o}'`).join(', ')} (tied weights): merging would change ${others.length > 1 ? 'them' : 'it'} too`);

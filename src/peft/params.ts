@@ -138,6 +138,9 @@ export function countParameters(graph: Graph): number {
 }
 
 function isCopyOrTranspose(a: Initializer, b: Initializer): boolean {
+  // A quantised weight's data is its packed words: never a copy of a float tensor's values (a tie
+  // the quantiser broke, GPT-2's lm_head stored in 8 bits beside an f32 wte, counts twice).
+  if ((a.storage && a.storage !== 'f16x2') || (b.storage && b.storage !== 'f16x2')) return false;
   const x = a.data;
   const y = b.data;
   if (!x || !y) return sameStats(a, b);

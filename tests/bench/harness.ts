@@ -2,6 +2,7 @@
 // trials, each trial many repetitions in one command buffer), the result rows, and the context
 // every suite gets, the same in the browser page and in Node.
 import type { GpuContext } from '../../src/gpu/device.js';
+import type { PeftModel, TensorData } from '../../src/index.js';
 
 export interface BenchRow {
   suite: string;
@@ -63,3 +64,22 @@ export function median(xs: number[]): number {
 }
 
 export const round = (x: number, digits = 3): number => Number(x.toPrecision(digits));
+
+/**
+ * The adapted model's forward pass (IA3 scales fused into the matmuls) and one IA3 training step
+ * (forward, causal-LM loss on labels = input_ids, backward to every IA3 vector), each planned for
+ * `feeds`, given its inputs, and timed without readback (`reps` per trial, one command buffer each).
+ */
+export async function timeForwardAndStep(gpu: GpuContext, peft: PeftModel, feeds: Record<string, TensorData>, reps: number) {
+  const shapes = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.dims]));
+  const { plan: forward } = await peft.current().planFor(shapes);
+  forward.writeInputs(new Map(Object.entries(feeds).map(([k, v]) => [k, Int32Array.from(v.data as BigInt64Array, Number)])));
+  const tForward = await timeGpu(gpu, (enc) => forward.encode(enc), { reps, trials: 3 });
+  const { model: lossModel, trainables } = peft.trainingModel();
+  const labels = feeds.input_ids!;
+  const step = await lossModel.gradientPlan({ ...shapes, labels: labels.dims }, 'loss', trainables.map((t) => t.name));
+  const trainFeeds = lossModel.gpuFeeds({ ...feeds, labels });
+  step.plan.writeInputs(new Map([...trainFeeds].filter(([k]) => step.inputs.includes(k)).map(([k, v]) => [k, v.data])));
+  const tStep = await timeGpu(gpu, (enc) => step.plan.encode(enc), { reps, trials: 3 });
+  return { forward, step, tForward, tStep };
+}

@@ -4,6 +4,7 @@ import { adapterName, type AdapterDescription, type GpuContext } from '../../src
 import type { BenchContext, BenchRow } from './harness.js';
 import { kernelSuite } from './kernels.js';
 import { modelSuite } from './models.js';
+import { precisionSuite } from './precision.js';
 import { scaleSuite } from './scale.js';
 import { trainSuite } from './train.js';
 
@@ -11,6 +12,7 @@ export const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
   kernels: kernelSuite,
   models: modelSuite,
   train: trainSuite,
+  precision: precisionSuite,
   scale: scaleSuite,
 };
 /**

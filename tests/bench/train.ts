@@ -4,7 +4,7 @@
 // IA3 needs no weight gradients), tokens per second, and GPU memory of the training plan as a
 // ratio to the frozen weights' size. `stepAndForward` is shared with the scale suite.
 import { getPeftModel, IA3Config, loadModel, type Model, type TensorData } from '../../src/index.js';
-import { type BenchContext, round, timeGpu } from './harness.js';
+import { type BenchContext, round, timeForwardAndStep } from './harness.js';
 import { syntheticExternalData } from './models.js';
 
 /** The gpt2-bench fixture with its seeded external data. */
@@ -23,20 +23,7 @@ export async function stepAndForward(gpu: BenchContext['gpu'], model: Model, bat
   const n = batch * seq;
   const ids = new BigInt64Array(n).map((_, i) => BigInt(1 + ((i * 7919) % 500)));
   const feeds: Record<string, TensorData> = { input_ids: { data: ids, dims: [batch, seq] }, attention_mask: { data: new BigInt64Array(n).fill(1n), dims: [batch, seq] } };
-  const shapes = { input_ids: [batch, seq], attention_mask: [batch, seq] };
-
-  // Forward of the adapted model (IA3 scales fused into the matmuls), no readback.
-  const { plan: forward } = await peft.current().planFor(shapes);
-  forward.writeInputs(new Map(Object.entries(feeds).map(([k, v]) => [k, Int32Array.from(v.data as BigInt64Array, Number)])));
-  const tForward = await timeGpu(gpu, (enc) => forward.encode(enc), { reps, trials: 3 });
-
-  // Forward + loss + backward to every IA3 vector.
-  const { model: lossModel, trainables } = peft.trainingModel();
-  const g = await lossModel.gradientPlan({ ...shapes, labels: [batch, seq] }, 'loss', trainables.map((t) => t.name));
-  const trainFeeds = lossModel.gpuFeeds({ ...feeds, labels: feeds.input_ids! });
-  g.plan.writeInputs(new Map([...trainFeeds].filter(([k]) => g.inputs.includes(k)).map(([k, v]) => [k, v.data])));
-  const tStep = await timeGpu(gpu, (enc) => g.plan.encode(enc), { reps, trials: 3 });
-  return { tStep, tForward, forward, step: g, peft };
+  return { ...(await timeForwardAndStep(gpu, peft, feeds, reps)), peft };
 }
 
 export async function trainSuite({ gpu, quick, rows, log, readFile }: BenchContext): Promise<void> {

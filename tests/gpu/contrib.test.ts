@@ -16,29 +16,16 @@ import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { EXPANDED_OPS } from '../../src/ops/registry.js';
 import type { ExpandedOpDef } from '../../src/ops/types.js';
 import { IA3Config } from '../../src/peft/config.js';
-import { getPeftModel, type PeftModel } from '../../src/peft/model.js';
+import { getPeftModel } from '../../src/peft/model.js';
 import { Trainer } from '../../src/train/trainer.js';
 import { caseGraph, contribCases } from '../util/contrib-cases.js';
-import { CONTRIB_FILES, PAIRS, tokenRows, type Pair } from '../util/contrib-pairs.js';
-import { ortDiffs, type OrtReference, type Reference } from '../util/fixture-compare.js';
+import { CONTRIB_FILES, labelsOf, PAIRS, tokenRows, type Pair } from '../util/contrib-pairs.js';
+import { fetchJson, ortDiffs, tensorData, type OrtReference, type Reference } from '../util/fixture-compare.js';
+import { adamSteps } from '../util/adam.js';
 import { getGpu } from '../util/gpu.js';
 import { closeness, randomTensor } from '../util/tensors.js';
 
 const TOL = { rtol: 2e-3, atol: 2e-4 }; // the model tests' tolerance (float32 on the GPU)
-
-async function fetchJson<T>(url: string): Promise<T> {
-  const r = await fetch(url);
-  if (!r.ok) throw new Error(`GET ${url}: ${r.status}`);
-  return (await r.json()) as T;
-}
-
-function tensorData(t: { dtype: string; dims: readonly number[]; data: ArrayLike<number | boolean> }): TensorData {
-  const values = Array.from(t.data, Number);
-  if (t.dtype === 'int64') return { data: BigInt64Array.from(values, (v) => BigInt(v)), dims: [...t.dims] };
-  if (t.dtype === 'int32') return { data: Int32Array.from(values), dims: [...t.dims] };
-  if (t.dtype === 'bool') return { data: Uint8Array.from(values), dims: [...t.dims] };
-  return { data: Float32Array.from(values), dims: [...t.dims] };
-}
 
 function expectNear(got: ArrayLike<number>, want: ArrayLike<number>, what: string, tol = TOL): void {
   expect(got.length, `${what}: length`).toBe(want.length);
@@ -120,10 +107,6 @@ describe('contrib-op fixtures on the GPU reproduce onnxruntime-web', () => {
   }
 });
 
-function labelsOf(pair: Pick<Pair, 'task'>, ids: number[][]): TensorData {
-  return pair.task === 'SEQ_CLS' ? { data: BigInt64Array.from(ids.map((_, i) => BigInt(i % 2))), dims: [ids.length] } : { data: BigInt64Array.from(ids.flat(), (v) => BigInt(v)), dims: [ids.length, ids[0]!.length] };
-}
-
 async function optimized(pair: Pair): Promise<Model> {
   return loadModel(`/tests/fixtures/${pair.optimized}/${pair.file}`, { device: await getGpu() });
 }
@@ -198,36 +181,6 @@ function toyRows(n: number, len: number, seed: number): number[][] {
   );
 }
 
-/** AdamW steps over lossAndGradients (β 0.9/0.999, no decay); returns the mean loss of the first and last two steps. */
-async function adamSteps(peft: PeftModel, feeds: (rows: number[][]) => Record<string, TensorData>, rows: number[][][], lr: number): Promise<[number, number]> {
-  const m = new Map<string, Float64Array>();
-  const v = new Map<string, Float64Array>();
-  const losses: number[] = [];
-  for (let t = 1; t <= rows.length; t++) {
-    const batch = rows[t - 1]!;
-    const { loss, gradients } = await peft.lossAndGradients({ inputs: feeds(batch), labels: labelsOf({ task: 'CAUSAL_LM' }, batch) });
-    losses.push(loss);
-    const state = peft.stateDict();
-    const next: Record<string, TensorData> = {};
-    for (const [key, g] of Object.entries(gradients)) {
-      const gd = g.data as Float32Array;
-      const mk = m.get(key) ?? new Float64Array(gd.length);
-      const vk = v.get(key) ?? new Float64Array(gd.length);
-      const p = Float32Array.from(state[key]!.data as Float32Array);
-      for (let i = 0; i < gd.length; i++) {
-        mk[i] = 0.9 * mk[i]! + 0.1 * gd[i]!;
-        vk[i] = 0.999 * vk[i]! + 0.001 * gd[i]! ** 2;
-        p[i] = p[i]! - (lr * (mk[i]! / (1 - 0.9 ** t))) / (Math.sqrt(vk[i]! / (1 - 0.999 ** t)) + 1e-8);
-      }
-      m.set(key, mk);
-      v.set(key, vk);
-      next[key] = { data: p, dims: state[key]!.dims };
-    }
-    peft.loadStateDict(next);
-  }
-  return [(losses[0]! + losses[1]!) / 2, (losses[losses.length - 1]! + losses[losses.length - 2]!) / 2];
-}
-
 describe('IA3 training on optimised and genai-built files lowers the loss', () => {
   it('bert-ort-optimized (Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu) with the Trainer', async () => {
     const model = await loadModel('/tests/fixtures/real/bert-ort-optimized/onnx/model_optimized.onnx', { device: await getGpu() });
@@ -285,7 +238,7 @@ describe('IA3 training on optimised and genai-built files lowers the loss', () =
       try {
         const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
         const batches = Array.from({ length: 12 }, (_, k) => toyRows(4, 8, 100 + k));
-        const [first, last] = await adamSteps(peft, (rows) => feeds.optimizedFeeds(rows, rows.map(() => 8)), batches, 0.1);
+        const [first, last] = await adamSteps(peft, batches.map((rows) => ({ inputs: feeds.optimizedFeeds(rows, rows.map(() => 8)), labels: labelsOf({ task: 'CAUSAL_LM' }, rows) })), 0.1);
         console.log(`[contrib-train] ${folder} loss ${first.toFixed(4)} → ${last.toFixed(4)}`);
         expect(last).toBeLessThan(first - 0.2);
       } finally {

@@ -17,7 +17,7 @@ import { detectModelType, findModules } from '../../src/onnx/modules.js';
 import { runReferenceModel } from '../../src/onnx/executor.js';
 import { IA3Config } from '../../src/peft/config.js';
 import { getPeftModel, type PeftModel } from '../../src/peft/model.js';
-import { CONTRIB_FILES, PAIRS, tokenRows, type Pair } from '../util/contrib-pairs.js';
+import { CONTRIB_FILES, labelsOf, PAIRS, tokenRows, type Pair } from '../util/contrib-pairs.js';
 import { ortDiffs, readJson, type JsonTensor, type OrtReference, type Reference } from '../util/real-fixtures.js';
 import { closeness } from '../util/tensors.js';
 
@@ -75,10 +75,6 @@ function expectSameOutputs(pair: Pair, plain: Record<string, RefTensor>, opt: Re
 
 function peftOf(model: Model, pair: Pair, init = true): PeftModel {
   return getPeftModel(model, new IA3Config({ taskType: pair.task, initIa3Weights: init }));
-}
-
-function labelsOf(pair: Pair, ids: number[][]): TensorData {
-  return pair.task === 'SEQ_CLS' ? { data: BigInt64Array.from(ids.map((_, i) => BigInt(i % 2))), dims: [ids.length] } : { data: BigInt64Array.from(ids.flat(), (v) => BigInt(v)), dims: [ids.length, ids[0]!.length] };
 }
 
 describe('IA3 through fused ops: the optimised export adapts like the plain one', () => {

@@ -101,6 +101,31 @@ export function contribCases(): ContribCase[] {
     { name: 'GroupQueryAttention, separate, token generation with a padded past', op: 'GroupQueryAttention', attrs: { num_heads: 4, kv_num_heads: 2, do_rotary: 1, rotary_interleaved: 1 }, inputs: [f([2, 1, 32]), f([2, 1, 16]), f([2, 1, 16]), f([2, 2, 5, 8]), f([2, 2, 5, 8]), ints('int32', [2], [5, 3]), ints('int32', [1], [6], true), cosG, sinG], outputs: [0, 1, 2], lossOutputs: [0] },
     { name: 'GroupQueryAttention, continued prompt, partial rotary, window, softcap', op: 'GroupQueryAttention', attrs: { num_heads: 2, kv_num_heads: 1, do_rotary: 1, local_window_size: 2, softcap: 2 }, inputs: [f([1, 3, 32]), undefined, undefined, f([1, 1, 3, 8]), f([1, 1, 3, 8]), ints('int32', [1], [5]), ints('int32', [1], [6], true), cosGp, sinGp], outputs: [0, 1, 2], lossOutputs: [0] },
     { name: 'GroupQueryAttention, no rotary, equal heads', op: 'GroupQueryAttention', attrs: { num_heads: 2, kv_num_heads: 2 }, inputs: [f([2, 3, 16]), f([2, 3, 16]), f([2, 3, 16]), undefined, undefined, ints('int32', [2], [2, 1]), ints('int32', [], [3], true)] },
+    // MatMulNBits: every block size, K not a multiple of the block (a padded last block), an odd
+    // block count (a lone zero-point nibble), with and without zero points, with a bias.
+    ...([
+      [16, 40, 12, false, false],
+      [16, 48, 8, true, true],
+      [32, 64, 20, true, false],
+      [64, 96, 16, false, true],
+      [128, 64, 12, true, false],
+      [256, 300, 8, true, true],
+    ] as const).map(([block, K, N, zp, bias]): ContribCase => {
+      const blocks = Math.ceil(K / block);
+      return {
+        name: `MatMulNBits block ${block}, K ${K}, N ${N}${zp ? ', zero points' : ''}${bias ? ', bias' : ''}`,
+        op: 'MatMulNBits',
+        attrs: { K, N, bits: 4, block_size: block, accuracy_level: 4 },
+        inputs: [
+          f([2, 3, K]),
+          { t: randomInts([N, blocks, block / 2], seed++, 0, 256, 'uint8'), init: true },
+          w([N * blocks], 0.01, 0.1),
+          zp ? { t: randomInts([N * Math.ceil(blocks / 2)], seed++, 0, 256, 'uint8'), init: true } : undefined,
+          undefined,
+          bias ? w([N]) : undefined,
+        ],
+      };
+    }),
   ];
 }
 
@@ -113,7 +138,8 @@ export function caseGraph(c: ContribCase, symbolic = false): { graph: Graph; fee
     if (!inp) return '';
     const name = `in${i}`;
     if (inp.init) {
-      const data = inp.t.dtype === 'int64' ? BigInt64Array.from(inp.t.data, (v) => BigInt(v)) : inp.t.dtype === 'int32' ? Int32Array.from(inp.t.data) : Float32Array.from(inp.t.data);
+      const data =
+        inp.t.dtype === 'int64' ? BigInt64Array.from(inp.t.data, (v) => BigInt(v)) : inp.t.dtype === 'int32' ? Int32Array.from(inp.t.data) : inp.t.dtype === 'uint8' ? Uint8Array.from(inp.t.data) : Float32Array.from(inp.t.data);
       initializers.set(name, { name, dtype: inp.t.dtype, dims: inp.t.dims, data });
     } else {
       const dims = inp.t.dims.map((d, k) => (symbolic && k < 2 && inp.t.dims.length >= 2 ? `${name}_d${k}` : d));

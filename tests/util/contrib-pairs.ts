@@ -117,12 +117,19 @@ export const CONTRIB_FILES: readonly (readonly [string, string])[] = [
   ['qwen2-genai', 'onnx/model.onnx'],
 ];
 
-/** Deterministic token rows [batch, seq] in [1, vocab). */
-export function tokenRows(batch: number, seq: number, vocab: number, seed: number): number[][] {
+/** Deterministic token rows [batch, seq] in [first, vocab) (first: the lowest id, past special tokens). */
+export function tokenRows(batch: number, seq: number, vocab: number, seed: number, first = 1): number[][] {
   let s = seed >>> 0;
   const next = (): number => {
     s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return 1 + (s % (vocab - 1));
+    return first + (s % (vocab - first));
   };
   return Array.from({ length: batch }, () => Array.from({ length: seq }, next));
+}
+
+/** Labels of token rows for a task: the ids themselves (CAUSAL_LM; the loss shifts them) or alternating classes (SEQ_CLS). */
+export function labelsOf(pair: { readonly task: 'CAUSAL_LM' | 'SEQ_CLS' }, ids: number[][]): TensorData {
+  return pair.task === 'SEQ_CLS'
+    ? { data: BigInt64Array.from(ids.map((_, i) => BigInt(i % 2))), dims: [ids.length] }
+    : { data: BigInt64Array.from(ids.flat(), (v) => BigInt(v)), dims: [ids.length, ids[0]!.length] };
 }

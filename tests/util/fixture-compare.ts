@@ -2,6 +2,8 @@
 // comparison rules of their cases: pure data and functions, so the browser tests use them too
 // (tests/util/real-fixtures.ts adds the Node-only parts: files, hashes, onnxruntime-web sessions).
 
+import type { TensorData } from '../../src/ir/tensor.js';
+
 export type JsonDType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'bool';
 
 /** A tensor as the fixture JSON files write it (float32 values exact, float64 to 10 digits). */
@@ -135,4 +137,20 @@ export function ortDiffs(
     const d = diff({ dtype: 'float32', dims: [...got.dims], data: Array.from(got.data) }, want, keep, tol);
     return { name, maxAbs: d.maxAbs, worst: d.worst };
   });
+}
+
+/** A fixture JSON file fetched by URL (the browser tests read tests/fixtures/ through the dev server). */
+export async function fetchJson<T>(url: string): Promise<T> {
+  const r = await fetch(url);
+  if (!r.ok) throw new Error(`GET ${url}: ${r.status}`);
+  return (await r.json()) as T;
+}
+
+/** A fixture tensor (or a RefTensor) as a feed of the public API: int64, int32, bool or float32 data. */
+export function tensorData(t: { dtype: string; dims: readonly number[]; data: ArrayLike<number | boolean> }): TensorData {
+  const values = Array.from(t.data, Number);
+  if (t.dtype === 'int64') return { data: BigInt64Array.from(values, (v) => BigInt(v)), dims: [...t.dims] };
+  if (t.dtype === 'int32') return { data: Int32Array.from(values), dims: [...t.dims] };
+  if (t.dtype === 'bool') return { data: Uint8Array.from(values), dims: [...t.dims] };
+  return { data: Float32Array.from(values), dims: [...t.dims] };
 }

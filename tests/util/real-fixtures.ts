@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-web';
+import { floatToHalf, halfToFloat } from '../../src/ir/dtype.js';
 import type { JsonTensor, OrtCase, RefCase } from './fixture-compare.js';
 
 export * from './fixture-compare.js';
@@ -38,51 +39,13 @@ export function configureOrt(): typeof ort {
   return ort;
 }
 
-const f16Buf = new DataView(new ArrayBuffer(4));
-
-/** IEEE binary16 bits -> number. */
-export function halfToNumber(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const m = h & 0x3ff;
-  if (e === 0) return s * m * 2 ** -24;
-  if (e === 31) return m ? NaN : s * Infinity;
-  return s * (1 + m / 1024) * 2 ** (e - 15);
-}
-
-/** number -> IEEE binary16 bits, round to nearest even (via float32, exact for the fixtures' values). */
-export function numberToHalf(v: number): number {
-  f16Buf.setFloat32(0, v);
-  const x = f16Buf.getUint32(0);
-  const sign = (x >>> 16) & 0x8000;
-  const exp = (x >>> 23) & 0xff;
-  let mant = x & 0x7fffff;
-  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
-  const e = exp - 127 + 15;
-  if (e >= 31) return sign | 0x7c00;
-  if (e <= 0) {
-    if (e < -10) return sign;
-    mant |= 0x800000;
-    const shift = 14 - e;
-    let half = mant >> shift;
-    const rem = mant & ((1 << shift) - 1);
-    const mid = 1 << (shift - 1);
-    if (rem > mid || (rem === mid && half & 1)) half++;
-    return sign | half;
-  }
-  let half = (e << 10) | (mant >> 13);
-  const rem = mant & 0x1fff;
-  if (rem > 0x1000 || (rem === 0x1000 && half & 1)) half++; // a carry into the exponent is still right
-  return sign | half;
-}
-
 export function toOrtTensor(t: JsonTensor): ort.Tensor {
   const d = t.data;
   switch (t.dtype) {
     case 'float32':
       return new ort.Tensor('float32', Float32Array.from(d as number[]), t.dims);
     case 'float16':
-      return new ort.Tensor('float16', Uint16Array.from(d as number[], numberToHalf), t.dims);
+      return new ort.Tensor('float16', Uint16Array.from(d as number[], floatToHalf), t.dims);
     case 'int64':
       return new ort.Tensor('int64', BigInt64Array.from(d as number[], (v) => BigInt(v)), t.dims);
     case 'int32':
@@ -111,8 +74,8 @@ export function fromOrtTensor(t: ort.Tensor): JsonTensor {
       return { dtype: 'float32', dims, data: Array.from(t.data as Float32Array, shortestFloat32) };
     case 'float16': {
       const raw = t.data as unknown as ArrayLike<number>;
-      const bits = raw instanceof Uint16Array ? raw : Uint16Array.from(raw, numberToHalf);
-      return { dtype: 'float16', dims, data: Array.from(bits, (h) => shortestFloat32(halfToNumber(h))) };
+      const bits = raw instanceof Uint16Array ? raw : Uint16Array.from(raw, floatToHalf);
+      return { dtype: 'float16', dims, data: Array.from(bits, (h) => shortestFloat32(halfToFloat(h))) };
     }
     case 'int64':
       return { dtype: 'int64', dims, data: Array.from(t.data as BigInt64Array, (v) => Number(v)) };

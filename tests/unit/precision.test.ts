@@ -1,0 +1,147 @@
+// Loading fp16 and 4-bit files on the CPU: which float16 weights stay packed halves
+// (src/onnx/precision.ts), that the Casts in front of them are gone, that MatMulNBits becomes a
+// MatMul on one repacked 4-bit weight (ops/contrib-quant.ts) — and nothing else changed: the CPU
+// executor still reproduces onnxruntime-web —, that module discovery finds the fp32 export's modules
+// with their biases, that describe() says which weights are half on the GPU, and that merging is
+// refused with the reason and the way out.
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { legalize } from '../../src/compile/legalize.js';
+import { layoutPlan } from '../../src/compile/plan.js';
+import { SizeLimitError } from '../../src/errors.js';
+import { deviceTraits } from '../../src/gpu/traits.js';
+import type { GpuContext } from '../../src/gpu/device.js';
+import type { Graph } from '../../src/ir/graph.js';
+import { sizeOf, type RefTensor } from '../../src/ir/tensor.js';
+import { decodeOnnx } from '../../src/onnx/decode.js';
+import { describeGraph } from '../../src/onnx/describe.js';
+import { specialize } from '../../src/onnx/specialize.js';
+import { runReferenceModel } from '../../src/onnx/executor.js';
+import { Model, onnxFileOf } from '../../src/model.js';
+import { detectModelType, findModules, type ModuleInfo } from '../../src/onnx/modules.js';
+import { IA3Config } from '../../src/peft/config.js';
+import { getPeftModel } from '../../src/peft/model.js';
+import { checkMergeable } from '../../src/peft/merge.js';
+import { ortDiffs, readJson, type JsonTensor, type OrtReference, type Reference } from '../util/real-fixtures.js';
+import { closeness } from '../util/tensors.js';
+
+const refTensor = (t: JsonTensor): RefTensor => ({ dtype: t.dtype, dims: t.dims, data: Float64Array.from(t.data as number[], Number) });
+
+const FILES: [model: string, file: string, kind: 'fp16' | 'q4' | 'int8'][] = [
+  ['gpt2', 'onnx/model_fp16.onnx', 'fp16'],
+  ['gpt2', 'onnx/model_fp16_weights.onnx', 'fp16'],
+  ['llama', 'onnx/model_fp16.onnx', 'fp16'],
+  ['llama', 'onnx/model_fp16_weights.onnx', 'fp16'],
+  ['bert', 'onnx/model_fp16.onnx', 'fp16'],
+  ['llama', 'onnx/model_q4.onnx', 'q4'],
+  ['llama', 'onnx/model_q4_b128_zp.onnx', 'q4'],
+  ['llama', 'onnx/model_q4f16.onnx', 'q4'],
+  ['bert', 'onnx/model_q4.onnx', 'q4'],
+  ['bert', 'onnx/model_q4_b128_zp.onnx', 'q4'],
+  ['gpt2', 'onnx/model_int8_qdq.onnx', 'int8'],
+  ['llama', 'onnx/model_int8_qdq.onnx', 'int8'],
+  ['bert', 'onnx/model_int8_qdq.onnx', 'int8'],
+];
+
+/** Half weights: every module's weight is packed and read by its matmul directly. */
+function checkHalf(graph: Graph, modules: readonly ModuleInfo[]): void {
+  for (const m of modules) expect(graph.initializers.get(m.weight)?.storage, m.path).toBe('f16x2');
+  const packed = new Set([...graph.initializers.values()].filter((i) => i.storage === 'f16x2').map((i) => i.name));
+  for (const n of graph.nodes) {
+    if (n.inputs.some((v) => packed.has(v))) expect(['MatMul', 'Gemm'], n.name).toContain(n.opType);
+  }
+  expect(describeGraph(graph, modules)).toContain(`Precision on the GPU: ${packed.size} float16 weights kept half`);
+  expect(() => checkMergeable(graph, modules, { gpu: true })).toThrow(/is float16; merging supports float32 weights: load this adapter into the model's fp32 export/);
+}
+
+/** 4-bit weights: modules on repacked weights; the file's codes, scales and zero points are gone. */
+function checkQ4(graph: Graph, modules: readonly ModuleInfo[]): void {
+  expect(modules.filter((m) => graph.initializers.get(m.weight)?.storage?.startsWith('q4b')).length, 'modules on 4-bit weights').toBeGreaterThan(0);
+  expect(() => checkMergeable(graph, modules, { gpu: false })).toThrow(/is a 4-bit weight \(MatMulNBits\); merging would requantise it/);
+  expect([...graph.initializers.values()].filter((i) => i.dtype === 'uint8')).toEqual([]);
+  const count = [...graph.initializers.values()].filter((i) => i.storage?.startsWith('q4b')).length;
+  expect(describeGraph(graph, modules)).toContain(`Precision on the GPU: ${count} weights in 4-bit blocks (MatMulNBits)`);
+}
+
+/** QDQ 8-bit weights: every module's weight folded into one packed weight; no DequantizeLinear left. */
+function checkInt8(graph: Graph, modules: readonly ModuleInfo[]): void {
+  for (const m of modules) expect(graph.initializers.get(m.weight)?.storage, m.path).toMatch(/^[iu]8[rc]$/);
+  expect(graph.nodes.filter((n) => n.opType === 'DequantizeLinear')).toEqual([]);
+  expect([...graph.initializers.values()].filter((i) => i.dtype === 'int8' || i.dtype === 'uint8')).toEqual([]);
+  expect(() => checkMergeable(graph, modules, { gpu: false })).toThrow(/is an 8-bit weight/);
+}
+
+describe('fp16, 4-bit and 8-bit files at load', () => {
+  for (const [model, file, kind] of FILES) {
+    it(`${model}-variants/${file}`, () => {
+      const root = `tests/fixtures/real/${model}-variants`;
+      const graph = decodeOnnx(new Uint8Array(readFileSync(`${root}/${file}`)));
+      const modelType = (JSON.parse(readFileSync(`${root}/config.json`, 'utf8')) as { model_type: string }).model_type;
+      const plain = decodeOnnx(new Uint8Array(readFileSync(`tests/fixtures/${model}/onnx/model.onnx`)));
+      const modules = findModules(graph, { modelType });
+      const summary = (ms: readonly ModuleInfo[]) => ms.map((m) => `${m.path} ${m.inFeatures}→${m.outFeatures} bias ${m.bias !== undefined}`);
+      expect(summary(modules)).toEqual(summary(findModules(plain, { modelType })));
+      if (kind === 'fp16') checkHalf(graph, modules);
+      else if (kind === 'q4') checkQ4(graph, modules);
+      else checkInt8(graph, modules);
+
+      // The same function: the CPU executor against onnxruntime-web.
+      const ref = readJson<Reference>(`${root}/reference.json`).files[file]!;
+      const ort = readJson<OrtReference>(`${root}/ort_reference.json`).files[file]!;
+      for (const c of ref.cases) {
+        const out = runReferenceModel(graph, Object.fromEntries(Object.entries(c.inputs).map(([k, t]) => [k, refTensor(t)])));
+        for (const d of ortDiffs(c, ort.cases.find((o) => o.name === c.name)!, out, ref.torch_tolerance!)) {
+          expect(d.worst, `${c.name} ${d.name}: max |Δ| ${d.maxAbs}`).toBeLessThanOrEqual(1);
+        }
+      }
+    });
+  }
+});
+
+describe('modules_to_save on a 4-bit weight', () => {
+  it('trains an f32 copy of the dequantised weight (llama q4 lm_head)', () => {
+    const load = (path: string): Model => {
+      const bytes = new Uint8Array(readFileSync(path));
+      const config = JSON.parse(readFileSync('tests/fixtures/real/llama-variants/config.json', 'utf8')) as { model_type: string };
+      const graph = decodeOnnx(bytes);
+      const modules = findModules(graph, { modelType: config.model_type });
+      return new Model({} as GpuContext, graph, config, modules, detectModelType(modules, config), new Map(), onnxFileOf({ bytes, fileName: 'model.onnx', externalData: {} }));
+    };
+    const config = () => new IA3Config({ taskType: 'CAUSAL_LM', modulesToSave: ['lm_head'] });
+    const q4 = getPeftModel(load('tests/fixtures/real/llama-variants/onnx/model_q4.onnx'), config());
+    const fp32 = getPeftModel(load('tests/fixtures/llama/onnx/model.onnx'), config());
+    const key = 'base_model.model.lm_head.weight';
+    const got = q4.stateDict()[key]!;
+    const want = fp32.stateDict()[key]!;
+    expect(got.dims).toEqual(want.dims);
+    // The copy is the dequantised weight: within 4-bit rounding of the fp32 weight, never raw words.
+    const w = want.data as Float32Array;
+    const scale = Math.max(...Array.from(w, Math.abs));
+    const { worst, maxAbs } = closeness(got.data as Float32Array, w, { rtol: 0, atol: 0.15 * scale });
+    expect(worst, `max |Δ| ${maxAbs} vs max |w| ${scale}`).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('packed weights under a binding limit', () => {
+  const graph = decodeOnnx(new Uint8Array(readFileSync('tests/fixtures/real/llama-variants/onnx/model_q4.onnx')));
+  const shapes = { input_ids: [1, 1], attention_mask: [1, 1], position_ids: [1, 1] };
+  const limited = (bytes: number) => deviceTraits({ limits: { maxStorageBufferBindingSize: bytes } });
+  const packed = [...graph.initializers.values()].filter((i) => i.storage === 'q4b32');
+  const q = packed.reduce((a, b) => ((b.data as Uint32Array).byteLength > (a.data as Uint32Array).byteLength ? b : a));
+
+  it('count their words, not 4 bytes per element: 4-bit weights whose f32 form would not fit stay whole', () => {
+    const words = (q.data as Uint32Array).byteLength;
+    const limit = 2 * words;
+    expect(4 * sizeOf(q.dims)).toBeGreaterThan(limit);
+    const legal = legalize(specialize(graph, shapes), limited(limit));
+    for (const w of packed) expect(legal.resident.get(w.name)?.storage, w.name).toBe('q4b32');
+    expect(() => layoutPlan(legal, limited(limit))).not.toThrow();
+  });
+
+  it('are not cut into blocks: one over the limit is a SizeLimitError naming it and its storage', () => {
+    const limit = Math.floor((q.data as Uint32Array).byteLength / 2);
+    const spec = specialize(graph, shapes);
+    expect(() => legalize(spec, limited(limit))).toThrow(SizeLimitError);
+    expect(() => legalize(spec, limited(limit))).toThrow(/stored packed \(q4b32\), and packed weights are not split into blocks/);
+  });
+});
