@@ -271,18 +271,20 @@ function onProgress(e: ProgressEvent): void {
 
 /** The status line the load bar sits under: the page's, or the files section's while a user's model loads. */
 let loadAnchor: HTMLElement = $('status');
-/** Events of the load under way (a `done` event ends one): recorded for the end-to-end test. */
+/** Events of the load under way or last done (a `done` event ends one): recorded for the end-to-end test. */
 let loadEvents = 0;
+let loading = false;
 const megabytes = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
 
 /** A model loading: bytes and tensors so far on a bar under the status line, hidden when it is done. */
 function onLoadProgress(e: LoadProgressEvent): void {
   const row = $('load-row');
-  if (row.hidden && !e.done) {
+  if (!loading) {
     loadAnchor.after(row);
     loadEvents = 0;
   }
   loadEvents++;
+  loading = !e.done;
   row.hidden = e.done;
   const p = $<HTMLProgressElement>('load-progress');
   if (e.totalBytes) {
