@@ -4,7 +4,7 @@
 import { downloadAdapter } from 'ia3-webgpu';
 import { WorkerClient, WorkerFailure } from './client.js';
 import { checkDataFileSize } from './datafile.js';
-import type { AccuracyResult, BaselineResult, DataInfo, InterruptedRun, ModelInfo, ModelSource, ProgressEvent, RecoveredEvent, Scores, Task, TrainOutcome, TrainSettings } from './protocol.js';
+import type { AccuracyResult, BaselineResult, DataInfo, InterruptedRun, LoadProgressEvent, ModelInfo, ModelSource, ProgressEvent, RecoveredEvent, Scores, Task, TrainOutcome, TrainSettings } from './protocol.js';
 import { checkSetting, estimateSeconds, PARAMS, presetFor, PRESETS, settingsFromUrl, SOFTWARE_RATES, splitModules, type NumericSettings, type PresetName, type Rates } from './settings.js';
 import { LossChart } from './ui/chart.js';
 
@@ -224,6 +224,9 @@ client.onEvent((e) => {
       show($('progress-text'), `measuring ${e.what}: ${e.done} / ${e.total} mails · ETA ${clock(e.eta)}`);
       break;
     }
+    case 'loadProgress':
+      onLoadProgress(e);
+      break;
     case 'phase':
       show($(ids[e.task].text), e.text);
       break;
@@ -264,6 +267,45 @@ function onProgress(e: ProgressEvent): void {
   el.dataset.firstStep = String(chart.firstStep);
   const saved = checkpointAt[e.task];
   show($(ids[e.task].text), `step ${e.step} / ${e.totalSteps} · ${e.stepsPerSecond.toFixed(2)} steps/s · ETA ${clock(e.eta)}${last === undefined ? '' : ` · loss ${last.toFixed(4)}`}${saved === undefined ? '' : ` · saved at step ${saved}`}`);
+}
+
+/** The status line the load bar sits under: the page's, or the files section's while a user's model loads. */
+let loadAnchor: HTMLElement = $('status');
+/** Events of the load under way or last done (a `done` event ends one): recorded for the end-to-end test. */
+let loadEvents = 0;
+let loading = false;
+const megabytes = (n: number): string => `${(n / 1e6).toFixed(1)} MB`;
+
+/** A model loading: bytes and tensors so far on a bar under the status line, hidden when it is done. */
+function onLoadProgress(e: LoadProgressEvent): void {
+  const row = $('load-row');
+  if (!loading) {
+    loadAnchor.after(row);
+    loadEvents = 0;
+  }
+  loadEvents++;
+  loading = !e.done;
+  row.hidden = e.done;
+  const p = $<HTMLProgressElement>('load-progress');
+  if (e.totalBytes) {
+    p.max = e.totalBytes;
+    p.value = e.loadedBytes;
+  } else {
+    p.removeAttribute('value'); // indeterminate: the size is not known
+  }
+  const bytes = e.totalBytes === null ? megabytes(e.loadedBytes) : `${megabytes(e.loadedBytes)} / ${megabytes(e.totalBytes)}`;
+  const tensors = e.totalTensors === null ? `${e.tensors} tensors` : `${e.tensors} / ${e.totalTensors} tensors`;
+  show($('load-text'), `loading the ${e.task === 'spam' ? 'spam filter' : 'style'} model${e.file ? ` (${e.file})` : ''}: ${bytes} · ${tensors}`);
+  Object.assign(row.dataset, {
+    task: e.task,
+    file: e.file,
+    loadedBytes: String(e.loadedBytes),
+    totalBytes: e.totalBytes === null ? '' : String(e.totalBytes),
+    tensors: String(e.tensors),
+    totalTensors: e.totalTensors === null ? '' : String(e.totalTensors),
+    events: String(loadEvents),
+    done: String(e.done),
+  });
 }
 
 const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
@@ -596,7 +638,13 @@ $<HTMLInputElement>('adapter-files').onchange = (ev) => {
 async function loadOwnModel(source: ModelSource): Promise<void> {
   const task = $<HTMLSelectElement>('byo-task').value as Task;
   show(filesStatus, 'loading the model…');
-  const info = await client.request('loadModel', { task, source });
+  loadAnchor = filesStatus;
+  let info: ModelInfo;
+  try {
+    info = await client.request('loadModel', { task, source });
+  } finally {
+    loadAnchor = $('status');
+  }
   showModel(info);
   resumable[task] = false;
   fillModuleDefaults();

@@ -198,6 +198,24 @@ export interface EvalProgressEvent {
   eta: number;
 }
 
+/**
+ * A model loading (init, loadModel, or the reload after a lost device): what loadModel's onProgress
+ * last reported, at most every ~100 ms, then once with `done` when the load ends (or fails).
+ */
+export interface LoadProgressEvent {
+  type: 'loadProgress';
+  task: Task;
+  /** The file being read. */
+  file: string;
+  loadedBytes: number;
+  /** null: a size not known (a response without Content-Length). */
+  totalBytes: number | null;
+  tensors: number;
+  /** null until the .onnx has been read. */
+  totalTensors: number | null;
+  done: boolean;
+}
+
 /** A phase of a long request, for the status line ("evaluating before training", …). */
 export interface PhaseEvent {
   type: 'phase';
@@ -247,7 +265,7 @@ export interface RecoveredEvent {
   reason: string;
 }
 
-export type WorkerEvent = ProgressEvent | EvalProgressEvent | PhaseEvent | AccuracyEvent | PerplexityEvent | SampleEvent | CheckpointSavedEvent | RecoveredEvent;
+export type WorkerEvent = ProgressEvent | EvalProgressEvent | LoadProgressEvent | PhaseEvent | AccuracyEvent | PerplexityEvent | SampleEvent | CheckpointSavedEvent | RecoveredEvent;
 
 export type Response =
   | { type: 'result'; id: number; value: unknown }

@@ -19,6 +19,7 @@ import {
   type CheckpointStore,
   type Example,
   type GpuContext,
+  type LoadModelOptions,
   type Model,
   type PeftModel,
   type TensorData,
@@ -130,19 +131,26 @@ async function loadTask(task: Task, source: ModelSource): Promise<ModelInfo> {
   let tokConfig: unknown;
   let name: string;
   const modelFile = modelFileFor(task, source);
-  if (source.kind === 'files') {
-    const byName = (n: string): File | undefined => source.files.find((f) => (f.webkitRelativePath || f.name).split('/').slice(1).join('/') === n || f.name === n);
-    tokJson = await readJson(byName('tokenizer.json'), 'tokenizer.json');
-    tokConfig = byName('tokenizer_config.json') ? await readJson(byName('tokenizer_config.json'), 'tokenizer_config.json') : {};
-    model = await loadModel(source.files, { device: gpu });
-    name = source.files[0]?.webkitRelativePath.split('/')[0] || 'your model';
-  } else {
-    const url = source.kind === 'shipped' ? new URL(SHIPPED_MODEL, base).href : new URL(source.url.endsWith('/') ? source.url : `${source.url}/`, base).href;
-    tokJson = await (await fetchOk(new URL('tokenizer.json', url).href)).json();
-    const cfg = await fetch(new URL('tokenizer_config.json', url).href);
-    tokConfig = cfg.ok ? await cfg.json() : {};
-    model = await loadModel(url, modelFile ? { device: gpu, modelFile } : { device: gpu });
-    name = source.kind === 'shipped' ? 'sotu-gpt2 (shipped)' : url;
+  const progress = loadReporter(task);
+  const options: LoadModelOptions = { device: gpu, onProgress: progress.update, ...(modelFile ? { modelFile } : {}) };
+  try {
+    if (source.kind === 'files') {
+      const byName = (n: string): File | undefined => source.files.find((f) => (f.webkitRelativePath || f.name).split('/').slice(1).join('/') === n || f.name === n);
+      tokJson = await readJson(byName('tokenizer.json'), 'tokenizer.json');
+      tokConfig = byName('tokenizer_config.json') ? await readJson(byName('tokenizer_config.json'), 'tokenizer_config.json') : {};
+      model = await loadModel(source.files, options);
+      name = source.files[0]?.webkitRelativePath.split('/')[0] || 'your model';
+    } else {
+      const url = source.kind === 'shipped' ? new URL(SHIPPED_MODEL, base).href : new URL(source.url.endsWith('/') ? source.url : `${source.url}/`, base).href;
+      tokJson = await (await fetchOk(new URL('tokenizer.json', url).href)).json();
+      const cfg = await fetch(new URL('tokenizer_config.json', url).href);
+      tokConfig = cfg.ok ? await cfg.json() : {};
+      model = await loadModel(url, options);
+      name = source.kind === 'shipped' ? 'sotu-gpt2 (shipped)' : url;
+    }
+  } finally {
+    // Success or failure, the page's bar goes away; a failure is answered as the request's error.
+    progress.done();
   }
   const tokenizer = new Tokenizer(tokJson as object, tokConfig as object);
   if (source.kind !== 'shipped') {
@@ -159,6 +167,27 @@ async function loadTask(task: Task, source: ModelSource): Promise<ModelInfo> {
   if (old && old.model !== model && old.model !== tasks[task === 'spam' ? 'style' : 'spam']?.model) await old.model.dispose();
   baseAccuracy.clear();
   return modelInfo(task);
+}
+
+/**
+ * Relays loadModel's progress to the page: the first report at once, then at most one every 100 ms
+ * (a 1 MiB chunk or a tensor can land far more often than the page can draw), and the last with `done`.
+ */
+function loadReporter(task: Task): { update: NonNullable<LoadModelOptions['onProgress']>; done(): void } {
+  let last: Parameters<NonNullable<LoadModelOptions['onProgress']>>[0] | undefined;
+  let lastPost = -Infinity;
+  const send = (done: boolean): void =>
+    post({ type: 'loadProgress', task, file: last?.file ?? '', loadedBytes: last?.loadedBytes ?? 0, totalBytes: last?.totalBytes ?? null, tensors: last?.tensors ?? 0, totalTensors: last?.totalTensors ?? null, done });
+  return {
+    update(p) {
+      last = p;
+      const now = performance.now();
+      if (now - lastPost < 100) return;
+      lastPost = now;
+      send(false);
+    },
+    done: () => send(true),
+  };
 }
 
 /**

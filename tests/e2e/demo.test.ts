@@ -1,6 +1,6 @@
 // End to end: build the demo page, serve the build, and drive it in headless Chromium (WebGPU).
 // The page must open ready (shipped model and data, adapter shown, the naive-Bayes baseline
-// scored), run the quick preset of the spam filter in its worker — a seeded run that learns:
+// scored; the model's load shown on a bar that reaches the file's bytes and tensors), run the quick preset of the spam filter in its worker — a seeded run that learns:
 // validation accuracy strictly up, loss down — through a Stop and a Resume, keep the main thread
 // free while training (long tasks recorded and printed), measure the test set with progress and a
 // working Stop, download an adapter that parses and loads back with the same accuracy, and reach no
@@ -11,7 +11,7 @@
 // on a wall-clock budget, so a slow or busy machine makes the test slower, not red. The tests
 // therefore run without vitest's per-test timeout.
 // Screenshots go to test-results/ (CI artifacts).
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { build, preview, type PreviewServer } from 'vite';
@@ -56,7 +56,7 @@ afterAll(async () => {
 });
 
 /** What moves on the page while it works: progress bars and status lines. */
-const PROGRESS = ['#status', '#resume-offer', '#recovery', '#progress', '#progress-text', '#acc-test', '#style-progress', '#style-progress-text', '#sample-before', '#sample-after', '#files-status', '#classify-result'];
+const PROGRESS = ['#status', '#load-progress', '#load-text', '#resume-offer', '#recovery', '#progress', '#progress-text', '#acc-test', '#style-progress', '#style-progress-text', '#sample-before', '#sample-after', '#files-status', '#classify-result'];
 
 async function snapshot(page: Page): Promise<string> {
   return page.evaluate((sels) => sels.map((s) => {
@@ -147,6 +147,23 @@ function safetensorsHeader(bytes: Uint8Array): Record<string, { dtype: string; s
   delete header.__metadata__;
   return header as ReturnType<typeof safetensorsHeader>;
 }
+
+it('shows the model load: bytes and tensors up to the totals, then hides the bar', { timeout: NO_TIMEOUT }, async () => {
+  const { page, errors } = await openPage(QUICK);
+  const row = page.locator('#load-row');
+  expect(await row.isHidden()).toBe(true);
+  const d = await row.evaluate((el) => ({ ...(el as HTMLElement).dataset }));
+  // The last load of the page's start: the style task's language model (no external data).
+  expect(d).toMatchObject({ task: 'style', file: 'model.onnx', done: 'true' });
+  expect(Number(d.totalBytes)).toBe(statSync(resolve(root, 'demo/public/models/sotu-gpt2/onnx/model.onnx')).size);
+  expect(d.loadedBytes).toBe(d.totalBytes);
+  expect(Number(d.totalTensors)).toBeGreaterThan(0);
+  expect(d.tensors).toBe(d.totalTensors);
+  // At least one report while it loaded (the first is posted at once), then the closing one.
+  expect(Number(d.events)).toBeGreaterThanOrEqual(2);
+  expect(errors).toEqual([]);
+  await page.close();
+});
 
 it('runs the quick preset of the spam filter: it learns, beside the baseline; Stop and Resume; the test set with progress and Stop; the adapter round-trips', { timeout: NO_TIMEOUT }, async () => {
   const { page, requests, errors } = await openPage(QUICK);
