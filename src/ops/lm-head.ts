@@ -21,18 +21,17 @@
 // their kin have none (withLoss leaves a head with a bias to the unfused loss).
 
 import text from '../../shaders/lm-head.wgsl?raw';
-import { ShapeError, UnsupportedOpError } from '../errors.js';
+import { ShapeError } from '../errors.js';
 import { grid, type Program } from '../gpu/kernel.js';
 import { bindingLimit, type DeviceTraits } from '../gpu/traits.js';
 import { Shader } from '../gpu/wgsl.js';
-import { FLOAT_TYPES } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { sizeOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
-import { labelCountProgram } from './loss.js';
+import { checkLabels, labelCountProgram, lossAttributes } from './loss.js';
 import { lowerMatmul } from './matmul.js';
-import { requireFloat, ROW_WG, rowGrid, threadsPerRow } from './normalization.js';
+import { ROW_WG, rowGrid, threadsPerRow } from './normalization.js';
 import type { BufferRef, Inputs, LoweringContext, LoweringSteps, OpContext, OpDef } from './types.js';
-import { attrInt, attrString, need } from './util.js';
+import { attrInt, need } from './util.js';
 
 export const lmHeadShader = new Shader('lm-head.wgsl', text, {
   prelude: ['grid', 'f32max', 'lse'],
@@ -74,17 +73,8 @@ interface HeadConfig {
 function config(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext): HeadConfig {
   const hidden = need(inputs, 0, ctx);
   const labels = need(inputs, 1, ctx);
-  requireFloat(hidden, 'hidden', ctx);
-  if (FLOAT_TYPES.has(labels.dtype) || labels.dtype === 'bool') {
-    throw new ShapeError(ctx.opType, ctx.nodeName, `labels must be an integer tensor, got ${labels.dtype}`);
-  }
-  const r = hidden.dims.length;
-  if (r === 0) throw new ShapeError(ctx.opType, ctx.nodeName, 'hidden must have at least one dim (the hidden size)');
-  const lead = hidden.dims.slice(0, -1);
-  if (labels.dims.length !== lead.length || labels.dims.some((d, i) => d !== lead[i])) {
-    throw new ShapeError(ctx.opType, ctx.nodeName, `labels [${labels.dims.join(',')}] do not match hidden [${hidden.dims.join(',')}] without its last dim`);
-  }
-  const e = hidden.dims[r - 1]!;
+  const lead = checkLabels(hidden, labels, 'hidden', ctx);
+  const e = hidden.dims[lead.length]!;
   const transB = attrInt(attrs, 'transB', 0);
   if (transB !== 0 && transB !== 1) throw new ShapeError(ctx.opType, ctx.nodeName, `transB must be 0 or 1, got ${transB}`);
   const blocks: number[] = [];
@@ -100,15 +90,7 @@ function config(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext): HeadC
   if (blocks.length === 0) throw new ShapeError(ctx.opType, ctx.nodeName, 'needs at least one weight block');
   const vocab = blocks.reduce((s, v) => s + v, 0);
   if (vocab === 0) throw new ShapeError(ctx.opType, ctx.nodeName, 'the vocabulary is empty');
-  const reduction = attrString(attrs, 'reduction', 'mean');
-  if (reduction !== 'mean' && reduction !== 'sum') {
-    throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `reduction '${reduction}' (only 'mean' and 'sum')`);
-  }
-  const ignore = attrInt(attrs, 'ignore_index', -100);
-  if (!Number.isInteger(ignore) || ignore < -0x80000000 || ignore > 0x7fffffff) {
-    throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `ignore_index ${ignore} does not fit 32 bits`);
-  }
-  return { rows: sizeOf(lead), e, blocks, vocab, transB: transB === 1, ignore, mean: reduction === 'mean' };
+  return { rows: sizeOf(lead), e, blocks, vocab, transB: transB === 1, ...lossAttributes(attrs, ctx) };
 }
 
 /** Rows per chunk: `chunk_rows` when given, else as many as LM_HEAD_CHUNK_BYTES (and the binding limit) allow. */

@@ -52,23 +52,26 @@ interface CeConfig {
   readonly v: number;
 }
 
-function config(logits: TensorType, labels: TensorType, attrs: Attrs, ctx: OpContext): CeConfig {
-  requireFloat(logits, 'logits', ctx);
+/**
+ * The checks a cross-entropy over `scores` (logits, or the hidden states of a fused head) and its
+ * integer `labels` share: labels shaped as `scores` without its last dim. Returns those leading dims.
+ */
+export function checkLabels(scores: TensorType, labels: TensorType, what: string, ctx: OpContext): readonly number[] {
+  requireFloat(scores, what, ctx);
   if (FLOAT_TYPES.has(labels.dtype) || labels.dtype === 'bool') {
     throw new ShapeError(ctx.opType, ctx.nodeName, `labels must be an integer tensor, got ${labels.dtype}`);
   }
-  const r = logits.dims.length;
-  if (r === 0) throw new ShapeError(ctx.opType, ctx.nodeName, 'logits must have at least one dim (the vocabulary)');
-  const lead = logits.dims.slice(0, -1);
+  const r = scores.dims.length;
+  if (r === 0) throw new ShapeError(ctx.opType, ctx.nodeName, `${what} must have at least one dim`);
+  const lead = scores.dims.slice(0, -1);
   if (labels.dims.length !== lead.length || labels.dims.some((d, i) => d !== lead[i])) {
-    throw new ShapeError(
-      ctx.opType,
-      ctx.nodeName,
-      `labels of shape [${labels.dims.join(',')}] do not match logits [${logits.dims.join(',')}] without its last dim`,
-    );
+    throw new ShapeError(ctx.opType, ctx.nodeName, `labels of shape [${labels.dims.join(',')}] do not match ${what} [${scores.dims.join(',')}] without its last dim`);
   }
-  const v = logits.dims[r - 1]!;
-  if (v === 0) throw new ShapeError(ctx.opType, ctx.nodeName, 'the vocabulary (last dim of logits) is empty');
+  return lead;
+}
+
+/** The `reduction` and `ignore_index` attributes of a cross-entropy, as PyTorch's. */
+export function lossAttributes(attrs: Attrs, ctx: OpContext): { ignore: number; mean: boolean } {
   const reduction = attrString(attrs, 'reduction', 'mean');
   if (reduction !== 'mean' && reduction !== 'sum') {
     throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `reduction '${reduction}' (only 'mean' and 'sum')`);
@@ -77,7 +80,15 @@ function config(logits: TensorType, labels: TensorType, attrs: Attrs, ctx: OpCon
   if (!Number.isInteger(ignore) || ignore < -0x80000000 || ignore > 0x7fffffff) {
     throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `ignore_index ${ignore} does not fit 32 bits`);
   }
-  return { ignore, mean: reduction === 'mean', rows: sizeOf(lead), v };
+  return { ignore, mean: reduction === 'mean' };
+}
+
+function config(logits: TensorType, labels: TensorType, attrs: Attrs, ctx: OpContext): CeConfig {
+  const lead = checkLabels(logits, labels, 'logits', ctx);
+  const v = logits.dims[logits.dims.length - 1]!;
+  if (v === 0) throw new ShapeError(ctx.opType, ctx.nodeName, 'the vocabulary (last dim of logits) is empty');
+  return { ...lossAttributes(attrs, ctx), rows: sizeOf(lead), v };
+
 }
 
 /** Coordinates of flat position `r` in `dims`, for error messages. */

@@ -68,7 +68,7 @@ describe('LMHeadCrossEntropy reference', () => {
 
   it('checks its operands', () => {
     expect(() => run('LMHeadCrossEntropy', [h, labels, randomTensor([5, 7], 3)])).toThrow(/weight block 0 \[5,7\] must be \[4, V\]/);
-    expect(() => run('LMHeadCrossEntropy', [h, tensor('int64', [6], [0, 0, 0, 0, 0, 0]), w])).toThrow(/labels \[6\] do not match hidden/);
+    expect(() => run('LMHeadCrossEntropy', [h, tensor('int64', [6], [0, 0, 0, 0, 0, 0]), w])).toThrow(/labels of shape \[6\] do not match hidden/);
     expect(() => run('LMHeadCrossEntropy', [h, labels])).toThrow(/at least one weight block/);
   });
 });
