@@ -30,10 +30,13 @@ if (!['browser', 'node'].includes(runtime)) {
 }
 
 if (suites.split(',').includes('scale')) {
+  // The generator needs PyTorch and onnx: Debian's python3-torch / python3-onnx live under
+  // /usr/bin/python3, which a pyenv or venv python3 earlier on PATH would hide. PYTHON overrides.
+  const python = process.env.PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
   for (const name of ['gpt2-4x256', 'gpt2-small']) {
     if (existsSync(resolve(root, 'tests/fixtures/scale', name, 'onnx/model.onnx_data'))) continue;
     console.log(`generating tests/fixtures/scale/${name} (once)…`);
-    execFileSync('python3', [resolve(root, 'tests/fixtures/generate_scale.py'), name], { stdio: 'inherit' });
+    execFileSync(python, [resolve(root, 'tests/fixtures/generate_scale.py'), name], { stdio: 'inherit' });
   }
 }
 
