@@ -57,3 +57,33 @@ fn main(
   let v = data[dd + u32(j - P.block_lo) * P.axis_stride];
   out[i] = select(v, 0x7fc00000u, POISON == 1u && !inside); // 0x7fc00000: the f32 quiet NaN
 }
+
+// rows_int8: Gather along axis 0 of a 2-D table [axis_dim, axis_stride] kept as 8-bit codes
+// (storage i8r / u8r, ir/dtype.ts: the codes four per word, then one f32 scale and one f32 zero
+// point per row), dequantised as it is read: out[i] = (code − zp[row]) · scale[row]. One
+// invocation per output element, consecutive ones along a row (embedding lookups read a row's
+// consecutive bytes). An index out of range writes NaN, as the float path does.
+override SIGNED: u32 = 0u;
+
+@compute @workgroup_size(WG)
+fn rows_int8(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = workgroup_index(wid, nwg) * WG + lid;
+  if (i >= P.n) { return; }
+  let h = P.axis_stride;
+  var j = indices[i / h];
+  if (j < 0) { j += P.axis_dim; }
+  let inside = j >= 0 && j < P.axis_dim;
+  let r = u32(clamp(j, 0, P.axis_dim - 1));
+  let rows = u32(P.axis_dim);
+  let e = r * h + i % h;
+  let byte = (data[e / 4u] >> ((e % 4u) * 8u)) & 0xffu;
+  // Sign-extend the byte for int8 codes.
+  let code = select(f32(byte), f32((bitcast<i32>(byte) << 24u) >> 24u), SIGNED == 1u);
+  let base = (rows * h + 3u) / 4u;
+  let v = (code - bitcast<f32>(data[base + rows + r])) * bitcast<f32>(data[base + r]);
+  out[i] = select(bitcast<u32>(v), 0x7fc00000u, !inside);
+}

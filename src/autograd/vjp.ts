@@ -787,6 +787,8 @@ export const VJP: { readonly [K in OpType]: VjpEntry } = {
   Einsum: unsupported('Einsum is expanded into other ops at specialisation'),
   OneHot: null,
   IndexCheck: null,
+  // The straight-through estimator of the dynamic activation quantiser (ops/quantize.ts), as QAT does.
+  DynamicQuantizeDequantize: Same,
   // Rotary
   RotaryEmbedding,
   RotaryEmbeddingGrad,

@@ -154,7 +154,7 @@ export function layoutPlan(graph: PlanGraph, device: DeviceTraits, sharedBytes: 
     }
     const inInfos = node.inputs.map(infoOf);
     inInfos.forEach((info, k) => {
-      if (info?.storage && !def.packedInputs?.includes(k)) {
+      if (info?.storage && !(def.packedInputs?.includes(k) && (def.packedStorage?.(info.storage) ?? true))) {
         throw new ShapeError(node.opType, node.name, `input ${k} '${node.inputs[k]}' is a weight stored ${info.storage}, which this op's kernel does not read`);
       }
     });

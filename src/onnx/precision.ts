@@ -15,19 +15,31 @@
 // output name, stored `i8r`/`i8c`/`u8r`/`u8c` (codes, per-channel scales and zero points in one word
 // array; a per-tensor scale is repeated per channel): the kernels dequantise it as they load.
 //
-// Invariant: the rewritten graph computes exactly the same values (a half → float Cast is exact;
-// the kernels and the CPU executor dequantise as DequantizeLinear does, in f32).
+// transformers.js `q8` files (onnxruntime's dynamic IntegerOps quantiser) compute each linear layer
+// as DynamicQuantizeLinear(x) → MatMulInteger(x_q, W_q, x_zp, W_zp) → Cast → Mul(x_scale · W_scale).
+// Since Σ (xq − xzp)(wq − wzp)·xs·ws = fakequant(x) · dequant(W) exactly in real arithmetic, each
+// chain becomes `DynamicQuantizeDequantize(x)` (ops/quantize.ts; one per DynamicQuantizeLinear,
+// shared by the matmuls of one input) and a MatMul on W kept packed (`i8c`/`u8c`, per-tensor scale
+// repeated per column), named as the fp32 export names them: the MatMul is the MatMulInteger
+// without `_quant`, the weight the codes without `_quantized` — so module discovery and IA3 see the
+// fp32 model's linear layers. Their 8-bit embedding tables (`Gather(T_q, ids)` → DequantizeLinear
+// of the gathered codes, per-tensor) become a Gather on T kept packed (`i8r`/`u8r`) that
+// dequantises rows as it reads them.
+//
+// Invariant: the rewritten graph computes the same values (a half → float Cast is exact; the
+// kernels and the CPU executor dequantise as DequantizeLinear does, in f32; the q8 products differ
+// from MatMulInteger's integer sums by float rounding only).
 
-import { packInt8 } from '../ir/dtype.js';
+import { packInt8, type WeightStorage } from '../ir/dtype.js';
 import { initializerToRef, type Graph, type Initializer, type Node } from '../ir/graph.js';
 import { resolveOp } from '../ops/registry.js';
 
 const FLOAT = 1; // TensorProto.FLOAT, Cast's `to`
 
-/** Whether `node` reads `value` only at inputs its kernel reads packed. */
-function readsPacked(node: Node, value: string): boolean {
+/** Whether `node` reads `value` only at inputs its kernel reads packed in `storage`. */
+function readsPacked(node: Node, value: string, storage: WeightStorage): boolean {
   const op = resolveOp(node.domain, node.opType);
-  if (op?.kind !== 'primitive') return false;
+  if (op?.kind !== 'primitive' || !(op.def.packedStorage?.(storage) ?? true)) return false;
   return node.inputs.every((v, k) => v !== value || (op.def.packedInputs?.includes(k) ?? false));
 }
 
@@ -54,11 +66,7 @@ function int8Weight(graph: Graph, dq: Node): Initializer | undefined {
   };
 }
 
-/**
- * `graph` with its packable float16 weights marked packed (their float Casts dropped) and its QDQ
- * 8-bit weights folded into packed weights (their DequantizeLinear nodes dropped).
- */
-export function packFrozenWeights(graph: Graph): Graph {
+function readersOf(graph: Graph): Map<string, Node[]> {
   const readers = new Map<string, Node[]>();
   for (const n of graph.nodes) {
     for (const v of new Set(n.inputs)) {
@@ -68,6 +76,170 @@ export function packFrozenWeights(graph: Graph): Graph {
       else readers.set(v, [n]);
     }
   }
+  return readers;
+}
+
+/** A constant 8-bit tensor with its CPU data, or undefined. */
+function codesOf(graph: Graph, name: string | undefined): (Initializer & { data: Int8Array | Uint8Array }) | undefined {
+  const t = name ? graph.initializers.get(name) : undefined;
+  return t?.data && (t.dtype === 'int8' || t.dtype === 'uint8') ? (t as Initializer & { data: Int8Array | Uint8Array }) : undefined;
+}
+
+/**
+ * The per-channel scales and zero points of a weight's `channels` from constant scale (float32)
+ * and zero-point (the codes' dtype, or absent: 0) tensors holding one value or one per channel.
+ */
+function channelParams(graph: Graph, scaleName: string, zpName: string | undefined, dtype: string, channels: number): [Float64Array, Float64Array] | undefined {
+  const scale = graph.initializers.get(scaleName);
+  const zp = zpName ? graph.initializers.get(zpName) : undefined;
+  if (!scale?.data || scale.dtype !== 'float32' || (zpName && (!zp?.data || zp.dtype !== dtype))) return undefined;
+  const fits = (t: Initializer): boolean => {
+    const n = t.dims.reduce((a, d) => a * d, 1);
+    return n === 1 || (t.dims.length === 1 && n === channels);
+  };
+  if (!fits(scale) || (zp && !fits(zp))) return undefined;
+  const repeat = (v: Float64Array): Float64Array => (v.length === 1 ? new Float64Array(channels).fill(v[0]!) : v);
+  return [repeat(initializerToRef(scale).data), repeat(zp ? initializerToRef(zp).data : new Float64Array(1))];
+}
+
+/** A name for a value derived from `name` by dropping `suffix`, unless the graph already uses it. */
+function fp32Name(graph: Graph, name: string, suffix: string, fallback: string): string {
+  const plain = name.endsWith(suffix) ? name.slice(0, -suffix.length) : '';
+  const used = plain === '' || graph.initializers.has(plain) || graph.inputs.some((i) => i.name === plain) || graph.nodes.some((n) => n.outputs.includes(plain));
+  return used ? fallback : plain;
+}
+
+/** A q8 linear layer: its DynamicQuantizeLinear's nodes after it, and what replaces them. */
+interface Int8Chain {
+  readonly nodes: readonly Node[];
+  readonly weight: Initializer;
+  readonly matmul: Node;
+}
+
+/**
+ * The chain MatMulInteger(x_q, W_q, x_zp, W_zp) → Cast(to=FLOAT) → Mul(·, Mul(x_scale, W_scale))
+ * on the outputs of DynamicQuantizeLinear `dq`, when `mm` starts one over constant 8-bit weights.
+ */
+function int8Chain(graph: Graph, readers: Map<string, Node[]>, outputs: Set<string>, dq: Node, mm: Node, weights: Map<string, Initializer>): Int8Chain | undefined {
+  const [xq, xScale, xZp] = dq.outputs;
+  if (mm.opType !== 'MatMulInteger' || mm.domain !== '' || mm.inputs[0] !== xq || mm.inputs[2] !== xZp) return undefined;
+  const w = codesOf(graph, mm.inputs[1]);
+  if (!w || w.dims.length !== 2) return undefined;
+  const only = (v: string): Node | undefined => {
+    const rs = readers.get(v) ?? [];
+    return rs.length === 1 && !outputs.has(v) ? rs[0] : undefined;
+  };
+  const cast = only(mm.outputs[0]!);
+  if (!cast || cast.opType !== 'Cast' || cast.domain !== '' || Number(cast.attrs.to) !== FLOAT) return undefined;
+  const mul = only(cast.outputs[0]!);
+  if (!mul || mul.opType !== 'Mul' || mul.domain !== '') return undefined;
+  const scales = graph.nodes.find((n) => n.outputs[0] === mul.inputs.find((v) => v !== cast.outputs[0]));
+  if (!scales || scales.opType !== 'Mul' || scales.domain !== '' || only(scales.outputs[0]!) !== mul || !scales.inputs.includes(xScale!)) return undefined;
+  const wScale = scales.inputs.find((v) => v !== xScale);
+  const N = w.dims[1]!;
+  const key = `${w.name}\u0000${wScale}\u0000${mm.inputs[3] ?? ''}`;
+  let weight = weights.get(key);
+  if (!weight) {
+    const params = wScale === undefined ? undefined : channelParams(graph, wScale, mm.inputs[3] || undefined, w.dtype, N);
+    if (!params) return undefined;
+    weight = {
+      name: fp32Name(graph, w.name, '_quantized', `${w.name}_packed`),
+      dtype: 'float32',
+      dims: [...w.dims],
+      data: packInt8(w.data, ...params),
+      storage: w.dtype === 'int8' ? 'i8c' : 'u8c',
+    };
+    weights.set(key, weight);
+  }
+  const name = mm.name.endsWith('_quant') ? mm.name.slice(0, -'_quant'.length) : `${mm.name}/MatMul`;
+  const matmul: Node = { name, opType: 'MatMul', domain: '', inputs: [xq!, weight.name], outputs: [mul.outputs[0]!], attrs: {} };
+  return { nodes: [mm, cast, scales, mul], weight, matmul };
+}
+
+/**
+ * The 8-bit embedding table `Gather(T_q, ids)` → `DequantizeLinear(·, scale, zp)` (one scale and
+ * zero point for the table) of node `dq`, as a Gather on the table kept packed with per-row scales.
+ */
+function int8Table(graph: Graph, readers: Map<string, Node[]>, dq: Node, tables: Map<string, Initializer>): { gather: Node; table: Initializer } | undefined {
+  const gather = graph.nodes.find((n) => n.outputs[0] === dq.inputs[0]);
+  if (!gather || gather.opType !== 'Gather' || gather.domain !== '' || Number(gather.attrs.axis ?? 0) !== 0) return undefined;
+  if ((readers.get(gather.outputs[0]!) ?? []).length !== 1) return undefined;
+  const t = codesOf(graph, gather.inputs[0]);
+  if (!t || t.dims.length !== 2 || gather.inputs[1] === t.name) return undefined;
+  const key = `${t.name}\u0000${dq.inputs[1]}\u0000${dq.inputs[2] ?? ''}`;
+  let table = tables.get(key);
+  if (!table) {
+    // One scale for the whole table (the quantiser's per-tensor form), repeated per row.
+    const scale = graph.initializers.get(dq.inputs[1] ?? '');
+    if (!scale || scale.dims.reduce((a, d) => a * d, 1) !== 1) return undefined;
+    const params = channelParams(graph, scale.name, dq.inputs[2] || undefined, t.dtype, t.dims[0]!);
+    if (!params) return undefined;
+    table = {
+      name: fp32Name(graph, t.name, '_quantized', `${t.name}_packed`),
+      dtype: 'float32',
+      dims: [...t.dims],
+      data: packInt8(t.data, ...params),
+      storage: t.dtype === 'int8' ? 'i8r' : 'u8r',
+    };
+    tables.set(key, table);
+  }
+  return { gather: { ...gather, inputs: [table.name, gather.inputs[1]!], outputs: [dq.outputs[0]!] }, table };
+}
+
+/**
+ * `graph` with transformers.js q8 chains lowered (see the header): each DynamicQuantizeLinear whose
+ * every reader starts a recognised MatMulInteger chain, and each DequantizeLinear of an 8-bit
+ * embedding table's rows. Anything else is left as it is (and refused as unsupported ops).
+ */
+function lowerDynamicInt8(graph: Graph): Graph {
+  if (!graph.nodes.some((n) => n.opType === 'DynamicQuantizeLinear' || n.opType === 'DequantizeLinear')) return graph;
+  const readers = readersOf(graph);
+  const outputs = new Set(graph.outputs.map((o) => o.name));
+  const weights = new Map<string, Initializer>();
+  const replace = new Map<Node, Node | undefined>(); // old node → its replacement (undefined: dropped)
+  for (const dq of graph.nodes) {
+    if (dq.domain !== '') continue;
+    if (dq.opType === 'DynamicQuantizeLinear') {
+      if (dq.outputs.length !== 3 || dq.outputs.some((v) => outputs.has(v))) continue;
+      const chains = (readers.get(dq.outputs[0]!) ?? []).map((mm) => int8Chain(graph, readers, outputs, dq, mm, weights));
+      if (chains.length === 0 || chains.some((c) => !c)) continue;
+      // Every reader of the scale and zero point must be one of these chains.
+      const own = new Set(chains.flatMap((c) => c!.nodes));
+      if (!dq.outputs.slice(1).every((v) => (readers.get(v) ?? []).every((r) => own.has(r)))) continue;
+      replace.set(dq, { name: `${dq.name}_Dequantize`, opType: 'DynamicQuantizeDequantize', domain: 'ia3', inputs: [dq.inputs[0]!], outputs: [dq.outputs[0]!], attrs: {} });
+      for (const c of chains) {
+        const [mm, cast, scales, mul] = c!.nodes;
+        for (const n of [mm!, cast!, scales!]) replace.set(n, undefined);
+        replace.set(mul!, c!.matmul);
+      }
+    } else if (dq.opType === 'DequantizeLinear' && !outputs.has(dq.outputs[0]!)) {
+      const t = int8Table(graph, readers, dq, weights);
+      if (!t) continue;
+      replace.set(graph.nodes.find((n) => n.outputs[0] === dq.inputs[0])!, t.gather);
+      replace.set(dq, undefined);
+    }
+  }
+  if (replace.size === 0) return graph;
+  const nodes = graph.nodes.flatMap((n) => (replace.has(n) ? (replace.get(n) ? [replace.get(n)!] : []) : [n]));
+  const initializers = new Map(graph.initializers);
+  for (const w of weights.values()) initializers.set(w.name, w);
+  // The file's codes, scales and zero points are gone unless something else reads them.
+  const read = new Set(nodes.flatMap((n) => n.inputs));
+  const made = new Set([...weights.values()].map((w) => w.name));
+  for (const v of new Set([...replace.keys()].flatMap((n) => n.inputs))) {
+    if (!read.has(v) && !outputs.has(v) && !made.has(v)) initializers.delete(v);
+  }
+  return { ...graph, initializers, nodes };
+}
+
+/**
+ * `graph` with its packable float16 weights marked packed (their float Casts dropped), its QDQ
+ * 8-bit weights folded into packed weights (their DequantizeLinear nodes dropped) and its q8
+ * dynamic-quantisation chains lowered (see the header).
+ */
+export function packFrozenWeights(input: Graph): Graph {
+  const graph = lowerDynamicInt8(input);
+  const readers = readersOf(graph);
   const outputs = new Set(graph.outputs.map((o) => o.name));
   const dropped = new Map<string, string>(); // Cast output → the weight it widened
   const packed: Initializer[] = [];
@@ -80,12 +252,12 @@ export function packFrozenWeights(graph: Graph): Graph {
     const ok =
       rs.length > 0 &&
       rs.every((r) => {
-        if (readsPacked(r, init.name)) return true;
+        if (readsPacked(r, init.name, 'f16x2')) return true;
         const cast = r.opType === 'Cast' && r.domain === '' && Number(r.attrs.to) === FLOAT && !outputs.has(r.outputs[0]!);
         if (!cast) return false;
         casts.push(r);
         const next = readers.get(r.outputs[0]!) ?? [];
-        return next.length > 0 && next.every((x) => readsPacked(x, r.outputs[0]!));
+        return next.length > 0 && next.every((x) => readsPacked(x, r.outputs[0]!, 'f16x2'));
       });
     if (!ok) continue;
     // One streamed to the GPU widened to f32 (no CPU data: read through Casts) stays f32 there,
@@ -97,9 +269,8 @@ export function packFrozenWeights(graph: Graph): Graph {
   for (const n of graph.nodes) {
     if (n.opType !== 'DequantizeLinear' || n.domain !== '' || outputs.has(n.outputs[0]!)) continue;
     const next = readers.get(n.outputs[0]!) ?? [];
-    if (next.length === 0 || !next.every((r) => readsPacked(r, n.outputs[0]!))) continue;
     const w = int8Weight(graph, n);
-    if (!w) continue;
+    if (!w || next.length === 0 || !next.every((r) => readsPacked(r, n.outputs[0]!, w.storage!))) continue;
     packed.push(w);
     folded.add(n);
   }

@@ -78,6 +78,7 @@ export const gatherShader = new Shader('layout-gather.wgsl', gatherText, {
 });
 
 export const gatherKernel = gatherShader.kernel({ name: 'layout-gather', inputs: ['data', 'indices'], outputs: ['out'], uniforms: 'Params' });
+const gatherInt8Kernel = gatherShader.kernel({ name: 'layout-gather-rows-int8', entryPoint: 'rows_int8', inputs: ['data', 'indices'], outputs: ['out'], uniforms: 'Params' });
 
 export const padShader = new Shader('layout-pad.wgsl', padText, {
   prelude: ['grid'],
@@ -278,6 +279,22 @@ export function gatherProgram(map: GatherMap, ctx: OpContext): Program | undefin
       idx_strides: keep.map((k) => map.idxStrides[k]!),
       data_strides: keep.map((k) => map.dataStrides[k]!),
     },
+    workgroups: grid(Math.ceil(n / WG)),
+  };
+}
+
+/**
+ * Gather along axis 0 of a table [rows, cols] kept as 8-bit codes with per-row scales and zero
+ * points (storage `i8r` / `u8r`), dequantised as it is read; `count` indices.
+ */
+export function gatherInt8Program(rows: number, cols: number, count: number, signed: boolean): Program | undefined {
+  const n = count * cols;
+  if (n === 0) return undefined;
+  const zeros = new Array<number>(LATTICE_RANK).fill(0);
+  return {
+    kernel: gatherInt8Kernel,
+    overrides: { WG, SIGNED: signed ? 1 : 0 },
+    uniforms: { n, rank: 0, axis_dim: rows, axis_stride: cols, block_lo: 0, block_hi: rows, dims: zeros, idx_strides: zeros, data_strides: zeros },
     workgroups: grid(Math.ceil(n / WG)),
   };
 }

@@ -9,12 +9,12 @@
 // kernels.
 
 import { IndexOutOfRangeError, UnsupportedOpError } from '../errors.js';
-import { gpuStorage, isFloat } from '../ir/dtype.js';
+import { gpuStorage, int8Storage, isFloat } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { broadcastShapes, broadcastStrides, forEachIndex, normAxis, wrapIndex } from '../ir/shape.js';
 import { sizeOf, stridesOf, tensor, type RefTensor } from '../ir/tensor.js';
 import { asInt, asInts, axesOf, constInts, constScalar, fmt, gatedInput, requireIntType, shapeError, type Operand } from './layout-common.js';
-import { gatherProgram, latticeProgram, stridedProgram, transposeProgram, triluProgram, wordOf, type PadMode } from './layout-kernels.js';
+import { gatherInt8Program, gatherProgram, latticeProgram, stridedProgram, transposeProgram, triluProgram, wordOf, type PadMode } from './layout-kernels.js';
 import type { Inputs, Lowering, OpContext, OpDef } from './types.js';
 
 function need(inputs: Inputs<Operand>, i: number, what: string, ctx: OpContext): Operand {
@@ -94,6 +94,9 @@ function gatherPlan(inputs: Inputs<Operand>, attrs: Attrs, ctx: OpContext) {
 
 const Gather: OpDef = {
   domain: '',
+  // An embedding table of 8-bit codes with per-row scales (a q8 file's DequantizeLinear'd table).
+  packedInputs: [0],
+  packedStorage: (s) => s === 'i8r' || s === 'u8r',
   doc: 'Gather along `axis` with int indices (negative wrap). An out-of-range index is an IndexOutOfRangeError: at specialisation when constant, from the CPU reference, and after a GPU step from its index check (the kernel writes NaN for float data, clamps integers).',
   shape(inputs, attrs, ctx) {
     const p = gatherPlan(inputs, attrs, ctx);
@@ -117,6 +120,13 @@ const Gather: OpDef = {
   gpu(inputs, _outputs, attrs, ctx) {
     const p = gatherPlan(inputs, attrs, ctx);
     if (p.axisDim === 0 && sizeOf(p.outDims) > 0) throw shapeError(ctx, `cannot gather from axis ${p.axis} of size 0`);
+    const packed = int8Storage(inputs[0]?.storage);
+    if (packed) {
+      // An 8-bit embedding table (onnx/precision.ts packs only [rows, cols] tables with per-row
+      // scales, gathered along axis 0): dequantised as the rows are read.
+      if (p.axis !== 0 || p.data.dims.length !== 2 || packed.axis !== 0) throw shapeError(ctx, `an 8-bit table is gathered along axis 0 of [rows, cols] with per-row scales, got axis ${p.axis} of ${fmt(p.data.dims)} stored ${inputs[0]!.storage}`);
+      return single(gatherInt8Program(p.axisDim, p.inner, p.nIdx, packed.signed), 2);
+    }
     const program = gatherProgram(
       {
         dims: [p.outer, p.nIdx, p.inner],

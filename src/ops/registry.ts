@@ -27,6 +27,7 @@ import { lossOps } from './loss.js';
 import { matmulOps } from './matmul.js';
 import { normalizationOps } from './normalization.js';
 import { oneHotOps } from './onehot.js';
+import { quantizeOps } from './quantize.js';
 import { reduceOps } from './reduce.js';
 import { rotaryOps } from './rotary.js';
 import type { ExpandedOpDef, OpDef } from './types.js';
@@ -45,6 +46,7 @@ export const OPS = {
   ...matmulOps,
   ...normalizationOps,
   ...oneHotOps,
+  ...quantizeOps,
   ...reduceOps,
   ...rotaryOps,
 } satisfies Record<string, OpDef>;

@@ -30,7 +30,7 @@
 
 import type { LoweringSteps } from '../gpu/dispatch.js';
 import type { DeviceTraits } from '../gpu/traits.js';
-import type { DataType } from '../ir/dtype.js';
+import type { DataType, WeightStorage } from '../ir/dtype.js';
 import type { Attrs, ExpandedOp, Initializer, Node } from '../ir/graph.js';
 import type { RefTensor, TensorType, ValueInfo } from '../ir/tensor.js';
 import type { OpType } from './registry.js';
@@ -95,6 +95,8 @@ export interface OpDef extends OpVersions {
    * the plan refuses a packed value anywhere else, and the load-time packing asks before packing.
    */
   readonly packedInputs?: readonly number[];
+  /** The storages those inputs accept (default: every WeightStorage). */
+  readonly packedStorage?: (storage: WeightStorage) => boolean;
 }
 
 /**

@@ -27,7 +27,7 @@ import { closeness } from '../util/tensors.js';
 
 const refTensor = (t: JsonTensor): RefTensor => ({ dtype: t.dtype, dims: t.dims, data: Float64Array.from(t.data as number[], Number) });
 
-const FILES: [model: string, file: string, kind: 'fp16' | 'q4' | 'int8'][] = [
+const FILES: [model: string, file: string, kind: 'fp16' | 'q4' | 'int8' | 'q8'][] = [
   ['gpt2', 'onnx/model_fp16.onnx', 'fp16'],
   ['gpt2', 'onnx/model_fp16_weights.onnx', 'fp16'],
   ['llama', 'onnx/model_fp16.onnx', 'fp16'],
@@ -41,6 +41,11 @@ const FILES: [model: string, file: string, kind: 'fp16' | 'q4' | 'int8'][] = [
   ['gpt2', 'onnx/model_int8_qdq.onnx', 'int8'],
   ['llama', 'onnx/model_int8_qdq.onnx', 'int8'],
   ['bert', 'onnx/model_int8_qdq.onnx', 'int8'],
+  ['gpt2', 'onnx/model_quantized.onnx', 'q8'],
+  ['gpt2', 'onnx/model_quantized_per_channel.onnx', 'q8'],
+  ['llama', 'onnx/model_quantized.onnx', 'q8'],
+  ['llama', 'onnx/model_quantized_per_channel.onnx', 'q8'],
+  ['bert', 'onnx/model_quantized.onnx', 'q8'],
 ];
 
 /** Half weights: every module's weight is packed and read by its matmul directly. */
@@ -71,6 +76,27 @@ function checkInt8(graph: Graph, modules: readonly ModuleInfo[]): void {
   expect(() => checkMergeable(graph, modules, { gpu: false })).toThrow(/is an 8-bit weight/);
 }
 
+/**
+ * q8 dynamic int8: every module's weight packed per column under the fp32 export's name, every
+ * DynamicQuantizeLinear chain lowered to the fake quantiser and a MatMul, the embedding tables
+ * packed per row and read by Gather; no file op of the chains left.
+ */
+function checkQ8(graph: Graph, modules: readonly ModuleInfo[], plain: Graph): void {
+  for (const m of modules) {
+    expect(graph.initializers.get(m.weight)?.storage, m.path).toMatch(/^[iu]8c$/);
+    if (plain.initializers.has(m.weight.replace(/_packed$/, ''))) expect(m.weight, m.path).not.toMatch(/_quantized|_packed/);
+  }
+  for (const op of ['DynamicQuantizeLinear', 'MatMulInteger', 'DequantizeLinear', 'Cast']) {
+    expect(graph.nodes.filter((n) => n.opType === op && n.inputs.some((v) => /_quantized|_scale/.test(v))), op).toEqual([]);
+  }
+  expect(graph.nodes.filter((n) => n.opType === 'DynamicQuantizeDequantize').length).toBeGreaterThan(0);
+  const tables = graph.nodes.filter((n) => n.opType === 'Gather' && graph.initializers.get(n.inputs[0]!)?.storage?.match(/^[iu]8r$/));
+  expect(tables.length, 'embedding tables read packed').toBeGreaterThan(0);
+  for (const t of tables) expect(plain.initializers.has(t.inputs[0]!), t.inputs[0]).toBe(true);
+  expect([...graph.initializers.values()].filter((i) => i.dtype === 'int8' || i.dtype === 'uint8')).toEqual([]);
+  expect(() => checkMergeable(graph, modules, { gpu: false })).toThrow(/is an 8-bit weight/);
+}
+
 describe('fp16, 4-bit and 8-bit files at load', () => {
   for (const [model, file, kind] of FILES) {
     it(`${model}-variants/${file}`, () => {
@@ -83,6 +109,7 @@ describe('fp16, 4-bit and 8-bit files at load', () => {
       expect(summary(modules)).toEqual(summary(findModules(plain, { modelType })));
       if (kind === 'fp16') checkHalf(graph, modules);
       else if (kind === 'q4') checkQ4(graph, modules);
+      else if (kind === 'q8') checkQ8(graph, modules, plain);
       else checkInt8(graph, modules);
 
       // The same function: the CPU executor against onnxruntime-web.

@@ -18,6 +18,7 @@ import { lossShader } from '../../src/ops/loss.js';
 import { matmulGemvI8Shader, matmulGemvPackedShader, matmulGemvQ4Shader, matmulGemvShader, matmulI8Shader, matmulPackedShader, matmulQ4Shader, matmulShader } from '../../src/ops/matmul.js';
 import { normShader, softmaxShader } from '../../src/ops/normalization.js';
 import { optimShader } from '../../src/ops/optim.js';
+import { quantizeShader } from '../../src/ops/quantize.js';
 import { reduceShader, scanShader } from '../../src/ops/reduce.js';
 import { rotaryShader } from '../../src/ops/rotary.js';
 import { trainShader } from '../../src/train/kernels.js';
@@ -47,6 +48,7 @@ const SHADERS: readonly Shader[] = [
   normShader,
   softmaxShader,
   optimShader,
+  quantizeShader,
   reduceShader,
   scanShader,
   rotaryShader,
