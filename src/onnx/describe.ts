@@ -1,7 +1,7 @@
 // A readable summary of an imported graph: what it takes, what it returns, which ops it runs, how
 // many parameters it holds and which linear layers (IA3 targets) were found under which paths.
 
-import { DTYPES, isFloat } from '../ir/dtype.js';
+import { DTYPES, int8Storage, isFloat } from '../ir/dtype.js';
 import { opsetOf, type Graph } from '../ir/graph.js';
 import { sizeOf } from '../ir/tensor.js';
 import { unnamedLinears, type ModuleInfo } from './modules.js';
@@ -69,6 +69,17 @@ export function describeGraph(graph: Graph, modules: readonly ModuleInfo[]): str
   }
   const q4 = [...graph.initializers.values()].filter((i) => i.storage?.startsWith('q4b'));
   if (q4.length > 0) lines.push(`Precision on the GPU: ${q4.length} weights in 4-bit blocks (MatMulNBits), dequantised inside the matmul kernels`);
+  const i8 = [...graph.initializers.values()].filter((i) => int8Storage(i.storage));
+  if (i8.length > 0) {
+    const gathered = new Set(graph.nodes.filter((n) => n.opType === 'Gather').map((n) => n.inputs[0]));
+    const tables = i8.filter((i) => gathered.has(i.name)).length;
+    const quantisers = graph.nodes.filter((n) => n.opType === 'DynamicQuantizeDequantize').length;
+    lines.push(
+      `Precision on the GPU: ${i8.length - tables} weights in 8 bits dequantised inside the matmul kernels` +
+        (tables ? `, ${tables} embedding tables in 8 bits dequantised by Gather` : '') +
+        (quantisers ? `; ${quantisers} dynamic uint8 activation quantisers (q8 DynamicQuantizeLinear, straight-through gradient)` : ''),
+    );
+  }
 
   const hist = new Map<string, number>();
   for (const n of graph.nodes) {

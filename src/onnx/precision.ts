@@ -20,11 +20,12 @@
 // Since Σ (xq − xzp)(wq − wzp)·xs·ws = fakequant(x) · dequant(W) exactly in real arithmetic, each
 // chain becomes `DynamicQuantizeDequantize(x)` (ops/quantize.ts; one per DynamicQuantizeLinear,
 // shared by the matmuls of one input) and a MatMul on W kept packed (`i8c`/`u8c`, per-tensor scale
-// repeated per column), named as the fp32 export names them: the MatMul is the MatMulInteger
-// without `_quant`, the weight the codes without `_quantized` — so module discovery and IA3 see the
-// fp32 model's linear layers. Their 8-bit embedding tables (`Gather(T_q, ids)` → DequantizeLinear
-// of the gathered codes, per-tensor) become a Gather on T kept packed (`i8r`/`u8r`) that
-// dequantises rows as it reads them.
+// repeated per column) under the codes' name (`<W>_quantized`); the MatMul is named as the fp32
+// export's node (the MatMulInteger without `_quant`), so module discovery and IA3 see the fp32
+// model's linear layers. (The weight keeps the file's name: the quantiser stores a Gemm transB
+// weight transposed under its parameter's name, so `<W>` would pass for a GPT-2 Conv1D weight.)
+// Their 8-bit embedding tables (`Gather(T_q, ids)` → DequantizeLinear of the gathered codes, per
+// tensor) become a Gather on T_q kept packed (`i8r`/`u8r`) that dequantises rows as it reads them.
 //
 // Invariant: the rewritten graph computes the same values (a half → float Cast is exact; the
 // kernels and the CPU executor dequantise as DequantizeLinear does, in f32; the q8 products differ
@@ -102,13 +103,6 @@ function channelParams(graph: Graph, scaleName: string, zpName: string | undefin
   return [repeat(initializerToRef(scale).data), repeat(zp ? initializerToRef(zp).data : new Float64Array(1))];
 }
 
-/** A name for a value derived from `name` by dropping `suffix`, unless the graph already uses it. */
-function fp32Name(graph: Graph, name: string, suffix: string, fallback: string): string {
-  const plain = name.endsWith(suffix) ? name.slice(0, -suffix.length) : '';
-  const used = plain === '' || graph.initializers.has(plain) || graph.inputs.some((i) => i.name === plain) || graph.nodes.some((n) => n.outputs.includes(plain));
-  return used ? fallback : plain;
-}
-
 /** A q8 linear layer: its DynamicQuantizeLinear's nodes after it, and what replaces them. */
 interface Int8Chain {
   readonly nodes: readonly Node[];
@@ -143,7 +137,7 @@ function int8Chain(graph: Graph, readers: Map<string, Node[]>, outputs: Set<stri
     const params = wScale === undefined ? undefined : channelParams(graph, wScale, mm.inputs[3] || undefined, w.dtype, N);
     if (!params) return undefined;
     weight = {
-      name: fp32Name(graph, w.name, '_quantized', `${w.name}_packed`),
+      name: w.name,
       dtype: 'float32',
       dims: [...w.dims],
       data: packInt8(w.data, ...params),
@@ -175,7 +169,7 @@ function int8Table(graph: Graph, readers: Map<string, Node[]>, dq: Node, tables:
     const params = channelParams(graph, scale.name, dq.inputs[2] || undefined, t.dtype, t.dims[0]!);
     if (!params) return undefined;
     table = {
-      name: fp32Name(graph, t.name, '_quantized', `${t.name}_packed`),
+      name: t.name,
       dtype: 'float32',
       dims: [...t.dims],
       data: packInt8(t.data, ...params),

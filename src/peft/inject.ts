@@ -73,7 +73,16 @@ export function insertIA3(graph: Graph, targets: readonly ScaledModule[], saved:
         }
         const x = mm.inputs[0]!;
         const u = `${mm.name}/ia3_input`;
-        nodes.splice(at, 1, { name: `${mm.name}/IA3Scale`, opType: 'IA3Scale', domain: 'ia3', inputs: [x, ...names], outputs: [u], attrs: {} }, { ...mm, inputs: [u, ...mm.inputs.slice(1)] });
+        const scale: Node = { name: `${mm.name}/IA3Scale`, opType: 'IA3Scale', domain: 'ia3', inputs: [x, ...names], outputs: [u], attrs: {} };
+        // A q8 layer quantises its input (onnx/precision.ts): the module is quantiser + MatMul, so
+        // x ⊙ l goes through a quantiser of its own, as PEFT scales the input of a quantised Linear.
+        const quant = nodes.find((n) => n.outputs[0] === x && n.opType === 'DynamicQuantizeDequantize' && n.domain === 'ia3');
+        if (quant) {
+          const uq = `${mm.name}/ia3_input_quantized`;
+          nodes.splice(at, 1, { ...scale, inputs: [quant.inputs[0]!, ...names] }, { ...quant, name: `${mm.name}/ia3_quantize`, inputs: [u], outputs: [uq] }, { ...mm, inputs: [uq, ...mm.inputs.slice(1)] });
+        } else {
+          nodes.splice(at, 1, scale, { ...mm, inputs: [u, ...mm.inputs.slice(1)] });
+        }
       } else {
         // Output scale after the bias: the producer of the module's output writes a new value that
         // IA3Scale turns back into the original name, so every reader (and graph outputs) see y·l.

@@ -100,7 +100,7 @@ export function checkMergeable(graph: Graph, modules: readonly ModuleInfo[], opt
       if (init.storage?.startsWith('q4b')) {
         problems.push(`'${name}' of module '${m.path}' is a 4-bit weight (MatMulNBits); merging would requantise it (lossy): load this adapter into the model's fp32 export and merge or export there`);
       } else if (init.storage && init.storage !== 'f16x2') {
-        problems.push(`'${name}' of module '${m.path}' is an 8-bit weight (DequantizeLinear); merging would requantise it (lossy): load this adapter into the model's fp32 export and merge or export there`);
+        problems.push(`'${name}' of module '${m.path}' is an 8-bit weight (DequantizeLinear or MatMulInteger); merging would requantise it (lossy): load this adapter into the model's fp32 export and merge or export there`);
       } else if (init.dtype !== 'float32') {
         problems.push(`'${name}' of module '${m.path}' is ${init.dtype}; merging supports float32 weights: load this adapter into the model's fp32 export and merge or export there`);
       }

@@ -14,12 +14,15 @@
 // Packed storage needs no `shader-f16` (WGSL's core unpack2x16float), so nothing here depends on
 // the adapter's features; the log line says whether the adapter has shader-f16 at all.
 import { describe, expect, it } from 'vitest';
-import { floatToHalf, halfToFloat, packHalves, packQ4, q4Layout, q4Value, type WeightStorage } from '../../src/ir/dtype.js';
+import { floatToHalf, halfToFloat, int8Value, packHalves, packInt8, packQ4, q4Layout, q4Value, type WeightStorage } from '../../src/ir/dtype.js';
 import type { Attrs } from '../../src/ir/graph.js';
 import { fromGpuBytes, tensor, toGpuArray, type RefTensor, type TensorData } from '../../src/ir/tensor.js';
 import { loadModel, type Model } from '../../src/index.js';
 import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { lowerMatmul, matmulOps, type MatmulOpType } from '../../src/ops/matmul.js';
+import { dynamicQuantParams } from '../../src/ops/quantize.js';
+import { OPS } from '../../src/ops/registry.js';
+import type { GpuLower } from '../../src/ops/types.js';
 import { IA3Config } from '../../src/peft/config.js';
 import { getPeftModel } from '../../src/peft/model.js';
 import { fetchJson, ortDiffs, tensorData, type OrtReference, type Reference } from '../util/fixture-compare.js';
@@ -120,6 +123,76 @@ describe('matmul kernels with B in 4-bit blocks', () => {
   }
 });
 
+describe('the dynamic uint8 activation quantiser (q8 files)', () => {
+  // DynamicQuantizeDequantize against its f32-emulating reference: the range pass over several
+  // workgroups' worth of elements, ranges that do not straddle 0, a constant tensor (scale 1).
+  // A division on the GPU may land a value on the other side of a rounding tie, so a code may
+  // differ by one step (one scale) on a rare element; everything else is bit-exact.
+  const op = OPS.DynamicQuantizeDequantize;
+  const cases: [string, () => RefTensor][] = [
+    ['37 values in [-1, 1]', () => randomTensor([37], 500)],
+    ['[3, 300] in [-0.2, 3]', () => randomTensor([3, 300], 501, -0.2, 3)],
+    ['[2, 64, 129] in [0.5, 2] (min widened to 0)', () => randomTensor([2, 64, 129], 502, 0.5, 2)],
+    ['[5, 33] in [-4, -1] (max widened to 0)', () => randomTensor([5, 33], 503, -4, -1)],
+    ['a zero tensor (scale 1)', () => tensor('float32', [4, 9])],
+  ];
+  for (const [name, make] of cases) {
+    it(name, async () => {
+      const x = make();
+      const ctx = context('DynamicQuantizeDequantize', name);
+      const want = runReference(op, [x], {}, ctx)[0]!;
+      const [got] = await runOnGpu(await getGpu(), op, [x], {}, ctx);
+      const { scale } = dynamicQuantParams(x.data);
+      let off = 0;
+      for (let i = 0; i < want.data.length; i++) {
+        const d = Math.abs(got!.data[i]! - want.data[i]!);
+        expect(d, `element ${i}`).toBeLessThanOrEqual(scale * (1 + 1e-5));
+        if (d > 1e-6 * (Math.abs(want.data[i]!) + scale)) off++;
+      }
+      expect(off, 'elements a rounding tie moved').toBeLessThanOrEqual(Math.ceil(want.data.length / 1000));
+    });
+  }
+});
+
+describe('Gather on an 8-bit embedding table (q8 files)', () => {
+  // The table [rows, cols] as codes with per-row scales and zero points (i8r / u8r); the reference
+  // gathers the dequantised table (int8Value), negative indices included.
+  const cases: [rows: number, cols: number, idx: number[], signed: boolean][] = [
+    [120, 32, [0, 5, 119, -1, 7, 7], false],
+    [33, 13, [3, -33, 32, 0, 12], true],
+    [8, 257, [1, 2, 3, 4, 5, 6, 7, 0, -2], false],
+  ];
+  let seed = 600;
+  for (const [rows, cols, idx, signed] of cases) {
+    const what = `${signed ? 'int8' : 'uint8'} [${rows}, ${cols}], ${idx.length} indices`;
+    it(what, async () => {
+      const codes = randomInts([rows * cols], seed++, signed ? -128 : 0, signed ? 128 : 256, 'int32').data;
+      const zps = randomInts([rows], seed++, signed ? -20 : 100, signed ? 20 : 160, 'int32').data;
+      const words = packInt8(codes, randomTensor([rows], seed++, 0.001, 0.05).data, zps);
+      const table = tensor('float32', [rows, cols]);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) table.data[r * cols + c] = int8Value(words, [rows, cols], signed, 0, r, c);
+      const ids = tensor('int64', [idx.length], idx);
+      const ctx = context('Gather', what);
+      const want = runReference(OPS.Gather, [table, ids], {}, ctx)[0]!;
+      const storage: WeightStorage = signed ? 'i8r' : 'u8r';
+      const low = OPS.Gather.gpu as GpuLower;
+      const lowered = low([{ dtype: 'float32', dims: [rows, cols], storage }, { dtype: 'int64', dims: ids.dims }], [want], {}, { ...ctx, device: (await getGpu()).traits });
+      if ('alias' in lowered) throw new Error('expected a kernel');
+      expect(lowered.steps.map((st) => st.program.kernel.name)).toEqual(['layout-gather-rows-int8']);
+      const gpu = await getGpu();
+      const bufs = [gpu.upload(words), gpu.upload(toGpuArray(ids))];
+      const out = gpu.buffers.acquire(4 * want.data.length);
+      try {
+        await gpu.run(lowered.steps.map((st) => ({ program: st.program, buffers: st.bindings.map((r) => ('in' in r ? bufs[r.in]! : out)) })));
+        const got = fromGpuBytes({ dtype: 'float32', dims: want.dims }, await gpu.read(out, 4 * want.data.length));
+        expectClose(got, want, { rtol: 1e-6, atol: 0 }, what);
+      } finally {
+        for (const b of [...bufs, out]) gpu.buffers.release(b);
+      }
+    });
+  }
+});
+
 interface Variant {
   readonly model: 'gpt2' | 'llama' | 'bert';
   readonly file: string;
@@ -140,6 +213,11 @@ const VARIANTS: readonly Variant[] = [
   { model: 'gpt2', file: 'onnx/model_int8_qdq.onnx', task: 'CAUSAL_LM' },
   { model: 'llama', file: 'onnx/model_int8_qdq.onnx', task: 'CAUSAL_LM' },
   { model: 'bert', file: 'onnx/model_int8_qdq.onnx', task: 'SEQ_CLS' },
+  { model: 'gpt2', file: 'onnx/model_quantized.onnx', task: 'CAUSAL_LM' },
+  { model: 'gpt2', file: 'onnx/model_quantized_per_channel.onnx', task: 'CAUSAL_LM' },
+  { model: 'llama', file: 'onnx/model_quantized.onnx', task: 'CAUSAL_LM' },
+  { model: 'llama', file: 'onnx/model_quantized_per_channel.onnx', task: 'CAUSAL_LM' },
+  { model: 'bert', file: 'onnx/model_quantized.onnx', task: 'SEQ_CLS' },
 ];
 
 const keysAndDims = (sd: Record<string, TensorData>): string[] => Object.entries(sd).map(([k, t]) => `${k} [${t.dims.join(',')}]`).sort();
@@ -185,14 +263,14 @@ describe('fp16, 4-bit and 8-bit variants on the GPU', () => {
         const base = getPeftModel(plain, new IA3Config({ taskType: v.task, initIa3Weights: false }));
         expect(keysAndDims(peft.stateDict())).toEqual(keysAndDims(base.stateDict()));
         // Weights count by their logical numel, as in the fp32 export (docs/architecture.md, Precision),
-        // except a tie the quantiser broke: GPT-2's QDQ file stores lm_head in 8 bits beside an f32
-        // wte, so the two are separate tensors and lm_head counts on its own.
+        // except a tie the quantiser broke: GPT-2's QDQ and q8 files store lm_head in 8 bits apart
+        // from wte (f32, or 8 bits of its own), so the two are separate tensors and lm_head counts on its own.
         const counts = (line: string): number[] => [...line.matchAll(/params: ([\d,]+)/g)].map((m) => Number(m[1]!.replace(/,/g, '')));
         const [t, all] = counts(peft.printTrainableParameters());
         const [tBase, allBase] = counts(base.printTrainableParameters());
         expect(t).toBe(tBase);
         const lmHead = model.modules.find((m) => m.path === 'lm_head')!;
-        expect(all).toBe(allBase! + (v.model === 'gpt2' && v.file.includes('int8') ? lmHead.inFeatures * lmHead.outFeatures : 0));
+        expect(all).toBe(allBase! + (v.model === 'gpt2' && /int8|quantized/.test(v.file) ? lmHead.inFeatures * lmHead.outFeatures : 0));
         const files = peft.saveAdapter();
         expect(files['adapter_config.json']).toBe(base.saveAdapter()['adapter_config.json']);
 

@@ -11,7 +11,7 @@ import { layoutPlan } from '../../src/compile/plan.js';
 import { SizeLimitError } from '../../src/errors.js';
 import { deviceTraits } from '../../src/gpu/traits.js';
 import type { GpuContext } from '../../src/gpu/device.js';
-import type { Graph } from '../../src/ir/graph.js';
+import type { Graph, Initializer } from '../../src/ir/graph.js';
 import { sizeOf, type RefTensor } from '../../src/ir/tensor.js';
 import { decodeOnnx } from '../../src/onnx/decode.js';
 import { describeGraph } from '../../src/onnx/describe.js';
@@ -22,6 +22,9 @@ import { detectModelType, findModules, type ModuleInfo } from '../../src/onnx/mo
 import { IA3Config } from '../../src/peft/config.js';
 import { getPeftModel } from '../../src/peft/model.js';
 import { checkMergeable } from '../../src/peft/merge.js';
+import { insertIA3 } from '../../src/peft/inject.js';
+import { dynamicQuantParams, roundHalfEven } from '../../src/ops/quantize.js';
+import { OPS } from '../../src/ops/registry.js';
 import { ortDiffs, readJson, type JsonTensor, type OrtReference, type Reference } from '../util/real-fixtures.js';
 import { closeness } from '../util/tensors.js';
 
@@ -82,19 +85,17 @@ function checkInt8(graph: Graph, modules: readonly ModuleInfo[]): void {
  * packed per row and read by Gather; no file op of the chains left.
  */
 function checkQ8(graph: Graph, modules: readonly ModuleInfo[], plain: Graph): void {
-  for (const m of modules) {
-    expect(graph.initializers.get(m.weight)?.storage, m.path).toMatch(/^[iu]8c$/);
-    if (plain.initializers.has(m.weight.replace(/_packed$/, ''))) expect(m.weight, m.path).not.toMatch(/_quantized|_packed/);
-  }
+  for (const m of modules) expect(graph.initializers.get(m.weight)?.storage, m.path).toMatch(/^[iu]8c$/);
   for (const op of ['DynamicQuantizeLinear', 'MatMulInteger', 'DequantizeLinear', 'Cast']) {
     expect(graph.nodes.filter((n) => n.opType === op && n.inputs.some((v) => /_quantized|_scale/.test(v))), op).toEqual([]);
   }
   expect(graph.nodes.filter((n) => n.opType === 'DynamicQuantizeDequantize').length).toBeGreaterThan(0);
   const tables = graph.nodes.filter((n) => n.opType === 'Gather' && graph.initializers.get(n.inputs[0]!)?.storage?.match(/^[iu]8r$/));
   expect(tables.length, 'embedding tables read packed').toBeGreaterThan(0);
-  for (const t of tables) expect(plain.initializers.has(t.inputs[0]!), t.inputs[0]).toBe(true);
+  for (const t of tables) expect(plain.initializers.has(t.inputs[0]!.replace(/_quantized$/, '')), t.inputs[0]).toBe(true);
   expect([...graph.initializers.values()].filter((i) => i.dtype === 'int8' || i.dtype === 'uint8')).toEqual([]);
-  expect(() => checkMergeable(graph, modules, { gpu: false })).toThrow(/is an 8-bit weight/);
+  expect(() => checkMergeable(graph, modules, { gpu: false })).toThrow(/is an 8-bit weight \(DequantizeLinear or MatMulInteger\)/);
+  expect(describeGraph(graph, modules)).toMatch(/Precision on the GPU: \d+ weights in 8 bits dequantised inside the matmul kernels, \d+ embedding tables in 8 bits dequantised by Gather; \d+ dynamic uint8 activation quantisers/);
 }
 
 describe('fp16, 4-bit and 8-bit files at load', () => {
@@ -170,5 +171,38 @@ describe('packed weights under a binding limit', () => {
     const spec = specialize(graph, shapes);
     expect(() => legalize(spec, limited(limit))).toThrow(SizeLimitError);
     expect(() => legalize(spec, limited(limit))).toThrow(/stored packed \(q4b32\), and packed weights are not split into blocks/);
+  });
+});
+
+describe('IA3 feed-forward scaling of a q8 layer', () => {
+  it('scales the input before the layer quantises it: (x ⊙ l) goes through a quantiser of its own', () => {
+    const graph = decodeOnnx(new Uint8Array(readFileSync('tests/fixtures/real/gpt2-variants/onnx/model_quantized.onnx')));
+    const m = findModules(graph, { modelType: 'gpt2' }).find((x) => x.path === 'transformer.h.0.mlp.c_proj')!;
+    const before = graph.nodes.find((n) => n.name === m.node)!;
+    const quant = graph.nodes.find((n) => n.outputs[0] === before.inputs[0])!;
+    expect(quant.opType).toBe('DynamicQuantizeDequantize');
+    const l: Initializer = { name: 'ia3::default::transformer.h.0.mlp.c_proj', dtype: 'float32', dims: [1, m.inFeatures], data: new Float32Array(m.inFeatures).fill(2) };
+    const out = insertIA3(graph, [{ module: m, feedforward: true, vectors: [l] }]);
+    const mm = out.nodes.find((n) => n.name === m.node)!;
+    const q = out.nodes.find((n) => n.outputs[0] === mm.inputs[0])!;
+    const scale = out.nodes.find((n) => n.outputs[0] === q.inputs[0])!;
+    expect([q.opType, scale.opType]).toEqual(['DynamicQuantizeDequantize', 'IA3Scale']);
+    expect(scale.inputs).toEqual([quant.inputs[0], l.name]);
+    // The file's quantiser still serves its other readers, if any, unscaled.
+    expect(out.nodes.filter((n) => n.opType === 'DynamicQuantizeDequantize').length).toBe(graph.nodes.filter((n) => n.opType === 'DynamicQuantizeDequantize').length + 1);
+  });
+});
+
+describe('the dynamic quantiser reference', () => {
+  it("computes onnxruntime's parameters and rounds halves to even", () => {
+    expect([roundHalfEven(2.5), roundHalfEven(3.5), roundHalfEven(-2.5), roundHalfEven(-0.5), roundHalfEven(1.4999)]).toEqual([2, 4, -2, -0, 1]);
+    expect(dynamicQuantParams([0, 0, 0])).toEqual({ scale: 1, zeroPoint: 0 });
+    expect(dynamicQuantParams([0, 255])).toEqual({ scale: 1, zeroPoint: 0 });
+    // min −1, max 2: scale 3/255 in f32, zero point round(1 / scale) = 85.
+    expect(dynamicQuantParams([-1, 2, 0.5])).toEqual({ scale: Math.fround(3 / 255), zeroPoint: 85 });
+    // All negative: the range is widened to include 0, so the zero point is 255.
+    expect(dynamicQuantParams([-4, -1]).zeroPoint).toBe(255);
+    const y = OPS.DynamicQuantizeDequantize.reference([{ dtype: 'float32', dims: [4], data: Float64Array.from([0, 255, 127.5, 128.5]) }], {}, { opType: 'DynamicQuantizeDequantize', nodeName: 'q', opset: 1 })[0]!;
+    expect(Array.from(y.data)).toEqual([0, 255, 128, 128]); // scale 1: 127.5 and 128.5 both round to 128
   });
 });
