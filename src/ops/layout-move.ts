@@ -97,7 +97,7 @@ const Gather: OpDef = {
   // An embedding table of 8-bit codes with per-row scales (a q8 file's DequantizeLinear'd table).
   packedInputs: [0],
   packedStorage: (s) => s === 'i8r' || s === 'u8r',
-  doc: 'Gather along `axis` with int indices (negative wrap). An out-of-range index is an IndexOutOfRangeError: at specialisation when constant, from the CPU reference, and after a GPU step from its index check (the kernel writes NaN for float data, clamps integers).',
+  doc: 'Gather along `axis` with int indices (negative wrap); a table kept 8-bit (a q8 embedding, per-row scales) is dequantised as rows are read. An out-of-range index is an IndexOutOfRangeError: at specialisation when constant, from the CPU reference, and after a GPU step from its index check (the kernel writes NaN for float data, clamps integers).',
   shape(inputs, attrs, ctx) {
     const p = gatherPlan(inputs, attrs, ctx);
     return [{ dtype: p.data.dtype, dims: p.outDims }];
