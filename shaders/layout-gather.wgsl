@@ -87,3 +87,41 @@ fn rows_int8(
   let v = (code - bitcast<f32>(data[base + rows + r])) * bitcast<f32>(data[base + r]);
   out[i] = select(bitcast<u32>(v), 0x7fc00000u, !inside);
 }
+
+// cols_q4: Gather along axis 1 of a weight W [K, N] kept in MatMulNBits' 4-bit blocks (storage
+// q4b<block>[z], ir/dtype.ts `Q4Layout`: row n of the codes holds column n of W, blocks along K),
+// i.e. row n of the table Wᵀ [N, K] — a GatherBlockQuantized embedding, possibly tied to the LM
+// head's MatMulNBits weight (onnx/precision.ts). Output [K, count]: out[k·count + j] =
+// (code(k, n) − zp(n, k / BLOCK)) · scale(n, k / BLOCK) with n = indices[j]. Params fields here:
+// n = K·count, axis_dim = N, axis_stride = count, block_hi = K. An index out of range writes NaN.
+override Q4_BLOCK: u32 = 32u;
+override Q4_ZP: u32 = 0u;
+
+@compute @workgroup_size(WG)
+fn cols_q4(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = workgroup_index(wid, nwg) * WG + lid;
+  if (i >= P.n) { return; }
+  let count = P.axis_stride;
+  let k = i / count;
+  var j = indices[i % count];
+  if (j < 0) { j += P.axis_dim; }
+  let inside = j >= 0 && j < P.axis_dim;
+  let col = u32(clamp(j, 0, P.axis_dim - 1));
+  let cols = u32(P.axis_dim);
+  let blocks = (u32(P.block_hi) + Q4_BLOCK - 1u) / Q4_BLOCK;
+  let row_words = blocks * Q4_BLOCK / 8u;
+  let code = f32((data[col * row_words + k / 8u] >> ((k % 8u) * 4u)) & 15u);
+  let blk = k / Q4_BLOCK;
+  let scale = bitcast<f32>(data[cols * row_words + col * blocks + blk]);
+  var zp = 8.0;
+  if (Q4_ZP == 1u) {
+    let zi = col * ((blocks + 1u) / 2u) + blk / 2u;
+    zp = f32((data[cols * (row_words + blocks) + zi / 4u] >> ((zi % 4u) * 8u + (blk % 2u) * 4u)) & 15u);
+  }
+  let v = (code - zp) * scale;
+  out[i] = select(bitcast<u32>(v), 0x7fc00000u, !inside);
+}

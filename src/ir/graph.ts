@@ -69,6 +69,13 @@ export interface Initializer {
   /** Set when the bytes came from an external data file. */
   readonly external?: ExternalRef;
   /**
+   * The file stored it as ONNX's 4-bit `INT4` / `UINT4` type: `dtype` is then 'uint8' holding the
+   * element pairs as the file packs them (element 2j in the low nibble, dims with the last one
+   * halved), INT4's codes offset by 8 into 0..15 (so code − 8 is the signed value, MatMulNBits'
+   * convention); only GatherBlockQuantized reads such a tensor (onnx/precision.ts).
+   */
+  readonly int4?: 'int4' | 'uint4';
+  /**
    * A buffer of the PyTorch module rather than a parameter (the rotary cos/sin caches a fused
    * attention reads): PyTorch does not count it, so parameter counts leave it out.
    */

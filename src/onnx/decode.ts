@@ -246,8 +246,30 @@ function typedFromBytes(dtype: DataType, src: Uint8Array, n: number): Initialize
   }
 }
 
+const UINT4 = 21;
+const INT4 = 22;
+
+/**
+ * A 4-bit tensor (ONNX `UINT4` / `INT4`, two elements per byte) as the uint8 pairs it is stored in
+ * (see `Initializer.int4`); the last dim must be even, so each row's pairs are its own bytes.
+ */
+function decodeInt4(t: onnx.ITensorProto, ctx: TensorContext, name: string): Initializer {
+  const kind = t.dataType === INT4 ? 'int4' : 'uint4';
+  const dims = (t.dims ?? []).map(toNum);
+  const last = dims[dims.length - 1];
+  if (last === undefined || last % 2 !== 0 || !t.rawData || t.rawData.length === 0) {
+    throw new FormatError(ctx.file, `tensor '${name}' (${kind.toUpperCase()} [${dims.join(',')}]): 4-bit tensors are read from raw_data with an even last dim`);
+  }
+  const pairs = decodeTensor({ ...t, dataType: onnx.TensorProto.DataType.UINT8, dims: [...dims.slice(0, -1), last / 2] }, ctx, name);
+  // INT4 codes −8..7 become 0..15 with a zero point of 8: flip each nibble's sign bit (a copy: the
+  // data is a view of the file).
+  const data = kind === 'int4' ? (pairs.data as Uint8Array).map((b) => b ^ 0x88) : pairs.data;
+  return { ...pairs, data, int4: kind };
+}
+
 /** Decodes a TensorProto (initializer or attribute) to an Initializer, checking every size. */
 function decodeTensor(t: onnx.ITensorProto, ctx: TensorContext, name = t.name ?? ''): Initializer {
+  if (t.dataType === INT4 || t.dataType === UINT4) return decodeInt4(t, ctx, name);
   const what = `tensor '${name}'`;
   const dtype = dtypeOf(t.dataType ?? 0, what, ctx.file);
   const dims = (t.dims ?? []).map(toNum);

@@ -31,7 +31,8 @@
 // kernels and the CPU executor dequantise as DequantizeLinear does, in f32; the q8 products differ
 // from MatMulInteger's integer sums by float rounding only).
 
-import { packInt8, type WeightStorage } from '../ir/dtype.js';
+import { UnsupportedOpError } from '../errors.js';
+import { packInt8, packQ4, q4Layout, type WeightStorage } from '../ir/dtype.js';
 import { initializerToRef, type Graph, type Initializer, type Node } from '../ir/graph.js';
 import { resolveOp } from '../ops/registry.js';
 
@@ -226,13 +227,102 @@ function lowerDynamicInt8(graph: Graph): Graph {
   return { ...graph, initializers, nodes };
 }
 
+/** The constant table a GatherBlockQuantized reads: an initializer, or a Reshape of one to constant dims. */
+function gatherTable(graph: Graph, value: string): { init: Initializer; dims: readonly number[] } | undefined {
+  const direct = graph.initializers.get(value);
+  if (direct) return { init: direct, dims: direct.dims };
+  const r = graph.nodes.find((n) => n.outputs[0] === value);
+  const init = r?.opType === 'Reshape' && r.domain === '' ? graph.initializers.get(r.inputs[0]!) : undefined;
+  const shape = r ? graph.initializers.get(r.inputs[1] ?? '') : undefined;
+  if (!init || !shape?.data) return undefined;
+  const dims = Array.from(initializerToRef(shape).data);
+  return dims.length === 2 && dims.every((d) => d > 0) && dims[0]! * dims[1]! === init.dims.reduce((a, d) => a * d, 1) ? { init, dims } : undefined;
+}
+
+/**
+ * onnxruntime's `GatherBlockQuantized` (com.microsoft) of a 2-D 4-bit table [V, H] quantised in
+ * blocks along H (gather_axis 0, quantize_axis 1, bits 4; uint8 pairs as MatMulNBits stores them,
+ * or ONNX INT4 / UINT4) as a Gather along axis 1 of W = tableᵀ [H, V] kept in MatMulNBits' 4-bit
+ * layout (`q4b…`: its rows of codes are the table's rows), then a Transpose to [..., H]. The layout
+ * is MatMulNBits' own, so a table the file shares with a MatMulNBits LM head (onnxruntime-genai's
+ * `shared_embeddings`) is the head's packed weight itself: one copy on the GPU.
+ */
+function lowerGatherBlockQuantized(graph: Graph): Graph {
+  const nodes = graph.nodes.filter((n) => n.opType === 'GatherBlockQuantized' && n.domain === 'com.microsoft');
+  if (nodes.length === 0) return graph;
+  const initializers = new Map(graph.initializers);
+  const replace = new Map<Node, Node[]>();
+  const fail = (n: Node, reason: string): never => {
+    throw new UnsupportedOpError('GatherBlockQuantized', n.name, reason, undefined, 'com.microsoft');
+  };
+  for (const g of nodes) {
+    const attr = (name: string, fallback: number): number => Number(g.attrs[name] ?? fallback);
+    const [data, indices, scalesName, zpName] = g.inputs;
+    const table = gatherTable(graph, data!);
+    const scales = graph.initializers.get(scalesName ?? '');
+    const zp = zpName ? graph.initializers.get(zpName) : undefined;
+    if (!table || !scales?.data || (zpName && !zp?.data)) fail(g, 'data (or a Reshape of it), scales and zero_points must be initializers (a frozen table)');
+    const block = attr('block_size', 128);
+    if (attr('gather_axis', 0) !== 0 || ![1, -1].includes(attr('quantize_axis', 1)) || attr('bits', 4) !== 4) fail(g, 'only gather_axis 0 and quantize_axis 1 of a 2-D table in 4 bits are supported');
+    if (block < 16 || (block & (block - 1)) !== 0) fail(g, `block_size must be a power of two ≥ 16, got ${block}`);
+    const { init, dims } = table!;
+    if (init.dtype !== 'uint8' || !init.data || dims.length !== 2) fail(g, `data must be a 2-D uint8, INT4 or UINT4 table, got ${init.dtype} [${dims.join(',')}]`);
+    const [V, H] = [dims[0]!, dims[1]! * 2];
+    const blocks = Math.ceil(H / block);
+    if (scales!.dims.reduce((a, d) => a * d, 1) !== V * blocks) fail(g, `scales must hold [${V}, ${blocks}] values, got [${scales!.dims.join(',')}]`);
+    // Zero points as 4-bit pairs per row (MatMulNBits' layout); UINT4 codes without them have 0.
+    let zeros: Uint8Array | undefined;
+    if (zp) {
+      if (zp.dtype !== 'uint8' || zp.data!.length !== V * Math.ceil(blocks / 2)) fail(g, `zero_points must be 4-bit pairs [${V}, ${Math.ceil(blocks / 2)}], got ${zp.dtype} [${zp.dims.join(',')}]`);
+      zeros = zp.data as Uint8Array;
+    } else if (init.int4 === 'uint4') {
+      zeros = new Uint8Array(V * Math.ceil(blocks / 2));
+    }
+    // Each row's codes padded to whole blocks.
+    const rowBytes = (blocks * block) / 2;
+    const codes = new Uint8Array(V * rowBytes);
+    for (let v = 0; v < V; v++) codes.set((init.data as Uint8Array).subarray(v * (H / 2), (v + 1) * (H / 2)), v * rowBytes);
+    const words = packQ4(q4Layout(H, V, block), codes, initializerToRef(scales!).data, zeros);
+    const storage: WeightStorage = zeros ? `q4b${block}z` : `q4b${block}`;
+    const same = (w: Initializer): boolean => w.storage === storage && w.dims[0] === H && w.dims[1] === V && !!w.data && (w.data as Uint32Array).every((x, i) => x === words[i]);
+    let weight = [...initializers.values()].find(same);
+    if (!weight) {
+      weight = { name: `${init.name}_gather`, dtype: scales!.dtype, dims: [H, V], data: words, storage };
+      initializers.set(weight.name, weight);
+    }
+    const idx = graph.initializers.get(indices!)?.dims ?? graph.inputs.find((i) => i.name === indices)?.dims;
+    if (!idx) fail(g, `the rank of indices '${indices}' must be known at load (a graph input or an initializer)`);
+    const r = idx!.length;
+    const cols = `${g.outputs[0]}_columns`;
+    replace.set(g, [
+      { name: `${g.name}/Gather`, opType: 'Gather', domain: '', inputs: [weight.name, indices!], outputs: [cols], attrs: { axis: 1 } },
+      { name: `${g.name}/Transpose`, opType: 'Transpose', domain: '', inputs: [cols], outputs: [g.outputs[0]!], attrs: { perm: [...Array.from({ length: r }, (_, i) => i + 1), 0] } },
+    ]);
+  }
+  // The file's table, scales and zero points (and the Reshape of a table) go once unread.
+  const outputs = new Set(graph.outputs.map((o) => o.name));
+  const replaced = graph.nodes.flatMap((n) => replace.get(n) ?? [n]);
+  const readBy = (ns: readonly Node[]): Set<string> => new Set([...ns.flatMap((n) => n.inputs), ...outputs]);
+  const reshapes = new Set(nodes.map((g) => graph.nodes.find((n) => n.opType === 'Reshape' && n.outputs[0] === g.inputs[0])).filter((n): n is Node => !!n));
+  const first = readBy(replaced);
+  const live = replaced.filter((n) => !reshapes.has(n) || first.has(n.outputs[0]!));
+  const read = readBy(live);
+  for (const n of [...nodes, ...reshapes]) for (const v of n.inputs) if (v && !read.has(v)) initializers.delete(v);
+  return { ...graph, nodes: live, initializers };
+}
+
 /**
  * `graph` with its packable float16 weights marked packed (their float Casts dropped), its QDQ
  * 8-bit weights folded into packed weights (their DequantizeLinear nodes dropped) and its q8
  * dynamic-quantisation chains lowered (see the header).
  */
 export function packFrozenWeights(input: Graph): Graph {
-  const graph = lowerDynamicInt8(input);
+  const graph = lowerDynamicInt8(lowerGatherBlockQuantized(input));
+  // A 4-bit tensor is uint8 pairs in the IR (Initializer.int4): any other reader would misread it.
+  for (const n of graph.nodes) {
+    const t = n.inputs.map((v) => graph.initializers.get(v)).find((i) => i?.int4);
+    if (t) throw new UnsupportedOpError(n.opType, n.name, `reads the 4-bit (${t.int4!.toUpperCase()}) tensor '${t.name}'; only GatherBlockQuantized's table and zero points may be 4-bit`);
+  }
   const readers = readersOf(graph);
   const outputs = new Set(graph.outputs.map((o) => o.name));
   const dropped = new Map<string, string>(); // Cast output → the weight it widened

@@ -651,8 +651,10 @@ function gqaPresent(x: Expander, all: string, pastLen: string, pastB: string, se
   const clamp = (v: string): string => x.op('Max', [x.op('Min', [v, last]), x.scalar(0, 'int64')]);
   const index = x.op('Where', [x.op('Less', [steps, pb]), steps, clamp(fromNew)]); // [B, T]
   const index4 = x.op('Expand', [x.op('Unsqueeze', [index, x.ints([1, 3])]), x.op('Shape', [all])]);
-  const kept = x.op('Cast', [x.op('Less', [steps, x.op('Add', [pb, seq])])], { to: 1 });
-  x.op('Mul', [x.op('GatherElements', [all, index4], { axis: 2 }), x.op('Unsqueeze', [kept, x.ints([1, 3])])], {}, output);
+  const kept = x.op('Unsqueeze', [x.op('Less', [steps, x.op('Add', [pb, seq])]), x.ints([1, 3])]);
+  const gathered = x.op('GatherElements', [all, index4], { axis: 2 });
+  // Zero past the kept entries, in the caches' own dtype (float32 or float16) whatever it is.
+  x.op('Where', [kept, gathered, x.op('Sub', [gathered, gathered])], {}, output);
 }
 
 function expandGqa(x: Expander, attrs: Attrs): void {

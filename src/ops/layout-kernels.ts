@@ -79,6 +79,7 @@ export const gatherShader = new Shader('layout-gather.wgsl', gatherText, {
 
 export const gatherKernel = gatherShader.kernel({ name: 'layout-gather', inputs: ['data', 'indices'], outputs: ['out'], uniforms: 'Params' });
 const gatherInt8Kernel = gatherShader.kernel({ name: 'layout-gather-rows-int8', entryPoint: 'rows_int8', inputs: ['data', 'indices'], outputs: ['out'], uniforms: 'Params' });
+const gatherQ4Kernel = gatherShader.kernel({ name: 'layout-gather-cols-q4', entryPoint: 'cols_q4', inputs: ['data', 'indices'], outputs: ['out'], uniforms: 'Params' });
 
 export const padShader = new Shader('layout-pad.wgsl', padText, {
   prelude: ['grid'],
@@ -295,6 +296,22 @@ export function gatherInt8Program(rows: number, cols: number, count: number, sig
     kernel: gatherInt8Kernel,
     overrides: { WG, SIGNED: signed ? 1 : 0 },
     uniforms: { n, rank: 0, axis_dim: rows, axis_stride: cols, block_lo: 0, block_hi: rows, dims: zeros, idx_strides: zeros, data_strides: zeros },
+    workgroups: grid(Math.ceil(n / WG)),
+  };
+}
+
+/**
+ * Gather along axis 1 of a weight [K, N] kept in 4-bit blocks (storage `q4b<block>[z]`): out
+ * [K, count], dequantised as it is read (shaders/layout-gather.wgsl `cols_q4`).
+ */
+export function gatherQ4Program(K: number, N: number, count: number, blockSize: number, zeroPoints: boolean): Program | undefined {
+  const n = K * count;
+  if (n === 0) return undefined;
+  const zeros = new Array<number>(LATTICE_RANK).fill(0);
+  return {
+    kernel: gatherQ4Kernel,
+    overrides: { WG, Q4_BLOCK: blockSize, Q4_ZP: zeroPoints ? 1 : 0 },
+    uniforms: { n, rank: 0, axis_dim: N, axis_stride: count, block_lo: 0, block_hi: K, dims: zeros, idx_strides: zeros, data_strides: zeros },
     workgroups: grid(Math.ceil(n / WG)),
   };
 }

@@ -9,12 +9,12 @@
 // kernels.
 
 import { IndexOutOfRangeError, UnsupportedOpError } from '../errors.js';
-import { gpuStorage, int8Storage, isFloat } from '../ir/dtype.js';
+import { gpuStorage, int8Storage, isFloat, q4Storage } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { broadcastShapes, broadcastStrides, forEachIndex, normAxis, wrapIndex } from '../ir/shape.js';
 import { sizeOf, stridesOf, tensor, type RefTensor } from '../ir/tensor.js';
 import { asInt, asInts, axesOf, constInts, constScalar, fmt, gatedInput, requireIntType, shapeError, type Operand } from './layout-common.js';
-import { gatherInt8Program, gatherProgram, latticeProgram, stridedProgram, transposeProgram, triluProgram, wordOf, type PadMode } from './layout-kernels.js';
+import { gatherInt8Program, gatherProgram, gatherQ4Program, latticeProgram, stridedProgram, transposeProgram, triluProgram, wordOf, type PadMode } from './layout-kernels.js';
 import type { Inputs, Lowering, OpContext, OpDef } from './types.js';
 
 function need(inputs: Inputs<Operand>, i: number, what: string, ctx: OpContext): Operand {
@@ -94,10 +94,11 @@ function gatherPlan(inputs: Inputs<Operand>, attrs: Attrs, ctx: OpContext) {
 
 const Gather: OpDef = {
   domain: '',
-  // An embedding table of 8-bit codes with per-row scales (a q8 file's DequantizeLinear'd table).
+  // An embedding table of 8-bit codes with per-row scales (a q8 file's DequantizeLinear'd table),
+  // or a weight in 4-bit blocks read by columns (a GatherBlockQuantized embedding).
   packedInputs: [0],
-  packedStorage: (s) => s === 'i8r' || s === 'u8r',
-  doc: 'Gather along `axis` with int indices (negative wrap); a table kept 8-bit (a q8 embedding, per-row scales) is dequantised as rows are read. An out-of-range index is an IndexOutOfRangeError: at specialisation when constant, from the CPU reference, and after a GPU step from its index check (the kernel writes NaN for float data, clamps integers).',
+  packedStorage: (s) => s === 'i8r' || s === 'u8r' || q4Storage(s) !== undefined,
+  doc: 'Gather along `axis` with int indices (negative wrap); a table kept 8-bit (a q8 embedding, per-row scales, axis 0) or a weight in 4-bit blocks (GatherBlockQuantized, axis 1) is dequantised as it is read. An out-of-range index is an IndexOutOfRangeError: at specialisation when constant, from the CPU reference, and after a GPU step from its index check (the kernel writes NaN for float data, clamps integers).',
   shape(inputs, attrs, ctx) {
     const p = gatherPlan(inputs, attrs, ctx);
     return [{ dtype: p.data.dtype, dims: p.outDims }];
@@ -126,6 +127,13 @@ const Gather: OpDef = {
       // scales, gathered along axis 0): dequantised as the rows are read.
       if (p.axis !== 0 || p.data.dims.length !== 2 || packed.axis !== 0) throw shapeError(ctx, `an 8-bit table is gathered along axis 0 of [rows, cols] with per-row scales, got axis ${p.axis} of ${fmt(p.data.dims)} stored ${inputs[0]!.storage}`);
       return single(gatherInt8Program(p.axisDim, p.inner, p.nIdx, packed.signed), 2);
+    }
+    const q4 = q4Storage(inputs[0]?.storage);
+    if (q4) {
+      // A 4-bit embedding (GatherBlockQuantized, onnx/precision.ts): the rows of Wᵀ are the
+      // columns of the weight W [K, N] in MatMulNBits' layout, gathered along axis 1.
+      if (p.axis !== 1 || p.data.dims.length !== 2) throw shapeError(ctx, `a 4-bit weight is gathered along axis 1 of [K, N], got axis ${p.axis} of ${fmt(p.data.dims)}`);
+      return single(gatherQ4Program(p.data.dims[0]!, p.axisDim, p.nIdx, q4.blockSize, q4.zeroPoints), 2);
     }
     const program = gatherProgram(
       {

@@ -30,7 +30,7 @@ import { closeness } from '../util/tensors.js';
 
 const refTensor = (t: JsonTensor): RefTensor => ({ dtype: t.dtype, dims: t.dims, data: Float64Array.from(t.data as number[], Number) });
 
-const FILES: [model: string, file: string, kind: 'fp16' | 'q4' | 'int8' | 'q8'][] = [
+const FILES: [model: string, file: string, kind: 'fp16' | 'q4' | 'int8' | 'q8' | 'gbq'][] = [
   ['gpt2', 'onnx/model_fp16.onnx', 'fp16'],
   ['gpt2', 'onnx/model_fp16_weights.onnx', 'fp16'],
   ['llama', 'onnx/model_fp16.onnx', 'fp16'],
@@ -49,6 +49,7 @@ const FILES: [model: string, file: string, kind: 'fp16' | 'q4' | 'int8' | 'q8'][
   ['llama', 'onnx/model_quantized.onnx', 'q8'],
   ['llama', 'onnx/model_quantized_per_channel.onnx', 'q8'],
   ['bert', 'onnx/model_quantized.onnx', 'q8'],
+  ['llama', 'onnx/model_q4_gather.onnx', 'gbq'],
 ];
 
 /** Half weights: every module's weight is packed and read by its matmul directly. */
@@ -98,6 +99,18 @@ function checkQ8(graph: Graph, modules: readonly ModuleInfo[], plain: Graph): vo
   expect(describeGraph(graph, modules)).toMatch(/Precision on the GPU: \d+ weights in 8 bits dequantised inside the matmul kernels, \d+ embedding tables in 8 bits dequantised by Gather; \d+ dynamic uint8 activation quantisers/);
 }
 
+/**
+ * GatherBlockQuantized: the 4-bit table read by a Gather along axis 1 of one q4b weight (no f32
+ * table, no 4-bit tensor of the file left), the matmuls on 4-bit weights as for q4 files.
+ */
+function checkGatherQ4(graph: Graph, modules: readonly ModuleInfo[]): void {
+  checkQ4(graph, modules);
+  expect(graph.nodes.filter((n) => n.opType === 'GatherBlockQuantized')).toEqual([]);
+  const gathers = graph.nodes.filter((n) => n.opType === 'Gather' && graph.initializers.get(n.inputs[0]!)?.storage?.startsWith('q4b'));
+  expect(gathers.map((n) => n.attrs.axis)).toEqual([1]);
+  expect([...graph.initializers.values()].filter((i) => i.int4)).toEqual([]);
+}
+
 describe('fp16, 4-bit and 8-bit files at load', () => {
   for (const [model, file, kind] of FILES) {
     it(`${model}-variants/${file}`, () => {
@@ -111,6 +124,7 @@ describe('fp16, 4-bit and 8-bit files at load', () => {
       if (kind === 'fp16') checkHalf(graph, modules);
       else if (kind === 'q4') checkQ4(graph, modules);
       else if (kind === 'q8') checkQ8(graph, modules, plain);
+      else if (kind === 'gbq') checkGatherQ4(graph, modules);
       else checkInt8(graph, modules);
 
       // The same function: the CPU executor against onnxruntime-web.
@@ -204,5 +218,18 @@ describe('the dynamic quantiser reference', () => {
     expect(dynamicQuantParams([-4, -1]).zeroPoint).toBe(255);
     const y = OPS.DynamicQuantizeDequantize.reference([{ dtype: 'float32', dims: [4], data: Float64Array.from([0, 255, 127.5, 128.5]) }], {}, { opType: 'DynamicQuantizeDequantize', nodeName: 'q', opset: 1 })[0]!;
     expect(Array.from(y.data)).toEqual([0, 255, 128, 128]); // scale 1: 127.5 and 128.5 both round to 128
+  });
+});
+
+describe('a GatherBlockQuantized table tied to the MatMulNBits LM head', () => {
+  it('is the head weight itself: one packed copy (qwen2-genai q4f16, shared_embeddings)', () => {
+    const graph = decodeOnnx(new Uint8Array(readFileSync('tests/fixtures/real/qwen2-genai/onnx/model_q4f16.onnx')));
+    const gather = graph.nodes.find((n) => n.opType === 'Gather' && graph.initializers.get(n.inputs[0]!)?.storage === 'q4b32')!;
+    const head = findModules(graph, { modelType: 'qwen2' }).find((m) => m.path === 'lm_head')!;
+    expect(gather.inputs[0]).toBe(head.weight);
+    expect(gather.attrs.axis).toBe(1);
+    // No copy of the file's codes or scales is left, and no Reshape of them.
+    expect([...graph.initializers.values()].filter((i) => i.dtype === 'uint8' || i.int4)).toEqual([]);
+    expect(graph.nodes.filter((n) => n.opType === 'Reshape' && n.name.startsWith('/model/embed_tokens'))).toEqual([]);
   });
 });

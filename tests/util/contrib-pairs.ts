@@ -106,7 +106,7 @@ export const PAIRS: readonly Pair[] = [
   llama('onnx/model_rotary.onnx', true),
 ];
 
-/** Every contrib-op fixture file of tests/fixtures/real/ (fixture, file), but the q4f16 one (the precision work's). */
+/** Every contrib-op fixture file of tests/fixtures/real/ (fixture, file); the q4f16 one holds MatMulNBits and GatherBlockQuantized in fp16. */
 export const CONTRIB_FILES: readonly (readonly [string, string])[] = [
   ['bert-ort-optimized', 'onnx/model_optimized.onnx'],
   ['bert-ort-optimized', 'onnx/model_optimized_mask_index.onnx'],
@@ -115,6 +115,7 @@ export const CONTRIB_FILES: readonly (readonly [string, string])[] = [
   ['llama-genai', 'onnx/model.onnx'],
   ['llama-genai', 'onnx/model_rotary.onnx'],
   ['qwen2-genai', 'onnx/model.onnx'],
+  ['qwen2-genai', 'onnx/model_q4f16.onnx'],
 ];
 
 /** Deterministic token rows [batch, seq] in [first, vocab) (first: the lowest id, past special tokens). */
