@@ -95,7 +95,8 @@ describe('contrib-op fixtures on the GPU reproduce onnxruntime-web', () => {
           const feeds = Object.fromEntries(Object.entries(c.inputs).map(([k, t]) => [k, tensorData(t)]));
           const out = await model.run(feeds);
           const got = Object.fromEntries(Object.entries(out).map(([k, t]) => [k, { dims: t.dims, data: Array.from(t.data as Float32Array) }]));
-          for (const d of ortDiffs(c, ort.cases.find((o) => o.name === c.name)!, got, TOL)) {
+          // onnxruntime computes an fp16 file in fp16 (we compute it in f32): its tolerance is the file's.
+          for (const d of ortDiffs(c, ort.cases.find((o) => o.name === c.name)!, got, file.includes('f16') ? ref.torch_tolerance! : TOL)) {
             console.log(`[contrib] ${fixture}/${file} ${c.name} ${d.name}: max |GPU − onnxruntime-web| ${d.maxAbs.toExponential(2)}`);
             expect(d.worst, `${c.name} ${d.name}: max |Δ| ${d.maxAbs}`).toBeLessThanOrEqual(1);
           }

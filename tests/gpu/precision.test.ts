@@ -1,11 +1,15 @@
 // Half-precision, 4-bit and 8-bit frozen weights on the GPU (src/onnx/precision.ts, ops/contrib-quant.ts,
-// ir/dtype.ts `f16x2`, `q4b…`, `i8c`; the 4-bit kernels against their references: tests/gpu/contrib.test.ts):
+// ops/quantize.ts, ir/dtype.ts `f16x2`, `q4b…`, `i8c`; the 4-bit kernels against their references: tests/gpu/contrib.test.ts):
+//   - the dynamic uint8 activation quantiser of q8 files and the Gathers that read 8-bit and 4-bit
+//     tables, against their float64 references;
 //   - the matmul kernels reading B as packed halves against the float64 reference: tiled (vec4 and
 //     scalar stores) and small-M kernels, B plain and transposed (the dX product), aligned and
 //     unaligned B rows, every fused input;
 //   - the fp16 variants of tests/fixtures/real/ (whole-graph fp16 with f32 I/O; fp16 weights read
-//     through Casts), the MatMulNBits ones (block 32 symmetric, block 128 with zero points, q4f16)
-//     and the QDQ int8 ones (per-channel DequantizeLinear weights): forward against onnxruntime-web within the file's tolerance, the packed
+//     through Casts), the MatMulNBits ones (block 32 symmetric, block 128 with zero points, q4f16),
+//     the QDQ int8 ones (per-channel DequantizeLinear weights), the q8 dynamic int8 ones
+//     (DynamicQuantizeLinear → MatMulInteger, uint8 embedding tables) and the GatherBlockQuantized
+//     one (INT4 embedding): forward against onnxruntime-web within the file's tolerance, the packed
 //     weights' GPU bytes, module paths and IA3 state-dict keys/shapes and parameter counts equal to the fp32 export's,
 //     IA3 gradients against the float64 CPU executor on the same IR, adapter files keyed like the
 //     fp32 model's, and AdamW steps lowering the loss;
@@ -193,6 +197,45 @@ describe('Gather on an 8-bit embedding table (q8 files)', () => {
   }
 });
 
+describe('Gather along axis 1 of a weight in 4-bit blocks (GatherBlockQuantized)', () => {
+  // W [K, N] in MatMulNBits' layout; Gather(W, ids, axis 1) → [K, count] against the reference on
+  // the dequantised weight (q4Value), with and without zero points, K not a multiple of the block.
+  const cases: [block: number, K: number, N: number, zp: boolean, idx: number[]][] = [
+    [32, 64, 128, false, [0, 5, 127, -1, 64, 64]],
+    [16, 40, 12, true, [11, 0, -12, 3]],
+    [128, 96, 9, true, [8, 1, 2]],
+  ];
+  let seed = 700;
+  for (const [block, K, N, zp, idx] of cases) {
+    const what = `block ${block}, K ${K}, N ${N}${zp ? ', zero points' : ''}, ${idx.length} indices`;
+    it(what, async () => {
+      const l = q4Layout(K, N, block);
+      const codes = Uint8Array.from(randomInts([N * l.blocks * (block / 2)], seed++, 0, 256, 'uint8').data);
+      const zeros = zp ? Uint8Array.from(randomInts([N * Math.ceil(l.blocks / 2)], seed++, 0, 256, 'uint8').data) : undefined;
+      const words = packQ4(l, codes, randomTensor([N * l.blocks], seed++, 0.01, 0.1).data, zeros);
+      const w = tensor('float32', [K, N]);
+      for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) w.data[k * N + n] = q4Value(words, l, zp, k, n);
+      const ids = tensor('int64', [idx.length], idx);
+      const ctx = context('Gather', what);
+      const want = runReference(OPS.Gather, [w, ids], { axis: 1 }, ctx)[0]!;
+      const storage: WeightStorage = zp ? `q4b${block}z` : `q4b${block}`;
+      const gpu = await getGpu();
+      const lowered = (OPS.Gather.gpu as GpuLower)([{ dtype: 'float32', dims: [K, N], storage }, { dtype: 'int64', dims: ids.dims }], [want], { axis: 1 }, { ...ctx, device: gpu.traits });
+      if ('alias' in lowered) throw new Error('expected a kernel');
+      expect(lowered.steps.map((st) => st.program.kernel.name)).toEqual(['layout-gather-cols-q4']);
+      const bufs = [gpu.upload(words), gpu.upload(toGpuArray(ids))];
+      const out = gpu.buffers.acquire(4 * want.data.length);
+      try {
+        await gpu.run(lowered.steps.map((st) => ({ program: st.program, buffers: st.bindings.map((r) => ('in' in r ? bufs[r.in]! : out)) })));
+        const got = fromGpuBytes({ dtype: 'float32', dims: want.dims }, await gpu.read(out, 4 * want.data.length));
+        expectClose(got, want, { rtol: 1e-6, atol: 0 }, what);
+      } finally {
+        for (const b of [...bufs, out]) gpu.buffers.release(b);
+      }
+    });
+  }
+});
+
 interface Variant {
   readonly model: 'gpt2' | 'llama' | 'bert';
   readonly file: string;
@@ -208,6 +251,7 @@ const VARIANTS: readonly Variant[] = [
   { model: 'llama', file: 'onnx/model_q4.onnx', task: 'CAUSAL_LM' },
   { model: 'llama', file: 'onnx/model_q4_b128_zp.onnx', task: 'CAUSAL_LM' },
   { model: 'llama', file: 'onnx/model_q4f16.onnx', task: 'CAUSAL_LM' },
+  { model: 'llama', file: 'onnx/model_q4_gather.onnx', task: 'CAUSAL_LM' },
   { model: 'bert', file: 'onnx/model_q4.onnx', task: 'SEQ_CLS' },
   { model: 'bert', file: 'onnx/model_q4_b128_zp.onnx', task: 'SEQ_CLS' },
   { model: 'gpt2', file: 'onnx/model_int8_qdq.onnx', task: 'CAUSAL_LM' },
