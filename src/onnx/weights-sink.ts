@@ -9,7 +9,7 @@
 // matrix that the graph reads only as a matmul's B stays half instead: the file's bytes are the
 // packed form (`f16x2`, ir/dtype.ts), copied as they come, and `storage()` tells the decoder, so
 // onnx/precision.ts marks it packed as it would a weight kept in memory. Other dtypes (integer and
-// quantised tensors), and every tensor a MatMulNBits reads (repacked on the CPU at load), are left
+// quantised tensors), and every tensor a MatMulNBits or GatherBlockQuantized reads (repacked on the CPU at load), are left
 // to the CPU path (`begin` returns undefined).
 
 import { SizeLimitError } from '../errors.js';
@@ -44,8 +44,9 @@ export class GpuWeightSink implements TensorSink {
     const width = SOURCE_BYTES[dtype];
     // A size that disagrees with the dims is the decoder's FormatError to raise: keep the bytes.
     if (h.byteLength !== n * width || h.dims.some((d) => !Number.isSafeInteger(d) || d < 0)) return undefined;
-    // A tensor MatMulNBits reads (its scales) is repacked on the CPU at load (ops/contrib-quant.ts).
-    if (h.readers.some((r) => r.opType === 'MatMulNBits')) return undefined;
+    // A tensor MatMulNBits or GatherBlockQuantized reads (their scales) is repacked on the CPU at
+    // load (ops/contrib-quant.ts, onnx/precision.ts).
+    if (h.readers.some((r) => r.opType === 'MatMulNBits' || r.opType === 'GatherBlockQuantized')) return undefined;
     const limit = bindingLimit(this.gpu.traits);
     if (dtype === 'float16' && readByMatmulsOnly(h) && packedHalfBytes(n) <= limit) {
       // The file's halves are already the packed form (two per little-endian u32 word, element 2j

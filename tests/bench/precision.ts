@@ -1,4 +1,4 @@
-// Precision benchmarks: the llama fixture's fp32 export against its fp16, 4-bit, QDQ int8 and q8 variants
+// Precision benchmarks: the llama fixture's fp32 export against its fp16, 4-bit (incl. GatherBlockQuantized), QDQ int8 and q8 variants
 // (tests/fixtures/real/llama-variants, tiny: hidden 64, 2 layers), all in the same page and run.
 // Per variant: GPU bytes of the frozen weights / the file's bytes, and forward and IA3
 // training-step time as ratios to the fp32 model's. (JS heap after load is not reported: Chromium's
@@ -6,7 +6,7 @@
 import { getPeftModel, IA3Config, loadModel, type TensorData } from '../../src/index.js';
 import { type BenchContext, round, timeForwardAndStep } from './harness.js';
 
-const FILES = ['onnx/model.onnx', 'onnx/model_fp16.onnx', 'onnx/model_fp16_weights.onnx', 'onnx/model_q4.onnx', 'onnx/model_q4_b128_zp.onnx', 'onnx/model_q4f16.onnx', 'onnx/model_int8_qdq.onnx', 'onnx/model_quantized.onnx', 'onnx/model_quantized_per_channel.onnx'];
+const FILES = ['onnx/model.onnx', 'onnx/model_fp16.onnx', 'onnx/model_fp16_weights.onnx', 'onnx/model_q4.onnx', 'onnx/model_q4_b128_zp.onnx', 'onnx/model_q4f16.onnx', 'onnx/model_q4_gather.onnx', 'onnx/model_int8_qdq.onnx', 'onnx/model_quantized.onnx', 'onnx/model_quantized_per_channel.onnx'];
 
 export async function precisionSuite({ gpu, quick, rows, log, readFile }: BenchContext): Promise<void> {
   const [batch, seq] = quick ? [1, 16] : [4, 32];
