@@ -65,6 +65,13 @@ fn main(
 // consecutive bytes). An index out of range writes NaN, as the float path does.
 override SIGNED: u32 = 0u;
 
+// The row (or column) of the packed table an index picks — negative counts from the end, clamped
+// into [0, axis_dim) so the read stays inside — and 1 when the index was in range.
+fn packed_index(raw: i32) -> vec2<u32> {
+  let j = select(raw, raw + P.axis_dim, raw < 0);
+  return vec2<u32>(u32(clamp(j, 0, P.axis_dim - 1)), select(0u, 1u, j >= 0 && j < P.axis_dim));
+}
+
 @compute @workgroup_size(WG)
 fn rows_int8(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -74,10 +81,8 @@ fn rows_int8(
   let i = workgroup_index(wid, nwg) * WG + lid;
   if (i >= P.n) { return; }
   let h = P.axis_stride;
-  var j = indices[i / h];
-  if (j < 0) { j += P.axis_dim; }
-  let inside = j >= 0 && j < P.axis_dim;
-  let r = u32(clamp(j, 0, P.axis_dim - 1));
+  let picked = packed_index(indices[i / h]);
+  let r = picked.x;
   let rows = u32(P.axis_dim);
   let e = r * h + i % h;
   let byte = (data[e / 4u] >> ((e % 4u) * 8u)) & 0xffu;
@@ -85,7 +90,7 @@ fn rows_int8(
   let code = select(f32(byte), f32((bitcast<i32>(byte) << 24u) >> 24u), SIGNED == 1u);
   let base = (rows * h + 3u) / 4u;
   let v = (code - bitcast<f32>(data[base + rows + r])) * bitcast<f32>(data[base + r]);
-  out[i] = select(bitcast<u32>(v), 0x7fc00000u, !inside);
+  out[i] = select(bitcast<u32>(v), 0x7fc00000u, picked.y == 0u);
 }
 
 // cols_q4: Gather along axis 1 of a weight W [K, N] kept in MatMulNBits' 4-bit blocks (storage
@@ -107,10 +112,8 @@ fn cols_q4(
   if (i >= P.n) { return; }
   let count = P.axis_stride;
   let k = i / count;
-  var j = indices[i % count];
-  if (j < 0) { j += P.axis_dim; }
-  let inside = j >= 0 && j < P.axis_dim;
-  let col = u32(clamp(j, 0, P.axis_dim - 1));
+  let picked = packed_index(indices[i % count]);
+  let col = picked.x;
   let cols = u32(P.axis_dim);
   let blocks = (u32(P.block_hi) + Q4_BLOCK - 1u) / Q4_BLOCK;
   let row_words = blocks * Q4_BLOCK / 8u;
@@ -123,5 +126,5 @@ fn cols_q4(
     zp = f32((data[cols * (row_words + blocks) + zi / 4u] >> ((zi % 4u) * 8u + (blk % 2u) * 4u)) & 15u);
   }
   let v = (code - zp) * scale;
-  out[i] = select(bitcast<u32>(v), 0x7fc00000u, !inside);
+  out[i] = select(bitcast<u32>(v), 0x7fc00000u, picked.y == 0u);
 }

@@ -158,6 +158,24 @@ describe('the dynamic uint8 activation quantiser (q8 files)', () => {
   }
 });
 
+/** Runs Gather on a table uploaded as packed `words` (its one kernel `kernel`) and compares with `want`. */
+async function expectPackedGather(words: Uint32Array, storage: WeightStorage, dims: number[], ids: RefTensor, attrs: Attrs, want: RefTensor, kernel: string, what: string): Promise<void> {
+  const gpu = await getGpu();
+  const ctx = context('Gather', what);
+  const lowered = (OPS.Gather.gpu as GpuLower)([{ dtype: 'float32', dims, storage }, { dtype: ids.dtype, dims: ids.dims }], [want], attrs, { ...ctx, device: gpu.traits });
+  if ('alias' in lowered) throw new Error('expected a kernel');
+  expect(lowered.steps.map((st) => st.program.kernel.name)).toEqual([kernel]);
+  const bufs = [gpu.upload(words), gpu.upload(toGpuArray(ids))];
+  const out = gpu.buffers.acquire(4 * want.data.length);
+  try {
+    await gpu.run(lowered.steps.map((st) => ({ program: st.program, buffers: st.bindings.map((r) => ('in' in r ? bufs[r.in]! : out)) })));
+    const got = fromGpuBytes({ dtype: 'float32', dims: want.dims }, await gpu.read(out, 4 * want.data.length));
+    expectClose(got, want, { rtol: 1e-6, atol: 0 }, what);
+  } finally {
+    for (const b of [...bufs, out]) gpu.buffers.release(b);
+  }
+}
+
 describe('Gather on an 8-bit embedding table (q8 files)', () => {
   // The table [rows, cols] as codes with per-row scales and zero points (i8r / u8r); the reference
   // gathers the dequantised table (int8Value), negative indices included.
@@ -178,21 +196,7 @@ describe('Gather on an 8-bit embedding table (q8 files)', () => {
       const ids = tensor('int64', [idx.length], idx);
       const ctx = context('Gather', what);
       const want = runReference(OPS.Gather, [table, ids], {}, ctx)[0]!;
-      const storage: WeightStorage = signed ? 'i8r' : 'u8r';
-      const low = OPS.Gather.gpu as GpuLower;
-      const lowered = low([{ dtype: 'float32', dims: [rows, cols], storage }, { dtype: 'int64', dims: ids.dims }], [want], {}, { ...ctx, device: (await getGpu()).traits });
-      if ('alias' in lowered) throw new Error('expected a kernel');
-      expect(lowered.steps.map((st) => st.program.kernel.name)).toEqual(['layout-gather-rows-int8']);
-      const gpu = await getGpu();
-      const bufs = [gpu.upload(words), gpu.upload(toGpuArray(ids))];
-      const out = gpu.buffers.acquire(4 * want.data.length);
-      try {
-        await gpu.run(lowered.steps.map((st) => ({ program: st.program, buffers: st.bindings.map((r) => ('in' in r ? bufs[r.in]! : out)) })));
-        const got = fromGpuBytes({ dtype: 'float32', dims: want.dims }, await gpu.read(out, 4 * want.data.length));
-        expectClose(got, want, { rtol: 1e-6, atol: 0 }, what);
-      } finally {
-        for (const b of [...bufs, out]) gpu.buffers.release(b);
-      }
+      await expectPackedGather(words, signed ? 'i8r' : 'u8r', [rows, cols], ids, {}, want, 'layout-gather-rows-int8', what);
     });
   }
 });
@@ -218,20 +222,7 @@ describe('Gather along axis 1 of a weight in 4-bit blocks (GatherBlockQuantized)
       const ids = tensor('int64', [idx.length], idx);
       const ctx = context('Gather', what);
       const want = runReference(OPS.Gather, [w, ids], { axis: 1 }, ctx)[0]!;
-      const storage: WeightStorage = zp ? `q4b${block}z` : `q4b${block}`;
-      const gpu = await getGpu();
-      const lowered = (OPS.Gather.gpu as GpuLower)([{ dtype: 'float32', dims: [K, N], storage }, { dtype: 'int64', dims: ids.dims }], [want], { axis: 1 }, { ...ctx, device: gpu.traits });
-      if ('alias' in lowered) throw new Error('expected a kernel');
-      expect(lowered.steps.map((st) => st.program.kernel.name)).toEqual(['layout-gather-cols-q4']);
-      const bufs = [gpu.upload(words), gpu.upload(toGpuArray(ids))];
-      const out = gpu.buffers.acquire(4 * want.data.length);
-      try {
-        await gpu.run(lowered.steps.map((st) => ({ program: st.program, buffers: st.bindings.map((r) => ('in' in r ? bufs[r.in]! : out)) })));
-        const got = fromGpuBytes({ dtype: 'float32', dims: want.dims }, await gpu.read(out, 4 * want.data.length));
-        expectClose(got, want, { rtol: 1e-6, atol: 0 }, what);
-      } finally {
-        for (const b of [...bufs, out]) gpu.buffers.release(b);
-      }
+      await expectPackedGather(words, zp ? `q4b${block}z` : `q4b${block}`, [K, N], ids, { axis: 1 }, want, 'layout-gather-cols-q4', what);
     });
   }
 });
