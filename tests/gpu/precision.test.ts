@@ -83,6 +83,17 @@ describe('matmul kernels with B as packed halves', () => {
   }
 });
 
+/** A random weight W [K, N] in 4-bit blocks: its packed words and its dequantised values (q4Value). */
+function randomQ4(K: number, N: number, block: number, zp: boolean, seed: () => number): { words: Uint32Array; w: RefTensor } {
+  const l = q4Layout(K, N, block);
+  const codes = Uint8Array.from(randomInts([N * l.blocks * (block / 2)], seed(), 0, 256, 'uint8').data);
+  const zeros = zp ? Uint8Array.from(randomInts([N * Math.ceil(l.blocks / 2)], seed(), 0, 256, 'uint8').data) : undefined;
+  const words = packQ4(l, codes, randomTensor([N * l.blocks], seed(), 0.01, 0.1).data, zeros);
+  const w = tensor('float32', [K, N]);
+  for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) w.data[k * N + n] = q4Value(words, l, zp, k, n);
+  return { words, w };
+}
+
 describe('matmul kernels with B in 4-bit blocks', () => {
   // W [K, N] from random codes, scales and zero points; the kernels read the packed words, the
   // reference the dequantised values (q4Value, which the expansion's own reference is checked against).
@@ -98,12 +109,7 @@ describe('matmul kernels with B in 4-bit blocks', () => {
   for (const [block, K, N, zp, M, transposed] of cases) {
     const what = `block ${block}, K ${K}, N ${N}${zp ? ', zero points' : ''}, M ${M}${transposed ? ', dX = dY·Wᵀ' : ''}`;
     it(what, async () => {
-      const l = q4Layout(K, N, block);
-      const codes = Uint8Array.from(randomInts([N * l.blocks * (block / 2)], seed++, 0, 256, 'uint8').data);
-      const zeros = zp ? Uint8Array.from(randomInts([N * Math.ceil(l.blocks / 2)], seed++, 0, 256, 'uint8').data) : undefined;
-      const words = packQ4(l, codes, randomTensor([N * l.blocks], seed++, 0.01, 0.1).data, zeros);
-      const w = tensor('float32', [K, N]);
-      for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) w.data[k * N + n] = q4Value(words, l, zp, k, n);
+      const { words, w } = randomQ4(K, N, block, zp, () => seed++);
       const storage: WeightStorage = zp ? `q4b${block}z` : `q4b${block}`;
       // Forward x·W, or the transposed product dY·Wᵀ of the MatMul gradient (FusedMatMul transB).
       const a = randomTensor(transposed ? [M, N] : [M, K], seed++);
@@ -213,12 +219,7 @@ describe('Gather along axis 1 of a weight in 4-bit blocks (GatherBlockQuantized)
   for (const [block, K, N, zp, idx] of cases) {
     const what = `block ${block}, K ${K}, N ${N}${zp ? ', zero points' : ''}, ${idx.length} indices`;
     it(what, async () => {
-      const l = q4Layout(K, N, block);
-      const codes = Uint8Array.from(randomInts([N * l.blocks * (block / 2)], seed++, 0, 256, 'uint8').data);
-      const zeros = zp ? Uint8Array.from(randomInts([N * Math.ceil(l.blocks / 2)], seed++, 0, 256, 'uint8').data) : undefined;
-      const words = packQ4(l, codes, randomTensor([N * l.blocks], seed++, 0.01, 0.1).data, zeros);
-      const w = tensor('float32', [K, N]);
-      for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) w.data[k * N + n] = q4Value(words, l, zp, k, n);
+      const { words, w } = randomQ4(K, N, block, zp, () => seed++);
       const ids = tensor('int64', [idx.length], idx);
       const ctx = context('Gather', what);
       const want = runReference(OPS.Gather, [w, ids], { axis: 1 }, ctx)[0]!;
