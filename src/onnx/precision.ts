@@ -135,6 +135,8 @@ function int8Chain(graph: Graph, readers: Map<string, Node[]>, outputs: Set<stri
   const key = `${w.name}\u0000${wScale}\u0000${mm.inputs[3] ?? ''}`;
   let weight = weights.get(key);
   if (!weight) {
+    // The codes packed already with other scales (or as a table) would need a second name.
+    if ([...weights.values()].some((x) => x.name === w.name)) return undefined;
     const params = wScale === undefined ? undefined : channelParams(graph, wScale, mm.inputs[3] || undefined, w.dtype, N);
     if (!params) return undefined;
     weight = {
@@ -164,6 +166,7 @@ function int8Table(graph: Graph, readers: Map<string, Node[]>, dq: Node, tables:
   const key = `${t.name}\u0000${dq.inputs[1]}\u0000${dq.inputs[2] ?? ''}`;
   let table = tables.get(key);
   if (!table) {
+    if ([...tables.values()].some((x) => x.name === t.name)) return undefined;
     // One scale for the whole table (the quantiser's per-tensor form), repeated per row.
     const scale = graph.initializers.get(dq.inputs[1] ?? '');
     if (!scale || scale.dims.reduce((a, d) => a * d, 1) !== 1) return undefined;

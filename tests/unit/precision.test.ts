@@ -1,6 +1,8 @@
-// Loading fp16 and 4-bit files on the CPU: which float16 weights stay packed halves
+// Loading fp16, 4-bit and 8-bit files on the CPU: which float16 weights stay packed halves
 // (src/onnx/precision.ts), that the Casts in front of them are gone, that MatMulNBits becomes a
-// MatMul on one repacked 4-bit weight (ops/contrib-quant.ts) — and nothing else changed: the CPU
+// MatMul on one repacked 4-bit weight (ops/contrib-quant.ts), that q8 chains become the dynamic
+// quantiser and a MatMul on the 8-bit weight, GatherBlockQuantized a Gather on a 4-bit weight (the
+// LM head's own when tied) — and nothing else changed: the CPU
 // executor still reproduces onnxruntime-web —, that module discovery finds the fp32 export's modules
 // with their biases, that describe() says which weights are half on the GPU, and that merging is
 // refused with the reason and the way out.
