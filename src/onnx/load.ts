@@ -216,7 +216,7 @@ async function finish(
     paths.push(found.path);
     progress.file(ref.location, found.source.size);
     const ranges: ExternalRange[] = externalTensors(parsed, ref.location).map(({ tensor, offset, length }) => {
-      const writer = length > keepBytes ? options.sink?.begin({ name: tensor.name ?? '', dataType: tensor.dataType ?? 0, dims: (tensor.dims ?? []).map(Number), byteLength: length, readers: readers.get(tensor.name ?? '') ?? [] }) : undefined;
+      const writer = length > keepBytes ? options.sink?.begin({ name: tensor.name ?? '', dataType: tensor.dataType ?? 0, dims: (tensor.dims ?? []).map(Number), byteLength: length, readers: readers.get(tensor.name ?? '') ?? [], readersOf: (v) => readers.get(v) ?? [] }) : undefined;
       if (writer) allStreamed.set(tensor, length);
       return { tensor, offset, length, ...(writer ? { writer } : {}) };
     });

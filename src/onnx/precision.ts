@@ -332,8 +332,8 @@ export function packFrozenWeights(input: Graph): Graph {
   const packed: Initializer[] = [];
   for (const init of graph.initializers.values()) {
     // A weight the streaming load packed on the GPU already has its `storage` (its sink saw only
-    // matmul readers, onnx/weights-sink.ts).
-    if (init.dtype !== 'float16' || init.storage || init.dims.length < 2 || outputs.has(init.name)) continue;
+    // matmul readers, directly or through Casts, onnx/weights-sink.ts): its Casts go all the same.
+    if (init.dtype !== 'float16' || (init.storage && init.storage !== 'f16x2') || init.dims.length < 2 || outputs.has(init.name)) continue;
     const rs = readers.get(init.name) ?? [];
     const casts: Node[] = [];
     const ok =
@@ -347,9 +347,10 @@ export function packFrozenWeights(input: Graph): Graph {
         return next.length > 0 && next.every((x) => readsPacked(x, r.outputs[0]!, 'f16x2'));
       });
     if (!ok) continue;
-    // One streamed to the GPU widened to f32 (no CPU data: read through Casts) stays f32 there,
-    // but loses its Casts all the same (they are exact), so module discovery sees `x·W`.
-    if (init.data) packed.push({ ...init, storage: 'f16x2' });
+    // One streamed to the GPU widened to f32 (no CPU data: a reader the sink could not see
+    // through) stays f32 there, but loses its Casts all the same (they are exact), so module
+    // discovery sees `x·W`.
+    if (init.data && !init.storage) packed.push({ ...init, storage: 'f16x2' });
     for (const c of casts) dropped.set(c.outputs[0]!, init.name);
   }
   const folded = new Set<Node>();

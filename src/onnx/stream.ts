@@ -113,6 +113,8 @@ export interface TensorHeader {
   readonly byteLength: number;
   /** The nodes that read it (those seen before it; files list nodes first). */
   readonly readers: readonly Reader[];
+  /** The nodes that read another value (a Cast's output), as far as they are known. */
+  readonly readersOf: (value: string) => readonly Reader[];
 }
 
 /** Receives a tensor's bytes in order; `end` once they are all there. */
@@ -361,8 +363,8 @@ function noteReaders(payload: Uint8Array, readers: Map<string, Reader[]>): void 
 /** Records `node` as a reader of each of its inputs (the attributes blockAxis looks at). */
 export function addReader(node: onnx.INodeProto, readers: Map<string, Reader[]>): void {
   const attrs: Record<string, unknown> = {};
-  for (const a of node.attribute ?? []) if (a.name === 'transB' || a.name === 'axis' || a.name === 'transA') attrs[a.name] = Number(a.i ?? 0);
-  const reader: Reader = { opType: node.opType ?? '', inputs: node.input ?? [], attrs };
+  for (const a of node.attribute ?? []) if (a.name === 'transB' || a.name === 'axis' || a.name === 'transA' || a.name === 'to') attrs[a.name] = Number(a.i ?? 0);
+  const reader: Reader = { opType: node.opType ?? '', inputs: node.input ?? [], outputs: node.output ?? [], attrs };
   for (const i of new Set(node.input ?? [])) {
     const list = readers.get(i);
     if (list) list.push(reader);
@@ -388,7 +390,7 @@ async function readTensor(r: ChunkReader, end: number, file: string, options: St
           head = undefined;
         }
         const writer = head?.name
-          ? options.sink.begin({ name: head.name, dataType: head.dataType ?? 0, dims: (head.dims ?? []).map(Number), byteLength: n, readers: readers.get(head.name) ?? [] })
+          ? options.sink.begin({ name: head.name, dataType: head.dataType ?? 0, dims: (head.dims ?? []).map(Number), byteLength: n, readers: readers.get(head.name) ?? [], readersOf: (v) => readers.get(v) ?? [] })
           : undefined;
         if (writer) {
           await r.pipe(n, (b) => writer.write(b));

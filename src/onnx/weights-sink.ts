@@ -19,10 +19,11 @@ import type { WeightStore } from '../gpu/weights.js';
 import { dtypeFromOnnx, halfToFloat, type WeightStorage } from '../ir/dtype.js';
 import type { ValueStats } from '../ir/graph.js';
 import { sizeOf } from '../ir/tensor.js';
-import { blockAxis, blockLayout, type Block } from '../ops/blocks.js';
+import { blockAxis, blockLayout, type Block, type Reader } from '../ops/blocks.js';
 import type { TensorHeader, TensorSink, TensorWriter } from './stream.js';
 
 const SOURCE_BYTES = { float32: 4, float16: 2, float64: 8 } as const;
+const FLOAT = 1; // TensorProto.FLOAT, Cast's `to`
 
 /** Uploads large float tensors into a weight store as they stream; `abort` frees what it made. */
 export class GpuWeightSink implements TensorSink {
@@ -187,11 +188,18 @@ function packedHalfBytes(n: number): number {
   return Math.ceil(n / 8) * 16;
 }
 
+/** Whether `readers` read `value` only as a matmul's B (MatMul's or Gemm's input 1). */
+function matmulB(value: string, readers: readonly Reader[]): boolean {
+  return readers.length > 0 && readers.every((r) => (r.opType === 'MatMul' || r.opType === 'Gemm') && r.inputs.every((v, k) => v !== value || k === 1));
+}
+
 /**
- * Whether the graph reads a tensor only as a matmul's B (MatMul's or Gemm's input 1), the readers
- * whose kernels read packed halves (OpDef.packedInputs): what onnx/precision.ts would keep half. A
- * weight read through Casts (or by anything else) is widened to f32 as it streams.
+ * Whether the graph reads a tensor only as a matmul's B, directly or through `Cast(to=FLOAT)`
+ * nodes (onnxconverter-common's blocked ops): the readers whose kernels read packed halves
+ * (OpDef.packedInputs), what onnx/precision.ts keeps half (it drops those Casts). A weight read by
+ * anything else is widened to f32 as it streams.
  */
 function readByMatmulsOnly(h: TensorHeader): boolean {
-  return h.dims.length >= 2 && h.readers.length > 0 && h.readers.every((r) => (r.opType === 'MatMul' || r.opType === 'Gemm') && r.inputs.every((v, k) => v !== h.name || k === 1));
+  if (h.dims.length < 2 || h.readers.length === 0) return false;
+  return h.readers.every((r) => (r.opType === 'Cast' && r.attrs.to === FLOAT && r.outputs.length === 1 ? matmulB(r.outputs[0]!, h.readersOf(r.outputs[0]!)) : matmulB(h.name, [r])));
 }

@@ -21,10 +21,11 @@ import { gatherProgram } from './layout-kernels.js';
 import type { Inputs, LoweringSteps, OpContext, OpDef } from './types.js';
 import { need } from './util.js';
 
-/** A node as `blockAxis` reads it: op type, inputs, attributes. */
+/** A node as `blockAxis` (and the streaming sink) reads it: op type, inputs, outputs, attributes. */
 export interface Reader {
   readonly opType: string;
   readonly inputs: readonly string[];
+  readonly outputs: readonly string[];
   readonly attrs: Readonly<Record<string, unknown>>;
 }
 

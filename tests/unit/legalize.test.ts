@@ -59,7 +59,7 @@ describe('block layouts', () => {
   });
 
   it('follow the readers: Gather rows, matmul output columns (rows when transposed)', () => {
-    const r = (opType: string, inputs: string[], attrs: Record<string, unknown> = {}) => ({ opType, inputs, attrs });
+    const r = (opType: string, inputs: string[], attrs: Record<string, unknown> = {}) => ({ opType, inputs, outputs: [], attrs });
     expect(blockAxis('w', [r('Gather', ['w', 'ids'])])).toBe(0);
     expect(blockAxis('w', [r('Gather', ['w', 'ids']), r('Gemm', ['h', 'w'], { transB: 1 })])).toBe(0);
     expect(blockAxis('w', [r('MatMul', ['h', 'w'])])).toBe(1);
