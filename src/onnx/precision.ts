@@ -104,10 +104,9 @@ function channelParams(graph: Graph, scaleName: string, zpName: string | undefin
   return [repeat(initializerToRef(scale).data), repeat(zp ? initializerToRef(zp).data : new Float64Array(1))];
 }
 
-/** A q8 linear layer: its DynamicQuantizeLinear's nodes after it, and what replaces them. */
+/** A q8 linear layer: the nodes after its DynamicQuantizeLinear, and the MatMul that replaces them. */
 interface Int8Chain {
   readonly nodes: readonly Node[];
-  readonly weight: Initializer;
   readonly matmul: Node;
 }
 
@@ -150,14 +149,14 @@ function int8Chain(graph: Graph, readers: Map<string, Node[]>, outputs: Set<stri
   }
   const name = mm.name.endsWith('_quant') ? mm.name.slice(0, -'_quant'.length) : `${mm.name}/MatMul`;
   const matmul: Node = { name, opType: 'MatMul', domain: '', inputs: [xq!, weight.name], outputs: [mul.outputs[0]!], attrs: {} };
-  return { nodes: [mm, cast, scales, mul], weight, matmul };
+  return { nodes: [mm, cast, scales, mul], matmul };
 }
 
 /**
  * The 8-bit embedding table `Gather(T_q, ids)` → `DequantizeLinear(·, scale, zp)` (one scale and
  * zero point for the table) of node `dq`, as a Gather on the table kept packed with per-row scales.
  */
-function int8Table(graph: Graph, readers: Map<string, Node[]>, dq: Node, tables: Map<string, Initializer>): { gather: Node; table: Initializer } | undefined {
+function int8Table(graph: Graph, readers: Map<string, Node[]>, dq: Node, tables: Map<string, Initializer>): Node | undefined {
   const gather = graph.nodes.find((n) => n.outputs[0] === dq.inputs[0]);
   if (!gather || gather.opType !== 'Gather' || gather.domain !== '' || Number(gather.attrs.axis ?? 0) !== 0) return undefined;
   if ((readers.get(gather.outputs[0]!) ?? []).length !== 1) return undefined;
@@ -181,7 +180,7 @@ function int8Table(graph: Graph, readers: Map<string, Node[]>, dq: Node, tables:
     };
     tables.set(key, table);
   }
-  return { gather: { ...gather, inputs: [table.name, gather.inputs[1]!], outputs: [dq.outputs[0]!] }, table };
+  return { ...gather, inputs: [table.name, gather.inputs[1]!], outputs: [dq.outputs[0]!] };
 }
 
 /**
@@ -211,9 +210,9 @@ function lowerDynamicInt8(graph: Graph): Graph {
         replace.set(mul!, c!.matmul);
       }
     } else if (dq.opType === 'DequantizeLinear' && !outputs.has(dq.outputs[0]!)) {
-      const t = int8Table(graph, readers, dq, weights);
-      if (!t) continue;
-      replace.set(graph.nodes.find((n) => n.outputs[0] === dq.inputs[0])!, t.gather);
+      const gather = int8Table(graph, readers, dq, weights);
+      if (!gather) continue;
+      replace.set(graph.nodes.find((n) => n.outputs[0] === dq.inputs[0])!, gather);
       replace.set(dq, undefined);
     }
   }
