@@ -1,12 +1,12 @@
 // Training settings: the presets, URL parameters (?preset=quick&steps=6&batch=4&seqlen=32&eval=32
-// &lr=0.01&seed=1&stylesteps=8&stylelr=0.05 — the end-to-end test uses them) and the checks of the
+// &lr=0.01&seed=1&stylesteps=8&stylelr=0.1 — the end-to-end test uses them) and the checks of the
 // settings form.
 //
 // Two presets. "full" is the default run on a hardware adapter; "quick" is the one a software
 // adapter (SwiftShader on a CPU) opens on: a spam-filter run of two or three minutes on two cores
 // that still visibly learns. A style run needs more steps to show (IA3 alone moves a language
-// model's perplexity slowly): the quick preset's takes about five minutes there. The figures behind both are measured by demo/tools/measure-default.mjs and quoted
-// in README.md ("Demo").
+// model's perplexity slowly): the quick preset's takes about five minutes there. The figures
+// behind both are measured by demo/tools/measure-default.mjs and quoted in README.md ("Demo").
 import type { TrainSettings } from './protocol.js';
 
 export type NumericSettings = Omit<TrainSettings, 'targetModules' | 'feedforwardModules'> & {
