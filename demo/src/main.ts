@@ -75,9 +75,13 @@ function showAccuracy(id: string, r: AccuracyResult): void {
 const form = $<HTMLFormElement>('settings-form');
 const presetSelect = $<HTMLSelectElement>('preset');
 const numericKeys = Object.keys(PARAMS) as (keyof NumericSettings)[];
-/** The inputs of the numeric settings: the form's, and the Style tab's step count. */
-const field = (name: keyof NumericSettings | 'targetModules' | 'feedforwardModules'): HTMLInputElement =>
-  name === 'styleSteps' ? $<HTMLInputElement>('style-steps') : (form.elements.namedItem(name) as HTMLInputElement);
+/** The Style tab's own settings (its inputs are outside the form). */
+const STYLE_INPUTS: Partial<Record<keyof NumericSettings, string>> = { styleSteps: 'style-steps', styleLearningRate: 'style-lr' };
+/** The inputs of the numeric settings: the form's, and the Style tab's step count and learning rate. */
+const field = (name: keyof NumericSettings | 'targetModules' | 'feedforwardModules'): HTMLInputElement => {
+  const id = STYLE_INPUTS[name as keyof NumericSettings];
+  return id ? $<HTMLInputElement>(id) : (form.elements.namedItem(name) as HTMLInputElement);
+};
 let defaultModules = { target: '', feedforward: '' };
 let software = true;
 /** Seconds per unit of work on this adapter: the software figures until a run here measures its own. */
@@ -486,9 +490,9 @@ async function samples(settings: TrainSettings, which: ('before' | 'after')[]): 
   for (const w of which) await client.request('generate', { prompt, tokens, settings, which: w });
 }
 
-/** The style run's settings: the shared ones with its own step count. */
+/** The style run's settings: the shared ones with its own step count and learning rate. */
 function styleSettings(): TrainSettings {
-  return { ...readSettings(), steps: setting('styleSteps') as number };
+  return { ...readSettings(), steps: setting('styleSteps') as number, learningRate: setting('styleLearningRate') as number };
 }
 
 button('style-train').onclick = () =>
@@ -549,8 +553,9 @@ function showOffer(): void {
 
 /** The form shows the settings an interrupted run was started with (what it resumes with). */
 function fillRunSettings(task: Task, s: TrainSettings): void {
-  for (const k of ['learningRate', 'batchSize', 'seqLen', 'evalSize', 'seed'] as const) field(k).value = String(s[k]);
+  for (const k of ['batchSize', 'seqLen', 'evalSize', 'seed'] as const) field(k).value = String(s[k]);
   field(task === 'spam' ? 'steps' : 'styleSteps').value = String(s.steps);
+  field(task === 'spam' ? 'learningRate' : 'styleLearningRate').value = String(s.learningRate);
   field('targetModules').value = s.targetModules.length ? s.targetModules.join(', ') : defaultModules.target;
   field('feedforwardModules').value = s.feedforwardModules.length ? s.feedforwardModules.join(', ') : defaultModules.feedforward;
   presetSelect.value = matchingPreset();

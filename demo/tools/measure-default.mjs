@@ -157,7 +157,7 @@ async function measure(preset, task) {
     await waitFor(page, 'the page to open', present(page, '#status.ok, #status.error'));
     if ((await page.locator('#status').getAttribute('class')) !== 'ok') throw new Error(`the page did not open: ${await textOf(page, '#status')}`);
     const adapter = await textOf(page, '#adapter');
-    const settings = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#settings-form input, #style-steps')].map((i) => [i.name, i.value])));
+    const settings = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#settings-form input, #style-steps, #style-lr')].map((i) => [i.name, i.value])));
     log(`${preset} ${task}: adapter ${adapter}; settings ${JSON.stringify(settings)}`);
     const result = task === 'style' ? await measureStyle(page) : await measureSpam(page);
     const run = { preset, task, adapter, settings, ...result, foreignRequests: foreign, date: new Date().toISOString() };

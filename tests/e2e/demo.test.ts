@@ -299,6 +299,8 @@ it('trains the style task on the preset text: held-out perplexity falls, samples
   const { page, errors } = await openPage(STYLE_RUN);
   await page.click('#tab-style');
   expect(await page.inputValue('#style-steps')).toBe('8');
+  // The style task's own learning rate (IA3 vectors alone take a larger one than the spam filter's).
+  expect(await page.inputValue('#style-lr')).toBe('0.1');
   await page.fill('#gen-tokens', '8');
   const t0 = Date.now();
   await page.click('#style-train');
