@@ -1,8 +1,11 @@
 // Benchmark harness helpers: GPU timing by wall clock around whole submissions (median of
 // trials, each trial many repetitions in one command buffer), the result rows, and the context
-// every suite gets, the same in the browser page and in Node.
+// every suite gets, the same in the browser page and in Node. Every timed wait goes through
+// awaitGpu (src/runtime.ts), as the library's own waits do, so that in Node Dawn's polling loop
+// does not take the CPU from a software adapter's work (ours and onnxruntime-web's alike).
 import type { GpuContext } from '../../src/gpu/device.js';
 import type { PeftModel, TensorData } from '../../src/index.js';
+import { awaitGpu } from '../../src/runtime.js';
 
 export interface BenchRow {
   suite: string;
@@ -36,7 +39,7 @@ export async function timeGpu(
     for (let i = 0; i < n; i++) encode(enc);
     const t0 = performance.now();
     gpu.device.queue.submit([enc.finish()]);
-    await gpu.device.queue.onSubmittedWorkDone();
+    await awaitGpu(gpu.device.queue.onSubmittedWorkDone());
     return (performance.now() - t0) / 1000 / n;
   };
   await run(1); // warm-up: pipelines, first-touch of buffers
@@ -47,11 +50,11 @@ export async function timeGpu(
 
 /** Median seconds per call of an async function. */
 export async function timeAsync(fn: () => Promise<unknown>, { reps = 10, trials = 3 } = {}): Promise<number> {
-  await fn();
+  await awaitGpu(fn());
   const times: number[] = [];
   for (let t = 0; t < trials; t++) {
     const t0 = performance.now();
-    for (let i = 0; i < reps; i++) await fn();
+    for (let i = 0; i < reps; i++) await awaitGpu(fn());
     times.push((performance.now() - t0) / 1000 / reps);
   }
   return median(times);
