@@ -26,6 +26,23 @@ export interface BenchContext {
   log: (msg: string) => void;
   /** A file of the repository by its path from the root (the page fetches it, Node reads it). */
   readFile: (path: string) => Promise<Uint8Array>;
+  /** A model file of the repository as loadModel takes it to stream it: a URL in the page, a path in Node. */
+  modelSource: (path: string) => string;
+  /** Bytes of the JS heap, ArrayBuffers included, after full collections (heapAfterGc). */
+  heapBytes: () => Promise<number>;
+}
+
+/**
+ * `read()` after full collections (run.mjs exposes gc in both runtimes): two, a task apart, so that
+ * what finalizers and WeakRefs released after the first is collected by the second.
+ */
+export async function heapAfterGc(read: () => number): Promise<number> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) return NaN;
+  gc();
+  await new Promise((r) => setTimeout(r, 0));
+  gc();
+  return read();
 }
 
 /** Median seconds per repetition of `encode` (which records one repetition into the encoder). */
