@@ -310,9 +310,9 @@ function urlStore(options: LoadOnnxOptions): FileStore {
 
 /**
  * Files on disk, in Node: a folder path or the path of the .onnx itself (its name need not end in
- * .onnx). A file streams like a fetch body: read through a file handle in chunks of `chunkBytes`,
- * each a fresh array the reader may keep a view of (a small tensor) or drop once it has gone to the
- * GPU, so no file is ever held whole; `reread` opens it again.
+ * .onnx). A file streams like a fetch body: positioned reads of a file handle, `chunkBytes` at a
+ * time, each into a fresh array that is garbage once its bytes are on the GPU or copied (the stream
+ * reader copies what it keeps), so no file is ever held whole; `reread` opens it again.
  */
 async function diskStore(chunkBytes: number): Promise<FileStore> {
   if (!(Number.isSafeInteger(chunkBytes) && chunkBytes > 0)) throw new InputError(`fileChunkBytes must be a positive whole number of bytes, got ${chunkBytes}`);
@@ -354,8 +354,8 @@ async function diskStore(chunkBytes: number): Promise<FileStore> {
             throw failed(path, e);
           }
           try {
-            // Up to the size seen when the file was opened: a file that shrank since ends early and
-            // the stream reader names the truncation; one that grew is read as it was.
+            // Up to the size stat gave when the source was opened: a file that shrank since ends
+            // early and the stream reader names the truncation; bytes appended since are not read.
             for (let at = 0; at < size; ) {
               const chunk = new Uint8Array(Math.min(chunkBytes, size - at));
               let bytesRead: number;
