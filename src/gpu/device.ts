@@ -8,7 +8,7 @@
 // `create([])` of the `webgpu` package, Dawn); nothing here needs WebGPU's global constants.
 
 import { DeviceLostError, GpuExecutionError, IA3Error, WebGPUUnavailableError } from '../errors.js';
-import { isNode } from '../runtime.js';
+import { awaitGpu, isNode } from '../runtime.js';
 import { BufferPool } from './buffers.js';
 import { DispatchList, type BoundProgram } from './dispatch.js';
 import { BufferUsage, MapMode } from './flags.js';
@@ -171,7 +171,7 @@ export class GpuContext {
     enc.copyBufferToBuffer(buffer, offset, staging, 0, size);
     this.device.queue.submit([enc.finish()]);
     try {
-      await staging.mapAsync(MapMode.READ);
+      await awaitGpu(staging.mapAsync(MapMode.READ));
       return staging.getMappedRange().slice(0, bytes);
     } catch (e) {
       throw (await this.lossBehind(e)) ?? e;

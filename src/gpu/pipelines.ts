@@ -6,6 +6,7 @@
 // failure is raised as ShaderCompileError with the offending WGSL line.
 
 import { ShaderCompileError } from '../errors.js';
+import { awaitGpu } from '../runtime.js';
 import { ShaderStage } from './flags.js';
 import type { KernelDef, Program } from './kernel.js';
 
@@ -94,11 +95,11 @@ export class PipelineCache {
     const moduleError = await this.moduleErrors.get(kernel.name);
     if (moduleError) throw await describeCompileFailure(kernel, module, moduleError);
     try {
-      const pipeline = await this.device.createComputePipelineAsync({
+      const pipeline = await awaitGpu(this.device.createComputePipelineAsync({
         label: PipelineCache.key(kernel, overrides),
         layout: this.device.createPipelineLayout({ bindGroupLayouts: [this.bindGroupLayout(kernel)] }),
         compute: { module, entryPoint: kernel.entryPoint ?? 'main', constants: overrides ? { ...overrides } : {} },
-      });
+      }));
       this.compiled++;
       return pipeline;
     } catch (cause) {

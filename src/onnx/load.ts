@@ -47,10 +47,18 @@ export interface LoadOnnxOptions {
   readonly onProgress?: (progress: LoadProgress) => void;
   /** With a sink: tensors up to this many bytes stay in memory (default KEEP_BYTES). */
   readonly keepBytes?: number;
+  /** In Node, file paths are read in chunks of this many bytes (default FILE_CHUNK_BYTES). */
+  readonly fileChunkBytes?: number;
 }
 
 /** Tensors up to this many bytes keep their data on the CPU even with a sink (specialisation reads small ones). */
 export const KEEP_BYTES = 1 << 20;
+
+/**
+ * The chunk size of file reads in Node: large enough that a read's fixed cost is lost in its copy,
+ * small next to any tensor worth streaming, like the chunks of a fetch body.
+ */
+export const FILE_CHUNK_BYTES = 4 << 20;
 
 export interface LoadedOnnx {
   readonly graph: Graph;
@@ -132,7 +140,7 @@ export async function loadOnnx(source: ModelSource, options: LoadOnnxOptions = {
 
   if (typeof source === 'string' || source instanceof URL) {
     const path = await filePathOf(source, options);
-    return path === undefined ? loadFromStore(String(source), urlStore(options), given, options) : loadFromStore(path, await diskStore(), given, options);
+    return path === undefined ? loadFromStore(String(source), urlStore(options), given, options) : loadFromStore(path, await diskStore(options.fileChunkBytes ?? FILE_CHUNK_BYTES), given, options);
   }
   if (source instanceof Uint8Array || source instanceof ArrayBuffer) {
     return finish(sourceOf('model.onnx', source), 'model.onnx', undefined, given, async () => undefined, options);
@@ -302,10 +310,12 @@ function urlStore(options: LoadOnnxOptions): FileStore {
 
 /**
  * Files on disk, in Node: a folder path or the path of the .onnx itself (its name need not end in
- * .onnx). A file is read whole when its source is read (node:fs's readFile, one chunk), and read
- * again for `reread`: the loader keeps no copy, though the file is not read in chunks.
+ * .onnx). A file streams like a fetch body: positioned reads of a file handle, `chunkBytes` at a
+ * time, each into a fresh array that is garbage once its bytes are on the GPU or copied (the stream
+ * reader copies what it keeps), so no file is ever held whole; `reread` opens it again.
  */
-async function diskStore(): Promise<FileStore> {
+async function diskStore(chunkBytes: number): Promise<FileStore> {
+  if (!(Number.isSafeInteger(chunkBytes) && chunkBytes > 0)) throw new InputError(`fileChunkBytes must be a positive whole number of bytes, got ${chunkBytes}`);
   const fs = await importNodeModule('node:fs/promises');
   const code = (e: unknown): string | undefined => (e as { code?: string } | null)?.code;
   const missing = (e: unknown): boolean => code(e) === 'ENOENT' || code(e) === 'ENOTDIR';
@@ -324,28 +334,43 @@ async function diskStore(): Promise<FileStore> {
       }
     },
     async open(path, name) {
-      let first: Uint8Array;
+      let size: number;
       try {
-        first = await fs.readFile(path);
+        const st = await fs.stat(path);
+        if (!st.isFile()) return undefined;
+        size = st.size;
       } catch (e) {
-        if (missing(e) || code(e) === 'EISDIR') return undefined;
+        if (missing(e)) return undefined;
         throw failed(path, e);
       }
-      let pending: Uint8Array | undefined = first;
       return {
         name,
-        size: first.byteLength,
+        size,
         async *chunks() {
-          let b = pending;
-          pending = undefined;
-          if (!b) {
-            try {
-              b = await fs.readFile(path);
-            } catch (e) {
-              throw failed(path, e);
-            }
+          let handle;
+          try {
+            handle = await fs.open(path, 'r');
+          } catch (e) {
+            throw failed(path, e);
           }
-          yield new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+          try {
+            // Up to the size stat gave when the source was opened: a file that shrank since ends
+            // early and the stream reader names the truncation; bytes appended since are not read.
+            for (let at = 0; at < size; ) {
+              const chunk = new Uint8Array(Math.min(chunkBytes, size - at));
+              let bytesRead: number;
+              try {
+                ({ bytesRead } = await handle.read(chunk, 0, chunk.length, at));
+              } catch (e) {
+                throw failed(path, e);
+              }
+              if (bytesRead === 0) return;
+              at += bytesRead;
+              yield bytesRead === chunk.length ? chunk : chunk.subarray(0, bytesRead);
+            }
+          } finally {
+            await handle.close();
+          }
         },
       };
     },

@@ -22,6 +22,7 @@ import { packUniforms } from '../gpu/kernel.js';
 import type { WeightStore } from '../gpu/weights.js';
 import type { GradientPlan } from '../model.js';
 import { adamwProgram, gradNormPrograms, type AdamWHyper } from '../ops/optim.js';
+import { awaitGpu } from '../runtime.js';
 import { accumulateProgram } from './kernels.js';
 
 /** A trainable tensor in the flat buffers. */
@@ -131,7 +132,7 @@ export class FlatState {
       [this.params, this.m, this.v].forEach((b, k) => enc.copyBufferToBuffer(b, 0, staging, k * bytes, bytes));
       this.gpu.device.queue.submit([enc.finish()]);
       try {
-        await staging.mapAsync(MapMode.READ);
+        await awaitGpu(staging.mapAsync(MapMode.READ));
       } catch (e) {
         throw (await this.gpu.lossBehind(e)) ?? e;
       }
@@ -227,7 +228,7 @@ export class StepEncoder {
     enc.copyBufferToBuffer(this.ring, 0, staging, 0, 8 * count);
     this.gpu.device.queue.submit([enc.finish()]);
     try {
-      await staging.mapAsync(MapMode.READ);
+      await awaitGpu(staging.mapAsync(MapMode.READ));
       return new Float32Array(staging.getMappedRange().slice(0));
     } catch (e) {
       throw (await this.gpu.lossBehind(e)) ?? e;

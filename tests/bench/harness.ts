@@ -1,8 +1,11 @@
 // Benchmark harness helpers: GPU timing by wall clock around whole submissions (median of
 // trials, each trial many repetitions in one command buffer), the result rows, and the context
-// every suite gets, the same in the browser page and in Node.
+// every suite gets, the same in the browser page and in Node. Every timed wait goes through
+// awaitGpu (src/runtime.ts), as the library's own waits do, so that in Node Dawn's polling loop
+// does not take the CPU from a software adapter's work (ours and onnxruntime-web's alike).
 import type { GpuContext } from '../../src/gpu/device.js';
 import type { PeftModel, TensorData } from '../../src/index.js';
+import { awaitGpu } from '../../src/runtime.js';
 
 export interface BenchRow {
   suite: string;
@@ -23,6 +26,23 @@ export interface BenchContext {
   log: (msg: string) => void;
   /** A file of the repository by its path from the root (the page fetches it, Node reads it). */
   readFile: (path: string) => Promise<Uint8Array>;
+  /** A model file of the repository as loadModel takes it to stream it: a URL in the page, a path in Node. */
+  modelSource: (path: string) => string;
+  /** Bytes of the JS heap, ArrayBuffers included, after full collections (heapAfterGc). */
+  heapBytes: () => Promise<number>;
+}
+
+/**
+ * `read()` after full collections (run.mjs exposes gc in both runtimes): two, a task apart, so that
+ * what finalizers and WeakRefs released after the first is collected by the second.
+ */
+export async function heapAfterGc(read: () => number): Promise<number> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) return NaN;
+  gc();
+  await new Promise((r) => setTimeout(r, 0));
+  gc();
+  return read();
 }
 
 /** Median seconds per repetition of `encode` (which records one repetition into the encoder). */
@@ -36,7 +56,7 @@ export async function timeGpu(
     for (let i = 0; i < n; i++) encode(enc);
     const t0 = performance.now();
     gpu.device.queue.submit([enc.finish()]);
-    await gpu.device.queue.onSubmittedWorkDone();
+    await awaitGpu(gpu.device.queue.onSubmittedWorkDone());
     return (performance.now() - t0) / 1000 / n;
   };
   await run(1); // warm-up: pipelines, first-touch of buffers
@@ -47,11 +67,11 @@ export async function timeGpu(
 
 /** Median seconds per call of an async function. */
 export async function timeAsync(fn: () => Promise<unknown>, { reps = 10, trials = 3 } = {}): Promise<number> {
-  await fn();
+  await awaitGpu(fn());
   const times: number[] = [];
   for (let t = 0; t < trials; t++) {
     const t0 = performance.now();
-    for (let i = 0; i < reps; i++) await fn();
+    for (let i = 0; i < reps; i++) await awaitGpu(fn());
     times.push((performance.now() - t0) / 1000 / reps);
   }
   return median(times);

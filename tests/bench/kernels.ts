@@ -6,6 +6,7 @@
 //   same shapes, inputs resident on the GPU, outputs left on the GPU, one submission per run.
 import * as ort from 'onnxruntime-web/webgpu';
 import { Plan } from '../../src/compile/plan.js';
+import { awaitGpu } from '../../src/runtime.js';
 import { copyProgram } from '../../src/gpu/copy.js';
 import type { GpuContext } from '../../src/gpu/device.js';
 import type { Attrs } from '../../src/ir/graph.js';
@@ -58,7 +59,7 @@ async function timeInterleaved(gpu: GpuContext, encoders: ((enc: GPUCommandEncod
     for (let i = 0; i < n; i++) encode(enc);
     const t0 = performance.now();
     gpu.device.queue.submit([enc.finish()]);
-    await gpu.device.queue.onSubmittedWorkDone();
+    await awaitGpu(gpu.device.queue.onSubmittedWorkDone());
     return (performance.now() - t0) / 1000 / n;
   };
   for (const e of encoders) await run(e, 1);
@@ -137,7 +138,7 @@ export async function kernelSuite({ gpu, quick, rows, log }: BenchContext): Prom
         ours.encode(enc);
         gpu.device.queue.submit([enc.finish()]);
       }
-      await gpu.device.queue.onSubmittedWorkDone();
+      await awaitGpu(gpu.device.queue.onSubmittedWorkDone());
     }, { reps: 1, trials: 3 })) / iters;
 
     const weight = fill(K * N, 7);

@@ -1,6 +1,7 @@
 // The benchmark page: runs the selected suites in the browser and publishes the result on
 // window.__bench for run.mjs.
 import { createDevice } from '../../src/gpu/device.js';
+import { heapAfterGc } from './harness.js';
 import { runSuites, type BenchResult } from './suites.js';
 
 declare global {
@@ -24,4 +25,7 @@ await runSuites(() => createDevice(), (params.get('suites') ?? '').split(',').fi
     if (!r.ok) throw new Error(`GET /${path}: HTTP ${r.status}`);
     return new Uint8Array(await r.arrayBuffer());
   },
+  modelSource: (path) => `/${path}`,
+  // Exact only with --enable-precise-memory-info (run.mjs passes it); counts ArrayBuffers' bytes.
+  heapBytes: () => heapAfterGc(() => (performance as unknown as { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? NaN),
 });

@@ -41,7 +41,7 @@ export async function runInNode(entry, args = []) {
   const { module: dawn } = await runnerImport(resolve(root, 'tests/util/dawn-env.ts'));
   const extra = dawn.dawnEnv(process.env);
   console.log(`[node-run] ${entry} on Dawn: ${dawn.describeDawnEnv(extra)}`);
-  const child = spawn(process.execPath, ['--enable-source-maps', resolve(outDir, `${name}.mjs`), ...args], {
+  const child = spawn(process.execPath, ['--enable-source-maps', '--expose-gc', resolve(outDir, `${name}.mjs`), ...args], {
     cwd: root,
     env: { ...process.env, ...extra },
     stdio: 'inherit',

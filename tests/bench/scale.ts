@@ -19,14 +19,6 @@ import { loadGpt2Bench, stepAndForward } from './train.js';
 const SCALE = '/tests/fixtures/scale';
 const MiB = 2 ** 20;
 
-declare const gc: (() => void) | undefined;
-
-/** Bytes of the JS heap (ArrayBuffers included) after a full collection (run.mjs exposes gc). */
-function heapBytes(): number {
-  if (typeof gc === 'function') gc();
-  return (performance as unknown as { memory?: { usedJSHeapSize: number } }).memory?.usedJSHeapSize ?? NaN;
-}
-
 async function fileBytes(url: string): Promise<number> {
   return Number((await fetch(url, { method: 'HEAD' })).headers.get('content-length'));
 }
@@ -43,12 +35,12 @@ function tokens(batch: number, seq: number): Record<string, TensorData> {
 async function measureLoad(ctx: BenchContext, label: string, url: string, files: string[]): Promise<Model> {
   const { gpu, rows, log } = ctx;
   const size = (await Promise.all(files.map(fileBytes))).reduce((a, b) => a + b, 0);
-  const heap0 = heapBytes();
+  const heap0 = await ctx.heapBytes();
   let last: LoadProgress | undefined;
   const t0 = performance.now();
   const model = await loadModel(url, { device: gpu, onProgress: (p) => (last = p) });
   const tLoad = (performance.now() - t0) / 1000;
-  const heap = heapBytes() - heap0;
+  const heap = (await ctx.heapBytes()) - heap0;
   rows.push({ suite: 'scale', name: `${label} load`, value: round(tLoad), unit: 's', extra: { fileBytes: size, progressBytes: last?.loadedBytes, tensors: last?.tensors } });
   rows.push({ suite: 'scale', name: `${label} JS heap after load / file bytes`, value: round(heap / MiB), unit: 'MiB', ratio: round(heap / size), baseline: `file bytes (${round(size / MiB)} MiB); lower is better`, goal: '≤ 0.25' });
   log(`scale: ${label} loaded in ${tLoad.toFixed(1)} s, heap +${(heap / MiB).toFixed(1)} MiB for ${(size / MiB).toFixed(1)} MiB of files`);

@@ -37,7 +37,7 @@ export async function runSuites(
   gpu: () => Promise<GpuContext>,
   names: readonly string[],
   state: BenchResult,
-  io: Pick<BenchContext, 'log' | 'readFile'>,
+  io: Pick<BenchContext, 'log' | 'readFile' | 'modelSource' | 'heapBytes'>,
 ): Promise<void> {
   const selected = names.length > 0 ? names : Object.keys(SUITES).filter((s) => !OPT_IN.has(s));
   try {

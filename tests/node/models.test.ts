@@ -1,11 +1,12 @@
 // Whole models in Node on Dawn, loaded from file paths: every fixture's forward pass equals
 // PyTorch's float64 outputs (tests/fixtures/generate.py) and the float64 CPU executor, from a
 // Hugging Face folder path, an .onnx path, and a folder on disk whose weights are in an external
-// data file beside the .onnx.
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+// data file beside the .onnx; the files stream in chunks through a file handle, never read whole.
+import { mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { loadModel, type Model, type TensorData } from '../../src/index.js';
 import { getGpu } from '../util/node-gpu.js';
 import { withExternalData } from '../util/onnx-build.js';
@@ -68,5 +69,31 @@ describe('fixtures from file paths', () => {
     expect(model.graph.initializers.get(ext.first)!.external?.location).toBe('model.onnx_data');
     await expectMatchesReference(model, reference('gpt2'), 'gpt2 (external data)');
     await model.dispose();
+  });
+
+  it('streams the .onnx and its external data in chunks, never a whole file at once', async () => {
+    const ext = withExternalData(readFileSync('tests/fixtures/gpt2/onnx/model.onnx'), 'model.onnx_data');
+    const dir = mkdtempSync(join(tmpdir(), 'ia3-node-'));
+    writeFileSync(join(dir, 'model.onnx'), ext.model);
+    writeFileSync(join(dir, 'model.onnx_data'), ext.data);
+    // Every read of a FileHandle goes through its prototype's read: count them and their sizes.
+    const probe = await open(join(dir, 'model.onnx'), 'r');
+    const proto = Object.getPrototypeOf(probe) as { read: (...args: unknown[]) => Promise<{ bytesRead: number }> };
+    await probe.close();
+    const reads = vi.spyOn(proto, 'read');
+    const chunk = 4096;
+    try {
+      const model = await loadModel(join(dir, 'model.onnx'), { device: await getGpu(), fileChunkBytes: chunk });
+      const lengths = reads.mock.calls.map((c) => c[2] as number);
+      const sizes = ['model.onnx', 'model.onnx_data'].map((f) => statSync(join(dir, f)).size);
+      expect(Math.max(...sizes), 'the fixture spans many chunks').toBeGreaterThan(20 * chunk);
+      expect(Math.max(...lengths)).toBeLessThanOrEqual(chunk);
+      expect(lengths.reduce((a, b) => a + b, 0)).toBe(sizes[0]! + sizes[1]!);
+      expect(reads.mock.calls.length).toBe(sizes.reduce((n, s) => n + Math.ceil(s / chunk), 0));
+      await expectMatchesReference(model, reference('gpt2'), 'gpt2 (streamed in 4 KiB chunks)');
+      await model.dispose();
+    } finally {
+      reads.mockRestore();
+    }
   });
 });
