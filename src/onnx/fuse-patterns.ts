@@ -5,10 +5,14 @@
 // make — so the forward runs one row kernel instead of nine dispatches (two of them reductions),
 // and the backward gets the fused LayerNormalizationGrad / GeluGrad instead of the VJPs of every
 // piece (broadcast sums, divisions, powers: about twice the forward chain's dispatches again).
+// Attention's transposed keys are read transposed by the product instead of copied (perm′ keeps
+// the last two axes; when it is the identity the Transpose goes).
 //
 //   LayerNorm: m = ReduceMean(x, [-1]); d = x − m; v = ReduceMean(d², [-1]); n = d / √(v + ε);
 //              y = n·γ + β                     ⇒ LayerNormalization(x, γ, β; axis −1, ε)
 //   GELU:      y = (x·½)·(1 + tanh(√(2/π)·(x + 0.044715·x³)))  ⇒ Gelu(x; approximate 'tanh')
+//   kᵀ:        MatMul(q, Transpose(k, perm)), perm swapping the last two axes
+//                                              ⇒ FusedMatMul(q, Transpose(k, perm′); transB)
 //
 // A chain is replaced only when it is exactly the pattern: the constants are scalars of the right
 // value (ε any positive scalar), γ and β are 1-D initializers, every intermediate value is read
@@ -20,7 +24,7 @@
 import { initializerToRef, nodeOpset, type Graph, type Node } from '../ir/graph.js';
 import { EXPANSION_OPSET } from '../ops/expansion.js';
 
-/** Returns `graph` with decomposed LayerNorm and tanh-GELU chains fused (the same graph when none match). */
+/** Returns `graph` with decomposed LayerNorm and tanh-GELU chains and transposed MatMul operands fused (the same graph when none match). */
 export function fuseDecomposedOps(graph: Graph): Graph {
   const producer = new Map<string, Node>();
   const readers = new Map<string, Node[]>();
@@ -110,6 +114,36 @@ export function fuseDecomposedOps(graph: Graph): Graph {
         break;
       }
     }
+  }
+  // A MatMul operand transposed by a permutation that swaps its last two axes (attention's
+  // kᵀ: Transpose(k, [0, 2, 3, 1])): the product reads it transposed instead (FusedMatMul's
+  // transA / transB), and what is left of the permutation, if anything, stays a Transpose that
+  // keeps the last two axes in place (the cheap strided copy; identity: no node at all). Saves the
+  // transposing copy in the forward and its inverse in the backward. Activations only: a
+  // transposed weight is the LM head's business (ops/lm-head.ts, compile/legalize.ts).
+  for (const mm of graph.nodes) {
+    if (mm.opType !== 'MatMul' || mm.domain !== '' || removed.has(mm)) continue;
+    const inputs = [...mm.inputs];
+    const attrs: Record<string, number> = {};
+    mm.inputs.forEach((v, k) => {
+      const t = only(v, 'Transpose', mm);
+      const perm = t?.attrs.perm as readonly number[] | undefined;
+      if (!t || !perm || perm.length < 3 || removed.has(t) || graph.initializers.has(t.inputs[0]!)) return;
+      const r = perm.length;
+      // Only when the permutation moves the innermost (contiguous) axis next to last: then what
+      // is left keeps it innermost, and reading the operand transposed is the cheaper order.
+      if (perm[r - 2] !== r - 1) return;
+      const rest = [...perm.slice(0, r - 2), perm[r - 1]!, perm[r - 2]!];
+      if (rest.every((p, i) => p === i)) {
+        inputs[k] = t.inputs[0]!;
+        removed.add(t);
+      } else {
+        // The Transpose keeps its output name: only this product reads it.
+        replaced.set(t, { ...t, attrs: { ...t.attrs, perm: rest } });
+      }
+      attrs[k === 0 ? 'transA' : 'transB'] = 1;
+    });
+    if (Object.keys(attrs).length > 0) replaced.set(mm, { name: mm.name, opType: 'FusedMatMul', domain: 'ia3', inputs, outputs: mm.outputs, attrs });
   }
   if (replaced.size === 0) return graph;
   const nodes = graph.nodes.flatMap((n) => (replaced.has(n) ? [replaced.get(n)!] : removed.has(n) ? [] : [n]));

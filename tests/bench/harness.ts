@@ -25,24 +25,35 @@ export interface BenchContext {
   readFile: (path: string) => Promise<Uint8Array>;
 }
 
-/** Median seconds per repetition of `encode` (which records one repetition into the encoder). */
-export async function timeGpu(
+/** Seconds per repetition of `n` repetitions of `encode` in one command buffer (submit to done). */
+async function runGpu(gpu: GpuContext, encode: (enc: GPUCommandEncoder) => void, n: number): Promise<number> {
+  const enc = gpu.device.createCommandEncoder();
+  for (let i = 0; i < n; i++) encode(enc);
+  const t0 = performance.now();
+  gpu.device.queue.submit([enc.finish()]);
+  await gpu.device.queue.onSubmittedWorkDone();
+  return (performance.now() - t0) / 1000 / n;
+}
+
+/**
+ * Median seconds per repetition of two workloads timed in alternation (a trial of `a`, then one of
+ * `b`, `trials` times), so that a change in the machine's load during the run falls on both.
+ */
+export async function timeGpuPair(
   gpu: GpuContext,
-  encode: (enc: GPUCommandEncoder) => void,
-  { reps = 10, trials = 5 }: { reps?: number; trials?: number } = {},
-): Promise<number> {
-  const run = async (n: number): Promise<number> => {
-    const enc = gpu.device.createCommandEncoder();
-    for (let i = 0; i < n; i++) encode(enc);
-    const t0 = performance.now();
-    gpu.device.queue.submit([enc.finish()]);
-    await gpu.device.queue.onSubmittedWorkDone();
-    return (performance.now() - t0) / 1000 / n;
-  };
-  await run(1); // warm-up: pipelines, first-touch of buffers
-  const times: number[] = [];
-  for (let t = 0; t < trials; t++) times.push(await run(reps));
-  return median(times);
+  a: (enc: GPUCommandEncoder) => void,
+  b: (enc: GPUCommandEncoder) => void,
+  { reps = 1, trials = 3 }: { reps?: number; trials?: number } = {},
+): Promise<[number, number]> {
+  await runGpu(gpu, a, 1);
+  await runGpu(gpu, b, 1);
+  const ta: number[] = [];
+  const tb: number[] = [];
+  for (let t = 0; t < trials; t++) {
+    ta.push(await runGpu(gpu, a, reps));
+    tb.push(await runGpu(gpu, b, reps));
+  }
+  return [median(ta), median(tb)];
 }
 
 /** Median seconds per call of an async function. */
@@ -68,18 +79,18 @@ export const round = (x: number, digits = 3): number => Number(x.toPrecision(dig
 /**
  * The adapted model's forward pass (IA3 scales fused into the matmuls) and one IA3 training step
  * (forward, causal-LM loss on labels = input_ids, backward to every IA3 vector), each planned for
- * `feeds`, given its inputs, and timed without readback (`reps` per trial, one command buffer each).
+ * `feeds`, given its inputs, and timed without readback, interleaved (`timeGpuPair`: 3 trials of
+ * `reps` each, one command buffer a trial, forward and step alternating).
  */
 export async function timeForwardAndStep(gpu: GpuContext, peft: PeftModel, feeds: Record<string, TensorData>, reps: number) {
   const shapes = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.dims]));
   const { plan: forward } = await peft.current().planFor(shapes);
   forward.writeInputs(new Map(Object.entries(feeds).map(([k, v]) => [k, Int32Array.from(v.data as BigInt64Array, Number)])));
-  const tForward = await timeGpu(gpu, (enc) => forward.encode(enc), { reps, trials: 3 });
   const { model: lossModel, trainables } = peft.trainingModel();
   const labels = feeds.input_ids!;
   const step = await lossModel.gradientPlan({ ...shapes, labels: labels.dims }, 'loss', trainables.map((t) => t.name));
   const trainFeeds = lossModel.gpuFeeds({ ...feeds, labels });
   step.plan.writeInputs(new Map([...trainFeeds].filter(([k]) => step.inputs.includes(k)).map(([k, v]) => [k, v.data])));
-  const tStep = await timeGpu(gpu, (enc) => step.plan.encode(enc), { reps, trials: 3 });
+  const [tForward, tStep] = await timeGpuPair(gpu, (enc) => forward.encode(enc), (enc) => step.plan.encode(enc), { reps, trials: 3 });
   return { forward, step, tForward, tStep };
 }

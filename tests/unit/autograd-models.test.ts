@@ -318,7 +318,7 @@ describe('what the reverse pass differentiates', () => {
     const byName = new Map(spec.nodes.map((n) => [n.name, n]));
     const needed = bw.summary.differentiated
       .map((name) => byName.get(name)!)
-      .filter((n) => n.opType === 'MatMul' || n.opType === 'Gemm')
+      .filter((n) => n.opType === 'MatMul' || n.opType === 'Gemm' || n.opType === 'FusedMatMul')
       .reduce((s, n) => s + n.inputs.filter((v) => bw.summary.gradientsOf.includes(v)).length, 0);
     expect(products).toBe(needed);
     expect(bw.summary.nodeCounts.FusedMatMul).toBe(products);

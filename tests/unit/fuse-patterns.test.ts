@@ -1,7 +1,8 @@
 // Decomposed LayerNorm and tanh-GELU chains (as torch.onnx writes them below opset 17) become one
 // LayerNormalization / Gelu node at specialisation, and compute what the chain computes (float64
 // formulas written here); near misses — another exponent, an intermediate read outside the chain,
-// a GELU constant off — stay as they are. The fixtures' counts: one LayerNorm per ln_1 / ln_2 / ln_f.
+// a GELU constant off — stay as they are. The fixtures' counts: one LayerNorm per ln_1 / ln_2 / ln_f,
+// and attention's transposed keys read by a transposing product.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { Graph, Initializer, Node } from '../../src/ir/graph.js';
@@ -112,5 +113,14 @@ describe('decomposed LayerNorm and tanh GELU', () => {
     expect(count('gpt2', 'Gelu')).toBe(2);
     // BERT (2 layers): the embeddings' LayerNorm and two per layer (its GELU is the erf form).
     expect(count('bert', 'LayerNormalization')).toBe(5);
+    // Attention's kᵀ (Transpose [0, 2, 3, 1]) is read transposed by the product: one per layer, and
+    // what is left of the permutation is the [0, 2, 1, 3] head split, like q's and v's.
+    const gpt2 = fuseDecomposedOps(decodeOnnx(new Uint8Array(readFileSync('tests/fixtures/gpt2/onnx/model.onnx'))));
+    const products = gpt2.nodes.filter((n) => n.opType === 'FusedMatMul');
+    expect(products.map((n) => n.attrs)).toEqual([{ transB: 1 }, { transB: 1 }]);
+    const perms = gpt2.nodes.filter((n) => n.opType === 'Transpose').map((n) => (n.attrs.perm as number[]).join(''));
+    expect(perms.filter((p) => p !== '0213')).toEqual([]);
+    // The file's nodes keep their order (a Transpose stays where it was, before its product).
+    for (const mm of products) expect(gpt2.nodes.findIndex((n) => n.outputs.includes(mm.inputs[1]!))).toBeLessThan(gpt2.nodes.indexOf(mm));
   });
 });
