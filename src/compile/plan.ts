@@ -255,8 +255,7 @@ export class Plan {
           outputs: node.outputs.map((o) => buffers.get(o)!),
           temps: temps.map((t) => slotBuffers[t]!),
         };
-        const label = node.opType;
-        steps.push(...resolveBindings(lowering, slots, `plan: node '${node.name}'`).map((b) => ({ ...b, label })));
+        steps.push(...resolveBindings(lowering, slots, `plan: node '${node.name}'`).map((b) => ({ ...b, label: node.name })));
       }
       const dispatches = await DispatchList.prepare(gpu, steps);
       return new Plan(gpu, graph, dispatches, buffers, owned, { ...layout.memory });
@@ -284,7 +283,8 @@ export class Plan {
 
   /**
    * Profiling, not for the hot path: runs the written inputs once, one dispatch per awaited
-   * submission (`DispatchList.profile`), and returns each dispatch's op type, kernel and milliseconds.
+   * submission (`DispatchList.profile`), and returns each dispatch's node name (`label`), kernel
+   * and milliseconds.
    */
   profile(): Promise<{ label: string; kernel: string; ms: number }[]> {
     this.gpu.assertAlive();

@@ -32,7 +32,7 @@ export interface BoundProgram {
    * when absent the list writes and owns one holding `program.uniforms`.
    */
   readonly uniforms?: GPUBuffer;
-  /** What the dispatch belongs to, for profiles (e.g. the plan node's op type); the kernel name when absent. */
+  /** What the dispatch belongs to, for profiles (a plan's node name); the kernel name when absent. */
   readonly label?: string;
 }
 

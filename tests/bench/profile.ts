@@ -1,22 +1,30 @@
 // The profile suite (opt-in: `npm run bench -- --suite profile [--quick]`): where the time of an
-// IA3 training step goes, against the forward, on gpt2-bench (6 layers × 384) at 8×128 tokens
-// (2×128 with --quick: the same shapes per token, a quarter of the rows). Both plans run one
+// IA3 training step goes, against the forward, on the scale suite's 4×256 model at 4×64 tokens and
+// on gpt2-bench (6 layers × 384) at 8×128 tokens (2×128 with --quick: the same shapes per token, a
+// quarter of the rows). Both plans run one
 // dispatch per awaited submission (`Plan.profile`: SwiftShader has no timestamp queries); the
-// milliseconds are summed per (op type, kernel) — op types of the step's plan include the
-// backward's own (…Grad, the fused loss) — and reported with their share of the step and the
-// forward. Rows: the families above 1% of the step, and the step's and forward's totals.
-import { getPeftModel, IA3Config } from '../../src/index.js';
+// milliseconds are summed per (op type, transposed operands, kernel) — op types of the step's plan
+// include the backward's own (…Grad, the fused loss) — and reported with their share of the step
+// and the forward. Rows: the families above 1% of the step, and the step's and forward's totals.
+import { getPeftModel, IA3Config, loadModel, type Model } from '../../src/index.js';
+import type { Plan } from '../../src/compile/plan.js';
 import type { BenchContext } from './harness.js';
 import { round } from './harness.js';
 import { loadGpt2Bench } from './train.js';
 
 type Sample = { label: string; kernel: string; ms: number };
 
-/** Milliseconds per `op type / kernel` family, summed over dispatches (and the dispatch count). */
-function byFamily(samples: readonly Sample[]): Map<string, { ms: number; n: number }> {
+/**
+ * Milliseconds per family, summed over dispatches (and the dispatch count): `op type / kernel`,
+ * with a product's transposed operands marked (`FusedMatMul·tB`: B read transposed).
+ */
+function byFamily(samples: readonly Sample[], plan: Plan): Map<string, { ms: number; n: number }> {
+  const nodes = new Map(plan.graph.nodes.map((n) => [n.name, n]));
   const out = new Map<string, { ms: number; n: number }>();
   for (const s of samples) {
-    const key = `${s.label} / ${s.kernel}`;
+    const node = nodes.get(s.label);
+    const trans = `${node?.attrs.transA ? '·tA' : ''}${node?.attrs.transB ? '·tB' : ''}`;
+    const key = `${node?.opType ?? s.label}${trans} / ${s.kernel}`;
     const f = out.get(key) ?? { ms: 0, n: 0 };
     f.ms += s.ms;
     f.n++;
@@ -25,9 +33,17 @@ function byFamily(samples: readonly Sample[]): Map<string, { ms: number; n: numb
   return out;
 }
 
-export async function profileSuite({ gpu, quick, rows, log, readFile }: BenchContext): Promise<void> {
+export async function profileSuite(ctx: BenchContext): Promise<void> {
+  const { gpu, quick, readFile } = ctx;
+  // The 4×256 model (vocabulary 512) at 4×64, when run.mjs generated it (scale suites, profile).
+  const small = await fetch('/tests/fixtures/scale/gpt2-4x256/onnx/model.onnx', { method: 'HEAD' }).then((r) => r.ok, () => false);
+  if (small) await profileModel(ctx, 'gpt2-4x256', await loadModel('/tests/fixtures/scale/gpt2-4x256/', { device: gpu }), 4, 64);
   const [batch, seq] = quick ? [2, 128] : [8, 128];
-  const model = await loadGpt2Bench(gpu, readFile);
+  await profileModel(ctx, 'gpt2-bench', await loadGpt2Bench(gpu, readFile), batch, seq);
+}
+
+/** Profiles the IA3 training step and the forward of `model` on batch × seq tokens, then disposes it. */
+async function profileModel({ rows, log }: BenchContext, name: string, model: Model, batch: number, seq: number): Promise<void> {
   const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
   const n = batch * seq;
   const ids = new BigInt64Array(n).map((_, i) => BigInt(1 + ((i * 7919) % 500)));
@@ -40,16 +56,18 @@ export async function profileSuite({ gpu, quick, rows, log, readFile }: BenchCon
   const trainFeeds = lossModel.gpuFeeds({ ...feeds, labels: feeds.input_ids });
   step.plan.writeInputs(new Map([...trainFeeds].filter(([k]) => step.inputs.includes(k)).map(([k, v]) => [k, v.data])));
 
-  await forward.profile(); // warm-up: first touch of every buffer
+  // Warm-up: first touch of every buffer.
+  await forward.profile();
+  await step.plan.profile();
   // Interleaved, so a change of the machine's load falls on both alike.
   const fwd = await forward.profile();
   const stp = await step.plan.profile();
   const total = (xs: readonly Sample[]): number => xs.reduce((a, s) => a + s.ms, 0);
   const tf = total(fwd);
   const ts = total(stp);
-  const f = byFamily(fwd);
-  const s = byFamily(stp);
-  const label = `gpt2-bench ${batch}×${seq}`;
+  const f = byFamily(fwd, forward);
+  const s = byFamily(stp, step.plan);
+  const label = `${name} ${batch}×${seq}`;
   log(`profile: ${label} step ${ts.toFixed(0)} ms in ${stp.length} dispatches, forward ${tf.toFixed(0)} ms in ${fwd.length} (${(ts / tf).toFixed(2)}×)`);
   rows.push({ suite: 'profile', name: `${label} step / forward (one dispatch per submission)`, value: round(ts), unit: 'ms', ratio: round(ts / tf), baseline: `forward (${round(tf)} ms)`, extra: { stepDispatches: stp.length, forwardDispatches: fwd.length } });
   for (const [key, v] of [...s].sort((a, b) => b[1].ms - a[1].ms)) {
