@@ -25,35 +25,25 @@ export interface BenchContext {
   readFile: (path: string) => Promise<Uint8Array>;
 }
 
-/** Seconds per repetition of `n` repetitions of `encode` in one command buffer (submit to done). */
-async function runGpu(gpu: GpuContext, encode: (enc: GPUCommandEncoder) => void, n: number): Promise<number> {
-  const enc = gpu.device.createCommandEncoder();
-  for (let i = 0; i < n; i++) encode(enc);
-  const t0 = performance.now();
-  gpu.device.queue.submit([enc.finish()]);
-  await gpu.device.queue.onSubmittedWorkDone();
-  return (performance.now() - t0) / 1000 / n;
-}
-
 /**
- * Median seconds per repetition of two workloads timed in alternation (a trial of `a`, then one of
- * `b`, `trials` times), so that a change in the machine's load during the run falls on both.
+ * Seconds per repetition of each encoder, per trial: after one warm-up each, every trial runs each
+ * encoder `reps` times in one submission, in turn, so all of them see the same machine load.
  */
-export async function timeGpuPair(
-  gpu: GpuContext,
-  a: (enc: GPUCommandEncoder) => void,
-  b: (enc: GPUCommandEncoder) => void,
-  { reps = 1, trials = 3 }: { reps?: number; trials?: number } = {},
-): Promise<[number, number]> {
-  await runGpu(gpu, a, 1);
-  await runGpu(gpu, b, 1);
-  const ta: number[] = [];
-  const tb: number[] = [];
+export async function timeInterleaved(gpu: GpuContext, encoders: ((enc: GPUCommandEncoder) => void)[], reps: number, trials = 5): Promise<number[][]> {
+  const run = async (encode: (enc: GPUCommandEncoder) => void, n: number): Promise<number> => {
+    const enc = gpu.device.createCommandEncoder();
+    for (let i = 0; i < n; i++) encode(enc);
+    const t0 = performance.now();
+    gpu.device.queue.submit([enc.finish()]);
+    await gpu.device.queue.onSubmittedWorkDone();
+    return (performance.now() - t0) / 1000 / n;
+  };
+  for (const e of encoders) await run(e, 1);
+  const times = encoders.map((): number[] => []);
   for (let t = 0; t < trials; t++) {
-    ta.push(await runGpu(gpu, a, reps));
-    tb.push(await runGpu(gpu, b, reps));
+    for (const [k, e] of encoders.entries()) times[k]!.push(await run(e, reps));
   }
-  return [median(ta), median(tb)];
+  return times;
 }
 
 /** Median seconds per call of an async function. */
@@ -79,8 +69,8 @@ export const round = (x: number, digits = 3): number => Number(x.toPrecision(dig
 /**
  * The adapted model's forward pass (IA3 scales fused into the matmuls) and one IA3 training step
  * (forward, causal-LM loss on labels = input_ids, backward to every IA3 vector), each planned for
- * `feeds`, given its inputs, and timed without readback, interleaved (`timeGpuPair`: 3 trials of
- * `reps` each, one command buffer a trial, forward and step alternating).
+ * `feeds`, given its inputs, and timed without readback, interleaved (`timeInterleaved`: 3 trials
+ * of `reps` each, one command buffer a trial, forward and step alternating), as medians.
  */
 export async function timeForwardAndStep(gpu: GpuContext, peft: PeftModel, feeds: Record<string, TensorData>, reps: number) {
   const shapes = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.dims]));
@@ -91,6 +81,6 @@ export async function timeForwardAndStep(gpu: GpuContext, peft: PeftModel, feeds
   const step = await lossModel.gradientPlan({ ...shapes, labels: labels.dims }, 'loss', trainables.map((t) => t.name));
   const trainFeeds = lossModel.gpuFeeds({ ...feeds, labels });
   step.plan.writeInputs(new Map([...trainFeeds].filter(([k]) => step.inputs.includes(k)).map(([k, v]) => [k, v.data])));
-  const [tForward, tStep] = await timeGpuPair(gpu, (enc) => forward.encode(enc), (enc) => step.plan.encode(enc), { reps, trials: 3 });
-  return { forward, step, tForward, tStep };
+  const [f, s] = await timeInterleaved(gpu, [(enc) => forward.encode(enc), (enc) => step.plan.encode(enc)], reps, 3);
+  return { forward, step, tForward: median(f!), tStep: median(s!) };
 }
