@@ -82,5 +82,5 @@ export async function timeForwardAndStep(gpu: GpuContext, peft: PeftModel, feeds
   const trainFeeds = lossModel.gpuFeeds({ ...feeds, labels });
   step.plan.writeInputs(new Map([...trainFeeds].filter(([k]) => step.inputs.includes(k)).map(([k, v]) => [k, v.data])));
   const [f, s] = await timeInterleaved(gpu, [(enc) => forward.encode(enc), (enc) => step.plan.encode(enc)], reps, 3);
-  return { forward, step, tForward: median(f!), tStep: median(s!) };
+  return { forward, step, tForward: median(f!), tStep: median(s!), trials: { forward: f!, step: s! } };
 }

@@ -127,7 +127,7 @@ export async function stepForwardRatios(ctx: BenchContext): Promise<void> {
       [8, 128],
     ] as const) {
       const r = await stepAndForward(gpu, m, batch, seq, quick ? 1 : 3);
-      rows.push({ suite: 'scale', name: `${label} step / forward ${batch}×${seq}`, value: round(r.tStep * 1000), unit: 'ms', ratio: round(r.tStep / r.tForward), baseline: `forward (${round(r.tForward * 1000)} ms); lower is better`, goal: '≤ 2.2×', extra: { forwardDispatches: r.forward.dispatchCount, stepDispatches: r.step.plan.dispatchCount } });
+      rows.push({ suite: 'scale', name: `${label} step / forward ${batch}×${seq}`, value: round(r.tStep * 1000), unit: 'ms', ratio: round(r.tStep / r.tForward), baseline: `forward (${round(r.tForward * 1000)} ms); lower is better`, goal: '≤ 2.2×', extra: { forwardDispatches: r.forward.dispatchCount, stepDispatches: r.step.plan.dispatchCount, trialSeconds: { forward: r.trials.forward.map((t) => round(t)), step: r.trials.step.map((t) => round(t)) } } });
       log(`scale: ${label} ${batch}×${seq} step ${(r.tStep * 1000).toFixed(0)} ms / forward ${(r.tForward * 1000).toFixed(0)} ms = ${(r.tStep / r.tForward).toFixed(2)}×`);
       await r.peft.dispose();
     }
