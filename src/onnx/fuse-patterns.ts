@@ -1,17 +1,18 @@
-// Recognising decomposed ops at specialisation: exporters below opset 17 (torch.onnx at its default opsets,
-// optimum's GPT-2 and BERT exports) write LayerNorm and the tanh GELU as chains of element-wise ops
-// and reductions. Each chain is replaced, in place, by the one op it computes — LayerNormalization
-// and Gelu(approximate = 'tanh'), the rewrites onnxruntime's LayerNormFusion and FastGeluFusion
-// make — so the forward runs one row kernel instead of nine dispatches (two of them reductions),
-// and the backward gets the fused LayerNormalizationGrad / GeluGrad instead of the VJPs of every
-// piece (broadcast sums, divisions, powers: about twice the forward chain's dispatches again).
-// Attention's transposed keys are read transposed by the product instead of copied (perm′ keeps
-// the last two axes; when it is the identity the Transpose goes).
+// Recognising decomposed ops at specialisation: exporters below opset 17 (torch.onnx at its
+// default opsets, optimum's GPT-2 and BERT exports) write LayerNorm and the tanh GELU as chains
+// of element-wise ops and reductions. Each chain is replaced, in place, by the one op it computes
+// — LayerNormalization and Gelu(approximate = 'tanh'), the rewrites onnxruntime's LayerNormFusion
+// and FastGeluFusion make — so the forward runs one row kernel instead of nine dispatches (two of
+// them reductions), and the backward gets the fused LayerNormalizationGrad / GeluGrad instead of
+// the VJPs of every piece (broadcast sums, divisions, powers: about twice the forward chain's
+// dispatches again). Attention's transposed keys are read transposed by the product instead of
+// copied (what is left of the permutation keeps the innermost axis; identity: no Transpose).
 //
 //   LayerNorm: m = ReduceMean(x, [-1]); d = x − m; v = ReduceMean(d², [-1]); n = d / √(v + ε);
 //              y = n·γ + β                     ⇒ LayerNormalization(x, γ, β; axis −1, ε)
 //   GELU:      y = (x·½)·(1 + tanh(√(2/π)·(x + 0.044715·x³)))  ⇒ Gelu(x; approximate 'tanh')
-//   kᵀ:        MatMul(q, Transpose(k, perm)), perm swapping the last two axes
+//   kᵀ:        MatMul(q, Transpose(k, perm)), perm putting k's innermost axis next to last
+//              (perm′ = perm with its last two entries swapped)
 //                                              ⇒ FusedMatMul(q, Transpose(k, perm′); transB)
 //
 // A chain is replaced only when it is exactly the pattern: the constants are scalars of the right
@@ -30,7 +31,12 @@ export function fuseDecomposedOps(graph: Graph): Graph {
   const readers = new Map<string, Node[]>();
   for (const n of graph.nodes) {
     for (const o of n.outputs) if (o) producer.set(o, n);
-    for (const i of n.inputs) if (i) readers.set(i, [...(readers.get(i) ?? []), n]);
+    for (const i of n.inputs) {
+      if (!i) continue;
+      const r = readers.get(i);
+      if (r) r.push(n);
+      else readers.set(i, [n]);
+    }
   }
   const outputs = new Set(graph.outputs.map((o) => o.name));
   const scalar = (v: string | undefined): number | undefined => {
