@@ -25,8 +25,18 @@
 import { initializerToRef, nodeOpset, type Graph, type Node } from '../ir/graph.js';
 import { EXPANSION_OPSET } from '../ops/expansion.js';
 
+// One result per graph object (graphs are never mutated): every specialisation of a graph shares
+// one fused graph, so what is keyed by the graph (warnings once per graph) stays once.
+const memo = new WeakMap<Graph, Graph>();
+
 /** Returns `graph` with decomposed LayerNorm and tanh-GELU chains and transposed MatMul operands fused (the same graph when none match). */
 export function fuseDecomposedOps(graph: Graph): Graph {
+  let fused = memo.get(graph);
+  if (!fused) memo.set(graph, (fused = fuse(graph)));
+  return fused;
+}
+
+function fuse(graph: Graph): Graph {
   const producer = new Map<string, Node>();
   const readers = new Map<string, Node[]>();
   for (const n of graph.nodes) {
