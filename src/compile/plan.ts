@@ -255,7 +255,7 @@ export class Plan {
           outputs: node.outputs.map((o) => buffers.get(o)!),
           temps: temps.map((t) => slotBuffers[t]!),
         };
-        steps.push(...resolveBindings(lowering, slots, `plan: node '${node.name}'`));
+        steps.push(...resolveBindings(lowering, slots, `plan: node '${node.name}'`).map((b) => ({ ...b, label: node.name })));
       }
       const dispatches = await DispatchList.prepare(gpu, steps);
       return new Plan(gpu, graph, dispatches, buffers, owned, { ...layout.memory });
@@ -279,6 +279,16 @@ export class Plan {
     const pass = encoder.beginComputePass();
     this.dispatches.encode(pass);
     pass.end();
+  }
+
+  /**
+   * Profiling, not for the hot path: runs the written inputs once, one dispatch per awaited
+   * submission (`DispatchList.profile`), and returns each dispatch's node name (`label`), kernel
+   * and milliseconds.
+   */
+  profile(): Promise<{ label: string; kernel: string; ms: number }[]> {
+    this.gpu.assertAlive();
+    return this.dispatches.profile();
   }
 
   /** Runs the plan once on `feeds` and reads back the named outputs. */

@@ -8,6 +8,7 @@
 // all go through it. Dispatches with an empty grid are dropped (their pipelines are still
 // compiled, so a plan's pipeline count does not depend on its shapes).
 
+import { awaitGpu } from '../runtime.js';
 import type { GpuContext } from './device.js';
 import type { Program } from './kernel.js';
 
@@ -32,6 +33,8 @@ export interface BoundProgram {
    * when absent the list writes and owns one holding `program.uniforms`.
    */
   readonly uniforms?: GPUBuffer;
+  /** What the dispatch belongs to, for profiles (a plan's node name); the kernel name when absent. */
+  readonly label?: string;
 }
 
 /** The buffers behind a lowering's BufferRefs. */
@@ -67,6 +70,8 @@ export class DispatchList {
     private readonly owned: readonly GPUBuffer[],
     /** Kernel names, for error messages. */
     readonly kernels: readonly string[],
+    /** Per recorded dispatch: its label and kernel name (`profile` reports them). */
+    private readonly labels: readonly { readonly label: string; readonly kernel: string }[],
   ) {}
 
   /** Compiles the programs' pipelines (shared through the device's cache) and builds the list. */
@@ -74,9 +79,11 @@ export class DispatchList {
     await Promise.all(bound.map((b) => gpu.pipelines.get(b.program)));
     const dispatches: Dispatch[] = [];
     const owned: GPUBuffer[] = [];
+    const labels: { label: string; kernel: string }[] = [];
     try {
       for (const b of bound) {
         if (b.program.workgroups.some((w) => w === 0)) continue;
+        labels.push({ label: b.label ?? b.program.kernel.name, kernel: b.program.kernel.name });
         let uniforms = b.uniforms;
         if (!uniforms) {
           uniforms = gpu.uniformBuffer(b.program);
@@ -92,7 +99,7 @@ export class DispatchList {
       for (const u of owned) gpu.buffers.release(u);
       throw e;
     }
-    return new DispatchList(gpu, dispatches, owned, bound.map((b) => b.program.kernel.name));
+    return new DispatchList(gpu, dispatches, owned, bound.map((b) => b.program.kernel.name), labels);
   }
 
   /** Number of dispatches `encode` records. */
@@ -107,6 +114,32 @@ export class DispatchList {
       pass.setBindGroup(0, d.bindGroup);
       pass.dispatchWorkgroups(...d.workgroups);
     }
+  }
+
+  /**
+   * Profiling, not for the hot path: runs the dispatches in order, each in its own submission
+   * awaited before the next, and returns the wall-clock milliseconds of each. The adapters this
+   * project measures on (SwiftShader) have no `timestamp-query`, and one dispatch per submission
+   * costs the same on every adapter, so the per-dispatch shares compare; the absolute sum is larger
+   * than one submission of the whole list.
+   */
+  async profile(): Promise<{ label: string; kernel: string; ms: number }[]> {
+    const device = this.gpu.device;
+    const out: { label: string; kernel: string; ms: number }[] = [];
+    for (let i = 0; i < this.dispatches.length; i++) {
+      const d = this.dispatches[i]!;
+      const enc = device.createCommandEncoder({ label: 'profile' });
+      const pass = enc.beginComputePass();
+      pass.setPipeline(d.pipeline);
+      pass.setBindGroup(0, d.bindGroup);
+      pass.dispatchWorkgroups(...d.workgroups);
+      pass.end();
+      const t0 = performance.now();
+      device.queue.submit([enc.finish()]);
+      await awaitGpu(device.queue.onSubmittedWorkDone());
+      out.push({ ...this.labels[i]!, ms: performance.now() - t0 });
+    }
+    return out;
   }
 
   /** Frees the uniform buffers the list wrote; it cannot be encoded afterwards. */

@@ -38,6 +38,7 @@ import { sizeOf, toGpuArray, type RefTensor, type TensorType, type ValueInfo } f
 import { expandAtSpecialisation, takenNames } from '../ops/expansion.js';
 import { isOpType, resolveOp } from '../ops/registry.js';
 import { conditionHolds, ifArity } from '../ops/control.js';
+import { fuseDecomposedOps } from './fuse-patterns.js';
 import { insertIndexChecks } from './index-checks.js';
 import type { Inputs, OpContext, OpDef } from '../ops/types.js';
 
@@ -101,7 +102,8 @@ export function specialize(
   let perGraph = cache.get(graph);
   const hit = perGraph?.get(key);
   if (hit) return hit;
-  const spec = build(graph, inputShapes, key, foldLimit, branches);
+  // Decomposed LayerNorm / GELU chains become the ops they compute (onnx/fuse-patterns.ts).
+  const spec = build(fuseDecomposedOps(graph), inputShapes, key, foldLimit, branches);
   if (!perGraph) cache.set(graph, (perGraph = new Map()));
   perGraph.set(key, spec);
   return spec;

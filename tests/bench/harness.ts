@@ -45,13 +45,12 @@ export async function heapAfterGc(read: () => number): Promise<number> {
   return read();
 }
 
-/** Median seconds per repetition of `encode` (which records one repetition into the encoder). */
-export async function timeGpu(
-  gpu: GpuContext,
-  encode: (enc: GPUCommandEncoder) => void,
-  { reps = 10, trials = 5 }: { reps?: number; trials?: number } = {},
-): Promise<number> {
-  const run = async (n: number): Promise<number> => {
+/**
+ * Seconds per repetition of each encoder, per trial: after one warm-up each, every trial runs each
+ * encoder `reps` times in one submission, in turn, so all of them see the same machine load.
+ */
+export async function timeInterleaved(gpu: GpuContext, encoders: ((enc: GPUCommandEncoder) => void)[], reps: number, trials = 5): Promise<number[][]> {
+  const run = async (encode: (enc: GPUCommandEncoder) => void, n: number): Promise<number> => {
     const enc = gpu.device.createCommandEncoder();
     for (let i = 0; i < n; i++) encode(enc);
     const t0 = performance.now();
@@ -59,10 +58,12 @@ export async function timeGpu(
     await awaitGpu(gpu.device.queue.onSubmittedWorkDone());
     return (performance.now() - t0) / 1000 / n;
   };
-  await run(1); // warm-up: pipelines, first-touch of buffers
-  const times: number[] = [];
-  for (let t = 0; t < trials; t++) times.push(await run(reps));
-  return median(times);
+  for (const e of encoders) await run(e, 1);
+  const times = encoders.map((): number[] => []);
+  for (let t = 0; t < trials; t++) {
+    for (const [k, e] of encoders.entries()) times[k]!.push(await run(e, reps));
+  }
+  return times;
 }
 
 /** Median seconds per call of an async function. */
@@ -88,18 +89,18 @@ export const round = (x: number, digits = 3): number => Number(x.toPrecision(dig
 /**
  * The adapted model's forward pass (IA3 scales fused into the matmuls) and one IA3 training step
  * (forward, causal-LM loss on labels = input_ids, backward to every IA3 vector), each planned for
- * `feeds`, given its inputs, and timed without readback (`reps` per trial, one command buffer each).
+ * `feeds`, given its inputs, and timed without readback, interleaved (`timeInterleaved`: 3 trials
+ * of `reps` each, one command buffer a trial, forward and step alternating), as medians.
  */
 export async function timeForwardAndStep(gpu: GpuContext, peft: PeftModel, feeds: Record<string, TensorData>, reps: number) {
   const shapes = Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.dims]));
   const { plan: forward } = await peft.current().planFor(shapes);
   forward.writeInputs(new Map(Object.entries(feeds).map(([k, v]) => [k, Int32Array.from(v.data as BigInt64Array, Number)])));
-  const tForward = await timeGpu(gpu, (enc) => forward.encode(enc), { reps, trials: 3 });
   const { model: lossModel, trainables } = peft.trainingModel();
   const labels = feeds.input_ids!;
   const step = await lossModel.gradientPlan({ ...shapes, labels: labels.dims }, 'loss', trainables.map((t) => t.name));
   const trainFeeds = lossModel.gpuFeeds({ ...feeds, labels });
   step.plan.writeInputs(new Map([...trainFeeds].filter(([k]) => step.inputs.includes(k)).map(([k, v]) => [k, v.data])));
-  const tStep = await timeGpu(gpu, (enc) => step.plan.encode(enc), { reps, trials: 3 });
-  return { forward, step, tForward, tStep };
+  const [f, s] = await timeInterleaved(gpu, [(enc) => forward.encode(enc), (enc) => step.plan.encode(enc)], reps, 3);
+  return { forward, step, tForward: median(f!), tStep: median(s!), trials: { forward: f!, step: s! } };
 }

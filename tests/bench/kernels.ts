@@ -13,7 +13,7 @@ import type { Attrs } from '../../src/ir/graph.js';
 import type { PlanGraph, PlanNode } from '../../src/ir/static-graph.js';
 import { sizeOf, type TensorType } from '../../src/ir/tensor.js';
 import { singleOpModel } from '../util/onnx-build.js';
-import { median, round, timeAsync, type BenchContext } from './harness.js';
+import { median, round, timeAsync, timeInterleaved, type BenchContext } from './harness.js';
 
 const f32 = (dims: number[]): TensorType => ({ dtype: 'float32', dims });
 
@@ -47,27 +47,6 @@ async function singleNodePlan(
   const plan = await Plan.compile(gpu, graph);
   plan.writeInputs(new Map(graph.inputs.map((i, k) => [i.name, fill(sizeOf(i.type.dims), 100 + k)])));
   return plan;
-}
-
-/**
- * Seconds per repetition of each encoder, per trial: after one warm-up each, every trial runs each
- * encoder `reps` times in one submission, in turn, so all of them see the same machine load.
- */
-async function timeInterleaved(gpu: GpuContext, encoders: ((enc: GPUCommandEncoder) => void)[], reps: number, trials = 5): Promise<number[][]> {
-  const run = async (encode: (enc: GPUCommandEncoder) => void, n: number): Promise<number> => {
-    const enc = gpu.device.createCommandEncoder();
-    for (let i = 0; i < n; i++) encode(enc);
-    const t0 = performance.now();
-    gpu.device.queue.submit([enc.finish()]);
-    await awaitGpu(gpu.device.queue.onSubmittedWorkDone());
-    return (performance.now() - t0) / 1000 / n;
-  };
-  for (const e of encoders) await run(e, 1);
-  const times = encoders.map((): number[] => []);
-  for (let t = 0; t < trials; t++) {
-    for (const [k, e] of encoders.entries()) times[k]!.push(await run(e, reps));
-  }
-  return times;
 }
 
 export async function kernelSuite({ gpu, quick, rows, log }: BenchContext): Promise<void> {

@@ -5,7 +5,8 @@ import type { BenchContext, BenchRow } from './harness.js';
 import { kernelSuite } from './kernels.js';
 import { modelSuite } from './models.js';
 import { precisionSuite } from './precision.js';
-import { scaleSuite } from './scale.js';
+import { profileSuite } from './profile.js';
+import { scaleSuite, stepForwardRatios } from './scale.js';
 import { trainSuite } from './train.js';
 
 export const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
@@ -14,12 +15,14 @@ export const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
   train: trainSuite,
   precision: precisionSuite,
   scale: scaleSuite,
+  'scale-ratios': stepForwardRatios,
+  profile: profileSuite,
 };
 /**
  * Suites run only when named (`--suite scale`): minutes to hours on a software adapter. The scale
  * suite loads its models from URLs (streaming) and reads the page's heap: it runs in the browser.
  */
-const OPT_IN = new Set(['scale']);
+const OPT_IN = new Set(['scale', 'scale-ratios', 'profile']);
 
 /** What a run publishes: the page on window.__bench, Node in the JSON file run.mjs reads. */
 export interface BenchResult {
