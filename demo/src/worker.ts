@@ -285,9 +285,9 @@ function classIds(model: Model, tokenizer: Tokenizer, text: string, seqLen: numb
 
 /**
  * How the spam filter pools a decoder's per-position class scores: their mean over the mail's real
- * tokens, which reads every token of the mail alike (a bag of words is what a naive Bayes wins
- * with). Measured offline with the page's recipe (README, "Demo"): well above the last token
- * Hugging Face reads. A head whose scores are already pooled ([batch, classes]) is read as is.
+ * tokens, which reads every token of the mail alike, closer to the bag of words a naive Bayes
+ * wins with than the last token Hugging Face reads (README, "Demo", has the figures). A head whose
+ * scores are already pooled ([batch, classes]) is read as is.
  */
 function poolingFor(model: Model): Pooling {
   return model.graph.outputs.find((o) => o.name === 'logits')?.dims?.length === 3 ? 'mean' : 'last';
