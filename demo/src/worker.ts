@@ -22,6 +22,7 @@ import {
   type LoadModelOptions,
   type Model,
   type PeftModel,
+  type Pooling,
   type TensorData,
   type TrainingArguments,
 } from 'ia3-webgpu';
@@ -35,7 +36,14 @@ import { warmupStepsFor } from './settings.js';
 const scope = self as unknown as { postMessage(message: FromWorker, transfer?: Transferable[]): void; onmessage: ((ev: MessageEvent<ToWorker>) => void) | null };
 const post = (m: FromWorker, transfer?: Transferable[]): void => scope.postMessage(m, transfer);
 
-const SHIPPED_MODEL = 'models/sotu-gpt2/';
+/**
+ * The shipped models: the spam filter's was pretrained further on the training split's mail text
+ * (demo/tools/pretrain-mail.py); the style task's is the addresses-only model it started from.
+ */
+const SHIPPED: Record<Task, { folder: string; name: string }> = {
+  spam: { folder: 'models/mail-gpt2/', name: 'mail-gpt2 (shipped)' },
+  style: { folder: 'models/sotu-gpt2/', name: 'sotu-gpt2 (shipped)' },
+};
 const SHIPPED_SPAM = 'data/spam-assassin.jsonl';
 /** Characters of an example kept before tokenising: enough for any sequence length offered. */
 const CHARS_PER_TOKEN_BOUND = 8;
@@ -141,12 +149,12 @@ async function loadTask(task: Task, source: ModelSource): Promise<ModelInfo> {
       model = await loadModel(source.files, options);
       name = source.files[0]?.webkitRelativePath.split('/')[0] || 'your model';
     } else {
-      const url = source.kind === 'shipped' ? new URL(SHIPPED_MODEL, base).href : new URL(source.url.endsWith('/') ? source.url : `${source.url}/`, base).href;
+      const url = source.kind === 'shipped' ? new URL(SHIPPED[task].folder, base).href : new URL(source.url.endsWith('/') ? source.url : `${source.url}/`, base).href;
       tokJson = await (await fetchOk(new URL('tokenizer.json', url).href)).json();
       const cfg = await fetch(new URL('tokenizer_config.json', url).href);
       tokConfig = cfg.ok ? await cfg.json() : {};
       model = await loadModel(url, options);
-      name = source.kind === 'shipped' ? 'sotu-gpt2 (shipped)' : url;
+      name = source.kind === 'shipped' ? SHIPPED[task].name : url;
     }
   } finally {
     // Success or failure, the page's bar goes away; a failure is answered as the request's error.
@@ -265,15 +273,32 @@ function encode(tokenizer: Tokenizer, text: string, maxTokens: number): number[]
 }
 
 /**
- * A mail's ids for classification. A decoder's class scores are read at the last real token;
- * ending every mail with the model's end-of-text token makes that position the same token each
- * time, one that attends to the whole (truncated) mail, rather than whichever word the truncation
- * happened to stop at.
+ * A mail's ids for classification, ending with the model's end-of-text token: a position that
+ * attends to the whole (truncated) mail, the same token each time (where a model's head pools the
+ * last token, it reads that rather than whichever word the truncation stopped at).
  */
 function classIds(model: Model, tokenizer: Tokenizer, text: string, seqLen: number): number[] {
   const eos = model.config?.eos_token_id;
   if (typeof eos !== 'number') return encode(tokenizer, text, seqLen);
   return [...encode(tokenizer, text, seqLen - 1), eos];
+}
+
+/**
+ * How the spam filter pools a decoder's per-position class scores: their mean over the mail's real
+ * tokens, which reads every token of the mail alike, closer to the bag of words a naive Bayes
+ * wins with than the last token Hugging Face reads (README, "Demo", has the figures). A head whose
+ * scores are already pooled ([batch, classes]) is read as is.
+ */
+function poolingFor(model: Model): Pooling {
+  return model.graph.outputs.find((o) => o.name === 'logits')?.dims?.length === 3 ? 'mean' : 'last';
+}
+
+/** A mail's class scores from the model's output: pooled as the training loss pools them. */
+function pooledScores(out: TensorData, row: number, length: number, pooling: Pooling): number[] {
+  if (pooling === 'last' || out.dims.length !== 3) return [...rowAt(out, row, length - 1)];
+  const sum = new Array<number>(out.dims[2]!).fill(0);
+  for (let t = 0; t < length; t++) rowAt(out, row, t).forEach((v, c) => (sum[c]! += v / length));
+  return sum;
 }
 
 function classExamples(s: TaskState, items: readonly LabelledText[], seqLen: number): Example[] {
@@ -308,7 +333,7 @@ function styleSplit(tokenizer: Tokenizer, text: string, seqLen: number, maxHeldO
 
 /** Held-out perplexity of the style task's current adapter. */
 async function heldOutPerplexity(s: TaskState): Promise<PerplexityResult> {
-  const r = await trainerFor(s.peft, s.settings!).evaluate(s.evalData!);
+  const r = await trainerFor('style', s.settings!).evaluate(s.evalData!);
   return { loss: r.loss, perplexity: r.perplexity ?? Math.exp(r.loss), windows: r.examples };
 }
 
@@ -320,8 +345,10 @@ function evalSubset(split: 'validation' | 'test', size: number): LabelledText[] 
 /** Steps between checkpoints: about eight per run, at most ten steps apart (the most a lost device redoes). */
 const checkpointStepsFor = (steps: number): number => Math.min(10, Math.max(1, Math.floor(steps / 8)));
 
-function trainerFor(peft: PeftModel, s: TrainSettings, checkpoints?: CheckpointStore): Trainer {
+function trainerFor(task: Task, s: TrainSettings, checkpoints?: CheckpointStore): Trainer {
+  const { peft, model } = state(task);
   const args: TrainingArguments = {
+    ...(task === 'spam' ? { pooling: poolingFor(model) } : {}),
     learningRate: s.learningRate,
     batchSize: s.batchSize,
     maxSteps: s.steps,
@@ -371,12 +398,13 @@ function configFor(task: Task, s: TrainSettings): IA3Config {
 
 /**
  * Classifies labelled mails with the task's current adapter, EVAL_BATCH at a time, posting progress
- * and stopping early on Stop: accuracy, spam precision and recall, and the mean loss. Reads the
- * scores at each mail's last real token (its end-of-text token), as the training loss pools them.
+ * and stopping early on Stop: accuracy, spam precision and recall, and the mean loss. Pools the
+ * scores as the training loss does (poolingFor).
  */
 async function evaluateRows(rows: readonly LabelledText[], seqLen: number, split: 'validation' | 'test', what: string): Promise<AccuracyResult> {
   const s = state('spam');
   const k = spamIndex(s.model);
+  const pooling = poolingFor(s.model);
   const items = rows.filter((x) => x.text.length > 0).map((x) => ({ ids: classIds(s.model, s.tokenizer, x.text, seqLen), label: x.label }));
   const predicted: number[] = [];
   const labels: number[] = [];
@@ -389,7 +417,7 @@ async function evaluateRows(rows: readonly LabelledText[], seqLen: number, split
     const rowsIds = [...batch, ...Array.from({ length: EVAL_BATCH - batch.length }, () => batch[0]!)].map((b) => b.ids);
     const out = (await s.peft.run(feedsFor(s.model, rowsIds, seqLen), ['logits'])).logits!;
     batch.forEach((b, r) => {
-      const p = softmax([...rowAt(out, r, b.ids.length - 1)]);
+      const p = softmax(pooledScores(out, r, b.ids.length, pooling));
       let best = 0;
       for (let c = 1; c < p.length; c++) if (p[c]! > p[best]!) best = c;
       predicted.push(best);
@@ -502,7 +530,7 @@ async function restoreRun(task: Task, record: RunRecord): Promise<number> {
   await usePeft(task, getPeftModel(s.model, configFor(task, settings)));
   const cp = await stores[task].load();
   // fromCheckpoint refuses another model, adapter config or example list, by name.
-  s.trainer = cp ? Trainer.fromCheckpoint(s.peft, cp, { checkpoints: stores[task] }) : trainerFor(s.peft, settings, stores[task]);
+  s.trainer = cp ? Trainer.fromCheckpoint(s.peft, cp, { checkpoints: stores[task] }) : trainerFor(task, settings, stores[task]);
   Object.assign(s, { settings, record, totalSteps: settings.steps, trainData, evalData, lastStep: s.trainer.globalStep });
   return s.trainer.globalStep;
 }
@@ -630,7 +658,7 @@ async function train(task: Task, settings: TrainSettings): Promise<TrainOutcome>
     post({ type: 'phase', task, text: 'measuring held-out perplexity before training…' });
     post({ type: 'perplexity', phase: 'before', result: await heldOutPerplexity(s) });
   }
-  s.trainer = trainerFor(s.peft, settings, stores[task]);
+  s.trainer = trainerFor(task, settings, stores[task]);
   s.lastStep = 0;
   await saveRecord(task, s.record);
   // Stopped while measuring or tokenising: nothing trained yet, Resume starts the run.
@@ -723,7 +751,8 @@ async function classify(text: string, fallbackSeqLen: number): Promise<{ withAda
   const ids = classIds(s.model, s.tokenizer, text, seqLen);
   const feeds = feedsFor(s.model, [ids], seqLen);
   const k = spamIndex(s.model);
-  const p = async (): Promise<number> => softmax([...rowAt((await s.peft.run(feeds, ['logits'])).logits!, 0, ids.length - 1)])[k]!;
+  const pooling = poolingFor(s.model);
+  const p = async (): Promise<number> => softmax(pooledScores((await s.peft.run(feeds, ['logits'])).logits!, 0, ids.length, pooling))[k]!;
   const withAdapter = await p();
   s.peft.disableAdapter();
   try {

@@ -2,7 +2,11 @@
 //
 //   CAUSAL_LM  loss = CrossEntropy(logits[:, :-1], labels[:, 1:]), ignore_index −100, mean over the
 //              tokens not ignored (labels are the input ids with padding set to −100)
-//   SEQ_CLS    loss = CrossEntropy(logits [batch, num_labels], labels [batch])
+//   SEQ_CLS    loss = CrossEntropy(logits [batch, num_labels], labels [batch]); a decoder's
+//              per-position scores [batch, sequence, num_labels] are pooled first: at the last real
+//              token (Hugging Face's choice, the default) or, at the caller's choice, their mean
+//              over the real tokens (`pooling: 'mean'`: the head is linear, so this is the head
+//              applied to the mean hidden state — closer to a bag of words)
 //
 // The loss nodes are ordinary IR nodes, so the same graph runs on the GPU plan and on the float64
 // CPU executor, and autograd differentiates it. It is a pure rewrite of the graph IR, the head of
@@ -21,6 +25,10 @@ import type { Graph, Initializer, Node } from '../ir/graph.js';
 import { findLmHead } from '../onnx/heads.js';
 
 export type LossTask = 'CAUSAL_LM' | 'SEQ_CLS';
+
+/** How a decoder's per-position class scores are pooled for SEQ_CLS: the last real token (HF's), or their mean over the real tokens. */
+export type Pooling = 'last' | 'mean';
+export const POOLINGS: readonly Pooling[] = ['last', 'mean'];
 
 /** Name of the labels input and of the loss output added by `withLoss`. */
 export const LABELS = 'labels';
@@ -45,6 +53,8 @@ export interface LossOptions {
   readonly trainable?: ReadonlySet<string>;
   /** Fuse a plain LM head with the causal-LM loss (default true). */
   readonly fuseHead?: boolean;
+  /** SEQ_CLS with per-position scores (a decoder's head): how they are pooled (default 'last', as Hugging Face). */
+  readonly pooling?: Pooling;
 }
 
 /** `graph` with an int64 `labels` input and a scalar float `loss` output for `task`. */
@@ -76,27 +86,42 @@ export function withLoss(graph: Graph, task: LossTask, options: LossOptions = {}
     targets = 'loss/labels';
   }
   const logitsRank = graph.outputs.find((o) => o.name === logits)?.dims?.length;
+  const pooling = options.pooling ?? 'last';
+  if (!POOLINGS.includes(pooling)) throw new InputError(`pooling must be one of ${POOLINGS.join(', ')}, got ${JSON.stringify(pooling)}`);
+  if (pooling !== 'last' && !(task === 'SEQ_CLS' && logitsRank === 3)) {
+    throw new InputError(`pooling '${pooling}' applies to a decoder's per-position class scores (SEQ_CLS, logits [batch, sequence, classes]); this ${task} model's '${logits}' ${task === 'SEQ_CLS' ? 'is already pooled' : 'is not classified'}`);
+  }
   if (task === 'SEQ_CLS' && logitsRank === 3) {
-    // A decoder's classification head scores every position; Hugging Face pools the last real
-    // token. Its one-hot weight is relu(mask[t] − mask[t+1]) (right or left padding alike), so
-    // the pooled scores Σ_t logits[b, t, :] · w[b, t] stay differentiable with ordinary ops.
+    // A decoder's classification head scores every position, and the pooled scores are
+    // Σ_t logits[b, t, :] · w[b, t], differentiable with ordinary ops. Hugging Face pools the last
+    // real token: w is one-hot, relu(mask[t] − mask[t+1]) (right or left padding alike). The mean
+    // weighs every real token alike: w = mask[t] / Σ_t mask[t].
     if (!graph.inputs.some((i) => i.name === 'attention_mask')) {
-      throw new InputError('sequence classification with a decoder needs an attention_mask input to find the last token');
+      throw new InputError(`sequence classification with a decoder needs an attention_mask input to find the ${pooling === 'last' ? 'last token' : 'real tokens'}`);
     }
     if ((graph.opsets.get('') ?? 0) < 13) throw new InputError('sequence classification with a decoder needs an opset ≥ 13 model');
     for (const t of [i64('loss/zero', [0n]), i64('loss/one', [1n]), i64('loss/end', [2n ** 62n]), i64('loss/axis2', [2n])]) initializers.set(t.name, t);
     initializers.set('loss/zero_f', { name: 'loss/zero_f', dtype: 'float32', dims: [], data: new Float32Array([0]) });
     const n = (name: string, opType: string, inputs: string[], outputs: string[], attrs: Node['attrs'] = {}): Node => ({ name, opType, domain: '', inputs, outputs, attrs });
+    nodes.push(n('loss/mask', 'Cast', ['attention_mask'], ['loss/mask_f'], { to: 1 }));
+    const weights =
+      pooling === 'mean'
+        ? [
+            n('loss/mask_count', 'ReduceSum', ['loss/mask_f', 'loss/one'], ['loss/mask_count'], { keepdims: 1 }),
+            n('loss/mean', 'Div', ['loss/mask_f', 'loss/mask_count'], ['loss/pool_w']),
+          ]
+        : [
+            n('loss/mask_next', 'Slice', ['loss/mask_f', 'loss/one', 'loss/end', 'loss/one'], ['loss/mask_next']),
+            n('loss/mask_first', 'Slice', ['loss/mask_f', 'loss/zero', 'loss/one', 'loss/one'], ['loss/mask_first']),
+            n('loss/zero_col', 'Mul', ['loss/mask_first', 'loss/zero_f'], ['loss/zero_col']),
+            n('loss/mask_shift', 'Concat', ['loss/mask_next', 'loss/zero_col'], ['loss/mask_shift'], { axis: 1 }),
+            n('loss/last_diff', 'Sub', ['loss/mask_f', 'loss/mask_shift'], ['loss/last_diff']),
+            n('loss/last', 'Relu', ['loss/last_diff'], ['loss/pool_w']),
+          ];
     nodes.push(
-      n('loss/mask', 'Cast', ['attention_mask'], ['loss/mask_f'], { to: 1 }),
-      n('loss/mask_next', 'Slice', ['loss/mask_f', 'loss/one', 'loss/end', 'loss/one'], ['loss/mask_next']),
-      n('loss/mask_first', 'Slice', ['loss/mask_f', 'loss/zero', 'loss/one', 'loss/one'], ['loss/mask_first']),
-      n('loss/zero_col', 'Mul', ['loss/mask_first', 'loss/zero_f'], ['loss/zero_col']),
-      n('loss/mask_shift', 'Concat', ['loss/mask_next', 'loss/zero_col'], ['loss/mask_shift'], { axis: 1 }),
-      n('loss/last_diff', 'Sub', ['loss/mask_f', 'loss/mask_shift'], ['loss/last_diff']),
-      n('loss/last', 'Relu', ['loss/last_diff'], ['loss/last']),
-      n('loss/last_w', 'Unsqueeze', ['loss/last', 'loss/axis2'], ['loss/last_w']),
-      n('loss/weighted', 'Mul', [logits, 'loss/last_w'], ['loss/weighted']),
+      ...weights,
+      n('loss/pool_w3', 'Unsqueeze', ['loss/pool_w', 'loss/axis2'], ['loss/pool_w3']),
+      n('loss/weighted', 'Mul', [logits, 'loss/pool_w3'], ['loss/weighted']),
       n('loss/pool', 'ReduceSum', ['loss/weighted', 'loss/one'], [SCORES], { keepdims: 0 }),
     );
     scores = SCORES;

@@ -12,7 +12,7 @@
 // Size: PEFT's PeftModel API is about thirty public members; each is its doc comment and a few lines
 // of delegation to the modules above.
 
-import { LABELS, LOSS, logitsOutput, withLoss, type LossTask } from '../autograd/loss.js';
+import { LABELS, LOSS, logitsOutput, withLoss, type LossTask, type Pooling } from '../autograd/loss.js';
 import { BusyError, DisposedError, InputError } from '../errors.js';
 import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
 import type { TensorData } from '../ir/tensor.js';
@@ -272,16 +272,17 @@ export class PeftModel {
    * vectors, computed on the GPU in one command buffer (forward, loss, backward). `gradients` is
    * keyed by PEFT state-dict keys for the first active adapter; `adapterGradients` has them all.
    * The loss is the task type's (CAUSAL_LM: next-token cross-entropy with labels −100 ignored;
-   * SEQ_CLS: cross-entropy of the class logits); without a task type it follows the logits' rank.
+   * SEQ_CLS: cross-entropy of the class logits, a decoder's pooled as `pooling` says, default the
+   * last real token as Hugging Face); without a task type it follows the logits' rank.
    */
-  async lossAndGradients({ inputs, labels }: { inputs: Record<string, Feed>; labels: Feed }): Promise<{
+  async lossAndGradients({ inputs, labels, pooling }: { inputs: Record<string, Feed>; labels: Feed; pooling?: Pooling }): Promise<{
     loss: number;
     gradients: Record<string, TensorData>;
     adapterGradients: Record<string, Record<string, TensorData>>;
   }> {
     // The Trainer replays the same gradient plans: their buffers are not to be shared mid-run.
     this.assertIdle('compute gradients');
-    const { model: lossModel, trainables } = this.trainingModel();
+    const { model: lossModel, trainables } = this.trainingModel({ pooling });
     const wrt = trainables.map((t) => t.name);
     const { loss, gradients } = await lossModel.lossAndGradients({ ...inputs, [LABELS]: labels }, LOSS, wrt);
     const adapterGradients: Record<string, Record<string, TensorData>> = {};
@@ -293,8 +294,8 @@ export class PeftModel {
   }
 
   /** `lossAndGradients` on the float64 CPU executor (same IR; the oracle of the GPU result). */
-  lossAndGradientsReference({ inputs, labels }: { inputs: Record<string, Feed>; labels: Feed }): { loss: number; gradients: Record<string, Float64Array> } {
-    const { model, trainables } = this.trainingModel();
+  lossAndGradientsReference({ inputs, labels, pooling }: { inputs: Record<string, Feed>; labels: Feed; pooling?: Pooling }): { loss: number; gradients: Record<string, Float64Array> } {
+    const { model, trainables } = this.trainingModel({ pooling });
     // A fresh graph object, as in runReference: the memo of specialisations would hold the values
     // the vectors had when it was filled.
     const fresh = model.withGraph({ ...model.graph });
@@ -311,8 +312,9 @@ export class PeftModel {
    * The model with the task loss appended for the active adapters (output `loss`, input `labels`),
    * and the trainable tensors it reads: every active adapter's IA3 vectors and the
    * modules_to_save copies in use (those of the first active adapter that has each module).
+   * `pooling`: how a decoder's per-position class scores are pooled (SEQ_CLS; default 'last').
    */
-  trainingModel(): { model: Model; trainables: Trainable[] } {
+  trainingModel({ pooling = 'last' }: { pooling?: Pooling } = {}): { model: Model; trainables: Trainable[] } {
     this.assertLive();
     if (this.disabled) throw new InputError('adapters are disabled: there is nothing to train');
     if (this.merged) throw new InputError(`cannot train while adapters are merged (${this.merging.merged.join(', ')}): call unmerge() first`);
@@ -323,7 +325,7 @@ export class PeftModel {
         .map((param) => ({ name: param.name, adapter: a, param })),
     );
     const trainable = new Set(trainables.map((t) => t.name));
-    const model = this.variants.get(`${this.active.join('+')}|loss`, () => withLoss(this.current().graph, this.lossTask(), { trainable }));
+    const model = this.variants.get(`${this.active.join('+')}|loss|${pooling}`, () => withLoss(this.current().graph, this.lossTask(), { trainable, pooling }));
     return { model, trainables };
   }
 

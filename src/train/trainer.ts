@@ -26,7 +26,7 @@
 //
 // Size: the Trainer's public types (arguments, events, errors) and its validation sit beside it.
 
-import { LABELS, LOSS, SCORES, logitsOutput, type LossTask } from '../autograd/loss.js';
+import { LABELS, LOSS, POOLINGS, SCORES, logitsOutput, type LossTask, type Pooling } from '../autograd/loss.js';
 import { BusyError, DeviceLostError, DisposedError, IA3Error, InputError } from '../errors.js';
 import { isFloat } from '../ir/dtype.js';
 import type { GradientPlan, MemoryPlan, Model } from '../model.js';
@@ -75,6 +75,11 @@ export interface TrainingArguments {
   maxMemoryBytes?: number;
   /** Steps between checkpoints to the trainer's store (0: only when a run ends). Default 0. */
   checkpointSteps?: number;
+  /**
+   * Sequence classification with a decoder (per-position class scores): 'last' pools the last real
+   * token, as Hugging Face does (the default); 'mean' averages the scores over the real tokens.
+   */
+  pooling?: Pooling;
 }
 
 /** Where the Trainer keeps checkpoints (see train/checkpoint.ts). */
@@ -197,7 +202,9 @@ interface Run extends Prepared {
 }
 
 /** The resolved arguments (defaults filled in), as checkpoints record them. */
-type ResolvedArguments = Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes'>> & Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes'>;
+// `pooling` stays unset unless given (unset is 'last'): checkpoints of earlier runs, whose
+// arguments lack it, still match a trainer built from them.
+type ResolvedArguments = Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes' | 'pooling'>> & Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes' | 'pooling'>;
 
 const SCHEDULES: readonly string[] = ['linear', 'cosine', 'constant', 'constant_with_warmup'];
 
@@ -240,6 +247,7 @@ export class Trainer {
       padTokenId: args.padTokenId,
       maxMemoryBytes: args.maxMemoryBytes,
       checkpointSteps: args.checkpointSteps ?? 0,
+      ...(args.pooling === undefined ? {} : { pooling: args.pooling }),
     };
     checkArguments(this.args);
     this.store = options.checkpoints;
@@ -267,7 +275,7 @@ export class Trainer {
     this.assertIdle('resume');
     const mismatch = Object.keys({ ...checkpoint.args, ...this.args }).filter((k) => JSON.stringify(checkpoint.args[k]) !== JSON.stringify((this.args as Record<string, unknown>)[k]));
     if (mismatch.length > 0) throw new InputError(`the checkpoint was taken with other training arguments (${mismatch.join(', ')}): use Trainer.fromCheckpoint`);
-    const { model, trainables } = this.peft.trainingModel();
+    const { model, trainables } = this.peft.trainingModel({ pooling: this.args.pooling });
     const print = this.fingerprint('');
     if (checkpoint.fingerprint.model !== print.model) throw new InputError('the checkpoint was taken on another base model (its weights or graph differ)');
     if (checkpoint.fingerprint.adapters !== print.adapters) throw new InputError('the checkpoint was taken with other adapter configs or active adapters');
@@ -299,7 +307,7 @@ export class Trainer {
     for (const [k, v] of Object.entries({ batch, sequence })) {
       if (!Number.isInteger(v) || v < 1) throw new InputError(`memoryPlan: ${k} must be a positive integer, got ${v}`);
     }
-    const { model, trainables } = this.peft.trainingModel();
+    const { model, trainables } = this.peft.trainingModel({ pooling: this.args.pooling });
     // The shapes the Trainer feeds (caches fed empty included), not only ids and mask.
     const { shapes, values } = batchShapes(this.collateOptions(model, this.peft.lossTask()), batch, sequence);
     const plan = model.gradientMemoryPlan(shapes, LOSS, trainables.map((t) => t.name), values);
@@ -476,7 +484,7 @@ export class Trainer {
     const a = this.args;
     if (!Array.isArray(dataset)) throw new InputError('the training dataset must be an array of examples');
     if (dataset.length === 0) throw new InputError('the training dataset is empty');
-    const { model, trainables } = this.peft.trainingModel();
+    const { model, trainables } = this.peft.trainingModel({ pooling: this.args.pooling });
     const collate = this.collateOptions(model, this.peft.lossTask());
     const rows = validateExamples(dataset, collate);
     const batchesPerEpoch = Math.ceil(dataset.length / a.batchSize);
@@ -716,7 +724,7 @@ export class Trainer {
     if (this.disposed) throw new DisposedError('this Trainer was disposed');
     if (!Array.isArray(dataset)) throw new InputError('the evaluation dataset must be an array of examples');
     if (dataset.length === 0) throw new InputError('the evaluation dataset is empty');
-    const { model } = this.peft.trainingModel();
+    const { model } = this.peft.trainingModel({ pooling: this.args.pooling });
     const task = this.peft.lossTask();
     const collate = this.collateOptions(model, task);
     this.checkIndices(model, collate, validateExamples(dataset, collate));
@@ -804,5 +812,6 @@ function checkArguments(a: ResolvedArguments): void {
   if (!integer(a.seed)) fail('seed', 'an integer', a.seed);
   if (a.padTokenId !== undefined && !(integer(a.padTokenId) && a.padTokenId >= 0)) fail('padTokenId', 'an integer ≥ 0', a.padTokenId);
   if (a.maxMemoryBytes !== undefined && !(finite(a.maxMemoryBytes) && a.maxMemoryBytes > 0)) fail('maxMemoryBytes', 'a positive number of bytes', a.maxMemoryBytes);
+  if (a.pooling !== undefined && !POOLINGS.includes(a.pooling)) fail('pooling', `one of ${POOLINGS.join(', ')}`, a.pooling);
   if (a.buckets !== undefined && !(Array.isArray(a.buckets) && a.buckets.length > 0 && a.buckets.every((b) => integer(b) && b > 0))) fail('buckets', 'a non-empty list of positive integers', a.buckets);
 }

@@ -1,6 +1,7 @@
-// The demo's pretrained model (demo/public/models/sotu-gpt2/, written by demo/tools/pretrain.py)
-// loads in the toolkit from its Hugging Face folder and computes, on WebGPU, the float32 logits
-// PyTorch computed for the same 12 tokens: the causal LM and the sequence-classification export.
+// The demo's pretrained models (demo/public/models/sotu-gpt2/, written by demo/tools/pretrain.py,
+// and the spam filter's mail-gpt2/, by demo/tools/pretrain-mail.py) load in the toolkit from their
+// Hugging Face folders and compute, on WebGPU, the float32 logits PyTorch computed for the same 12
+// tokens: the causal LM and the sequence-classification exports.
 import { describe, expect, it } from 'vitest';
 import { loadModel, type TensorData } from '../../src/index.js';
 import { getGpu } from '../util/gpu.js';
@@ -11,7 +12,7 @@ const BASE = '/demo/public/models/sotu-gpt2/';
 interface Reference {
   input: { input_ids: number[][]; attention_mask: number[][] };
   logits: {
-    model: { file: string; dims: number[]; encoding: string; data: string; argmax: number[] };
+    model?: { file: string; dims: number[]; encoding: string; data: string; argmax: number[] };
     model_seqcls: { file: string; dims: number[]; data: number[] };
   };
 }
@@ -48,7 +49,7 @@ function expectNear(actual: ArrayLike<number>, expected: ArrayLike<number>, what
 describe('demo model sotu-gpt2', () => {
   it('causal LM: config, modules and logits equal PyTorch', async () => {
     const ref = await fetchJson<Reference>(`${BASE}reference.json`);
-    const want = ref.logits.model;
+    const want = ref.logits.model!;
     expect(want.encoding).toBe('float32-le-base64');
     const model = await loadModel(`${BASE}${want.file}`, { device: await getGpu() });
     try {
@@ -74,10 +75,13 @@ describe('demo model sotu-gpt2', () => {
     }
   }, 300_000);
 
+});
+
+describe.each([['sotu-gpt2', BASE], ['mail-gpt2', '/demo/public/models/mail-gpt2/']])('demo model %s', (_, base) => {
   it('sequence classification: per-position score logits equal PyTorch', async () => {
-    const ref = await fetchJson<Reference>(`${BASE}reference.json`);
+    const ref = await fetchJson<Reference>(`${base}reference.json`);
     const want = ref.logits.model_seqcls;
-    const model = await loadModel(`${BASE}${want.file}`, { device: await getGpu() });
+    const model = await loadModel(`${base}${want.file}`, { device: await getGpu() });
     try {
       expect(model.moduleNames()).toContain('score');
       expect(model.config?.['id2label']).toEqual({ 0: 'ham', 1: 'spam' });

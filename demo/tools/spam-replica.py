@@ -1,0 +1,107 @@
+#!/usr/bin/python3
+# An offline replica of the demo page's spam-filter run, in PyTorch on one CPU thread, to try a
+# recipe in minutes rather than in SwiftShader: the weights of a shipped model_seqcls.onnx, IA3 on
+# c_attn (output scale) + mlp.c_proj (feed-forward: input scale) at their identity init, the
+# `score` head trained (modules_to_save), the page's tokens (demo/tools/spam-replica-ids.mjs),
+# AdamW (weight decay 0, eps 1e-8), gradient clipping 1.0, the page's warm-up (settings.ts
+# warmupStepsFor) then linear decay, and the pooling of the scores (last real token or mean over
+# the real tokens). Prints one JSON line: first/last mean losses, validation (first 200 mails)
+# and test accuracy with spam precision and recall. It drew the same test figures as the browser
+# for the quick preset on mail-gpt2 (README, "Demo"); the order of the training mails is its own.
+#
+#   node demo/tools/spam-replica-ids.mjs demo/public/models/mail-gpt2 /tmp/ids.json
+#   /usr/bin/python3 demo/tools/spam-replica.py --ids /tmp/ids.json --steps 200 --L 64 --pool mean
+import json, math, sys, time, argparse, random
+import numpy as np, onnx, torch, torch.nn.functional as F
+from onnx import numpy_helper
+torch.set_num_threads(1)
+ap = argparse.ArgumentParser()
+ap.add_argument('--model', default='demo/public/models/mail-gpt2/onnx/model_seqcls.onnx')
+ap.add_argument('--ids', required=True, help='tokens from demo/tools/spam-replica-ids.mjs')
+ap.add_argument('--L', type=int, default=32)
+ap.add_argument('--steps', type=int, default=40)
+ap.add_argument('--batch', type=int, default=8)
+ap.add_argument('--lr', type=float, default=0.02)
+ap.add_argument('--warmup', type=int, default=-1)
+ap.add_argument('--pool', default='last')
+ap.add_argument('--seed', type=int, default=42)
+ap.add_argument('--targets', default='c_attn,mlp.c_proj')
+a = ap.parse_args()
+W = {i.name: torch.tensor(numpy_helper.to_array(i).copy()) for i in onnx.load(a.model).graph.initializer}
+score0 = [v for k, v in W.items() if not k.startswith('transformer.')][0]  # [192, 2]
+NL, H, D = 4, 4, 192
+data = json.load(open(a.ids))[str(a.L)]
+split = {s: [r for r in data if r['s'] == s] for s in ('train', 'validation', 'test')}
+def batchify(rows):
+    T = a.L
+    ids = torch.full((len(rows), T), 4095, dtype=torch.long); m = torch.zeros(len(rows), T)
+    for i, r in enumerate(rows):
+        ids[i, :len(r['ids'])] = torch.tensor(r['ids']); m[i, :len(r['ids'])] = 1
+    return ids, m, torch.tensor([r['y'] for r in rows])
+tg = a.targets.split(',')
+P = {}
+for l in range(NL):
+    if 'c_attn' in tg: P[f'{l}.c_attn'] = torch.ones(576, requires_grad=True)
+    if 'mlp.c_proj' in tg: P[f'{l}.mlp.c_proj'] = torch.ones(768, requires_grad=True)
+    if 'mlp.c_fc' in tg: P[f'{l}.mlp.c_fc'] = torch.ones(768, requires_grad=True)
+    if 'attn.c_proj' in tg: P[f'{l}.attn.c_proj'] = torch.ones(192, requires_grad=True)
+score = score0.clone().requires_grad_(True)
+def ln(x, p): return F.layer_norm(x, (D,), W[p + '.weight'], W[p + '.bias'], 1e-5)
+def lin(x, p): return x @ W[p + '.weight'] + W[p + '.bias']
+def gelu(x): return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+def forward(ids, m):
+    B, T = ids.shape
+    h = W['transformer.wte.weight'][ids] + W['transformer.wpe.weight'][:T]
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    allow = causal[None, None] & (m[:, None, None, :] > 0)
+    for l in range(NL):
+        p = f'transformer.h.{l}'
+        x = ln(h, p + '.ln_1')
+        qkv = lin(x, p + '.attn.c_attn')
+        if f'{l}.c_attn' in P: qkv = qkv * P[f'{l}.c_attn']
+        q, k, v = qkv.split(D, -1)
+        sh = lambda t: t.view(B, T, H, D // H).transpose(1, 2)
+        q, k, v = sh(q), sh(k), sh(v)
+        att = (q @ k.transpose(-1, -2)) / math.sqrt(D // H)
+        att = att.masked_fill(~allow, torch.finfo(att.dtype).min).softmax(-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, D)
+        y = lin(y, p + '.attn.c_proj')
+        if f'{l}.attn.c_proj' in P: y = y * P[f'{l}.attn.c_proj']
+        h = h + y
+        x = ln(h, p + '.ln_2')
+        f = lin(x, p + '.mlp.c_fc')
+        if f'{l}.mlp.c_fc' in P: f = f * P[f'{l}.mlp.c_fc']
+        f = gelu(f)
+        if f'{l}.mlp.c_proj' in P: f = f * P[f'{l}.mlp.c_proj']
+        h = h + lin(f, p + '.mlp.c_proj')
+    h = ln(h, 'transformer.ln_f')
+    logits = h @ score  # [B, T, 2]
+    if a.pool == 'last':
+        last = m.sum(1).long() - 1
+        return logits[torch.arange(B), last]
+    return (logits * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+def evaluate(rows):
+    pred, ys = [], []
+    with torch.no_grad():
+        for i in range(0, len(rows), 64):
+            ids, m, y = batchify(rows[i:i + 64]); pred.append(forward(ids, m).argmax(-1)); ys.append(y)
+    p, y = torch.cat(pred), torch.cat(ys)
+    tp = ((p == 1) & (y == 1)).sum().item(); fp = ((p == 1) & (y == 0)).sum().item(); fn = ((p == 0) & (y == 1)).sum().item()
+    return dict(acc=round(100 * (p == y).float().mean().item(), 1), prec=round(100 * tp / max(1, tp + fp), 1), rec=round(100 * tp / max(1, tp + fn), 1))
+warm = a.warmup if a.warmup >= 0 else min(max(4, round(a.steps / 10)), 20, a.steps // 2)
+params = list(P.values()) + [score]
+opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0, eps=1e-8)
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / max(1, warm) if s < warm else max(0, (a.steps - s) / max(1, a.steps - warm)))
+rng = random.Random(a.seed); order = []; losses = []
+t0 = time.time()
+for step in range(a.steps):
+    if len(order) < a.batch: o = list(range(len(split['train']))); rng.shuffle(o); order += o
+    b = [split['train'][order.pop(0)] for _ in range(a.batch)]
+    ids, m, y = batchify(b)
+    loss = F.cross_entropy(forward(ids, m), y)
+    opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step(); sched.step()
+    losses.append(loss.item())
+k = max(1, min(6, a.steps // 4))
+res = dict(args=vars(a), warm=warm, loss_first=round(np.mean(losses[:k]), 3), loss_last=round(np.mean(losses[-k:]), 3), train_s=round(time.time() - t0, 1),
+           val=evaluate(split['validation'][:200]) , test=evaluate(split['test']))
+print(json.dumps(res))
