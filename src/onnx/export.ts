@@ -1,14 +1,17 @@
-// Writing an ONNX file back with new values for some of its float32 tensors (merged IA3 weights).
+// Writing an ONNX file back with new values for some of its float32 or float16 tensors (merged IA3
+// weights).
 //
 // The original file is decoded again with onnx-proto (protobufjs), the named tensors get their new
-// values in the storage they had (raw_data, float_data, a Constant node's `value` tensor, or their
-// bytes in an external data file at the same location, offset and length), and the message is
+// values in the dtype and storage they had (raw_data, float_data, float16 bits in int32_data, a
+// Constant node's `value` tensor, or their bytes in an external data file at the same location,
+// offset and length), and the message is
 // encoded again: same graph, same node list, same input and output names. Nothing the loader
 // derived (folded Constants, the IR) is written; every name must be a tensor of the original file,
 // else the export is refused rather than writing a file that differs in an unexpected way.
 
 import { onnx } from 'onnx-proto';
 import { FormatError, InputError } from '../errors.js';
+import { floatToHalf } from '../ir/dtype.js';
 import { sizeOf } from '../ir/tensor.js';
 import { normLocation } from '../io/location.js';
 
@@ -36,18 +39,23 @@ function num(v: number | { toNumber(): number } | null | undefined): number {
   return v === null || v === undefined ? 0 : typeof v === 'number' ? v : v.toNumber();
 }
 
-/** Little-endian float32 bytes of `values` (a fresh buffer). */
-function float32Bytes(values: Float32Array): Uint8Array {
-  const out = new Uint8Array(values.length * 4);
+/** Little-endian bytes of `values` as float32, or as the nearest halves' bits for float16 (a fresh buffer). */
+function tensorBytes(values: Float32Array, half: boolean): Uint8Array {
+  const out = new Uint8Array(values.length * (half ? 2 : 4));
   const view = new DataView(out.buffer);
-  for (let i = 0; i < values.length; i++) view.setFloat32(i * 4, values[i]!, true);
+  for (let i = 0; i < values.length; i++) {
+    if (half) view.setUint16(i * 2, floatToHalf(values[i]!), true);
+    else view.setFloat32(i * 4, values[i]!, true);
+  }
   return out;
 }
 
 /**
- * The file with the named float32 tensors (initializers, or Constant nodes' outputs) replaced by
- * `values`. Throws InputError when a name is not a float32 tensor of the file or a size differs,
- * FormatError when the file cannot be read back or would lose fields this encoder does not know.
+ * The file with the named float32 or float16 tensors (initializers, or Constant nodes' outputs)
+ * replaced by `values` (a float16 tensor gets each value's nearest half: exact for values that are
+ * halves already, as merged float16 weights are). Throws InputError when a name is not such a
+ * tensor of the file or a size differs, FormatError when the file cannot be read back or would
+ * lose fields this encoder does not know.
  */
 export function rewriteOnnxTensors(file: OnnxSourceFile, values: ReadonlyMap<string, Float32Array>): OnnxWithExternalData {
   let proto: onnx.ModelProto;
@@ -81,9 +89,11 @@ export function rewriteOnnxTensors(file: OnnxSourceFile, values: ReadonlyMap<str
   for (const [name, data] of values) {
     const t = tensors.get(name);
     if (!t) throw new InputError(`cannot write '${name}': the original file has no initializer or Constant tensor of that name`);
-    if (t.dataType !== onnx.TensorProto.DataType.FLOAT) {
-      throw new InputError(`cannot write '${name}': it is stored as ONNX data type ${t.dataType ?? 0}, not float32`);
+    const half = t.dataType === onnx.TensorProto.DataType.FLOAT16;
+    if (t.dataType !== onnx.TensorProto.DataType.FLOAT && !half) {
+      throw new InputError(`cannot write '${name}': it is stored as ONNX data type ${t.dataType ?? 0}, not float32 or float16`);
     }
+    const bytes = half ? 2 : 4;
     const dims = (t.dims ?? []).map(num);
     if (sizeOf(dims) !== data.length) {
       throw new InputError(`cannot write '${name}': ${data.length} values for its shape [${dims.join(', ')}]`);
@@ -94,17 +104,19 @@ export function rewriteOnnxTensors(file: OnnxSourceFile, values: ReadonlyMap<str
       const source = file.externalData[location];
       if (!source) throw new InputError(`cannot write '${name}': its external data file '${location}' was not kept at load`);
       const offset = Number(kv.get('offset') ?? '0');
-      const length = Number(kv.get('length') ?? String(data.length * 4));
-      if (!Number.isSafeInteger(offset) || length !== data.length * 4 || offset < 0 || offset + length > source.length) {
+      const length = Number(kv.get('length') ?? String(data.length * bytes));
+      if (!Number.isSafeInteger(offset) || length !== data.length * bytes || offset < 0 || offset + length > source.length) {
         throw new FormatError(location, `tensor '${name}' needs bytes ${offset}..${offset + length} of ${source.length}`, offset);
       }
       if (!copied.has(location)) {
         external[location] = source.slice();
         copied.add(location);
       }
-      external[location]!.set(float32Bytes(data), offset);
+      external[location]!.set(tensorBytes(data, half), offset);
     } else if (t.rawData && t.rawData.length > 0) {
-      t.rawData = float32Bytes(data);
+      t.rawData = tensorBytes(data, half);
+    } else if (half) {
+      t.int32Data = Array.from(data, floatToHalf); // ONNX keeps typed float16 values as their bits in int32_data
     } else {
       t.floatData = Array.from(data);
     }

@@ -296,6 +296,13 @@ function build(
     const init = graph.initializers.get(name);
     return init?.data !== undefined && sizeOf(init.dims) <= foldLimit;
   };
+  // A Cast widening a frozen half weight (fp16 weights read through `Cast(to=FLOAT)`, as a bias is)
+  // is not folded: it is an alias on the GPU, and a folded copy in the plan would keep the
+  // weight's old values when merging (peft/merge.ts) writes new ones into its buffer.
+  const widensWeight = (node: Node): boolean => {
+    const init = node.opType === 'Cast' && node.domain === '' ? graph.initializers.get(node.inputs[0]!) : undefined;
+    return !!init && !init.constant && init.dtype === 'float16' && Number(node.attrs.to) === 1;
+  };
   const consumed = new Set<string>();
   for (const n of live) for (const i of n.inputs) if (i) consumed.add(i);
   for (const o of graph.outputs) consumed.add(o.name);
@@ -380,7 +387,7 @@ function build(
           opset,
         );
       }
-      if (allKnown && (small || def.gpu === 'fold')) {
+      if (allKnown && (small || def.gpu === 'fold') && !widensWeight(node)) {
         outTypes.forEach((t, i) => {
           const n = sizeOf(t.dims);
           if (node.outputs[i] && !(n <= budget)) {

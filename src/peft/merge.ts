@@ -9,20 +9,34 @@
 // A packed projection whose parts are modules of their own (the optimizer's BERT Attention, the
 // genai builder's qkv_proj) scales each part's columns: full-length vectors, ones elsewhere.
 //
-// The GPU scales with the registry's element-wise Mul (broadcasting the vector as [n] or [n, 1])
-// into a scratch buffer, then copies the result over the weight's buffer, so every compiled plan
-// that reads the weight sees the merged values without being rebuilt. The CPU copy is computed
-// with the same single float32 product per element (Math.fround of an exact double product), and
-// WGSL's f32 multiplication is correctly rounded, so both copies hold the same bits.
+// The GPU scales a float32 weight with the registry's element-wise Mul (broadcasting the vector as
+// [n] or [n, 1]) into a scratch buffer, then copies the result over the weight's buffer, so every
+// compiled plan that reads the weight sees the merged values without being rebuilt. The CPU copy is
+// computed with the same single float32 product per element (Math.fround of an exact double
+// product), and WGSL's f32 multiplication is correctly rounded, so both copies hold the same bits.
+//
+// A float16 weight (or bias) merges in float16, as PEFT does: `torch.mul(W_fp16, l_fp32)` promotes
+// to float32 (the same single float32 product) and `.to(orig_dtype)` rounds it to the nearest half
+// (ties to even, subnormals kept, past ±65504 to ±∞): `castBack`. The rounding is done on the CPU,
+// not in WGSL, whose f32 → f16 conversions (pack2x16float, quantizeToF16) may round either way and
+// are indeterminate past the half range; the rounded halves are then written over the weight's GPU
+// buffer in the form it already has (packed `f16x2` words, or f32 for a widened one), so the weight
+// stays half on the GPU and every plan keeps reading it. Unmerge divides in float32 by (l + 1e-8)
+// and rounds back the same way: lossy in float16 (a rounded product divided and rounded again need
+// not give the original half back), as in PEFT. `safe` checks the values as stored: a product that
+// is finite in float32 but overflows float16 is refused too (PEFT checks the float32 product only,
+// and would store ±∞).
 
 import { GpuExecutionError, IA3Error, InputError } from '../errors.js';
 import type { GpuContext } from '../gpu/device.js';
 import { resolveBindings, type BoundProgram } from '../gpu/dispatch.js';
-import type { Graph, Initializer } from '../ir/graph.js';
+import { halfToFloat, type DataType } from '../ir/dtype.js';
+import { initializerGpuData, type Graph, type Initializer } from '../ir/graph.js';
 import { sizeOf, type ValueInfo } from '../ir/tensor.js';
 import type { Model } from '../model.js';
 import { rewriteOnnxTensors, type OnnxWithExternalData } from '../onnx/export.js';
 import { moduleSites, type ModuleInfo } from '../onnx/modules.js';
+import { f16round } from '../ops/elementwise.js';
 import { OPS } from '../ops/registry.js';
 import type { Adapter } from './adapter.js';
 import type { SavedCopy } from './inject.js';
@@ -80,7 +94,7 @@ export function mergeSteps(graph: Graph, module: ModuleInfo, feedforward: boolea
 
 /**
  * Checks that folding vectors into these modules' weights changes nothing but the modules: float32
- * weights read only by the module's own node (a tied weight would also change its other readers),
+ * or float16 weights read only by the module's own node (a tied weight would also change its other readers),
  * and no Transpose between weight and MatMul (a compiled plan may hold the transposed weight as a
  * constant folded on the CPU, which writing the weight's buffer would not update).
  */
@@ -89,22 +103,28 @@ export function checkMergeable(graph: Graph, modules: readonly ModuleInfo[], opt
   for (const n of graph.nodes) {
     for (const i of new Set(n.inputs)) if (i) readers.set(i, [...(readers.get(i) ?? []), n.name]);
   }
+  const nodes = new Map(graph.nodes.map((n) => [n.name, n]));
+  // A half bias read through an exact `Cast(to=FLOAT)` that only the module reads is the module's own.
+  const widensFor = (reader: string, own: ReadonlySet<string>): boolean => {
+    const n = nodes.get(reader);
+    return n?.opType === 'Cast' && Number(n.attrs.to) === 1 && (readers.get(n.outputs[0]!) ?? []).every((r) => own.has(r));
+  };
   const problems: string[] = [];
   for (const m of modules) {
     const own = new Set(moduleSites(m).flatMap((x) => [x.node, x.transpose, x.bias?.node, x.bias?.split]).filter((n): n is string => !!n));
     for (const name of [m.weight, m.bias?.initializer].filter((n): n is string => !!n)) {
       const init = graph.initializers.get(name)!;
-      // Quantised and half weights are refused rather than requantised (lossy, and the file's
-      // precision could not hold the merged values exactly); the same adapter merges into the
-      // fp32 export of the model, whose modules and keys are these.
+      // Quantised weights are refused rather than requantised (lossy: PEFT's bnb merge dequantises,
+      // scales and quantises again, and warns so); the same adapter merges into the fp32 export of
+      // the model, whose modules and keys are these. Half weights merge in half (see the header).
       if (init.storage?.startsWith('q4b')) {
         problems.push(`'${name}' of module '${m.path}' is a 4-bit weight (MatMulNBits); merging would requantise it (lossy): load this adapter into the model's fp32 export and merge or export there`);
       } else if (init.storage && init.storage !== 'f16x2') {
         problems.push(`'${name}' of module '${m.path}' is an 8-bit weight (DequantizeLinear or MatMulInteger); merging would requantise it (lossy): load this adapter into the model's fp32 export and merge or export there`);
-      } else if (init.dtype !== 'float32') {
-        problems.push(`'${name}' of module '${m.path}' is ${init.dtype}; merging supports float32 weights: load this adapter into the model's fp32 export and merge or export there`);
+      } else if (init.dtype !== 'float32' && init.dtype !== 'float16') {
+        problems.push(`'${name}' of module '${m.path}' is ${init.dtype}; merging supports float32 and float16 weights: load this adapter into the model's fp32 export and merge or export there`);
       }
-      const others = (readers.get(name) ?? []).filter((r) => !own.has(r));
+      const others = (readers.get(name) ?? []).filter((r) => !own.has(r) && !widensFor(r, own));
       if (others.length > 0) {
         problems.push(`initializer '${name}' of module '${m.path}' is also read by node${others.length > 1 ? 's' : ''} ${others.map((o) => `'${o}'`).join(', ')} (tied weights): merging would change ${others.length > 1 ? 'them' : 'it'} too`);
       }
@@ -149,6 +169,23 @@ export function scaleCpu(data: ArrayLike<number>, dims: readonly number[], axis:
   return out;
 }
 
+/**
+ * `values` (float32) as a tensor of `dtype` holds them: PyTorch's `.to(orig_dtype)` after PEFT's
+ * float32 product. float16 rounds each value to the nearest half (ties to even, subnormals kept,
+ * past ±65504 to ±∞) and keeps it widened (the IR's float16 data); float32 is returned as it is.
+ */
+export function castBack(dtype: DataType, values: Float32Array): Float32Array {
+  return dtype === 'float16' ? values.map(f16round) : values;
+}
+
+/**
+ * One merge (or unmerge) step on CPU values as PEFT computes it for a tensor of `dtype`: the
+ * float32 product (or quotient) with the vector, cast back to `dtype`.
+ */
+export function scaleAs(dtype: DataType, data: ArrayLike<number>, s: ScaleStep, op: 'mul' | 'div' = 'mul'): Float32Array {
+  return castBack(dtype, scaleCpu(data, s.dims, s.axis, s.vector, op));
+}
+
 /** PEFT's unmerge divisor, `l + 1e-8` in float32 (PyTorch adds the scalar in the tensor's dtype). */
 export function unmergeDivisor(vector: Float32Array): Float32Array {
   const eps = Math.fround(UNMERGE_EPSILON);
@@ -159,6 +196,18 @@ export function unmergeDivisor(vector: Float32Array): Float32Array {
 export function firstNonFinite(data: Float32Array): number {
   for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) return i;
   return -1;
+}
+
+/**
+ * `safe` merging's check of one merged tensor: `stored` (the float32 `product` cast back to the
+ * tensor's dtype) must be finite, else MergeError naming the tensor, the element, and a float16
+ * overflow when the float32 product itself was finite.
+ */
+export function checkFinite(adapter: string, name: string, product: Float32Array, stored: Float32Array): void {
+  const at = firstNonFinite(stored);
+  if (at < 0) return;
+  const overflow = Number.isFinite(product[at]!) ? ` (the float32 product ${product[at]} overflows float16, whose largest finite value is 65504)` : '';
+  throw new MergeError(adapter, `'${name}' element ${at} would be ${stored[at]}${overflow}`);
 }
 
 /**
@@ -256,18 +305,21 @@ export class MergeState {
     const replaced = new Set(this.host.savedInUse().map((s) => s.replace));
     const clash = modules.filter((m) => replaced.has(m.weight) || (m.bias && replaced.has(m.bias.initializer)));
     if (clash.length > 0) throw new InputError(`cannot merge into modules whose weights a modules_to_save copy replaces: ${clash.map((m) => `'${m.path}'`).join(', ')}`);
-    // CPU first: every result computed (and checked when safe) before anything changes.
+    // CPU first: every result computed (and checked when safe) before anything changes. Each
+    // adapter's product is cast back to the tensor's dtype before the next one (PEFT's loop).
     const values = new Map<string, Float32Array>();
+    const dtype = (name: string): DataType => graph.initializers.get(name)!.dtype;
     for (const r of rounds) {
       for (const s of r.steps) {
-        const next = scaleCpu(values.get(s.initializer) ?? (await this.cpuValues(graph, s.initializer)), s.dims, s.axis, s.vector);
-        const at = safe ? firstNonFinite(next) : -1;
-        if (at >= 0) throw new MergeError(r.adapter, `'${s.initializer}' element ${at} would be ${next[at]}`);
+        const product = scaleCpu(values.get(s.initializer) ?? (await this.cpuValues(graph, s.initializer)), s.dims, s.axis, s.vector);
+        const next = castBack(dtype(s.initializer), product);
+        if (safe) checkFinite(r.adapter, s.initializer, product, next);
         values.set(s.initializer, next);
       }
     }
-    for (const r of rounds) await scaleGpu(base.gpu, r.steps.map((s) => ({ ...s, buffer: this.weightBuffer(s.initializer) })));
-    this.replace(values);
+    // float32 tensors are scaled on the GPU (the same bits); float16 ones get the CPU's rounded halves.
+    for (const r of rounds) await scaleGpu(base.gpu, r.steps.filter((s) => dtype(s.initializer) === 'float32').map((s) => ({ ...s, buffer: this.weightBuffer(s.initializer) })));
+    this.write(this.replace(values).filter((i) => i.dtype !== 'float32'));
     this.list.push(...names);
   }
 
@@ -283,21 +335,21 @@ export class MergeState {
     for (const adapter of [...this.list].reverse()) {
       for (const s of this.vectorSteps(adapter, unmergeDivisor)) {
         // Merging gave every weight it touched CPU values (read back from the GPU if need be).
-        values.set(s.initializer, scaleCpu(values.get(s.initializer) ?? (graph.initializers.get(s.initializer)!.data as Float32Array), s.dims, s.axis, s.vector, 'div'));
+        const init = graph.initializers.get(s.initializer)!;
+        values.set(s.initializer, scaleAs(init.dtype, values.get(s.initializer) ?? (init.data as Float32Array), s, 'div'));
       }
     }
-    this.replace(values);
-    for (const [name, data] of values) this.host.base.weights.write(name, data);
+    this.write(this.replace(values));
     this.list = [];
   }
 
   /** Writes the active modules_to_save copies into the frozen weights they replace (merge_and_unload). */
   foldSavedCopies(): void {
     const saved = this.host.savedInUse();
-    checkMergeable(this.host.base.graph, [...new Set(saved.map((s) => s.module))], { gpu: false });
-    const values = new Map(saved.map((s) => [s.replace, Float32Array.from(s.by.data as Float32Array)]));
-    this.replace(values);
-    for (const [name, data] of values) this.host.base.weights.write(name, data);
+    const graph = this.host.base.graph;
+    checkMergeable(graph, [...new Set(saved.map((s) => s.module))], { gpu: false });
+    const values = new Map(saved.map((s) => [s.replace, castBack(graph.initializers.get(s.replace)!.dtype, Float32Array.from(s.by.data as Float32Array))]));
+    this.write(this.replace(values));
   }
 
   /**
@@ -315,28 +367,31 @@ export class MergeState {
         checkMergeable(graph, [...new Map(active.flatMap((n) => this.host.adapter(n).targets.map((t) => [t.module.path, t.module] as const))).values()], { gpu: false });
         for (const a of active) {
           for (const s of this.vectorSteps(a, (v) => v)) {
-            values.set(s.initializer, scaleCpu(values.get(s.initializer) ?? (await this.cpuValues(graph, s.initializer)), s.dims, s.axis, s.vector));
+            values.set(s.initializer, scaleAs(graph.initializers.get(s.initializer)!.dtype, values.get(s.initializer) ?? (await this.cpuValues(graph, s.initializer)), s));
           }
         }
       }
       const saved = this.host.savedInUse();
       checkMergeable(graph, [...new Set(saved.map((s) => s.module))], { gpu: false });
-      for (const s of saved) values.set(s.replace, s.by.data as Float32Array);
+      for (const s of saved) values.set(s.replace, castBack(graph.initializers.get(s.replace)!.dtype, s.by.data as Float32Array));
     }
     // The file was not kept: read it again (its URL, Files, or the bytes loadModel was given).
     return rewriteOnnxTensors(await source.read(), values);
   }
 
   /**
-   * A frozen float32 weight's values on the CPU: its data, or a read-back of its GPU copy for a
-   * weight that streamed to the GPU only at load (unmerged: the GPU holds the file's values).
+   * A frozen float32 or float16 weight's values on the CPU (float16 widened): its data, or a
+   * read-back of its GPU copy (f32, or packed halves) for a weight that streamed to the GPU only at
+   * load (unmerged: the GPU holds the file's values).
    */
   private async cpuValues(graph: Graph, name: string): Promise<Float32Array> {
     const init = graph.initializers.get(name)!;
     if (init.data) return init.data as Float32Array;
     const buffer = this.host.base.weights.get(name);
     if (!buffer) throw new InputError(`weight '${name}' is on the GPU in blocks (over the device's binding limit): merging it is not supported`);
-    return new Float32Array(await this.host.base.gpu.read(buffer, 4 * sizeOf(init.dims)));
+    const n = sizeOf(init.dims);
+    if (init.storage !== 'f16x2') return new Float32Array(await this.host.base.gpu.read(buffer, 4 * n));
+    return Float32Array.from(new Uint16Array(await this.host.base.gpu.read(buffer, 2 * n + (n % 2) * 2), 0, n), halfToFloat);
   }
 
   /** The weight and bias scalings of an adapter's vectors (each vector mapped by `f`), one per tensor. */
@@ -352,15 +407,24 @@ export class MergeState {
     return b;
   }
 
-  /** New CPU values for frozen initializers, in the base model and every variant holding them. */
-  private replace(values: ReadonlyMap<string, Float32Array>): void {
+  /**
+   * New CPU values for frozen initializers, in the base model and every variant holding them (each
+   * keeps its GPU storage); returns the new initializers.
+   */
+  private replace(values: ReadonlyMap<string, Float32Array>): Initializer[] {
     const base = this.host.base;
     const olds = [...values.keys()].map((name) => base.graph.initializers.get(name)!);
     const nexts = olds.map((old): Initializer => {
       const data = values.get(old.name)!;
-      return old.constant ? { name: old.name, dtype: old.dtype, dims: old.dims, data, constant: true } : { name: old.name, dtype: old.dtype, dims: old.dims, data };
+      return { name: old.name, dtype: old.dtype, dims: old.dims, data, ...(old.constant ? { constant: true } : {}), ...(old.storage ? { storage: old.storage } : {}) };
     });
     for (const m of [base, ...this.host.variants()]) m.replaceInitializers(nexts.filter((_, i) => m.graph.initializers.get(olds[i]!.name) === olds[i]));
     for (const name of values.keys()) this.touched.add(name);
+    return nexts;
+  }
+
+  /** Writes initializers' new values over their resident GPU copies, in the form each has there (f32, packed halves). */
+  private write(inits: readonly Initializer[]): void {
+    for (const init of inits) this.host.base.weights.write(init.name, initializerGpuData(init)!);
   }
 }

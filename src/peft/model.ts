@@ -403,9 +403,11 @@ export class PeftModel {
    * Folds adapters' vectors into the frozen weights on the GPU (PEFT's `merge_adapter`): each
    * targeted weight scaled along its output axis (and its bias) or, for feed-forward modules,
    * along its input axis, adapter after adapter; the CPU copies get the same float32 products.
-   * While merged, `run` executes the base graph on the merged weights (only modules_to_save copies
+   * float16 weights merge in float16 as PEFT does (the float32 product rounded to the nearest half,
+   * ties to even) and stay half on the GPU; 8-bit and 4-bit weights are refused (InputError: merge
+   * into the fp32 export instead). While merged, `run` executes the base graph on the merged weights (only modules_to_save copies
    * are still substituted), so the adapters add no latency. Adapters already merged are skipped
-   * with PEFT's warning. `safe` refuses non-finite results with a MergeError and changes nothing
+   * with PEFT's warning. `safe` refuses non-finite results (float16 overflow included) with a MergeError and changes nothing
    * (every merge is all-or-nothing: the results are computed and checked before anything is written).
    * Tied weights (an initializer also read by another node) are refused with an InputError.
    */
@@ -426,7 +428,9 @@ export class PeftModel {
    * Divides the merged vectors out again (PEFT's `unmerge_adapter`: by l + 1e-8, last merged
    * first), warning like PEFT that the result can be inaccurate: a vector element near 0 loses the
    * weights it scaled. Computed on the CPU with correctly rounded float32 division (WGSL's division
-   * is only accurate to 2.5 ULP) and written to the GPU copies, so both stay identical.
+   * is only accurate to 2.5 ULP) and written to the GPU copies, so both stay identical. float16
+   * weights are divided in float32 and rounded back to halves, as PEFT does: lossy (the original
+   * halves need not come back exactly).
    */
   unmerge(): void {
     this.assertIdle('unmerge');
@@ -492,8 +496,8 @@ export class PeftModel {
    * vectors folded in (whether or not `merge` was called; while merged, the merged weights) and
    * the active modules_to_save copies in their modules. Same graph, node list, input and output
    * names; raw_data, float_data and external data each written where they were (external files
-   * returned under their locations, with the same offsets). onnxruntime-web runs the result with
-   * no IA3 op. Needs a model from `loadModel` (which keeps the file's bytes).
+   * returned under their locations, with the same offsets); float16 weights stay float16 (merged as
+   * `merge` does). onnxruntime-web runs the result with no IA3 op. Needs a model from `loadModel` (which keeps the file's bytes).
    */
   async exportMergedOnnx(): Promise<OnnxWithExternalData> {
     this.assertLive();

@@ -1,6 +1,10 @@
 // Several adapters and merged exports without a GPU: addWeightedAdapter against a CPU computation
 // (negative weight, a layer only one adapter has) and PEFT's checks; the merge safety checks (tied
-// weights); exportMergedOnnx writing raw_data, float_data and external data in place.
+// weights); exportMergedOnnx writing raw_data, float_data and external data in place. float16 merges
+// against PyTorch (tests/fixtures/merge_fp16.py, generated): the rounding of single products and
+// quotients bit for bit (ties to even, subnormals, overflow to ∞, float32 rounding deciding the
+// half), safe merging's overflow check, and the fp16 GPT-2 variants' merged export (raw_data,
+// external data; int32_data for a typed float16 tensor) holding PyTorch's halves, still float16.
 import { readFileSync } from 'node:fs';
 import { onnx } from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
@@ -12,9 +16,11 @@ import { decodeOnnx } from '../../src/onnx/decode.js';
 import { loadOnnx } from '../../src/onnx/load.js';
 import { findModules, detectModelType } from '../../src/onnx/modules.js';
 import { IA3Config } from '../../src/peft/config.js';
-import { checkMergeable, mergeSteps, scaleCpu, unmergeDivisor } from '../../src/peft/merge.js';
+import { floatToHalf, halfToFloat } from '../../src/ir/dtype.js';
+import { castBack, checkFinite, checkMergeable, MergeError, mergeSteps, scaleAs, scaleCpu, unmergeDivisor } from '../../src/peft/merge.js';
 import { getPeftModel } from '../../src/peft/model.js';
 import { vectorName } from '../../src/peft/adapter.js';
+import { halvesOf, type MergeReference } from '../util/merge-reference.js';
 import { singleOpModel, withExternalData } from '../util/onnx-build.js';
 
 // Nothing here touches the GPU: adding adapters and exporting run on the CPU copies.
@@ -207,5 +213,96 @@ describe('exportMergedOnnx', () => {
     const err = await getPeftModel(withExtra, new IA3Config()).exportMergedOnnx().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FormatError);
     expect((err as Error).message).toMatch(/the model is ONNX IR version 10; re-encoding it with onnx-proto \(IR 9 and older\)/);
+  });
+});
+
+const mergeRef = (): MergeReference => JSON.parse(readFileSync('tests/fixtures/merge-fp16/merge_reference.json', 'utf8')) as MergeReference;
+const halfBits = (values: ArrayLike<number>): number[] => Array.from(values, floatToHalf);
+
+describe('float16 merge (PyTorch reference, tests/fixtures/merge_fp16.py)', () => {
+  it('rounds each float32 product and quotient to the nearest half as torch .to(float16) does', () => {
+    const r = mergeRef().rounding;
+    const n = r.weight_bits.length;
+    const w = Float32Array.from(r.weight_bits, halfToFloat);
+    const step = { initializer: 'w', dims: [n], axis: 0, vector: Float32Array.from(r.vector) };
+    const merged = scaleAs('float16', w, step);
+    const unmerged = scaleAs('float16', merged, { ...step, vector: unmergeDivisor(step.vector) }, 'div');
+    const mismatches = (got: number[], want: number[]) => got.flatMap((g, i) => (g === want[i] ? [] : [`#${i}: ${r.weight_bits[i]!.toString(16)} × ${r.vector[i]} → ${g.toString(16)}, torch ${want[i]!.toString(16)}`]));
+    expect(mismatches(halfBits(merged), r.merged_bits)).toEqual([]);
+    expect(mismatches(halfBits(unmerged), r.unmerged_bits)).toEqual([]);
+    // The reference covers what it claims: ties, subnormals, both infinities.
+    expect(r.merged_bits.slice(0, 10).map((b) => b.toString(16))).toEqual(['3c00', '3c02', 'bc00', '3c00', '200', '0', '2', '2', '8002', '400']);
+    expect(r.merged_bits.filter((b) => b === 0x7c00).length).toBeGreaterThan(1);
+    expect(r.merged_bits).toContain(0xfc00);
+    // float32 values pass through unchanged.
+    expect(castBack('float32', Float32Array.of(1 + 2 ** -20))).toEqual(Float32Array.of(1 + 2 ** -20));
+  });
+
+  it('safe merging names a float16 overflow (PEFT checks only the float32 product, which is finite)', () => {
+    const step = { initializer: 'W', dims: [2], axis: 0, vector: Float32Array.of(1.001, 2) };
+    const before = Float32Array.of(65504, 3);
+    const product = scaleCpu(before, step.dims, step.axis, step.vector);
+    const stored = castBack('float16', product);
+    expect(Array.from(stored)).toEqual([Infinity, 6]);
+    const err = (() => {
+      try {
+        checkFinite('a', 'W', product, stored);
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(err).toBeInstanceOf(MergeError);
+    expect((err as Error).message).toBe(
+      "NaNs detected in the merged weights. The adapter a seems to be broken ('W' element 0 would be Infinity (the float32 product 65569.5078125 overflows float16, whose largest finite value is 65504))",
+    );
+    const nan = Float32Array.of(1, NaN);
+    expect(() => checkFinite('a', 'W', nan, nan)).toThrow(/\('W' element 1 would be NaN\)$/);
+    expect(() => checkFinite('a', 'W', product, castBack('float32', product))).not.toThrow();
+  });
+
+  it('exports the fp16 GPT-2 variants with PyTorch\'s merged halves, float16 kept, raw_data and external data', async () => {
+    const ref = mergeRef();
+    const adapters = (JSON.parse(readFileSync('tests/fixtures/gpt2/ia3_reference.json', 'utf8')) as { adapters: Record<string, Record<string, { dims: number[]; data: number[] }>> }).adapters;
+    for (const file of ref.gpt2.files) {
+      const plain = new Uint8Array(readFileSync(file));
+      // As the file is (raw_data), and with c_attn's weights moved to an external file.
+      const ext = withExternalData(plain, 'weights.bin', (t) => t.name.includes('c_attn.weight'));
+      for (const [bytes, data] of [[plain, undefined], [ext.model, ext.data]] as const) {
+        const model = await cpuModel(bytes, data ? { 'weights.bin': data } : {});
+        const peft = getPeftModel(model, new IA3Config());
+        for (const a of ref.gpt2.adapters) {
+          if (a !== 'default') peft.addAdapter(a, new IA3Config());
+          peft.loadStateDict(Object.fromEntries(Object.entries(adapters[a]!).map(([k, v]) => [k, { data: Float32Array.from(v.data), dims: v.dims }])), a);
+        }
+        peft.setAdapter(ref.gpt2.adapters);
+        const { onnx: out, externalData } = await peft.exportMergedOnnx();
+        expect(Object.keys(externalData ?? {})).toEqual(data ? ['weights.bin'] : []);
+        const source = onnx.ModelProto.decode(bytes);
+        const written = onnx.ModelProto.decode(out);
+        expect(written.graph!.node).toEqual(source.graph!.node);
+        expect(written.graph!.initializer!.map((t) => [t.name, t.dataType, t.dims])).toEqual(source.graph!.initializer!.map((t) => [t.name, t.dataType, t.dims]));
+        const merged = decodeOnnx(out, { externalData: externalData ?? {} });
+        for (const [name, t] of Object.entries(ref.gpt2.tensors)) {
+          const init = merged.initializers.get(name)!;
+          expect(init.dtype, name).toBe('float16');
+          expect(halfBits(init.data as Float32Array), `${file} ${name}`).toEqual(halvesOf(t.merged));
+        }
+      }
+    }
+  });
+
+  it('writes a typed float16 tensor (int32_data) as half bits', async () => {
+    const half = (xs: number[]) => xs.map(floatToHalf);
+    const W = { name: 'W', dataType: onnx.TensorProto.DataType.FLOAT16, dims: [2, 2], int32Data: half([1, 2, 3, 65504]) };
+    const bytes = singleOpModel('MatMul', [{ name: 'x', dims: [1, 2], elemType: onnx.TensorProto.DataType.FLOAT16 }, { name: 'W', dims: [2, 2] }], { name: 'y', dims: [1, 2], elemType: onnx.TensorProto.DataType.FLOAT16 }, [], [W]);
+    const model = await cpuModel(bytes, {}, { MatMul_0: 'proj' });
+    expect(model.graph.initializers.get('W')!.storage).toBe('f16x2');
+    const peft = getPeftModel(model, new IA3Config({ targetModules: ['proj'], feedforwardModules: [] }));
+    peft.setParamValues(vectorName('default', 'proj'), Float32Array.of(1 + 2 ** -11, 0.5));
+    const p = onnx.ModelProto.decode((await peft.exportMergedOnnx()).onnx);
+    const t = p.graph!.initializer![0]!;
+    expect(t.dataType).toBe(onnx.TensorProto.DataType.FLOAT16);
+    // 1·(1 + 2⁻¹¹) is a tie: to even (1); 3·(1 + 2⁻¹¹) rounds up one half-ulp of 3 (3.001953125).
+    expect(t.int32Data).toEqual(half([1, 1, 3.001953125, 32752]));
   });
 });
