@@ -8,6 +8,14 @@
 // with the original graph's nodes and IO names. Plus: safe merge of a NaN vector, disabling while
 // merged, weighted adapters and adapter names, switching without recompiling, mergeAndUnload, and
 // the adapter download helper.
+//
+// float16 (tests/fixtures/real/gpt2-variants: whole-graph fp16, and fp16 weights read through
+// Casts): the same two adapters merged on the GPU give PyTorch's halves bit for bit
+// (tests/fixtures/merge_fp16.py) in the GPU copies (still packed halves, same buffers) and the CPU
+// copies; merged outputs equal the IA3 forward within the halves' rounding, and the base model's
+// plan compiled before merging sees the merged weights; the export keeps every tensor's dtype and
+// holds PyTorch's halves, and onnxruntime-web runs it like the IA3 forward; unmerge gives PyTorch's
+// (lossy) halves; safe merging refuses a float16 overflow and changes nothing.
 import * as ort from 'onnxruntime-web';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { downloadAdapter, loadModel, MergeError, type Model, type TensorData } from '../../src/index.js';
@@ -16,7 +24,12 @@ import { IA3Config } from '../../src/peft/config.js';
 import { mergeSteps, scaleCpu } from '../../src/peft/merge.js';
 import { getPeftModel, type PeftModel } from '../../src/peft/model.js';
 import { vectorName } from '../../src/peft/adapter.js';
+import { floatToHalf } from '../../src/ir/dtype.js';
+import type { Graph } from '../../src/ir/graph.js';
+import { sizeOf } from '../../src/ir/tensor.js';
+import { fetchJson, tensorData, type Reference } from '../util/fixture-compare.js';
 import { getGpu } from '../util/gpu.js';
+import { halvesOf, type MergeReference } from '../util/merge-reference.js';
 import { closeness } from '../util/tensors.js';
 
 ort.env.wasm.numThreads = 1;
@@ -273,6 +286,102 @@ describe('merge on gpt2', () => {
     expect([...model.weightBuffers.keys()].some((k) => k.startsWith('ia3::'))).toBe(false);
     await expect(peft.run(feeds)).rejects.toThrow(/unloaded by mergeAndUnload/);
     await model.dispose();
+  });
+});
+
+/** The halves a float16 weight holds on the GPU (packed `f16x2` words, or widened f32) as bit patterns. */
+async function gpuHalves(model: Model, name: string): Promise<number[]> {
+  const init = model.graph.initializers.get(name)!;
+  const n = sizeOf(init.dims);
+  const buffer = model.weightBuffers.get(name)!;
+  if (init.storage === 'f16x2') return Array.from(new Uint16Array(await model.gpu.read(buffer, 2 * n + (n % 2) * 2), 0, n));
+  return Array.from(new Float32Array(await model.gpu.read(buffer, 4 * n)), floatToHalf);
+}
+const cpuHalves = (graph: Graph, name: string): number[] => Array.from(graph.initializers.get(name)!.data as Float32Array, floatToHalf);
+
+describe.each(['model_fp16.onnx', 'model_fp16_weights.onnx'])('merge on gpt2-variants/%s (float16)', (file) => {
+  it("merges and unmerges in float16 as PyTorch does, keeps the halves packed, exports float16 that onnxruntime-web runs like the IA3 forward", async () => {
+    const gpu = await getGpu();
+    const ref = await fetchJson<MergeReference>('/tests/fixtures/merge-fp16/merge_reference.json');
+    const adapters = (await fetchJson<IA3Reference>('/tests/fixtures/gpt2/ia3_reference.json')).adapters;
+    const fixture = (await fetchJson<Reference>('/tests/fixtures/real/gpt2-variants/reference.json')).files[`onnx/${file}`]!;
+    const url = `/tests/fixtures/real/gpt2-variants/onnx/${file}`;
+    const model = await loadModel(url, { device: gpu });
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const peft = getPeftModel(model, new IA3Config());
+      for (const a of ref.gpt2.adapters) {
+        if (a !== 'default') peft.addAdapter(a, new IA3Config());
+        peft.loadStateDict(toTensors(adapters[a]!), a);
+      }
+      peft.setAdapter(ref.gpt2.adapters);
+      const feeds = Object.fromEntries(Object.entries(fixture.cases[1]!.inputs).map(([k, t]) => [k, tensorData(t)]));
+      const names = Object.keys(ref.gpt2.tensors);
+      expect(names.filter((n) => model.graph.initializers.get(n)!.storage === 'f16x2')).toEqual(names.filter((n) => n.endsWith('.weight')));
+      const ia3 = (await peft.run(feeds)).logits!.data as Float32Array;
+      await model.run(feeds); // the base model's plan, compiled before merging
+      const original = names.map((n) => cpuHalves(model.graph, n));
+      const buffers = names.map((n) => model.weightBuffers.get(n));
+
+      if (file === 'model_fp16.onnx') {
+        // Safe merging refuses a product past the largest half (finite in float32) and changes nothing.
+        const t = peft.targets('second')[0]!;
+        const v = Float32Array.from(peft.paramValues(vectorName('second', t.module.path)));
+        const keep = v[5]!;
+        v[5] = 1e7;
+        peft.setParamValues(vectorName('second', t.module.path), v);
+        const err = await peft.merge({ safe: true }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(MergeError);
+        expect((err as Error).message).toMatch(/^NaNs detected in the merged weights\. The adapter second seems to be broken \('transformer\.h\.0\.attn\.c_attn\.weight' element \d+ would be -?Infinity \(the float32 product -?[\d.e+]+ overflows float16/);
+        expect(peft.merged).toBe(false);
+        expect(await Promise.all(names.map((n) => gpuHalves(model, n)))).toEqual(original);
+        v[5] = keep;
+        peft.setParamValues(vectorName('second', t.module.path), v);
+      }
+
+      await peft.merge({ safe: true });
+      // PyTorch's halves, in both copies; the GPU keeps the same buffers, packed.
+      for (const [i, n] of names.entries()) {
+        const want = halvesOf(ref.gpt2.tensors[n]!.merged);
+        expect(cpuHalves(model.graph, n), `CPU copy of ${n}`).toEqual(want);
+        expect(await gpuHalves(model, n), `GPU copy of ${n}`).toEqual(want);
+        expect(model.weightBuffers.get(n), n).toBe(buffers[i]);
+      }
+      // Merged weights are W·l rounded to halves (≤ 2⁻¹¹ relative each), which the IA3 forward never rounds.
+      const merged = (await peft.run(feeds)).logits!.data as Float32Array;
+      const diff = closeness(merged, ia3, { rtol: 0, atol: 1 }).maxAbs;
+      console.log(`[merge fp16] ${file}: max |merged − IA3| ${diff.toExponential(2)} (logits up to ${Math.max(...Array.from(ia3, Math.abs)).toFixed(2)})`);
+      expectNear(merged, ia3, `${file} merged vs IA3`, 2e-3, 2e-3);
+      expect(bits((await model.run(feeds)).logits!.data as Float32Array), 'the base model on the merged weights').toEqual(bits(merged));
+
+      // The export: the source's graph and dtypes, PyTorch's halves, run by onnxruntime-web.
+      const { onnx: bytes } = await peft.exportMergedOnnx();
+      const src = decodeOnnx(new Uint8Array(await (await fetch(url)).arrayBuffer()));
+      const out = decodeOnnx(bytes);
+      expect(out.nodes).toEqual(src.nodes);
+      expect([...out.initializers.values()].map((t) => [t.name, t.dtype, t.storage])).toEqual([...src.initializers.values()].map((t) => [t.name, t.dtype, t.storage]));
+      for (const n of names) expect(cpuHalves(out, n), `exported ${n}`).toEqual(halvesOf(ref.gpt2.tensors[n]!.merged));
+      const exported = await runOrt(bytes, feeds);
+      console.log(`[merge fp16] ${file}: max |onnxruntime-web(export) − IA3| ${closeness(exported, ia3, { rtol: 0, atol: 1 }).maxAbs.toExponential(2)}`);
+      // The file's own onnxruntime-web tolerance (fp16 compute: 5e-2; fp16 weights, f32 compute: 1e-4) plus the halves' rounding.
+      const tol = fixture.torch_tolerance!.atol + 2e-3;
+      expectNear(exported, ia3, `${file} exported (merged) in onnxruntime-web vs IA3`, tol, tol);
+
+      peft.unmerge();
+      expect(warn).toHaveBeenLastCalledWith('Unmerge result can be inaccurate for (IA)^3.');
+      let lost = 0;
+      for (const [i, n] of names.entries()) {
+        const t = ref.gpt2.tensors[n]!;
+        expect(cpuHalves(model.graph, n), `CPU copy of ${n} unmerged`).toEqual(halvesOf(t.unmerged));
+        expect(await gpuHalves(model, n), `GPU copy of ${n} unmerged`).toEqual(halvesOf(t.unmerged));
+        const notRestored = cpuHalves(model.graph, n).filter((b, k) => b !== original[i]![k]).length;
+        expect(notRestored, n).toBe(t.not_restored);
+        lost += notRestored;
+      }
+      expect(lost, 'unmerge is lossy in float16').toBeGreaterThan(0);
+    } finally {
+      await model.dispose();
+    }
   });
 });
 
