@@ -94,9 +94,9 @@ export function mergeSteps(graph: Graph, module: ModuleInfo, feedforward: boolea
 
 /**
  * Checks that folding vectors into these modules' weights changes nothing but the modules: float32
- * or float16 weights read only by the module's own node (a tied weight would also change its other readers),
- * and no Transpose between weight and MatMul (a compiled plan may hold the transposed weight as a
- * constant folded on the CPU, which writing the weight's buffer would not update).
+ * or float16 weights read only by the module's own node (a tied weight would also change its other
+ * readers), and no Transpose between weight and MatMul (a compiled plan may hold the transposed
+ * weight as a constant folded on the CPU, which writing the weight's buffer would not update).
  */
 export function checkMergeable(graph: Graph, modules: readonly ModuleInfo[], options: { readonly gpu: boolean }): void {
   const readers = new Map<string, string[]>();
@@ -318,7 +318,9 @@ export class MergeState {
       }
     }
     // float32 tensors are scaled on the GPU (the same bits); float16 ones get the CPU's rounded halves.
-    for (const r of rounds) await scaleGpu(base.gpu, r.steps.filter((s) => dtype(s.initializer) === 'float32').map((s) => ({ ...s, buffer: this.weightBuffer(s.initializer) })));
+    for (const r of rounds) {
+      await scaleGpu(base.gpu, r.steps.filter((s) => dtype(s.initializer) === 'float32').map((s) => ({ ...s, buffer: this.weightBuffer(s.initializer) })));
+    }
     this.write(this.replace(values).filter((i) => i.dtype !== 'float32'));
     this.list.push(...names);
   }

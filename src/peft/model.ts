@@ -405,10 +405,11 @@ export class PeftModel {
    * along its input axis, adapter after adapter; the CPU copies get the same float32 products.
    * float16 weights merge in float16 as PEFT does (the float32 product rounded to the nearest half,
    * ties to even) and stay half on the GPU; 8-bit and 4-bit weights are refused (InputError: merge
-   * into the fp32 export instead). While merged, `run` executes the base graph on the merged weights (only modules_to_save copies
-   * are still substituted), so the adapters add no latency. Adapters already merged are skipped
-   * with PEFT's warning. `safe` refuses non-finite results (float16 overflow included) with a MergeError and changes nothing
-   * (every merge is all-or-nothing: the results are computed and checked before anything is written).
+   * into the fp32 export instead). While merged, `run` executes the base graph on the merged
+   * weights (only modules_to_save copies are still substituted), so the adapters add no latency.
+   * Adapters already merged are skipped with PEFT's warning. `safe` refuses non-finite results
+   * (a float16 overflow included) with a MergeError and changes nothing (every merge is
+   * all-or-nothing: the results are computed and checked before anything is written).
    * Tied weights (an initializer also read by another node) are refused with an InputError.
    */
   async merge({ safe = false, adapterNames }: MergeOptions = {}): Promise<void> {
