@@ -15,7 +15,8 @@
 // copies; merged outputs equal the IA3 forward within the halves' rounding, and the base model's
 // plan compiled before merging sees the merged weights; the export keeps every tensor's dtype and
 // holds PyTorch's halves, and onnxruntime-web runs it like the IA3 forward; unmerge gives PyTorch's
-// (lossy) halves; safe merging refuses a float16 overflow and changes nothing.
+// (lossy) halves; safe merging refuses a float16 overflow and changes nothing. Weights streamed to
+// the GPU at load (no CPU copy) are read back as packed halves and merge as an in-memory load's.
 import * as ort from 'onnxruntime-web';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { downloadAdapter, loadModel, MergeError, type Model, type TensorData } from '../../src/index.js';
@@ -381,6 +382,48 @@ describe.each(['model_fp16.onnx', 'model_fp16_weights.onnx'])('merge on gpt2-var
       expect(lost, 'unmerge is lossy in float16').toBeGreaterThan(0);
     } finally {
       await model.dispose();
+    }
+  });
+});
+
+describe('merge of float16 weights streamed to the GPU at load', () => {
+  it('reads the packed halves back and merges and unmerges them as the in-memory load does', async () => {
+    const gpu = await getGpu();
+    const url = '/tests/fixtures/real/llama-variants/onnx/model_fp16_weights.onnx';
+    const adapters = (await fetchJson<IA3Reference>('/tests/fixtures/llama/ia3_reference.json')).adapters;
+    const fixture = (await fetchJson<Reference>('/tests/fixtures/real/llama-variants/reference.json')).files['onnx/model_fp16_weights.onnx']!;
+    const feeds = Object.fromEntries(Object.entries(fixture.cases[0]!.inputs).map(([k, t]) => [k, tensorData(t)]));
+    const streamed = await loadModel(url, { device: gpu, keepBytes: 4096 });
+    const whole = await loadModel(url, { device: gpu, keepWeightsOnCpu: true });
+    vi.spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const pefts = [streamed, whole].map((m) => {
+        const p = getPeftModel(m, new IA3Config());
+        p.loadStateDict(toTensors(adapters.default!));
+        p.addAdapter('second', new IA3Config());
+        p.loadStateDict(toTensors(adapters.second!), 'second');
+        p.setAdapter(['default', 'second']);
+        return p;
+      });
+      const names = [...scaledInitializers(pefts[1]!, whole).keys()];
+      // Every scaled weight is packed; those over keepBytes (down_proj) streamed, with no CPU copy.
+      for (const n of names) expect(streamed.graph.initializers.get(n)!.storage, n).toBe('f16x2');
+      const onGpuOnly = names.filter((n) => !streamed.graph.initializers.get(n)!.data);
+      expect(onGpuOnly.length, 'weights with no CPU copy').toBeGreaterThan(0);
+      const halves = async (m: Model): Promise<number[][]> => Promise.all(names.map((n) => gpuHalves(m, n)));
+      const ia3 = (await pefts[0]!.run(feeds)).logits!.data as Float32Array; // makes every weight resident
+      expect(bits(ia3)).toEqual(bits((await pefts[1]!.run(feeds)).logits!.data as Float32Array));
+      for (const p of pefts) await p.merge();
+      expect(await halves(streamed)).toEqual(await halves(whole));
+      expect(names.map((n) => cpuHalves(streamed.graph, n))).toEqual(names.map((n) => cpuHalves(whole.graph, n)));
+      const merged = (await pefts[0]!.run(feeds)).logits!.data as Float32Array;
+      expect(bits(merged)).toEqual(bits((await pefts[1]!.run(feeds)).logits!.data as Float32Array));
+      expectNear(merged, ia3, 'streamed merged vs IA3', 2e-3, 2e-3);
+      for (const p of pefts) p.unmerge();
+      expect(await halves(streamed)).toEqual(await halves(whole));
+    } finally {
+      await streamed.dispose();
+      await whole.dispose();
     }
   });
 });
