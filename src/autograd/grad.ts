@@ -16,7 +16,7 @@
 // InvStdDev) gets that output added.
 //
 // Last, the backward is rewritten to recompute the forward activations that are cheap to compute
-// again instead of keeping them alive until their gradient (remat.ts; `BackwardOptions.remat`).
+// again instead of keeping them alive until their gradient (remat.ts; `BackwardOptions.recompute`).
 //
 // A trainable value the loss does not depend on gets a zero gradient (an Expand of 0), not an
 // error: a frozen branch or a padded-away position is a legitimate training state.
@@ -28,7 +28,7 @@ import { sizeOf, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
 import type { Inputs, OpContext } from '../ops/types.js';
 import { GraphBuilder } from './builder.js';
-import { rematerialize, type Rematerialization } from './remat.js';
+import { rematerialize, type Recompute } from './remat.js';
 import { VJP, unsupportedError, type VjpContext } from './vjp.js';
 
 export interface BackwardSummary {
@@ -61,7 +61,7 @@ export interface BackwardOptions {
    * (default: element-wise, layout and attention-score ops), 'layers' (each layer's forward again
    * from its input: least memory, about one more forward of time), 'none'.
    */
-  readonly remat?: Rematerialization;
+  readonly recompute?: Recompute;
 }
 
 /** The output name under which the gradient of `value` appears. */
@@ -77,7 +77,7 @@ const isFloat = (t: TensorType | undefined): boolean => t !== undefined && FLOAT
  * constant or a node output). Throws InputError for bad arguments and UnsupportedOpError when a
  * path to the loss crosses an op whose gradient is not implemented.
  */
-export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: readonly string[], { remat = 'cheap' }: BackwardOptions = {}): BackwardGraph {
+export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: readonly string[], { recompute = 'cheap' }: BackwardOptions = {}): BackwardGraph {
   // A graph output name (which may differ from its value name) is accepted for the loss.
   const outputIndex = spec.outputNames.indexOf(lossName);
   const loss = !spec.types.has(lossName) && outputIndex >= 0 ? spec.outputs[outputIndex]! : lossName;
@@ -195,7 +195,7 @@ export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: rea
   const graph = rematerialize(
     {
       ...spec,
-      key: `${spec.key};grad:${loss}→${wrt.join(',')}${remat === 'cheap' ? '' : `;remat:${remat}`}`,
+      key: `${spec.key};grad:${loss}→${wrt.join(',')}${recompute === 'cheap' ? '' : `;recompute:${recompute}`}`,
       nodes: [...forward, ...b.nodes],
       types: b.types,
       constants: b.constants,
@@ -204,7 +204,7 @@ export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: rea
       outputNames: [...spec.outputNames, ...wrt.map(gradName)],
     },
     forward.length,
-    remat,
+    recompute,
   );
   const backwardNodes = graph.nodes.slice(forward.length);
   const producedForward = new Set(forward.flatMap((n) => n.outputs));

@@ -24,7 +24,8 @@ import { sizeOf } from '../ir/tensor.js';
 import type { SpecNode, SpecializedGraph } from '../ir/static-graph.js';
 
 /** Which saved activations the backward recomputes (see the module header). */
-export type Rematerialization = 'cheap' | 'layers' | 'none';
+export type Recompute = 'cheap' | 'layers' | 'none';
+export const RECOMPUTE: readonly Recompute[] = ['cheap', 'layers', 'none'];
 
 /** Ops cheap enough to run again in the backward (memory-bound, or small products of activations). */
 const CHEAP = new Set([
@@ -49,7 +50,7 @@ function layerOf(name: string): string | undefined {
  * Rewrites the backward nodes of `graph` (its nodes from `forwardCount` on) to recompute the saved
  * activations the policy allows; returns the graph unchanged for 'none' or when nothing qualifies.
  */
-export function rematerialize(graph: SpecializedGraph, forwardCount: number, policy: Rematerialization): SpecializedGraph {
+export function rematerialize(graph: SpecializedGraph, forwardCount: number, policy: Recompute): SpecializedGraph {
   if (policy === 'none') return graph;
   const forward = graph.nodes.slice(0, forwardCount);
   const backward = graph.nodes.slice(forwardCount);

@@ -15,6 +15,7 @@ import { GpuExecutionError, ShapeError, SizeLimitError } from '../errors.js';
 import { sizeClass } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/device.js';
 import { DispatchList, resolveBindings, type BoundProgram, type LoweringSteps } from '../gpu/dispatch.js';
+import { uniformLayout } from '../gpu/kernel.js';
 import { bindingLimit, type DeviceTraits } from '../gpu/traits.js';
 import { residentBytes, type PlanGraph, type PlanNode } from '../ir/static-graph.js';
 import { gpuArrayOf, sizeOf, type ValueInfo } from '../ir/tensor.js';
@@ -37,6 +38,8 @@ export interface PlanMemory {
   activationBytes: number;
   /** Bytes of the runtime input buffers. */
   inputBytes: number;
+  /** Bytes of the dispatches' uniform buffers (a few dozen each). */
+  uniformBytes: number;
 }
 
 /** Where a lowered node's buffers live: op inputs by value name, outputs and temps by slot. */
@@ -76,7 +79,7 @@ export function layoutPlan(graph: PlanGraph, device: DeviceTraits, sharedBytes: 
       throw SizeLimitError.binding(name, bytes, limit, limitName, `${what} cannot be split to fit one binding; use a shorter sequence or a smaller batch (a plan needs every tensor it binds under the limit)`, producer);
     }
   };
-  const memory: PlanMemory = { residentBytes: 0, sharedBytes: 0, activationBytes: 0, inputBytes: 0 };
+  const memory: PlanMemory = { residentBytes: 0, sharedBytes: 0, activationBytes: 0, inputBytes: 0, uniformBytes: 0 };
 
   const consumed = new Set(graph.nodes.flatMap((n) => n.inputs).filter((s) => s !== ''));
   const uploads = new Map<string, number>();
@@ -181,6 +184,10 @@ export function layoutPlan(graph: PlanGraph, device: DeviceTraits, sharedBytes: 
         return interval(bytes, i);
       });
       lowered.push({ node, lowering, temps });
+      // DispatchList.prepare writes one uniform buffer per dispatch it records.
+      for (const { program } of lowering.steps) {
+        if (program.kernel.uniforms.length > 0 && !program.workgroups.some((w) => w === 0)) memory.uniformBytes += uniformLayout(program.kernel).size;
+      }
     }
     // Values whose last use is this node (or that nothing reads) end here.
     for (const v of new Set([...node.inputs, ...node.outputs])) {
