@@ -12,9 +12,10 @@
 // runtime inputs) is computed again right before its first backward reader, by copies of the
 // forward nodes under fresh names. The forward value then dies at its last forward reader.
 //
-// With `layers` (the optional per-layer recomputation), every op but the fused LM-head loss counts
-// as cheap and the kept values are the inputs of each layer (module scope `…/h.N/`, `…/layers.N/`,
-// `…/layer.N/`): the backward runs a layer's forward again from its input before its gradient.
+// With `layers` (the optional per-layer recomputation), every op of a layer (module scope `…/h.N/`,
+// `…/layers.N/`, `…/layer.N/`) counts as cheap and the kept values are the layers' inputs: the
+// backward runs a layer's forward again from its input before its gradient (ops outside the layers
+// follow the cheap rule).
 //
 // Invariants: the rewritten graph computes the same values (the copies are the same nodes on the
 // same inputs; the CPU reference runs them too), forward nodes are unchanged, a copy is placed
@@ -33,7 +34,7 @@ const CHEAP = new Set([
   'IA3Scale', 'Reshape', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity', 'Transpose', 'Split', 'Slice', 'Concat', 'Expand',
   'Softmax', 'MaskedSoftmax', 'AttentionMask', 'RotaryEmbedding',
 ]);
-/** Products: cheap only when neither operand is a weight (attention's q·kᵀ and p·v). */
+/** Products: cheap only between two batched activations (attention's q·kᵀ and p·v), never with a weight. */
 const PRODUCTS = new Set(['MatMul', 'FusedMatMul', 'Gemm']);
 /** Never recomputed: the loss reads the vocabulary (and is the backward's first node anyway). */
 const NEVER = new Set(['LMHeadCrossEntropy', 'CrossEntropyLoss']);
@@ -58,14 +59,12 @@ export function rematerialize(graph: SpecializedGraph, forwardCount: number, pol
   for (const n of forward) for (const o of n.outputs) if (o) producer.set(o, n);
   const outputs = new Set([...graph.outputs, ...(graph.checks ?? []).map((c) => c.value)]);
   const bytes = (v: string): number => 4 * sizeOf(graph.types.get(v)?.dims ?? []);
-  const resident = (n: SpecNode, i: number): boolean => {
-    const v = n.inputs[i];
-    return !!v && (graph.resident.has(v) || graph.constants.has(v)) && !producer.has(v);
-  };
+  // A batched activation: computed, and of rank ≥ 3 (a weight, even one transposed by a node, is 2-D).
+  const batched = (v: string | undefined): boolean => !!v && producer.has(v) && (graph.types.get(v)?.dims.length ?? 0) >= 3;
   const cheap = (n: SpecNode): boolean => {
     if (NEVER.has(n.opType)) return false;
-    if (policy === 'layers') return layerOf(n.name) !== undefined;
-    if (PRODUCTS.has(n.opType)) return !resident(n, 0) && !resident(n, 1);
+    if (policy === 'layers' && layerOf(n.name) !== undefined) return true;
+    if (PRODUCTS.has(n.opType)) return batched(n.inputs[0]) && batched(n.inputs[1]);
     return CHEAP.has(n.opType);
   };
 
