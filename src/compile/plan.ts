@@ -1,10 +1,11 @@
 // Static execution plans: a shape-specialised graph compiled once, replayed as one command buffer.
 //
 // Compilation has two phases. `layoutPlan` is pure: it lowers every node through the op registry
-// and assigns buffers by liveness — a value's buffer is a slot taken at its defining node and
-// handed back after its last use, so later values reuse it (views such as Reshape share their
-// source's slot and extend its life) — and checks every buffer against the device's limits, so a
-// tensor that cannot fit is a SizeLimitError naming it before any GPU work. Its byte counts are the
+// and assigns buffers by liveness — a value lives from its defining node to its last reader (views
+// such as Reshape share their source's buffer and extend its life), and values whose lives do not
+// overlap share a slot, assigned largest first — and checks every buffer against the device's
+// limits, so a tensor that cannot fit is a SizeLimitError naming it before any GPU work. Its byte
+// counts (slots, inputs, constants, uniform buffers) are the
 // plan's memory, known before anything is allocated (`Model.memoryPlan`). `Plan.compile` then
 // allocates exactly that layout: weights and constants uploaded once and resident, graph inputs in
 // their own buffers that `execute` overwrites, one pooled buffer per slot; pipelines, uniform

@@ -252,7 +252,7 @@ export class PeftModel {
   /**
    * The GPU memory of one forward + loss + backward pass of the active adapters on a batch of
    * `batch` sequences of `sequence` tokens (every model input [batch, sequence]), computed without
-   * running anything: weights, activations (peak), inputs, constants. A SizeLimitError when a tensor
+   * running anything: weights, activations (peak), inputs, constants, uniforms. A SizeLimitError when a tensor
    * of that step cannot fit the device's buffers. The Trainer adds its optimizer state. `recompute`
    * says which activations the backward computes again instead of keeping (see Recompute).
    */
