@@ -7,7 +7,7 @@
 // is never mutated: `replaceInitializers` gives the model a new graph object, so CPU-side caches
 // keyed by the graph (specialisations) cannot go stale.
 
-import { buildBackward, type BackwardSummary } from './autograd/grad.js';
+import { buildBackward, type BackwardOptions, type BackwardSummary } from './autograd/grad.js';
 import { fuseGraph } from './compile/fuse.js';
 import { legalize, type LegalGraph } from './compile/legalize.js';
 import { layoutPlan, Plan, type PlanLayout } from './compile/plan.js';
@@ -56,6 +56,8 @@ export interface MemoryPlan {
   readonly inputs: number;
   /** Constants the plan uploads itself. */
   readonly constants: number;
+  /** Uniform buffers of its dispatches (a few dozen bytes each). */
+  readonly uniforms: number;
   /** All of the above. */
   readonly total: number;
 }
@@ -333,10 +335,10 @@ export class Model {
     return memoryOf(this.prepare(specialize(this.graph, shapes, values ? { values } : {})).layout);
   }
 
-  /** The memory of the gradient plan `gradientPlan(shapes, loss, wrt, values)` would compile (see memoryPlan). */
-  gradientMemoryPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[], values?: InputValues): MemoryPlan {
+  /** The memory of the gradient plan `gradientPlan(shapes, loss, wrt, values, options)` would compile (see memoryPlan). */
+  gradientMemoryPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[], values?: InputValues, options: BackwardOptions = {}): MemoryPlan {
     this.assertUsable();
-    return memoryOf(this.prepare(buildBackward(specialize(this.graph, shapes, values ? { values } : {}), loss, wrt).graph).layout);
+    return memoryOf(this.prepare(buildBackward(specialize(this.graph, shapes, values ? { values } : {}), loss, wrt, options).graph).layout);
   }
 
   /**
@@ -369,13 +371,13 @@ export class Model {
    * initializers or inputs) for the feeds' shapes, built once per shape. Callers that replay it
    * inside larger command buffers (the Trainer) write inputs and encode it themselves.
    */
-  gradientPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[], values?: InputValues): Promise<GradientPlan> {
+  gradientPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[], values?: InputValues, options: BackwardOptions = {}): Promise<GradientPlan> {
     this.assertUsable();
     const spec = specialize(this.graph, shapes, values ? { values } : {});
-    const key = `grad:${loss}:${wrt.join(',')}:${spec.key}`;
+    const key = `grad:${loss}:${wrt.join(',')}:${options.recompute ?? 'cheap'}:${spec.key}`;
     let entry = this.gradPlans.get(key);
     if (!entry) {
-      const backward = buildBackward(spec, loss, wrt);
+      const backward = buildBackward(spec, loss, wrt, options);
       entry = this.compile(backward.graph).then((plan) => ({
         plan,
         loss: backward.graph.outputs[backward.graph.outputNames.indexOf(loss)]!,
@@ -403,12 +405,13 @@ export class Model {
     feeds: Record<string, Feed>,
     loss: string,
     wrt: readonly string[],
+    options: BackwardOptions = {},
   ): Promise<{ loss: number; gradients: Map<string, Float32Array> }> {
     const tensors = this.normaliseFeeds(feeds);
     const shapes = Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims]));
     const values = valuesOf(tensors);
     checkIndexFeeds(specialize(this.graph, shapes, { values }), tensors);
-    const g = await this.gradientPlan(shapes, loss, wrt, values);
+    const g = await this.gradientPlan(shapes, loss, wrt, values, options);
     const gpuFeeds = new Map([...tensors].filter(([k]) => g.inputs.includes(k)).map(([k, v]) => [k, v.data]));
     const read = await g.plan.execute(gpuFeeds, [g.loss, ...g.gradients.values(), ...g.checks.map((c) => c.value)]);
     raiseIndexChecks(g.checks, (v) => read.get(v));
@@ -418,10 +421,10 @@ export class Model {
   }
 
   /** The loss and gradients of `lossAndGradients` from the float64 CPU executor on the same backward IR (the oracle). */
-  lossAndGradientsReference(feeds: Record<string, Feed>, loss: string, wrt: readonly string[]): { loss: number; gradients: Map<string, Float64Array> } {
+  lossAndGradientsReference(feeds: Record<string, Feed>, loss: string, wrt: readonly string[], options: BackwardOptions = {}): { loss: number; gradients: Map<string, Float64Array> } {
     const tensors = this.normaliseFeeds(feeds);
     const spec = specialize(this.graph, Object.fromEntries([...tensors].map(([k, v]) => [k, v.dims])), { values: valuesOf(tensors) });
-    const backward = buildBackward(spec, loss, wrt);
+    const backward = buildBackward(spec, loss, wrt, options);
     const refFeeds: Record<string, RefTensor> = {};
     for (const [k, v] of tensors) if (backward.graph.inputs.some((i) => i.name === k)) refFeeds[k] = { dtype: v.dtype, dims: v.dims, data: Float64Array.from(v.data) };
     const out = runReferenceGraph(backward.graph, refFeeds);
@@ -492,7 +495,14 @@ function valuesOf(tensors: ReadonlyMap<string, { readonly data: Float32Array | I
 /** The MemoryPlan of a layout. */
 function memoryOf(layout: PlanLayout): MemoryPlan {
   const m = layout.memory;
-  return { weights: m.sharedBytes, activations: m.activationBytes, inputs: m.inputBytes, constants: m.residentBytes, total: m.sharedBytes + m.activationBytes + m.inputBytes + m.residentBytes };
+  return {
+    weights: m.sharedBytes,
+    activations: m.activationBytes,
+    inputs: m.inputBytes,
+    constants: m.residentBytes,
+    uniforms: m.uniformBytes,
+    total: m.sharedBytes + m.activationBytes + m.inputBytes + m.residentBytes + m.uniformBytes,
+  };
 }
 
 /** Converts a feed to the GPU storage of `dtype` (f32, or i32 for integer and bool types). */

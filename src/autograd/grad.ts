@@ -15,6 +15,9 @@
 // a forward node whose backward needs an output it does not declare (LayerNormalization's Mean and
 // InvStdDev) gets that output added.
 //
+// Last, the backward is rewritten to recompute the forward activations that are cheap to compute
+// again instead of keeping them alive until their gradient (remat.ts; `BackwardOptions.recompute`).
+//
 // A trainable value the loss does not depend on gets a zero gradient (an Expand of 0), not an
 // error: a frozen branch or a padded-away position is a legitimate training state.
 
@@ -25,6 +28,7 @@ import { sizeOf, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import { OPS, isOpType } from '../ops/registry.js';
 import type { Inputs, OpContext } from '../ops/types.js';
 import { GraphBuilder } from './builder.js';
+import { rematerialize, type Recompute } from './remat.js';
 import { VJP, unsupportedError, type VjpContext } from './vjp.js';
 
 export interface BackwardSummary {
@@ -51,6 +55,15 @@ export interface BackwardGraph {
   readonly summary: BackwardSummary;
 }
 
+export interface BackwardOptions {
+  /**
+   * Which forward activations the backward recomputes instead of keeping (remat.ts): 'cheap'
+   * (default: element-wise, layout and attention-score ops), 'layers' (each layer's forward again
+   * from its input: least memory, about one more forward of time), 'none'.
+   */
+  readonly recompute?: Recompute;
+}
+
 /** The output name under which the gradient of `value` appears. */
 export function gradName(value: string): string {
   return `grad/${value}`;
@@ -64,7 +77,7 @@ const isFloat = (t: TensorType | undefined): boolean => t !== undefined && FLOAT
  * constant or a node output). Throws InputError for bad arguments and UnsupportedOpError when a
  * path to the loss crosses an op whose gradient is not implemented.
  */
-export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: readonly string[]): BackwardGraph {
+export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: readonly string[], { recompute = 'cheap' }: BackwardOptions = {}): BackwardGraph {
   // A graph output name (which may differ from its value name) is accepted for the loss.
   const outputIndex = spec.outputNames.indexOf(lossName);
   const loss = !spec.types.has(lossName) && outputIndex >= 0 ? spec.outputs[outputIndex]! : lossName;
@@ -179,13 +192,28 @@ export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: rea
     gradients.set(w, g === undefined ? b.zeros(t) : b.constants.has(g) ? b.op('Expand', [g, b.ints(t.dims)]) : g);
   }
 
+  const graph = rematerialize(
+    {
+      ...spec,
+      key: `${spec.key};grad:${loss}→${wrt.join(',')}${recompute === 'cheap' ? '' : `;recompute:${recompute}`}`,
+      nodes: [...forward, ...b.nodes],
+      types: b.types,
+      constants: b.constants,
+      resident: b.resident,
+      outputs: [...spec.outputs, ...wrt.map((w) => gradients.get(w)!)],
+      outputNames: [...spec.outputNames, ...wrt.map(gradName)],
+    },
+    forward.length,
+    recompute,
+  );
+  const backwardNodes = graph.nodes.slice(forward.length);
   const producedForward = new Set(forward.flatMap((n) => n.outputs));
   const runtime = new Set(spec.inputs.map((x) => x.name));
-  const backwardMade = new Set(b.nodes.flatMap((n) => n.outputs));
+  const backwardMade = new Set(backwardNodes.flatMap((n) => n.outputs));
   const savedActivations = new Set<string>();
   const savedParameters = new Set<string>();
   const nodeCounts: Record<string, number> = {};
-  for (const n of b.nodes) {
+  for (const n of backwardNodes) {
     nodeCounts[n.opType] = (nodeCounts[n.opType] ?? 0) + 1;
     for (const v of n.inputs) {
       if (!v || backwardMade.has(v)) continue;
@@ -194,16 +222,6 @@ export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: rea
     }
   }
 
-  const graph: SpecializedGraph = {
-    ...spec,
-    key: `${spec.key};grad:${loss}→${wrt.join(',')}`,
-    nodes: [...forward, ...b.nodes],
-    types: b.types,
-    constants: b.constants,
-    resident: b.resident,
-    outputs: [...spec.outputs, ...wrt.map((w) => gradients.get(w)!)],
-    outputNames: [...spec.outputNames, ...wrt.map(gradName)],
-  };
   return {
     graph,
     gradients,

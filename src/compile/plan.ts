@@ -1,10 +1,11 @@
 // Static execution plans: a shape-specialised graph compiled once, replayed as one command buffer.
 //
 // Compilation has two phases. `layoutPlan` is pure: it lowers every node through the op registry
-// and assigns buffers by liveness — a value's buffer is a slot taken at its defining node and
-// handed back after its last use, so later values reuse it (views such as Reshape share their
-// source's slot and extend its life) — and checks every buffer against the device's limits, so a
-// tensor that cannot fit is a SizeLimitError naming it before any GPU work. Its byte counts are the
+// and assigns buffers by liveness — a value lives from its defining node to its last reader (views
+// such as Reshape share their source's buffer and extend its life), and values whose lives do not
+// overlap share a slot, assigned largest first — and checks every buffer against the device's
+// limits, so a tensor that cannot fit is a SizeLimitError naming it before any GPU work. Its byte
+// counts (slots, inputs, constants, uniform buffers) are the
 // plan's memory, known before anything is allocated (`Model.memoryPlan`). `Plan.compile` then
 // allocates exactly that layout: weights and constants uploaded once and resident, graph inputs in
 // their own buffers that `execute` overwrites, one pooled buffer per slot; pipelines, uniform
@@ -15,6 +16,7 @@ import { GpuExecutionError, ShapeError, SizeLimitError } from '../errors.js';
 import { sizeClass } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/device.js';
 import { DispatchList, resolveBindings, type BoundProgram, type LoweringSteps } from '../gpu/dispatch.js';
+import { uniformLayout } from '../gpu/kernel.js';
 import { bindingLimit, type DeviceTraits } from '../gpu/traits.js';
 import { residentBytes, type PlanGraph, type PlanNode } from '../ir/static-graph.js';
 import { gpuArrayOf, sizeOf, type ValueInfo } from '../ir/tensor.js';
@@ -37,6 +39,8 @@ export interface PlanMemory {
   activationBytes: number;
   /** Bytes of the runtime input buffers. */
   inputBytes: number;
+  /** Bytes of the dispatches' uniform buffers (a few dozen each). */
+  uniformBytes: number;
 }
 
 /** Where a lowered node's buffers live: op inputs by value name, outputs and temps by slot. */
@@ -76,7 +80,7 @@ export function layoutPlan(graph: PlanGraph, device: DeviceTraits, sharedBytes: 
       throw SizeLimitError.binding(name, bytes, limit, limitName, `${what} cannot be split to fit one binding; use a shorter sequence or a smaller batch (a plan needs every tensor it binds under the limit)`, producer);
     }
   };
-  const memory: PlanMemory = { residentBytes: 0, sharedBytes: 0, activationBytes: 0, inputBytes: 0 };
+  const memory: PlanMemory = { residentBytes: 0, sharedBytes: 0, activationBytes: 0, inputBytes: 0, uniformBytes: 0 };
 
   const consumed = new Set(graph.nodes.flatMap((n) => n.inputs).filter((s) => s !== ''));
   const uploads = new Map<string, number>();
@@ -114,26 +118,24 @@ export function layoutPlan(graph: PlanGraph, device: DeviceTraits, sharedBytes: 
   const root = new Map<string, string>();
   const rootOf = (v: string): string => root.get(v) ?? v;
 
-  // Slots come from a plan-local free list by size class, so values whose lives do not overlap
-  // share memory (the pool never hands a plan's buffer to anyone else).
-  const slots: number[] = [];
-  const free = new Map<number, number[]>();
-  const alloc = (bytes: number): number => {
-    const size = sizeClass(Math.max(4, bytes), limit);
-    const reused = free.get(size)?.pop();
-    if (reused !== undefined) return reused;
-    slots.push(size);
-    return slots.length - 1;
+  // Every activation and scratch buffer is an interval of nodes [defined, last read]; slots are
+  // assigned once all intervals are known (below).
+  interface Interval {
+    readonly bytes: number;
+    readonly start: number;
+    end: number;
+    slot: number;
+  }
+  const intervals: Interval[] = [];
+  const open = new Map<string, Interval>();
+  const interval = (bytes: number, start: number): Interval => {
+    const iv = { bytes: Math.max(4, bytes), start, end: start, slot: -1 };
+    intervals.push(iv);
+    return iv;
   };
-  const recycle = (slot: number): void => {
-    const size = slots[slot]!;
-    let list = free.get(size);
-    if (!list) free.set(size, (list = []));
-    list.push(slot);
-  };
-  const valueSlot = new Map<string, number>();
+  const valueInterval = new Map<string, Interval>();
   const persistent = new Set<string>([...inputs.keys(), ...resident]);
-  const lowered: LoweredNode[] = [];
+  const lowered: (Omit<LoweredNode, 'temps'> & { temps: Interval[] })[] = [];
 
   const infoOf = (name: string): ValueInfo | undefined => {
     if (name === '') return undefined;
@@ -174,28 +176,58 @@ export function layoutPlan(graph: PlanGraph, device: DeviceTraits, sharedBytes: 
       node.outputs.forEach((o, k) => {
         const bytes = 4 * sizeOf(outTypes[k]!.dims);
         check(o, bytes, 'this activation', `${node.opType} node '${node.name}' output ${k}`);
-        valueSlot.set(o, alloc(bytes));
+        const iv = interval(bytes, i);
+        valueInterval.set(o, iv);
+        open.set(o, iv);
       });
       const temps = (lowering.temps ?? []).map((bytes) => {
         check(`${node.name}.tmp`, bytes, `scratch memory of ${node.opType} node '${node.name}'`);
-        return alloc(bytes);
+        return interval(bytes, i);
       });
       lowered.push({ node, lowering, temps });
-      for (const t of temps) recycle(t);
+      // DispatchList.prepare writes one uniform buffer per dispatch it records.
+      for (const { program } of lowering.steps) {
+        if (program.kernel.uniforms.length > 0 && !program.workgroups.some((w) => w === 0)) memory.uniformBytes += uniformLayout(program.kernel).size;
+      }
     }
-    // Values whose last use is this node (or that nothing reads) return to the free list.
+    // Values whose last use is this node (or that nothing reads) end here.
     for (const v of new Set([...node.inputs, ...node.outputs])) {
       if (!v) continue;
       const r = rootOf(v);
       if ((lastUse.get(r) ?? -1) <= i && !persistent.has(r)) {
-        const slot = valueSlot.get(r);
-        if (slot !== undefined) recycle(slot);
-        persistent.add(r); // recycled once only
+        const iv = open.get(r);
+        if (iv) iv.end = i;
+        open.delete(r);
+        persistent.add(r); // ended once only
       }
     }
   }
+  for (const iv of open.values()) iv.end = Infinity;
+
+  // Slots by greedy-by-size assignment (as TFLite's shared-object planner): largest buffers first,
+  // each into the smallest slot whose buffers' intervals it does not overlap, else a new slot of
+  // its size class. Buffers of different sizes then share memory (a scratch buffer of the loss
+  // forward, the backward's transients), so the slots' sum stays near the peak of live bytes.
+  const slots: number[] = [];
+  const hosted: Interval[][] = [];
+  const overlaps = (a: Interval, b: Interval): boolean => a.start <= b.end && b.start <= a.end;
+  for (const iv of [...intervals].sort((a, b) => b.bytes - a.bytes || a.start - b.start)) {
+    let best = -1;
+    for (let k = 0; k < slots.length; k++) {
+      if (slots[k]! < iv.bytes || (best >= 0 && slots[k]! >= slots[best]!)) continue;
+      if (!hosted[k]!.some((h) => overlaps(h, iv))) best = k;
+    }
+    if (best < 0) {
+      best = slots.push(sizeClass(iv.bytes, limit)) - 1;
+      hosted.push([]);
+    }
+    hosted[best]!.push(iv);
+    iv.slot = best;
+  }
+  const valueSlot = new Map([...valueInterval].map(([v, iv]) => [v, iv.slot]));
+  const assigned = lowered.map((l) => ({ ...l, temps: l.temps.map((iv) => iv.slot) }));
   memory.activationBytes = slots.reduce((s, b) => s + b, 0);
-  return { lowered, slots, valueSlot, views: root, inputs, uploads, memory };
+  return { lowered: assigned, slots, valueSlot, views: root, inputs, uploads, memory };
 }
 
 /** A compiled plan. Create with `Plan.compile`; release GPU memory with `destroy`. */

@@ -13,6 +13,7 @@
 // of delegation to the modules above.
 
 import { LABELS, LOSS, logitsOutput, withLoss, type LossTask, type Pooling } from '../autograd/loss.js';
+import type { Recompute } from '../autograd/remat.js';
 import { BusyError, DisposedError, InputError } from '../errors.js';
 import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
 import type { TensorData } from '../ir/tensor.js';
@@ -251,12 +252,13 @@ export class PeftModel {
   /**
    * The GPU memory of one forward + loss + backward pass of the active adapters on a batch of
    * `batch` sequences of `sequence` tokens (every model input [batch, sequence]), computed without
-   * running anything: weights, activations (peak), inputs, constants. A SizeLimitError when a tensor
-   * of that step cannot fit the device's buffers. The Trainer adds its optimizer state.
+   * running anything: weights, activations (peak), inputs, constants, uniforms. A SizeLimitError when a tensor
+   * of that step cannot fit the device's buffers. The Trainer adds its optimizer state. `recompute`
+   * says which activations the backward computes again instead of keeping (see Recompute).
    */
-  memoryPlan({ batch, sequence }: { batch: number; sequence: number }): MemoryPlan {
+  memoryPlan({ batch, sequence, recompute }: { batch: number; sequence: number; recompute?: Recompute }): MemoryPlan {
     const { model, trainables } = this.trainingModel();
-    return model.gradientMemoryPlan(trainingShapes(model, this.lossTask(), batch, sequence), LOSS, trainables.map((t) => t.name));
+    return model.gradientMemoryPlan(trainingShapes(model, this.lossTask(), batch, sequence), LOSS, trainables.map((t) => t.name), undefined, recompute ? { recompute } : {});
   }
 
   /** The same forward on the float64 CPU reference executor (the test oracle). */
@@ -273,9 +275,10 @@ export class PeftModel {
    * keyed by PEFT state-dict keys for the first active adapter; `adapterGradients` has them all.
    * The loss is the task type's (CAUSAL_LM: next-token cross-entropy with labels −100 ignored;
    * SEQ_CLS: cross-entropy of the class logits, a decoder's pooled as `pooling` says, default the
-   * last real token as Hugging Face); without a task type it follows the logits' rank.
+   * last real token as Hugging Face); without a task type it follows the logits' rank. `recompute`
+   * as in memoryPlan (the gradients are the same; only memory and time differ).
    */
-  async lossAndGradients({ inputs, labels, pooling }: { inputs: Record<string, Feed>; labels: Feed; pooling?: Pooling }): Promise<{
+  async lossAndGradients({ inputs, labels, pooling, recompute }: { inputs: Record<string, Feed>; labels: Feed; pooling?: Pooling; recompute?: Recompute }): Promise<{
     loss: number;
     gradients: Record<string, TensorData>;
     adapterGradients: Record<string, Record<string, TensorData>>;
@@ -284,7 +287,7 @@ export class PeftModel {
     this.assertIdle('compute gradients');
     const { model: lossModel, trainables } = this.trainingModel({ pooling });
     const wrt = trainables.map((t) => t.name);
-    const { loss, gradients } = await lossModel.lossAndGradients({ ...inputs, [LABELS]: labels }, LOSS, wrt);
+    const { loss, gradients } = await lossModel.lossAndGradients({ ...inputs, [LABELS]: labels }, LOSS, wrt, recompute ? { recompute } : {});
     const adapterGradients: Record<string, Record<string, TensorData>> = {};
     for (const t of trainables) {
       const g = (adapterGradients[t.adapter] ??= {});
@@ -294,12 +297,12 @@ export class PeftModel {
   }
 
   /** `lossAndGradients` on the float64 CPU executor (same IR; the oracle of the GPU result). */
-  lossAndGradientsReference({ inputs, labels, pooling }: { inputs: Record<string, Feed>; labels: Feed; pooling?: Pooling }): { loss: number; gradients: Record<string, Float64Array> } {
+  lossAndGradientsReference({ inputs, labels, pooling, recompute }: { inputs: Record<string, Feed>; labels: Feed; pooling?: Pooling; recompute?: Recompute }): { loss: number; gradients: Record<string, Float64Array> } {
     const { model, trainables } = this.trainingModel({ pooling });
     // A fresh graph object, as in runReference: the memo of specialisations would hold the values
     // the vectors had when it was filled.
     const fresh = model.withGraph({ ...model.graph });
-    const { loss, gradients } = fresh.lossAndGradientsReference({ ...inputs, [LABELS]: labels }, LOSS, trainables.map((t) => t.name));
+    const { loss, gradients } = fresh.lossAndGradientsReference({ ...inputs, [LABELS]: labels }, LOSS, trainables.map((t) => t.name), recompute ? { recompute } : {});
     const out: Record<string, Float64Array> = {};
     for (const t of trainables) {
       const g = Float32Array.from(gradients.get(t.name)!);

@@ -27,6 +27,7 @@
 // Size: the Trainer's public types (arguments, events, errors) and its validation sit beside it.
 
 import { LABELS, LOSS, POOLINGS, SCORES, logitsOutput, type LossTask, type Pooling } from '../autograd/loss.js';
+import { RECOMPUTE, type Recompute } from '../autograd/remat.js';
 import { BusyError, DeviceLostError, DisposedError, IA3Error, InputError } from '../errors.js';
 import { isFloat } from '../ir/dtype.js';
 import type { GradientPlan, MemoryPlan, Model } from '../model.js';
@@ -80,6 +81,14 @@ export interface TrainingArguments {
    * token, as Hugging Face does (the default); 'mean' averages the scores over the real tokens.
    */
   pooling?: Pooling;
+  /**
+   * Which forward activations the backward computes again instead of keeping until their gradient:
+   * 'cheap' (the default: element-wise and layout results, attention probabilities — a few cheap
+   * dispatches per layer), 'layers' (each transformer layer's forward runs again from its input
+   * before its gradient: the least memory, for about one more forward of time), 'none'. The
+   * gradients are the same; `memoryPlan` counts the choice.
+   */
+  recompute?: Recompute;
 }
 
 /** Where the Trainer keeps checkpoints (see train/checkpoint.ts). */
@@ -204,7 +213,8 @@ interface Run extends Prepared {
 /** The resolved arguments (defaults filled in), as checkpoints record them. */
 // `pooling` stays unset unless given (unset is 'last'): checkpoints of earlier runs, whose
 // arguments lack it, still match a trainer built from them.
-type ResolvedArguments = Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes' | 'pooling'>> & Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes' | 'pooling'>;
+type ResolvedArguments = Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes' | 'pooling' | 'recompute'>> &
+  Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes' | 'pooling' | 'recompute'>;
 
 const SCHEDULES: readonly string[] = ['linear', 'cosine', 'constant', 'constant_with_warmup'];
 
@@ -248,6 +258,7 @@ export class Trainer {
       maxMemoryBytes: args.maxMemoryBytes,
       checkpointSteps: args.checkpointSteps ?? 0,
       ...(args.pooling === undefined ? {} : { pooling: args.pooling }),
+      ...(args.recompute === undefined ? {} : { recompute: args.recompute }),
     };
     checkArguments(this.args);
     this.store = options.checkpoints;
@@ -273,7 +284,8 @@ export class Trainer {
    */
   resume(checkpoint: Checkpoint): void {
     this.assertIdle('resume');
-    const mismatch = Object.keys({ ...checkpoint.args, ...this.args }).filter((k) => JSON.stringify(checkpoint.args[k]) !== JSON.stringify((this.args as Record<string, unknown>)[k]));
+    // What the backward recomputes changes memory and time, not the training: a run may resume with another choice.
+    const mismatch = Object.keys({ ...checkpoint.args, ...this.args }).filter((k) => k !== 'recompute' && JSON.stringify(checkpoint.args[k]) !== JSON.stringify((this.args as Record<string, unknown>)[k]));
     if (mismatch.length > 0) throw new InputError(`the checkpoint was taken with other training arguments (${mismatch.join(', ')}): use Trainer.fromCheckpoint`);
     const { model, trainables } = this.peft.trainingModel({ pooling: this.args.pooling });
     const print = this.fingerprint('');
@@ -310,7 +322,7 @@ export class Trainer {
     const { model, trainables } = this.peft.trainingModel({ pooling: this.args.pooling });
     // The shapes the Trainer feeds (caches fed empty included), not only ids and mask.
     const { shapes, values } = batchShapes(this.collateOptions(model, this.peft.lossTask()), batch, sequence);
-    const plan = model.gradientMemoryPlan(shapes, LOSS, trainables.map((t) => t.name), values);
+    const plan = model.gradientMemoryPlan(shapes, LOSS, trainables.map((t) => t.name), values, { recompute: this.args.recompute });
     const layout = FlatState.layout(model.gpu, trainables.map((t) => ({ name: t.name, n: t.param.values.length })));
     const optimizer = FlatState.bytes(model.gpu, layout, this.args.maxGradNorm);
     return { ...plan, optimizer, total: plan.total + optimizer };
@@ -636,7 +648,7 @@ export class Trainer {
       const feeds = { ...b.inputs, ...b.other };
       const shapes = { ...Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.dims])), [LABELS]: b.labels.dims };
       // Input values decide a merged decoder's If branch (use_cache_branch), like a shape.
-      plans.push(await run.model.gradientPlan(shapes, LOSS, run.wrt, Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.data]))));
+      plans.push(await run.model.gradientPlan(shapes, LOSS, run.wrt, Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.data])), { recompute: this.args.recompute }));
     }
     return plans;
   }
@@ -813,5 +825,6 @@ function checkArguments(a: ResolvedArguments): void {
   if (a.padTokenId !== undefined && !(integer(a.padTokenId) && a.padTokenId >= 0)) fail('padTokenId', 'an integer ≥ 0', a.padTokenId);
   if (a.maxMemoryBytes !== undefined && !(finite(a.maxMemoryBytes) && a.maxMemoryBytes > 0)) fail('maxMemoryBytes', 'a positive number of bytes', a.maxMemoryBytes);
   if (a.pooling !== undefined && !POOLINGS.includes(a.pooling)) fail('pooling', `one of ${POOLINGS.join(', ')}`, a.pooling);
+  if (a.recompute !== undefined && !RECOMPUTE.includes(a.recompute)) fail('recompute', `one of ${RECOMPUTE.join(', ')}`, a.recompute);
   if (a.buckets !== undefined && !(Array.isArray(a.buckets) && a.buckets.length > 0 && a.buckets.every((b) => integer(b) && b > 0))) fail('buckets', 'a non-empty list of positive integers', a.buckets);
 }

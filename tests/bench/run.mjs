@@ -6,7 +6,8 @@
 //   --runtime node: runs the same suites in Node on Dawn (the `webgpu` package), via node-run.mjs.
 // Usage: npm run bench [-- --suite kernels,models] [--quick] [--runtime node]; `--suite scale`
 // (opt-in, browser) generates its models on first use (tests/fixtures/generate_scale.py, Python
-// with PyTorch and onnx), `--suite scale-ratios` (its step/forward part) only the 4×256 one;
+// with PyTorch and onnx), `--suite scale-ratios` (its step/forward part) and `--suite
+// scale-recompute` (the time of recomputing activations) only the 4×256 one;
 // `--suite profile` times each dispatch of a training step and of the forward.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -31,11 +32,11 @@ if (!['browser', 'node'].includes(runtime)) {
 }
 
 const selected = suites.split(',');
-if (['scale', 'scale-ratios', 'profile'].some((s) => selected.includes(s))) {
+if (['scale', 'scale-ratios', 'scale-recompute', 'profile'].some((s) => selected.includes(s))) {
   // The generator needs PyTorch and onnx: Debian's python3-torch / python3-onnx live under
   // /usr/bin/python3, which a pyenv or venv python3 earlier on PATH would hide. PYTHON overrides.
   const python = process.env.PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
-  // --suite scale-ratios and --suite profile need only the 4×256 model.
+  // --suite scale-ratios, scale-recompute and profile need only the 4×256 model.
   for (const name of selected.includes('scale') ? ['gpt2-4x256', 'gpt2-small'] : ['gpt2-4x256']) {
     if (existsSync(resolve(root, 'tests/fixtures/scale', name, 'onnx/model.onnx_data'))) continue;
     console.log(`generating tests/fixtures/scale/${name} (once)…`);

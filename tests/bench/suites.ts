@@ -6,7 +6,7 @@ import { kernelSuite } from './kernels.js';
 import { modelSuite } from './models.js';
 import { precisionSuite } from './precision.js';
 import { profileSuite } from './profile.js';
-import { scaleSuite, stepForwardRatios } from './scale.js';
+import { recomputeCost, scaleSuite, stepForwardRatios } from './scale.js';
 import { trainSuite } from './train.js';
 
 export const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
@@ -16,13 +16,14 @@ export const SUITES: Record<string, (ctx: BenchContext) => Promise<void>> = {
   precision: precisionSuite,
   scale: scaleSuite,
   'scale-ratios': stepForwardRatios,
+  'scale-recompute': recomputeCost,
   profile: profileSuite,
 };
 /**
  * Suites run only when named (`--suite scale`): minutes to hours on a software adapter. The scale
  * suite loads its models from URLs (streaming) and reads the page's heap: it runs in the browser.
  */
-const OPT_IN = new Set(['scale', 'scale-ratios', 'profile']);
+const OPT_IN = new Set(['scale', 'scale-ratios', 'scale-recompute', 'profile']);
 
 /** What a run publishes: the page on window.__bench, Node in the JSON file run.mjs reads. */
 export interface BenchResult {

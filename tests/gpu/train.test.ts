@@ -130,6 +130,41 @@ describe('Trainer', () => {
     await model.dispose();
   });
 
+  it('plans the memory a step takes, and recomputing activations gives the same gradients from less', async () => {
+    const model = await gpt2();
+    const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
+    const [rows, seq] = [4, 16];
+    const batch = collate(toyData(rows, seq, 31), { task: 'CAUSAL_LM', padTokenId: 0, buckets: [seq], maxLength: seq, inputNames: model.inputNames });
+    const pool = model.gpu.buffers;
+    const results: { recompute: string; planned: number; measured: number; gradients: Record<string, ArrayLike<number>>; loss: number }[] = [];
+    // A step of another shape first: it puts the IA3 vectors on the GPU, which every plan then shares.
+    const one = collate(toyData(1, seq, 32), { task: 'CAUSAL_LM', padTokenId: 0, buckets: [seq], maxLength: seq, inputNames: model.inputNames });
+    await peft.lossAndGradients({ inputs: one.inputs, labels: one.labels });
+    for (const recompute of ['none', 'cheap', 'layers'] as const) {
+      const plan = peft.memoryPlan({ batch: rows, sequence: seq, recompute });
+      const before = pool.liveBytes;
+      pool.resetPeak();
+      const r = await peft.lossAndGradients({ inputs: batch.inputs, labels: batch.labels, recompute });
+      // What the step allocated (its plan's slots, inputs, constants and uniforms: plans are kept
+      // per shape) against what was planned beyond the weights, resident already.
+      results.push({ recompute, planned: plan.total - plan.weights, measured: pool.peakLiveBytes - before, loss: r.loss, gradients: Object.fromEntries(Object.entries(r.gradients).map(([k, t]) => [k, t.data as Float32Array])) });
+    }
+    const [none, cheap, layers] = results as [(typeof results)[0], (typeof results)[0], (typeof results)[0]];
+    // Every byte the step allocated through the pool was planned (its readback staging buffers are not the pool's).
+    expect(results.map((r) => [r.recompute, r.measured])).toEqual(results.map((r) => [r.recompute, r.planned]));
+    expect(cheap.planned).toBeLessThan(none.planned);
+    expect(layers.planned).toBeLessThan(cheap.planned);
+    for (const r of [cheap, layers]) {
+      expect(Math.abs(r.loss - none.loss) / none.loss, r.recompute).toBeLessThan(1e-6);
+      for (const [k, g] of Object.entries(none.gradients)) {
+        const got = r.gradients[k]!;
+        const scale = Math.max(...Array.from(g, Math.abs));
+        expect(Math.max(...Array.from(g, (v, i) => Math.abs(v - got[i]!))) / scale, `${r.recompute} ${k}`).toBeLessThan(1e-5);
+      }
+    }
+    await model.dispose();
+  });
+
   it('stop() ends training after the step in flight, with an end event', async () => {
     const model = await gpt2();
     const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));

@@ -310,7 +310,8 @@ describe('what the reverse pass differentiates', () => {
 
   it('never gives a frozen weight a gradient or a weight-gradient product', () => {
     const { spec, vectors } = prepare(bert);
-    const bw = buildBackward(spec, 'loss', vectors);
+    // Without rematerialisation: the products counted are the gradients' (no recomputed q·kᵀ).
+    const bw = buildBackward(spec, 'loss', vectors, { recompute: 'none' });
     const frozen = new Set([...spec.weights, ...spec.constants.keys()]);
     expect(bw.summary.gradientsOf.filter((v) => frozen.has(v))).toEqual([]);
     // One product per differentiated matmul input that needs a gradient: activations only.
@@ -323,7 +324,7 @@ describe('what the reverse pass differentiates', () => {
     expect(products).toBe(needed);
     expect(bw.summary.nodeCounts.FusedMatMul).toBe(products);
     // Training the classifier bias as well adds its reduction, not a product.
-    const withBias = buildBackward(spec, 'loss', [...vectors, 'classifier.bias']);
+    const withBias = buildBackward(spec, 'loss', [...vectors, 'classifier.bias'], { recompute: 'none' });
     expect(withBias.summary.nodeCounts.FusedMatMul).toBe(products);
     expect(withBias.summary.gradientsOf).toContain('classifier.bias');
   });
@@ -378,9 +379,42 @@ describe('what the reverse pass differentiates', () => {
     }
     const produced = new Set(bw.graph.nodes.slice(0, spec.nodes.length).flatMap((n) => n.outputs));
     for (const v of bw.summary.savedActivations) expect(produced.has(v) || spec.inputs.some((i) => i.name === v), v).toBe(true);
-    expect(bw.summary.savedActivations).toContain('/bert/encoder/layer.1/attention/self/Softmax_output_0');
+    // The attention probabilities are recomputed from q and k (remat.ts), not kept.
+    expect(bw.summary.savedActivations).not.toContain('/bert/encoder/layer.1/attention/self/Softmax_output_0');
+    expect(buildBackward(spec, 'loss', vectors, { recompute: 'none' }).summary.savedActivations).toContain('/bert/encoder/layer.1/attention/self/Softmax_output_0');
     expect(bw.summary.savedParameters.length).toBeGreaterThan(0);
   });
+});
+
+describe('rematerialisation (what the backward recomputes instead of keeping)', () => {
+  const bytes = (bw: BackwardGraph, spec: SpecializedGraph): number =>
+    bw.summary.savedActivations.filter((v) => !spec.inputs.some((i) => i.name === v)).reduce((s, v) => s + 4 * sizeOf(bw.graph.types.get(v)!.dims), 0);
+  for (const m of MODELS) {
+    it(`${m.model}/${m.file ?? 'model.onnx'}: the same loss and gradients with 'cheap' and 'layers' as with none, from fewer saved bytes`, () => {
+      const { spec, feeds, vectors } = prepare(m);
+      const want = buildBackward(spec, 'loss', vectors, { recompute: 'none' });
+      const ref = runReferenceGraph(want.graph, feeds);
+      let last = bytes(want, spec);
+      for (const recompute of ['cheap', 'layers'] as const) {
+        const bw = buildBackward(spec, 'loss', vectors, { recompute });
+        expectWellFormed(bw.graph);
+        expectLowerable(bw.graph, spec.nodes.length);
+        // The forward is untouched; every node added is a copy of a forward node (same op, attributes).
+        expect(bw.graph.nodes.slice(0, spec.nodes.length)).toEqual(want.graph.nodes.slice(0, spec.nodes.length));
+        const forwardOps = new Set(spec.nodes.map((n) => `${n.opType}${JSON.stringify(n.attrs)}`));
+        const copies = bw.graph.nodes.filter((n) => n.name.includes('/remat'));
+        expect(copies.length, `${recompute} recomputes something`).toBeGreaterThan(0);
+        for (const c of copies) expect(forwardOps.has(`${c.opType}${JSON.stringify(c.attrs)}`), c.name).toBe(true);
+        // The same float64 values, bit for bit: the copies compute what the forward did.
+        const out = runReferenceGraph(bw.graph, feeds);
+        expect(out.loss!.data).toEqual(ref.loss!.data);
+        for (const v of vectors) expect(out[gradName(v)]!.data, `${recompute} d/${v}`).toEqual(ref[gradName(v)]!.data);
+        const saved = bytes(bw, spec);
+        expect(saved, `${recompute} keeps fewer bytes`).toBeLessThan(last);
+        last = saved;
+      }
+    });
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
