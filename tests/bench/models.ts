@@ -1,6 +1,7 @@
 // Model forward benchmarks: latency of our compiled plan vs onnxruntime-web (WebGPU provider, and
 // WASM provider) on the same ONNX file, the same input, in the same page; outputs read back to the
-// CPU on both sides, as a caller of `run` gets them.
+// CPU on both sides, as a caller of `run` gets them. The three are warmed up and then timed in
+// turn, trial by trial (timeAsyncInterleaved), so the ratios compare between runtimes.
 //
 // `gpt2-bench` (6 layers × 384 hidden) keeps its weights in external data that the repository does
 // not ship (44 MB): this page refills `model.onnx_data` with seeded random weights (LayerNorm gains
@@ -8,7 +9,7 @@
 import * as ort from 'onnxruntime-web';
 import { onnx } from 'onnx-proto';
 import { loadModel, type TensorData } from '../../src/index.js';
-import { type BenchContext, round, timeAsync } from './harness.js';
+import { type BenchContext, median, round, timeAsyncInterleaved } from './harness.js';
 
 function rngNormal(seed: number): () => number {
   let s = seed >>> 0;
@@ -84,34 +85,38 @@ export async function modelSuite({ gpu, quick, rows, log, readFile }: BenchConte
     // The realistic-width model is slow on a software adapter: fewer repetitions, still a median.
     const big = c.fixture === 'gpt2-bench';
     const reps = quick || big ? 1 : 5;
-    const trials = big ? 2 : 3;
-    const ours = await timeAsync(() => model.run(feeds), { reps, trials });
+    const trials = big ? 3 : 5;
     const { plan } = await model.planFor(Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.dims])));
-    const timeOrt = async (ep: 'webgpu' | 'wasm'): Promise<number> => {
-      const session = await ort.InferenceSession.create(bytes, {
-        executionProviders: [ep],
-        ...(external ? { externalData: [{ path: external.location, data: external.bytes }] } : {}),
-      });
-      try {
-        return await timeAsync(() => session.run(ortFeeds), { reps, trials });
-      } finally {
-        await session.release();
-      }
-    };
-    const tWebgpu = await timeOrt('webgpu');
-    const tWasm = await timeOrt('wasm');
+    const session = (ep: 'webgpu' | 'wasm'): Promise<ort.InferenceSession> =>
+      ort.InferenceSession.create(bytes, { executionProviders: [ep], ...(external ? { externalData: [{ path: external.location, data: external.bytes }] } : {}) });
+    const ortWebgpu = await session('webgpu');
+    const ortWasm = await session('wasm');
+    // All three are warmed up, then timed in turn, trial by trial; each ratio is the median of the
+    // per-trial ratios (as the kernel suite does), so neither side gets the quieter moments.
+    const [tOurs, tOrtWebgpu, tOrtWasm] = await timeAsyncInterleaved(
+      [() => model.run(feeds), () => ortWebgpu.run(ortFeeds), () => ortWasm.run(ortFeeds)],
+      { reps, trials, warmupMs: big ? 0 : 5000 },
+    );
+    await ortWebgpu.release();
+    await ortWasm.release();
+    const ours = median(tOurs!);
+    const tWebgpu = median(tOrtWebgpu!);
+    const tWasm = median(tOrtWasm!);
+    const perTrial = (base: number[]): number => median(base.map((t, i) => t / tOurs![i]!));
     const label = `${c.fixture} forward b${c.batch}×s${c.seq}`;
     rows.push({
       suite: 'models',
       name: `${label} vs ORT webgpu`,
       value: round(ours * 1000),
       unit: 'ms',
-      ratio: round(tWebgpu / ours),
+      ratio: round(perTrial(tOrtWebgpu!)),
       baseline: `onnxruntime-web webgpu (${round(tWebgpu * 1000)} ms)`,
       goal: '> 1× (faster)',
-      extra: { dispatches: plan.dispatchCount, weightsMiB: round(model.weightBytes / 2 ** 20), activationMiB: round(plan.memory.activationBytes / 2 ** 20) },
+      extra: {
+        trialsMs: { ours: tOurs!.map((t) => round(t * 1000)), ortWebgpu: tOrtWebgpu!.map((t) => round(t * 1000)), ortWasm: tOrtWasm!.map((t) => round(t * 1000)) },
+        dispatches: plan.dispatchCount, weightsMiB: round(model.weightBytes / 2 ** 20), activationMiB: round(plan.memory.activationBytes / 2 ** 20) },
     });
-    rows.push({ suite: 'models', name: `${label} vs ORT wasm`, value: round(ours * 1000), unit: 'ms', ratio: round(tWasm / ours), baseline: `onnxruntime-web wasm (${round(tWasm * 1000)} ms)` });
+    rows.push({ suite: 'models', name: `${label} vs ORT wasm`, value: round(ours * 1000), unit: 'ms', ratio: round(perTrial(tOrtWasm!)), baseline: `onnxruntime-web wasm (${round(tWasm * 1000)} ms)` });
     log(`${label}: ours ${(ours * 1000).toFixed(1)} ms (${plan.dispatchCount} dispatches), ort webgpu ${(tWebgpu * 1000).toFixed(1)} ms, ort wasm ${(tWasm * 1000).toFixed(1)} ms`);
     await model.dispose();
   }
