@@ -66,6 +66,31 @@ export async function timeInterleaved(gpu: GpuContext, encoders: ((enc: GPUComma
   return times;
 }
 
+/**
+ * Seconds per call of each async function, per trial: each is first warmed up, called for at least
+ * `warmupMs` (and at least once), then every trial calls each `reps` times, in turn, so a change of
+ * load falls on all of them alike. The long warm-up is for onnxruntime-web, the baseline: its WASM
+ * tiers up while it runs, and in Node 20 (V8 11.3) the optimising compiler spends seconds to tens of
+ * seconds of a background thread on its hot functions — a few calls would time it half-compiled,
+ * and with that thread taking a core from the work timed (README, "Benchmark › In Node").
+ */
+export async function timeAsyncInterleaved(fns: (() => Promise<unknown>)[], { reps = 1, trials = 3, warmupMs = 0 } = {}): Promise<number[][]> {
+  for (const fn of fns) {
+    const t0 = performance.now();
+    do await awaitGpu(fn());
+    while (performance.now() - t0 < warmupMs);
+  }
+  const times = fns.map((): number[] => []);
+  for (let t = 0; t < trials; t++) {
+    for (const [k, fn] of fns.entries()) {
+      const t0 = performance.now();
+      for (let i = 0; i < reps; i++) await awaitGpu(fn());
+      times[k]!.push((performance.now() - t0) / 1000 / reps);
+    }
+  }
+  return times;
+}
+
 /** Median seconds per call of an async function. */
 export async function timeAsync(fn: () => Promise<unknown>, { reps = 10, trials = 3 } = {}): Promise<number> {
   await awaitGpu(fn());
