@@ -375,10 +375,6 @@ function trainerFor(task: Task, s: TrainSettings, checkpoints?: CheckpointStore)
  */
 const STYLE_TARGETS = 'all-linear';
 
-/**
- * The adapter's config from the settings. Module names are checked here, with messages that name
- * the module and what the model has, before PEFT's own checks (whose messages name neither).
- */
 const taskType = (task: Task): 'SEQ_CLS' | 'CAUSAL_LM' => (task === 'spam' ? 'SEQ_CLS' : 'CAUSAL_LM');
 
 /** The adapter config of a run whose settings keep the model type's module defaults. */
@@ -386,6 +382,10 @@ function defaultConfig(task: Task): IA3Config {
   return new IA3Config(task === 'style' ? { taskType: taskType(task), targetModules: STYLE_TARGETS } : { taskType: taskType(task) });
 }
 
+/**
+ * The adapter's config from the settings. Module names are checked here, with messages that name
+ * the module and what the model has, before PEFT's own checks (whose messages name neither).
+ */
 function configFor(task: Task, s: TrainSettings): IA3Config {
   const opts = { taskType: taskType(task) };
   if (s.targetModules.length === 0 && s.feedforwardModules.length === 0) return defaultConfig(task);
