@@ -343,10 +343,23 @@ function startRun(task: Task): void {
   showOffer();
 }
 
-function showModel(info: ModelInfo): void {
+/** The open tab. */
+let activeTab: Task = 'spam';
+/** Each task's model (the tasks use different ones: mail-gpt2 and sotu-gpt2 when shipped). */
+const models: Partial<Record<Task, ModelInfo>> = {};
+
+/** The header's Model, Adapter and summary lines: those of the open tab's model. */
+function showHeader(): void {
+  const info = models[activeTab];
+  if (!info) return;
   $('model-line').textContent = `${info.name} — ${info.modelType ?? 'unknown type'}, ${info.layers ?? '?'} layers, ${info.parameters.toLocaleString('en-US')} parameters`;
   $('trainable').textContent = info.trainableLine;
   $('summary').textContent = info.summary;
+}
+
+function showModel(info: ModelInfo): void {
+  models[info.task] = info;
+  showHeader();
   defaultModules = { target: info.defaultTargetModules.join(', '), feedforward: info.defaultFeedforwardModules.join(', ') };
 }
 
@@ -370,6 +383,9 @@ async function showBaseline(): Promise<void> {
 
 function finished(task: Task, o: TrainOutcome, settings?: TrainSettings): void {
   resumable[task] = o.resumable;
+  const info = models[task];
+  if (info) info.trainableLine = o.trainableLine;
+  showHeader();
   const el = $(ids[task].text);
   const chart = charts[task];
   const losses = chart.first === undefined ? '' : ` · mean loss ${chart.first.toFixed(4)} → ${chart.last!.toFixed(4)}`;
@@ -593,10 +609,10 @@ button('resume-offer-no').onclick = () => {
 
 // --- tabs --------------------------------------------------------------------------------------
 
-let activeTab: Task = 'spam';
 for (const t of ['spam', 'style'] as Task[]) {
   button(`tab-${t}`).onclick = () => {
     activeTab = t;
+    showHeader();
     for (const u of ['spam', 'style'] as Task[]) {
       $(`panel-${u}`).hidden = u !== t;
       button(`tab-${u}`).classList.toggle('active', u === t);
@@ -627,7 +643,9 @@ $<HTMLInputElement>('adapter-files').onchange = (ev) => {
   void action('load-adapter', filesStatus, async () => {
     show(filesStatus, 'loading the adapter…');
     const r = await client.request('loadAdapter', { files });
-    $('trainable').textContent = r.trainableLine;
+    const info = models[r.task];
+    if (info) info.trainableLine = r.trainableLine;
+    showHeader();
     if (r.task === 'spam') {
       show(filesStatus, 'adapter loaded; measuring validation accuracy…');
       const acc = await client.request('evaluate', { settings: lastSpamRun ?? readSettings(), split: 'validation' });
@@ -720,6 +738,8 @@ async function start(): Promise<void> {
     showPresetNote();
     show($('status'), 'loading the model and data in the worker…');
     const r = await client.request('init', { model: { kind: 'shipped' }, base: document.baseURI, debug });
+    showModel(r.style);
+    // The spam model's defaults prefill the module settings (shown first: its tab opens first).
     showModel(r.spam);
     fillModuleDefaults();
     for (const d of r.data) showData(d);

@@ -97,6 +97,8 @@ export interface TrainOutcome {
   seconds: number;
   /** Whether Resume can continue it (not when Stop came before training began). */
   resumable: boolean;
+  /** PEFT's printTrainableParameters() line for the adapter the run trained. */
+  trainableLine: string;
 }
 
 /** A run whose checkpoint survived a reload of the page (Origin Private File System). */

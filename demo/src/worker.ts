@@ -170,7 +170,8 @@ async function loadTask(task: Task, source: ModelSource): Promise<ModelInfo> {
     }
   }
   const old = tasks[task];
-  const peft = getPeftModel(model, new IA3Config({ taskType: task === 'spam' ? 'SEQ_CLS' : 'CAUSAL_LM' }));
+  // The adapter a default run trains, so the page's header shows its size before any run.
+  const peft = getPeftModel(model, defaultConfig(task));
   tasks[task] = { model, tokenizer, name, source, peft };
   if (old && old.model !== model && old.model !== tasks[task === 'spam' ? 'style' : 'spam']?.model) await old.model.dispose();
   baseAccuracy.clear();
@@ -237,7 +238,8 @@ function labelNames(model: Model): Record<string, string> {
 
 function modelInfo(task: Task): ModelInfo {
   const s = state(task);
-  const resolved = s.peft.peftConfig.default!;
+  // The model type's PEFT defaults (what the settings' module fields are prefilled with).
+  const resolved = new IA3Config({ taskType: taskType(task) }).resolveForModelType(s.model.modelType ?? '');
   const list = (sel: unknown): string[] => (sel instanceof Set ? [...(sel as Set<string>)].sort() : typeof sel === 'string' ? [sel] : []);
   const cfg = s.model.config ?? {};
   const layers = Number(cfg.n_layer ?? cfg.num_hidden_layers ?? NaN);
@@ -373,13 +375,20 @@ function trainerFor(task: Task, s: TrainSettings, checkpoints?: CheckpointStore)
  */
 const STYLE_TARGETS = 'all-linear';
 
+const taskType = (task: Task): 'SEQ_CLS' | 'CAUSAL_LM' => (task === 'spam' ? 'SEQ_CLS' : 'CAUSAL_LM');
+
+/** The adapter config of a run whose settings keep the model type's module defaults. */
+function defaultConfig(task: Task): IA3Config {
+  return new IA3Config(task === 'style' ? { taskType: taskType(task), targetModules: STYLE_TARGETS } : { taskType: taskType(task) });
+}
+
 /**
  * The adapter's config from the settings. Module names are checked here, with messages that name
  * the module and what the model has, before PEFT's own checks (whose messages name neither).
  */
 function configFor(task: Task, s: TrainSettings): IA3Config {
-  const opts = { taskType: task === 'spam' ? ('SEQ_CLS' as const) : ('CAUSAL_LM' as const) };
-  if (s.targetModules.length === 0 && s.feedforwardModules.length === 0) return new IA3Config(task === 'style' ? { ...opts, targetModules: STYLE_TARGETS } : opts);
+  const opts = { taskType: taskType(task) };
+  if (s.targetModules.length === 0 && s.feedforwardModules.length === 0) return defaultConfig(task);
   const paths = state(task).model.moduleNames();
   // PEFT's list matching: the whole path, or its end after a dot.
   const matches = (entry: string): boolean => paths.some((p) => p === entry || p.endsWith(`.${entry}`));
@@ -536,7 +545,7 @@ async function restoreRun(task: Task, record: RunRecord): Promise<number> {
 }
 
 /** Continues a run a reload interrupted (or one whose trainer a lost device took away). */
-async function resumeInterrupted(task: Task): Promise<TrainOutcome> {
+async function resumeInterrupted(task: Task): Promise<RunOutcome> {
   if (training) throw new InputError('a training run is already in progress');
   const record = await loadRecord(task);
   if (!record) throw new InputError('there is no interrupted run to resume');
@@ -579,7 +588,10 @@ async function recover(task: Task, lost: DeviceLostError): Promise<void> {
 
 // --- training ----------------------------------------------------------------------------------
 
-async function runTrainer(task: Task): Promise<TrainOutcome> {
+/** A run's outcome as the run functions return it (the request handler adds the adapter's line). */
+type RunOutcome = Omit<TrainOutcome, 'trainableLine'>;
+
+async function runTrainer(task: Task): Promise<RunOutcome> {
   const s = state(task);
   const trainer = s.trainer!;
   const total = s.totalSteps!;
@@ -620,7 +632,7 @@ async function runTrainer(task: Task): Promise<TrainOutcome> {
   }
 }
 
-async function train(task: Task, settings: TrainSettings): Promise<TrainOutcome> {
+async function train(task: Task, settings: TrainSettings): Promise<RunOutcome> {
   const s = state(task);
   if (training) throw new InputError('a training run is already in progress');
   // A fresh adapter from the settings: the previous run's values and optimizer state are dropped.
@@ -667,8 +679,8 @@ async function train(task: Task, settings: TrainSettings): Promise<TrainOutcome>
 }
 
 /** Trains to the end (or Stop), recovering from lost devices; then the measurements after training. */
-async function finishRun(task: Task): Promise<TrainOutcome> {
-  let outcome: TrainOutcome | undefined;
+async function finishRun(task: Task): Promise<RunOutcome> {
+  let outcome: RunOutcome | undefined;
   for (let losses = 0; !outcome; ) {
     try {
       outcome = await runTrainer(task);
@@ -695,7 +707,7 @@ async function finishRun(task: Task): Promise<TrainOutcome> {
   return outcome;
 }
 
-async function resume(task: Task): Promise<TrainOutcome> {
+async function resume(task: Task): Promise<RunOutcome> {
   const s = state(task);
   // A run whose trainer is gone (a lost device during another task's run) continues from its checkpoint.
   if (!s.trainer || !s.trainData) return resumeInterrupted(task);
@@ -877,6 +889,11 @@ async function init(model: ModelSource): Promise<Requests['init']['res']> {
   return { spam, style, data: [spamInfo()] };
 }
 
+/** A run's outcome with the PEFT line of the adapter it trained (its settings may have changed the modules). */
+function withTrainable(task: Task, o: RunOutcome): TrainOutcome {
+  return { ...o, trainableLine: state(task).peft.printTrainableParameters() };
+}
+
 async function handle(r: Request): Promise<unknown> {
   switch (r.type) {
     case 'device':
@@ -892,13 +909,13 @@ async function handle(r: Request): Promise<unknown> {
     case 'evaluate':
       return evaluate(r.settings, r.split);
     case 'train':
-      return train(r.task, r.settings);
+      return withTrainable(r.task, await train(r.task, r.settings));
     case 'resume':
-      return resume(r.task);
+      return withTrainable(r.task, await resume(r.task));
     case 'interrupted':
       return interrupted();
     case 'resumeInterrupted':
-      return resumeInterrupted(r.task);
+      return withTrainable(r.task, await resumeInterrupted(r.task));
     case 'discardInterrupted':
       await clearRun(r.task);
       return null;

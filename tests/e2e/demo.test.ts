@@ -297,6 +297,25 @@ it('runs the quick preset of the spam filter: it learns, beside the baseline; St
 it('trains the style task on the preset text: held-out perplexity falls, samples before and after', { timeout: NO_TIMEOUT }, async () => {
   // A short causal-LM run on the Moby-Dick preset: 8 steps, 16 held-out windows, 8-token samples.
   const { page, errors } = await openPage(STYLE_RUN);
+  const spamHeader = { model: await text(page, '#model-line'), trainable: await text(page, '#trainable') };
+  const spamSummary = await text(page, '#summary');
+  expect(spamHeader.model).toMatch(/^mail-gpt2 /);
+  await page.click('#tab-style');
+  // The header describes the open tab's model (sotu-gpt2) and the adapter its default run trains
+  // (all-linear: 9,216 IA3 values), and goes back to the spam filter's with its tab.
+  expect(await text(page, '#model-line')).toMatch(/^sotu-gpt2 .*gpt2, 4 layers, [\d,]+ parameters$/);
+  const styleTrainable = await text(page, '#trainable');
+  console.log(`[demo] style tab: ${await text(page, '#model-line')} · ${styleTrainable}`);
+  expect(styleTrainable).toMatch(/^trainable params: 9,216 \|\| /);
+  // PEFT's "all params" is the model line's count plus the adapter's (the tied output layer counted once).
+  const styleParams = Number(/([\d,]+) parameters$/.exec(await text(page, '#model-line'))![1]!.replaceAll(',', ''));
+  expect(Number(/all params: ([\d,]+)/.exec(styleTrainable)![1]!.replaceAll(',', ''))).toBe(styleParams + 9216);
+  // The summary is the style model's (its stored floats include the untied copy of the output layer).
+  const styleSummary = await text(page, '#summary');
+  expect(styleSummary).toContain('Parameters: ');
+  expect(styleSummary).not.toBe(spamSummary);
+  await page.click('#tab-spam');
+  expect({ model: await text(page, '#model-line'), trainable: await text(page, '#trainable') }).toEqual(spamHeader);
   await page.click('#tab-style');
   expect(await page.inputValue('#style-steps')).toBe('8');
   // The style task's own learning rate (IA3 vectors alone take a larger one than the spam filter's).
