@@ -29,7 +29,7 @@ import type { Attrs } from '../ir/graph.js';
 import { sizeOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
 import { checkLabels, labelCountProgram, lossAttributes } from './loss.js';
 import { lowerMatmul } from './matmul.js';
-import { ROW_WG, rowGrid, threadsPerRow } from './normalization.js';
+import { ROW_WG, rowLayout } from './normalization.js';
 import type { BufferRef, Inputs, LoweringContext, LoweringSteps, OpContext, OpDef } from './types.js';
 import { attrInt, need } from './util.js';
 
@@ -184,8 +184,8 @@ function lower(inputs: Inputs<TensorType>, outputs: readonly TensorType[], attrs
   const steps: Step[] = [];
   const rowProgram = (k: typeof statsKernel, rows: number, row0: number, v: number, v0: number, first: boolean): Program => {
     const vec = v % 4 === 0 ? 1 : 0;
-    const tpr = threadsPerRow(vec ? v / 4 : v);
-    return { kernel: k, overrides: { WG: ROW_WG, TPR: tpr, VEC: vec }, uniforms: { ...base, rows, row0, v, v0, first: first ? 1 : 0 }, workgroups: rowGrid(rows, tpr) };
+    const { WG, TPR, workgroups } = rowLayout(vec ? v / 4 : v, rows, ctx.device);
+    return { kernel: k, overrides: { WG, TPR, VEC: vec }, uniforms: { ...base, rows, row0, v, v0, first: first ? 1 : 0 }, workgroups };
   };
   const wType = (b: number): TensorType => need(inputs, 2 + b, ctx);
   if (grad && R > 0) {

@@ -18,11 +18,12 @@
 import lossText from '../../shaders/loss.wgsl?raw';
 import { InputError, ShapeError, UnsupportedOpError } from '../errors.js';
 import type { Program } from '../gpu/kernel.js';
+import type { DeviceTraits } from '../gpu/traits.js';
 import { Shader } from '../gpu/wgsl.js';
 import { FLOAT_TYPES } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { sizeOf, type RefTensor, type TensorType } from '../ir/tensor.js';
-import { outOrScratch, requireFloat, ROW_WG, rowGrid, threadsPerRow } from './normalization.js';
+import { outOrScratch, requireFloat, ROW_WG, rowLayout } from './normalization.js';
 import type { LoweringSteps, OpContext, OpDef } from './types.js';
 import { attrInt, attrString, need } from './util.js';
 
@@ -132,10 +133,11 @@ function uniforms(c: CeConfig) {
   return { rows: c.rows, v: c.v, ignore: c.ignore, mean: c.mean ? 1 : 0 };
 }
 
-function rowOverrides(v: number) {
-  const vec = v % 4 === 0 ? 1 : 0;
-  const tpr = threadsPerRow(vec ? v / 4 : v);
-  return { overrides: { WG: ROW_WG, TPR: tpr, VEC: vec }, tpr };
+/** The overrides and grid of the row kernels (`ce_rows`, `ce_grad`). */
+function rowProgram(c: CeConfig, device: DeviceTraits) {
+  const vec = c.v % 4 === 0 ? 1 : 0;
+  const { WG, TPR, workgroups } = rowLayout(vec ? c.v / 4 : c.v, c.rows, device);
+  return { overrides: { WG, TPR, VEC: vec }, workgroups };
 }
 
 /** Overrides of the single-workgroup sums (the whole workgroup is one segment). */
@@ -172,7 +174,6 @@ export const lossOps = {
     },
     gpu(inputs, _outputs, attrs, ctx): LoweringSteps {
       const c = config(need(inputs, 0, ctx), need(inputs, 1, ctx), attrs, ctx);
-      const { overrides, tpr } = rowOverrides(c.v);
       const u = uniforms(c);
       const temps = [4 * Math.max(1, 2 * c.rows)];
       const count = outOrScratch(1, ctx, temps, 4); // the count slot, when the node omits it
@@ -180,7 +181,7 @@ export const lossOps = {
         temps,
         steps: [
           {
-            program: { kernel: rowsKernel, overrides, uniforms: u, workgroups: rowGrid(c.rows, tpr) },
+            program: { kernel: rowsKernel, ...rowProgram(c, ctx.device), uniforms: u },
             bindings: [{ in: 0 }, { in: 1 }, { tmp: 0 }],
           },
           {
@@ -225,14 +226,13 @@ export const lossOps = {
     gpu(inputs, _outputs, attrs, ctx): LoweringSteps {
       const c = config(need(inputs, 1, ctx), need(inputs, 2, ctx), attrs, ctx);
       if (c.rows === 0) return { steps: [] };
-      const { overrides, tpr } = rowOverrides(c.v);
       const u = uniforms(c);
       return {
         temps: [4],
         steps: [
           { program: labelCountProgram(c.rows, c.v, c.ignore), bindings: [{ in: 2 }, { tmp: 0 }] },
           {
-            program: { kernel: gradKernel, overrides, uniforms: u, workgroups: rowGrid(c.rows, tpr) },
+            program: { kernel: gradKernel, ...rowProgram(c, ctx.device), uniforms: u },
             bindings: [{ in: 1 }, { in: 2 }, { in: 0 }, { tmp: 0 }, { out: 0 }],
           },
         ],

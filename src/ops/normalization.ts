@@ -20,35 +20,52 @@ import normText from '../../shaders/normalization.wgsl?raw';
 import softmaxText from '../../shaders/softmax.wgsl?raw';
 import { ShapeError, UnsupportedOpError } from '../errors.js';
 import { grid, type Program } from '../gpu/kernel.js';
+import type { DeviceTraits } from '../gpu/traits.js';
 import { Shader } from '../gpu/wgsl.js';
 import { FLOAT_TYPES } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
 import { broadcastShapes, broadcastStrides, normAxis } from '../ir/shape.js';
 import { sizeOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
-import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef } from './types.js';
+import type { BufferRef, Inputs, LoweringContext, LoweringSteps, OpContext, OpDef } from './types.js';
 import { attrFloat, attrInt, need } from './util.js';
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers (also used by loss.ts and rotary.ts)
 
-/** Invocations per workgroup of the row kernels. */
+/** Invocations per workgroup of the row kernels on a GPU (and of the single-workgroup sums). */
 export const ROW_WG = 256;
 
 /** Most merged leading dims a broadcast view passes to a kernel (two vec4<u32> uniforms). */
 export const MAX_VIEW_RANK = 8;
 
-/**
- * Invocations that share one row of `units` loads (vec4s or scalars): few for short rows, so that
- * several rows fill a workgroup, and a whole workgroup for long rows. A power of two dividing
- * ROW_WG; three values only, to keep the number of pipelines small.
- */
-export function threadsPerRow(units: number): number {
-  return units <= 32 ? 8 : units <= 256 ? 64 : ROW_WG;
+/** Invocations per workgroup of the row kernels on a software adapter. */
+const SOFTWARE_ROW_WG = 64;
+
+/** How a row kernel maps rows to invocations: its WG and TPR overrides and its workgroup grid. */
+export interface RowLayout {
+  /** Invocations per workgroup. */
+  readonly WG: number;
+  /** Invocations that share one row: a power of two dividing WG. */
+  readonly TPR: number;
+  readonly workgroups: [number, number, number];
 }
 
-/** Workgroup grid of a row kernel over `rows` rows with `tpr` invocations per row. */
-export function rowGrid(rows: number, tpr: number): [number, number, number] {
-  return grid(Math.ceil(rows / (ROW_WG / tpr)));
+/**
+ * The layout of a row kernel over `rows` rows of `units` loads (vec4s or scalars) each.
+ *
+ * On a GPU, few invocations per row for short rows, so that several rows fill a workgroup, and a
+ * whole workgroup for long rows (three TPR values only, to keep the number of pipelines small).
+ * On a software adapter (DeviceTraits.software) the segment's tree reduction is what costs: each
+ * workgroup barrier suspends and resumes every SIMD group of the workgroup as a coroutine, so 64
+ * invocations per row took 10–35× longer than one (SwiftShader, LayerNormalization on 256–1024
+ * rows of 256). There one invocation walks a whole row (no tree), in workgroups of 64 so that a
+ * few hundred rows still spread over the cores; only when rows are too few for that do 8 share one.
+ */
+export function rowLayout(units: number, rows: number, device: DeviceTraits): RowLayout {
+  const [WG, TPR] = device.software
+    ? [SOFTWARE_ROW_WG, rows >= 2 * SOFTWARE_ROW_WG ? 1 : 8]
+    : [ROW_WG, units <= 32 ? 8 : units <= 256 ? 64 : ROW_WG];
+  return { WG, TPR, workgroups: grid(Math.ceil(rows / (WG / TPR))) };
 }
 
 /** Throws a ShapeError unless `t` has a float dtype. */
@@ -205,7 +222,7 @@ interface MaskView {
 }
 
 /** Lowers one softmax-family op over a view: the `rows` kernel when inner == 1, else `cols`. */
-function softmaxLowering(op: number, v: SoftmaxView, bindings: readonly BufferRef[], mask?: MaskView): LoweringSteps {
+function softmaxLowering(op: number, v: SoftmaxView, bindings: readonly BufferRef[], ctx: LoweringContext, mask?: MaskView): LoweringSteps {
   if (v.outer * v.len * v.inner === 0) return { steps: [] };
   const common = {
     len: v.len,
@@ -219,12 +236,12 @@ function softmaxLowering(op: number, v: SoftmaxView, bindings: readonly BufferRe
   let program: Program;
   if (v.inner === 1) {
     const vec = v.len % 4 === 0 ? 1 : 0;
-    const tpr = threadsPerRow(vec ? v.len / 4 : v.len);
+    const { WG, TPR, workgroups } = rowLayout(vec ? v.len / 4 : v.len, v.outer, ctx.device);
     program = {
       kernel: softmaxRowsKernel,
-      overrides: { WG: ROW_WG, TPR: tpr, OP: op, VEC: vec },
+      overrides: { WG, TPR, OP: op, VEC: vec },
       uniforms: { rows: v.outer, ...common },
-      workgroups: rowGrid(v.outer, tpr),
+      workgroups,
     };
   } else {
     const wg = 64;
@@ -262,7 +279,7 @@ function onnxSoftmax(log: boolean, doc: string): OpDef {
     },
     gpu(inputs, _outputs, attrs, ctx) {
       const x = need(inputs, 0, ctx);
-      return softmaxLowering(log ? LOG_SOFTMAX : SOFTMAX, onnxSoftmaxView(x.dims, attrs, ctx), UNARY);
+      return softmaxLowering(log ? LOG_SOFTMAX : SOFTMAX, onnxSoftmaxView(x.dims, attrs, ctx), UNARY, ctx);
     },
   };
 }
@@ -417,10 +434,11 @@ function normBackwardRef(
   return { dx, dScale, dBias };
 }
 
-function rowProgramOverrides(op: number, n: number) {
-  const vec = n % 4 === 0 ? 1 : 0;
-  const tpr = threadsPerRow(vec ? n / 4 : n);
-  return { overrides: { WG: ROW_WG, TPR: tpr, OP: op, VEC: vec }, tpr };
+/** The overrides and grid of the `fwd` and `bwd` row kernels. */
+function rowProgram(op: number, v: NormView, device: DeviceTraits) {
+  const vec = v.n % 4 === 0 ? 1 : 0;
+  const { WG, TPR, workgroups } = rowLayout(vec ? v.n / 4 : v.n, v.rows, device);
+  return { overrides: { WG, TPR, OP: op, VEC: vec }, workgroups };
 }
 
 function normUniformValues(v: NormView, extra: Partial<Record<'eps' | 'flags' | 'chunk' | 'nchunks' | 'cblocks' | 'which', number>> = {}) {
@@ -431,9 +449,9 @@ function normUniformValues(v: NormView, extra: Partial<Record<'eps' | 'flags' | 
  * The forward row kernel. Its Mean and InvStdDev slots go to scratch buffers (rows floats each)
  * when the node does not declare them, and Mean always does for RMSNorm, which has none.
  */
-function normForwardLowering(op: number, v: NormView, eps: number, hasBias: boolean, ctx: OpContext): LoweringSteps {
+function normForwardLowering(op: number, v: NormView, eps: number, hasBias: boolean, ctx: LoweringContext): LoweringSteps {
   if (v.rows === 0) return { steps: [] };
-  const { overrides, tpr } = rowProgramOverrides(op, v.n);
+  const { overrides, workgroups } = rowProgram(op, v, ctx.device);
   const temps: number[] = [];
   const stats: BufferRef[] =
     op === LAYER_NORM
@@ -448,7 +466,7 @@ function normForwardLowering(op: number, v: NormView, eps: number, hasBias: bool
           kernel: normFwdKernel,
           overrides,
           uniforms: normUniformValues(v, { eps, flags: hasBias ? 1 : 0 }),
-          workgroups: rowGrid(v.rows, tpr),
+          workgroups,
         },
         bindings,
       },
@@ -465,13 +483,12 @@ function normBackwardLowering(
   v: NormView,
   weights: boolean,
   statRefs: readonly [BufferRef, BufferRef],
-  ctx: OpContext,
+  ctx: LoweringContext,
 ): LoweringSteps {
   const steps: { program: Program; bindings: BufferRef[] }[] = [];
   if (v.rows > 0) {
-    const { overrides, tpr } = rowProgramOverrides(op, v.n);
     steps.push({
-      program: { kernel: normBwdKernel, overrides, uniforms: normUniformValues(v), workgroups: rowGrid(v.rows, tpr) },
+      program: { kernel: normBwdKernel, ...rowProgram(op, v, ctx.device), uniforms: normUniformValues(v) },
       bindings: [{ in: 0 }, { in: 1 }, { in: 2 }, statRefs[0], statRefs[1], { out: 0 }],
     });
   }
@@ -536,7 +553,7 @@ export const normalizationOps = {
       const x = need(inputs, 0, ctx);
       const len = x.dims[x.dims.length - 1]!;
       const view = { outer: sizeOf(x.dims.slice(0, -1)), len, inner: 1 };
-      return softmaxLowering(MASKED, view, BINARY, maskedView(x, need(inputs, 1, ctx), attrs, ctx));
+      return softmaxLowering(MASKED, view, BINARY, ctx, maskedView(x, need(inputs, 1, ctx), attrs, ctx));
     },
   },
 
@@ -569,7 +586,7 @@ export const normalizationOps = {
     },
     gpu(inputs, _outputs, attrs, ctx) {
       const dy = need(inputs, 0, ctx);
-      return softmaxLowering(SOFTMAX_GRAD, axisView(dy.dims, attrInt(attrs, 'axis', -1), ctx), BINARY);
+      return softmaxLowering(SOFTMAX_GRAD, axisView(dy.dims, attrInt(attrs, 'axis', -1), ctx), BINARY, ctx);
     },
   },
 

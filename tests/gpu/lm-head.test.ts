@@ -1,8 +1,10 @@
 // The fused LM head + cross-entropy on the GPU against its float64 reference: one weight block and
 // several (widths that are and are not multiples of 4), transposed blocks, ignored and
 // out-of-vocabulary labels, chunks of rows down to one row (and a last chunk shorter than the
-// others), with and without ∂loss/∂hidden, 'mean' and 'sum', and rows longer than a workgroup.
+// others), with and without ∂loss/∂hidden, 'mean' and 'sum', rows longer than a workgroup, and
+// the software adapter's row layout.
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_TRAITS, deviceTraits, type DeviceTraits } from '../../src/gpu/traits.js';
 import type { Attrs } from '../../src/ir/graph.js';
 import { tensor, type RefTensor } from '../../src/ir/tensor.js';
 import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
@@ -22,9 +24,9 @@ function labels(dims: number[], v: number, seed: number): RefTensor {
   return t;
 }
 
-async function check(h: RefTensor, l: RefTensor, blocks: RefTensor[], attrs: Attrs, what: string): Promise<void> {
+async function check(h: RefTensor, l: RefTensor, blocks: RefTensor[], attrs: Attrs, what: string, device: DeviceTraits = DEFAULT_TRAITS): Promise<void> {
   const gpu = await getGpu();
-  const ctx = context('LMHeadCrossEntropy', 'gpu_lm_head');
+  const ctx = context('LMHeadCrossEntropy', 'gpu_lm_head', 17, device);
   const want = runReference(op, [h, l, ...blocks], attrs, ctx);
   const got = await runOnGpu(gpu, op, [h, l, ...blocks], attrs, ctx);
   expectClose(got[0]!, want[0]!, { rtol: 2e-5, atol: 1e-6 }, `loss ${what}`);
@@ -60,6 +62,16 @@ describe('LMHeadCrossEntropy on the GPU', () => {
     for (const chunk of [0, 4]) {
       await check(h, l, cols, { chunk_rows: chunk }, `column blocks, chunk ${chunk}`);
       await check(h, l, rows, { chunk_rows: chunk, transB: 1 }, `row blocks, chunk ${chunk}`);
+    }
+  });
+
+  it('matches in the software adapter layout (one invocation per row, eight for few rows)', async () => {
+    const sw = deviceTraits({ software: true });
+    const h = randomTensor([2, 65, 8], 40, -1, 1);
+    for (const v of [13, 16]) {
+      const w = randomTensor([8, v], 41 + v, -0.5, 0.5);
+      await check(h, labels([2, 65], v, 42), [w], {}, `software, 130 rows, V=${v}`, sw);
+      await check(h, labels([2, 65], v, 43), [w], { chunk_rows: 9 }, `software, chunks of 9 rows, V=${v}`, sw);
     }
   });
 

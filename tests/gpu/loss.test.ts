@@ -1,9 +1,10 @@
 // GPU kernels of the fused cross-entropy against the float64 reference: ignored and all-ignored
 // positions, V = 1, large vocabularies on both load paths (V % 4 == 0 and not), rows longer than a
 // workgroup, more rows than one workgroup holds, folded grids, out-of-range labels, and a node that
-// omits the count output.
+// omits the count output; the software adapter's row layout.
 import { describe, expect, it } from 'vitest';
 import { grid } from '../../src/gpu/kernel.js';
+import { DEFAULT_TRAITS, deviceTraits, type DeviceTraits } from '../../src/gpu/traits.js';
 import type { Attrs } from '../../src/ir/graph.js';
 import { tensor, type RefTensor } from '../../src/ir/tensor.js';
 import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
@@ -31,17 +32,17 @@ function folded(def: OpDef): OpDef {
 }
 
 /** Forward and backward on the GPU against the reference for one (logits, labels) problem. */
-async function checkBoth(logits: RefTensor, labels: RefTensor, attrs: Attrs = {}, fold = false): Promise<RefTensor[]> {
+async function checkBoth(logits: RefTensor, labels: RefTensor, attrs: Attrs = {}, fold = false, device: DeviceTraits = DEFAULT_TRAITS): Promise<RefTensor[]> {
   const gpu = await getGpu();
   const wrap = (d: OpDef) => (fold ? folded(d) : d);
   const what = `[${logits.dims}] ${JSON.stringify(attrs)}`;
-  const fctx = context('CrossEntropyLoss', 'gpu_ce');
+  const fctx = context('CrossEntropyLoss', 'gpu_ce', 17, device);
   const got = await runOnGpu(gpu, wrap(ops.CrossEntropyLoss), [logits, labels], attrs, fctx);
   const want = runReference(ops.CrossEntropyLoss, [logits, labels], attrs, fctx);
   expectClose(got[0]!, want[0]!, { rtol: 1e-5, atol: 1e-6 }, `loss ${what}`);
   expect(got[1]!.data[0], `count ${what}`).toBe(want[1]!.data[0]);
   const dloss = tensor('float32', [], [0.75]);
-  const gctx = context('CrossEntropyLossGrad', 'gpu_ce_grad');
+  const gctx = context('CrossEntropyLossGrad', 'gpu_ce_grad', 17, device);
   const [g] = await runOnGpu(gpu, wrap(ops.CrossEntropyLossGrad), [dloss, logits, labels], attrs, gctx);
   const [w] = runReference(ops.CrossEntropyLossGrad, [dloss, logits, labels], attrs, gctx);
   expectClose(g!, w!, { rtol: 1e-4, atol: 1e-8 }, `dlogits ${what}`);
@@ -94,6 +95,17 @@ describe('CrossEntropyLoss / CrossEntropyLossGrad on the GPU', () => {
     for (const v of [6, 8, 100]) {
       const logits = randomTensor([300, v], 30 + v, -3, 3);
       await checkBoth(logits, labelsWithIgnored([300], v, 31 + v, 7));
+    }
+  });
+
+  it('matches in the software adapter layout (one invocation per row for 130 rows, eight for 20)', async () => {
+    for (const [rows, v] of [
+      [130, 8],
+      [130, 7],
+      [20, 301],
+    ]) {
+      const logits = randomTensor([rows!, v!], 50 + v!, -3, 3);
+      await checkBoth(logits, labelsWithIgnored([rows!], v!, 51 + v!, 6), {}, false, deviceTraits({ software: true }));
     }
   });
 

@@ -1,12 +1,14 @@
 // GPU kernels of the softmax and normalisation ops against their float64 references: row lengths
 // of 1, primes, multiples and non-multiples of 4 (vec4 and scalar paths), rows longer than a
-// workgroup, more rows than one workgroup holds, strided axes, broadcast masks and −∞ rows.
+// workgroup, more rows than one workgroup holds, strided axes, broadcast masks and −∞ rows; and
+// the row kernels in the software adapter's layout (one or eight invocations per row, no tree).
 import { describe, expect, it } from 'vitest';
 import { grid } from '../../src/gpu/kernel.js';
+import { DEFAULT_TRAITS, deviceTraits, type DeviceTraits } from '../../src/gpu/traits.js';
 import type { Attrs } from '../../src/ir/graph.js';
 import { tensor, type RefTensor } from '../../src/ir/tensor.js';
 import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
-import { normalizationOps as ops } from '../../src/ops/normalization.js';
+import { normalizationOps as ops, rowLayout } from '../../src/ops/normalization.js';
 import type { OpDef } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
 import { closeness, expectClose, randomTensor, type Tolerance } from '../util/tensors.js';
@@ -21,8 +23,9 @@ async function check(
   tol: Tolerance = {},
   opset = 17,
   fold = false,
+  device: DeviceTraits = DEFAULT_TRAITS,
 ): Promise<RefTensor[]> {
-  const ctx = context(op, `gpu_${op}`, opset);
+  const ctx = context(op, `gpu_${op}`, opset, device);
   const got = await runOnGpu(await getGpu(), fold ? folded(ops[op]) : ops[op], inputs, attrs, ctx);
   const want = runReference(ops[op], inputs, attrs, ctx);
   expect(got).toHaveLength(want.length);
@@ -292,5 +295,40 @@ describe('Layer-norm gradients on the GPU', () => {
     const a = await runOnGpu(gpu, ops.LayerNormalizationGrad, [dy, x, scale, mean!, inv!], { weight_grad: 1 }, ctx);
     const b = await runOnGpu(gpu, ops.LayerNormalizationGrad, [dy, x, scale, mean!, inv!], { weight_grad: 1 }, ctx);
     a.forEach((t, i) => expect(closeness(t.data, b[i]!.data, { rtol: 0, atol: 0 }).maxAbs).toBe(0));
+  });
+});
+
+describe('Row kernels in the software-adapter layout (DeviceTraits.software)', () => {
+  const sw = deviceTraits({ software: true });
+  // [rows, n]: 128 rows or more take one invocation per row (here 3 workgroups of 64, the last
+  // partial); fewer take eight per row (a tree of 3 levels). Row lengths on both load paths.
+  const cases: [number, number][] = [
+    [130, 12],
+    [131, 7],
+    [70, 64],
+    [3, 257],
+  ];
+  it('picks one invocation per row for many rows, eight for few, in workgroups of 64', () => {
+    expect(rowLayout(16, 130, sw)).toEqual({ WG: 64, TPR: 1, workgroups: [3, 1, 1] });
+    expect(rowLayout(16, 70, sw)).toEqual({ WG: 64, TPR: 8, workgroups: [9, 1, 1] });
+    expect(rowLayout(16, 130, DEFAULT_TRAITS).TPR).toBe(8);
+  });
+
+  it('matches softmax, layer norm and their gradients', async () => {
+    for (const [i, [rows, n]] of cases.entries()) {
+      const dims = [rows, n];
+      const x = randomTensor(dims, 1100 + i, -3, 3);
+      const dy = randomTensor(dims, 1110 + i);
+      const scale = randomTensor([n], 1120 + i, 0.5, 1.5);
+      const bias = randomTensor([n], 1130 + i);
+      await check('Softmax', [x], {}, { rtol: 1e-4, atol: 1e-7 }, 17, false, sw);
+      await check('LogSoftmax', [x], {}, { rtol: 1e-4, atol: 1e-5 }, 17, false, sw);
+      const y = f32(runReference(ops.Softmax, [x], {}, context('Softmax'))[0]!);
+      await check('SoftmaxGrad', [dy, y], { axis: -1 }, { rtol: 1e-3, atol: 1e-6 }, 17, false, sw);
+      const [, mean, inv] = await check('LayerNormalization', [x, scale, bias], { epsilon: 1e-5 }, { rtol: 1e-4, atol: 1e-4 }, 17, false, sw);
+      const [, rinv] = await check('SimplifiedLayerNormalization', [x, scale], {}, { rtol: 1e-4, atol: 1e-5 }, 17, false, sw);
+      await check('LayerNormalizationGrad', [dy, x, scale, mean!, inv!], { weight_grad: 1 }, { rtol: 1e-3, atol: 1e-4 }, 17, false, sw);
+      await check('SimplifiedLayerNormalizationGrad', [dy, x, scale, rinv!], { weight_grad: 0 }, { rtol: 1e-3, atol: 1e-4 }, 17, false, sw);
+    }
   });
 });
