@@ -4,6 +4,14 @@
 // environment carries the Vulkan variables of tests/util/dawn-env.ts (the Vulkan loader's path
 // must be set before a process starts). Nothing is downloaded.
 //
+// `ownSession` starts the child in a session of its own (setsid), as Playwright starts Chromium:
+// Linux's autogroup scheduler (on by default on desktop and server kernels) divides the CPU
+// between sessions first, so under load a child left in the caller's session got less CPU than the
+// browser it is compared with. SwiftShader's workers, the "GPU", are threads of that child: the
+// same copy kernel cost the same CPU time per copy in both runtimes but ran 0.6–0.9× as fast in
+// Node (README, "Benchmark › In Node"). `npm run bench` passes it; the other users do not compare
+// against the browser and keep the caller's session.
+//
 // CLI: node tests/bench/node-run.mjs <entry.ts> [args…]   (exit status: the child's)
 import { spawn } from 'node:child_process';
 import { basename, resolve } from 'node:path';
@@ -12,8 +20,11 @@ import { build, runnerImport } from 'vite';
 
 const root = resolve(import.meta.dirname, '../..');
 
-/** Bundles `entry` (a path from the repository root) and runs it with `args`; resolves to its exit status. */
-export async function runInNode(entry, args = []) {
+/**
+ * Bundles `entry` (a path from the repository root) and runs it with `args`; resolves to its exit
+ * status. `ownSession`: run the child in a new session (see above; Linux and macOS only).
+ */
+export async function runInNode(entry, args = [], { ownSession = false } = {}) {
   const name = basename(entry).replace(/\.ts$/, '');
   const outDir = resolve(root, 'node_modules/.cache/ia3-webgpu-node', name);
   await build({
@@ -41,14 +52,28 @@ export async function runInNode(entry, args = []) {
   const { module: dawn } = await runnerImport(resolve(root, 'tests/util/dawn-env.ts'));
   const extra = dawn.dawnEnv(process.env);
   console.log(`[node-run] ${entry} on Dawn: ${dawn.describeDawnEnv(extra)}`);
+  const detached = ownSession && process.platform !== 'win32';
   const child = spawn(process.execPath, ['--enable-source-maps', '--expose-gc', resolve(outDir, `${name}.mjs`), ...args], {
     cwd: root,
     env: { ...process.env, ...extra },
     stdio: 'inherit',
+    detached,
   });
+  // A child in its own session no longer gets the terminal's Ctrl-C, nor dies with this process:
+  // pass the signals on, and end it if this process exits first.
+  const forward = (signal) => child.kill(signal);
+  const orphan = () => child.kill('SIGTERM');
+  if (detached) {
+    for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(s, forward);
+    process.on('exit', orphan);
+  }
   return new Promise((done, fail) => {
     child.on('error', fail);
-    child.on('exit', (code, signal) => done(code ?? (signal ? 128 : 1)));
+    child.on('exit', (code, signal) => {
+      for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.off(s, forward);
+      process.off('exit', orphan);
+      done(code ?? (signal ? 128 : 1));
+    });
   });
 }
 

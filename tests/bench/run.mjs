@@ -60,7 +60,8 @@ process.exit(exitCode);
 
 async function runNode() {
   const out = join(mkdtempSync(join(tmpdir(), 'ia3-bench-')), 'result.json');
-  const status = await runInNode('tests/bench/node.ts', [out, suites, ...(quick ? ['--quick'] : [])]);
+  // A session of its own, as Playwright gives Chromium: the same share of a busy CPU (node-run.mjs).
+  const status = await runInNode('tests/bench/node.ts', [out, suites, ...(quick ? ['--quick'] : [])], { ownSession: true });
   try {
     return JSON.parse(readFileSync(out, 'utf8'));
   } catch {
