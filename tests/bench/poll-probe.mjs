@@ -1,17 +1,23 @@
 // Why Node's benchmark figures trailed the browser's on SwiftShader, in one minimal reproduction:
 // the same WGSL copy kernel, the same loop (5 dispatches per submission, median of 7 trials),
-// timed three ways, round after round so that all of them see the same machine load:
-//   node-spin   Node on Dawn, waiting with a plain `await queue.onSubmittedWorkDone()`: Dawn's
-//               Node binding polls with a setImmediate loop that spins a core for the whole wait;
-//   node-await  the same, waiting through the library's awaitGpu (src/runtime.ts), which sleeps
-//               the event loop between the binding's polls;
-//   browser     headless Chromium with the benchmark's flags (its GPU process waits on a fence).
-// Each line gives GB/s and, for Node, the process's CPU time / wall time (SwiftShader's worker
-// threads are threads of that process). On a busy machine with few cores node-spin trails the
-// other two; with idle cores the three agree (the spinning core is then spare).
+// timed four ways, round after round so that all of them see the same machine load:
+//   node-spin     Node on Dawn, waiting with a plain `await queue.onSubmittedWorkDone()`: Dawn's
+//                 Node binding polls with a setImmediate loop that spins a core for the whole wait;
+//   node-await    the same, waiting through the library's awaitGpu (src/runtime.ts), which sleeps
+//                 the event loop between the binding's polls;
+//   node-session  node-await in a session of its own (setsid), as Playwright starts Chromium and
+//                 as `npm run bench -- --runtime node` starts its Node process (node-run.mjs);
+//   browser       headless Chromium with the benchmark's flags (its GPU process waits on a fence).
+// Each line gives GB/s, the CPU time / wall time of the process that runs SwiftShader (its worker
+// threads are threads of the Node process, or of Chromium's GPU process) and its CPU milliseconds
+// per copy. On a busy machine with few cores node-spin trails the others (the spinning core);
+// node-await spends the same CPU per copy as the browser but, left in the caller's session, gets
+// a smaller share of a busy CPU than Chromium in its own (Linux's autogroup scheduler divides the
+// CPU between sessions first): node-session and the browser agree. With idle cores all agree.
 //
-// Usage: node tests/bench/poll-probe.mjs [rounds=3]   (no network; Chromium from tests/util/chromium.ts)
+// Usage: node tests/bench/poll-probe.mjs [rounds=3]   (Linux; no network; Chromium from tests/util/chromium.ts)
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { resolve } from 'node:path';
 import { chromium } from 'playwright';
@@ -44,24 +50,25 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>, @builtin(num_workgroups) nw
       const pass = enc.beginComputePass();
       pass.setPipeline(pipe); pass.setBindGroup(0, bind); pass.dispatchWorkgroups(gx, gy); pass.end();
     }
-    const t0 = performance.now(), c0 = cpu();
+    const c0 = await cpu(), t0 = performance.now();
     device.queue.submit([enc.finish()]);
     await wait(device.queue.onSubmittedWorkDone());
     const ms = performance.now() - t0;
-    return { ms: ms / reps, load: (cpu() - c0) / ms };
+    const c = (await cpu()) - c0;
+    return { ms: ms / reps, load: c / ms, cpuMs: c / reps };
   };
   await run(1);
   const trials = [];
   for (let t = 0; t < 7; t++) trials.push(await run(5));
   trials.sort((a, b) => a.ms - b.ms);
   device.destroy();
-  return { gbs: ${8 * N} / trials[3].ms / 1e6, cpu: trials[3].load };
+  return { gbs: ${8 * N} / trials[3].ms / 1e6, cpu: trials[3].load, cpuMs: trials[3].cpuMs };
 }`;
 
 async function child(mode) {
   const { create } = await import('webgpu');
   const { module: runtime } = await runnerImport(resolve(root, 'src/runtime.ts'));
-  const wait = mode === 'node-await' ? runtime.awaitGpu : (p) => p;
+  const wait = mode === 'node-spin' ? (p) => p : runtime.awaitGpu;
   const cpu = () => {
     const u = process.cpuUsage();
     return (u.user + u.system) / 1000;
@@ -71,6 +78,36 @@ async function child(mode) {
   process.exit(0);
 }
 
+/** Milliseconds of CPU that process `pid` has used (Linux /proc; clock ticks of 10 ms). */
+function processCpuMs(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** Chromium's GPU process: a descendant of this process (browser, then zygote) with --type=gpu-process. */
+function gpuProcess() {
+  const parent = (pid) => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')[1];
+  const tree = new Set([String(process.pid)]);
+  const pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  // Each pass adds the children of what is in the tree; the chain is a few levels deep.
+  for (let depth = 0; depth < 4; depth++) {
+    for (const pid of pids) {
+      try {
+        if (tree.has(parent(pid))) tree.add(pid);
+      } catch {
+        // exited meanwhile
+      }
+    }
+  }
+  return [...tree].find((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('--type=gpu-process');
+    } catch {
+      return false;
+    }
+  });
+}
+
 async function browserRun(launch) {
   const server = createServer((_, res) => res.end('<!doctype html>')).listen(0, '127.0.0.1');
   await new Promise((r) => server.once('listening', r));
@@ -78,7 +115,9 @@ async function browserRun(launch) {
   try {
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${server.address().port}/`);
-    return await page.evaluate(`(${probe})(navigator.gpu, (p) => p, () => NaN)`);
+    const gpuPid = gpuProcess();
+    await page.exposeFunction('gpuProcessCpuMs', () => (gpuPid ? processCpuMs(gpuPid) : NaN));
+    return await page.evaluate(`(${probe})(navigator.gpu, (p) => p, () => window.gpuProcessCpuMs())`);
   } finally {
     await browser.close();
     server.close();
@@ -89,22 +128,25 @@ async function main(rounds) {
   const { module: dawn } = await runnerImport(resolve(root, 'tests/util/dawn-env.ts'));
   const { module: chromiumUtil } = await runnerImport(resolve(root, 'tests/util/chromium.ts'));
   const env = { ...process.env, ...dawn.dawnEnv(process.env) };
-  const results = { 'node-spin': [], 'node-await': [], browser: [] };
+  const results = { 'node-spin': [], 'node-await': [], 'node-session': [], browser: [] };
   for (let r = 0; r < rounds; r++) {
-    for (const mode of ['node-spin', 'node-await']) {
-      const out = spawnSync(process.execPath, [import.meta.filename, '--child', mode], { env, cwd: root, encoding: 'utf8' });
+    for (const mode of ['node-spin', 'node-await', 'node-session']) {
+      const detached = mode === 'node-session';
+      const out = spawnSync(process.execPath, [import.meta.filename, '--child', mode], { env, cwd: root, encoding: 'utf8', detached });
       if (out.status !== 0) throw new Error(`${mode} failed (${out.status}): ${out.stderr}`);
       results[mode].push(JSON.parse(out.stdout.trim().split('\n').pop()));
     }
     results.browser.push(await browserRun(chromiumUtil.chromiumLaunchOptions()));
-    const line = Object.entries(results).map(([k, v]) => `${k} ${v.at(-1).gbs.toFixed(2)} GB/s${Number.isNaN(v.at(-1).cpu) ? '' : ` (cpu ${v.at(-1).cpu.toFixed(2)})`}`);
-    console.log(`round ${r + 1}: ${line.join(', ')}`);
+    const line = Object.entries(results).map(([k, v]) => `${k} ${v.at(-1).gbs.toFixed(2)} GB/s (cpu ${v.at(-1).cpu.toFixed(2)}, ${v.at(-1).cpuMs.toFixed(0)} ms/copy)`);
+    console.log(`round ${r + 1} (load ${readFileSync('/proc/loadavg', 'utf8').split(' ')[0]}): ${line.join(', ')}`);
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
   const base = median(results.browser.map((x) => x.gbs));
   for (const [k, v] of Object.entries(results)) {
     const m = median(v.map((x) => x.gbs));
-    console.log(`${k.padEnd(10)} median ${m.toFixed(2)} GB/s, ${(m / base).toFixed(2)}× browser`);
+    const share = median(v.map((x) => x.cpu));
+    const cpuMs = median(v.map((x) => x.cpuMs));
+    console.log(`${k.padEnd(12)} median ${m.toFixed(2)} GB/s, ${(m / base).toFixed(2)}× browser; CPU ${cpuMs.toFixed(1)} ms per copy, ${share.toFixed(2)} cores`);
   }
 }
 
