@@ -4,15 +4,14 @@
 // environment carries the Vulkan variables of tests/util/dawn-env.ts (the Vulkan loader's path
 // must be set before a process starts). Nothing is downloaded.
 //
-// `ownSession` starts the child in a session of its own (setsid), as Playwright starts Chromium:
-// Linux's autogroup scheduler (on by default on desktop and server kernels) divides the CPU
-// between sessions first, so under load a child left in the caller's session got less CPU than the
-// browser it is compared with. SwiftShader's workers, the "GPU", are threads of that child: the
-// same copy kernel cost the same CPU time per copy in both runtimes but ran 0.6–0.9× as fast in
-// Node (README, "Benchmark › In Node"). `npm run bench` passes it; the other users do not compare
-// against the browser and keep the caller's session.
+// `ownSession` starts the child in a session of its own (setsid), as Playwright starts Chromium, so
+// that the benchmark's two runtimes are placed alike for Linux's autogroup scheduler (on by default
+// on desktop and server kernels), which divides a busy CPU between sessions before threads.
+// SwiftShader's workers, the "GPU", are threads of that child. Measured here, the runtimes spend
+// the same CPU per kernel; what differs under load is the share of the CPU they get (README,
+// "Benchmark › In Node"). `npm run bench` passes it; the other users do not compare against the
+// browser and keep the caller's session.
 //
-// CLI: node tests/bench/node-run.mjs <entry.ts> [args…]   (exit status: the child's)
 import { spawn } from 'node:child_process';
 import { basename, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
