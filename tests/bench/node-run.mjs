@@ -8,7 +8,7 @@
 // that the benchmark's two runtimes are placed alike for Linux's autogroup scheduler (on by default
 // on desktop and server kernels), which divides a busy CPU between sessions before threads.
 // SwiftShader's workers, the "GPU", are threads of that child. Measured here, the runtimes spend
-// the same CPU per kernel; what differs under load is the share of the CPU they get (README,
+// about the same CPU per kernel; what differs under load is the share of the CPU they get (README,
 // "Benchmark › In Node"). `npm run bench` passes it; the other users do not compare against the
 // browser and keep the caller's session.
 //

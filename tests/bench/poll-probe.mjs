@@ -11,9 +11,9 @@
 // Each line gives GB/s, the CPU time / wall time of the process that runs SwiftShader (its worker
 // threads are threads of the Node process, or of Chromium's GPU process) and its CPU milliseconds
 // per copy. On a busy machine with few cores node-spin trails the others (the spinning core);
-// node-await spends the same CPU per copy as the browser but, left in the caller's session, gets
-// a smaller share of a busy CPU than Chromium in its own (Linux's autogroup scheduler divides the
-// CPU between sessions first): node-session and the browser agree. With idle cores all agree.
+// node-await and node-session spend about the same CPU per copy as the browser, but under load
+// they mostly got a smaller share of the CPU than Chromium's GPU process, in either session
+// (README, "Benchmark › In Node"). With idle cores all agree.
 //
 // Usage: node tests/bench/poll-probe.mjs [rounds=3]   (Linux; no network; Chromium from tests/util/chromium.ts)
 import { spawnSync } from 'node:child_process';
@@ -78,10 +78,17 @@ async function child(mode) {
   process.exit(0);
 }
 
-/** Milliseconds of CPU that process `pid` has used (Linux /proc; clock ticks of 10 ms). */
+/** Milliseconds of CPU that the threads of process `pid` have used (Linux /proc, in nanoseconds). */
 function processCpuMs(pid) {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10;
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // the thread exited meanwhile
+    }
+  }
+  return ns / 1e6;
 }
 
 /** Chromium's GPU process: a descendant of this process (browser, then zygote) with --type=gpu-process. */
