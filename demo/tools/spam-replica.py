@@ -8,11 +8,15 @@
 # the real tokens). Prints one JSON line: first/last mean losses, validation (first 200 mails)
 # and test accuracy with spam precision and recall (--probe: those of the best linear head on the
 # frozen model's pooled features instead, fitted to convergence on the whole training split: the
-# ceiling of training the head alone). It drew the same test figures as the browser for the quick
+# ceiling of training the head alone; --bow presence|meanfreq: those of the same logistic regression
+# on the bag of the page's BPE tokens instead of the model, presence (0/1 per vocabulary entry) or
+# mean frequency (what a per-token score pooled by its mean can express): whether the tokenizer and
+# the context or the model's 192-d features limit the filter). It drew the same test figures as the browser for the quick
 # preset on mail-gpt2 (README, "Demo"); the order of the training mails is its own.
 #
 #   node demo/tools/spam-replica-ids.mjs demo/public/models/mail-gpt2 /tmp/ids.json
 #   /usr/bin/python3 demo/tools/spam-replica.py --ids /tmp/ids.json --steps 200 --L 64 --pool mean
+#   /usr/bin/python3 demo/tools/spam-replica.py --ids /tmp/ids.json --L 64 --bow presence
 import json, math, sys, time, argparse, random
 import numpy as np, onnx, torch, torch.nn.functional as F
 from onnx import numpy_helper
@@ -30,6 +34,7 @@ ap.add_argument('--seed', type=int, default=42)
 ap.add_argument('--targets', default='c_attn,mlp.c_proj')
 ap.add_argument('--probe', action='store_true', help='fit a linear head alone on the frozen model (the ceiling of head-only training)')
 ap.add_argument('--probe-l2', type=float, default=1e-3)
+ap.add_argument('--bow', choices=['presence', 'meanfreq'], help='fit that logistic regression on the bag of BPE tokens instead (no model)')
 a = ap.parse_args()
 W = {i.name: torch.tensor(numpy_helper.to_array(i).copy()) for i in onnx.load(a.model).graph.initializer}
 score0 = [v for k, v in W.items() if not k.startswith('transformer.')][0]  # [192, 2]
@@ -89,29 +94,36 @@ def forward(ids, m): return features(ids, m) @ score
 def scores(p, y):
     tp = ((p == 1) & (y == 1)).sum().item(); fp = ((p == 1) & (y == 0)).sum().item(); fn = ((p == 0) & (y == 1)).sum().item()
     return dict(acc=round(100 * (p == y).float().mean().item(), 1), prec=round(100 * tp / max(1, tp + fp), 1), rec=round(100 * tp / max(1, tp + fn), 1))
-def evaluate(rows, head=lambda f: f @ score):
+def evaluate(rows, head=lambda f: f @ score, feats=features):
     pred, ys = [], []
     with torch.no_grad():
         for i in range(0, len(rows), 64):
-            ids, m, y = batchify(rows[i:i + 64]); pred.append(head(features(ids, m)).argmax(-1)); ys.append(y)
+            ids, m, y = batchify(rows[i:i + 64]); pred.append(head(feats(ids, m)).argmax(-1)); ys.append(y)
     return scores(torch.cat(pred), torch.cat(ys))
-def probe():
-    """The best a linear head can do on the frozen model: logistic regression (L-BFGS, L2 `--probe-l2`)
-    on the pooled features of every training mail, IA3 at its identity init."""
+def bag(ids, m):
+    """Per mail, the vocabulary's presence (0/1) or mean frequency over the real tokens (the
+    trailing <|endoftext|> left out: every mail has it)."""
+    m = m.clone(); m[torch.arange(len(m)), m.sum(1).long() - 1] = 0
+    x = torch.zeros(len(ids), 4096).scatter_add_(1, ids, m)
+    return (x > 0).float() if a.bow == 'presence' else x / x.sum(1, keepdim=True).clamp(min=1)
+def probe(feats):
+    """The best linear head on `feats` (the frozen model's pooled features, IA3 at its identity
+    init, or the bag of tokens): logistic regression (L-BFGS, L2 `--probe-l2`) on the standardised
+    features of every training mail."""
     with torch.no_grad():
-        X = torch.cat([features(*batchify(split['train'][i:i + 64])[:2]) for i in range(0, len(split['train']), 64)])
+        X = torch.cat([feats(*batchify(split['train'][i:i + 64])[:2]) for i in range(0, len(split['train']), 64)])
     y = torch.tensor([r['y'] for r in split['train']])
     mu, sd = X.mean(0), X.std(0) + 1e-6
-    w = torch.zeros(D, 2, requires_grad=True); b = torch.zeros(2, requires_grad=True)
+    w = torch.zeros(X.shape[1], 2, requires_grad=True); b = torch.zeros(2, requires_grad=True)
     head = lambda f: ((f - mu) / sd) @ w + b
     opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn='strong_wolfe')
     def closure():
         opt.zero_grad(); l = F.cross_entropy(head(X), y) + a.probe_l2 * (w ** 2).sum(); l.backward(); return l
     opt.step(closure)
     with torch.no_grad():
-        return dict(args=vars(a), train=scores(head(X).argmax(-1), y), val=evaluate(split['validation'][:200], head), test=evaluate(split['test'], head))
-if a.probe:
-    print(json.dumps(probe()))
+        return dict(args=vars(a), train=scores(head(X).argmax(-1), y), val=evaluate(split['validation'][:200], head, feats), test=evaluate(split['test'], head, feats))
+if a.probe or a.bow:
+    print(json.dumps(probe(bag if a.bow else features)))
     sys.exit()
 warm = a.warmup if a.warmup >= 0 else min(max(4, round(a.steps / 10)), 20, a.steps // 2)
 params = list(P.values()) + [score]
