@@ -1,5 +1,6 @@
 // A readable summary of an imported graph: what it takes, what it returns, which ops it runs, how
-// many parameters it holds (each tied weight once) and which linear layers (IA3 targets) were found under which paths.
+// many parameters it holds (each tied weight once) and which linear layers (IA3 targets) were
+// found under which paths.
 
 import { int8Storage } from '../ir/dtype.js';
 import { opsetOf, type Graph } from '../ir/graph.js';

@@ -41,9 +41,16 @@ export function countParameters(graph: Graph): ParameterCount {
   for (const t of floats) {
     const n = sizeOf(t.dims);
     const same = bySize.get(n) ?? [];
+    let copy: SharedWeight | undefined;
     // A tensor of one repeated value (zero biases of a fresh model) equals others by chance, not by a tie.
-    const original = same.find((o) => sharedWith(o, t) !== undefined && !constantValued(t));
-    if (original) shared.push({ name: t.name, of: original.name, transposed: sharedWith(original, t)! });
+    for (const o of same) {
+      const transposed = sharedWith(o, t);
+      if (transposed !== undefined && !constantValued(t)) {
+        copy = { name: t.name, of: o.name, transposed };
+        break;
+      }
+    }
+    if (copy) shared.push(copy);
     else {
       count += n;
       tensors++;
