@@ -11,6 +11,7 @@
 #
 #   /usr/bin/python3 demo/tools/style-recipe.py --lr 0.02 --steps 24 --seqlen 32 --eval 64
 #   /usr/bin/python3 demo/tools/style-recipe.py --lr 0.1 --steps 64 --targets all-linear --every 16
+#   /usr/bin/python3 demo/tools/style-recipe.py --targets all-linear --text /tmp/other.txt   # another text
 #
 # Prints the held-out perplexity before and after (and every `--every` steps) as JSON lines.
 # Requirements: Debian's python3-torch and python3-onnx; nothing is written.
@@ -62,10 +63,10 @@ def load_model():
     return model.eval(), config["pad_token_id"]
 
 
-def tokenize():
+def tokenize(path):
     tj = json.loads((MODEL_DIR / "tokenizer.json").read_text())
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in tj["model"]["merges"]]
-    return pretrain.ByteLevelBPE(merges).encode(TEXT.read_text())
+    return pretrain.ByteLevelBPE(merges).encode(Path(path).read_text())
 
 
 def windows(ids, seq):
@@ -133,11 +134,12 @@ def main():
     ap.add_argument("--feedforward", default="mlp.c_proj")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--every", type=int, default=0, help="also measure every N steps")
+    ap.add_argument("--text", default=str(TEXT), help="the style text (default: the page's preset)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     model, pad = load_model()
-    ids = tokenize()
+    ids = tokenize(a.text)
     cut = int(len(ids) * TRAIN_FRACTION)
     train, held_out = windows(ids[:cut], a.seqlen), windows(ids[cut:], a.seqlen)[:a.eval]
     targets = ALL_LINEAR if a.targets == "all-linear" else a.targets.split(",")

@@ -1,10 +1,11 @@
 // A readable summary of an imported graph: what it takes, what it returns, which ops it runs, how
-// many parameters it holds and which linear layers (IA3 targets) were found under which paths.
+// many parameters it holds (each tied weight once) and which linear layers (IA3 targets) were
+// found under which paths.
 
-import { DTYPES, int8Storage, isFloat } from '../ir/dtype.js';
+import { int8Storage } from '../ir/dtype.js';
 import { opsetOf, type Graph } from '../ir/graph.js';
-import { sizeOf } from '../ir/tensor.js';
 import { unnamedLinears, type ModuleInfo } from './modules.js';
+import { countParameters } from './parameters.js';
 
 function group(n: number): string {
   return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
@@ -41,22 +42,17 @@ export function describeGraph(graph: Graph, modules: readonly ModuleInfo[]): str
   lines.push(`Outputs (${graph.outputs.length}):`);
   lines.push(...table(graph.outputs.map((v) => [v.name, v.dtype ?? '?', dims(v.dims)])));
 
-  // Parameters: the initializer list's float tensors (Constant-node values and module buffers are not parameters).
-  let params = 0;
-  let paramBytes = 0;
-  let weights = 0;
-  for (const init of graph.initializers.values()) {
-    if (init.constant || init.buffer || !isFloat(init.dtype)) continue;
-    const n = sizeOf(init.dims);
-    params += n;
-    paramBytes += n * DTYPES[init.dtype].bytes;
-    weights++;
-  }
+  // Parameters as PyTorch counts them: a tied weight the exporter stored twice (GPT-2's lm_head
+  // as the embedding's transpose) once, as the PEFT line and a model card count it.
+  const { count: params, tensors: weights, bytes: paramBytes, shared } = countParameters(graph);
   const external = new Set([...graph.initializers.values()].flatMap((i) => (i.external ? [i.external.location] : [])));
   lines.push(
     `Parameters: ${group(params)} in ${weights} float tensors (${bytes(paramBytes)})` +
       (external.size ? `, external data: ${[...external].join(', ')}` : ''),
   );
+  for (const w of shared) {
+    lines.push(`  '${w.name}' is ${w.transposed ? 'the transpose of' : 'a copy of'} '${w.of}' (a tied weight, stored twice by the exporter): counted once`);
+  }
   // Precision on the GPU: packed halves (onnx/precision.ts) and 4-bit blocks (ops/contrib-quant.ts)
   // read by the matmul kernels, or f32.
   const halves = [...graph.initializers.values()].filter((i) => i.dtype === 'float16' && !i.constant && !i.storage?.startsWith('q4b'));

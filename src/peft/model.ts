@@ -19,6 +19,7 @@ import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSou
 import type { TensorData } from '../ir/tensor.js';
 import type { Feed, MemoryPlan, Model, RunOptions } from '../model.js';
 import type { OnnxWithExternalData } from '../onnx/export.js';
+import { countParameters } from '../onnx/parameters.js';
 import {
   adapterPrefixes,
   checkAdapterName,
@@ -36,7 +37,7 @@ import {
 import { IA3Config, serializeConfig } from './config.js';
 import { insertIA3, savedCopies, scaledModules, Variants, type SavedCopy } from './inject.js';
 import { MergeState, warn } from './merge.js';
-import { countParameters, formatTrainableParameters } from './params.js';
+import { formatTrainableParameters } from './params.js';
 
 /** Options of `PeftModel.merge` (PEFT's `merge_adapter(adapter_names, safe_merge)`). */
 export interface MergeOptions {
@@ -186,7 +187,7 @@ export class PeftModel {
     const trainable = this.disabled ? 0 : this.active.reduce((s, n) => s + count(this.adapter(n)), 0);
     let adaptersTotal = 0;
     for (const a of this.adapters.values()) adaptersTotal += count(a);
-    return [trainable, countParameters(this.base.graph) + adaptersTotal];
+    return [trainable, countParameters(this.base.graph).count + adaptersTotal];
   }
 
   /** Prints and returns PEFT's line, e.g. `trainable params: 288 || all params: 20,770 || trainable%: 1.3866`. */

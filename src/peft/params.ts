@@ -9,9 +9,6 @@
 // `out_features` otherwise.
 
 import { InputError } from '../errors.js';
-import { isFloat } from '../ir/dtype.js';
-import type { Graph, Initializer, ValueStats } from '../ir/graph.js';
-import { sizeOf } from '../ir/tensor.js';
 
 /**
  * PEFT's print_trainable_parameters line, e.g.
@@ -113,70 +110,4 @@ export function pythonFixed(x: number, digits: number): string {
   }
   const s = q.toString().padStart(digits + 1, '0');
   return digits === 0 ? `${sign}${s}` : `${sign}${s.slice(0, -digits)}.${s.slice(-digits)}`;
-}
-
-/**
- * The number of parameters of a model as PyTorch counts them: float initializers (not folded
- * Constant nodes), each tied or transposed copy counted once (exporters write a tied `lm_head` as
- * a transposed copy of the embedding).
- */
-export function countParameters(graph: Graph): number {
-  // Module buffers (rotary caches a fused attention reads) are not parameters either.
-  const floats = [...graph.initializers.values()].filter(
-    (t) => !t.constant && !t.buffer && isFloat(t.dtype),
-  );
-  let total = 0;
-  const bySize = new Map<number, Initializer[]>();
-  for (const t of floats) {
-    const n = sizeOf(t.dims);
-    const same = bySize.get(n) ?? [];
-    if (!same.some((o) => isCopyOrTranspose(o, t))) total += n;
-    same.push(t);
-    bySize.set(n, same);
-  }
-  return total;
-}
-
-function isCopyOrTranspose(a: Initializer, b: Initializer): boolean {
-  // A quantised weight's data is its packed words: never a copy of a float tensor's values (a tie
-  // the quantiser broke, GPT-2's lm_head stored in 8 bits beside an f32 wte, counts twice).
-  if ((a.storage && a.storage !== 'f16x2') || (b.storage && b.storage !== 'f16x2')) return false;
-  const x = a.data;
-  const y = b.data;
-  if (!x || !y) return sameStats(a, b);
-  if (x.length !== y.length || x.length < 2) return false;
-  if (a.dims.join() === b.dims.join() && x.every((v, i) => v === y[i])) return true;
-  if (a.dims.length !== 2 || b.dims.length !== 2 || a.dims[0] !== b.dims[1] || a.dims[1] !== b.dims[0]) return false;
-  const [r, c] = a.dims as [number, number];
-  for (let i = 0; i < r; i++) for (let j = 0; j < c; j++) if (x[i * c + j] !== y[j * r + i]) return false;
-  return true;
-}
-
-/**
- * Copies or transposes of each other by their values' statistics, for weights whose data is on the
- * GPU only: equal minimum and maximum, and sums that agree to float64 rounding (summed in a
- * different order when transposed).
- */
-function sameStats(a: Initializer, b: Initializer): boolean {
-  const s = statsOf(a);
-  const t = statsOf(b);
-  if (!s || !t || sizeOf(a.dims) !== sizeOf(b.dims) || sizeOf(a.dims) < 2) return false;
-  const near = (p: number, q: number): boolean => Math.abs(p - q) <= 1e-9 * Math.max(Math.abs(p), Math.abs(q), 1e-30);
-  return s.min === t.min && s.max === t.max && near(s.sum, t.sum) && near(s.sumSquares, t.sumSquares);
-}
-
-function statsOf(t: Initializer): ValueStats | undefined {
-  if (t.stats || !t.data) return t.stats;
-  let sum = 0;
-  let sumSquares = 0;
-  let min = Infinity;
-  let max = -Infinity;
-  for (const v of t.data) {
-    const x = Number(v);
-    sum += x;
-    sumSquares += x * x;
-    min = Math.min(min, x);
-    max = Math.max(max, x);
-  }
-  return { sum, sumSquares, min, max };
 }

@@ -310,9 +310,11 @@ it('trains the style task on the preset text: held-out perplexity falls, samples
   // PEFT's "all params" is the model line's count plus the adapter's (the tied output layer counted once).
   const styleParams = Number(/([\d,]+) parameters$/.exec(await text(page, '#model-line'))![1]!.replaceAll(',', ''));
   expect(Number(/all params: ([\d,]+)/.exec(styleTrainable)![1]!.replaceAll(',', ''))).toBe(styleParams + 9216);
-  // The summary is the style model's (its stored floats include the untied copy of the output layer).
+  // The summary is the style model's and counts as the model line (the exporter's transposed copy of
+  // the tied output layer counted once, and named).
   const styleSummary = await text(page, '#summary');
-  expect(styleSummary).toContain('Parameters: ');
+  expect(styleSummary).toContain(`Parameters: ${styleParams.toLocaleString('en-US')} in `);
+  expect(styleSummary).toMatch(/is the transpose of 'transformer\.wte\.weight' \(a tied weight, stored twice by the exporter\): counted once/);
   expect(styleSummary).not.toBe(spamSummary);
   await page.click('#tab-spam');
   expect({ model: await text(page, '#model-line'), trainable: await text(page, '#trainable') }).toEqual(spamHeader);

@@ -5,21 +5,14 @@
 // Invariants: the chart stays hidden until a run has a point to draw; it always spans its
 // container (a ResizeObserver follows the layout, so a chart made in a hidden tab is sized when
 // the tab is shown); steps are whole numbers on the x axis, and the y axis shows as many decimals
-// as its tick spacing needs, so no two ticks read the same.
+// as its tick spacing needs, so no two ticks read the same (./ticks.ts).
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
+import { lossLabels, STEP_INCREMENTS, stepLabels } from './ticks.js';
 
 const HEIGHT = 220;
 /** Colours of the x series (unused), the batch losses and their running mean. */
 const COLOURS = ['', '#9db8ea', '#1d4fa8'];
-const STEP_INCREMENTS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000];
-
-/** Tick labels with the decimals their spacing needs (0.6735, 0.6740 rather than 0.674, 0.674). */
-function tickLabels(_u: uPlot, splits: number[]): string[] {
-  const step = splits.length > 1 ? Math.abs(splits[1]! - splits[0]!) : 1;
-  const decimals = Math.min(8, Math.max(0, -Math.floor(Math.log10(step || 1) + 1e-9)));
-  return splits.map((v) => v.toFixed(decimals));
-}
 
 export class LossChart {
   private readonly xs: number[] = [];
@@ -37,8 +30,8 @@ export class LossChart {
         height: HEIGHT,
         scales: { x: { time: false } },
         axes: [
-          { label: 'step', incrs: STEP_INCREMENTS, values: (_u, splits) => splits.map((v) => String(v)) },
-          { label: 'loss', values: tickLabels, size: 60 },
+          { label: 'step', incrs: STEP_INCREMENTS, values: (_u, splits) => stepLabels(splits) },
+          { label: 'loss', values: (_u, splits) => lossLabels(splits), size: 60 },
         ],
         series: [
           { label: 'step' },
