@@ -9,6 +9,13 @@
 //   SoftmaxGrad(dy, y) → [Where(keep, ·, 0)] → [Div(·, d)]
 //                                      ⇒ SoftmaxGrad(dy, y, [keep])         (their backward)
 //
+//   Gelu(p) → [Reshape] → IA3ScaleGrad(dy, ·, l) → [Reshape] → GeluGrad(·, p)
+//                                      ⇒ IA3ScaleGrad(dy, p, l, activation) (IA3 on GELU's output)
+//
+// The GELU rewrite reads the pre-GELU state p, which the backward keeps for GeluGrad anyway, and
+// evaluates gelu(p) inline, so GELU's output (recomputed by autograd/remat.ts) is neither
+// computed again nor stored; with input_grad = 0 there is no GeluGrad to absorb. Nodes left
+// without readers by it (the recomputed Gelu and its Reshape) are dropped.
 // The attention rewrites take d, f from scalar constants and need the softmax over the last axis;
 // their kernel computes the same f32 operations in the same order as the chain it replaces, so a
 // step keeps the scores only as the product's output, and the backward's recomputation of the
@@ -34,6 +41,7 @@ export function fuseGraph<G extends PlanGraph>(graph: G): G {
     return r.length === 1 && r[0]!.inputs.filter((i) => i === value).length === 1 ? r[0] : undefined;
   };
   const typeOf = (v: string) => graph.types.get(v);
+  const producerOf = (value: string): PlanNode | undefined => nodes.find((n) => n.outputs.includes(value));
   const replace = (old: readonly PlanNode[], fused: PlanNode): void => {
     const at = nodes.indexOf(old[old.length - 1]!);
     nodes[at] = fused;
@@ -121,6 +129,47 @@ export function fuseGraph<G extends PlanGraph>(graph: G): G {
         ins[0] = node.inputs[0]!;
         ins[3] = node.inputs[1]!;
         replace([node, next], fusedNode(next, ins, next.outputs, next.opType === 'MatMul' ? {} : next.attrs));
+        changed = true;
+        break;
+      }
+      // IA3 on GELU's output: gelu(p) inline in the IA3 gradient, GeluGrad fused in.
+      if (node.opType === 'IA3ScaleGrad' && node.attrs.activation === undefined) {
+        const x = node.inputs[1]!;
+        const views: PlanNode[] = [];
+        let p = producerOf(x);
+        while (p?.opType === 'Reshape') {
+          views.push(p);
+          p = producerOf(p.inputs[0]!);
+        }
+        if (p?.opType !== 'Gelu') continue;
+        const gelu = p;
+        const pre = gelu.inputs[0]!;
+        const approximate = gelu.attrs.approximate === 'tanh' ? 'tanh' : 'none';
+        const xt = typeOf(x);
+        const pt = typeOf(pre);
+        if (!xt || !pt || pt.dtype !== 'float32' || sizeOf(pt.dims) !== sizeOf(xt.dims) || pt.dims.at(-1) !== xt.dims.at(-1)) continue;
+        const activation = approximate === 'tanh' ? 'gelu_tanh' : 'gelu';
+        const removed: PlanNode[] = [];
+        let outputs = node.outputs;
+        if ((node.attrs.input_grad ?? 1) !== 0) {
+          // dx → [Reshape] → GeluGrad(·, p): the fused node writes GeluGrad's output instead.
+          let next = soleReader(node.outputs[0]!);
+          let prev = node.outputs[0]!;
+          const dxViews: PlanNode[] = [];
+          while (next?.opType === 'Reshape' && next.inputs[0] === prev) {
+            dxViews.push(next);
+            prev = next.outputs[0]!;
+            next = soleReader(prev);
+          }
+          if (next?.opType !== 'GeluGrad' || next.inputs[0] !== prev || next.inputs[1] !== pre || (next.attrs.approximate === 'tanh' ? 'tanh' : 'none') !== approximate) continue;
+          removed.push(...dxViews, next);
+          outputs = [next.outputs[0]!, ...node.outputs.slice(1)];
+        }
+        const fused: PlanNode = { ...node, inputs: [node.inputs[0]!, pre, ...node.inputs.slice(2)], outputs, attrs: { ...node.attrs, activation } };
+        nodes[nodes.indexOf(node)] = fused;
+        nodes = nodes.filter((n) => !removed.includes(n));
+        // The Gelu and its views, once nothing reads them.
+        for (const n of [...views, gelu]) if (!n.outputs.some((o) => isOutput.has(o) || readers(o).length > 0)) nodes = nodes.filter((m) => m !== n);
         changed = true;
         break;
       }
