@@ -1,5 +1,6 @@
 // Softmax family: Softmax, LogSoftmax, MaskedSoftmax (softmax(where(keep, x·scale / div, fill) +
-// mask), keep optional) and SoftmaxGrad (dx = y ⊙ (dy − Σ dy⊙y)), selected by the override OP.
+// mask), keep optional) and SoftmaxGrad (dx = where(keep, y ⊙ (dy − Σ dy⊙y) / div, 0)), selected
+// by the override OP.
 //
 // The tensor is viewed as [outer, len, inner] around the softmax axis.
 //   - `rows` (inner == 1): a segment of TPR invocations owns a contiguous row, WG / TPR rows per
