@@ -111,13 +111,6 @@ const TANH_GRAD = 93u;
 const RELU_GRAD = 94u;
 const ERF_GRAD = 95u;
 
-const SQRT1_2 = 0.70710678118654752;
-const TWO_OVER_SQRT_PI = 1.1283791670955126;
-const SQRT_PI = 1.7724538509055159;
-const INV_SQRT_2PI = 0.3989422804014327;
-const SQRT_2_OVER_PI = 0.7978845608028654;
-const GELU_C = 0.044715;
-
 // Infinities and NaN must come from runtime values: a const-expression that evaluates to one is a
 // shader-creation error.
 fn inf_f32() -> f32 {
@@ -139,52 +132,6 @@ fn i4(w: vec4<u32>) -> vec4<i32> { return bitcast<vec4<i32>>(w); }
 fn wf(v: vec4<f32>) -> vec4<u32> { return bitcast<vec4<u32>>(v); }
 fn wi(v: vec4<i32>) -> vec4<u32> { return bitcast<vec4<u32>>(v); }
 
-// erfc(z) for z >= 1.5 by Laplace's continued fraction 1/(z + (1/2)/(z + 1/(z + (3/2)/(z + ...)))),
-// 16 levels deep: relative error < 1e-6 all along the tail (exp underflows to 0 past z ~ 9.3).
-// Relative, not just absolute, precision is what keeps GELU and its gradient exact for x << 0.
-fn erfc_tail(z: vec4<f32>) -> vec4<f32> {
-  var k = z;
-  for (var n = 16.0; n >= 1.0; n -= 1.0) {
-    k = z + (0.5 * n) / k;
-  }
-  return exp(-z * z) / (SQRT_PI * k);
-}
-
-// erf(z) for |z| < 1.5: Maclaurin series 2/sqrt(pi) * sum_n (-1)^n z^(2n+1) / (n! (2n+1)) to n = 15
-// (truncation < 1e-9; relative error ~2e-7 in f32), by Horner in z^2.
-fn erf_series(z: vec4<f32>) -> vec4<f32> {
-  let w = z * z;
-  var s = vec4<f32>(-1.0 / 40537905408000.0);
-  s = s * w + 1.0 / 2528170444800.0;
-  s = s * w - 1.0 / 168129561600.0;
-  s = s * w + 1.0 / 11975040000.0;
-  s = s * w - 1.0 / 918086400.0;
-  s = s * w + 1.0 / 76204800.0;
-  s = s * w - 1.0 / 6894720.0;
-  s = s * w + 1.0 / 685440.0;
-  s = s * w - 1.0 / 75600.0;
-  s = s * w + 1.0 / 9360.0;
-  s = s * w - 1.0 / 1320.0;
-  s = s * w + 1.0 / 216.0;
-  s = s * w - 1.0 / 42.0;
-  s = s * w + 1.0 / 10.0;
-  s = s * w - 1.0 / 3.0;
-  return TWO_OVER_SQRT_PI * z * (1.0 + w * s);
-}
-
-fn erf4(x: vec4<f32>) -> vec4<f32> {
-  let z = abs(x);
-  let tail = sign(x) * (1.0 - erfc_tail(max(z, vec4<f32>(1.5))));
-  return select(tail, erf_series(x), z < vec4<f32>(1.5));
-}
-
-// Phi(x) = P(N(0,1) <= x) = 0.5 * erfc(-x / sqrt 2), without cancellation for negative x.
-fn phi4(x: vec4<f32>) -> vec4<f32> {
-  let z = x * SQRT1_2;
-  let lower = 0.5 * erfc_tail(max(-z, vec4<f32>(1.5)));
-  return select(0.5 * (1.0 + erf4(z)), lower, z < vec4<f32>(-1.5));
-}
-
 // tanh: odd Taylor polynomial near 0 (where 1 - e^{-2|x|} would cancel), else via e^{-2|x|}.
 fn tanh4(x: vec4<f32>) -> vec4<f32> {
   let ax = abs(x);
@@ -202,21 +149,10 @@ fn tanh4(x: vec4<f32>) -> vec4<f32> {
   return select(far, near, ax < vec4<f32>(0.55));
 }
 
-// Logistic sigmoid: e^{-|x|} never overflows, and the negative side keeps relative precision.
-fn sigmoid4(x: vec4<f32>) -> vec4<f32> {
-  let e = exp(-abs(x));
-  return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= vec4<f32>(0.0));
-}
-
 // log(1 + t) for t in [0, 1]: a short series below 1e-2, where 1 + t would round away t's digits.
 fn log1p_unit(t: vec4<f32>) -> vec4<f32> {
   let series = t * (1.0 - t * (0.5 - t * (1.0 / 3.0 - t * 0.25)));
   return select(log(1.0 + t), series, t < vec4<f32>(1e-2));
-}
-
-// GELU, tanh form: 0.5 x (1 + tanh u) = x * sigmoid(2u), which does not cancel for x << 0.
-fn gelu_tanh_s(x: vec4<f32>) -> vec4<f32> {
-  return sigmoid4(2.0 * SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
 }
 
 // x^y with the sign rules of C's pow for negative bases; small integral exponents are exact.
@@ -313,8 +249,8 @@ fn apply(a: vec4<u32>, b: vec4<u32>, c: vec4<u32>) -> vec4<u32> {
     case FLOOR: { return wf(floor(fa)); }
     case CEIL: { return wf(ceil(fa)); }
     case SOFTPLUS: { return wf(max(fa, vec4<f32>(0.0)) + log1p_unit(exp(-abs(fa)))); }
-    case GELU: { return wf(fa * phi4(fa)); }
-    case GELU_TANH: { return wf(fa * gelu_tanh_s(fa)); }
+    case GELU: { return wf(gelu4(fa, false)); }
+    case GELU_TANH: { return wf(gelu4(fa, true)); }
     // ONNX Clip is min(max(x, lo), hi): hi wins when lo > hi, unlike WGSL clamp.
     case CLIP_P: { return wf(min(max(fa, vec4<f32>(P.p0)), vec4<f32>(P.p1))); }
     case NEG_I: { return wi(-ia); }
@@ -367,12 +303,8 @@ fn apply(a: vec4<u32>, b: vec4<u32>, c: vec4<u32>) -> vec4<u32> {
     case CLIP_F: { return wf(min(max(fa, fb), f4(c))); }
     case CLIP_I: { return wi(min(max(ia, ib), i4(c))); }
     // Backward helpers: a = dy, b = the saved forward value.
-    case GELU_GRAD: { return wf(fa * (phi4(fb) + fb * INV_SQRT_2PI * exp(-0.5 * fb * fb))); }
-    case GELU_TANH_GRAD: {
-      let s = gelu_tanh_s(fb);
-      let du = 2.0 * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * fb * fb);
-      return wf(fa * (s + fb * s * (1.0 - s) * du));
-    }
+    case GELU_GRAD: { return wf(fa * gelu_grad4(fb, false)); }
+    case GELU_TANH_GRAD: { return wf(fa * gelu_grad4(fb, true)); }
     case SIGMOID_GRAD: { return wf(fa * fb * (1.0 - fb)); }
     case TANH_GRAD: { return wf(fa * (1.0 - fb * fb)); }
     case RELU_GRAD: { return wf(select(vec4<f32>(0.0), fa, fb > vec4<f32>(0.0))); }

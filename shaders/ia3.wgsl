@@ -3,6 +3,10 @@
 //   forward   y  = x ⊙ s,  s = l1 ⊙ … ⊙ l_NL, broadcast over the rows of x viewed as [rows, C]
 //   backward  dx = dy ⊙ s
 //             dl_k = Σ_rows (dy ⊙ x) ⊙ Π_{j≠k} l_j
+//   backward of a scaled GELU (ACT ≠ 0: the forward scaled gelu(x), x the pre-GELU state)
+//             dx = dy ⊙ s ⊙ gelu'(x),  dl_k = Σ_rows (dy ⊙ gelu(x)) ⊙ Π_{j≠k} l_j
+//             — GeluGrad fused in, and gelu(x) evaluated inline: the backward of IA3 on a GPT-2
+//             MLP's c_proj input never needs GELU's output in memory (compile/fuse.ts).
 //
 // Tiling (every entry): x is [rows, C]; a "lane" is one column (scalar entries) or four adjacent
 // columns (the _v4 entries, used when C % 4 == 0 so every row starts on a vec4 boundary). The grid
@@ -38,6 +42,7 @@ override NL: u32 = 1u;  // number of active vectors, 1..4
 override CT: u32 = 64u; // workgroup x: lanes per column block
 override RT: u32 = 4u;  // workgroup y: row groups (chunk groups in finish); a power of two, CT·RT ≤ 256
 override DX: u32 = 1u;  // grad: 1 = write dx, 0 = skip it (dx is bound to a dummy buffer)
+override ACT: u32 = 0u; // grad: 0 = x is the scaled value, 1 = x is pre-GELU (erf), 2 = pre-GELU (tanh)
 
 // struct Tiles: generated from its declaration in src/ops/ia3.ts.
 
@@ -147,8 +152,14 @@ fn grad_s(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) w
     let end = min(r0 + G.chunkRows, G.rows) * lanes;
     for (var i = (r0 + lid.y) * lanes + lane; i < end; i += RT * lanes) {
       let g = dy[i];
-      acc += g * x[i];
-      if (DX != 0u) { dx[i] = g * s; }
+      if (ACT == 0u) {
+        acc += g * x[i];
+        if (DX != 0u) { dx[i] = g * s; }
+      } else {
+        let v = vec4<f32>(x[i]);
+        acc += g * gelu4(v, ACT == 2u).x;
+        if (DX != 0u) { dx[i] = g * s * gelu_grad4(v, ACT == 2u).x; }
+      }
     }
   }
   if (RT > 1u) {
@@ -173,8 +184,14 @@ fn grad_v4(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
     let end = min(r0 + G.chunkRows, G.rows) * lanes;
     for (var i = (r0 + lid.y) * lanes + lane; i < end; i += RT * lanes) {
       let g = dy4[i];
-      acc += g * x4[i];
-      if (DX != 0u) { dx4[i] = g * s; }
+      if (ACT == 0u) {
+        acc += g * x4[i];
+        if (DX != 0u) { dx4[i] = g * s; }
+      } else {
+        let v = x4[i];
+        acc += g * gelu4(v, ACT == 2u);
+        if (DX != 0u) { dx4[i] = g * s * gelu_grad4(v, ACT == 2u); }
+      }
     }
   }
   if (RT > 1u) {

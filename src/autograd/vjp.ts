@@ -391,8 +391,14 @@ const LogSoftmax: VjpRule = (c) => {
 const MaskedSoftmax: VjpRule = (c) => {
   const { b } = c;
   // NOTE: rows with no finite argument are all-zero outputs, so SoftmaxGrad gives them zero dx.
-  const dz = b.op('SoftmaxGrad', [dy0(c), c.output(0)], { axis: -1 });
-  return [c.needs(0) ? b.scale(dz, attrFloat(c.node.attrs, 'scale', 1)) : undefined, c.needs(1) ? b.sumTo(dz, inDims(c, 1)) : undefined];
+  const grad = (extra: readonly string[], attrs: Record<string, number>) => b.op('SoftmaxGrad', [dy0(c), c.output(0), ...extra], { axis: -1, ...attrs });
+  // z = where(keep, x·scale / divisor, fill) + mask: x's gradient is zero where keep is false and
+  // carries 1 / divisor (folded into SoftmaxGrad); the mask's is the plain one.
+  const keep = c.node.inputs[2];
+  const divisor = attrFloat(c.node.attrs, 'divisor', 1);
+  const plain = keep || divisor !== 1 ? undefined : grad([], {});
+  const dx = c.needs(0) ? b.scale(plain ?? grad(keep ? [keep] : [], { divisor }), attrFloat(c.node.attrs, 'scale', 1)) : undefined;
+  return [dx, c.needs(1) ? b.sumTo(plain ?? grad([], {}), inDims(c, 1)) : undefined];
 };
 
 const LayerNormalization: VjpRule = (c) => {

@@ -45,6 +45,90 @@ fn reduce(lid: u32, v: vec2<f32>, lse: bool) -> vec2<f32> {
   workgroupBarrier();
   return r;
 }`,
+  /**
+   * GELU in f32 without cancellation (erf by series and continued fraction, the tanh form as a
+   * sigmoid), `gelu4` and its derivative `gelu_grad4`: the element-wise kernel's Gelu, GeluGrad,
+   * Erf and Sigmoid, and the IA3 gradient that reads pre-GELU activations (one formula for both).
+   */
+  gelu: `const SQRT1_2 = 0.70710678118654752;
+const TWO_OVER_SQRT_PI = 1.1283791670955126;
+const SQRT_PI = 1.7724538509055159;
+const INV_SQRT_2PI = 0.3989422804014327;
+const SQRT_2_OVER_PI = 0.7978845608028654;
+const GELU_C = 0.044715;
+
+// erfc(z) for z >= 1.5 by Laplace's continued fraction 1/(z + (1/2)/(z + 1/(z + (3/2)/(z + ...)))),
+// 16 levels deep: relative error < 1e-6 all along the tail (exp underflows to 0 past z ~ 9.3).
+// Relative, not just absolute, precision is what keeps GELU and its gradient exact for x << 0.
+fn erfc_tail(z: vec4<f32>) -> vec4<f32> {
+  var k = z;
+  for (var n = 16.0; n >= 1.0; n -= 1.0) {
+    k = z + (0.5 * n) / k;
+  }
+  return exp(-z * z) / (SQRT_PI * k);
+}
+
+// erf(z) for |z| < 1.5: Maclaurin series 2/sqrt(pi) * sum_n (-1)^n z^(2n+1) / (n! (2n+1)) to n = 15
+// (truncation < 1e-9; relative error ~2e-7 in f32), by Horner in z^2.
+fn erf_series(z: vec4<f32>) -> vec4<f32> {
+  let w = z * z;
+  var s = vec4<f32>(-1.0 / 40537905408000.0);
+  s = s * w + 1.0 / 2528170444800.0;
+  s = s * w - 1.0 / 168129561600.0;
+  s = s * w + 1.0 / 11975040000.0;
+  s = s * w - 1.0 / 918086400.0;
+  s = s * w + 1.0 / 76204800.0;
+  s = s * w - 1.0 / 6894720.0;
+  s = s * w + 1.0 / 685440.0;
+  s = s * w - 1.0 / 75600.0;
+  s = s * w + 1.0 / 9360.0;
+  s = s * w - 1.0 / 1320.0;
+  s = s * w + 1.0 / 216.0;
+  s = s * w - 1.0 / 42.0;
+  s = s * w + 1.0 / 10.0;
+  s = s * w - 1.0 / 3.0;
+  return TWO_OVER_SQRT_PI * z * (1.0 + w * s);
+}
+
+fn erf4(x: vec4<f32>) -> vec4<f32> {
+  let z = abs(x);
+  let tail = sign(x) * (1.0 - erfc_tail(max(z, vec4<f32>(1.5))));
+  return select(tail, erf_series(x), z < vec4<f32>(1.5));
+}
+
+// Phi(x) = P(N(0,1) <= x) = 0.5 * erfc(-x / sqrt 2), without cancellation for negative x.
+fn phi4(x: vec4<f32>) -> vec4<f32> {
+  let z = x * SQRT1_2;
+  let lower = 0.5 * erfc_tail(max(-z, vec4<f32>(1.5)));
+  return select(0.5 * (1.0 + erf4(z)), lower, z < vec4<f32>(-1.5));
+}
+
+// Logistic sigmoid: e^{-|x|} never overflows, and the negative side keeps relative precision.
+fn sigmoid4(x: vec4<f32>) -> vec4<f32> {
+  let e = exp(-abs(x));
+  return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= vec4<f32>(0.0));
+}
+
+// GELU, tanh form: 0.5 x (1 + tanh u) = x * sigmoid(2u), which does not cancel for x << 0.
+fn gelu_tanh_s(x: vec4<f32>) -> vec4<f32> {
+  return sigmoid4(2.0 * SQRT_2_OVER_PI * (x + GELU_C * x * x * x));
+}
+
+// GELU (erf form, or the tanh form when \`tanh\`) and its derivative.
+fn gelu4(x: vec4<f32>, tanh: bool) -> vec4<f32> {
+  if (tanh) { return x * gelu_tanh_s(x); }
+  return x * phi4(x);
+}
+
+fn gelu_grad4(x: vec4<f32>, tanh: bool) -> vec4<f32> {
+  if (tanh) {
+    // With s = sigmoid(2u) = (1 + tanh u) / 2: d/dx [x s] = s + x s (1 - s) 2u'.
+    let s = gelu_tanh_s(x);
+    let du = 2.0 * SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * x * x);
+    return s + x * s * (1.0 - s) * du;
+  }
+  return phi4(x) + x * INV_SQRT_2PI * exp(-0.5 * x * x);
+}`,
 } as const;
 
 export type PreludePart = keyof typeof PRELUDE;

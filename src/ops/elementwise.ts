@@ -47,7 +47,7 @@ export type EwOp = keyof typeof EW_OP;
 export const MAX_RANK = 8;
 
 export const elementwiseShader = new Shader('elementwise.wgsl', text, {
-  prelude: ['grid'],
+  prelude: ['grid', 'gelu'],
   structs: {
     Params: [
       ['n', 'u32'], // output elements

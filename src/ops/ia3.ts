@@ -8,6 +8,10 @@
 // `IA3ScaleGrad(dy, x, l1, …)` → `(dx, dl1, …)`. `input_grad = 0` drops dx (output 0 is an empty
 // [0] tensor): backward stops at the earliest trainable value, so the first scaled layer's input
 // needs no gradient and the pass skips the dx stream entirely.
+// `activation = 'gelu' | 'gelu_tanh'` (a fusion of compile/fuse.ts, never written by autograd):
+// the scaled tensor was gelu(x), x the pre-GELU state; dl reads gelu(x) computed inline and dx is
+// the gradient of x (GeluGrad fused in). x may then be a view of dy's shape (same element count
+// and last dim).
 //
 // Lowering (shaders/ia3.wgsl): the forward is one streaming pass; the backward is one fused pass
 // (dx plus per-chunk column partials of dy ⊙ x) and one small pass per vector that sums the chunks
@@ -19,6 +23,7 @@ import { ShapeError, UnsupportedOpError } from '../errors.js';
 import { grid, type Program } from '../gpu/kernel.js';
 import { Shader } from '../gpu/wgsl.js';
 import { FLOAT_TYPES } from '../ir/dtype.js';
+import { gelu, geluDerivative } from './elementwise.js';
 import type { Attrs } from '../ir/graph.js';
 import { sizeOf, tensor, type RefTensor, type TensorType } from '../ir/tensor.js';
 import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef } from './types.js';
@@ -27,7 +32,7 @@ import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef } from './types
 export const MAX_IA3_VECTORS = 4;
 
 export const ia3Shader = new Shader('ia3.wgsl', text, {
-  prelude: ['grid'],
+  prelude: ['grid', 'gelu'],
   structs: {
     Tiles: [
       ['rows', 'u32'],
@@ -173,6 +178,15 @@ function vectorLayout(inputs: Inputs<TensorType>, xIndex: number, ctx: OpContext
   return { rows: C === 0 ? 0 : sizeOf(x.dims) / C, C, first, count };
 }
 
+/** The activation IA3ScaleGrad applies to x (attribute `activation`); undefined: none. */
+function activationAttr(attrs: Attrs, ctx: OpContext): 'none' | 'tanh' | undefined {
+  const v = attrs['activation'];
+  if (v === undefined) return undefined;
+  if (v === 'gelu') return 'none';
+  if (v === 'gelu_tanh') return 'tanh';
+  throw new ShapeError(ctx.opType, ctx.nodeName, `attribute activation must be 'gelu' or 'gelu_tanh', got ${String(v)}`);
+}
+
 function inputGradAttr(attrs: Attrs, ctx: OpContext): boolean {
   const v = attrs['input_grad'] ?? 1;
   if (v !== 0 && v !== 1) {
@@ -236,7 +250,9 @@ function gradShape(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext): Te
   if (!FLOAT_TYPES.has(dy.dtype)) {
     throw new ShapeError(ctx.opType, ctx.nodeName, `dy must be a float tensor, got ${dy.dtype}`);
   }
-  if (dy.dims.length !== x.dims.length || dy.dims.some((d, i) => d !== x.dims[i])) {
+  // With an activation x may be a view of dy (the pre-GELU state before a Reshape).
+  const view = activationAttr(attrs, ctx) !== undefined && sizeOf(dy.dims) === sizeOf(x.dims) && dy.dims.at(-1) === x.dims.at(-1);
+  if (!view && (dy.dims.length !== x.dims.length || dy.dims.some((d, i) => d !== x.dims[i]))) {
     throw new ShapeError(
       ctx.opType,
       ctx.nodeName,
@@ -250,7 +266,7 @@ function gradShape(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext): Te
 
 const IA3ScaleGrad: OpDef = {
   domain: 'ia3',
-  doc: 'backward of IA3Scale: (dy, x, l1..lk) → (dx, dl1..dlk); input_grad=0 leaves dx empty ([0])',
+  doc: "backward of IA3Scale: (dy, x, l1..lk) → (dx, dl1..dlk); input_grad=0 leaves dx empty ([0]); activation 'gelu' | 'gelu_tanh': the scaled value was gelu(x), dx is x's gradient",
   shape: gradShape,
   reference(inputs, attrs, ctx) {
     const [dxType] = gradShape(inputs, attrs, ctx);
@@ -258,13 +274,17 @@ const IA3ScaleGrad: OpDef = {
     const dy = inputs[0]!;
     const x = inputs[1]!;
     const ls = inputs.slice(first, first + count) as RefTensor[];
+    const act = activationAttr(attrs, ctx);
     const dx = tensor(dxType!.dtype, dxType!.dims);
     if (dx.data.length > 0) {
       const s = vectorProduct(ls, C, -1);
-      for (let i = 0; i < dx.data.length; i++) dx.data[i] = dy.data[i]! * s[i % C]!;
+      for (let i = 0; i < dx.data.length; i++) {
+        const d = dy.data[i]! * s[i % C]!;
+        dx.data[i] = act === undefined ? d : d * geluDerivative(x.data[i]!, act);
+      }
     }
     const colSum = new Float64Array(C);
-    for (let i = 0; i < dy.data.length; i++) colSum[i % C]! += dy.data[i]! * x.data[i]!;
+    for (let i = 0; i < dy.data.length; i++) colSum[i % C]! += dy.data[i]! * (act === undefined ? x.data[i]! : gelu(x.data[i]!, act));
     const dls = ls.map((l, k) => {
       const others = vectorProduct(ls, C, k);
       const dl = tensor(l.dtype, l.dims);
@@ -276,6 +296,7 @@ const IA3ScaleGrad: OpDef = {
   gpu(inputs, _outputs, attrs, ctx): LoweringSteps {
     const { rows, C, first, count } = vectorLayout(inputs, 1, ctx);
     const inputGrad = inputGradAttr(attrs, ctx);
+    const act = activationAttr(attrs, ctx);
     const software = ctx.device.software;
     const t = ia3Tiling(rows, C, BACKWARD_ROWS_PER_THREAD, software);
     const ls = vectorBindings(first, count);
@@ -284,7 +305,7 @@ const IA3ScaleGrad: OpDef = {
     const temps = [4 * t.chunks * C, ...(inputGrad ? [] : [16])];
     const main: Program = {
       kernel: t.vec4 ? gradKernels.v4 : gradKernels.s,
-      overrides: { NL: count, CT: t.ct, RT: t.rt, DX: inputGrad ? 1 : 0 },
+      overrides: { NL: count, CT: t.ct, RT: t.rt, DX: inputGrad ? 1 : 0, ACT: act === undefined ? 0 : act === 'tanh' ? 2 : 1 },
       uniforms: tileUniforms(rows, t),
       workgroups: grid(t.tiles),
     };

@@ -160,15 +160,20 @@ export const softmaxShader = new Shader('softmax.wgsl', softmaxText, {
       ['scale', 'f32'], // MaskedSoftmax: x multiplier
       ['mrank', 'u32'], // MaskedSoftmax: merged leading dims of the mask view
       ['mlast', 'u32'], // MaskedSoftmax: mask stride along the last axis (0 or 1)
+      ['div', 'f32'], // MaskedSoftmax: x divisor; SoftmaxGrad: dx divisor
+      ['fill', 'f32'], // with keep: the argument where keep is false
+      ['keep', 'u32'], // 1: a keep tensor is bound (MaskedSoftmax, SoftmaxGrad)
+      ['klast', 'u32'], // keep stride along the last axis (0 or 1)
       ['mdims', { array: 'u32', length: MAX_VIEW_RANK }],
       ['mstrides', { array: 'u32', length: MAX_VIEW_RANK }],
+      ['kstrides', { array: 'u32', length: MAX_VIEW_RANK }],
     ],
   },
 });
 
-const softmaxRowsKernel = softmaxShader.kernel({ name: 'softmax.rows', entryPoint: 'rows', inputs: ['a', 'b'], outputs: ['dst'], uniforms: 'Params' });
+const softmaxRowsKernel = softmaxShader.kernel({ name: 'softmax.rows', entryPoint: 'rows', inputs: ['a', 'b', 'k'], outputs: ['dst'], uniforms: 'Params' });
 
-const softmaxColsKernel = softmaxShader.kernel({ name: 'softmax.cols', entryPoint: 'cols', inputs: ['a', 'b'], outputs: ['dst'], uniforms: 'Params' });
+const softmaxColsKernel = softmaxShader.kernel({ name: 'softmax.cols', entryPoint: 'cols', inputs: ['a', 'b', 'k'], outputs: ['dst'], uniforms: 'Params' });
 
 /** A softmax problem: the tensor as [outer, len, inner] around the reduced axis. */
 interface SoftmaxView {
@@ -216,22 +221,36 @@ function softmaxRef(z: Float64Array, v: SoftmaxView, log: boolean): Float64Array
   return out;
 }
 
+/**
+ * The broadcast operands of a masked softmax or of a gradient with keep: `bc` over [mask, keep]
+ * (MaskedSoftmax) or [keep] (SoftmaxGrad), `keep` whether a keep tensor is bound.
+ */
 interface MaskView {
   readonly scale: number;
+  readonly div: number;
+  readonly fill: number;
+  readonly keep: boolean;
   readonly bc: RowBroadcast;
 }
 
 /** Lowers one softmax-family op over a view: the `rows` kernel when inner == 1, else `cols`. */
 function softmaxLowering(op: number, v: SoftmaxView, bindings: readonly BufferRef[], ctx: LoweringContext, mask?: MaskView): LoweringSteps {
   if (v.outer * v.len * v.inner === 0) return { steps: [] };
+  // The keep view's strides are the last operand's of bc (the only one for SoftmaxGrad).
+  const k = mask?.keep ? mask.bc.strides.length - 1 : -1;
   const common = {
     len: v.len,
     inner: v.inner,
     scale: mask?.scale ?? 1,
     mrank: mask?.bc.dims.length ?? 0,
-    mlast: mask?.bc.last[0] ?? 0,
+    mlast: op === MASKED ? mask!.bc.last[0]! : 0,
+    div: mask?.div ?? 1,
+    fill: mask?.fill ?? 0,
+    keep: k >= 0 ? 1 : 0,
+    klast: k >= 0 ? mask!.bc.last[k]! : 0,
     mdims: mask?.bc.dims ?? [],
-    mstrides: mask?.bc.strides[0] ?? [],
+    mstrides: op === MASKED ? mask!.bc.strides[0]! : [],
+    kstrides: k >= 0 ? mask!.bc.strides[k]! : [],
   };
   let program: Program;
   if (v.inner === 1) {
@@ -256,8 +275,10 @@ function softmaxLowering(op: number, v: SoftmaxView, bindings: readonly BufferRe
   return { steps: [{ program, bindings }] };
 }
 
-const UNARY: readonly BufferRef[] = [{ in: 0 }, { in: 0 }, { out: 0 }];
-const BINARY: readonly BufferRef[] = [{ in: 0 }, { in: 1 }, { out: 0 }];
+// Bindings a, b, k, dst: an operand the op lacks is bound to input 0 again (never read).
+const UNARY: readonly BufferRef[] = [{ in: 0 }, { in: 0 }, { in: 0 }, { out: 0 }];
+const BINARY: readonly BufferRef[] = [{ in: 0 }, { in: 1 }, { in: 0 }, { out: 0 }];
+const WITH_KEEP: readonly BufferRef[] = [{ in: 0 }, { in: 1 }, { in: 2 }, { out: 0 }];
 
 function softmaxShape(inputs: Inputs<ValueInfo>, attrs: Attrs, ctx: OpContext): TensorType[] {
   const x = need(inputs, 0, ctx);
@@ -284,8 +305,32 @@ function onnxSoftmax(log: boolean, doc: string): OpDef {
   };
 }
 
-function maskedView(x: TensorType, mask: TensorType, attrs: Attrs, ctx: OpContext): MaskView {
-  return { scale: attrFloat(attrs, 'scale', 1), bc: rowBroadcast(x.dims, [mask.dims], ctx) };
+/** The optional keep operand (input 2) of MaskedSoftmax and SoftmaxGrad: bool, broadcast to x. */
+function keepOf(inputs: Inputs<TensorType>, x: TensorType, ctx: OpContext): TensorType | undefined {
+  const keep = inputs[2];
+  if (!keep) return undefined;
+  if (keep.dtype !== 'bool') throw new ShapeError(ctx.opType, ctx.nodeName, `keep must be a bool tensor, got ${keep.dtype}`);
+  requireDims({ dtype: x.dtype, dims: broadcastShapes([x.dims, keep.dims], ctx) }, x.dims, 'x broadcast with keep', ctx);
+  return keep;
+}
+
+/** The broadcast view of a masked softmax (mask given) or of a softmax gradient (no mask). */
+function maskedView(x: TensorType, mask: TensorType | undefined, keep: TensorType | undefined, attrs: Attrs, ctx: OpContext): MaskView {
+  const operands = [...(mask ? [mask.dims] : []), ...(keep ? [keep.dims] : [])];
+  return {
+    scale: attrFloat(attrs, 'scale', 1),
+    div: attrFloat(attrs, 'divisor', 1),
+    fill: attrFloat(attrs, 'fill', 0),
+    keep: keep !== undefined,
+    bc: rowBroadcast(x.dims, operands, ctx),
+  };
+}
+
+/** Whether element (row r, column j) is kept: no keep operand, or its broadcast value is true. */
+function keptAt(keep: RefTensor | undefined, bc: RowBroadcast, r: number, j: number): boolean {
+  if (!keep) return true;
+  const k = bc.strides.length - 1;
+  return keep.data[rowOffset(r, bc.dims, bc.strides[k]!) + j * bc.last[k]!] !== 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -524,7 +569,7 @@ export const normalizationOps = {
 
   MaskedSoftmax: {
     domain: 'ia3',
-    doc: 'softmax(x·scale + mask) over the last axis, mask numpy-broadcast to x; rows with no finite argument give zeros',
+    doc: 'softmax(where(keep, x·scale / divisor, fill) + mask) over the last axis; mask and the optional bool keep numpy-broadcast to x; rows with no finite argument give zeros',
     shape(inputs, attrs, ctx) {
       const x = need(inputs, 0, ctx);
       const mask = need(inputs, 1, ctx);
@@ -532,61 +577,72 @@ export const normalizationOps = {
       requireFloat(mask, 'mask', ctx);
       if (x.dims.length === 0) throw new ShapeError(ctx.opType, ctx.nodeName, 'x must have at least one dim');
       requireDims({ dtype: x.dtype, dims: broadcastShapes([x.dims, mask.dims], ctx) }, x.dims, 'x broadcast with mask', ctx);
-      maskedView(x, mask, attrs, ctx);
+      maskedView(x, mask, keepOf(inputs, x, ctx), attrs, ctx);
       return [{ dtype: x.dtype, dims: [...x.dims] }];
     },
     reference(inputs, attrs, ctx) {
       const x = need(inputs, 0, ctx);
       const mask = need(inputs, 1, ctx);
-      const scale = attrFloat(attrs, 'scale', 1);
+      const keep = inputs[2];
+      const v = maskedView(x, mask, keep, attrs, ctx);
       const len = x.dims[x.dims.length - 1]!;
       const rows = sizeOf(x.dims) / Math.max(1, len);
-      const bc = rowBroadcast(x.dims, [mask.dims], ctx);
       const z = new Float64Array(x.data.length);
       for (let r = 0; r < rows; r++) {
-        const mb = rowOffset(r, bc.dims, bc.strides[0]!);
-        for (let j = 0; j < len; j++) z[r * len + j] = x.data[r * len + j]! * scale + mask.data[mb + j * bc.last[0]!]!;
+        const mb = rowOffset(r, v.bc.dims, v.bc.strides[0]!);
+        for (let j = 0; j < len; j++) {
+          const s = keptAt(keep, v.bc, r, j) ? (x.data[r * len + j]! * v.scale) / v.div : v.fill;
+          z[r * len + j] = s + mask.data[mb + j * v.bc.last[0]!]!;
+        }
       }
       return [{ dtype: x.dtype, dims: [...x.dims], data: softmaxRef(z, { outer: rows, len, inner: 1 }, false) }];
     },
     gpu(inputs, _outputs, attrs, ctx) {
       const x = need(inputs, 0, ctx);
+      const keep = keepOf(inputs, x, ctx);
       const len = x.dims[x.dims.length - 1]!;
       const view = { outer: sizeOf(x.dims.slice(0, -1)), len, inner: 1 };
-      return softmaxLowering(MASKED, view, BINARY, ctx, maskedView(x, need(inputs, 1, ctx), attrs, ctx));
+      return softmaxLowering(MASKED, view, keep ? WITH_KEEP : BINARY, ctx, maskedView(x, need(inputs, 1, ctx), keep, attrs, ctx));
     },
   },
 
   SoftmaxGrad: {
     domain: 'ia3',
-    doc: 'softmax backward: inputs (dy, y), attr axis (default -1); dx = y ⊙ (dy − Σ_axis dy⊙y)',
+    doc: 'softmax backward: inputs (dy, y, [keep]), attrs axis (default -1), divisor (default 1); dx = where(keep, y ⊙ (dy − Σ_axis dy⊙y) / divisor, 0), keep (bool, broadcast to dy) only along the last axis',
     shape(inputs, attrs, ctx) {
       const dy = need(inputs, 0, ctx);
       const y = need(inputs, 1, ctx);
       requireFloat(dy, 'dy', ctx);
       requireFloat(y, 'y', ctx);
       requireDims(y, dy.dims, 'y', ctx);
-      axisView(dy.dims, attrInt(attrs, 'axis', -1), ctx);
+      const v = axisView(dy.dims, attrInt(attrs, 'axis', -1), ctx);
+      if (keepOf(inputs, dy, ctx) && v.inner !== 1) throw new ShapeError(ctx.opType, ctx.nodeName, 'keep is supported along the last axis only');
       return [{ dtype: dy.dtype, dims: [...dy.dims] }];
     },
     reference(inputs, attrs, ctx) {
       const dy = need(inputs, 0, ctx);
       const y = need(inputs, 1, ctx);
+      const keep = inputs[2];
       const v = axisView(dy.dims, attrInt(attrs, 'axis', -1), ctx);
+      const m = maskedView(dy, undefined, keep, attrs, ctx);
       const dx = tensor(dy.dtype, dy.dims);
       for (let o = 0; o < v.outer; o++) {
         for (let i = 0; i < v.inner; i++) {
           const at = (k: number) => (o * v.len + k) * v.inner + i;
           let s = 0;
           for (let k = 0; k < v.len; k++) s += dy.data[at(k)]! * y.data[at(k)]!;
-          for (let k = 0; k < v.len; k++) dx.data[at(k)] = y.data[at(k)]! * (dy.data[at(k)]! - s);
+          for (let k = 0; k < v.len; k++) {
+            dx.data[at(k)] = keptAt(keep, m.bc, o, k) ? (y.data[at(k)]! * (dy.data[at(k)]! - s)) / m.div : 0;
+          }
         }
       }
       return [dx];
     },
     gpu(inputs, _outputs, attrs, ctx) {
       const dy = need(inputs, 0, ctx);
-      return softmaxLowering(SOFTMAX_GRAD, axisView(dy.dims, attrInt(attrs, 'axis', -1), ctx), BINARY, ctx);
+      const keep = keepOf(inputs, dy, ctx);
+      const view = axisView(dy.dims, attrInt(attrs, 'axis', -1), ctx);
+      return softmaxLowering(SOFTMAX_GRAD, view, keep ? WITH_KEEP : BINARY, ctx, maskedView(dy, undefined, keep, attrs, ctx));
     },
   },
 

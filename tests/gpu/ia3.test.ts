@@ -8,6 +8,7 @@ import { grid, type Program } from '../../src/gpu/kernel.js';
 import { fromGpuBytes, toGpuArray, sizeOf, type RefTensor, type ValueInfo } from '../../src/ir/tensor.js';
 import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { deviceTraits } from '../../src/gpu/traits.js';
+import { elementwiseOps } from '../../src/ops/elementwise.js';
 import { ia3Ops, ia3Tiling } from '../../src/ops/ia3.js';
 import type { BufferRef, LoweringSteps } from '../../src/ops/types.js';
 import { getGpu } from '../util/gpu.js';
@@ -124,6 +125,37 @@ for (const softwareAdapter of [false, true]) {
             for (let k = 0; k < c.nl; k++) {
               // f32 sums over `rows` products of magnitude ≤ 1.5^nl.
               expectClose(got[1 + k]!, want[1 + k]!, { rtol: 1e-4, atol: 2e-6 * rows }, `dl${k + 1} ${name(c)} input_grad=${inputGrad}`);
+            }
+          }
+        }
+      });
+
+      it('with a GELU activation: x pre-GELU (a view of dy), gelu inline and GeluGrad fused in', async () => {
+        const gpu = await getGpu();
+        const ctxAct = context('IA3ScaleGrad', 'ia3_gelu_grad', 17, device);
+        const ew = (op: 'Gelu' | 'GeluGrad', inputs: RefTensor[], approximate: string) =>
+          runOnGpu(gpu, elementwiseOps[op], inputs, { approximate }, context(op, op, 20, device));
+        for (const [n, [rows, C]] of [[7, 12], [300, 33], [2, 768]].entries()) {
+          // The pre-GELU state as the MLP writes it ([batch, tokens, C]); dy as c_proj's dX product ([rows, C]).
+          const pre = randomTensor([1, rows, C], 500 + n, -4, 4);
+          const dy = randomTensor([rows, C], 510 + n);
+          const ls = vectors({ lead: [rows], C, nl: 2, colShape: false }, 520 + n);
+          for (const [activation, approximate] of [['gelu', 'none'], ['gelu_tanh', 'tanh']] as const) {
+            for (const inputGrad of [1, 0]) {
+              const attrs = { input_grad: inputGrad, activation };
+              const got = await runOnGpu(gpu, IA3ScaleGrad, [dy, pre, ...ls], attrs, ctxAct);
+              const want = runReference(IA3ScaleGrad, [dy, pre, ...ls], attrs, ctxAct);
+              expect(got[0]!.dims).toEqual(inputGrad ? [1, rows, C] : [0]);
+              expectClose(got[0]!, want[0]!, { rtol: 1e-5, atol: 1e-6 }, `dx ${activation} [${rows},${C}]`);
+              for (let k = 0; k < 2; k++) expectClose(got[1 + k]!, want[1 + k]!, { rtol: 1e-4, atol: 2e-6 * rows }, `dl${k + 1} ${activation}`);
+              // The unfused kernels (Gelu; IA3ScaleGrad; GeluGrad) give the same f32 values, bit for bit.
+              const [g] = await ew('Gelu', [pre], approximate);
+              const plain = await runOnGpu(gpu, IA3ScaleGrad, [dy, { ...g!, dims: [rows, C] }, ...ls], { input_grad: inputGrad }, ctxAct);
+              for (let k = 1; k < 3; k++) expect(Array.from(got[k]!.data), `dl${k} ${activation}`).toEqual(Array.from(plain[k]!.data));
+              if (inputGrad) {
+                const [dpre] = await ew('GeluGrad', [{ ...plain[0]!, dims: [1, rows, C] }, pre], approximate);
+                expect(Array.from(got[0]!.data), `dx ${activation}`).toEqual(Array.from(dpre!.data));
+              }
             }
           }
         }

@@ -154,6 +154,35 @@ describe('MaskedSoftmax on the GPU', () => {
   });
 });
 
+describe('The fused attention softmax (keep and divisor) on the GPU', () => {
+  // GPT-2's Div → Where(causal, ·, fill) → Add(padding mask) → Softmax, as compile/fuse.ts fuses it,
+  // and its backward SoftmaxGrad → Where(causal, ·, 0) → Div; on both load paths and both layouts.
+  const causal = (t: number, len: number): RefTensor => {
+    const k = tensor('bool', [1, 1, t, len]);
+    for (let i = 0; i < t; i++) for (let j = 0; j < len; j++) k.data[i * len + j] = j <= i + len - t ? 1 : 0;
+    return k;
+  };
+  for (const device of [DEFAULT_TRAITS, deviceTraits({ software: true })]) {
+    for (const len of [7, 8]) {
+      it(`matches the reference, row length ${len}${device.software ? ', software layout' : ''}`, async () => {
+        const dims = [2, 3, 5, len];
+        const x = randomTensor(dims, 700 + len, -20, 20);
+        const keep = causal(5, len);
+        for (const mdims of [[2, 1, 1, len], [1]]) {
+          const mask = randomTensor(mdims, 710 + len, -6, 0);
+          for (const fill of [-10000, -3.4028234663852886e38]) {
+            await check('MaskedSoftmax', [x, mask, keep], { divisor: 8, fill }, { rtol: 1e-4, atol: 1e-7 }, 1, false, device);
+          }
+        }
+        const y = f32(runReference(ops.MaskedSoftmax, [x, randomTensor([1], 1), keep], { divisor: 8, fill: -10000 }, context('MaskedSoftmax'))[0]!);
+        const dy = randomTensor(dims, 720 + len);
+        await check('SoftmaxGrad', [dy, y, keep], { axis: -1, divisor: 8 }, { rtol: 1e-3, atol: 1e-6 }, 1, false, device);
+        await check('SoftmaxGrad', [dy, y], { axis: -1, divisor: 3 }, { rtol: 1e-3, atol: 1e-6 }, 1, false, device);
+      });
+    }
+  }
+});
+
 describe('SoftmaxGrad on the GPU', () => {
   it('matches the reference over the last axis and strided axes', async () => {
     for (const [dims, axis] of [

@@ -13,6 +13,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { extendGraph, type GraphBuilder } from '../../src/autograd/builder.js';
 import { buildBackward, gradName, type BackwardGraph } from '../../src/autograd/grad.js';
+import { RECOMPUTE } from '../../src/autograd/remat.js';
+import { fuseGraph } from '../../src/compile/fuse.js';
 import { InputError, UnsupportedOpError } from '../../src/errors.js';
 import type { GpuContext } from '../../src/gpu/device.js';
 import { DEFAULT_TRAITS } from '../../src/gpu/traits.js';
@@ -412,6 +414,35 @@ describe('rematerialisation (what the backward recomputes instead of keeping)', 
         const saved = bytes(bw, spec);
         expect(saved, `${recompute} keeps fewer bytes`).toBeLessThan(last);
         last = saved;
+      }
+    });
+  }
+});
+
+describe('fusion of the step (compile/fuse.ts) on the float64 reference', () => {
+  for (const m of MODELS) {
+    it(`${m.model}/${m.file ?? 'model.onnx'}: the fused step gives the same loss and gradients, for every recompute choice`, () => {
+      const { spec, feeds, vectors } = prepare(m);
+      for (const recompute of RECOMPUTE) {
+        const bw = buildBackward(spec, 'loss', vectors, { recompute });
+        const fused = fuseGraph(bw.graph);
+        const want = runReferenceGraph(bw.graph, feeds);
+        const got = runReferenceGraph(fused, feeds);
+        // Bit for bit: each fused reference computes the chain's float64 operations in its order.
+        expect(got.loss!.data, `${recompute} loss`).toEqual(want.loss!.data);
+        for (const v of vectors) expect(got[gradName(v)]!.data, `${recompute} d/${v}`).toEqual(want[gradName(v)]!.data);
+        const ops = fused.nodes.map((n) => n.opType);
+        if (m.model === 'gpt2') {
+          // GPT-2's attention (Div → Where → Add → Softmax) and its backward are one row pass each,
+          // and IA3 on c_proj's input reads the pre-GELU state: no Gelu in the backward.
+          expect(ops.filter((o) => o === 'Div' || o === 'Where'), recompute).toEqual([]);
+          expect(fused.nodes.filter((n) => n.opType === 'MaskedSoftmax' && n.inputs.length === 3).length).toBeGreaterThan(0);
+          expect(fused.nodes.filter((n) => n.opType === 'SoftmaxGrad' && n.inputs.length === 3).length).toBeGreaterThan(0);
+          expect(fused.nodes.filter((n) => n.opType === 'IA3ScaleGrad' && n.attrs.activation).length, recompute).toBe(1);
+          const count = (g: { nodes: readonly { opType: string }[] }, op: string) => g.nodes.filter((n) => n.opType === op).length;
+          expect(count(bw.graph, 'GeluGrad') - count(fused, 'GeluGrad'), `${recompute}: GeluGrad of the IA3 layer`).toBe(1);
+          expect(fused.nodes.some((n) => n.opType === 'Gelu' && n.name.includes('/remat')), recompute).toBe(false);
+        }
       }
     });
   }

@@ -287,6 +287,12 @@ suite('softmax and normalisation', [
   { name: 'LogSoftmax axis -1', op: 'LogSoftmax', opset: 13, inputs: [rand([2, 3, 4], -2, 2)] },
   { name: 'LogSoftmax-11 default axis', op: 'LogSoftmax', opset: 11, inputs: [rand([2, 3, 4], -2, 2)] },
   { name: 'MaskedSoftmax (mask broadcast, scale)', op: 'MaskedSoftmax', inputs: [rand([2, 3, 4], -2, 2), rand([2, 1, 4])], attrs: { scale: 0.5 } },
+  {
+    name: 'MaskedSoftmax (keep, divisor, fill: the fused attention pattern)',
+    op: 'MaskedSoftmax',
+    inputs: [rand([2, 3, 4], -2, 2), rand([2, 1, 4]), bools([3, 4], [1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0])],
+    attrs: { scale: 0.5, divisor: 3, fill: -10000 },
+  },
   { name: 'LayerNormalization last axis', op: 'LayerNormalization', inputs: [rand([2, 3, 5]), rand([5], 0.5, 1.5), rand([5])], outputs: 1 },
   { name: 'LayerNormalization axis 1, no bias', op: 'LayerNormalization', inputs: [rand([2, 3, 4]), rand([3, 4], 0.5, 1.5)], attrs: { axis: 1, epsilon: 1e-3 }, outputs: 1 },
   { name: 'LayerNormalization frozen scale', op: 'LayerNormalization', inputs: [rand([3, 4]), constF([4]), rand([1, 4])], outputs: 1 },

@@ -90,6 +90,30 @@ describe('MaskedSoftmax reference', () => {
     expect(y!.data[10]).toBe(0);
   });
 
+  it('with keep and divisor is Div → Where(keep, ·, fill) → Add(·, mask) → Softmax', () => {
+    const x = randomTensor([2, 3, 4, 5], 5, -3, 3);
+    const mask = randomTensor([2, 1, 1, 5], 6, -5, 0);
+    const keep = tensor('bool', [4, 5]);
+    for (let i = 0; i < 4; i++) for (let j = 0; j < 5; j++) keep.data[i * 5 + j] = j <= i + 1 ? 1 : 0;
+    const [y] = run('MaskedSoftmax', [x, mask, keep], { scale: 2, divisor: 8, fill: -10000 });
+    const z = tensor('float32', x.dims);
+    for (let i = 0; i < z.data.length; i++) {
+      const kept = keep.data[i % 20] !== 0;
+      z.data[i] = (kept ? (x.data[i]! * 2) / 8 : -10000) + mask.data[Math.floor(i / 60) * 5 + (i % 5)]!;
+    }
+    expectClose(y!, run('Softmax', [z])[0]!, { rtol: 1e-12, atol: 1e-15 });
+    // Its backward op: SoftmaxGrad with keep and divisor is where(keep, SoftmaxGrad / divisor, 0).
+    const dy = randomTensor(x.dims, 7);
+    const [g] = run('SoftmaxGrad', [dy, y!], { axis: -1 });
+    const [gk] = run('SoftmaxGrad', [dy, y!, keep], { axis: -1, divisor: 8 });
+    for (let i = 0; i < g!.data.length; i++) expect(gk!.data[i]).toBe(keep.data[i % 20] ? g!.data[i]! / 8 : 0);
+    const f32 = (dims: number[]): TensorType => ({ dtype: 'float32', dims });
+    const bool = (dims: number[]): TensorType => ({ dtype: 'bool', dims });
+    expect(() => ops.MaskedSoftmax.shape([f32([2, 3, 4]), f32([1]), f32([3, 4])], {}, context('MaskedSoftmax'))).toThrow(ShapeError);
+    expect(() => ops.MaskedSoftmax.shape([f32([2, 3, 4]), f32([1]), bool([2, 2, 3, 4])], {}, context('MaskedSoftmax'))).toThrow(ShapeError);
+    expect(() => ops.SoftmaxGrad.shape([f32([2, 3, 4]), f32([2, 3, 4]), bool([3, 4])], { axis: 1 }, context('SoftmaxGrad'))).toThrow(ShapeError);
+  });
+
   it('rejects a mask that does not broadcast to x', () => {
     const c = context('MaskedSoftmax');
     const f = (m: number[]) => ops.MaskedSoftmax.shape([{ dtype: 'float32', dims: [2, 3, 4] }, { dtype: 'float32', dims: m }], {}, c);
