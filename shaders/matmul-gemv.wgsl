@@ -12,7 +12,7 @@
 // every column), laid out per mode so the inner loop reads one vec4 per row group:
 //   TRANS_B false: As[2k + g] = rows 4g..4g+3 at k;  TRANS_B true: As[r·KC/4 + k/4] = k-quad of row r.
 // ROW_GROUPS (1 or 2) is the number of 4-row groups: M ≤ 4 skips half the FMAs.
-// Batch and tile offsets follow matmul.wgsl's Params; the output is stored as scalars (a tiny part
+// Batch and tile offsets, and the row strides of strided views (lda, ldb, ldy), follow matmul.wgsl's Params; the output is stored as scalars (a tiny part
 // of the traffic here). TRANS_B, VEC_B and ROW_GROUPS shape the hot loop and are overrides; A's
 // transpose and the fused inputs only touch the staging and the epilogue, and are bits of
 // Params.flags as in matmul.wgsl (its F_TRANS_B bit is ignored here).
@@ -67,7 +67,7 @@ fn stageA(lid: u32, k0: u32, aOff: u32) {
     let k = k0 + kk;
     var v = 0.0;
     if (r < P.M && k < P.K) {
-      if (has(F_TRANS_A)) { v = elemA(aOff + k * P.M + r); } else { v = elemA(aOff + r * P.K + k); }
+      if (has(F_TRANS_A)) { v = elemA(aOff + k * P.lda + r); } else { v = elemA(aOff + r * P.lda + k); }
       if (has(F_IN_SCALE)) { v *= inScale[k]; }
     }
     if (TRANS_B) { As[r * KC4 + (kk >> 2u)][kk & 3u] = v; } else { As[2u * kk + (r >> 2u)][r & 3u] = v; }
@@ -79,7 +79,7 @@ fn finish(m: u32, n: u32, s: f32, yOff: u32) {
     var v = P.alpha * s;
     if (has(F_C)) { v += P.beta * C[m * P.cStrideM + n * P.cStrideN]; }
     if (has(F_OUT_SCALE)) { v *= outScale[n]; }
-    Y[yOff + m * P.N + n] = v;
+    Y[yOff + m * P.ldy + n] = v;
   }
 }
 
@@ -89,13 +89,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var rem = bz;
   var aOff = P.aBase;
   var bOff = P.bBase;
+  var yOff = P.yBase;
   for (var d = 0u; d < 4u; d++) {
     let c = rem % P.batchDims[d];
     rem = rem / P.batchDims[d];
     aOff += c * P.aStrides[d];
     bOff += c * P.bStrides[d];
+    yOff += c * P.yStrides[d];
   }
-  let yOff = P.yBase + bz * P.M * P.N;
   var acc: array<vec4<f32>, 8>;
   for (var r = 0u; r < 8u; r++) { acc[r] = vec4<f32>(0.0); }
 
@@ -110,7 +111,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var kk = s; kk < KC; kk += KS_N) {
           let k = k0 + kk;
           if (k >= P.K) { break; }
-          let b = quadB(bOff + k * P.N + n, P.N - n);
+          let b = quadB(bOff + k * P.ldb + n, P.N - n);
           let a0 = As[2u * kk];
           acc[0] += a0.x * b; acc[1] += a0.y * b; acc[2] += a0.z * b; acc[3] += a0.w * b;
           if (ROW_GROUPS > 1u) {
@@ -143,7 +144,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         for (var q = s; q < KC4; q += KS_T) {
           let k = k0 + 4u * q;
           if (k >= P.K) { break; }
-          let b = quadB(bOff + n * P.K + k, P.K - k);
+          let b = quadB(bOff + n * P.ldb + k, P.K - k);
           for (var r = 0u; r < 4u * ROW_GROUPS; r++) { acc[r] += As[r * KC4 + q] * b; }
         }
       }

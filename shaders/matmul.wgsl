@@ -34,9 +34,16 @@
 // to 16 bytes (pool buffers and packed weights always are).
 //
 // Batch: grid z (plus zBase, for batches over 65535) is a linear index over up to four batch dims
-// (batchDims, innermost first) with per-operand element strides (0 for broadcast dims); dims past
-// four are separate dispatches whose offsets arrive in aBase/bBase/yBase. mBase/nBase offset the
-// tile grid the same way when a dimension has over 65535 tiles.
+// (batchDims, innermost first) with per-operand element strides (0 for broadcast dims) for A, B and
+// Y; dims past four are separate dispatches whose offsets arrive in aBase/bBase/yBase. mBase/nBase
+// offset the tile grid the same way when a dimension has over 65535 tiles.
+//
+// Strided views: each matrix is read (A, B) or written (Y) with its own row stride lda, ldb, ldy
+// (the distance between consecutive rows of the stored matrix, ≥ its contiguous extent), so a
+// product reads attention's per-head q, k, v straight from the [B,T,3·H·D] projection and writes
+// its context into [B,T,H·D] (src/compile/views.ts), with no copy. A contiguous operand has
+// lda = K (or M when transposed); the host asks for vec4 loads and stores only where every quad of
+// the view is aligned (row stride, batch strides and offset multiples of 4).
 //
 // Entry points: `main` stores vec4 rows of Y (N a multiple of 4); `main_scalar` stores scalars
 // (a vec4 store there would straddle two invocations' columns). Both bind Y at the same slot.
@@ -107,9 +114,9 @@ var<private> rb3: vec4<f32>;
 
 fn has(f: u32) -> bool { return (P.flags & f) != 0u; }
 
-// The stager of an operand whose tile is X4 quads wide (TM4 or TN4), starting at x0 of X, at
-// element offset `off`; `alongK` when its quads run along K (A [M,K], B [N,K]).
-fn stager(alongK: bool, off: u32, x0: u32, X: u32, X4: u32, lid: u32) -> Stager {
+// The stager of an operand whose tile is X4 quads wide (TM4 or TN4), starting at x0, at element
+// offset `off`, rows `ld` elements apart; `alongK` when its quads run along K (A [M,K], B [N,K]).
+fn stager(alongK: bool, off: u32, x0: u32, ld: u32, X4: u32, lid: u32) -> Stager {
   var s: Stager;
   s.alongK = alongK;
   if (alongK) {
@@ -120,8 +127,8 @@ fn stager(alongK: bool, off: u32, x0: u32, X: u32, X4: u32, lid: u32) -> Stager 
     s.x = x0 + r;
     s.xSlot = NT / KT4;
     s.kStride = 1u;
-    s.idx = off + s.x * P.K + s.k;
-    s.slot = s.xSlot * P.K;
+    s.idx = off + s.x * ld + s.k;
+    s.slot = s.xSlot * ld;
     s.st = s.k * X4 + r / 4u;
     s.stSlot = s.xSlot / 4u;
     s.comp = r % 4u;
@@ -131,9 +138,9 @@ fn stager(alongK: bool, off: u32, x0: u32, X: u32, X4: u32, lid: u32) -> Stager 
     s.kSlot = NT / X4;
     s.x = x0 + 4u * (lid % X4);
     s.xSlot = 0u;
-    s.kStride = X;
-    s.idx = off + s.k * X + s.x;
-    s.slot = s.kSlot * X;
+    s.kStride = ld;
+    s.idx = off + s.k * ld + s.x;
+    s.slot = s.kSlot * ld;
     s.st = lid;
     s.stSlot = NT;
     s.comp = 0u;
@@ -239,17 +246,19 @@ fn gemmTile(wid: vec3<u32>, lid3: vec3<u32>) -> Block {
   var rem = bz;
   var aOff = P.aBase;
   var bOff = P.bBase;
+  var yOff = P.yBase;
   for (var d = 0u; d < 4u; d++) {
     let c = rem % P.batchDims[d];
     rem = rem / P.batchDims[d];
     aOff += c * P.aStrides[d];
     bOff += c * P.bStrides[d];
+    yOff += c * P.yStrides[d];
   }
   let tx = lid3.x;
   let ty = lid3.y;
   let lid = ty * WG_X + tx;
-  sa = stager(!has(F_TRANS_A), aOff, (P.mBase + wid.y) * TM, P.M, TM4, lid);
-  sb = stager(has(F_TRANS_B), bOff, (P.nBase + wid.x) * TN, P.N, TN4, lid);
+  sa = stager(!has(F_TRANS_A), aOff, (P.mBase + wid.y) * TM, P.lda, TM4, lid);
+  sb = stager(has(F_TRANS_B), bOff, (P.nBase + wid.x) * TN, P.ldb, TN4, lid);
 
   var c0 = vec4<f32>(0.0); var c1 = vec4<f32>(0.0); var c2 = vec4<f32>(0.0); var c3 = vec4<f32>(0.0);
   var c4 = vec4<f32>(0.0); var c5 = vec4<f32>(0.0); var c6 = vec4<f32>(0.0); var c7 = vec4<f32>(0.0);
@@ -279,7 +288,7 @@ fn gemmTile(wid: vec3<u32>, lid3: vec3<u32>) -> Block {
     }
     workgroupBarrier();
   }
-  return Block(c0, c1, c2, c3, c4, c5, c6, c7, d0, d1, d2, d3, d4, d5, d6, d7, P.yBase + bz * P.M * P.N);
+  return Block(c0, c1, c2, c3, c4, c5, c6, c7, d0, d1, d2, d3, d4, d5, d6, d7, yOff);
 }
 
 // alpha·acc + beta·C, then ⊙ outScale, for row m and the 4 columns from n (those < N).
@@ -299,7 +308,7 @@ fn epilogue(acc: vec4<f32>, m: u32, n: u32) -> vec4<f32> {
 fn put4(yOff: u32, m: u32, n: u32, r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>) {
   let rows = array<vec4<f32>, 4>(r0, r1, r2, r3);
   for (var i = 0u; i < min(4u, P.M - min(m, P.M)); i++) {
-    Y4[(yOff + (m + i) * P.N + n) >> 2u] = epilogue(rows[i], m + i, n);
+    Y4[(yOff + (m + i) * P.ldy + n) >> 2u] = epilogue(rows[i], m + i, n);
   }
 }
 
@@ -307,7 +316,7 @@ fn put1(yOff: u32, m: u32, n: u32, r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, 
   let rows = array<vec4<f32>, 4>(r0, r1, r2, r3);
   for (var i = 0u; i < min(4u, P.M - min(m, P.M)); i++) {
     let v = epilogue(rows[i], m + i, n);
-    let at = yOff + (m + i) * P.N + n;
+    let at = yOff + (m + i) * P.ldy + n;
     for (var j = 0u; j < min(4u, P.N - n); j++) { Y1[at + j] = v[j]; }
   }
 }

@@ -24,11 +24,13 @@
 // A rewrite only applies when the intermediate value has exactly one reader and is not a graph
 // output (it disappears), the weight is 2-D, and bias/scale vectors have exactly N (or K) elements.
 // The rewritten graph computes the same function; the CPU reference runs the unfused graph, so
-// every fused plan is checked against it by the model tests.
+// every fused plan is checked against it by the model tests. Last, products read and write
+// strided views through the layout ops around them (compile/views.ts).
 
 import type { Attrs } from '../ir/graph.js';
 import type { PlanGraph, PlanNode } from '../ir/static-graph.js';
 import { sizeOf } from '../ir/tensor.js';
+import { foldViews } from './views.js';
 
 /** Returns `graph` with matmul epilogue/prologue fusions applied (a new graph; input unchanged). */
 export function fuseGraph<G extends PlanGraph>(graph: G): G {
@@ -229,5 +231,5 @@ export function fuseGraph<G extends PlanGraph>(graph: G): G {
       }
     }
   }
-  return { ...graph, nodes };
+  return foldViews({ ...graph, nodes });
 }

@@ -9,6 +9,13 @@
 // the device's workgroups per dimension into several dispatches of the same pipeline. The tile is
 // chosen for occupancy on GPUs, or for work per output on software adapters (DeviceTraits.software).
 //
+// FusedMatMul may read A and B, and write Y, as strided views of their buffers (attributes
+// aShape/aStrides/aOffset, bShape/bStrides/bOffset, yShape/yStrides; compile/views.ts sets them):
+// the operand's logical dims at element offset + Σ index·stride. A view whose last dim is not the
+// contiguous one but whose next-to-last is is read as the transposed matrix; every batch dim keeps
+// its own stride. The kernels take a row stride per matrix (lda, ldb, ldy) and per-batch-dim
+// strides, and use vec4 loads/stores only where every quad of the view is aligned.
+//
 // Size: three ops reduced to one batched Problem: its shape rule, float64 reference, tile choice and
 // grid splitting belong together.
 
@@ -20,10 +27,10 @@ import type { DeviceTraits } from '../gpu/traits.js';
 import { Shader } from '../gpu/wgsl.js';
 import { FLOAT_TYPES, int8Storage, q4Storage, type DataType, type WeightStorage } from '../ir/dtype.js';
 import type { Attrs } from '../ir/graph.js';
-import { broadcastShapes, broadcastStrides } from '../ir/shape.js';
+import { broadcastShapes } from '../ir/shape.js';
 import { sizeOf, stridesOf, tensor, type RefTensor, type TensorType, type ValueInfo } from '../ir/tensor.js';
 import type { BufferRef, Inputs, LoweringSteps, OpContext, OpDef, LoweringContext } from './types.js';
-import { attrFloat, attrInt, need } from './util.js';
+import { attrFloat, attrInt, attrInts, need } from './util.js';
 
 const BINDINGS = { inputs: ['a', 'b', 'c', 'inScale', 'outScale'], outputs: ['y'] } as const;
 
@@ -45,6 +52,10 @@ const UNIFORMS: readonly UniformField[] = [
   ['batchDims', { array: 'u32', length: 4 }],
   ['aStrides', { array: 'u32', length: 4 }],
   ['bStrides', { array: 'u32', length: 4 }],
+  ['yStrides', { array: 'u32', length: 4 }],
+  ['lda', 'u32'],
+  ['ldb', 'u32'],
+  ['ldy', 'u32'],
 ];
 
 /** Bits of the kernels' `flags` uniform, written into both shaders as WGSL constants. */
@@ -309,6 +320,13 @@ function checkVector(t: TensorType | undefined, n: number, what: string, ctx: Op
 // ---------------------------------------------------------------------------------------------
 // The problem every op lowers to
 
+/** Element layout of an operand or of Y: logical dims read (written) at offset + Σ index·stride. */
+export interface Strided {
+  readonly dims: readonly number[];
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
 /** One batched product with its fused prologue/epilogue; inputs are op input indices. */
 interface Problem {
   readonly geo: MatmulGeometry;
@@ -322,10 +340,57 @@ interface Problem {
   readonly c?: { readonly index: number; readonly strideM: number; readonly strideN: number };
   readonly inScale?: number;
   readonly outScale?: number;
+  /** Layouts of A and B (their logical dims, before 1-D promotion). */
+  readonly aLayout: Strided;
+  readonly bLayout: Strided;
+  /** Y: the output tensor's dims, and the strides of [...batch, M, N] (promoted dims included) into it. */
+  readonly yDims: readonly number[];
+  readonly yStrides: readonly number[];
+}
+
+/** The row-major layout of `dims` at offset 0. */
+function contiguous(dims: readonly number[]): Strided {
+  return { dims, strides: stridesOf(dims), offset: 0 };
+}
+
+/**
+ * An operand's layout as the kernels read it: per output batch dim (geo.batch, outermost first)
+ * its stride (0 where broadcast), whether the stored matrix is transposed relative to its logical
+ * dims (its last dim is not the contiguous one), and its row stride.
+ */
+interface OperandAccess {
+  readonly batch: number[];
+  readonly flip: boolean;
+  readonly ld: number;
+  readonly offset: number;
+  /** Stride of the matrix's logical rows and columns (reference indexing). */
+  readonly rows: number;
+  readonly cols: number;
+}
+
+function operandAccess(l: Strided, batch: readonly number[], ctx: OpContext, what: string): OperandAccess {
+  // A 1-D operand is a row (A) or column (B) of one contiguous vector: promote as the geometry does.
+  const promoted = l.dims.length === 1 ? (what === 'A' ? [1, l.dims[0]!] : [l.dims[0]!, 1]) : l.dims;
+  const strides = l.dims.length === 1 ? (what === 'A' ? [0, l.strides[0]!] : [l.strides[0]!, 0]) : l.strides;
+  const r = promoted.length;
+  const [R, C] = [promoted[r - 2]!, promoted[r - 1]!];
+  const [sr, sc] = [strides[r - 2]!, strides[r - 1]!];
+  let flip: boolean;
+  let ld: number;
+  if (sc === 1 || C === 1) [flip, ld] = [false, R === 1 ? Math.max(C, 1) : sr];
+  else if (sr === 1 || R === 1) [flip, ld] = [true, C === 1 ? Math.max(R, 1) : sc];
+  else throw new ShapeError(ctx.opType, ctx.nodeName, `${what}'s view has no contiguous dimension (strides [${strides.join(',')}])`);
+  const bs = strides.slice(0, -2);
+  const bd = promoted.slice(0, -2);
+  const out = batch.map((d, i) => {
+    const j = i - (batch.length - bd.length);
+    return j < 0 || bd[j] === 1 || d === 1 ? 0 : bs[j]!;
+  });
+  return { batch: out, flip, ld, offset: l.offset, rows: sr, cols: sc };
 }
 
 /** float64 reference of a Problem, on reference tensors indexed like the op's inputs. */
-function referenceProblem(p: Problem, inputs: Inputs<RefTensor>, dtype: DataType): RefTensor {
+function referenceProblem(p: Problem, inputs: Inputs<RefTensor>, dtype: DataType, ctx: OpContext): RefTensor {
   const { geo, transA, transB } = p;
   const { M, K, N, batch } = geo;
   const A = inputs[p.a]!.data;
@@ -333,61 +398,63 @@ function referenceProblem(p: Problem, inputs: Inputs<RefTensor>, dtype: DataType
   const C = p.c ? inputs[p.c.index]!.data : undefined;
   const sIn = p.inScale === undefined ? undefined : inputs[p.inScale]!.data;
   const sOut = p.outScale === undefined ? undefined : inputs[p.outScale]!.data;
-  const ra = geo.aDims.length;
-  const rb = geo.bDims.length;
-  const aStr = broadcastStrides(geo.aDims.slice(0, -2), batch).map((s) => s * geo.aDims[ra - 1]! * geo.aDims[ra - 2]!);
-  const bStr = broadcastStrides(geo.bDims.slice(0, -2), batch).map((s) => s * geo.bDims[rb - 1]! * geo.bDims[rb - 2]!);
-  const out = tensor(dtype, geo.outDims);
+  const a = operandAccess(p.aLayout, batch, ctx, 'A');
+  const b = operandAccess(p.bLayout, batch, ctx, 'B');
+  const out = tensor(dtype, p.yDims);
   const Y = out.data;
   const nb = sizeOf(batch);
-  const bStrides = stridesOf(batch);
+  const zStrides = stridesOf(batch);
+  // Element (i, j) of opA(A), opB(B): the stored matrix is [M,K] ([K,M] when transposed).
+  const [am, ak] = transA ? [a.cols, a.rows] : [a.rows, a.cols];
+  const [bk, bn] = transB ? [b.cols, b.rows] : [b.rows, b.cols];
+  const [ym, yn] = p.yStrides.slice(-2) as [number, number];
   for (let z = 0; z < nb; z++) {
-    let ao = 0;
-    let bo = 0;
+    let ao = a.offset;
+    let bo = b.offset;
+    let yo = 0;
     for (let d = 0; d < batch.length; d++) {
-      const c = Math.floor(z / bStrides[d]!) % batch[d]!;
-      ao += c * aStr[d]!;
-      bo += c * bStr[d]!;
+      const c = Math.floor(z / zStrides[d]!) % batch[d]!;
+      ao += c * a.batch[d]!;
+      bo += c * b.batch[d]!;
+      yo += c * p.yStrides[d]!;
     }
     for (let m = 0; m < M; m++) {
       for (let n = 0; n < N; n++) {
         let s = 0;
         for (let k = 0; k < K; k++) {
-          const av = A[ao + (transA ? k * M + m : m * K + k)]!;
-          const bv = B[bo + (transB ? n * K + k : k * N + n)]!;
+          const av = A[ao + m * am + k * ak]!;
+          const bv = B[bo + k * bk + n * bn]!;
           s += (sIn ? av * sIn[k]! : av) * bv;
         }
         let v = p.alpha * s;
         if (C) v += p.beta * C[m * p.c!.strideM + n * p.c!.strideN]!;
         if (sOut) v *= sOut[n]!;
-        Y[(z * M + m) * N + n] = v;
+        Y[yo + m * ym + n * yn] = v;
       }
     }
   }
   return out;
 }
 
-/** One merged batch dim: output extent and element strides into A and B. */
+/** One merged batch dim: output extent and element strides into A, B and Y. */
 interface BatchDim {
   size: number;
   a: number;
   b: number;
+  y: number;
 }
 
-/** Batch dims innermost first, size-1 dims dropped, neighbours merged where both strides allow. */
-function mergedBatch(geo: MatmulGeometry): BatchDim[] {
-  const ra = geo.aDims.length;
-  const rb = geo.bDims.length;
-  const aStr = broadcastStrides(geo.aDims.slice(0, -2), geo.batch).map((s) => s * geo.aDims[ra - 1]! * geo.aDims[ra - 2]!);
-  const bStr = broadcastStrides(geo.bDims.slice(0, -2), geo.batch).map((s) => s * geo.bDims[rb - 1]! * geo.bDims[rb - 2]!);
+/** Batch dims innermost first, size-1 dims dropped, neighbours merged where every stride allows. */
+function mergedBatch(batch: readonly number[], a: OperandAccess, b: OperandAccess, y: readonly number[]): BatchDim[] {
   const dims: BatchDim[] = [];
-  for (let d = geo.batch.length - 1; d >= 0; d--) {
-    const size = geo.batch[d]!;
+  for (let d = batch.length - 1; d >= 0; d--) {
+    const size = batch[d]!;
     if (size === 1) continue;
     const inner = dims[dims.length - 1];
-    // An outer dim continues the inner one when each operand's stride steps over the inner extent.
-    if (inner && aStr[d] === inner.a * inner.size && bStr[d] === inner.b * inner.size) inner.size *= size;
-    else dims.push({ size, a: aStr[d]!, b: bStr[d]! });
+    // An outer dim continues the inner one when each stride steps over the inner extent.
+    const s = { a: a.batch[d]!, b: b.batch[d]!, y: y[d]! };
+    if (inner && s.a === inner.a * inner.size && s.b === inner.b * inner.size && s.y === inner.y * inner.size) inner.size *= size;
+    else dims.push({ size, ...s });
   }
   return dims;
 }
@@ -406,13 +473,19 @@ function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: Lower
     : i8
       ? { Q_R: bRows, Q_C: bCols, Q_AXIS: i8.axis, Q_SIGNED: i8.signed ? 1 : 0 }
       : {};
-  const { geo, transA, transB } = p;
+  const { geo } = p;
+  const a = operandAccess(p.aLayout, geo.batch, ctx, 'A');
+  const b = operandAccess(p.bLayout, geo.batch, ctx, 'B');
+  // A view stored transposed relative to its logical dims flips the product's transpose.
+  const transA = p.transA !== a.flip;
+  const transB = p.transB !== b.flip;
+  const ldy = p.yStrides.at(-2)!;
   let { M } = geo;
   const { K, N } = geo;
-  let batch = mergedBatch(geo);
-  // B shared by every batch entry and A contiguous across them (its batch dims then merge into
-  // one of stride M·K): the batch is just more rows of one 2-D product.
-  if (!transA && batch.length === 1 && batch[0]!.b === 0 && batch[0]!.a === M * K) {
+  let batch = mergedBatch(geo.batch, a, b, p.yStrides);
+  // B shared by every batch entry, A and Y contiguous across them (their batch dims then merge into
+  // one of stride M rows): the batch is just more rows of one 2-D product.
+  if (!transA && batch.length === 1 && batch[0]!.b === 0 && batch[0]!.a === M * a.ld && batch[0]!.y === M * ldy) {
     M *= batch[0]!.size;
     batch = [];
   }
@@ -425,7 +498,12 @@ function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: Lower
     (p.c ? F_C : 0) |
     (p.inScale === undefined ? 0 : F_IN_SCALE) |
     (p.outScale === undefined ? 0 : F_OUT_SCALE);
-  const vecB = (transB ? K : N) % 4 === 0;
+  const aOffset = a.offset + (options.aOffset ?? 0);
+  const yOffset = options.yOffset ?? 0;
+  // Quads of a view are aligned when its offset, row stride and batch strides are multiples of 4.
+  const aligned = (extent: number, ld: number, offset: number, strides: readonly number[]): boolean =>
+    extent % 4 === 0 && ld % 4 === 0 && offset % 4 === 0 && strides.every((s) => s % 4 === 0);
+  const vecB = aligned(transB ? K : N, b.ld, b.offset, batch.map((d) => d.b));
   let kernel: KernelDef;
   let overrides: Record<string, number>;
   let tilesM: number;
@@ -438,8 +516,9 @@ function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: Lower
   } else {
     const tile = options.tile ?? pickTile(M, N, nBatch, ctx.device);
     const { WG_X, WG_Y, KT, RM, CN } = tile;
-    kernel = N % 4 === 0 ? kernels.vec4 : kernels.scalar;
-    overrides = { WG_X, WG_Y, KT, RM, CN, VEC_A: (transA ? M : K) % 4 === 0 ? 1 : 0, VEC_B: vecB ? 1 : 0, ...quantOverrides };
+    kernel = aligned(N, ldy, yOffset, batch.map((d) => d.y)) ? kernels.vec4 : kernels.scalar;
+    const vecA = aligned(transA ? M : K, a.ld, aOffset, batch.map((d) => d.a));
+    overrides = { WG_X, WG_Y, KT, RM, CN, VEC_A: vecA ? 1 : 0, VEC_B: vecB ? 1 : 0, ...quantOverrides };
     tilesM = Math.ceil(M / (RM * WG_Y));
     tilesN = Math.ceil(N / (CN * WG_X));
   }
@@ -462,8 +541,19 @@ function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: Lower
     batchDims: pad(inner.map((d) => d.size), 1),
     aStrides: pad(inner.map((d) => d.a), 0),
     bStrides: pad(inner.map((d) => d.b), 0),
+    yStrides: pad(inner.map((d) => d.y), 0),
+    lda: a.ld,
+    ldb: b.ld,
+    ldy,
   };
-  const maxElems = Math.max(sizeOf(geo.aDims) + (options.aOffset ?? 0), sizeOf(geo.bDims), nBatch * M * N + (options.yOffset ?? 0));
+  // The last element each binding is indexed at (32-bit indices in the kernels).
+  const last = (offset: number, rows: number, ld: number, cols: number, ds: (d: BatchDim) => number): number =>
+    offset + (rows - 1) * ld + cols - 1 + batch.reduce((x, d) => x + (d.size - 1) * ds(d), 0);
+  const maxElems = Math.max(
+    last(aOffset, transA ? K : M, a.ld, transA ? M : K, (d) => d.a),
+    last(b.offset, transB ? N : K, b.ld, transB ? K : N, (d) => d.b),
+    last(yOffset, M, ldy, N, (d) => d.y),
+  ) + 1;
   if (maxElems > 0xffffffff) {
     throw new UnsupportedOpError(ctx.opType, ctx.nodeName, `tensors of ${maxElems} elements exceed 32-bit indexing`, ctx.opset);
   }
@@ -471,23 +561,24 @@ function lowerProblem(p: Problem, storage: WeightStorage | undefined, ctx: Lower
   const CH = options.maxWorkgroupsPerDim ?? ctx.device.limits.maxComputeWorkgroupsPerDimension;
   const steps: Program[] = [];
   for (let o = 0; o < nOuter; o++) {
-    let aBase = 0;
-    let bBase = 0;
+    let aBase = aOffset;
+    let bBase = b.offset;
+    let yBase = yOffset;
     let rem = o;
     for (const d of outer) {
       const c = rem % d.size;
       rem = Math.floor(rem / d.size);
       aBase += c * d.a;
       bBase += c * d.b;
+      yBase += c * d.y;
     }
-    const yBase = o * nInner * M * N;
     for (let zBase = 0; zBase < nInner; zBase += CH) {
       for (let mBase = 0; mBase < tilesM; mBase += CH) {
         for (let nBase = 0; nBase < tilesN; nBase += CH) {
           steps.push({
             kernel,
             overrides,
-            uniforms: { ...base, zBase, mBase, nBase, aBase: aBase + (options.aOffset ?? 0), bBase, yBase: yBase + (options.yOffset ?? 0) },
+            uniforms: { ...base, zBase, mBase, nBase, aBase, bBase, yBase },
             workgroups: [Math.min(CH, tilesN - nBase), Math.min(CH, tilesM - mBase), Math.min(CH, nInner - zBase)],
           });
         }
@@ -513,7 +604,51 @@ function matmulProblem(inputs: Inputs<TensorType>, ctx: OpContext): Problem {
   const a = need(inputs, 0, ctx);
   const b = need(inputs, 1, ctx);
   floatOperands(ctx, a, b);
-  return { geo: matmulGeometry(a.dims, b.dims, false, false, ctx), transA: false, transB: false, alpha: 1, beta: 1, a: 0, b: 1 };
+  const geo = matmulGeometry(a.dims, b.dims, false, false, ctx);
+  return { geo, transA: false, transB: false, alpha: 1, beta: 1, a: 0, b: 1, ...contiguousLayouts(a.dims, b.dims, geo) };
+}
+
+/** Layouts of a product whose operands and output are all contiguous. */
+function contiguousLayouts(a: readonly number[], b: readonly number[], geo: MatmulGeometry) {
+  return { aLayout: contiguous(a), bLayout: contiguous(b), yDims: geo.outDims, yStrides: stridesOf([...geo.batch, geo.M, geo.N]) };
+}
+
+/**
+ * FusedMatMul's view of operand `x` (attributes xShape, xStrides, xOffset) of a tensor of `dims`:
+ * contiguous without them; else checked to stay inside the tensor.
+ */
+function operandView(x: 'a' | 'b', dims: readonly number[], attrs: Attrs, ctx: OpContext): Strided {
+  const shape = attrInts(attrs, `${x}Shape`);
+  if (!shape) return contiguous(dims);
+  const strides = attrInts(attrs, `${x}Strides`) ?? [];
+  const offset = attrInt(attrs, `${x}Offset`, 0);
+  const bad = (why: string): never => {
+    throw new ShapeError(ctx.opType, ctx.nodeName, `${x}Shape [${shape.join(',')}], ${x}Strides [${strides.join(',')}], ${x}Offset ${offset}: ${why}`);
+  };
+  if (shape.length < 2 || strides.length !== shape.length) bad('a view needs rank ≥ 2 and one stride per dim');
+  if (offset < 0 || shape.some((d) => d < 1) || strides.some((s) => s < 0)) bad('dims must be positive, strides and offset non-negative');
+  const last = offset + shape.reduce((t, d, i) => t + (d - 1) * strides[i]!, 0);
+  if (last >= sizeOf(dims)) bad(`reads element ${last} of a tensor of ${sizeOf(dims)} elements ${fmt(dims)}`);
+  return { dims: shape, strides, offset };
+}
+
+/**
+ * FusedMatMul's output layout (attributes yShape, yStrides): the product's [...batch, M, N] written
+ * at those strides into a tensor of yShape, which they must cover exactly once (a permutation of
+ * its row-major order, as the Transpose and Reshape it absorbs make).
+ */
+function outputView(geo: MatmulGeometry, attrs: Attrs, ctx: OpContext): { yDims: readonly number[]; yStrides: readonly number[] } {
+  const yDims = attrInts(attrs, 'yShape');
+  if (!yDims) return { yDims: geo.outDims, yStrides: stridesOf([...geo.batch, geo.M, geo.N]) };
+  const yStrides = attrInts(attrs, 'yStrides') ?? [];
+  const dims = [...geo.batch, geo.M, geo.N];
+  const used = dims.map((d, i) => [yStrides[i]!, d] as const).filter(([, d]) => d > 1).sort((x, y) => x[0] - y[0]);
+  let step = 1;
+  const cover = yStrides.length === dims.length && sizeOf(yDims) === sizeOf(dims) && used.every(([s, d]) => s === step && (step *= d) > 0);
+  if (!cover) {
+    throw new ShapeError(ctx.opType, ctx.nodeName, `yShape ${fmt(yDims)} with yStrides [${yStrides.join(',')}] does not hold the product ${fmt(dims)} exactly once`);
+  }
+  return { yDims, yStrides };
 }
 
 function gemmProblem(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext): Problem {
@@ -542,6 +677,7 @@ function gemmProblem(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext): 
     a: 0,
     b: 1,
     ...(cs ? { c: { index: 2, strideM: cs[0], strideN: cs[1] } } : {}),
+    ...contiguousLayouts(a.dims, b.dims, geo),
   };
 }
 
@@ -556,7 +692,9 @@ function fusedProblem(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext):
   }
   const transA = flag(attrs, 'transA');
   const transB = flag(attrs, 'transB');
-  const geo = matmulGeometry(a.dims, b.dims, transA, transB, ctx);
+  const aLayout = operandView('a', a.dims, attrs, ctx);
+  const bLayout = operandView('b', b.dims, attrs, ctx);
+  const geo = matmulGeometry(aLayout.dims, bLayout.dims, transA, transB, ctx);
   checkVector(bias, geo.N, 'bias', ctx);
   checkVector(inScale, geo.K, 'inScale', ctx);
   checkVector(outScale, geo.N, 'outScale', ctx);
@@ -571,6 +709,9 @@ function fusedProblem(inputs: Inputs<TensorType>, attrs: Attrs, ctx: OpContext):
     ...(bias ? { c: { index: 2, strideM: 0, strideN: 1 } } : {}),
     ...(inScale ? { inScale: 3 } : {}),
     ...(outScale ? { outScale: 4 } : {}),
+    aLayout,
+    bLayout,
+    ...outputView(geo, attrs, ctx),
   };
 }
 
@@ -616,10 +757,10 @@ function defineMatmulOp(opType: MatmulOpType, domain: string, doc: string): OpDe
     doc,
     shape(inputs, attrs, ctx) {
       const p = problem(inputs, attrs, ctx);
-      return [{ dtype: inputs[0]!.dtype, dims: [...p.geo.outDims] }];
+      return [{ dtype: inputs[0]!.dtype, dims: [...p.yDims] }];
     },
     reference(inputs, attrs, ctx) {
-      return [referenceProblem(problem(inputs, attrs, ctx), inputs, inputs[0]!.dtype)];
+      return [referenceProblem(problem(inputs, attrs, ctx), inputs, inputs[0]!.dtype, ctx)];
     },
     gpu(inputs, _outputs, attrs, ctx) {
       return lowerMatmul(opType, inputs, attrs, ctx);
@@ -634,6 +775,7 @@ export const matmulOps = {
   FusedMatMul: defineMatmulOp(
     'FusedMatMul',
     'ia3',
-    'Y = ((alpha·(opA(A) ⊙ inScale)·opB(B)) + bias) ⊙ outScale: batched matmul with transposes, IA3 input scale (K), bias and IA3 output scale (N).',
+    'Y = ((alpha·(opA(A) ⊙ inScale)·opB(B)) + bias) ⊙ outScale: batched matmul with transposes, IA3 input scale (K), bias and IA3 output scale (N); ' +
+      'A and B may be read as strided views (aShape/aStrides/aOffset, bShape/bStrides/bOffset: logical dims at offset + Σ index·stride) and Y written as one (yShape, yStrides of [...batch, M, N]).',
   ),
 } satisfies Record<string, OpDef>;

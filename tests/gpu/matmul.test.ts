@@ -1,9 +1,10 @@
 // MatMul, Gemm and FusedMatMul on the GPU against the float64 reference: awkward shapes (dims of
 // 1, primes, non-multiples of the tiles, K = 1, large K), both kernels (tiled and small-M), every
-// tile configuration, batch broadcasting of either operand, every transpose, and every fused input.
+// tile configuration, batch broadcasting of either operand, every transpose, and every fused input;
+// strided views of operands and output (attention's per-head q, k, v) bit for bit as the copies.
 import { describe, expect, it } from 'vitest';
 import type { Attrs } from '../../src/ir/graph.js';
-import { fromGpuBytes, toGpuArray, type RefTensor } from '../../src/ir/tensor.js';
+import { fromGpuBytes, stridesOf, tensor, toGpuArray, type RefTensor } from '../../src/ir/tensor.js';
 import { context, runOnGpu, runReference } from '../../src/ops/execute.js';
 import { lowerMatmul, MATMUL_TILES, matmulOps, SOFTWARE_TILE, type MatmulTile } from '../../src/ops/matmul.js';
 import type { BufferRef, LoweringSteps, OpDef } from '../../src/ops/types.js';
@@ -231,5 +232,93 @@ describe('FusedMatMul on the GPU', () => {
     const s = randomTensor([40], seed++, 0.5, 1.5);
     expect(kernelOf(Fused, [dY, W, undefined, undefined, s], { transB: 1 }, 'FusedMatMul')).toBe('matmul/32x32');
     await check(Fused, 'FusedMatMul', [dY, W, undefined, undefined, s], { transB: 1 }, 3072, 'dX = dY·Wᵀ');
+  });
+});
+
+describe('FusedMatMul on strided views (compile/views.ts)', () => {
+  const Fused = matmulOps.FusedMatMul;
+  /** The elements of a strided view of `x`, gathered into a contiguous tensor (what the copies compute). */
+  function gather(x: RefTensor, dims: number[], strides: number[], offset: number): RefTensor {
+    const out = tensor('float32', dims);
+    const inner = stridesOf(dims);
+    for (let i = 0; i < out.data.length; i++) {
+      let at = offset;
+      for (let d = 0; d < dims.length; d++) at += (Math.floor(i / inner[d]!) % dims[d]!) * strides[d]!;
+      out.data[i] = x.data[at]!;
+    }
+    return out;
+  }
+
+  it('read per-head q, k, v from the packed projection and write the context in place, bit for bit as the copies', async () => {
+    const gpu = await getGpu();
+    const [B, H] = [2, 3];
+    const runs: { what: string; copy: LoweringSteps; view: LoweringSteps; copyIns: RefTensor[]; viewIns: RefTensor[]; attrs: Attrs; out: number[]; unview?: (y: RefTensor) => RefTensor }[] = [];
+    // D = 16: every view aligned (vec4 loads and stores); D = 6: offsets and strides are not (scalar).
+    // T = 36 runs the tiled kernel (a software and a GPU tile), T = 5 the small-M kernel.
+    for (const D of [16, 6]) {
+      for (const T of [36, 5]) {
+        const HD = H * D;
+        const x = rand([B, T, 3 * HD]); // c_attn's product
+        const dy = rand([B, T, HD]); // the context's gradient
+        const probs = rand([B, H, T, T]);
+        const head = { dims: [B, H, T, D], strides: [T * 3 * HD, D, 3 * HD, 1] };
+        const part = (p: number) => ({ aShape: head.dims, aStrides: head.strides, aOffset: p * HD });
+        const asB = (v: { aShape: number[]; aStrides: number[]; aOffset: number }) => ({ bShape: v.aShape, bStrides: v.aStrides, bOffset: v.aOffset });
+        const [q, k, v] = [0, 1, 2].map((p) => gather(x, head.dims, head.strides, p * HD));
+        const kT = { bShape: [B, H, D, T], bStrides: [T * 3 * HD, D, 1, 3 * HD], bOffset: HD }; // k transposed: read with the flip
+        const dyHeads = { dims: [B, H, T, D], strides: [T * HD, D, HD, 1] };
+        const dctx = gather(dy, dyHeads.dims, dyHeads.strides, 0);
+        const inPlace = { yShape: [B, T, H, D], yStrides: [T * HD, D, HD, 1] };
+        // The copy path's [B,H,T,D] result moved to [B,T,H,D], as the Transpose after it does.
+        const toTokens = (y: RefTensor) => gather(y, [B, T, H, D], [H * T * D, D, T * D, 1], 0);
+        const cases: { what: string; copyIns: RefTensor[]; viewIns: RefTensor[]; attrs: Attrs; viewAttrs: Attrs; out: number[]; unview?: (y: RefTensor) => RefTensor }[] = [
+          { what: 'q·kᵀ', copyIns: [q!, k!], viewIns: [x, x], attrs: { transB: 1 }, viewAttrs: { ...part(0), ...asB(part(1)) }, out: [B, H, T, T] },
+          { what: 'q·(kᵀ as a view)', copyIns: [q!, k!], viewIns: [x, x], attrs: { transB: 1 }, viewAttrs: { ...part(0), ...kT, transB: 0 }, out: [B, H, T, T] },
+          { what: 'p·v → [B,T,H,D]', copyIns: [probs, v!], viewIns: [probs, x], attrs: {}, viewAttrs: { ...asB(part(2)), ...inPlace }, out: [B, T, H, D], unview: toTokens },
+          { what: 'pᵀ·dctx (dV) → [B,T,H,D]', copyIns: [probs, dctx], viewIns: [probs, dy], attrs: { transA: 1 }, viewAttrs: { bShape: dyHeads.dims, bStrides: dyHeads.strides, bOffset: 0, ...inPlace }, out: [B, T, H, D], unview: toTokens },
+          { what: 'dctx·vᵀ (dP)', copyIns: [dctx, v!], viewIns: [dy, x], attrs: { transB: 1 }, viewAttrs: { aShape: dyHeads.dims, aStrides: dyHeads.strides, aOffset: 0, ...asB(part(2)) }, out: [B, H, T, T] },
+        ];
+        for (const tile of T > 8 ? [SOFTWARE_TILE, MATMUL_TILES[2]!] : [undefined]) {
+          for (const c of cases) {
+            const infos = (ins: RefTensor[]) => ins.map((t) => ({ dtype: t.dtype, dims: t.dims }));
+            const viewAttrs = { ...c.attrs, ...c.viewAttrs };
+            const options = tile ? { tile } : {};
+            runs.push({
+              what: `${c.what}, D ${D}, T ${T}, ${tile ? `tile ${tile.RM * tile.WG_Y}x${tile.CN * tile.WG_X}` : 'small-M'}`,
+              copy: lowerMatmul('FusedMatMul', infos(c.copyIns), c.attrs, context('FusedMatMul'), options),
+              view: lowerMatmul('FusedMatMul', infos(c.viewIns), viewAttrs, context('FusedMatMul'), options),
+              copyIns: c.copyIns,
+              viewIns: c.viewIns,
+              attrs: viewAttrs,
+              out: c.out,
+              ...(c.unview ? { unview: c.unview } : {}),
+            });
+          }
+        }
+      }
+    }
+    // The aligned views take the vec4 paths, the others the scalar ones.
+    const tiled = (r: (typeof runs)[0]) => r.view.steps[0]!.program;
+    const first = runs.find((r) => r.what.startsWith('q·kᵀ, D 16, T 36'))!;
+    expect([tiled(first).kernel.name, tiled(first).overrides?.VEC_A, tiled(first).overrides?.VEC_B]).toEqual(['matmul', 1, 1]);
+    const odd = runs.find((r) => r.what.startsWith('p·v → [B,T,H,D], D 6, T 36'))!;
+    expect([tiled(odd).kernel.name, tiled(odd).overrides?.VEC_B]).toEqual(['matmul-scalar-store', 0]);
+    expect(runs.find((r) => r.what.includes('small-M'))!.view.steps[0]!.program.kernel.name).toBe('matmul-gemv');
+    await Promise.all(runs.flatMap((r) => [...r.copy.steps, ...r.view.steps].map((s) => gpu.pipelines.get(s.program))));
+    for (const r of runs) {
+      const copied = await runSteps(r.copy, r.copyIns, r.unview ? [r.out[0]!, r.out[2]!, r.out[1]!, r.out[3]!] : r.out);
+      const viewed = await runSteps(r.view, r.viewIns, r.out);
+      expect(viewed.data, r.what).toEqual((r.unview ? r.unview(copied) : copied).data);
+      // And the float64 reference reads the same views.
+      expectClose(viewed, runReference(Fused, r.viewIns, r.attrs, context('FusedMatMul'))[0]!, { rtol: 1e-4, atol: 1e-5 + 2e-6 * 40 }, r.what);
+    }
+  });
+
+  it('rejects a view outside its tensor and an output layout that does not cover the result', () => {
+    const ctx = context('FusedMatMul');
+    const x = { dtype: 'float32' as const, dims: [4, 8] };
+    expect(() => Fused.shape([x, x], { aShape: [4, 8], aStrides: [8, 1], aOffset: 1 }, ctx)).toThrow(/reads element 32 of a tensor of 32 elements/);
+    expect(() => Fused.shape([x, x], { transB: 1, yShape: [4, 4], yStrides: [1, 1] }, ctx)).toThrow(/does not hold the product/);
+    expect(() => Fused.shape([x, x], { aShape: [4, 8], aStrides: [16, 2], aOffset: 0 }, ctx)).toThrow(/reads element/);
   });
 });

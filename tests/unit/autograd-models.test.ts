@@ -442,6 +442,26 @@ describe('fusion of the step (compile/fuse.ts) on the float64 reference', () => 
           const count = (g: { nodes: readonly { opType: string }[] }, op: string) => g.nodes.filter((n) => n.opType === op).length;
           expect(count(bw.graph, 'GeluGrad') - count(fused, 'GeluGrad'), `${recompute}: GeluGrad of the IA3 layer`).toBe(1);
           expect(fused.nodes.some((n) => n.opType === 'Gelu' && n.name.includes('/remat')), recompute).toBe(false);
+          // Attention reads its heads from the c_attn product and writes its context in place
+          // (compile/views.ts): no Transpose or Split copies are left, in the forward, the
+          // recomputation or the backward.
+          expect(count(bw.graph, 'Transpose'), recompute).toBeGreaterThan(0);
+          expect(ops.filter((o) => o === 'Transpose' || o === 'Split'), recompute).toEqual([]);
+          expect(fused.nodes.filter((n) => n.attrs.yShape !== undefined).length, recompute).toBeGreaterThan(0);
+        }
+        if (m.model === 'llama') {
+          // Rotary embeddings (Slice, Neg, Concat, Mul, Add on q and k) are no view: q and k are
+          // still copied to [B,H,T,D] before them and the scores' product reads the rotated values;
+          // v and the context, which no rotary touches, are views.
+          const node = (name: string) => fused.nodes.find((n) => n.name === name);
+          for (const l of layers) {
+            const scores = node(`/model/layers.${l}/self_attn/MatMul`)!;
+            expect(scores.inputs[0], `${recompute} layer ${l}`).toBe(`/model/layers.${l}/self_attn/Add_output_0`);
+            expect(scores.attrs.aShape, `${recompute} layer ${l}`).toBeUndefined();
+            expect(node(`/model/layers.${l}/self_attn/Transpose`)?.opType, `${recompute} layer ${l}`).toBe('Transpose');
+            expect(node(`/model/layers.${l}/self_attn/Transpose_1`)?.opType, `${recompute} layer ${l}`).toBe('Transpose');
+            expect(node(`/model/layers.${l}/self_attn/MatMul_1`)?.attrs.yShape, `${recompute} layer ${l}`).toBeDefined();
+          }
         }
       }
     });
