@@ -3,8 +3,9 @@
 // After the reverse pass, every forward value a backward node reads lives from its definition to
 // that read: at GPT-2-small's 8×128 tokens that is ~54 MiB a layer. Much of it is cheap to compute
 // again from values the backward keeps anyway: the post-GELU hidden state from the pre-GELU one
-// (which GeluGrad reads), attention's per-head q, k, v copies from the c_attn product (which
-// IA3's gradient reads), the attention probabilities from q and k (a small product, the mask and
+// (which GeluGrad reads), attention's per-head q, k, v from the c_attn product (which IA3's
+// gradient reads; compile/views.ts then turns the recomputed copies into strided reads of it),
+// the attention probabilities from q and k (a small product, the mask and
 // a softmax, as flash attention's backward does). `rematerialize` rewrites the backward to do so:
 // a saved value whose producer is a cheap op (element-wise, layout, softmax, a product of two
 // activations — never a product with a weight, a normalisation, a reduction) and whose inputs,

@@ -321,7 +321,7 @@ function checkVector(t: TensorType | undefined, n: number, what: string, ctx: Op
 // The problem every op lowers to
 
 /** Element layout of an operand or of Y: logical dims read (written) at offset + Σ index·stride. */
-export interface Strided {
+interface Strided {
   readonly dims: readonly number[];
   readonly strides: readonly number[];
   readonly offset: number;
@@ -629,6 +629,9 @@ function operandView(x: 'a' | 'b', dims: readonly number[], attrs: Attrs, ctx: O
   if (offset < 0 || shape.some((d) => d < 1) || strides.some((s) => s < 0)) bad('dims must be positive, strides and offset non-negative');
   const last = offset + shape.reduce((t, d, i) => t + (d - 1) * strides[i]!, 0);
   if (last >= sizeOf(dims)) bad(`reads element ${last} of a tensor of ${sizeOf(dims)} elements ${fmt(dims)}`);
+  // The kernels stage quads along a contiguous dim: the last or the next-to-last.
+  const r = shape.length;
+  if (!(strides[r - 1] === 1 || shape[r - 1] === 1 || strides[r - 2] === 1 || shape[r - 2] === 1)) bad('neither of the last two dims is contiguous');
   return { dims: shape, strides, offset };
 }
 
@@ -647,6 +650,10 @@ function outputView(geo: MatmulGeometry, attrs: Attrs, ctx: OpContext): { yDims:
   const cover = yStrides.length === dims.length && sizeOf(yDims) === sizeOf(dims) && used.every(([s, d]) => s === step && (step *= d) > 0);
   if (!cover) {
     throw new ShapeError(ctx.opType, ctx.nodeName, `yShape ${fmt(yDims)} with yStrides [${yStrides.join(',')}] does not hold the product ${fmt(dims)} exactly once`);
+  }
+  // The kernels store along N: its elements must be adjacent.
+  if (yStrides[dims.length - 1] !== 1 && geo.N !== 1) {
+    throw new ShapeError(ctx.opType, ctx.nodeName, `yStrides [${yStrides.join(',')}] must keep the product's last dim contiguous (stride 1)`);
   }
   return { yDims, yStrides };
 }

@@ -320,5 +320,7 @@ describe('FusedMatMul on strided views (compile/views.ts)', () => {
     expect(() => Fused.shape([x, x], { aShape: [4, 8], aStrides: [8, 1], aOffset: 1 }, ctx)).toThrow(/reads element 32 of a tensor of 32 elements/);
     expect(() => Fused.shape([x, x], { transB: 1, yShape: [4, 4], yStrides: [1, 1] }, ctx)).toThrow(/does not hold the product/);
     expect(() => Fused.shape([x, x], { aShape: [4, 8], aStrides: [16, 2], aOffset: 0 }, ctx)).toThrow(/reads element/);
+    expect(() => Fused.shape([x, x], { aShape: [2, 4], aStrides: [2, 8], aOffset: 0, transB: 1 }, ctx)).toThrow(/neither of the last two dims is contiguous/);
+    expect(() => Fused.shape([x, x], { transB: 1, yShape: [4, 4], yStrides: [1, 4] }, ctx)).toThrow(/last dim contiguous/);
   });
 });
