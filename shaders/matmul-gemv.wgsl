@@ -12,10 +12,11 @@
 // every column), laid out per mode so the inner loop reads one vec4 per row group:
 //   TRANS_B false: As[2k + g] = rows 4g..4g+3 at k;  TRANS_B true: As[r·KC/4 + k/4] = k-quad of row r.
 // ROW_GROUPS (1 or 2) is the number of 4-row groups: M ≤ 4 skips half the FMAs.
-// Batch and tile offsets, and the row strides of strided views (lda, ldb, ldy), follow matmul.wgsl's Params; the output is stored as scalars (a tiny part
-// of the traffic here). TRANS_B, VEC_B and ROW_GROUPS shape the hot loop and are overrides; A's
-// transpose and the fused inputs only touch the staging and the epilogue, and are bits of
-// Params.flags as in matmul.wgsl (its F_TRANS_B bit is ignored here).
+// Batch and tile offsets, and the row strides of strided views (lda, ldb, ldy), follow
+// matmul.wgsl's Params; the output is stored as scalars (a tiny part of the traffic here).
+// TRANS_B, VEC_B and ROW_GROUPS shape the hot loop and are overrides; A's transpose and the fused
+// inputs only touch the staging and the epilogue, and are bits of Params.flags as in matmul.wgsl
+// (its F_TRANS_B bit is ignored here).
 
 override TRANS_B: bool = false;
 override VEC_B: bool = false;
