@@ -12,8 +12,12 @@
 #   /usr/bin/python3 demo/tools/style-recipe.py --lr 0.02 --steps 24 --seqlen 32 --eval 64
 #   /usr/bin/python3 demo/tools/style-recipe.py --lr 0.1 --steps 64 --targets all-linear --every 16
 #   /usr/bin/python3 demo/tools/style-recipe.py --targets all-linear --text /tmp/other.txt   # another text
+#   /usr/bin/python3 demo/tools/style-recipe.py --targets all-linear --lr 0.1 --steps 40 --samples --references
+#   /usr/bin/python3 demo/tools/style-recipe.py --score " a sample the page showed"   # the proxy alone
 #
-# Prints the held-out perplexity before and after (and every `--every` steps) as JSON lines.
+# Prints the held-out perplexity before and after (and every `--every` steps) as JSON lines; with
+# --samples, samples drawn as the page draws them (same seeds, top-k, temperature, prompt, window)
+# before and after training, scored by the "reads like the target" proxy defined below.
 # Requirements: Debian's python3-torch and python3-onnx; nothing is written.
 
 import argparse
@@ -248,16 +252,26 @@ def main():
     ap.add_argument("--feedforward", default="mlp.c_proj")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--every", type=int, default=0, help="also measure every N steps")
+    ap.add_argument("--full", action="store_true", help="train every weight of the model instead of IA3 vectors "
+                    "(a comparison: what the base model could learn from the text; use a small --lr, e.g. 0.001)")
     ap.add_argument("--text", default=str(TEXT), help="the style text (default: the page's preset)")
     ap.add_argument("--samples", action="store_true", help="sample before and after training, and score the samples with the proxy")
-    ap.add_argument("--prompt", default="Call me")
+    ap.add_argument("--prompt", action="append", help="the samples' prompt (the page's: \"Call me\"); repeat to try several")
     ap.add_argument("--tokens", type=int, default=32, help="tokens per sample")
     ap.add_argument("--topk", default="40", help="comma-separated: every k is tried with every temperature")
     ap.add_argument("--temperature", default="0.8", help="comma-separated")
     ap.add_argument("--sample-seeds", default="42,1,2,3,4,5,6,7", help="comma-separated sampling seeds")
     ap.add_argument("--references", action="store_true", help="also score Melville's held-out text, held-out addresses, "
                     "and the models' continuations of held-out passages (the proxy's scale)")
+    ap.add_argument("--score", action="append", help="only score this text (e.g. a sample the page showed) with the proxy; repeatable")
     a = ap.parse_args()
+    if a.score:  # the proxy alone: no model, no training
+        bpe = tokenizer()
+        ids = bpe.encode(Path(a.text).read_text())
+        proxy = StyleProxy(bpe.decode(ids[:int(len(ids) * TRAIN_FRACTION)]), [d["text"] for d in pretrain.load_corpus()[0]])
+        for text in a.score:
+            print(json.dumps(dict(text=text, **{k: round(v, 3) for k, v in proxy.score(text).items()})), flush=True)
+        return
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     model, pad = load_model()
@@ -266,7 +280,10 @@ def main():
     cut = int(len(ids) * TRAIN_FRACTION)
     train, held_out = windows(ids[:cut], a.seqlen), windows(ids[cut:], a.seqlen)[:a.eval]
     targets = ALL_LINEAR if a.targets == "all-linear" else a.targets.split(",")
-    vectors = add_ia3(model, targets, a.feedforward.split(",") if a.feedforward else [])
+    if a.full:
+        vectors = [p.requires_grad_(True) for p in model.parameters()]
+    else:
+        vectors = add_ia3(model, targets, a.feedforward.split(",") if a.feedforward else [])
     report = lambda **kw: print(json.dumps(kw), flush=True)
     before = perplexity(model, held_out, pad)
     report(step=0, perplexity=round(before, 2), train_windows=len(train), held_out_windows=len(held_out), vectors=sum(v.numel() for v in vectors))
@@ -276,6 +293,7 @@ def main():
         proxy = StyleProxy(bpe.decode(ids[:cut]), [d["text"] for d in addresses_train])
         settings = [(int(k), float(t)) for k in a.topk.split(",") for t in a.temperature.split(",")]
         seeds = [int(x) for x in a.sample_seeds.split(",")]
+        prompts = a.prompt or ["Call me"]
         # Held-out passages: 16 tokens of prompt, then the text's own next `tokens` tokens.
         rest = ids[cut:]
         starts = [i * (len(rest) - 16 - a.tokens) // 8 for i in range(8)]
@@ -289,9 +307,9 @@ def main():
 
     def sample_all(which):
         for k, t in settings:
-            if a.samples:
-                texts = [bpe.decode(generate(model, bpe.encode(a.prompt), a.tokens, a.seqlen, k, t, seed)) for seed in seeds]
-                report(which=which, prompt=a.prompt, k=k, temperature=t, seeds=len(seeds), **mean_scores([proxy.score(x) for x in texts]), first=a.prompt + texts[0])
+            for prompt in prompts if a.samples else []:
+                texts = [bpe.decode(generate(model, bpe.encode(prompt), a.tokens, a.seqlen, k, t, seed)) for seed in seeds]
+                report(which=which, prompt=prompt, k=k, temperature=t, seeds=len(seeds), **mean_scores([proxy.score(x) for x in texts]), first=prompt + texts[0])
             if a.references:
                 texts = [bpe.decode(generate(model, p, a.tokens, a.seqlen, k, t, seed)) for p, _ in passages for seed in seeds[:2]]
                 report(which=which, continuation="of 8 held-out passages", k=k, temperature=t, **mean_scores([proxy.score(x) for x in texts]),
