@@ -298,9 +298,9 @@ function poolingFor(model: Model): Pooling {
 /** A mail's class scores from the model's output: pooled as the training loss pools them. */
 function pooledScores(out: TensorData, row: number, length: number, pooling: Pooling): number[] {
   if (pooling === 'last' || out.dims.length !== 3) return [...rowAt(out, row, length - 1)];
-  const pooled = [...rowAt(out, row, 0)];
-  for (let t = 1; t < length; t++) rowAt(out, row, t).forEach((v, c) => (pooled[c] = pooling === 'max' ? Math.max(pooled[c]!, v) : pooled[c]! + v));
-  return pooling === 'mean' ? pooled.map((v) => v / length) : pooled;
+  const sum = new Array<number>(out.dims[2]!).fill(0);
+  for (let t = 0; t < length; t++) rowAt(out, row, t).forEach((v, c) => (sum[c]! += v / length));
+  return sum;
 }
 
 function classExamples(s: TaskState, items: readonly LabelledText[], seqLen: number): Example[] {

@@ -4,19 +4,21 @@
 # c_attn (output scale) + mlp.c_proj (feed-forward: input scale) at their identity init, the
 # `score` head trained (modules_to_save), the page's tokens (demo/tools/spam-replica-ids.mjs),
 # AdamW (weight decay 0, eps 1e-8), gradient clipping 1.0, the page's warm-up (settings.ts
-# warmupStepsFor) then linear decay, and the pooling of the scores (last real token or mean over
-# the real tokens). Prints one JSON line: first/last mean losses, validation (first 200 mails)
-# and test accuracy with spam precision and recall (--probe: those of the best linear head on the
-# frozen model's pooled features instead, fitted to convergence on the whole training split: the
-# ceiling of training the head alone; --bow presence|meanfreq: those of the same logistic regression
-# on the bag of the page's BPE tokens instead of the model, presence (0/1 per vocabulary entry) or
-# mean frequency (what a per-token score pooled by its mean can express): whether the tokenizer and
-# the context or the model's 192-d features limit the filter). It drew the same test figures as the browser for the quick
-# preset on mail-gpt2 (README, "Demo"); the order of the training mails is its own.
+# warmupStepsFor) then linear decay, and the pooling of the per-position scores over the real
+# tokens (--pool: the last one, their mean, their sum, their class-wise max, or their class-wise
+# τ·logsumexp(s/τ), --tau). Prints one JSON line: first/last mean losses, validation (first 200
+# mails) and test accuracy with spam precision and recall (--probe: those of the best linear head
+# on the frozen model's features so pooled instead, fitted to convergence on the whole training
+# split: the ceiling of training the head alone; --bow presence|count|meanfreq: those of the same
+# logistic regression on the bag of the page's BPE tokens instead of the model, presence (0/1 per
+# vocabulary entry), count (what a per-token score pooled by its sum can express) or mean
+# frequency (by its mean): whether the tokenizer and the context or the model's 192-d features
+# limit the filter). It drew the same test figures as the browser for the quick preset on
+# mail-gpt2 (README, "Demo"); the order of the training mails is its own.
 #
 #   node demo/tools/spam-replica-ids.mjs demo/public/models/mail-gpt2 /tmp/ids.json
 #   /usr/bin/python3 demo/tools/spam-replica.py --ids /tmp/ids.json --steps 200 --L 64 --pool mean
-#   /usr/bin/python3 demo/tools/spam-replica.py --ids /tmp/ids.json --L 64 --bow presence
+#   /usr/bin/python3 demo/tools/spam-replica.py --ids /tmp/ids.json --L 64 --bow presence --probe-l2 0.01
 import json, math, sys, time, argparse, random
 import numpy as np, onnx, torch, torch.nn.functional as F
 from onnx import numpy_helper

@@ -4,11 +4,9 @@
 //              tokens not ignored (labels are the input ids with padding set to −100)
 //   SEQ_CLS    loss = CrossEntropy(logits [batch, num_labels], labels [batch]); a decoder's
 //              per-position scores [batch, sequence, num_labels] are pooled first: at the last real
-//              token (Hugging Face's choice, the default) or, at the caller's choice, over the real
-//              tokens — their mean (`pooling: 'mean'`: the head is linear, so this is the head
-//              applied to the mean hidden state, closer to a bag of words), their sum ('sum': a
-//              naive Bayes's form, per-token evidence added up) or their class-wise maximum
-//              ('max': the strongest evidence anywhere in the sequence)
+//              token (Hugging Face's choice, the default) or, at the caller's choice, their mean
+//              over the real tokens (`pooling: 'mean'`: the head is linear, so this is the head
+//              applied to the mean hidden state — closer to a bag of words)
 //
 // The loss nodes are ordinary IR nodes, so the same graph runs on the GPU plan and on the float64
 // CPU executor, and autograd differentiates it. It is a pure rewrite of the graph IR, the head of
@@ -28,21 +26,15 @@ import { findLmHead } from '../onnx/heads.js';
 
 export type LossTask = 'CAUSAL_LM' | 'SEQ_CLS';
 
-/**
- * How a decoder's per-position class scores are pooled for SEQ_CLS: the last real token (HF's), or
- * over the real tokens their mean, their sum, or their class-wise maximum.
- */
-export type Pooling = 'last' | 'mean' | 'sum' | 'max';
-export const POOLINGS: readonly Pooling[] = ['last', 'mean', 'sum', 'max'];
+/** How a decoder's per-position class scores are pooled for SEQ_CLS: the last real token (HF's), or their mean over the real tokens. */
+export type Pooling = 'last' | 'mean';
+export const POOLINGS: readonly Pooling[] = ['last', 'mean'];
 
 /** Name of the labels input and of the loss output added by `withLoss`. */
 export const LABELS = 'labels';
 export const LOSS = 'loss';
 /** For SEQ_CLS with a decoder: the pooled class scores [batch, classes] (a graph output). */
 export const SCORES = 'loss/scores';
-
-/** What 'max' pooling subtracts from a padded position's scores: far below any real score, finite in float32. */
-const MASKED_SCORE = 1e9;
 
 const i64 = (name: string, values: bigint[]): Initializer => ({ name, dtype: 'int64', dims: [values.length], data: BigInt64Array.from(values) });
 
@@ -100,58 +92,38 @@ export function withLoss(graph: Graph, task: LossTask, options: LossOptions = {}
     throw new InputError(`pooling '${pooling}' applies to a decoder's per-position class scores (SEQ_CLS, logits [batch, sequence, classes]); this ${task} model's '${logits}' ${task === 'SEQ_CLS' ? 'is already pooled' : 'is not classified'}`);
   }
   if (task === 'SEQ_CLS' && logitsRank === 3) {
+    // A decoder's classification head scores every position, and the pooled scores are
+    // Σ_t logits[b, t, :] · w[b, t], differentiable with ordinary ops. Hugging Face pools the last
+    // real token: w is one-hot, relu(mask[t] − mask[t+1]) (right or left padding alike). The mean
+    // weighs every real token alike: w = mask[t] / Σ_t mask[t].
     if (!graph.inputs.some((i) => i.name === 'attention_mask')) {
       throw new InputError(`sequence classification with a decoder needs an attention_mask input to find the ${pooling === 'last' ? 'last token' : 'real tokens'}`);
     }
-    const opset = graph.opsets.get('') ?? 0;
-    if (opset < 13) throw new InputError('sequence classification with a decoder needs an opset ≥ 13 model');
+    if ((graph.opsets.get('') ?? 0) < 13) throw new InputError('sequence classification with a decoder needs an opset ≥ 13 model');
     for (const t of [i64('loss/zero', [0n]), i64('loss/one', [1n]), i64('loss/end', [2n ** 62n]), i64('loss/axis2', [2n])]) initializers.set(t.name, t);
-    const f32 = (name: string, value: number): void => void initializers.set(name, { name, dtype: 'float32', dims: [], data: new Float32Array([value]) });
+    initializers.set('loss/zero_f', { name: 'loss/zero_f', dtype: 'float32', dims: [], data: new Float32Array([0]) });
     const n = (name: string, opType: string, inputs: string[], outputs: string[], attrs: Node['attrs'] = {}): Node => ({ name, opType, domain: '', inputs, outputs, attrs });
     nodes.push(n('loss/mask', 'Cast', ['attention_mask'], ['loss/mask_f'], { to: 1 }));
-    if (pooling === 'max') {
-      // max_t (logits[b, t, :] − BIG·(1 − mask[b, t])): padding never wins while a row has a real
-      // token, and real positions are read exactly (their offset is 0). ReduceMax's VJP sends the
-      // gradient to the maximising position (ties share it).
-      f32('loss/one_f', 1);
-      f32('loss/big', MASKED_SCORE);
-      const axes: { inputs: string[]; attrs: Node['attrs'] } = opset >= 18 ? { inputs: ['loss/one'], attrs: { keepdims: 0 } } : { inputs: [], attrs: { keepdims: 0, axes: [1] } };
-      nodes.push(
-        n('loss/mask3', 'Unsqueeze', ['loss/mask_f', 'loss/axis2'], ['loss/mask3']),
-        n('loss/pad', 'Sub', ['loss/one_f', 'loss/mask3'], ['loss/pad']),
-        n('loss/pad_offset', 'Mul', ['loss/pad', 'loss/big'], ['loss/pad_offset']),
-        n('loss/masked', 'Sub', [logits, 'loss/pad_offset'], ['loss/masked']),
-        n('loss/pool', 'ReduceMax', ['loss/masked', ...axes.inputs], [SCORES], axes.attrs),
-      );
-    } else {
-      // The other poolings are Σ_t logits[b, t, :] · w[b, t], differentiable with ordinary ops.
-      // Hugging Face pools the last real token: w is one-hot, relu(mask[t] − mask[t+1]) (right or
-      // left padding alike). The mean weighs every real token alike, w = mask[t] / Σ_t mask[t];
-      // the sum, w = mask[t].
-      f32('loss/zero_f', 0);
-      const weights =
-        pooling === 'sum'
-          ? []
-          : pooling === 'mean'
-            ? [
-                n('loss/mask_count', 'ReduceSum', ['loss/mask_f', 'loss/one'], ['loss/mask_count'], { keepdims: 1 }),
-                n('loss/mean', 'Div', ['loss/mask_f', 'loss/mask_count'], ['loss/pool_w']),
-              ]
-            : [
-                n('loss/mask_next', 'Slice', ['loss/mask_f', 'loss/one', 'loss/end', 'loss/one'], ['loss/mask_next']),
-                n('loss/mask_first', 'Slice', ['loss/mask_f', 'loss/zero', 'loss/one', 'loss/one'], ['loss/mask_first']),
-                n('loss/zero_col', 'Mul', ['loss/mask_first', 'loss/zero_f'], ['loss/zero_col']),
-                n('loss/mask_shift', 'Concat', ['loss/mask_next', 'loss/zero_col'], ['loss/mask_shift'], { axis: 1 }),
-                n('loss/last_diff', 'Sub', ['loss/mask_f', 'loss/mask_shift'], ['loss/last_diff']),
-                n('loss/last', 'Relu', ['loss/last_diff'], ['loss/pool_w']),
-              ];
-      nodes.push(
-        ...weights,
-        n('loss/pool_w3', 'Unsqueeze', [pooling === 'sum' ? 'loss/mask_f' : 'loss/pool_w', 'loss/axis2'], ['loss/pool_w3']),
-        n('loss/weighted', 'Mul', [logits, 'loss/pool_w3'], ['loss/weighted']),
-        n('loss/pool', 'ReduceSum', ['loss/weighted', 'loss/one'], [SCORES], { keepdims: 0 }),
-      );
-    }
+    const weights =
+      pooling === 'mean'
+        ? [
+            n('loss/mask_count', 'ReduceSum', ['loss/mask_f', 'loss/one'], ['loss/mask_count'], { keepdims: 1 }),
+            n('loss/mean', 'Div', ['loss/mask_f', 'loss/mask_count'], ['loss/pool_w']),
+          ]
+        : [
+            n('loss/mask_next', 'Slice', ['loss/mask_f', 'loss/one', 'loss/end', 'loss/one'], ['loss/mask_next']),
+            n('loss/mask_first', 'Slice', ['loss/mask_f', 'loss/zero', 'loss/one', 'loss/one'], ['loss/mask_first']),
+            n('loss/zero_col', 'Mul', ['loss/mask_first', 'loss/zero_f'], ['loss/zero_col']),
+            n('loss/mask_shift', 'Concat', ['loss/mask_next', 'loss/zero_col'], ['loss/mask_shift'], { axis: 1 }),
+            n('loss/last_diff', 'Sub', ['loss/mask_f', 'loss/mask_shift'], ['loss/last_diff']),
+            n('loss/last', 'Relu', ['loss/last_diff'], ['loss/pool_w']),
+          ];
+    nodes.push(
+      ...weights,
+      n('loss/pool_w3', 'Unsqueeze', ['loss/pool_w', 'loss/axis2'], ['loss/pool_w3']),
+      n('loss/weighted', 'Mul', [logits, 'loss/pool_w3'], ['loss/weighted']),
+      n('loss/pool', 'ReduceSum', ['loss/weighted', 'loss/one'], [SCORES], { keepdims: 0 }),
+    );
     scores = SCORES;
   }
   nodes.push({

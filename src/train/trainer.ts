@@ -78,8 +78,7 @@ export interface TrainingArguments {
   checkpointSteps?: number;
   /**
    * Sequence classification with a decoder (per-position class scores): 'last' pools the last real
-   * token, as Hugging Face does (the default); 'mean' averages the scores over the real tokens,
-   * 'sum' adds them up, 'max' takes each class's largest score over them.
+   * token, as Hugging Face does (the default); 'mean' averages the scores over the real tokens.
    */
   pooling?: Pooling;
   /**
