@@ -31,6 +31,7 @@
 import type { Attrs } from '../ir/graph.js';
 import type { PlanGraph, PlanNode } from '../ir/static-graph.js';
 import { sizeOf, stridesOf } from '../ir/tensor.js';
+import { readableView } from '../ops/matmul.js';
 
 /** Layout ops whose result is a strided view of their first input (when the dims allow). */
 const RESHAPES = new Set(['Reshape', 'Squeeze', 'Unsqueeze', 'Flatten', 'Identity']);
@@ -74,6 +75,11 @@ function reshapeStrides(view: View, dims: readonly number[]): number[] | undefin
   return strides;
 }
 
+/** A Transpose's permutation of a rank-`rank` input (ONNX's default reverses the dims). */
+function permOf(node: PlanNode, rank: number): readonly number[] {
+  return (node.attrs.perm as readonly number[] | undefined) ?? Array.from({ length: rank }, (_, i) => rank - 1 - i);
+}
+
 /** `node` (a layout op) applied to `view` for its output `out`, or undefined when that is no view. */
 function step(node: PlanNode, out: number, view: View, graph: PlanGraph): View | undefined {
   const dimsOf = (v: string) => graph.types.get(v)?.dims;
@@ -85,7 +91,7 @@ function step(node: PlanNode, out: number, view: View, graph: PlanGraph): View |
   }
   if (node.opType === 'Transpose') {
     const rank = view.dims.length;
-    const perm = (node.attrs.perm as readonly number[] | undefined) ?? view.dims.map((_, i) => rank - 1 - i);
+    const perm = permOf(node, rank);
     if (perm.length !== rank) return undefined;
     return { dims: perm.map((p) => view.dims[p]!), strides: perm.map((p) => view.strides[p]!), offset: view.offset };
   }
@@ -131,13 +137,6 @@ export function foldViews<G extends PlanGraph>(graph: G): G {
     for (const c of chain) if (view) view = step(c.node, c.out, view, graph);
     return view && { source, view };
   };
-  // The kernels stage quads along a contiguous dim: the last or the next-to-last.
-  const readable = (w: View): boolean => {
-    const r = w.dims.length;
-    if (r < 2) return false;
-    const [R, C] = [w.dims[r - 2]!, w.dims[r - 1]!];
-    return w.strides[r - 1] === 1 || C === 1 || w.strides[r - 2] === 1 || R === 1;
-  };
   const asFused = (n: PlanNode, attrs: Attrs): PlanNode =>
     n.opType === 'FusedMatMul' ? { ...n, attrs: { ...n.attrs, ...attrs } } : { ...n, opType: 'FusedMatMul', attrs, opset: 1 };
 
@@ -154,7 +153,7 @@ export function foldViews<G extends PlanGraph>(graph: G): G {
         const rs = readers(v);
         const onlyOperands = !isOutput.has(v) && rs.every((r) => PRODUCTS.has(r.opType) && r.inputs.slice(2).every((i) => i !== v));
         const found = onlyOperands ? viewOf(v) : undefined;
-        folded.set(v, found && readable(found.view) ? found : undefined);
+        folded.set(v, found && readableView(found.view.dims, found.view.strides) ? found : undefined);
       }
       const f = folded.get(v);
       if (!f) continue;
@@ -198,7 +197,7 @@ export function foldViews<G extends PlanGraph>(graph: G): G {
       const inDims = graph.types.get(c.inputs[0]!)?.dims;
       if (!inDims) view = undefined;
       else if (c.opType === 'Transpose') {
-        const perm = (c.attrs.perm as readonly number[] | undefined) ?? inDims.map((_, i) => inDims.length - 1 - i);
+        const perm = permOf(c, inDims.length);
         const strides = new Array<number>(inDims.length).fill(0);
         perm.forEach((p, i) => (strides[p] = view!.strides[i]!));
         view = perm.length === inDims.length ? { dims: inDims, strides, offset: 0 } : undefined;

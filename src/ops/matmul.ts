@@ -608,9 +608,23 @@ function matmulProblem(inputs: Inputs<TensorType>, ctx: OpContext): Problem {
   return { geo, transA: false, transB: false, alpha: 1, beta: 1, a: 0, b: 1, ...contiguousLayouts(a.dims, b.dims, geo) };
 }
 
+/** The product's [...batch, M, N] written row-major into its own output dims. */
+function contiguousOutput(geo: MatmulGeometry): { yDims: readonly number[]; yStrides: readonly number[] } {
+  return { yDims: geo.outDims, yStrides: stridesOf([...geo.batch, geo.M, geo.N]) };
+}
+
 /** Layouts of a product whose operands and output are all contiguous. */
 function contiguousLayouts(a: readonly number[], b: readonly number[], geo: MatmulGeometry) {
-  return { aLayout: contiguous(a), bLayout: contiguous(b), yDims: geo.outDims, yStrides: stridesOf([...geo.batch, geo.M, geo.N]) };
+  return { aLayout: contiguous(a), bLayout: contiguous(b), ...contiguousOutput(geo) };
+}
+
+/**
+ * Whether the kernels can read a view of `dims` at `strides`: they stage quads along a contiguous
+ * dim, the last or the next-to-last (compile/views.ts folds only views that pass this).
+ */
+export function readableView(dims: readonly number[], strides: readonly number[]): boolean {
+  const r = dims.length;
+  return r >= 2 && (strides[r - 1] === 1 || dims[r - 1] === 1 || strides[r - 2] === 1 || dims[r - 2] === 1);
 }
 
 /**
@@ -629,9 +643,7 @@ function operandView(x: 'a' | 'b', dims: readonly number[], attrs: Attrs, ctx: O
   if (offset < 0 || shape.some((d) => d < 1) || strides.some((s) => s < 0)) bad('dims must be positive, strides and offset non-negative');
   const last = offset + shape.reduce((t, d, i) => t + (d - 1) * strides[i]!, 0);
   if (last >= sizeOf(dims)) bad(`reads element ${last} of a tensor of ${sizeOf(dims)} elements ${fmt(dims)}`);
-  // The kernels stage quads along a contiguous dim: the last or the next-to-last.
-  const r = shape.length;
-  if (!(strides[r - 1] === 1 || shape[r - 1] === 1 || strides[r - 2] === 1 || shape[r - 2] === 1)) bad('neither of the last two dims is contiguous');
+  if (!readableView(shape, strides)) bad('neither of the last two dims is contiguous');
   return { dims: shape, strides, offset };
 }
 
@@ -642,7 +654,7 @@ function operandView(x: 'a' | 'b', dims: readonly number[], attrs: Attrs, ctx: O
  */
 function outputView(geo: MatmulGeometry, attrs: Attrs, ctx: OpContext): { yDims: readonly number[]; yStrides: readonly number[] } {
   const yDims = attrInts(attrs, 'yShape');
-  if (!yDims) return { yDims: geo.outDims, yStrides: stridesOf([...geo.batch, geo.M, geo.N]) };
+  if (!yDims) return contiguousOutput(geo);
   const yStrides = attrInts(attrs, 'yStrides') ?? [];
   const dims = [...geo.batch, geo.M, geo.N];
   const used = dims.map((d, i) => [yStrides[i]!, d] as const).filter(([, d]) => d > 1).sort((x, y) => x[0] - y[0]);
