@@ -23,6 +23,7 @@ export type { OnnxWithExternalData } from './onnx/export.js';
 export { Trainer, NonFiniteError, type TrainingArguments, type TrainerOptions, type StepEvent, type LogEvent, type EvalResult, type EndEvent, type CheckpointEvent } from './train/trainer.js';
 export type { Pooling } from './autograd/loss.js';
 export type { Recompute } from './autograd/remat.js';
+export type { ActivationPrecision } from './ops/half.js';
 export { MemoryCheckpointStore, OpfsCheckpointStore, encodeCheckpoint, decodeCheckpoint, type Checkpoint, type CheckpointStore, type CheckpointTensor, type CheckpointFingerprint } from './train/checkpoint.js';
 export type { Example } from './train/data.js';
 export { IA3Error, WebGPUUnavailableError, DeviceLostError, ShaderCompileError, GpuExecutionError, ShapeError, UnsupportedOpError, FormatError, InputError, IndexOutOfRangeError, SizeLimitError, DisposedError, BusyError } from './errors.js';

@@ -7,7 +7,7 @@
 // is never mutated: `replaceInitializers` gives the model a new graph object, so CPU-side caches
 // keyed by the graph (specialisations) cannot go stale.
 
-import { buildBackward, type BackwardOptions, type BackwardSummary } from './autograd/grad.js';
+import { backwardKey, buildBackward, type BackwardOptions, type BackwardSummary } from './autograd/grad.js';
 import { fuseGraph } from './compile/fuse.js';
 import { legalize, type LegalGraph } from './compile/legalize.js';
 import { layoutPlan, Plan, type PlanLayout } from './compile/plan.js';
@@ -374,7 +374,7 @@ export class Model {
   gradientPlan(shapes: Record<string, readonly number[]>, loss: string, wrt: readonly string[], values?: InputValues, options: BackwardOptions = {}): Promise<GradientPlan> {
     this.assertUsable();
     const spec = specialize(this.graph, shapes, values ? { values } : {});
-    const key = `grad:${loss}:${wrt.join(',')}:${options.recompute ?? 'cheap'}:${spec.key}`;
+    const key = `grad:${loss}:${wrt.join(',')}${backwardKey(options)}:${spec.key}`;
     let entry = this.gradPlans.get(key);
     if (!entry) {
       const backward = buildBackward(spec, loss, wrt, options);

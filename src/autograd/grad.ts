@@ -16,7 +16,9 @@
 // InvStdDev) gets that output added.
 //
 // Last, the backward is rewritten to recompute the forward activations that are cheap to compute
-// again instead of keeping them alive until their gradient (remat.ts; `BackwardOptions.recompute`).
+// again instead of keeping them alive until their gradient (remat.ts; `BackwardOptions.recompute`),
+// and, when asked, to keep the activations it still saves in half precision (half.ts;
+// `BackwardOptions.activationPrecision`).
 //
 // A trainable value the loss does not depend on gets a zero gradient (an Expand of 0), not an
 // error: a frozen branch or a padded-away position is a legitimate training state.
@@ -25,9 +27,11 @@ import { InputError } from '../errors.js';
 import { FLOAT_TYPES } from '../ir/dtype.js';
 import type { SpecNode, SpecializedGraph } from '../ir/static-graph.js';
 import { sizeOf, type TensorType, type ValueInfo } from '../ir/tensor.js';
+import type { ActivationPrecision } from '../ops/half.js';
 import { OPS, isOpType } from '../ops/registry.js';
 import type { Inputs, OpContext } from '../ops/types.js';
 import { GraphBuilder } from './builder.js';
+import { keepInHalf } from './half.js';
 import { rematerialize, type Recompute } from './remat.js';
 import { VJP, unsupportedError, type VjpContext } from './vjp.js';
 
@@ -62,6 +66,16 @@ export interface BackwardOptions {
    * from its input: least memory, about one more forward of time), 'none'.
    */
   readonly recompute?: Recompute;
+  /**
+   * How the backward keeps the forward activations it reads (half.ts): 'f32' (default, as
+   * computed), or rounded to 'f16' / 'bf16', half the bytes; the forward and the loss stay f32.
+   */
+  readonly activationPrecision?: ActivationPrecision;
+}
+
+/** The options' part of a plan's cache key ('' for the defaults). */
+export function backwardKey({ recompute = 'cheap', activationPrecision = 'f32' }: BackwardOptions): string {
+  return `${recompute === 'cheap' ? '' : `;recompute:${recompute}`}${activationPrecision === 'f32' ? '' : `;activations:${activationPrecision}`}`;
 }
 
 /** The output name under which the gradient of `value` appears. */
@@ -77,7 +91,8 @@ const isFloat = (t: TensorType | undefined): boolean => t !== undefined && FLOAT
  * constant or a node output). Throws InputError for bad arguments and UnsupportedOpError when a
  * path to the loss crosses an op whose gradient is not implemented.
  */
-export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: readonly string[], { recompute = 'cheap' }: BackwardOptions = {}): BackwardGraph {
+export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: readonly string[], options: BackwardOptions = {}): BackwardGraph {
+  const { recompute = 'cheap', activationPrecision = 'f32' } = options;
   // A graph output name (which may differ from its value name) is accepted for the loss.
   const outputIndex = spec.outputNames.indexOf(lossName);
   const loss = !spec.types.has(lossName) && outputIndex >= 0 ? spec.outputs[outputIndex]! : lossName;
@@ -195,7 +210,7 @@ export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: rea
   const graph = rematerialize(
     {
       ...spec,
-      key: `${spec.key};grad:${loss}→${wrt.join(',')}${recompute === 'cheap' ? '' : `;recompute:${recompute}`}`,
+      key: `${spec.key};grad:${loss}→${wrt.join(',')}${backwardKey(options)}`,
       nodes: [...forward, ...b.nodes],
       types: b.types,
       constants: b.constants,
@@ -223,7 +238,7 @@ export function buildBackward(spec: SpecializedGraph, lossName: string, wrt: rea
   }
 
   return {
-    graph,
+    graph: keepInHalf(graph, forward.length, activationPrecision),
     gradients,
     summary: {
       differentiated,

@@ -795,6 +795,9 @@ export const VJP: { readonly [K in OpType]: VjpEntry } = {
   IndexCheck: null,
   // The straight-through estimator of the dynamic activation quantiser (ops/quantize.ts), as QAT does.
   DynamicQuantizeDequantize: Same,
+  // Written by autograd/half.ts after the reverse pass: never in a graph the reverse pass sees.
+  PackHalf: unsupported('PackHalf is placed after the reverse pass'),
+  UnpackHalf: unsupported('UnpackHalf is placed after the reverse pass'),
   // Rotary
   RotaryEmbedding,
   RotaryEmbeddingGrad,

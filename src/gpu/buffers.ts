@@ -1,7 +1,9 @@
 // Buffer pool: storage buffers recycled by size class, with a live byte count.
 //
-// Sizes are rounded up to a class (powers of two up to 1 MiB, then multiples of 1 MiB) so buffers
-// of nearly equal size are interchangeable. `liveBytes` counts what callers hold (class sizes, i.e.
+// Sizes are rounded up to a class (powers of two up to 1 MiB, then eight classes per doubling:
+// multiples of an eighth of the power of two below) so buffers of nearly equal size are
+// interchangeable while a large one wastes at most 1/8 of its bytes (a plan's kept activations of
+// 1.5 or 4.5 MiB get exactly that). `liveBytes` counts what callers hold (class sizes, i.e.
 // what the GPU really allocated for them); `peakLiveBytes` is what benchmarks report as memory.
 // Every pooled buffer has STORAGE | COPY_SRC | COPY_DST usage so any of them can be read back or
 // overwritten from the CPU. Uniform and ring buffers (`create`) are counted in `liveBytes` too, so
@@ -22,7 +24,8 @@ const MiB = 1 << 20;
 /** The size class of a `bytes`-byte request, capped at `limit` when the request itself fits. */
 export function sizeClass(bytes: number, limit = Infinity): number {
   const b = Math.max(16, bytes);
-  const c = b <= MiB ? 2 ** Math.ceil(Math.log2(b)) : Math.ceil(b / MiB) * MiB;
+  const step = 2 ** Math.floor(Math.log2(b)) / 8;
+  const c = b <= MiB ? 2 ** Math.ceil(Math.log2(b)) : Math.ceil(b / step) * step;
   return c > limit && b <= limit ? Math.ceil(b / 16) * 16 : c;
 }
 

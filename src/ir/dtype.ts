@@ -169,6 +169,18 @@ export function floatToHalf(x: number): number {
   return sign | h;
 }
 
+/** The nearest bfloat16 bit pattern of a number (round to nearest even from its f32; NaN stays NaN). */
+export function floatToBfloat16(x: number): number {
+  const u = new Uint32Array(new Float32Array([x]).buffer)[0]!;
+  if ((u & 0x7fffffff) > 0x7f800000) return ((u >>> 16) & 0x8000) | 0x7fc0;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/** The value of a bfloat16 bit pattern. */
+export function bfloat16ToFloat(h: number): number {
+  return new Float32Array(new Uint32Array([(h & 0xffff) << 16]).buffer)[0]!;
+}
+
 /**
  * Values packed as `f16x2` words, padded to whole 16-byte quads (kernels read four halves as one
  * vec2<u32>, so the binding must hold every quad an index reaches).

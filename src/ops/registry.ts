@@ -19,6 +19,7 @@ import { contribRotaryOps } from './contrib-rotary.js';
 import { controlOps } from './control.js';
 import { einsumOps } from './einsum.js';
 import { elementwiseOps } from './elementwise.js';
+import { halfOps } from './half.js';
 import { ia3Ops } from './ia3.js';
 import { indexCheckOps } from './index-check.js';
 import { layoutOps } from './layout.js';
@@ -38,6 +39,7 @@ export const OPS = {
   ...controlOps,
   ...einsumOps,
   ...elementwiseOps,
+  ...halfOps,
   ...ia3Ops,
   ...indexCheckOps,
   ...layoutOps,

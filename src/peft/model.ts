@@ -13,7 +13,7 @@
 // of delegation to the modules above.
 
 import { LABELS, LOSS, logitsOutput, withLoss, type LossTask, type Pooling } from '../autograd/loss.js';
-import type { Recompute } from '../autograd/remat.js';
+import type { BackwardOptions } from '../autograd/grad.js';
 import { BusyError, DisposedError, InputError } from '../errors.js';
 import { readAdapterFiles, writeAdapterFiles, type AdapterFiles, type AdapterSource } from '../io/adapter.js';
 import type { TensorData } from '../ir/tensor.js';
@@ -255,11 +255,13 @@ export class PeftModel {
    * `batch` sequences of `sequence` tokens (every model input [batch, sequence]), computed without
    * running anything: weights, activations (peak), inputs, constants, uniforms. A SizeLimitError when a tensor
    * of that step cannot fit the device's buffers. The Trainer adds its optimizer state. `recompute`
-   * says which activations the backward computes again instead of keeping (see Recompute).
+   * says which activations the backward computes again instead of keeping (see Recompute), and
+   * `activationPrecision` whether it keeps the others as computed ('f32') or in half the bytes
+   * ('f16', 'bf16'; see BackwardOptions).
    */
-  memoryPlan({ batch, sequence, recompute }: { batch: number; sequence: number; recompute?: Recompute }): MemoryPlan {
+  memoryPlan({ batch, sequence, ...options }: { batch: number; sequence: number } & BackwardOptions): MemoryPlan {
     const { model, trainables } = this.trainingModel();
-    return model.gradientMemoryPlan(trainingShapes(model, this.lossTask(), batch, sequence), LOSS, trainables.map((t) => t.name), undefined, recompute ? { recompute } : {});
+    return model.gradientMemoryPlan(trainingShapes(model, this.lossTask(), batch, sequence), LOSS, trainables.map((t) => t.name), undefined, options);
   }
 
   /** The same forward on the float64 CPU reference executor (the test oracle). */
@@ -277,9 +279,10 @@ export class PeftModel {
    * The loss is the task type's (CAUSAL_LM: next-token cross-entropy with labels −100 ignored;
    * SEQ_CLS: cross-entropy of the class logits, a decoder's pooled as `pooling` says, default the
    * last real token as Hugging Face); without a task type it follows the logits' rank. `recompute`
-   * as in memoryPlan (the gradients are the same; only memory and time differ).
+   * as in memoryPlan (the gradients are the same; only memory and time differ);
+   * `activationPrecision` 'f16' / 'bf16' gives gradients from activations rounded to that precision.
    */
-  async lossAndGradients({ inputs, labels, pooling, recompute }: { inputs: Record<string, Feed>; labels: Feed; pooling?: Pooling; recompute?: Recompute }): Promise<{
+  async lossAndGradients({ inputs, labels, pooling, ...options }: { inputs: Record<string, Feed>; labels: Feed; pooling?: Pooling } & BackwardOptions): Promise<{
     loss: number;
     gradients: Record<string, TensorData>;
     adapterGradients: Record<string, Record<string, TensorData>>;
@@ -288,7 +291,7 @@ export class PeftModel {
     this.assertIdle('compute gradients');
     const { model: lossModel, trainables } = this.trainingModel({ pooling });
     const wrt = trainables.map((t) => t.name);
-    const { loss, gradients } = await lossModel.lossAndGradients({ ...inputs, [LABELS]: labels }, LOSS, wrt, recompute ? { recompute } : {});
+    const { loss, gradients } = await lossModel.lossAndGradients({ ...inputs, [LABELS]: labels }, LOSS, wrt, options);
     const adapterGradients: Record<string, Record<string, TensorData>> = {};
     for (const t of trainables) {
       const g = (adapterGradients[t.adapter] ??= {});
@@ -298,12 +301,12 @@ export class PeftModel {
   }
 
   /** `lossAndGradients` on the float64 CPU executor (same IR; the oracle of the GPU result). */
-  lossAndGradientsReference({ inputs, labels, pooling, recompute }: { inputs: Record<string, Feed>; labels: Feed; pooling?: Pooling; recompute?: Recompute }): { loss: number; gradients: Record<string, Float64Array> } {
+  lossAndGradientsReference({ inputs, labels, pooling, ...options }: { inputs: Record<string, Feed>; labels: Feed; pooling?: Pooling } & BackwardOptions): { loss: number; gradients: Record<string, Float64Array> } {
     const { model, trainables } = this.trainingModel({ pooling });
     // A fresh graph object, as in runReference: the memo of specialisations would hold the values
     // the vectors had when it was filled.
     const fresh = model.withGraph({ ...model.graph });
-    const { loss, gradients } = fresh.lossAndGradientsReference({ ...inputs, [LABELS]: labels }, LOSS, trainables.map((t) => t.name), recompute ? { recompute } : {});
+    const { loss, gradients } = fresh.lossAndGradientsReference({ ...inputs, [LABELS]: labels }, LOSS, trainables.map((t) => t.name), options);
     const out: Record<string, Float64Array> = {};
     for (const t of trainables) {
       const g = Float32Array.from(gradients.get(t.name)!);

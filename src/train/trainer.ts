@@ -27,11 +27,13 @@
 // Size: the Trainer's public types (arguments, events, errors) and its validation sit beside it.
 
 import { LABELS, LOSS, POOLINGS, SCORES, logitsOutput, type LossTask, type Pooling } from '../autograd/loss.js';
+import type { BackwardOptions } from '../autograd/grad.js';
 import { RECOMPUTE, type Recompute } from '../autograd/remat.js';
 import { BusyError, DeviceLostError, DisposedError, IA3Error, InputError } from '../errors.js';
 import { isFloat } from '../ir/dtype.js';
 import type { GradientPlan, MemoryPlan, Model } from '../model.js';
 import { inputRange } from '../onnx/bounds.js';
+import { ACTIVATION_PRECISIONS, type ActivationPrecision } from '../ops/half.js';
 import { specialize } from '../onnx/specialize.js';
 import { serializeConfig } from '../peft/config.js';
 import type { PeftModel, Trainable, TrainingLease } from '../peft/model.js';
@@ -89,6 +91,13 @@ export interface TrainingArguments {
    * gradients are the same; `memoryPlan` counts the choice.
    */
   recompute?: Recompute;
+  /**
+   * How the backward keeps the activations it does not recompute: 'f32' (the default, as computed),
+   * or rounded to 'bf16' (f32's range, 8 significant bits) or 'f16' (11 bits; a value beyond ±65504
+   * becomes ∞ and stops the run with NonFiniteError), half the bytes — mixed-precision training's
+   * saved tensors. The forward and the loss stay f32; `memoryPlan` counts the choice.
+   */
+  activationPrecision?: ActivationPrecision;
 }
 
 /** Where the Trainer keeps checkpoints (see train/checkpoint.ts). */
@@ -145,11 +154,14 @@ interface Events {
 export class NonFiniteError extends IA3Error {
   override readonly name: string = 'NonFiniteError';
   readonly step: number;
-  constructor(step: number, what: string) {
-    super('NON_FINITE', `step ${step}: the ${what} is not finite; training stopped and the values from before that step are kept`);
+  constructor(step: number, what: string, hint?: string) {
+    super('NON_FINITE', `step ${step}: the ${what} is not finite; training stopped and the values from before that step are kept${hint ? ` (${hint})` : ''}`);
     this.step = step;
   }
 }
+
+/** Arguments a checkpoint may be resumed under with other values (see `resume`). */
+const MEMORY_ARGUMENTS: ReadonlySet<string> = new Set(['recompute', 'activationPrecision']);
 
 /** Longest loss ring (steps between reads): its 8 bytes a step are one GPU buffer. */
 const MAX_LOGGING_STEPS = 65536;
@@ -213,8 +225,8 @@ interface Run extends Prepared {
 /** The resolved arguments (defaults filled in), as checkpoints record them. */
 // `pooling` stays unset unless given (unset is 'last'): checkpoints of earlier runs, whose
 // arguments lack it, still match a trainer built from them.
-type ResolvedArguments = Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes' | 'pooling' | 'recompute'>> &
-  Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes' | 'pooling' | 'recompute'>;
+type ResolvedArguments = Required<Omit<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes' | 'pooling' | 'recompute' | 'activationPrecision'>> &
+  Pick<TrainingArguments, 'maxSteps' | 'buckets' | 'padTokenId' | 'maxMemoryBytes' | 'pooling' | 'recompute' | 'activationPrecision'>;
 
 const SCHEDULES: readonly string[] = ['linear', 'cosine', 'constant', 'constant_with_warmup'];
 
@@ -259,6 +271,7 @@ export class Trainer {
       checkpointSteps: args.checkpointSteps ?? 0,
       ...(args.pooling === undefined ? {} : { pooling: args.pooling }),
       ...(args.recompute === undefined ? {} : { recompute: args.recompute }),
+      ...(args.activationPrecision === undefined ? {} : { activationPrecision: args.activationPrecision }),
     };
     checkArguments(this.args);
     this.store = options.checkpoints;
@@ -284,8 +297,10 @@ export class Trainer {
    */
   resume(checkpoint: Checkpoint): void {
     this.assertIdle('resume');
-    // What the backward recomputes changes memory and time, not the training: a run may resume with another choice.
-    const mismatch = Object.keys({ ...checkpoint.args, ...this.args }).filter((k) => k !== 'recompute' && JSON.stringify(checkpoint.args[k]) !== JSON.stringify((this.args as Record<string, unknown>)[k]));
+    // How the backward keeps activations is a memory choice: a run may resume with another (the
+    // old one no longer fits, or another fits a larger batch). Recomputation changes only memory and
+    // time; half-precision activations also round what the gradients read.
+    const mismatch = Object.keys({ ...checkpoint.args, ...this.args }).filter((k) => !MEMORY_ARGUMENTS.has(k) && JSON.stringify(checkpoint.args[k]) !== JSON.stringify((this.args as Record<string, unknown>)[k]));
     if (mismatch.length > 0) throw new InputError(`the checkpoint was taken with other training arguments (${mismatch.join(', ')}): use Trainer.fromCheckpoint`);
     const { model, trainables } = this.peft.trainingModel({ pooling: this.args.pooling });
     const print = this.fingerprint('');
@@ -322,7 +337,7 @@ export class Trainer {
     const { model, trainables } = this.peft.trainingModel({ pooling: this.args.pooling });
     // The shapes the Trainer feeds (caches fed empty included), not only ids and mask.
     const { shapes, values } = batchShapes(this.collateOptions(model, this.peft.lossTask()), batch, sequence);
-    const plan = model.gradientMemoryPlan(shapes, LOSS, trainables.map((t) => t.name), values, { recompute: this.args.recompute });
+    const plan = model.gradientMemoryPlan(shapes, LOSS, trainables.map((t) => t.name), values, this.backwardOptions());
     const layout = FlatState.layout(model.gpu, trainables.map((t) => ({ name: t.name, n: t.param.values.length })));
     const optimizer = FlatState.bytes(model.gpu, layout, this.args.maxGradNorm);
     return { ...plan, optimizer, total: plan.total + optimizer };
@@ -642,13 +657,19 @@ export class Trainer {
   }
 
   /** The compiled forward + loss + backward plan of each micro-batch's shapes (one per bucket). */
+  /** The backward choices of these arguments, as the gradient plans take them. */
+  private backwardOptions(): BackwardOptions {
+    const { recompute, activationPrecision } = this.args;
+    return { ...(recompute === undefined ? {} : { recompute }), ...(activationPrecision === undefined ? {} : { activationPrecision }) };
+  }
+
   private async plansFor(run: Run, micro: readonly Batch[]): Promise<GradientPlan[]> {
     const plans: GradientPlan[] = [];
     for (const b of micro) {
       const feeds = { ...b.inputs, ...b.other };
       const shapes = { ...Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.dims])), [LABELS]: b.labels.dims };
       // Input values decide a merged decoder's If branch (use_cache_branch), like a shape.
-      plans.push(await run.model.gradientPlan(shapes, LOSS, run.wrt, Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.data])), { recompute: this.args.recompute }));
+      plans.push(await run.model.gradientPlan(shapes, LOSS, run.wrt, Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.data])), this.backwardOptions()));
     }
     return plans;
   }
@@ -696,7 +717,8 @@ export class Trainer {
         const loss = v[2 * i]!;
         const gradNorm = v[2 * i + 1]!;
         if (!run.failure && !(Number.isFinite(loss) && Number.isFinite(gradNorm))) {
-          run.failure = new NonFiniteError(e.step, Number.isFinite(loss) ? 'gradient norm' : 'loss');
+          const hint = this.args.activationPrecision === 'f16' ? "with activationPrecision 'f16' an activation beyond ±65504 becomes ∞; 'bf16' keeps f32's range" : undefined;
+          run.failure = new NonFiniteError(e.step, Number.isFinite(loss) ? 'gradient norm' : 'loss', hint);
         }
         sum += loss;
         run.lastLoss = loss;
@@ -826,5 +848,6 @@ function checkArguments(a: ResolvedArguments): void {
   if (a.maxMemoryBytes !== undefined && !(finite(a.maxMemoryBytes) && a.maxMemoryBytes > 0)) fail('maxMemoryBytes', 'a positive number of bytes', a.maxMemoryBytes);
   if (a.pooling !== undefined && !POOLINGS.includes(a.pooling)) fail('pooling', `one of ${POOLINGS.join(', ')}`, a.pooling);
   if (a.recompute !== undefined && !RECOMPUTE.includes(a.recompute)) fail('recompute', `one of ${RECOMPUTE.join(', ')}`, a.recompute);
+  if (a.activationPrecision !== undefined && !ACTIVATION_PRECISIONS.includes(a.activationPrecision)) fail('activationPrecision', `one of ${ACTIVATION_PRECISIONS.join(', ')}`, a.activationPrecision);
   if (a.buckets !== undefined && !(Array.isArray(a.buckets) && a.buckets.length > 0 && a.buckets.every((b) => integer(b) && b > 0))) fail('buckets', 'a non-empty list of positive integers', a.buckets);
 }

@@ -13,6 +13,7 @@
 import * as ort from 'onnxruntime-web';
 import { getPeftModel, IA3Config, loadModel, Trainer, type Example, type Model, type TensorData } from '../../src/index.js';
 import type { LoadProgress } from '../../src/onnx/stream.js';
+import type { BackwardOptions } from '../../src/autograd/grad.js';
 import { type BenchContext, median, round, timeAsync, timeInterleaved } from './harness.js';
 import { loadGpt2Bench, stepAndForward } from './train.js';
 
@@ -74,8 +75,10 @@ export async function scaleSuite(ctx: BenchContext): Promise<void> {
   };
   const [b, s] = quick ? [1, 32] : [8, 128];
   if (quick) memoryRow('8×128 planned', peft.memoryPlan({ batch: 8, sequence: 128 }).total, {});
-  // The other recompute choices (TrainingArguments.recompute; 'cheap' is the default).
+  // The other recompute choices (TrainingArguments.recompute; 'cheap' is the default), and keeping
+  // every activation in half precision (TrainingArguments.activationPrecision).
   for (const recompute of ['none', 'layers'] as const) memoryRow(`8×128 planned, recompute '${recompute}'`, peft.memoryPlan({ batch: 8, sequence: 128, recompute }).total, {});
+  memoryRow(`8×128 planned, recompute 'none', activations f16`, peft.memoryPlan({ batch: 8, sequence: 128, recompute: 'none', activationPrecision: 'f16' }).total, {});
   const planned = peft.memoryPlan({ batch: b, sequence: s });
   const big = tokens(b, s);
   gpu.buffers.resetPeak();
@@ -106,16 +109,18 @@ export async function scaleSuite(ctx: BenchContext): Promise<void> {
 }
 
 /**
- * What recomputing activations costs (TrainingArguments.recompute) on the 4×256 model at 4×64 (and
- * 8×128 without --quick): the step of each choice timed interleaved with the others and the
- * forward (median of 3 trials of one), as a ratio to the step keeping every activation ('none'),
- * with its planned GPU bytes / weight bytes. Also its own opt-in suite, `--suite scale-recompute`.
+ * What recomputing activations costs (TrainingArguments.recompute), and keeping them in f16
+ * (TrainingArguments.activationPrecision), on the 4×256 model at 4×64 (and 8×128 without --quick):
+ * the step of each choice timed interleaved with the others and the forward (median of 3 trials of
+ * one), as a ratio to the step keeping every activation in f32 ('none'), with its planned GPU
+ * bytes / weight bytes. Also its own opt-in suite, `--suite scale-recompute`.
  */
 export async function recomputeCost(ctx: BenchContext): Promise<void> {
   const { gpu, quick, rows, log } = ctx;
   const model = await loadModel(`${SCALE}/gpt2-4x256/`, { device: gpu });
   const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
-  const choices = ['none', 'cheap', 'layers'] as const;
+  const choices: BackwardOptions[] = [{ recompute: 'none' }, { recompute: 'cheap' }, { recompute: 'layers' }, { recompute: 'none', activationPrecision: 'f16' }, { recompute: 'cheap', activationPrecision: 'f16' }];
+  const label = ({ recompute, activationPrecision }: BackwardOptions): string => `recompute '${recompute}'${activationPrecision ? `, activations ${activationPrecision}` : ''}`;
   for (const [batch, seq] of quick ? [[4, 64] as const] : ([[4, 64], [8, 128]] as const)) {
     const n = batch * seq;
     const feeds: Record<string, TensorData> = {
@@ -127,23 +132,23 @@ export async function recomputeCost(ctx: BenchContext): Promise<void> {
     forward.writeInputs(new Map(Object.entries(feeds).map(([k, v]) => [k, Int32Array.from(v.data as BigInt64Array, Number)])));
     const { model: lossModel, trainables } = peft.trainingModel();
     const trainFeeds = lossModel.gpuFeeds({ ...feeds, labels: feeds.input_ids! });
-    const steps = await Promise.all(choices.map((recompute) => lossModel.gradientPlan({ ...shapes, labels: [batch, seq] }, 'loss', trainables.map((t) => t.name), undefined, { recompute })));
+    const steps = await Promise.all(choices.map((choice) => lossModel.gradientPlan({ ...shapes, labels: [batch, seq] }, 'loss', trainables.map((t) => t.name), undefined, choice)));
     for (const g of steps) g.plan.writeInputs(new Map([...trainFeeds].filter(([k]) => g.inputs.includes(k)).map(([k, v]) => [k, v.data])));
     const times = await timeInterleaved(gpu, [(enc) => forward.encode(enc), ...steps.map((g) => (enc: GPUCommandEncoder) => g.plan.encode(enc))], 1, 3);
     const [tForward, ...tSteps] = times.map((t) => median(t));
     const weights = model.weightBytes;
-    choices.forEach((recompute, k) => {
-      const planned = peft.memoryPlan({ batch, sequence: seq, recompute }).total;
+    choices.forEach((choice, k) => {
+      const planned = peft.memoryPlan({ batch, sequence: seq, ...choice }).total;
       rows.push({
         suite: 'scale',
-        name: `gpt2-4x256 step ${batch}×${seq}, recompute '${recompute}' / recompute 'none'`,
+        name: `gpt2-4x256 step ${batch}×${seq}, ${label(choice)} / recompute 'none'`,
         value: round(tSteps[k]! * 1000),
         unit: 'ms',
         ratio: round(tSteps[k]! / tSteps[0]!),
         baseline: `the step keeping every activation (${round(tSteps[0]! * 1000)} ms), same run; forward ${round(tForward! * 1000)} ms`,
         extra: { plannedMiB: round(planned / MiB), plannedOverWeights: round(planned / weights), stepOverForward: round(tSteps[k]! / tForward!), dispatches: steps[k]!.plan.dispatchCount, trialSeconds: times[k + 1]!.map((t) => round(t)) },
       });
-      log(`scale: 4×256 ${batch}×${seq} recompute '${recompute}': step ${(tSteps[k]! * 1000).toFixed(0)} ms (${(tSteps[k]! / tSteps[0]!).toFixed(2)}× 'none', ${(tSteps[k]! / tForward!).toFixed(2)}× forward), planned ${(planned / MiB).toFixed(1)} MiB = ${(planned / weights).toFixed(2)}× weights`);
+      log(`scale: 4×256 ${batch}×${seq} ${label(choice)}: step ${(tSteps[k]! * 1000).toFixed(0)} ms (${(tSteps[k]! / tSteps[0]!).toFixed(2)}× 'none', ${(tSteps[k]! / tForward!).toFixed(2)}× forward), planned ${(planned / MiB).toFixed(1)} MiB = ${(planned / weights).toFixed(2)}× weights`);
     });
   }
   await model.dispose();

@@ -55,6 +55,48 @@ describe('packed halves', () => {
   });
 });
 
+describe('activations kept in half precision (PackHalf / UnpackHalf, ops/half.ts)', () => {
+  // Both kernels against the float64 reference, word for word and value for value: round to
+  // nearest even at every tie, halves' subnormals, overflow to ∞ in f16 (not in bf16), NaN, ±0, and
+  // a tensor long enough that each invocation of the capped grid walks several quads.
+  const special = [
+    0, -0, 1, -2, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 65504, 65519, 65520, -1e6, 3.4e38, 2 ** -14, 2 ** -24,
+    2 ** -25, 3 * 2 ** -26, 1e-40, NaN, Infinity, -Infinity, 0.1, -0.3, 1234.5678,
+  ];
+  const same = (a: number, b: number): boolean => Object.is(a, b) || (Number.isNaN(a) && Number.isNaN(b));
+  for (const format of ['f16', 'bf16'] as const) {
+    it(`${format}: special values and 40,000 random ones across magnitudes`, async () => {
+      const gpu = await getGpu();
+      const random = randomTensor([40000], 910);
+      const values = [...special, ...Array.from(random.data, (v, i) => Math.fround(v * 10 ** ((i % 13) - 8)))];
+      const x = tensor('float32', [values.length]);
+      x.data.set(values.map(Math.fround));
+      const ctx = context('PackHalf', format);
+      const [words] = runReference(OPS.PackHalf, [x], { format }, ctx);
+      const [gotWords] = await runOnGpu(gpu, OPS.PackHalf, [x], { format }, ctx);
+      const wrong = Array.from(words!.data).findIndex((w, i) => w !== gotWords!.data[i]);
+      expect(wrong, wrong < 0 ? '' : `element ${2 * wrong}: ${values[2 * wrong]}, ${values[2 * wrong + 1]}`).toBe(-1);
+      const attrs = { format, shape: [values.length] };
+      const uctx = context('UnpackHalf', format);
+      const [want] = runReference(OPS.UnpackHalf, [words!], attrs, uctx);
+      const [got] = await runOnGpu(gpu, OPS.UnpackHalf, [words!], attrs, uctx);
+      const off = Array.from(want!.data).findIndex((v, i) => !same(v, got!.data[i]!));
+      expect(off, off < 0 ? '' : `element ${off}: ${values[off]} → ${got!.data[off]}, want ${want!.data[off]}`).toBe(-1);
+      // What the formats promise: the nearest value, f16 overflowing past 65504 and bf16 not.
+      const back = (v: number): number => want!.data[values.indexOf(v)]!;
+      expect([back(1 + 2 ** -11), back(65519)]).toEqual(format === 'f16' ? [1, 65504] : [1, 65536]);
+      expect(back(65520)).toBe(format === 'f16' ? Infinity : 65536);
+      expect(back(-1e6)).toBe(format === 'f16' ? -Infinity : -999424);
+      expect(back(3.4e38)).toBe(Infinity); // past bfloat16's largest finite value (3.3895e38) too
+      expect(back(2 ** -24)).toBe(2 ** -24);
+      for (let i = special.length; i < values.length; i++) {
+        const v = values[i]!;
+        if (Math.abs(v) >= 2 ** -14 && Math.abs(v) <= 65504) expect(Math.abs(want!.data[i]! - v) / Math.abs(v), `${v}`).toBeLessThanOrEqual(format === 'f16' ? 2 ** -11 : 2 ** -8);
+      }
+    });
+  }
+});
+
 describe('matmul kernels with B as packed halves', () => {
   const cases: [string, MatmulOpType, number, number, number, Attrs, boolean][] = [
     // name, op, M, K, N, attrs, fused inputs

@@ -130,26 +130,27 @@ describe('Trainer', () => {
     await model.dispose();
   });
 
-  it('plans the memory a step takes, and recomputing activations gives the same gradients from less', async () => {
+  it('plans the memory a step takes; recomputing activations gives the same gradients from less, half-precision ones close gradients', async () => {
     const model = await gpt2();
     const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
     const [rows, seq] = [4, 16];
     const batch = collate(toyData(rows, seq, 31), { task: 'CAUSAL_LM', padTokenId: 0, buckets: [seq], maxLength: seq, inputNames: model.inputNames });
     const pool = model.gpu.buffers;
     const results: { recompute: string; planned: number; measured: number; gradients: Record<string, ArrayLike<number>>; loss: number }[] = [];
+    const choices = [{ recompute: 'none' }, { recompute: 'cheap' }, { recompute: 'layers' }, { recompute: 'none', activationPrecision: 'f16' }, { recompute: 'none', activationPrecision: 'bf16' }] as const;
     // A step of another shape first: it puts the IA3 vectors on the GPU, which every plan then shares.
     const one = collate(toyData(1, seq, 32), { task: 'CAUSAL_LM', padTokenId: 0, buckets: [seq], maxLength: seq, inputNames: model.inputNames });
     await peft.lossAndGradients({ inputs: one.inputs, labels: one.labels });
-    for (const recompute of ['none', 'cheap', 'layers'] as const) {
-      const plan = peft.memoryPlan({ batch: rows, sequence: seq, recompute });
+    for (const choice of choices) {
+      const plan = peft.memoryPlan({ batch: rows, sequence: seq, ...choice });
       const before = pool.liveBytes;
       pool.resetPeak();
-      const r = await peft.lossAndGradients({ inputs: batch.inputs, labels: batch.labels, recompute });
+      const r = await peft.lossAndGradients({ inputs: batch.inputs, labels: batch.labels, ...choice });
       // What the step allocated (its plan's slots, inputs, constants and uniforms: plans are kept
       // per shape) against what was planned beyond the weights, resident already.
-      results.push({ recompute, planned: plan.total - plan.weights, measured: pool.peakLiveBytes - before, loss: r.loss, gradients: Object.fromEntries(Object.entries(r.gradients).map(([k, t]) => [k, t.data as Float32Array])) });
+      results.push({ recompute: Object.values(choice).join('/'), planned: plan.total - plan.weights, measured: pool.peakLiveBytes - before, loss: r.loss, gradients: Object.fromEntries(Object.entries(r.gradients).map(([k, t]) => [k, t.data as Float32Array])) });
     }
-    const [none, cheap, layers] = results as [(typeof results)[0], (typeof results)[0], (typeof results)[0]];
+    const [none, cheap, layers, f16, bf16] = results as [(typeof results)[0], (typeof results)[0], (typeof results)[0], (typeof results)[0], (typeof results)[0]];
     // Every byte the step allocated through the pool was planned (its readback staging buffers are not the pool's).
     expect(results.map((r) => [r.recompute, r.measured])).toEqual(results.map((r) => [r.recompute, r.planned]));
     expect(cheap.planned).toBeLessThan(none.planned);
@@ -161,6 +162,19 @@ describe('Trainer', () => {
         const scale = Math.max(...Array.from(g, Math.abs));
         expect(Math.max(...Array.from(g, (v, i) => Math.abs(v - got[i]!))) / scale, `${r.recompute} ${k}`).toBeLessThan(1e-5);
       }
+    }
+    // Activations kept in half precision: half the saved bytes; the forward's loss, and gradients
+    // within the format's rounding of the f32 ones — and those of the float64 executor on the same IR.
+    const worst = (a: Record<string, ArrayLike<number>>, b: Record<string, ArrayLike<number>>): number =>
+      Math.max(...Object.entries(b).map(([k, g]) => Math.max(...Array.from(g, (v, i) => Math.abs(v - a[k]![i]!))) / Math.max(...Array.from(g, Math.abs))));
+    for (const [r, bound] of [[f16, 2e-3], [bf16, 2e-2]] as const) {
+      expect(r.planned, r.recompute).toBeLessThan(none.planned);
+      expect(Math.abs(r.loss - none.loss) / none.loss, r.recompute).toBeLessThan(1e-6);
+      expect(worst(r.gradients, none.gradients), r.recompute).toBeLessThan(bound);
+      const activationPrecision = r === f16 ? 'f16' : 'bf16';
+      const ref = peft.lossAndGradientsReference({ inputs: batch.inputs, labels: batch.labels, recompute: 'none', activationPrecision });
+      const refGradients = Object.fromEntries(Object.entries(ref.gradients).map(([k, g]) => [k.slice(k.indexOf('/') + 1), g]));
+      expect(worst(r.gradients, refGradients), `${r.recompute} against the float64 executor`).toBeLessThan(bound / 5);
     }
     await model.dispose();
   });
@@ -203,6 +217,34 @@ describe('Trainer', () => {
     expect(losses[0]).toBe(first.steps + 1);
     expect(vectors(peft)).toEqual(expected);
     trainer.dispose();
+    await model.dispose();
+  });
+
+  it('trains with activations kept in half precision, and says when f16 overflowed', async () => {
+    const data = toyData(32, 12, 17);
+    const model = await gpt2();
+    const peft = getPeftModel(model, new IA3Config({ taskType: 'CAUSAL_LM' }));
+    expect(() => new Trainer(peft, { activationPrecision: 'fp8' as 'f16' })).toThrow(/TrainingArguments.activationPrecision must be one of f32, f16, bf16, got "fp8"/);
+    const args = { learningRate: 0.1, batchSize: 8, maxSteps: 12, seed: 3, recompute: 'none' } as const;
+    const trainer = new Trainer(peft, { ...args, activationPrecision: 'f16' });
+    expect(trainer.memoryPlan({ batch: 8, sequence: 12 }).total).toBeLessThan(new Trainer(peft, args).memoryPlan({ batch: 8, sequence: 12 }).total);
+    const before = await trainer.evaluate(data);
+    await trainer.train(data);
+    const after = await trainer.evaluate(data);
+    expect(after.loss).toBeLessThan(0.8 * before.loss);
+    // Vectors of 1e5 put the residual stream past f16's range (65504): the kept copies become ∞,
+    // the gradient is not finite, and the run stops saying why; bfloat16 keeps f32's range.
+    const big = Object.fromEntries(Object.entries(peft.stateDict()).map(([k, t]) => [k, { ...t, data: new Float32Array(t.data.length).fill(1e5) }]));
+    for (const [activationPrecision, fails] of [['f16', true], ['bf16', false]] as const) {
+      peft.loadStateDict(big);
+      const err = await new Trainer(peft, { ...args, maxSteps: 1, loggingSteps: 1, activationPrecision }).train(data).catch((e: unknown) => e);
+      if (fails) {
+        expect(err).toBeInstanceOf(NonFiniteError);
+        expect((err as Error).message).toMatch(/step 1: the gradient norm is not finite.*with activationPrecision 'f16' an activation beyond ±65504 becomes ∞; 'bf16' keeps f32's range/);
+      } else {
+        expect(err, activationPrecision).not.toBeInstanceOf(Error);
+      }
+    }
     await model.dispose();
   });
 

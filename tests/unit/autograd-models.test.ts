@@ -15,6 +15,7 @@ import { extendGraph, type GraphBuilder } from '../../src/autograd/builder.js';
 import { buildBackward, gradName, type BackwardGraph } from '../../src/autograd/grad.js';
 import { RECOMPUTE } from '../../src/autograd/remat.js';
 import { fuseGraph } from '../../src/compile/fuse.js';
+import { layoutPlan } from '../../src/compile/plan.js';
 import { InputError, UnsupportedOpError } from '../../src/errors.js';
 import type { GpuContext } from '../../src/gpu/device.js';
 import { DEFAULT_TRAITS } from '../../src/gpu/traits.js';
@@ -414,6 +415,53 @@ describe('rematerialisation (what the backward recomputes instead of keeping)', 
         const saved = bytes(bw, spec);
         expect(saved, `${recompute} keeps fewer bytes`).toBeLessThan(last);
         last = saved;
+      }
+    });
+  }
+});
+
+describe('saved activations in half precision (autograd/half.ts)', () => {
+  // The loss is the forward's, untouched; the gradients read activations rounded to 11 (f16) or 8
+  // (bf16) significant bits. Their error is measured against f32 activations on the float64
+  // executor: relative to each gradient's largest element, it stays within a few rounding units
+  // (measured worst over these fixtures: 1.4e-3 for f16, 9.5e-3 for bf16; 2^-11 = 4.9e-4, 2^-8 = 3.9e-3).
+  const BOUND = { f16: 2e-3, bf16: 2e-2 } as const;
+  for (const m of MODELS) {
+    it(`${m.model}/${m.file ?? 'model.onnx'}: the same loss, gradients within the format's rounding, half the saved bytes, for every recompute choice`, () => {
+      const { spec, feeds, vectors } = prepare(m);
+      for (const recompute of RECOMPUTE) {
+        const exact = buildBackward(spec, 'loss', vectors, { recompute });
+        const want = runReferenceGraph(exact.graph, feeds);
+        const planned = (g: SpecializedGraph): number => layoutPlan(fuseGraph(g), DEFAULT_TRAITS).memory.activationBytes;
+        for (const activationPrecision of ['f16', 'bf16'] as const) {
+          const what = `${recompute}/${activationPrecision}`;
+          const bw = buildBackward(spec, 'loss', vectors, { recompute, activationPrecision });
+          expectWellFormed(bw.graph);
+          expectLowerable(bw.graph, 0);
+          expect(bw.summary, what).toEqual(exact.summary);
+          const packs = bw.graph.nodes.filter((n) => n.opType === 'PackHalf');
+          const unpacks = bw.graph.nodes.filter((n) => n.opType === 'UnpackHalf');
+          expect(packs.length, `${what}: packs something`).toBeGreaterThan(0);
+          expect(unpacks.length, what).toBeGreaterThanOrEqual(packs.length);
+          // Every pack sits in the forward, right after its producer; the forward is otherwise the same.
+          expect(bw.graph.nodes.filter((n) => n.opType !== 'PackHalf').slice(0, spec.nodes.length)).toEqual(exact.graph.nodes.slice(0, spec.nodes.length));
+          // No backward node reads an f32 value that was packed: only its unpacked copy.
+          const packed = new Set(packs.map((n) => n.inputs[0]!));
+          const backward = bw.graph.nodes.slice(spec.nodes.length + packs.length);
+          for (const n of backward) for (const v of n.inputs) expect(packed.has(v), `${what}: ${n.name} reads '${v}'`).toBe(false);
+          const got = runReferenceGraph(bw.graph, feeds);
+          expect(got.loss!.data, `${what} loss`).toEqual(want.loss!.data);
+          for (const v of vectors) {
+            const g = want[gradName(v)]!.data;
+            const { maxAbs } = closeness(got[gradName(v)]!.data, g);
+            const scale = Math.max(...Array.from(g, Math.abs));
+            expect(maxAbs / scale, `${what} d/${v}`).toBeLessThan(BOUND[activationPrecision]);
+          }
+          // The fused step computes the same, and plans fewer activation bytes.
+          const fused = runReferenceGraph(fuseGraph(bw.graph), feeds);
+          for (const v of vectors) expect(fused[gradName(v)]!.data, `${what} fused d/${v}`).toEqual(got[gradName(v)]!.data);
+          expect(planned(bw.graph), what).toBeLessThan(planned(exact.graph));
+        }
       }
     });
   }

@@ -10,6 +10,7 @@ import { copyShader } from '../../src/gpu/copy.js';
 import { maskShader } from '../../src/ops/attention-mask.js';
 import { uniformStruct, type Shader } from '../../src/gpu/wgsl.js';
 import { elementwiseShader } from '../../src/ops/elementwise.js';
+import { halfShader } from '../../src/ops/half.js';
 import { ia3Shader } from '../../src/ops/ia3.js';
 import { indexCheckShader } from '../../src/ops/index-check.js';
 import { gatherShader, padShader, stridedShader, transposeShader, triluShader } from '../../src/ops/layout-kernels.js';
@@ -28,6 +29,7 @@ const SHADERS: readonly Shader[] = [
   maskShader,
   trainShader,
   elementwiseShader,
+  halfShader,
   ia3Shader,
   indexCheckShader,
   gatherShader,
