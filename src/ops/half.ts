@@ -11,7 +11,8 @@
 //
 // Both round to nearest even exactly alike on the GPU (shaders/half.wgsl, integer arithmetic) and
 // in the reference (ir/dtype.ts), so a plan with packed activations still matches the float64
-// executor on the same IR; the error against f32 activations is measured by tests/unit/half.test.ts.
+// executor on the same IR; the error against f32 activations is measured by
+// tests/unit/autograd-models.test.ts and tests/gpu/train.test.ts.
 // The ops exist only after autograd: they have no gradient (autograd/vjp.ts).
 
 import text from '../../shaders/half.wgsl?raw';

@@ -33,8 +33,8 @@ import { BusyError, DeviceLostError, DisposedError, IA3Error, InputError } from 
 import { isFloat } from '../ir/dtype.js';
 import type { GradientPlan, MemoryPlan, Model } from '../model.js';
 import { inputRange } from '../onnx/bounds.js';
-import { ACTIVATION_PRECISIONS, type ActivationPrecision } from '../ops/half.js';
 import { specialize } from '../onnx/specialize.js';
+import { ACTIVATION_PRECISIONS, type ActivationPrecision } from '../ops/half.js';
 import { serializeConfig } from '../peft/config.js';
 import type { PeftModel, Trainable, TrainingLease } from '../peft/model.js';
 import { datasetFingerprint, modelFingerprint, textFingerprint, type Checkpoint, type CheckpointFingerprint, type CheckpointStore } from './checkpoint.js';
