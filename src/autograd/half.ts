@@ -22,7 +22,7 @@
 
 import { FLOAT_TYPES } from '../ir/dtype.js';
 import { sizeOf } from '../ir/tensor.js';
-import type { SpecNode, SpecializedGraph } from '../ir/static-graph.js';
+import { freshNames, type SpecNode, type SpecializedGraph } from '../ir/static-graph.js';
 import type { ActivationPrecision } from '../ops/half.js';
 
 /** A value of less than this fraction of the largest saved one stays f32. */
@@ -73,13 +73,7 @@ export function keepInHalf(graph: SpecializedGraph, forwardCount: number, precis
   if (packed.size === 0) return graph;
 
   const types = new Map(graph.types);
-  const taken = new Set([...graph.types.keys(), ...graph.nodes.map((n) => n.name)]);
-  const fresh = (base: string): string => {
-    let name = base;
-    for (let k = 1; taken.has(name); k++) name = `${base}_${k}`;
-    taken.add(name);
-    return name;
-  };
+  const fresh = freshNames(graph);
   const format = precision;
   const words = new Map<string, string>();
   const nodes: SpecNode[] = [];

@@ -23,7 +23,7 @@
 // before every reader it serves and after every value it reads.
 
 import { sizeOf } from '../ir/tensor.js';
-import type { SpecNode, SpecializedGraph } from '../ir/static-graph.js';
+import { freshNames, type SpecNode, type SpecializedGraph } from '../ir/static-graph.js';
 
 /** Which saved activations the backward recomputes (see the module header). */
 export type Recompute = 'cheap' | 'layers' | 'none';
@@ -112,13 +112,8 @@ export function rematerialize(graph: SpecializedGraph, forwardCount: number, pol
   // Emit: before each backward node, copies of the producers of the recomputed values it reads
   // (each copied once, at its first reader), then the node reading the copies.
   const types = new Map(graph.types);
-  const taken = new Set([...graph.types.keys(), ...graph.nodes.map((n) => n.name)]);
-  const fresh = (base: string): string => {
-    let name = `${base}/remat`;
-    for (let k = 1; taken.has(name); k++) name = `${base}/remat_${k}`;
-    taken.add(name);
-    return name;
-  };
+  const named = freshNames(graph);
+  const fresh = (base: string): string => named(`${base}/remat`);
   const copyOf = new Map<string, string>();
   const out: SpecNode[] = [];
   const materialise = (v: string): string => {

@@ -39,6 +39,20 @@ export function residentBytes(r: ResidentData): number {
 }
 
 /**
+ * A namer for values and nodes added to `graph`: `base` when neither a value nor a node has that
+ * name yet (nor an earlier call returned it), else `base_1`, `base_2`, ….
+ */
+export function freshNames(graph: { readonly types: ReadonlyMap<string, unknown>; readonly nodes: readonly { readonly name: string }[] }): (base: string) => string {
+  const taken = new Set([...graph.types.keys(), ...graph.nodes.map((n) => n.name)]);
+  return (base) => {
+    let name = base;
+    for (let k = 1; taken.has(name); k++) name = `${base}_${k}`;
+    taken.add(name);
+    return name;
+  };
+}
+
+/**
  * An index check: the status value of an IndexCheck node guarding a gather (see
  * onnx/index-checks.ts), which the plan keeps to the end of a step for the host to read.
  */
